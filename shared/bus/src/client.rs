@@ -1,0 +1,143 @@
+//! A connected bus: a NATS client and its JetStream context, with the codec
+//! applied on every publish and request.
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use async_nats::{HeaderMap, Message};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use mentat_domain::Fact;
+
+use crate::codec::{self, Encoding};
+use crate::{streams, subject, Error, Result};
+
+/// Header carrying the id of a message for JetStream de-duplication.
+pub const MSG_ID: &str = "Nats-Msg-Id";
+
+/// A connection to the bus.
+#[derive(Clone, Debug)]
+pub struct Bus {
+    /// The core NATS client.
+    pub client: async_nats::Client,
+    /// The JetStream context on that client.
+    pub js: jetstream::Context,
+}
+
+impl Bus {
+    /// Connect to `url`, retrying until `wait` has passed, and make sure the
+    /// streams exist.
+    pub async fn connect(url: &str, name: &str, wait: Duration) -> Result<Self> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let client = loop {
+            let attempt = async_nats::ConnectOptions::new()
+                .name(name)
+                .connection_timeout(Duration::from_secs(2))
+                .connect(url)
+                .await;
+            match attempt {
+                Ok(c) => break c,
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    return Err(Error::Nats(format!("cannot connect to NATS at {url}: {e}")))
+                }
+                Err(e) => {
+                    tracing::debug!(url, error = %e, "NATS not reachable yet, retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        };
+        let js = jetstream::new(client.clone());
+        let bus = Bus { client, js };
+        streams::ensure(&bus.js).await?;
+        Ok(bus)
+    }
+
+    /// Send a request encoded with `encoding` and decode the reply.
+    pub async fn request<Req, Resp>(
+        &self,
+        subject: &str,
+        request: &Req,
+        encoding: Encoding,
+        timeout: Duration,
+    ) -> Result<Resp>
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned,
+    {
+        let payload = codec::encode(request, encoding)?;
+        let req = async_nats::Request::new()
+            .payload(payload)
+            .headers(encoding.headers())
+            .timeout(Some(timeout));
+        let reply = self
+            .client
+            .send_request(subject.to_owned(), req)
+            .await
+            .map_err(|e| match e.kind() {
+                async_nats::RequestErrorKind::TimedOut => Error::Timeout {
+                    subject: subject.to_owned(),
+                    secs: timeout.as_secs(),
+                },
+                _ => Error::nats(e),
+            })?;
+        codec::decode(
+            &reply.payload,
+            Encoding::of(reply.headers.as_ref()),
+            "reply",
+        )
+    }
+
+    /// Answer `request` with `value`, in the encoding the request used.
+    pub async fn reply<T: Serialize + ?Sized>(&self, request: &Message, value: &T) -> Result<()> {
+        let Some(reply_to) = request.reply.clone() else {
+            return Ok(());
+        };
+        let encoding = Encoding::of(request.headers.as_ref());
+        let payload = codec::encode(value, encoding)?;
+        self.client
+            .publish_with_headers(reply_to, encoding.headers(), payload)
+            .await
+            .map_err(Error::nats)
+    }
+
+    /// Publish a fact to JetStream, with its id as `Nats-Msg-Id`, and wait
+    /// for the stream to acknowledge it.
+    pub async fn publish_fact(&self, fact: &Fact) -> Result<()> {
+        let stream = fact
+            .event
+            .stream()
+            .ok_or_else(|| Error::Encode(format!("{} is not a fact", fact.event.type_name())))?;
+        let subject = subject::fact(&stream, fact.event.type_name());
+        self.publish_durable(subject, &fact.id, fact).await
+    }
+
+    /// Publish `value` in MessagePack to a JetStream subject with `Nats-Msg-Id`
+    /// set to `id`, and wait for the acknowledgement.
+    pub async fn publish_durable<T: Serialize + ?Sized>(
+        &self,
+        subject: String,
+        id: &str,
+        value: &T,
+    ) -> Result<()> {
+        let mut headers: HeaderMap = Encoding::MsgPack.headers();
+        headers.insert(MSG_ID, id);
+        let payload = codec::encode(value, Encoding::MsgPack)?;
+        self.js
+            .publish_with_headers(subject, headers, payload)
+            .await
+            .map_err(Error::nats)?
+            .await
+            .map_err(Error::nats)?;
+        Ok(())
+    }
+
+    /// Publish `value` in MessagePack on core NATS (not stored).
+    pub async fn publish<T: Serialize + ?Sized>(&self, subject: String, value: &T) -> Result<()> {
+        let payload = codec::encode(value, Encoding::MsgPack)?;
+        self.client
+            .publish_with_headers(subject, Encoding::MsgPack.headers(), payload)
+            .await
+            .map_err(Error::nats)
+    }
+}

@@ -1,0 +1,65 @@
+//! Mentat's bus: how the services talk to each other over NATS.
+//!
+//! - [`subject`]: every subject, in one place.
+//! - [`codec`]: MessagePack with named fields, or JSON when the message says
+//!   `Content-Type: application/json`.
+//! - [`streams`]: the JetStream streams that make commands, facts and events
+//!   survive a restart.
+//! - [`client`]: connecting, requesting and publishing with the codec.
+
+pub mod client;
+pub mod codec;
+pub mod streams;
+pub mod subject;
+
+pub use client::Bus;
+pub use codec::Encoding;
+
+/// Errors of the bus, by how a caller handles them.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The NATS server could not be reached or refused the operation; retry later.
+    #[error("nats: {0}")]
+    Nats(String),
+    /// A payload could not be decoded; reject the message, naming the problem.
+    #[error("could not decode {what}: {detail}")]
+    Decode {
+        /// What was expected.
+        what: &'static str,
+        /// What went wrong.
+        detail: String,
+    },
+    /// A value could not be encoded (a bug).
+    #[error("could not encode: {0}")]
+    Encode(String),
+    /// Nobody answered a request in time; the command may still be queued.
+    #[error("no reply on {subject} within {secs}s")]
+    Timeout {
+        /// Subject of the request.
+        subject: String,
+        /// How long we waited.
+        secs: u64,
+    },
+}
+
+/// Result with the bus [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn nats(e: impl std::fmt::Display) -> Self {
+        Error::Nats(e.to_string())
+    }
+}
+
+/// Current time in milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A new UUIDv7, as text.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}

@@ -1,0 +1,54 @@
+//! Every NATS subject Mentat uses. `schemas/README.md` documents each one
+//! with its publisher, consumers and message type.
+
+/// Prefix of command subjects: `mentat.cmd.<verb>` (request/reply).
+pub const CMD_PREFIX: &str = "mentat.cmd";
+/// Every command subject.
+pub const CMD_ALL: &str = "mentat.cmd.>";
+/// Prefix of query subjects: `mentat.query.<what>` (request/reply, not stored).
+pub const QUERY_PREFIX: &str = "mentat.query";
+/// `mentat.query.status`
+pub const QUERY_STATUS: &str = "mentat.query.status";
+/// `mentat.query.history`
+pub const QUERY_HISTORY: &str = "mentat.query.history";
+/// Every fact subject: `mentat.fact.<service>.<EventType>`.
+pub const FACT_ALL: &str = "mentat.fact.>";
+/// Every relayed log event: `mentat.evt.<stream>.<EventType>`.
+pub const EVT_ALL: &str = "mentat.evt.>";
+/// Host heartbeats: `mentat.host.heartbeat.<host>` (core NATS, not stored).
+pub const HEARTBEAT_ALL: &str = "mentat.host.heartbeat.*";
+
+/// `mentat.cmd.<verb>`
+pub fn command(verb: &str) -> String {
+    format!("{CMD_PREFIX}.{verb}")
+}
+
+/// `mentat.fact.<service>.<event_type>`
+pub fn fact(service: &str, event_type: &str) -> String {
+    format!("mentat.fact.{service}.{event_type}")
+}
+
+/// `mentat.evt.<stream>.<event_type>`
+pub fn event(stream: &str, event_type: &str) -> String {
+    format!("mentat.evt.{stream}.{event_type}")
+}
+
+/// Every relayed event of one type, whatever the stream: `mentat.evt.*.<event_type>`.
+pub fn events_of_type(event_type: &str) -> String {
+    format!("mentat.evt.*.{event_type}")
+}
+
+/// Every relayed event of one stream: `mentat.evt.<stream>.>`.
+pub fn events_of_stream(stream: &str) -> String {
+    format!("mentat.evt.{stream}.>")
+}
+
+/// `mentat.host.heartbeat.<host>`
+pub fn heartbeat(host: &str) -> String {
+    format!("mentat.host.heartbeat.{host}")
+}
+
+/// The last token of a subject (the verb of a command, the type of an event).
+pub fn last_token(subject: &str) -> &str {
+    subject.rsplit('.').next().unwrap_or(subject)
+}

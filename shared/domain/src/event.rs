@@ -1,0 +1,363 @@
+//! Events: every decision of the planner and every fact observed by the
+//! other services, as written to the log.
+//!
+//! Event names are past tense and stable; a released event is never edited.
+//! A change of shape gets a new schema version and an upcaster.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::spec::{HealthSpec, RunSpec, ServiceSpec, Strategy};
+
+/// Schema version of every event type in this release.
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// Who did something and why, carried by every event in the log.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Meta {
+    /// The person or system that caused the event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// Why, in the actor's words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Id shared by every event of one deployment or command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    /// Id of the command or event that directly caused this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<String>,
+}
+
+/// How a replica's process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ExitStatus {
+    /// Exit code, when the process exited by itself.
+    pub code: Option<i32>,
+    /// Signal number, when a signal ended it.
+    pub signal: Option<i32>,
+}
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.code, self.signal) {
+            (Some(c), _) => write!(f, "exit code {c}"),
+            (None, Some(s)) => write!(f, "signal {s}"),
+            (None, None) => f.write_str("unknown exit status"),
+        }
+    }
+}
+
+/// One backend in a service's routing table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Backend {
+    /// Replica id.
+    pub replica: String,
+    /// `host:port` the router connects to.
+    pub addr: String,
+    /// Image the replica runs.
+    pub image: String,
+    /// Relative weight (0 to 100); 0 keeps the replica without traffic.
+    pub weight: u32,
+}
+
+/// Every event Mentat writes to its log. The JSON and MessagePack form is an
+/// object whose `type` field names the variant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type")]
+pub enum Event {
+    /// A service definition was applied from a config file.
+    ServiceDefined {
+        /// The whole definition as applied.
+        spec: ServiceSpec,
+        /// The file it came from, when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source: Option<String>,
+    },
+    /// An executor host started sending heartbeats.
+    HostJoined {
+        /// Host id.
+        host: String,
+        /// How many replicas it can run.
+        capacity: u32,
+    },
+    /// An executor host stopped sending heartbeats.
+    HostLost {
+        /// Host id.
+        host: String,
+        /// Why it is considered lost.
+        reason: String,
+    },
+    /// A deployment was accepted and planned.
+    DeploymentStarted {
+        /// Deployment id (UUIDv7).
+        deployment_id: String,
+        /// Service being deployed.
+        service: String,
+        /// Image being rolled out.
+        image: String,
+        /// Image serving before this deployment, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        previous_image: Option<String>,
+        /// Strategy in use.
+        strategy: Strategy,
+        /// Replicas replaced per batch.
+        batch_size: u32,
+        /// Replicas once complete.
+        replicas: u32,
+        /// Whether a failed batch rolls back automatically.
+        auto_revert: bool,
+        /// True when this deployment is a rollback command.
+        #[serde(default)]
+        rollback: bool,
+        /// When it was accepted (milliseconds since the Unix epoch).
+        at_ms: i64,
+    },
+    /// A batch began: new replicas are being started to replace old ones.
+    BatchStarted {
+        /// Deployment id.
+        deployment_id: String,
+        /// Batch number, from 1.
+        batch: u32,
+        /// Image the batch starts.
+        image: String,
+        /// Replicas started by this batch.
+        start: Vec<String>,
+        /// Old replicas this batch takes out of rotation once the new ones are healthy.
+        replace: Vec<String>,
+        /// Time by which the new replicas must be healthy (ms since epoch).
+        deadline_ms: i64,
+    },
+    /// The planner asked a host to start a replica.
+    ReplicaStartRequested {
+        /// Replica id.
+        replica: String,
+        /// Service it belongs to.
+        service: String,
+        /// Host that must start it.
+        host: String,
+        /// Image (version) it runs.
+        image: String,
+        /// Command, args and env with `{image}` already substituted; `{port}` is left for the executor.
+        run: RunSpec,
+        /// Readiness probe, for the health-watcher.
+        health: HealthSpec,
+        /// Deployment that asked for it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deployment_id: Option<String>,
+    },
+    /// Fact from an executor: a replica's process is running.
+    ReplicaStarted {
+        /// Replica id.
+        replica: String,
+        /// Service.
+        service: String,
+        /// Host running it.
+        host: String,
+        /// Process id on that host.
+        pid: u32,
+        /// `host:port` it listens on.
+        addr: String,
+        /// Readiness probe to run against it.
+        health: HealthSpec,
+    },
+    /// Fact from an executor: a replica's process ended.
+    ReplicaExited {
+        /// Replica id.
+        replica: String,
+        /// Service.
+        service: String,
+        /// Host that ran it.
+        host: String,
+        /// How it ended.
+        status: ExitStatus,
+        /// True when it ended because a stop was requested.
+        requested: bool,
+    },
+    /// Fact from the health-watcher: the replica passed `healthy_after` probes in a row.
+    ReplicaHealthy {
+        /// Replica id.
+        replica: String,
+        /// Service.
+        service: String,
+    },
+    /// Fact from the health-watcher: the replica failed `unhealthy_after` probes in a row.
+    ReplicaUnhealthy {
+        /// Replica id.
+        replica: String,
+        /// Service.
+        service: String,
+        /// Last probe error.
+        reason: String,
+    },
+    /// The routing table of a service changed; the full table is carried.
+    RouteChanged {
+        /// Service.
+        service: String,
+        /// Every backend that may receive traffic, with its weight.
+        backends: Vec<Backend>,
+    },
+    /// Fact from a router: a replica out of rotation has no request in flight any more.
+    ReplicaDrained {
+        /// Replica id.
+        replica: String,
+        /// Service.
+        service: String,
+        /// Router that drained it.
+        router: String,
+        /// True when the drain timeout passed with requests still in flight.
+        timed_out: bool,
+    },
+    /// The planner asked a host to stop a replica.
+    ReplicaStopRequested {
+        /// Replica id.
+        replica: String,
+        /// Service.
+        service: String,
+        /// Host running it.
+        host: String,
+        /// Why it is stopped.
+        reason: String,
+    },
+    /// Every replica of a batch is healthy and its old replicas are stopped.
+    BatchCompleted {
+        /// Deployment id.
+        deployment_id: String,
+        /// Batch number.
+        batch: u32,
+    },
+    /// A batch failed and the deployment is rolling back to the previous image.
+    DeploymentReverting {
+        /// Deployment id.
+        deployment_id: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The deployment finished: every replica runs the new image.
+    DeploymentCompleted {
+        /// Deployment id.
+        deployment_id: String,
+        /// When (ms since epoch).
+        at_ms: i64,
+    },
+    /// The deployment was rolled back to the previous image.
+    DeploymentReverted {
+        /// Deployment id.
+        deployment_id: String,
+        /// What failed.
+        reason: String,
+        /// When (ms since epoch).
+        at_ms: i64,
+    },
+    /// The deployment failed and was not (or could not be) rolled back.
+    DeploymentFailed {
+        /// Deployment id.
+        deployment_id: String,
+        /// What failed.
+        reason: String,
+        /// When (ms since epoch).
+        at_ms: i64,
+    },
+}
+
+impl Event {
+    /// Stable type name, as stored in the log and used in subjects.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Event::ServiceDefined { .. } => "ServiceDefined",
+            Event::HostJoined { .. } => "HostJoined",
+            Event::HostLost { .. } => "HostLost",
+            Event::DeploymentStarted { .. } => "DeploymentStarted",
+            Event::BatchStarted { .. } => "BatchStarted",
+            Event::ReplicaStartRequested { .. } => "ReplicaStartRequested",
+            Event::ReplicaStarted { .. } => "ReplicaStarted",
+            Event::ReplicaExited { .. } => "ReplicaExited",
+            Event::ReplicaHealthy { .. } => "ReplicaHealthy",
+            Event::ReplicaUnhealthy { .. } => "ReplicaUnhealthy",
+            Event::RouteChanged { .. } => "RouteChanged",
+            Event::ReplicaDrained { .. } => "ReplicaDrained",
+            Event::ReplicaStopRequested { .. } => "ReplicaStopRequested",
+            Event::BatchCompleted { .. } => "BatchCompleted",
+            Event::DeploymentReverting { .. } => "DeploymentReverting",
+            Event::DeploymentCompleted { .. } => "DeploymentCompleted",
+            Event::DeploymentReverted { .. } => "DeploymentReverted",
+            Event::DeploymentFailed { .. } => "DeploymentFailed",
+        }
+    }
+
+    /// The log stream this event belongs to: [`HOSTS_STREAM`] for host
+    /// events, otherwise the name of the service. `None` for deployment
+    /// events, which carry only their deployment id: the planner appends them
+    /// to the stream of the service being deployed.
+    pub fn stream(&self) -> Option<String> {
+        Some(match self {
+            Event::HostJoined { .. } | Event::HostLost { .. } => HOSTS_STREAM.to_owned(),
+            Event::ServiceDefined { spec, .. } => spec.name.clone(),
+            Event::DeploymentStarted { service, .. }
+            | Event::ReplicaStartRequested { service, .. }
+            | Event::ReplicaStarted { service, .. }
+            | Event::ReplicaExited { service, .. }
+            | Event::ReplicaHealthy { service, .. }
+            | Event::ReplicaUnhealthy { service, .. }
+            | Event::RouteChanged { service, .. }
+            | Event::ReplicaDrained { service, .. }
+            | Event::ReplicaStopRequested { service, .. } => service.clone(),
+            Event::BatchStarted { .. }
+            | Event::BatchCompleted { .. }
+            | Event::DeploymentReverting { .. }
+            | Event::DeploymentCompleted { .. }
+            | Event::DeploymentReverted { .. }
+            | Event::DeploymentFailed { .. } => return None,
+        })
+    }
+}
+
+/// Name of the log stream that holds host events. Service names start with
+/// a letter, so it cannot collide with one.
+pub const HOSTS_STREAM: &str = "_hosts";
+
+/// An event as recorded in the log and published by the relay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct EventEnvelope {
+    /// Event id (UUIDv7); also the `Nats-Msg-Id` of its publication.
+    pub id: String,
+    /// Gap-free global position in the log, from 1.
+    pub position: i64,
+    /// Stream (service name, or `_hosts`).
+    pub stream: String,
+    /// Version of the stream after this event, from 1.
+    pub version: i64,
+    /// Schema version of the event type.
+    pub schema_version: i32,
+    /// When it was recorded (ms since epoch).
+    pub recorded_at_ms: i64,
+    /// Actor, reason, correlation.
+    pub meta: Meta,
+    /// The event itself.
+    pub event: Event,
+}
+
+/// A fact published by an executor, health-watcher or router, before the
+/// planner has recorded it. The planner appends it with this id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Fact {
+    /// Fact id (UUIDv7); the event keeps it in the log.
+    pub id: String,
+    /// When it was observed (ms since epoch).
+    pub observed_at_ms: i64,
+    /// The observation.
+    pub event: Event,
+}
+
+/// Liveness and capacity of an executor host, published every heartbeat interval.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct HostHeartbeat {
+    /// Host id.
+    pub host: String,
+    /// How many replicas it can run.
+    pub capacity: u32,
+    /// How many it runs now.
+    pub running: u32,
+    /// Time of the heartbeat (ms since epoch).
+    pub at_ms: i64,
+}

@@ -1,0 +1,17 @@
+//! Mentat's pure domain.
+//!
+//! Nothing in this crate performs I/O, reads a clock or spawns a task: time
+//! and identifiers enter as data, so replaying the log always gives the same
+//! state and the same decisions.
+//!
+//! - [`spec`]: service definitions and their validation.
+//! - [`command`]: commands, queries and their replies.
+//! - [`event`]: every event of the log, and the envelopes that carry them.
+
+pub mod command;
+pub mod event;
+pub mod spec;
+
+pub use command::{Command, Reply};
+pub use event::{Event, EventEnvelope, Fact, Meta};
+pub use spec::{ServiceSpec, Strategy};

@@ -1,0 +1,291 @@
+//! Service specifications: what `mentat.yaml` declares for each service.
+//!
+//! Every field of the `deploy` block is optional; the defaults are those of
+//! the deploy-strategies document (rolling, `max_unavailable` 1,
+//! `health_timeout_secs` 10, `auto_revert` true, `canary_percent` 10,
+//! `standby_secs` 600). [`ServiceSpec::validate`] reports every impossible
+//! value with the path of the field that holds it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// One service as declared in the config file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    /// Service name: lowercase letters, digits and `-`, used in subjects and host names.
+    pub name: String,
+    /// How many replicas serve traffic once a deployment completes.
+    pub replicas: u32,
+    /// How a replica is started.
+    pub run: RunSpec,
+    /// Readiness probe.
+    #[serde(default)]
+    pub health: HealthSpec,
+    /// Deployment settings.
+    #[serde(default)]
+    pub deploy: DeploySpec,
+}
+
+/// How the executor starts one replica. `{image}` and `{port}` are
+/// substituted in `command`, `args` and the values of `env`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunSpec {
+    /// Program and leading arguments, for example `["mentat-demo-app"]`.
+    pub command: Vec<String>,
+    /// Further arguments appended after `command`.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Environment variables set for the replica (besides `PORT`).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+/// Readiness probe: `healthy_after` consecutive passes make a replica
+/// healthy, `unhealthy_after` consecutive failures make it unhealthy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthSpec {
+    /// HTTP path probed with GET; a 2xx answer is a pass.
+    pub path: String,
+    /// Time between probes, in milliseconds.
+    pub interval_ms: u64,
+    /// Consecutive passes before a replica counts as healthy.
+    pub healthy_after: u32,
+    /// Consecutive failures before a replica counts as unhealthy.
+    pub unhealthy_after: u32,
+}
+
+impl Default for HealthSpec {
+    fn default() -> Self {
+        Self {
+            path: "/health".to_owned(),
+            interval_ms: 500,
+            healthy_after: 2,
+            unhealthy_after: 3,
+        }
+    }
+}
+
+/// Deployment strategy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Replace replicas in batches of `max_unavailable`.
+    Rolling,
+    /// Start a full new set, switch traffic at once, keep the old set on standby.
+    BlueGreen,
+    /// Send a share of traffic to a few new replicas until an operator decides.
+    Canary,
+}
+
+impl Strategy {
+    /// The name used in config files and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Rolling => "rolling",
+            Strategy::BlueGreen => "blue-green",
+            Strategy::Canary => "canary",
+        }
+    }
+}
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Strategy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "rolling" => Ok(Strategy::Rolling),
+            "blue-green" => Ok(Strategy::BlueGreen),
+            "canary" => Ok(Strategy::Canary),
+            other => Err(format!(
+                "unknown strategy `{other}`: expected rolling, blue-green or canary"
+            )),
+        }
+    }
+}
+
+/// The `deploy` block of a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeploySpec {
+    /// rolling | blue-green | canary.
+    pub strategy: Strategy,
+    /// Replicas replaced at once by a rolling deployment.
+    pub max_unavailable: u32,
+    /// How long new replicas may take to become healthy.
+    pub health_timeout_secs: u64,
+    /// Roll back to the previous image automatically when a deployment fails.
+    pub auto_revert: bool,
+    /// Share of traffic sent to the canary (canary only).
+    pub canary_percent: u32,
+    /// How long the old set stays on standby (blue-green only).
+    pub standby_secs: u64,
+}
+
+impl Default for DeploySpec {
+    fn default() -> Self {
+        Self {
+            strategy: Strategy::Rolling,
+            max_unavailable: 1,
+            health_timeout_secs: 10,
+            auto_revert: true,
+            canary_percent: 10,
+            standby_secs: 600,
+        }
+    }
+}
+
+/// One impossible value in a spec, with the dotted path of its field
+/// (for example `services.web.deploy.max_unavailable`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct FieldError {
+    /// Dotted path of the field, from the top of the config file.
+    pub path: String,
+    /// What is wrong and what would be accepted.
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// True when `name` can be used as a service name: 1 to 63 characters of
+/// `a-z`, `0-9` and `-`, starting with a letter. Such names are safe in NATS
+/// subjects and in DNS labels.
+pub fn is_valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some('a'..='z'))
+        && name.len() <= 63
+        && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '-'))
+}
+
+impl ServiceSpec {
+    /// Every impossible value in this spec; empty when the spec is valid.
+    pub fn validate(&self) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        let base = format!("services.{}", self.name);
+        let mut err = |field: &str, message: String| {
+            errors.push(FieldError {
+                path: format!("{base}.{field}"),
+                message,
+            })
+        };
+        if !is_valid_name(&self.name) {
+            err(
+                "",
+                format!(
+                    "service name `{}` must be 1-63 characters of a-z, 0-9 and -, starting with a letter",
+                    self.name
+                ),
+            );
+        }
+        if self.replicas == 0 {
+            err("replicas", "must be at least 1".into());
+        }
+        if self.run.command.is_empty() || self.run.command[0].trim().is_empty() {
+            err("run.command", "must name a program to run".into());
+        }
+        let h = &self.health;
+        if !h.path.starts_with('/') {
+            err("health.path", format!("`{}` must start with /", h.path));
+        }
+        if h.interval_ms < 10 {
+            err("health.interval_ms", "must be at least 10".into());
+        }
+        if h.healthy_after == 0 {
+            err("health.healthy_after", "must be at least 1".into());
+        }
+        if h.unhealthy_after == 0 {
+            err("health.unhealthy_after", "must be at least 1".into());
+        }
+        let d = &self.deploy;
+        if d.max_unavailable == 0 {
+            err("deploy.max_unavailable", "must be at least 1".into());
+        } else if d.max_unavailable > self.replicas {
+            err(
+                "deploy.max_unavailable",
+                format!(
+                    "{} is larger than replicas ({})",
+                    d.max_unavailable, self.replicas
+                ),
+            );
+        }
+        if d.health_timeout_secs == 0 {
+            err("deploy.health_timeout_secs", "must be at least 1".into());
+        }
+        if d.canary_percent > 100 {
+            err(
+                "deploy.canary_percent",
+                format!("{} is over 100", d.canary_percent),
+            );
+        }
+        errors
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> ServiceSpec {
+        ServiceSpec {
+            name: "web".into(),
+            replicas: 3,
+            run: RunSpec {
+                command: vec!["mentat-demo-app".into()],
+                args: vec![],
+                env: BTreeMap::new(),
+            },
+            health: HealthSpec::default(),
+            deploy: DeploySpec::default(),
+        }
+    }
+
+    #[test]
+    fn defaults_are_those_of_the_strategies_document() {
+        let d = DeploySpec::default();
+        assert_eq!(d.strategy, Strategy::Rolling);
+        assert_eq!(d.max_unavailable, 1);
+        assert_eq!(d.health_timeout_secs, 10);
+        assert!(d.auto_revert);
+        assert_eq!(d.canary_percent, 10);
+        assert_eq!(d.standby_secs, 600);
+        assert!(spec().validate().is_empty());
+    }
+
+    #[test]
+    fn impossible_values_name_their_field() {
+        let mut s = spec();
+        s.replicas = 0;
+        s.deploy.canary_percent = 101;
+        let paths: Vec<_> = s.validate().into_iter().map(|e| e.path).collect();
+        assert_eq!(
+            paths,
+            [
+                "services.web.replicas",
+                "services.web.deploy.max_unavailable",
+                "services.web.deploy.canary_percent"
+            ]
+        );
+    }
+
+    #[test]
+    fn names_must_be_subject_and_dns_safe() {
+        assert!(is_valid_name("web-2"));
+        for bad in ["", "Web", "2web", "a.b", "a*", "a b"] {
+            assert!(!is_valid_name(bad), "{bad:?} accepted");
+        }
+    }
+}

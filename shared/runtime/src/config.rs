@@ -1,0 +1,1 @@
+//! The service config file (`mentat.yaml`).
