@@ -7,9 +7,11 @@
 //! - [`spec`]: service definitions and their validation.
 //! - [`command`]: commands, queries and their replies.
 //! - [`event`]: every event of the log, and the envelopes that carry them.
+//! - [`planner`]: the planner's state and decisions (rolling deployments).
 
 pub mod command;
 pub mod event;
+pub mod planner;
 pub mod spec;
 
 pub use command::{Command, Reply};

@@ -1,0 +1,469 @@
+//! The planner's state, folded from the log by [`World::apply`].
+//!
+//! `apply` holds no business rule: it records what an event says. Every
+//! decision is taken in [`super::decide`] from this state.
+
+use std::collections::BTreeMap;
+
+use crate::command::{DeploymentRecord, Outcome};
+use crate::event::{Backend, Event, EventEnvelope};
+use crate::spec::{HealthSpec, ServiceSpec, Strategy};
+
+/// Where a replica is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// A start was requested; no process reported yet.
+    Requested,
+    /// Its process runs; not yet judged healthy.
+    Running,
+    /// Passed its readiness probe.
+    Healthy,
+    /// Failed its readiness probe.
+    Unhealthy,
+    /// Taken out of rotation; in-flight requests are finishing.
+    Draining,
+    /// A stop was requested.
+    Stopping,
+    /// Its process ended.
+    Exited,
+}
+
+impl Phase {
+    /// Lowercase name, as shown by `mt status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Requested => "starting",
+            Phase::Running => "running",
+            Phase::Healthy => "healthy",
+            Phase::Unhealthy => "unhealthy",
+            Phase::Draining => "draining",
+            Phase::Stopping => "stopping",
+            Phase::Exited => "exited",
+        }
+    }
+
+    /// True while the replica's process may be running and is not being retired.
+    pub fn is_serving_candidate(self) -> bool {
+        matches!(
+            self,
+            Phase::Requested | Phase::Running | Phase::Healthy | Phase::Unhealthy
+        )
+    }
+}
+
+/// One replica as the planner knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replica {
+    /// Replica id.
+    pub id: String,
+    /// Image it runs.
+    pub image: String,
+    /// Host it was placed on.
+    pub host: String,
+    /// `host:port`, once started.
+    pub addr: Option<String>,
+    /// Lifecycle phase.
+    pub phase: Phase,
+    /// When it was taken out of rotation (ms since epoch).
+    pub drain_since_ms: Option<i64>,
+    /// A router reported it has nothing in flight.
+    pub drained: bool,
+    /// Readiness probe.
+    pub health: HealthSpec,
+    /// How it ended, once exited.
+    pub exit: Option<String>,
+}
+
+/// The batch of a deployment in progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// Batch number, from 1.
+    pub number: u32,
+    /// Image the batch starts.
+    pub image: String,
+    /// Replicas it starts.
+    pub start: Vec<String>,
+    /// Replicas it retires once the new ones take traffic.
+    pub replace: Vec<String>,
+    /// When the new replicas must be healthy.
+    pub deadline_ms: i64,
+    /// Traffic moved to the new replicas.
+    pub switched: bool,
+}
+
+/// A deployment in flight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deployment {
+    /// Deployment id.
+    pub id: String,
+    /// Image rolled out.
+    pub image: String,
+    /// Image serving before.
+    pub previous_image: Option<String>,
+    /// Strategy.
+    pub strategy: Strategy,
+    /// Replicas per batch.
+    pub batch_size: u32,
+    /// Replicas once done.
+    pub replicas: u32,
+    /// Roll back on failure.
+    pub auto_revert: bool,
+    /// Set once a failure turned the deployment around, with the reason.
+    pub reverting: Option<String>,
+    /// The batch in progress.
+    pub batch: Option<Batch>,
+    /// Batches started so far.
+    pub batches_started: u32,
+}
+
+impl Deployment {
+    /// The image this deployment is converging to now: the new one, or the
+    /// previous one while reverting.
+    pub fn target(&self) -> Option<&str> {
+        match &self.reverting {
+            None => Some(&self.image),
+            Some(_) => self.previous_image.as_deref(),
+        }
+    }
+}
+
+/// Everything the planner knows about one service.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceState {
+    /// The definition last applied.
+    pub spec: Option<ServiceSpec>,
+    /// Image serving once the last deployment completed.
+    pub image: Option<String>,
+    /// Images that completed deployments, oldest first (no immediate repeats).
+    pub images: Vec<String>,
+    /// Every replica not yet forgotten (exited ones stay until their batch ends).
+    pub replicas: BTreeMap<String, Replica>,
+    /// The routing table last published.
+    pub routes: Vec<Backend>,
+    /// The deployment in flight.
+    pub deployment: Option<Deployment>,
+    /// Every deployment, oldest first.
+    pub history: Vec<DeploymentRecord>,
+    /// Replicas requested so far; numbers new replica ids.
+    pub replica_seq: u64,
+}
+
+impl ServiceState {
+    /// The image before the one serving now, from completed deployments.
+    pub fn previous_image(&self) -> Option<&str> {
+        let n = self.images.len();
+        (n >= 2).then(|| self.images[n - 2].as_str())
+    }
+
+    fn record_mut(&mut self, deployment_id: &str) -> Option<&mut DeploymentRecord> {
+        self.history
+            .iter_mut()
+            .rev()
+            .find(|r| r.deployment_id == deployment_id)
+    }
+
+    fn in_routes(&self, replica: &str) -> bool {
+        self.routes.iter().any(|b| b.replica == replica)
+    }
+}
+
+/// An executor host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host {
+    /// Replicas it can run.
+    pub capacity: u32,
+    /// Sending heartbeats.
+    pub live: bool,
+}
+
+/// The planner's whole state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct World {
+    /// Services by name.
+    pub services: BTreeMap<String, ServiceState>,
+    /// Hosts by id.
+    pub hosts: BTreeMap<String, Host>,
+    /// Position of the last event applied.
+    pub position: i64,
+}
+
+impl World {
+    /// Fold one recorded event into the state.
+    pub fn apply(&mut self, envelope: &EventEnvelope) {
+        self.position = envelope.position;
+        let at = envelope.recorded_at_ms;
+        let stream = envelope.stream.as_str();
+        match &envelope.event {
+            Event::HostJoined { host, capacity } => {
+                self.hosts.insert(
+                    host.clone(),
+                    Host {
+                        capacity: *capacity,
+                        live: true,
+                    },
+                );
+            }
+            Event::HostLost { host, .. } => {
+                if let Some(h) = self.hosts.get_mut(host) {
+                    h.live = false;
+                }
+            }
+            Event::ServiceDefined { spec, .. } => {
+                self.services.entry(spec.name.clone()).or_default().spec = Some(spec.clone());
+            }
+            event => {
+                let service = self.services.entry(stream.to_owned()).or_default();
+                apply_service(service, event, at, &envelope.meta);
+            }
+        }
+    }
+}
+
+fn apply_service(s: &mut ServiceState, event: &Event, at: i64, meta: &crate::Meta) {
+    match event {
+        Event::DeploymentStarted {
+            deployment_id,
+            service,
+            image,
+            previous_image,
+            strategy,
+            batch_size,
+            replicas,
+            auto_revert,
+            at_ms,
+            ..
+        } => {
+            s.deployment = Some(Deployment {
+                id: deployment_id.clone(),
+                image: image.clone(),
+                previous_image: previous_image.clone(),
+                strategy: *strategy,
+                batch_size: *batch_size,
+                replicas: *replicas,
+                auto_revert: *auto_revert,
+                reverting: None,
+                batch: None,
+                batches_started: 0,
+            });
+            s.history.push(DeploymentRecord {
+                deployment_id: deployment_id.clone(),
+                service: service.clone(),
+                image: image.clone(),
+                previous_image: previous_image.clone(),
+                strategy: *strategy,
+                outcome: Outcome::InProgress,
+                actor: meta.actor.clone(),
+                reason: meta.reason.clone(),
+                failure: None,
+                batches_done: 0,
+                started_at_ms: *at_ms,
+                ended_at_ms: None,
+            });
+        }
+        Event::BatchStarted {
+            batch,
+            image,
+            start,
+            replace,
+            deadline_ms,
+            ..
+        } => {
+            if let Some(d) = s.deployment.as_mut() {
+                d.batches_started = *batch;
+                d.batch = Some(Batch {
+                    number: *batch,
+                    image: image.clone(),
+                    start: start.clone(),
+                    replace: replace.clone(),
+                    deadline_ms: *deadline_ms,
+                    switched: false,
+                });
+            }
+        }
+        Event::ReplicaStartRequested {
+            replica,
+            host,
+            image,
+            health,
+            ..
+        } => {
+            s.replica_seq += 1;
+            s.replicas.insert(
+                replica.clone(),
+                Replica {
+                    id: replica.clone(),
+                    image: image.clone(),
+                    host: host.clone(),
+                    addr: None,
+                    phase: Phase::Requested,
+                    drain_since_ms: None,
+                    drained: false,
+                    health: health.clone(),
+                    exit: None,
+                },
+            );
+        }
+        Event::ReplicaStarted { replica, addr, .. } => {
+            if let Some(r) = s.replicas.get_mut(replica) {
+                r.addr = Some(addr.clone());
+                if r.phase == Phase::Requested {
+                    r.phase = Phase::Running;
+                }
+            }
+        }
+        Event::ReplicaHealthy { replica, .. } => {
+            if let Some(r) = s.replicas.get_mut(replica) {
+                if matches!(
+                    r.phase,
+                    Phase::Running | Phase::Unhealthy | Phase::Requested
+                ) {
+                    r.phase = Phase::Healthy;
+                }
+            }
+        }
+        Event::ReplicaUnhealthy { replica, .. } => {
+            if let Some(r) = s.replicas.get_mut(replica) {
+                if matches!(r.phase, Phase::Running | Phase::Healthy | Phase::Requested) {
+                    r.phase = Phase::Unhealthy;
+                }
+            }
+        }
+        Event::ReplicaExited {
+            replica, status, ..
+        } => {
+            if let Some(r) = s.replicas.get_mut(replica) {
+                r.phase = Phase::Exited;
+                r.exit = Some(status.to_string());
+            }
+            // Keep it while its batch may still need to know how it ended.
+            if !s.is_routed(replica) {
+                forget_exited(s);
+            }
+        }
+        Event::ReplicaDrained { replica, .. } => {
+            if let Some(r) = s.replicas.get_mut(replica) {
+                r.drained = true;
+            }
+        }
+        Event::ReplicaStopRequested { replica, .. } => {
+            if let Some(r) = s.replicas.get_mut(replica) {
+                if r.phase != Phase::Exited {
+                    r.phase = Phase::Stopping;
+                }
+            }
+        }
+        Event::RouteChanged { backends, .. } => apply_routes(s, backends, at),
+        Event::BatchCompleted { deployment_id, .. } => {
+            if let Some(d) = s.deployment.as_mut() {
+                d.batch = None;
+            }
+            if let Some(r) = s.record_mut(deployment_id) {
+                r.batches_done += 1;
+            }
+            forget_exited(s);
+        }
+        Event::DeploymentReverting {
+            deployment_id,
+            reason,
+        } => {
+            if let Some(d) = s.deployment.as_mut() {
+                d.reverting = Some(reason.clone());
+                d.batch = None;
+            }
+            if let Some(r) = s.record_mut(deployment_id) {
+                r.outcome = Outcome::Reverting;
+                r.failure = Some(reason.clone());
+            }
+        }
+        Event::DeploymentCompleted {
+            deployment_id,
+            at_ms,
+        } => {
+            if let Some(d) = s.deployment.take() {
+                if s.images.last() != Some(&d.image) {
+                    s.images.push(d.image.clone());
+                }
+                s.image = Some(d.image);
+            }
+            finish_record(s, deployment_id, Outcome::Completed, None, *at_ms);
+        }
+        Event::DeploymentReverted {
+            deployment_id,
+            reason,
+            at_ms,
+        } => {
+            s.deployment = None;
+            finish_record(s, deployment_id, Outcome::Reverted, Some(reason), *at_ms);
+        }
+        Event::DeploymentFailed {
+            deployment_id,
+            reason,
+            at_ms,
+        } => {
+            s.deployment = None;
+            finish_record(s, deployment_id, Outcome::Failed, Some(reason), *at_ms);
+        }
+        Event::HostJoined { .. } | Event::HostLost { .. } | Event::ServiceDefined { .. } => {}
+    }
+}
+
+/// A replica taken out of rotation while it was serving starts draining;
+/// one removed because it was unhealthy keeps running, out of rotation.
+fn apply_routes(s: &mut ServiceState, backends: &[Backend], at: i64) {
+    let removed: Vec<String> = s
+        .routes
+        .iter()
+        .filter(|old| !backends.iter().any(|b| b.replica == old.replica))
+        .map(|b| b.replica.clone())
+        .collect();
+    for id in removed {
+        if let Some(r) = s.replicas.get_mut(&id) {
+            if matches!(r.phase, Phase::Healthy | Phase::Running) {
+                r.phase = Phase::Draining;
+                r.drain_since_ms = Some(at);
+            }
+        }
+    }
+    s.routes = backends.to_vec();
+    if let Some(batch) = s.deployment.as_mut().and_then(|d| d.batch.as_mut()) {
+        let routed = |id: &String| backends.iter().any(|b| &b.replica == id);
+        if !batch.start.is_empty() && batch.start.iter().all(routed) {
+            batch.switched = true;
+        }
+    }
+}
+
+fn forget_exited(s: &mut ServiceState) {
+    let referenced: Vec<String> = s
+        .deployment
+        .as_ref()
+        .and_then(|d| d.batch.as_ref())
+        .map(|b| b.start.iter().chain(&b.replace).cloned().collect())
+        .unwrap_or_default();
+    s.replicas
+        .retain(|id, r| r.phase != Phase::Exited || referenced.contains(id));
+}
+
+fn finish_record(
+    s: &mut ServiceState,
+    deployment_id: &str,
+    outcome: Outcome,
+    reason: Option<&String>,
+    at_ms: i64,
+) {
+    if let Some(r) = s.record_mut(deployment_id) {
+        r.outcome = outcome;
+        if reason.is_some() {
+            r.failure = reason.cloned();
+        }
+        r.ended_at_ms = Some(at_ms);
+    }
+    forget_exited(s);
+}
+
+impl ServiceState {
+    /// True when the replica is in the routing table.
+    pub fn is_routed(&self, replica: &str) -> bool {
+        self.in_routes(replica)
+    }
+}
