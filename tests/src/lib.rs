@@ -1,1 +1,351 @@
-//! Helpers for the end-to-end tests.
+//! Fixtures for the end-to-end tests: the real binaries (planner, executor,
+//! health-watcher, router, mt, mentat-demo-app) against a real nats-server
+//! on a free port and a real database, SQLite or a fresh PostgreSQL one.
+//!
+//! - [`Cluster`]: starts and stops the four services; kills and restarts one.
+//! - [`Load`]: a client that sends requests through the router without pause
+//!   and counts every answer.
+//! - [`mt`]: runs the CLI against the cluster.
+
+#![allow(clippy::unwrap_used)] // fixtures fail the test loudly on purpose
+
+pub mod load;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use mentat_bus::{subject, Bus, Encoding};
+use mentat_domain::command::{DeploymentRecord, HistoryQuery, HistoryReply};
+use mentat_testkit::{free_port, pg::PgDatabase, NatsServer};
+use tempfile::TempDir;
+
+pub use load::Load;
+
+/// Which database the planner's log lives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    /// A SQLite file in the cluster's data directory.
+    Sqlite,
+    /// A fresh PostgreSQL database.
+    Postgres,
+}
+
+/// The four services.
+pub const SERVICES: [&str; 4] = ["planner", "executor", "health-watcher", "router"];
+
+/// Directory holding the workspace's built binaries (target/debug).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap();
+    let dir = if deps.ends_with("deps") {
+        deps.parent().unwrap().to_path_buf()
+    } else {
+        deps.to_path_buf()
+    };
+    for name in ["mt", "mentat-planner", "mentat-demo-app"] {
+        assert!(
+            dir.join(name).exists(),
+            "{} is not built: run `cargo build --workspace --bins` first (scripts/test does)",
+            dir.join(name).display()
+        );
+    }
+    dir
+}
+
+/// A whole Mentat on this machine, as separate processes.
+pub struct Cluster {
+    /// The NATS server (can be stopped and restarted).
+    pub nats: NatsServer,
+    /// Data directory (SQLite log, executor state, replica logs).
+    pub dir: TempDir,
+    /// The database URL of the log.
+    pub database_url: String,
+    _pg: Option<PgDatabase>,
+    procs: BTreeMap<&'static str, Child>,
+    /// Port the router listens on.
+    pub router_port: u16,
+    /// A bus connection for the test itself.
+    pub bus: Bus,
+}
+
+impl Cluster {
+    /// Start NATS, the database and the four services, and wait until the
+    /// planner answers and a host is alive.
+    pub async fn start(db: Db) -> Cluster {
+        let nats = NatsServer::start();
+        let dir = tempfile::tempdir().unwrap();
+        let (database_url, pg) = match db {
+            Db::Sqlite => (
+                format!("sqlite://{}", dir.path().join("mentat.db").display()),
+                None,
+            ),
+            Db::Postgres => {
+                let pg = PgDatabase::create().await;
+                (pg.url.clone(), Some(pg))
+            }
+        };
+        let bus = Bus::connect(&nats.url(), "e2e", Duration::from_secs(10))
+            .await
+            .unwrap();
+        let mut cluster = Cluster {
+            nats,
+            dir,
+            database_url,
+            _pg: pg,
+            procs: BTreeMap::new(),
+            router_port: free_port(),
+            bus,
+        };
+        for service in SERVICES {
+            cluster.start_service(service);
+        }
+        cluster.wait_ready().await;
+        cluster
+    }
+
+    /// Start (or restart) one service.
+    pub fn start_service(&mut self, service: &'static str) {
+        let nats = self.nats.url();
+        let data = self.dir.path().display().to_string();
+        let mut args: Vec<String> = vec!["--nats".into(), nats];
+        match service {
+            "planner" => {
+                args.extend([
+                    "--database-url".into(),
+                    self.database_url.clone(),
+                    "--data-dir".into(),
+                    data,
+                    "--drain-timeout-secs".into(),
+                    "5".into(),
+                ]);
+            }
+            "executor" => args.extend([
+                "--data-dir".into(),
+                data,
+                "--host-id".into(),
+                "e2e-host".into(),
+                "--stop-grace-secs".into(),
+                "5".into(),
+            ]),
+            "router" => args.extend([
+                "--listen".into(),
+                format!("127.0.0.1:{}", self.router_port),
+                "--drain-timeout-secs".into(),
+                "5".into(),
+            ]),
+            _ => {}
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("{service}.log")))
+            .unwrap();
+        let bins = bin_dir();
+        let path = format!(
+            "{}:{}",
+            bins.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let child = Command::new(bins.join(format!("mentat-{service}")))
+            .args(&args)
+            .env("PATH", path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.procs.insert(service, child);
+    }
+
+    /// SIGKILL one service, as a crash would.
+    pub fn kill(&mut self, service: &'static str) {
+        if let Some(mut child) = self.procs.remove(service) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let reply: Result<mentat_domain::command::StatusReply, _> = self
+                .bus
+                .request(
+                    subject::QUERY_STATUS,
+                    &mentat_domain::command::StatusQuery::default(),
+                    Encoding::MsgPack,
+                    Duration::from_secs(1),
+                )
+                .await;
+            if let Ok(mentat_domain::command::StatusReply::Ok { hosts, .. }) = reply {
+                if !hosts.is_empty() {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cluster not ready within 60 s; logs in {}:\n{}",
+                self.dir.path().display(),
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The tail of every service's log, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for service in SERVICES {
+            let text = std::fs::read_to_string(self.dir.path().join(format!("{service}.log")))
+                .unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            out.push_str(&format!("--- {service} ---\n{}\n", tail.join("\n")));
+        }
+        out
+    }
+
+    /// Write `yaml` to a file and `mt apply -f` it; panics unless it succeeds.
+    pub fn apply(&self, yaml: &str) -> Output {
+        let file = self.dir.path().join("mentat.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        let out = self.mt(&["apply", "-f", file.to_str().unwrap()]);
+        assert!(out.status.success(), "mt apply failed: {}", text(&out));
+        out
+    }
+
+    /// Run `mt ARGS --nats URL`.
+    pub fn mt(&self, args: &[&str]) -> Output {
+        Command::new(bin_dir().join("mt"))
+            .args(args)
+            .args(["--nats", &self.nats.url()])
+            .env("MENTAT_ACTOR", "e2e")
+            .output()
+            .unwrap()
+    }
+
+    /// `mt` in the background, for commands that follow a deployment.
+    pub fn mt_spawn(&self, args: &[&str]) -> Child {
+        Command::new(bin_dir().join("mt"))
+            .args(args)
+            .args(["--nats", &self.nats.url()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// The service's deployments, from `mentat.query.history`.
+    pub async fn history(&self, service: &str) -> Vec<DeploymentRecord> {
+        let query = HistoryQuery {
+            service: service.into(),
+            events: false,
+        };
+        match self
+            .bus
+            .request(
+                subject::QUERY_HISTORY,
+                &query,
+                Encoding::MsgPack,
+                Duration::from_secs(5),
+            )
+            .await
+        {
+            Ok(HistoryReply::Ok { deployments, .. }) => deployments,
+            other => panic!("history query failed: {other:?}"),
+        }
+    }
+
+    /// Wait until deployment `id` has ended, and return its record.
+    pub async fn wait_deployment(
+        &self,
+        service: &str,
+        id: &str,
+        within: Duration,
+    ) -> DeploymentRecord {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Ok(records)) = tokio::time::timeout(Duration::from_secs(6), async {
+                Ok::<_, ()>(self.history(service).await)
+            })
+            .await
+            {
+                if let Some(r) = records.iter().find(|r| r.deployment_id == id) {
+                    if r.outcome.is_final() {
+                        return r.clone();
+                    }
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "deployment {id} did not end within {within:?}\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// The router's address.
+    pub fn router_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.router_port)
+    }
+
+    /// The data directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // SIGTERM first so the executor stops its replicas.
+        for child in self.procs.values() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        for child in self.procs.values_mut() {
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Stdout and stderr of a finished command, for assertion messages.
+pub fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The service file used by the tests: `replicas` of mentat-demo-app,
+/// probed every 100 ms.
+pub fn web_config(replicas: u32, health_timeout_secs: u64) -> String {
+    format!(
+        r#"services:
+  web:
+    replicas: {replicas}
+    run:
+      command: ["mentat-demo-app"]
+      env: {{ APP_VERSION: "{{image}}" }}
+    health: {{ path: /health, interval_ms: 100, healthy_after: 2, unhealthy_after: 3 }}
+    deploy:
+      strategy: rolling
+      max_unavailable: 1
+      health_timeout_secs: {health_timeout_secs}
+      auto_revert: true
+"#
+    )
+}

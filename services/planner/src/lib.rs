@@ -1,1 +1,117 @@
-//! mentat-planner
+//! The planner: the only writer of the event log and the owner of every
+//! deployment's state machine.
+//!
+//! One task owns the [`log::Log`] and the world folded from it, and takes
+//! inputs one at a time: commands (from JetStream, replied to over core
+//! NATS, see [`intake`]), facts from the other services, host heartbeats,
+//! queries and timers. Every decision comes from the pure core in
+//! `mentat_domain::planner`; this crate only carries it out: it appends the
+//! events, and the [`relay`] publishes them for the executors and routers.
+//!
+//! - [`Config`] and [`run`]: start the planner.
+//! - [`engine`]: the main loop.
+//! - [`log`]: the log as domain events, with the world kept in step.
+//! - [`intake`]: decoding commands and pairing replies with requests.
+//! - [`queries`]: status and history.
+//! - [`relay`]: the log, published to JetStream.
+
+pub mod engine;
+pub mod intake;
+pub mod log;
+pub mod queries;
+pub mod relay;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use mentat_runtime::Shutdown;
+
+/// Flags of `mentat-planner`.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "mentat-planner",
+    version,
+    about = "Mentat's planner: owns the event log and decides every deployment step"
+)]
+pub struct Config {
+    /// NATS server URL.
+    #[arg(long, env = "MENTAT_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats: String,
+    /// Event log: sqlite://PATH (default: DATA_DIR/mentat.db) or postgres://...
+    #[arg(long, env = "MENTAT_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Directory for the SQLite log when no --database-url is given.
+    #[arg(long, env = "MENTAT_DATA_DIR", default_value = ".mentat")]
+    pub data_dir: PathBuf,
+    /// How long to wait for a router to drain a replica before stopping it anyway.
+    #[arg(long, default_value_t = 30)]
+    pub drain_timeout_secs: u64,
+    /// A host that sent no heartbeat for this long is considered lost.
+    #[arg(long, default_value_t = 5)]
+    pub host_timeout_secs: u64,
+}
+
+impl Config {
+    /// Defaults, with the given NATS and database URLs.
+    pub fn new(nats: impl Into<String>, database_url: impl Into<String>) -> Self {
+        Config {
+            nats: nats.into(),
+            database_url: Some(database_url.into()),
+            data_dir: PathBuf::from(".mentat"),
+            drain_timeout_secs: 30,
+            host_timeout_secs: 5,
+        }
+    }
+
+    /// The database URL in effect.
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("mentat.db").display()))
+    }
+}
+
+/// Run the planner until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    let url = config.database_url();
+    let store = mentat_store::Store::open(&url)
+        .await
+        .with_context(|| format!("opening the event log at {url}"))?;
+    let bus =
+        mentat_bus::Bus::connect(&config.nats, "mentat-planner", Duration::from_secs(30)).await?;
+    let log = log::Log::open(store.clone()).await?;
+    let relay = tokio::spawn(relay::run(
+        store.clone(),
+        bus.clone(),
+        log.appended.clone(),
+        shutdown.child(),
+    ));
+    tracing::info!(database = %redact(&url), nats = %config.nats, "planner started");
+    let result = engine::Engine::new(config, bus, log)
+        .run(shutdown.clone())
+        .await;
+    shutdown.cancel();
+    let _ = relay.await;
+    store.close().await;
+    result
+}
+
+/// A URL without its password, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &creds[..colon],
+                    &url[at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}

@@ -1,1 +1,14 @@
-fn main() {}
+//! `mentat-planner`: parse flags, set up tracing and signals, run.
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() {
+    let config = mentat_planner::Config::parse();
+    mentat_runtime::telemetry::init("planner");
+    let shutdown = mentat_runtime::Shutdown::on_signals();
+    if let Err(e) = mentat_planner::run(config, shutdown).await {
+        tracing::error!(error = format!("{e:#}"), "planner stopped");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,119 @@
+//! Commands arrive twice: on core NATS, where the sender waits for a reply,
+//! and through the JetStream stream `MENTAT_COMMANDS`, which keeps them
+//! while the planner is down. The planner handles each command once, from
+//! the stream (acknowledged only after its events are recorded), and sends
+//! the reply to the core request that carried the same bytes, whichever of
+//! the two arrives first.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use async_nats::Message;
+use mentat_bus::{codec, Encoding};
+use mentat_domain::command::{Apply, Command, Deploy, Reply, Rollback};
+use sha2::{Digest, Sha256};
+
+/// How long an unmatched request or reply is kept.
+const PAIRING_TTL: Duration = Duration::from_secs(60);
+
+/// Decode a command from its subject's verb and its payload, or say what is wrong.
+pub fn decode(subject: &str, payload: &[u8], encoding: Encoding) -> Result<Command, String> {
+    let verb = mentat_bus::subject::last_token(subject);
+    let result = match verb {
+        "deploy" => codec::decode::<Deploy>(payload, encoding, "Deploy").map(Command::Deploy),
+        "rollback" => {
+            codec::decode::<Rollback>(payload, encoding, "Rollback").map(Command::Rollback)
+        }
+        "apply" => codec::decode::<Apply>(payload, encoding, "Apply").map(Command::Apply),
+        other => {
+            return Err(format!(
+                "unknown command `{other}` on {subject}; known commands: {}",
+                Command::VERBS.join(", ")
+            ))
+        }
+    };
+    result.map_err(|e| e.to_string())
+}
+
+type Key = [u8; 32];
+
+fn key(subject: &str, payload: &[u8]) -> Key {
+    let mut h = Sha256::new();
+    h.update(subject.as_bytes());
+    h.update([0]);
+    h.update(payload);
+    h.finalize().into()
+}
+
+/// Matches replies to the core requests waiting for them.
+#[derive(Default)]
+pub struct Pairing {
+    waiting: HashMap<Key, VecDeque<(Message, Instant)>>,
+    answered: HashMap<Key, VecDeque<(Reply, Instant)>>,
+}
+
+impl Pairing {
+    /// A core request arrived: the reply to send now, if its command was
+    /// already handled, else it waits.
+    pub fn request(&mut self, message: Message) -> Option<(Message, Reply)> {
+        let k = key(message.subject.as_str(), &message.payload);
+        if let Some(reply) = self.answered.get_mut(&k).and_then(VecDeque::pop_front) {
+            return Some((message, reply.0));
+        }
+        self.waiting
+            .entry(k)
+            .or_default()
+            .push_back((message, Instant::now()));
+        None
+    }
+
+    /// A command was handled: the request to answer, if one is waiting.
+    pub fn handled(
+        &mut self,
+        subject: &str,
+        payload: &[u8],
+        reply: Reply,
+    ) -> Option<(Message, Reply)> {
+        let k = key(subject, payload);
+        if let Some((message, _)) = self.waiting.get_mut(&k).and_then(VecDeque::pop_front) {
+            return Some((message, reply));
+        }
+        self.answered
+            .entry(k)
+            .or_default()
+            .push_back((reply, Instant::now()));
+        None
+    }
+
+    /// Forget what is older than the pairing window.
+    pub fn prune(&mut self) {
+        let fresh = |t: &Instant| t.elapsed() < PAIRING_TTL;
+        self.waiting.retain(|_, q| {
+            q.retain(|(_, t)| fresh(t));
+            !q.is_empty()
+        });
+        self.answered.retain(|_, q| {
+            q.retain(|(_, t)| fresh(t));
+            !q.is_empty()
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_verbs_and_bad_payloads_are_named() {
+        let e = decode("mentat.cmd.launch", b"{}", Encoding::Json).expect_err("unknown");
+        assert!(e.contains("unknown command `launch`"), "{e}");
+        let e = decode("mentat.cmd.deploy", b"{\"service\":1}", Encoding::Json).expect_err("bad");
+        assert!(e.contains("Deploy"), "{e}");
+        let ok = decode(
+            "mentat.cmd.deploy",
+            br#"{"service":"web","image":"v2"}"#,
+            Encoding::Json,
+        );
+        assert!(matches!(ok, Ok(Command::Deploy(_))));
+    }
+}

@@ -1,0 +1,102 @@
+//! Answers to `mentat.query.status` and `mentat.query.history`, read from
+//! the world the log folded into (and, for raw events, the log itself).
+
+use mentat_domain::command::{
+    HistoryQuery, HistoryReply, ReplicaStatus, ServiceStatus, StatusQuery, StatusReply,
+};
+use mentat_domain::planner::{Phase, ServiceState, World};
+
+use crate::log::{envelope, Log};
+
+/// The status of one service or of all.
+pub fn status(world: &World, query: &StatusQuery) -> StatusReply {
+    if let Some(name) = &query.service {
+        if !world.services.contains_key(name) {
+            return StatusReply::Rejected {
+                reason: format!("unknown service `{name}`"),
+            };
+        }
+    }
+    let services = world
+        .services
+        .iter()
+        .filter(|(name, s)| s.spec.is_some() && query.service.as_ref().is_none_or(|q| q == *name))
+        .map(|(name, s)| service_status(name, s))
+        .collect();
+    let hosts = world
+        .hosts
+        .iter()
+        .filter(|(_, h)| h.live)
+        .map(|(id, _)| id.clone())
+        .collect();
+    StatusReply::Ok { services, hosts }
+}
+
+fn service_status(name: &str, s: &ServiceState) -> ServiceStatus {
+    let deployment = s.deployment.as_ref().and_then(|d| {
+        s.history
+            .iter()
+            .rev()
+            .find(|r| r.deployment_id == d.id)
+            .cloned()
+    });
+    let instances = s
+        .replicas
+        .values()
+        .filter(|r| r.phase != Phase::Exited)
+        .map(|r| ReplicaStatus {
+            replica: r.id.clone(),
+            image: r.image.clone(),
+            host: r.host.clone(),
+            addr: r.addr.clone(),
+            phase: r.phase.as_str().to_owned(),
+            weight: s
+                .routes
+                .iter()
+                .find(|b| b.replica == r.id)
+                .map_or(0, |b| b.weight),
+        })
+        .collect();
+    ServiceStatus {
+        service: name.to_owned(),
+        image: s.image.clone(),
+        replicas: s.spec.as_ref().map_or(0, |spec| spec.replicas),
+        deployment,
+        instances,
+        routes: s.routes.clone(),
+    }
+}
+
+/// The deployments of a service, and its raw events when asked.
+pub async fn history(log: &Log, query: &HistoryQuery) -> HistoryReply {
+    let Some(state) = log.world.services.get(&query.service) else {
+        return HistoryReply::Rejected {
+            reason: format!("unknown service `{}`", query.service),
+        };
+    };
+    let mut events = Vec::new();
+    if query.events {
+        let recorded = match log.store().read_stream(&query.service).await {
+            Ok(r) => r,
+            Err(e) => {
+                return HistoryReply::Rejected {
+                    reason: format!("cannot read the log: {e}"),
+                }
+            }
+        };
+        for r in &recorded {
+            match envelope(r) {
+                Ok(env) => events.push(env),
+                Err(e) => {
+                    return HistoryReply::Rejected {
+                        reason: format!("{e:#}"),
+                    }
+                }
+            }
+        }
+    }
+    HistoryReply::Ok {
+        deployments: state.history.clone(),
+        events,
+    }
+}

@@ -1,0 +1,72 @@
+//! Every message on the bus has a JSON Schema in `schemas/`, generated from
+//! its Rust type. This test fails when a schema and its type drift; run it
+//! with `UPDATE_SCHEMAS=1` to regenerate the files after changing a type.
+
+use std::path::PathBuf;
+
+use mentat_domain::command::{
+    Apply, Deploy, HistoryQuery, HistoryReply, Reply, Rollback, StatusQuery, StatusReply,
+};
+use mentat_domain::event::{Event, EventEnvelope, Fact, HostHeartbeat};
+use schemars::schema_for;
+
+fn schemas() -> Vec<(&'static str, schemars::Schema)> {
+    vec![
+        ("cmd.deploy.json", schema_for!(Deploy)),
+        ("cmd.rollback.json", schema_for!(Rollback)),
+        ("cmd.apply.json", schema_for!(Apply)),
+        ("reply.json", schema_for!(Reply)),
+        ("query.status.json", schema_for!(StatusQuery)),
+        ("query.status.reply.json", schema_for!(StatusReply)),
+        ("query.history.json", schema_for!(HistoryQuery)),
+        ("query.history.reply.json", schema_for!(HistoryReply)),
+        ("event.json", schema_for!(Event)),
+        ("event-envelope.json", schema_for!(EventEnvelope)),
+        ("fact.json", schema_for!(Fact)),
+        ("host-heartbeat.json", schema_for!(HostHeartbeat)),
+    ]
+}
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../schemas")
+}
+
+#[test]
+fn schemas_match_the_types() {
+    let update = std::env::var_os("UPDATE_SCHEMAS").is_some();
+    let mut drifted = Vec::new();
+    for (file, schema) in schemas() {
+        let path = dir().join(file);
+        let generated = serde_json::to_string_pretty(&schema).expect("schema serialises") + "\n";
+        if update {
+            std::fs::write(&path, &generated).expect("write schema");
+            continue;
+        }
+        let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+        if on_disk != generated {
+            drifted.push(file);
+        }
+    }
+    assert!(
+        drifted.is_empty(),
+        "schemas differ from their Rust types: {drifted:?}; regenerate with UPDATE_SCHEMAS=1 cargo test -p mentat-domain --test schemas"
+    );
+}
+
+#[test]
+fn every_schema_file_is_generated() {
+    let known: Vec<&str> = schemas().iter().map(|(f, _)| *f).collect();
+    for entry in std::fs::read_dir(dir()).expect("schemas dir") {
+        let name = entry
+            .expect("entry")
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        if name.ends_with(".json") {
+            assert!(
+                known.contains(&name.as_str()),
+                "{name} is not generated from any type"
+            );
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! A client that keeps sending `GET /` through the router, over one
+//! keep-alive connection (reconnecting if the router closes it), and counts
+//! every answer by status and body.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+/// What the client saw.
+#[derive(Debug, Default, Clone)]
+pub struct Tally {
+    /// Answers by status code (0 = the request got no answer at all).
+    pub statuses: BTreeMap<u16, u64>,
+    /// Bodies of 200 answers, in the order they changed (v1, v2, ...).
+    pub versions: Vec<String>,
+    /// Count of 200 answers per body.
+    pub per_version: BTreeMap<String, u64>,
+    /// The first few failures, described.
+    pub failures: Vec<String>,
+}
+
+impl Tally {
+    /// Requests sent.
+    pub fn total(&self) -> u64 {
+        self.statuses.values().sum()
+    }
+
+    /// Requests answered 200.
+    pub fn ok(&self) -> u64 {
+        self.statuses.get(&200).copied().unwrap_or(0)
+    }
+}
+
+/// A running load.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    tally: Arc<Mutex<Tally>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Load {
+    /// Start sending requests for `host` to the router at `addr`.
+    pub fn start(addr: String, host: &str) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tally = Arc::new(Mutex::new(Tally::default()));
+        let host = host.to_owned();
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            let tally = tally.clone();
+            async move {
+                let mut conn: Option<BufReader<TcpStream>> = None;
+                while !stop.load(Ordering::Relaxed) {
+                    let result = match conn.as_mut() {
+                        Some(c) => request(c, &host).await,
+                        None => match TcpStream::connect(&addr).await {
+                            Ok(s) => {
+                                conn = Some(BufReader::new(s));
+                                continue;
+                            }
+                            Err(e) => Err(format!("connect: {e}")),
+                        },
+                    };
+                    let keep = record(&tally, result);
+                    if !keep {
+                        conn = None;
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+        });
+        Load { stop, tally, task }
+    }
+
+    /// What was seen so far.
+    pub fn tally(&self) -> Tally {
+        self.tally.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Stop and return the final tally.
+    pub async fn stop(self) -> Tally {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.task.await;
+        self.tally.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Count one answer; returns whether the connection can be reused.
+fn record(tally: &Mutex<Tally>, result: Result<(u16, String, bool), String>) -> bool {
+    let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
+    match result {
+        Ok((status, body, keep)) => {
+            *t.statuses.entry(status).or_default() += 1;
+            if status == 200 {
+                let body = body.trim().to_owned();
+                if t.versions.last() != Some(&body) {
+                    t.versions.push(body.clone());
+                }
+                *t.per_version.entry(body).or_default() += 1;
+            } else if t.failures.len() < 10 {
+                t.failures.push(format!("{status}: {}", body.trim()));
+            }
+            keep
+        }
+        Err(e) => {
+            *t.statuses.entry(0).or_default() += 1;
+            if t.failures.len() < 10 {
+                t.failures.push(e);
+            }
+            false
+        }
+    }
+}
+
+/// One HTTP/1.1 request on a kept-alive connection: status, body, and
+/// whether the connection stays open.
+async fn request(c: &mut BufReader<TcpStream>, host: &str) -> Result<(u16, String, bool), String> {
+    let req = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    c.get_mut()
+        .write_all(req.as_bytes())
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    let io = async {
+        let mut line = String::new();
+        if c.read_line(&mut line)
+            .await
+            .map_err(|e| format!("read: {e}"))?
+            == 0
+        {
+            return Err("connection closed before an answer".to_owned());
+        }
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("bad status line {line:?}"))?;
+        let mut length = 0usize;
+        let mut keep = true;
+        loop {
+            let mut h = String::new();
+            c.read_line(&mut h)
+                .await
+                .map_err(|e| format!("read: {e}"))?;
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            let lower = h.to_ascii_lowercase();
+            if let Some(v) = lower.strip_prefix("content-length:") {
+                length = v.trim().parse().map_err(|_| format!("bad length {h}"))?;
+            }
+            if lower.starts_with("connection:") && lower.contains("close") {
+                keep = false;
+            }
+        }
+        let mut body = vec![0u8; length];
+        c.read_exact(&mut body)
+            .await
+            .map_err(|e| format!("read body: {e}"))?;
+        Ok((status, String::from_utf8_lossy(&body).into_owned(), keep))
+    };
+    tokio::time::timeout(Duration::from_secs(10), io)
+        .await
+        .map_err(|_| "no answer within 10 s".to_owned())?
+}
