@@ -341,8 +341,9 @@ fn apply_service(s: &mut ServiceState, event: &Event, at: i64, meta: &crate::Met
             }
         }
         Event::ReplicaDrained { replica, .. } => {
+            // Only a drain the planner asked for counts.
             if let Some(r) = s.replicas.get_mut(replica) {
-                r.drained = true;
+                r.drained = r.phase == Phase::Draining;
             }
         }
         Event::ReplicaStopRequested { replica, .. } => {
@@ -421,6 +422,7 @@ fn apply_routes(s: &mut ServiceState, backends: &[Backend], at: i64) {
             if matches!(r.phase, Phase::Healthy | Phase::Running) {
                 r.phase = Phase::Draining;
                 r.drain_since_ms = Some(at);
+                r.drained = false;
             }
         }
     }
