@@ -1,1 +1,38 @@
-fn main() {}
+//! `mentat-router`: parse the flags, set up tracing and signals, run.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use mentat_router::{Config, Error};
+use mentat_runtime::{Shutdown, EXIT_CONFIG};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let mut config = match Config::try_parse() {
+        Ok(c) => c,
+        Err(e) if e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+        Err(e) => {
+            // --help and --version
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+    };
+    if let Err(e) = config.validate() {
+        eprintln!("mentat-router: {e}");
+        return ExitCode::from(EXIT_CONFIG as u8);
+    }
+    mentat_runtime::telemetry::init("router");
+    match mentat_router::run(config, Shutdown::on_signals()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "router failed");
+            match e.downcast_ref::<Error>() {
+                Some(Error::Config { .. }) => ExitCode::from(EXIT_CONFIG as u8),
+                _ => ExitCode::FAILURE,
+            }
+        }
+    }
+}

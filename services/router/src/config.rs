@@ -1,0 +1,243 @@
+//! The router's configuration: flags, each with an environment variable,
+//! validated before anything starts.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::Error;
+
+/// Default NATS URL.
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default domain: `web.localhost` reaches service `web`.
+pub const DEFAULT_DOMAIN: &str = "localhost";
+/// Default drain timeout, in seconds.
+pub const DEFAULT_DRAIN_TIMEOUT_SECS: u64 = 30;
+/// Default grace for in-flight requests at shutdown, in seconds.
+pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
+/// Default time a client has to send its request headers, in seconds.
+pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 10;
+/// Default timeout for connecting to a backend, in milliseconds.
+pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 2_000;
+/// Default cap on open client connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default time to keep trying to reach NATS at start, in seconds.
+pub const DEFAULT_NATS_WAIT_SECS: u64 = 30;
+
+/// Everything the router needs to start. Build it with [`clap::Parser`] in
+/// the binary, or from [`Config::default`] and field updates in tests.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Parser)]
+#[command(
+    name = "mentat-router",
+    version,
+    about = "Mentat's HTTP reverse proxy: routes <service>.<domain> to the replicas of the \
+             latest RouteChanged event, weighted, with draining."
+)]
+pub struct Config {
+    /// URL of the NATS server.
+    #[arg(long = "nats", env = "MENTAT_NATS_URL", default_value = DEFAULT_NATS_URL)]
+    pub nats_url: String,
+
+    /// Address the proxy listens on (`host:port`; port 0 picks a free port).
+    #[arg(long, env = "MENTAT_ROUTER_LISTEN", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+
+    /// Domain of the Host names routed: `<service>.<domain>` reaches a
+    /// service, `<replica>.<service>.<domain>` one replica.
+    #[arg(long, env = "MENTAT_ROUTER_DOMAIN", default_value = DEFAULT_DOMAIN)]
+    pub domain: String,
+
+    /// This router's id, reported in ReplicaDrained facts (default: the host
+    /// name, else `router-<pid>`).
+    #[arg(long, env = "MENTAT_ROUTER_ID", default_value_t = default_router_id())]
+    pub router_id: String,
+
+    /// Longest wait, in seconds, for the in-flight requests of a replica taken
+    /// out of rotation before reporting it drained with `timed_out`.
+    #[arg(long, env = "MENTAT_ROUTER_DRAIN_TIMEOUT_SECS", default_value_t = DEFAULT_DRAIN_TIMEOUT_SECS)]
+    pub drain_timeout_secs: u64,
+
+    /// Longest wait, in seconds, for in-flight requests once shutdown is requested.
+    #[arg(long, env = "MENTAT_ROUTER_SHUTDOWN_GRACE_SECS", default_value_t = DEFAULT_SHUTDOWN_GRACE_SECS)]
+    pub shutdown_grace_secs: u64,
+
+    /// Time, in seconds, a client has to send its request headers (against slowloris).
+    #[arg(long, env = "MENTAT_ROUTER_HEADER_TIMEOUT_SECS", default_value_t = DEFAULT_HEADER_TIMEOUT_SECS)]
+    pub header_timeout_secs: u64,
+
+    /// Timeout, in milliseconds, for connecting to a backend before trying another.
+    #[arg(long, env = "MENTAT_ROUTER_CONNECT_TIMEOUT_MS", default_value_t = DEFAULT_CONNECT_TIMEOUT_MS)]
+    pub connect_timeout_ms: u64,
+
+    /// Most client connections open at once; further clients wait in the
+    /// listen backlog until one closes.
+    #[arg(long, env = "MENTAT_ROUTER_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+
+    /// How long, in seconds, to keep trying to reach NATS at start.
+    #[arg(long, env = "MENTAT_ROUTER_NATS_WAIT_SECS", default_value_t = DEFAULT_NATS_WAIT_SECS)]
+    pub nats_wait_secs: u64,
+}
+
+impl Default for Config {
+    /// The documented defaults, without reading flags or the environment.
+    fn default() -> Self {
+        Config {
+            nats_url: DEFAULT_NATS_URL.to_owned(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            domain: DEFAULT_DOMAIN.to_owned(),
+            router_id: default_router_id(),
+            drain_timeout_secs: DEFAULT_DRAIN_TIMEOUT_SECS,
+            shutdown_grace_secs: DEFAULT_SHUTDOWN_GRACE_SECS,
+            header_timeout_secs: DEFAULT_HEADER_TIMEOUT_SECS,
+            connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            nats_wait_secs: DEFAULT_NATS_WAIT_SECS,
+        }
+    }
+}
+
+impl Config {
+    /// Check every field; the error names the first one that is wrong.
+    /// Also normalises the domain (lower case, no surrounding dots).
+    pub fn validate(&mut self) -> Result<(), Error> {
+        if self.nats_url.trim().is_empty() {
+            return Err(invalid("nats", "must not be empty"));
+        }
+        let domain = self.domain.trim().trim_matches('.').to_ascii_lowercase();
+        let label_ok =
+            |l: &str| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if domain.is_empty() || !domain.split('.').all(label_ok) {
+            return Err(invalid(
+                "domain",
+                format!(
+                    "`{}` is not a DNS name such as `localhost` or `apps.example.com`",
+                    self.domain
+                ),
+            ));
+        }
+        self.domain = domain;
+        if self.router_id.is_empty() || self.router_id.chars().any(|c| c.is_whitespace()) {
+            return Err(invalid("router-id", "must be non-empty without spaces"));
+        }
+        for (field, value) in [
+            ("drain-timeout-secs", self.drain_timeout_secs),
+            ("shutdown-grace-secs", self.shutdown_grace_secs),
+            ("header-timeout-secs", self.header_timeout_secs),
+        ] {
+            if !(1..=3600).contains(&value) {
+                return Err(invalid(field, format!("{value} is not between 1 and 3600")));
+            }
+        }
+        if !(1..=60_000).contains(&self.connect_timeout_ms) {
+            return Err(invalid("connect-timeout-ms", "must be between 1 and 60000"));
+        }
+        if self.max_connections == 0 {
+            return Err(invalid("max-connections", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// [`Config::drain_timeout_secs`] as a duration.
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_secs(self.drain_timeout_secs)
+    }
+
+    /// [`Config::shutdown_grace_secs`] as a duration.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+
+    /// [`Config::header_timeout_secs`] as a duration.
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_timeout_secs)
+    }
+
+    /// [`Config::connect_timeout_ms`] as a duration.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    /// [`Config::nats_wait_secs`] as a duration.
+    pub fn nats_wait(&self) -> Duration {
+        Duration::from_secs(self.nats_wait_secs)
+    }
+}
+
+fn invalid(field: &'static str, problem: impl Into<String>) -> Error {
+    Error::Config {
+        field,
+        problem: problem.into(),
+    }
+}
+
+/// The host name (from the kernel, then `HOSTNAME`), else `router-<pid>`.
+pub fn default_router_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty() && !h.chars().any(char::is_whitespace))
+        .unwrap_or_else(|| format!("router-{}", std::process::id()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn defaults_are_valid() {
+        let mut c = Config::default();
+        assert!(c.validate().is_ok());
+        assert!(!c.router_id.is_empty());
+    }
+
+    #[test]
+    fn flags_override_defaults() {
+        let c = Config::try_parse_from([
+            "mentat-router",
+            "--nats",
+            "nats://n:4222",
+            "--listen",
+            "0.0.0.0:0",
+            "--domain",
+            "Apps.Example.com.",
+            "--router-id",
+            "edge-1",
+            "--drain-timeout-secs",
+            "5",
+        ]);
+        let mut c = c.expect("flags parse");
+        c.validate().expect("valid");
+        assert_eq!(c.nats_url, "nats://n:4222");
+        assert_eq!(c.listen.port(), 0);
+        assert_eq!(c.domain, "apps.example.com");
+        assert_eq!(c.router_id, "edge-1");
+        assert_eq!(c.drain_timeout(), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let field = |c: &mut Config| match c.validate() {
+            Err(Error::Config { field, .. }) => field,
+            other => panic!("expected a config error, got {other:?}"),
+        };
+        let mut c = Config {
+            domain: "bad domain".into(),
+            ..Config::default()
+        };
+        assert_eq!(field(&mut c), "domain");
+        let mut c = Config {
+            drain_timeout_secs: 0,
+            ..Config::default()
+        };
+        assert_eq!(field(&mut c), "drain-timeout-secs");
+        let mut c = Config {
+            router_id: "a b".into(),
+            ..Config::default()
+        };
+        assert_eq!(field(&mut c), "router-id");
+    }
+}

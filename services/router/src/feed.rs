@@ -1,0 +1,137 @@
+//! The route feed: an ordered, ephemeral JetStream consumer of
+//! `mentat.evt.*.RouteChanged` on `MENTAT_EVENTS`, starting with the last
+//! event of each service (the current table) and then following new ones.
+//! Each event carries a service's full table, so re-reading one is harmless.
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::pull::{Ordered, OrderedConfig};
+use async_nats::jetstream::consumer::DeliverPolicy;
+use futures::StreamExt;
+use mentat_bus::{codec, streams, subject, Bus, Encoding};
+use mentat_domain::{Event, EventEnvelope};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use crate::drain::Drainer;
+use crate::table::TableWriter;
+use crate::Error;
+
+/// Pause before re-opening the consumer after it failed.
+const REOPEN_BACKOFF: Duration = Duration::from_secs(1);
+
+/// An open consumer and what it applies events to.
+pub struct Feed {
+    bus: Bus,
+    writer: TableWriter,
+    drainer: Drainer,
+    messages: Ordered,
+    /// Messages to read before the table is current; 0 when already.
+    backlog: u64,
+}
+
+impl Feed {
+    /// Create the consumer.
+    pub async fn open(bus: Bus, writer: TableWriter, drainer: Drainer) -> Result<Self, Error> {
+        let (messages, backlog) = subscribe(&bus).await?;
+        Ok(Feed {
+            bus,
+            writer,
+            drainer,
+            messages,
+            backlog,
+        })
+    }
+
+    /// Follow the feed until `stop`. `current` is sent once the events that
+    /// existed when the consumer was created have been applied.
+    pub async fn run(mut self, stop: CancellationToken, current: oneshot::Sender<()>) {
+        let mut current = Some(current);
+        loop {
+            if self.backlog == 0 {
+                current.take().map(|tx| tx.send(()));
+            }
+            let next = tokio::select! {
+                () = stop.cancelled() => return,
+                next = self.messages.next() => next,
+            };
+            match next {
+                Some(Ok(msg)) => {
+                    self.apply(&msg);
+                    self.backlog = msg.info().map_or(0, |i| i.pending);
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "route feed failed; re-opening the consumer");
+                    self.reopen(&stop).await;
+                }
+                None => {
+                    tracing::warn!("route feed ended; re-opening the consumer");
+                    self.reopen(&stop).await;
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, msg: &async_nats::jetstream::Message) {
+        let encoding = Encoding::of(msg.headers.as_ref());
+        let envelope: EventEnvelope = match codec::decode(&msg.payload, encoding, "EventEnvelope") {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(subject = %msg.subject, error = %e, "skipping an undecodable event");
+                return;
+            }
+        };
+        let Event::RouteChanged { service, backends } = &envelope.event else {
+            tracing::debug!(event_id = %envelope.id, event_type = envelope.event.type_name(), "skipping an event that is not RouteChanged");
+            return;
+        };
+        let drains = self.writer.apply(service, backends);
+        tracing::info!(event_id = %envelope.id, service, backends = backends.len(), draining = drains.len(), "route table updated");
+        for drain in drains {
+            self.drainer.spawn(drain);
+        }
+    }
+
+    /// Re-create the consumer until it works or `stop`. It starts again from
+    /// the last event of each service, which re-applies the current tables.
+    async fn reopen(&mut self, stop: &CancellationToken) {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(REOPEN_BACKOFF) => {}
+            }
+            match subscribe(&self.bus).await {
+                Ok((messages, backlog)) => {
+                    self.messages = messages;
+                    self.backlog = backlog;
+                    return;
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot re-open the route feed; retrying"),
+            }
+        }
+    }
+}
+
+/// An ordered consumer of the last RouteChanged of every service and every
+/// later one, with the number of messages pending at creation.
+async fn subscribe(bus: &Bus) -> Result<(Ordered, u64), Error> {
+    let stream = bus
+        .js
+        .get_stream(streams::EVENTS)
+        .await
+        .map_err(|e| Error::Feed(format!("stream {}: {e}", streams::EVENTS)))?;
+    let consumer = stream
+        .create_consumer(OrderedConfig {
+            filter_subject: subject::events_of_type("RouteChanged"),
+            deliver_policy: DeliverPolicy::LastPerSubject,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| Error::Feed(format!("creating the RouteChanged consumer: {e}")))?;
+    let backlog = consumer.cached_info().num_pending;
+    let messages = consumer
+        .messages()
+        .await
+        .map_err(|e| Error::Feed(format!("reading RouteChanged events: {e}")))?;
+    Ok((messages, backlog))
+}

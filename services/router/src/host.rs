@@ -1,0 +1,112 @@
+//! Which service (or replica) a request is for, from its Host.
+//!
+//! `web.localhost:8080` is service `web`; `web-3.web.localhost` is replica
+//! `web-3` of service `web`. The port, letter case and a trailing dot are
+//! ignored. Replica ids may contain dots: the service is the label just
+//! before the domain.
+
+/// Where a request should go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Any replica of a service, by weight.
+    Service(String),
+    /// One replica, whatever its weight.
+    Replica {
+        /// Service.
+        service: String,
+        /// Replica id.
+        replica: String,
+    },
+    /// The Host is not under the router's domain; carries the host name.
+    Unknown(String),
+}
+
+/// Read `host` (a Host header value) against `domain` (lower case, no dots
+/// around it, as [`crate::Config::validate`] leaves it).
+pub fn target(host: &str, domain: &str) -> Target {
+    let name = strip_port(host.trim())
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    let Some(prefix) = name
+        .strip_suffix(domain)
+        .and_then(|p| p.strip_suffix('.'))
+        .filter(|p| !p.is_empty())
+    else {
+        return Target::Unknown(name);
+    };
+    match prefix.rsplit_once('.') {
+        None => Target::Service(prefix.to_owned()),
+        Some((replica, service)) if !replica.is_empty() && !service.is_empty() => Target::Replica {
+            service: service.to_owned(),
+            replica: replica.to_owned(),
+        },
+        Some(_) => Target::Unknown(name.clone()),
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        // An IPv6 literal is never under a domain; keep it whole.
+        return host;
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(s: &str) -> Target {
+        Target::Service(s.into())
+    }
+
+    #[test]
+    fn service_names_with_or_without_port() {
+        assert_eq!(target("web.localhost", "localhost"), service("web"));
+        assert_eq!(target("web.localhost:8080", "localhost"), service("web"));
+        assert_eq!(target("WEB.Localhost.", "localhost"), service("web"));
+        assert_eq!(
+            target("api.apps.example.com", "apps.example.com"),
+            service("api")
+        );
+    }
+
+    #[test]
+    fn replica_addressing() {
+        assert_eq!(
+            target("web-3.web.localhost:80", "localhost"),
+            Target::Replica {
+                service: "web".into(),
+                replica: "web-3".into()
+            }
+        );
+        assert_eq!(
+            target("v1.2.web.localhost", "localhost"),
+            Target::Replica {
+                service: "web".into(),
+                replica: "v1.2".into()
+            }
+        );
+    }
+
+    #[test]
+    fn other_hosts_are_unknown() {
+        for host in [
+            "localhost",
+            "127.0.0.1:8080",
+            "[::1]:8080",
+            "web.example.com",
+            "notlocalhost",
+            "",
+            ".web.localhost",
+        ] {
+            assert!(
+                matches!(target(host, "localhost"), Target::Unknown(_)),
+                "{host}"
+            );
+        }
+    }
+}
