@@ -1,1 +1,141 @@
-//! mentat-executor
+//! The executor: one per host, it runs that host's replicas.
+//!
+//! It reads start and stop intents for its host from the bus, runs each
+//! replica as a process group on a free port, and reports what happens as
+//! facts: `ReplicaStarted` when a process runs, `ReplicaExited` when it ends
+//! (with `requested` telling a stop from a crash). Every heartbeat interval
+//! it announces itself, its capacity and how many replicas it runs.
+//!
+//! It never loses track of a process: every replica is recorded in a state
+//! file before it is announced, a restarted executor adopts the replicas
+//! that still run and reports the others as exited, and a graceful shutdown
+//! stops every replica (SIGTERM, grace, SIGKILL) before exiting.
+//!
+//! - [`config`]: flags, environment and defaults.
+//! - [`intents`]: the durable consumer of start/stop intents.
+//! - [`supervisor`]: the owner of the replicas; turns intents and exits into facts.
+//! - [`watch`]: one task per replica waiting for its end and carrying out stops.
+//! - [`process`]: spawning, `/proc` inspection and signals.
+//! - [`state`]: the state file and the host directory lock.
+
+pub mod config;
+mod error;
+pub mod intents;
+pub mod process;
+pub mod state;
+pub mod supervisor;
+pub mod watch;
+
+use std::time::Duration;
+
+use async_nats::jetstream::AckKind;
+use mentat_bus::Bus;
+use mentat_runtime::Shutdown;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior};
+
+pub use config::Config;
+pub use error::{Error, Result};
+
+use intents::{Intent, Intents};
+use supervisor::{Settings, Supervisor};
+
+/// How long the executor waits for NATS at start-up.
+pub const CONNECT_WAIT: Duration = Duration::from_secs(30);
+
+/// Extra time, beyond the stop grace, that a graceful shutdown allows for
+/// reaping the replicas and publishing their exits.
+pub const SHUTDOWN_SLACK: Duration = Duration::from_secs(5);
+
+/// Run the executor until `shutdown` is cancelled.
+///
+/// Start-up: validate `config`, lock `<data-dir>/executor/<host-id>/`, read
+/// the state file, connect to NATS, open the intent consumer, adopt the
+/// replicas a previous executor left. Then handle intents, exits and
+/// heartbeats until shutdown. On shutdown, stop every replica unless
+/// `config.stop_replicas_on_shutdown` is false.
+pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    config.validate()?;
+    let host = config.host_id.clone();
+    let host_dir = config.host_dir();
+    let logs_dir = host_dir.join("logs");
+    std::fs::create_dir_all(&logs_dir).map_err(|e| Error::io(&logs_dir, e))?;
+    let _lock = state::HostLock::acquire(&host_dir)?;
+    let state = state::StateFile::load(host_dir.join("replicas.json"))?;
+
+    let client_name = format!("mentat-executor-{host}");
+    let bus = tokio::select! {
+        bus = Bus::connect(&config.nats, &client_name, CONNECT_WAIT) => bus?,
+        _ = shutdown.cancelled() => return Ok(()),
+    };
+    let mut intents = tokio::select! {
+        intents = Intents::open(&bus, &host) => intents?,
+        _ = shutdown.cancelled() => return Ok(()),
+    };
+
+    // One exit per replica at most is in flight, so a channel the size of
+    // the capacity rarely fills; when it does, watchers wait (no exit is lost).
+    let (exits_tx, mut exits) = mpsc::channel(config.capacity.clamp(16, 4096) as usize);
+    let settings = Settings {
+        host: host.clone(),
+        logs_dir,
+        grace: config.stop_grace(),
+        capacity: config.capacity,
+    };
+    let mut supervisor = Supervisor::new(bus, settings, state, exits_tx);
+    supervisor.adopt_all().await;
+    tracing::info!(host_id = %host, dir = %host_dir.display(), running = supervisor.running(), "executor ready");
+
+    let mut heartbeat = tokio::time::interval(config.heartbeat_interval());
+    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(exit) = exits.recv() => supervisor.exited(exit).await,
+            msg = intents.next() => handle(&mut supervisor, &host, msg).await,
+            _ = heartbeat.tick() => {
+                if let Err(e) = supervisor.heartbeat().await {
+                    tracing::warn!(error = %e, "cannot publish heartbeat");
+                }
+                if supervisor.has_unreported() {
+                    supervisor.flush().await;
+                }
+            }
+        }
+    }
+
+    if config.stop_replicas_on_shutdown {
+        let deadline = Instant::now() + config.stop_grace() + SHUTDOWN_SLACK;
+        supervisor.stop_all(&mut exits, deadline).await;
+    } else {
+        supervisor.abandon();
+    }
+    tracing::info!(host_id = %host, "executor stopped");
+    Ok(())
+}
+
+/// Handle one intent message and acknowledge it: `Ack` when done, `Nak`
+/// (delivered again after a delay) when the bus failed, `Term` when it can
+/// never be understood.
+async fn handle(supervisor: &mut Supervisor, host: &str, msg: async_nats::jetstream::Message) {
+    let Some(envelope) = intents::decode(&msg) else {
+        intents::ack(&msg, AckKind::Term).await;
+        return;
+    };
+    let result = match Intent::of(envelope.event, host) {
+        Intent::Start(start) => supervisor.start(start).await,
+        Intent::Stop {
+            replica,
+            service,
+            reason,
+        } => supervisor.stop(&replica, &service, &reason).await,
+        Intent::NotForUs => Ok(()),
+    };
+    match result {
+        Ok(()) => intents::ack(&msg, AckKind::Ack).await,
+        Err(e) => {
+            tracing::warn!(event_id = %envelope.id, error = %e, "intent not handled; it will be delivered again");
+            intents::ack(&msg, AckKind::Nak(Some(intents::RETRY_DELAY))).await;
+        }
+    }
+}

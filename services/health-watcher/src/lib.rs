@@ -1,1 +1,113 @@
-//! mentat-health-watcher
+//! The health-watcher: it probes every running replica and reports when one
+//! becomes healthy or unhealthy.
+//!
+//! It learns which replicas run from the executors' facts: a replica is
+//! live between its last `ReplicaStarted` and a later `ReplicaExited`. It
+//! reads them from the start of the fact stream, so a restarted
+//! health-watcher rebuilds the whole set before probing anything. For each
+//! live replica one task sends `GET http://<addr><health.path>` every
+//! `health.interval_ms`; `healthy_after` passes in a row publish
+//! `ReplicaHealthy`, `unhealthy_after` failures in a row publish
+//! `ReplicaUnhealthy`, and only changes are published.
+//!
+//! - [`config`]: flags, environment and defaults.
+//! - [`facts`]: the ordered consumer of replica facts.
+//! - [`live`]: the set of live replicas, folded from those facts (pure).
+//! - [`tracker`]: one replica's verdict from consecutive probes (pure).
+//! - [`probes`]: the probe tasks, kept in step with the live set.
+//! - [`http`]: the probe: one `GET`, judged on its status line.
+
+pub mod config;
+mod error;
+pub mod facts;
+pub mod http;
+pub mod live;
+pub mod probes;
+pub mod tracker;
+
+use std::time::Duration;
+
+use mentat_bus::Bus;
+use mentat_runtime::Shutdown;
+
+pub use config::Config;
+pub use error::{Error, Result};
+
+use facts::Facts;
+use live::Live;
+use probes::Probes;
+
+/// How long the health-watcher waits for NATS at start-up.
+pub const CONNECT_WAIT: Duration = Duration::from_secs(30);
+
+/// How long shutdown waits for the probe tasks.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Delay before reopening the fact consumer after it failed.
+const REOPEN_DELAY: Duration = Duration::from_secs(1);
+
+/// Run the health-watcher until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    config.validate()?;
+    let bus = tokio::select! {
+        bus = Bus::connect(&config.nats, "mentat-health-watcher", CONNECT_WAIT) => bus?,
+        _ = shutdown.cancelled() => return Ok(()),
+    };
+    let mut probes = Probes::new(bus.clone(), config.probe_timeout());
+    tokio::select! {
+        result = watch(&bus, &mut probes) => result?,
+        _ = shutdown.cancelled() => {}
+    }
+    tracing::info!(probes = probes.len(), "health-watcher stopping");
+    probes.shutdown(SHUTDOWN_GRACE).await;
+    Ok(())
+}
+
+/// Follow the replica facts forever, keeping `probes` in step. The consumer
+/// is reopened (and the live set rebuilt from the start) when the server
+/// ends it; running probes of replicas still live are kept.
+async fn watch(bus: &Bus, probes: &mut Probes) -> Result<()> {
+    let mut first = true;
+    loop {
+        let mut facts = match Facts::open(bus).await {
+            Ok(f) => f,
+            Err(e) if first => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reopen the fact consumer; retrying");
+                tokio::time::sleep(REOPEN_DELAY).await;
+                continue;
+            }
+        };
+        first = false;
+        let mut live = Live::default();
+        let mut caught_up = facts.empty_at_start();
+        if caught_up {
+            probes.sync(&live);
+        }
+        tracing::info!("health-watcher ready; replaying replica facts");
+        loop {
+            match facts.next().await {
+                Ok(Some(delivery)) => {
+                    if let Some(fact) = &delivery.fact {
+                        live.apply(&fact.event);
+                    }
+                    if delivery.caught_up && !caught_up {
+                        caught_up = true;
+                        tracing::info!(live = live.len(), "replay done; probing live replicas");
+                    }
+                    if caught_up {
+                        probes.sync(&live);
+                    }
+                }
+                Ok(None) => {
+                    tracing::warn!("fact stream ended; reopening");
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "fact consumer error");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! The executor's configuration: flags, environment variables and defaults,
+//! validated before anything starts so that a bad value exits with 64 and
+//! names its field.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Parser};
+
+use crate::Error;
+
+/// Everything the executor needs to know at start-up.
+///
+/// Each field is a flag, most with an environment variable; flags win over
+/// the environment, which wins over the default.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "mentat-executor",
+    version,
+    about = "Runs the replicas of one host: starts and stops processes on request from the planner and reports what happens to them."
+)]
+pub struct Config {
+    /// NATS server to connect to.
+    #[arg(long, env = "MENTAT_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats: String,
+
+    /// Id of this host: 1 to 63 characters of a-z, 0-9 and `-`. Intents for
+    /// other hosts are ignored. Defaults to the machine's hostname, lowercased
+    /// and with every other character replaced by `-`.
+    #[arg(long = "host-id", env = "MENTAT_HOST_ID", default_value_t = default_host_id())]
+    pub host_id: String,
+
+    /// Directory for Mentat's files. The executor keeps its state file and
+    /// the replicas' logs under `<data-dir>/executor/<host-id>/`.
+    #[arg(long = "data-dir", env = "MENTAT_DATA_DIR", default_value = ".mentat")]
+    pub data_dir: PathBuf,
+
+    /// How many replicas this host offers to run, as announced in heartbeats.
+    /// The planner places replicas within it; the executor only warns when
+    /// asked for more.
+    #[arg(long, env = "MENTAT_CAPACITY", default_value_t = 64)]
+    pub capacity: u32,
+
+    /// Seconds a replica has between SIGTERM and SIGKILL when it is stopped.
+    #[arg(
+        long = "stop-grace-secs",
+        env = "MENTAT_STOP_GRACE_SECS",
+        default_value_t = 10
+    )]
+    pub stop_grace_secs: u64,
+
+    /// Milliseconds between two heartbeats (at least 10).
+    #[arg(
+        long = "heartbeat-ms",
+        env = "MENTAT_HEARTBEAT_MS",
+        default_value_t = 1000
+    )]
+    pub heartbeat_ms: u64,
+
+    /// Stop every replica when the executor shuts down (the default). With
+    /// `--leave-replicas-running` the replicas outlive the executor and the
+    /// next executor started with the same data directory adopts them: this
+    /// is how to upgrade the executor without touching its replicas.
+    #[arg(long = "leave-replicas-running", action = ArgAction::SetFalse)]
+    pub stop_replicas_on_shutdown: bool,
+}
+
+impl Config {
+    /// A configuration with every default, talking to `nats` and keeping its
+    /// files under `data_dir`: what tests and embedders start from.
+    pub fn new(nats: impl Into<String>, host_id: impl Into<String>, data_dir: PathBuf) -> Self {
+        Self {
+            nats: nats.into(),
+            host_id: host_id.into(),
+            data_dir,
+            capacity: 64,
+            stop_grace_secs: 10,
+            heartbeat_ms: 1000,
+            stop_replicas_on_shutdown: true,
+        }
+    }
+
+    /// Check every value; the error names the first bad field.
+    pub fn validate(&self) -> Result<(), Error> {
+        if !is_valid_host_id(&self.host_id) {
+            return Err(Error::Config {
+                field: "host-id",
+                message: format!(
+                    "`{}` must be 1-63 characters of a-z, 0-9 and -",
+                    self.host_id
+                ),
+            });
+        }
+        if self.nats.trim().is_empty() {
+            return Err(Error::Config {
+                field: "nats",
+                message: "must name a NATS server".into(),
+            });
+        }
+        if self.capacity == 0 {
+            return Err(Error::Config {
+                field: "capacity",
+                message: "must be at least 1".into(),
+            });
+        }
+        if self.heartbeat_ms < 10 {
+            return Err(Error::Config {
+                field: "heartbeat-ms",
+                message: "must be at least 10".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Time between SIGTERM and SIGKILL.
+    pub fn stop_grace(&self) -> Duration {
+        Duration::from_secs(self.stop_grace_secs)
+    }
+
+    /// Time between heartbeats.
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms)
+    }
+
+    /// `<data-dir>/executor/<host-id>`: where this executor keeps its files.
+    pub fn host_dir(&self) -> PathBuf {
+        self.data_dir.join("executor").join(&self.host_id)
+    }
+}
+
+/// True when `id` is usable as a host id: it appears in NATS subjects, in
+/// the durable consumer's name and in a directory name.
+pub fn is_valid_host_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 63 && id.chars().all(|c| matches!(c, 'a'..='z' | '0'..='9' | '-'))
+}
+
+/// The machine's hostname made into a valid host id, or `localhost` when
+/// it cannot be read.
+pub fn default_host_id() -> String {
+    let name = nix::unistd::gethostname()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    sanitise_host_id(&name)
+}
+
+/// Lowercase `name`, replace every character outside a-z, 0-9 and `-` with
+/// `-`, trim dashes at both ends and cut at 63 characters.
+pub fn sanitise_host_id(name: &str) -> String {
+    let mapped: String = name
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | '0'..='9' | '-' => c,
+            _ => '-',
+        })
+        .collect();
+    let trimmed: String = mapped.trim_matches('-').chars().take(63).collect();
+    let trimmed = trimmed.trim_end_matches('-');
+    if trimmed.is_empty() {
+        "localhost".to_owned()
+    } else {
+        trimmed.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostnames_become_valid_host_ids() {
+        assert_eq!(sanitise_host_id("Web-01.example.COM"), "web-01-example-com");
+        assert_eq!(sanitise_host_id("--a_b--"), "a-b");
+        assert_eq!(sanitise_host_id(""), "localhost");
+        assert_eq!(sanitise_host_id("..."), "localhost");
+        assert_eq!(sanitise_host_id(&"x".repeat(100)).len(), 63);
+        assert!(is_valid_host_id(&default_host_id()));
+    }
+
+    #[test]
+    fn defaults_match_the_documentation() {
+        let c = Config::try_parse_from(["mentat-executor", "--host-id", "h1"]).expect("parse");
+        assert_eq!(c.capacity, 64);
+        assert_eq!(c.stop_grace_secs, 10);
+        assert_eq!(c.heartbeat_ms, 1000);
+        assert!(c.stop_replicas_on_shutdown);
+        assert_eq!(c.host_dir(), PathBuf::from(".mentat/executor/h1"));
+        let c = Config::try_parse_from(["x", "--host-id", "h1", "--leave-replicas-running"])
+            .expect("parse");
+        assert!(!c.stop_replicas_on_shutdown);
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let mut c = Config::new("nats://x", "Bad_Host", PathBuf::from("d"));
+        assert!(matches!(
+            c.validate(),
+            Err(Error::Config {
+                field: "host-id",
+                ..
+            })
+        ));
+        c.host_id = "ok".into();
+        c.capacity = 0;
+        assert!(matches!(
+            c.validate(),
+            Err(Error::Config {
+                field: "capacity",
+                ..
+            })
+        ));
+    }
+}

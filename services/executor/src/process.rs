@@ -1,0 +1,227 @@
+//! Processes: starting a replica, recognising it again after a restart, and
+//! signalling it.
+//!
+//! A replica is a process group: the program is started as the leader of a
+//! new group (`process_group(0)`), so that SIGTERM and SIGKILL reach every
+//! process it forks, and the group id is the leader's pid.
+
+use std::fs::OpenOptions;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use mentat_domain::spec::RunSpec;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+
+use crate::{Error, Result};
+
+/// A freshly started replica process.
+#[derive(Debug)]
+pub struct Spawned {
+    /// The child, to wait on.
+    pub child: tokio::process::Child,
+    /// Its pid (and process group id).
+    pub pid: u32,
+    /// Its start time in clock ticks since boot.
+    pub start_ticks: u64,
+    /// Port it was given in `PORT` and `{port}`.
+    pub port: u16,
+}
+
+/// A TCP port on 127.0.0.1 that nobody listened on a moment ago: bind port
+/// 0, read the port the kernel chose, and close the listener again.
+pub fn free_port() -> std::io::Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Replace `{image}` and `{port}` in `text`.
+pub fn substitute(text: &str, image: &str, port: u16) -> String {
+    text.replace("{image}", image)
+        .replace("{port}", &port.to_string())
+}
+
+/// A file name for a replica id: characters outside `A-Za-z0-9._-` become
+/// `_`, and a leading dot too, so an id can never leave the logs directory.
+pub fn file_name_for(replica: &str) -> String {
+    let mut name: String = replica
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '_' | '.' => c,
+            _ => '_',
+        })
+        .collect();
+    if name.is_empty() || name.starts_with('.') {
+        name.insert(0, '_');
+    }
+    name
+}
+
+/// Start `run` for one replica on a free port, as the leader of a new
+/// process group, with stdout and stderr appended to `log`.
+///
+/// The child inherits the executor's environment, then gets `run.env` and
+/// finally `PORT`, which always wins: the executor reports that port as the
+/// replica's address.
+pub fn spawn(run: &RunSpec, image: &str, log: &Path) -> Result<Spawned> {
+    let program = run.command.first().map(String::as_str).unwrap_or("");
+    let spawn_error = |detail: String| Error::Spawn {
+        program: program.to_owned(),
+        detail,
+    };
+    if program.trim().is_empty() {
+        return Err(spawn_error("the run command is empty".into()));
+    }
+    let port = free_port().map_err(|e| spawn_error(format!("no free port: {e}")))?;
+    let sub = |s: &String| substitute(s, image, port);
+
+    let out = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| Error::io(log, e))?;
+    let err = out.try_clone().map_err(|e| Error::io(log, e))?;
+
+    let mut cmd = tokio::process::Command::new(sub(&run.command[0]));
+    cmd.args(run.command[1..].iter().map(sub))
+        .args(run.args.iter().map(sub))
+        .envs(run.env.iter().map(|(k, v)| (k, sub(v))))
+        .env("PORT", port.to_string())
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0)
+        .kill_on_drop(false);
+    let child = cmd.spawn().map_err(|e| spawn_error(e.to_string()))?;
+    let pid = child
+        .id()
+        .ok_or_else(|| spawn_error("exited before its pid could be read".into()))?;
+    // The child is not reaped before we wait on it, so /proc/<pid> exists.
+    let start_ticks = match stat(pid) {
+        Some(s) => s.start_ticks,
+        None => {
+            tracing::warn!(
+                pid,
+                "cannot read /proc/{pid}/stat: a restarted executor will not adopt this replica"
+            );
+            0
+        }
+    };
+    Ok(Spawned {
+        child,
+        pid,
+        start_ticks,
+        port,
+    })
+}
+
+/// The fields of `/proc/<pid>/stat` the executor needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    /// State letter: `R`, `S`, `D`, `Z` (zombie), `X` (dead), ...
+    pub state: char,
+    /// Process group id.
+    pub pgrp: i64,
+    /// Start time in clock ticks since boot.
+    pub start_ticks: u64,
+}
+
+/// Read `/proc/<pid>/stat`; `None` when the process does not exist.
+pub fn stat(pid: u32) -> Option<Stat> {
+    let text = std::fs::read_to_string(proc_path(pid, "stat")).ok()?;
+    parse_stat(&text)
+}
+
+fn proc_path(pid: u32, file: &str) -> PathBuf {
+    PathBuf::from(format!("/proc/{pid}/{file}"))
+}
+
+/// Parse the text of `/proc/<pid>/stat`. The command name (field 2) is in
+/// parentheses and may itself contain spaces and parentheses, so fields are
+/// counted from the last `)`.
+pub fn parse_stat(text: &str) -> Option<Stat> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // fields[0] is field 3 (state), so field n is fields[n - 3].
+    Some(Stat {
+        state: fields.first()?.chars().next()?,
+        pgrp: fields.get(5 - 3)?.parse().ok()?,
+        start_ticks: fields.get(22 - 3)?.parse().ok()?,
+    })
+}
+
+/// True when the process recorded as (`pid`, `start_ticks`) still runs: it
+/// exists, is not a zombie, has the recorded start time (so the pid was not
+/// reused) and still leads its own process group.
+pub fn is_same_process_alive(pid: u32, start_ticks: u64) -> bool {
+    match stat(pid) {
+        Some(s) => {
+            !matches!(s.state, 'Z' | 'X')
+                && s.start_ticks == start_ticks
+                && s.pgrp == i64::from(pid)
+        }
+        None => false,
+    }
+}
+
+/// Send `signal` to the process group led by `pid`. A group that no longer
+/// exists is not an error. Pids 0 and 1 are refused: `killpg(0)` would hit
+/// the executor's own group.
+pub fn signal_group(pid: u32, signal: Signal) -> std::io::Result<()> {
+    let raw = i32::try_from(pid).map_err(|_| std::io::Error::other("pid out of range"))?;
+    if raw <= 1 {
+        return Err(std::io::Error::other(format!(
+            "refusing to signal process group {raw}"
+        )));
+    }
+    match killpg(Pid::from_raw(raw), signal) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn stat_is_parsed_past_odd_command_names() {
+        let text = "1234 (we ird) (name)) S 1 1234 1234 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 987654 0 0";
+        let s = parse_stat(text).unwrap();
+        assert_eq!(s.state, 'S');
+        assert_eq!(s.pgrp, 1234);
+        assert_eq!(s.start_ticks, 987654);
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn our_own_process_is_alive_and_a_reused_pid_is_not() {
+        let pid = std::process::id();
+        let s = stat(pid).unwrap();
+        assert!(s.start_ticks > 0);
+        // The test process does not lead its group in general, so only the
+        // start-time comparison is checked here.
+        assert!(!is_same_process_alive(pid, s.start_ticks + 1));
+        assert!(stat(u32::MAX).is_none());
+    }
+
+    #[test]
+    fn placeholders_and_file_names() {
+        assert_eq!(
+            substitute("--port={port} {image}", "v2", 80),
+            "--port=80 v2"
+        );
+        assert_eq!(file_name_for("web-1"), "web-1");
+        assert_eq!(file_name_for("../etc/passwd"), "_.._etc_passwd");
+        assert_eq!(file_name_for(".hidden"), "_.hidden");
+        assert_eq!(file_name_for(""), "_");
+    }
+
+    #[test]
+    fn signalling_our_own_group_is_refused() {
+        assert!(signal_group(0, Signal::SIGTERM).is_err());
+        assert!(signal_group(1, Signal::SIGTERM).is_err());
+    }
+}

@@ -1,0 +1,83 @@
+//! The health-watcher's configuration: flags, environment variables and
+//! defaults, validated before anything starts.
+
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::Error;
+
+/// Everything the health-watcher needs to know at start-up.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "mentat-health-watcher",
+    version,
+    about = "Probes every running replica's readiness endpoint and reports when one becomes healthy or unhealthy."
+)]
+pub struct Config {
+    /// NATS server to connect to.
+    #[arg(long, env = "MENTAT_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats: String,
+
+    /// Milliseconds a probe may take (connect, send, read the status line)
+    /// before it counts as a failure.
+    #[arg(
+        long = "probe-timeout-ms",
+        env = "MENTAT_PROBE_TIMEOUT_MS",
+        default_value_t = 1000
+    )]
+    pub probe_timeout_ms: u64,
+}
+
+impl Config {
+    /// A configuration with every default, talking to `nats`.
+    pub fn new(nats: impl Into<String>) -> Self {
+        Self {
+            nats: nats.into(),
+            probe_timeout_ms: 1000,
+        }
+    }
+
+    /// Check every value; the error names the first bad field.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.nats.trim().is_empty() {
+            return Err(Error::Config {
+                field: "nats",
+                message: "must name a NATS server".into(),
+            });
+        }
+        if self.probe_timeout_ms == 0 {
+            return Err(Error::Config {
+                field: "probe-timeout-ms",
+                message: "must be at least 1".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The probe timeout as a duration.
+    pub fn probe_timeout(&self) -> Duration {
+        Duration::from_millis(self.probe_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_validation() {
+        let c = Config::try_parse_from(["mentat-health-watcher"]).expect("parse");
+        assert_eq!(c.probe_timeout(), Duration::from_secs(1));
+        assert!(c.validate().is_ok());
+        let mut c = Config::new("nats://x");
+        c.probe_timeout_ms = 0;
+        assert!(matches!(
+            c.validate(),
+            Err(Error::Config {
+                field: "probe-timeout-ms",
+                ..
+            })
+        ));
+    }
+}

@@ -1,0 +1,104 @@
+//! Replica facts, read from `MENTAT_FACTS` through an ordered (ephemeral)
+//! consumer from the very first message, so that a restarted health-watcher
+//! rebuilds the set of live replicas before it starts probing.
+
+use async_nats::jetstream::consumer::pull::{Ordered, OrderedConfig};
+use async_nats::jetstream::consumer::DeliverPolicy;
+use futures::StreamExt;
+use mentat_bus::codec::{self, Encoding};
+use mentat_bus::{streams, subject, Bus};
+use mentat_domain::event::Fact;
+
+use crate::{Error, Result};
+
+/// The subjects of the facts the health-watcher needs.
+pub fn filter_subjects() -> Vec<String> {
+    vec![
+        subject::fact("*", "ReplicaStarted"),
+        subject::fact("*", "ReplicaExited"),
+    ]
+}
+
+/// One fact and whether the replay had caught up with the stream when it
+/// was delivered.
+#[derive(Debug)]
+pub struct Delivery {
+    /// The fact; `None` when the message could not be decoded (logged).
+    pub fact: Option<Fact>,
+    /// True when no older matching message was still waiting: the set of
+    /// live replicas is current.
+    pub caught_up: bool,
+}
+
+/// An ordered consumer over the replica facts.
+pub struct Facts {
+    messages: Ordered,
+    /// Messages that were waiting when the consumer was created.
+    initial_pending: u64,
+}
+
+impl std::fmt::Debug for Facts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Facts")
+            .field("initial_pending", &self.initial_pending)
+            .finish()
+    }
+}
+
+impl Facts {
+    /// Create the consumer, delivering every stored fact first.
+    pub async fn open(bus: &Bus) -> Result<Self> {
+        let stream = bus
+            .js
+            .get_stream(streams::FACTS)
+            .await
+            .map_err(|e| Error::Consumer(format!("stream {}: {e}", streams::FACTS)))?;
+        let consumer = stream
+            .create_consumer(OrderedConfig {
+                filter_subjects: filter_subjects(),
+                deliver_policy: DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::Consumer(e.to_string()))?;
+        let initial_pending = consumer.cached_info().num_pending;
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(|e| Error::Consumer(e.to_string()))?;
+        Ok(Self {
+            messages,
+            initial_pending,
+        })
+    }
+
+    /// True when the stream held no matching fact when the consumer was
+    /// created: there is nothing to replay.
+    pub fn empty_at_start(&self) -> bool {
+        self.initial_pending == 0
+    }
+
+    /// The next fact. `Ok(None)` when the server ended the stream (open a
+    /// new consumer); errors are transient and logged by the caller.
+    /// Cancel-safe.
+    pub async fn next(&mut self) -> Result<Option<Delivery>> {
+        let msg = match self.messages.next().await {
+            None => return Ok(None),
+            Some(Err(e)) => return Err(Error::Consumer(e.to_string())),
+            Some(Ok(msg)) => msg,
+        };
+        let caught_up = msg.info().map(|i| i.pending == 0).unwrap_or(false);
+        let fact = match codec::decode::<Fact>(
+            &msg.payload,
+            Encoding::of(msg.headers.as_ref()),
+            "Fact",
+        ) {
+            Ok(fact) => Some(fact),
+            Err(e) => {
+                tracing::warn!(subject = %msg.subject, error = %e, "undecodable fact; skipping it");
+                None
+            }
+        };
+        Ok(Some(Delivery { fact, caught_up }))
+    }
+}
