@@ -1,1 +1,51 @@
-//! mentat-store
+//! Mentat's source of truth: an append-only, event-sourced log in SQL.
+//!
+//! The same log, with the same behaviour, on an embedded SQLite file (the
+//! default) or on PostgreSQL (for a cluster of planners). This crate knows
+//! nothing of Mentat's domain: an event is a type name, a schema version and
+//! JSON text, and the caller chooses its id.
+//!
+//! What the log guarantees:
+//!
+//! - **Streams and optimistic concurrency.** Every event belongs to a stream
+//!   (a service, a host, a rollout) and gets the next stream version. An
+//!   append names the version it expects ([`ExpectedVersion`]); if another
+//!   writer got there first it fails with [`Error::Conflict`] and appends
+//!   nothing, and the caller reloads and decides again.
+//! - **Idempotent commands.** An append may carry a [`CommandRecord`]; it is
+//!   stored in the same transaction as the events. Retrying the command is a
+//!   no-op that returns the first outcome ([`Appended::duplicate`]).
+//!   [`Store::record_command`] does the same for commands that produced no
+//!   events.
+//! - **A gap-free global order.** Appends are serialised, so positions are
+//!   1, 2, 3… with no gaps, in commit order: a reader that has processed up
+//!   to position `p` resumes with [`Store::read_all`]`(p, …)` and misses
+//!   nothing.
+//! - **Tamper evidence.** Each event carries the hash of the one before it
+//!   ([`hash`]); [`Store::verify`] recomputes the chain.
+//! - **No rewriting.** Database triggers refuse every `UPDATE` and `DELETE`
+//!   on `events` (and `commands`), and `TRUNCATE` on PostgreSQL.
+//!
+//! Module map:
+//!
+//! - [`Store`]: open a log ([`Store::open`]), read it, verify it
+//!   (`store.rs`); append to it (`append.rs`); URL handling and migrations
+//!   live in `open.rs`, the SQL schema in `migrations/{sqlite,postgres}/`.
+//! - [`ExpectedVersion`], [`CommandRecord`], [`NewEvent`],
+//!   [`RecordedEvent`], [`Appended`], [`Verified`], [`Backend`]: the values
+//!   going in and out.
+//! - [`hash`]: the hash chain and its framing.
+//! - [`Error`]: every failure, by what the caller should do about it.
+
+mod append;
+mod error;
+pub mod hash;
+mod open;
+mod store;
+mod types;
+
+pub use error::{Error, Result};
+pub use store::Store;
+pub use types::{
+    Appended, Backend, CommandRecord, ExpectedVersion, NewEvent, RecordedEvent, Verified,
+};

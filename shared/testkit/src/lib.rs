@@ -12,6 +12,7 @@ pub mod nats;
 pub mod pg;
 
 pub use nats::NatsServer;
+pub use pg::PgDatabase;
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {

@@ -1,0 +1,187 @@
+//! Opening a store: reading the URL, connecting, migrating.
+//!
+//! Both backends go through sqlx's `Any` driver, so every query in this
+//! crate is written once. The SQL is the common subset (`$1` placeholders
+//! work on SQLite too); the few differences (how a write transaction takes
+//! the log's lock, the migrations) are chosen by [`Backend`].
+
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::migrate::Migrator;
+use sqlx::AnyPool;
+
+use crate::{Backend, Error, Result};
+
+/// Pool size: SQLite in WAL mode reads concurrently; PostgreSQL needs few
+/// connections because writes are serialised anyway.
+const MAX_CONNECTIONS: u32 = 8;
+
+/// How long a SQLite connection waits for another process's write lock
+/// before giving up with a `database is locked` error.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long to wait for a free pooled connection.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// A URL understood, and what it takes to open it.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Target {
+    pub(crate) backend: Backend,
+    /// The URL handed to sqlx (for SQLite, with `mode=rwc` added).
+    pub(crate) url: String,
+    /// The SQLite file, when there is one (not for `:memory:`).
+    pub(crate) file: Option<String>,
+}
+
+impl Target {
+    /// Reads `url`: `sqlite://path`, `sqlite:path`, `sqlite::memory:`,
+    /// `postgres://…` or `postgresql://…`.
+    pub(crate) fn parse(url: &str) -> Result<Target> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Target {
+                backend: Backend::Postgres,
+                url: url.to_owned(),
+                file: None,
+            });
+        }
+        let rest = url
+            .strip_prefix("sqlite:")
+            .ok_or_else(|| Error::InvalidUrl(url.to_owned()))?;
+        let rest = rest.strip_prefix("//").unwrap_or(rest);
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        if path.is_empty() {
+            return Err(Error::InvalidUrl(url.to_owned()));
+        }
+        let in_memory = path == ":memory:" || query.split('&').any(|p| p == "mode=memory");
+        let has_mode = query.split('&').any(|p| p.starts_with("mode="));
+        let url = match (has_mode, query.is_empty()) {
+            (true, _) => url.to_owned(),
+            (false, true) => format!("{url}?mode=rwc"),
+            (false, false) => format!("{url}&mode=rwc"),
+        };
+        Ok(Target {
+            backend: Backend::Sqlite,
+            url,
+            file: (!in_memory).then(|| path.to_owned()),
+        })
+    }
+
+    /// Connects, sets SQLite up (parent directory, WAL) and runs the
+    /// migrations, which are recorded in `_sqlx_migrations` and so are
+    /// skipped on the next open.
+    pub(crate) async fn connect(&self) -> Result<AnyPool> {
+        sqlx::any::install_default_drivers();
+        if let Some(file) = &self.file {
+            create_parent_dir(file)?;
+        }
+        let pool = self.pool_options().connect(&self.url).await?;
+        match self.backend {
+            Backend::Sqlite => {
+                // WAL is a property of the file: set once, kept by every
+                // later connection. Readers then never block the writer.
+                sqlx::query("PRAGMA journal_mode = WAL")
+                    .execute(&pool)
+                    .await?;
+                SQLITE_MIGRATIONS.run(&pool).await?;
+            }
+            Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
+        }
+        Ok(pool)
+    }
+
+    fn pool_options(&self) -> AnyPoolOptions {
+        let options = AnyPoolOptions::new().acquire_timeout(ACQUIRE_TIMEOUT);
+        match (self.backend, &self.file) {
+            (Backend::Postgres, _) => options.max_connections(MAX_CONNECTIONS),
+            // Through the Any driver every new connection to `:memory:` is
+            // a fresh, empty database: keep exactly one, for ever.
+            (Backend::Sqlite, None) => options
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None),
+            (Backend::Sqlite, Some(_)) => {
+                options
+                    .max_connections(MAX_CONNECTIONS)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            let ms = SQLITE_BUSY_TIMEOUT.as_millis();
+                            sqlx::query(&format!("PRAGMA busy_timeout = {ms}"))
+                                .execute(conn)
+                                .await?;
+                            Ok(())
+                        })
+                    })
+            }
+        }
+    }
+}
+
+fn create_parent_dir(file: &str) -> Result<()> {
+    match Path::new(file).parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => {
+            std::fs::create_dir_all(dir).map_err(|e| Error::Database(sqlx::Error::Io(e)))
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(url: &str) -> Target {
+        Target::parse(url).unwrap_or_else(|e| panic!("{url}: {e}"))
+    }
+
+    #[test]
+    fn sqlite_urls_get_create_mode_and_a_file() {
+        let t = parse("sqlite://data/mentat.db");
+        assert_eq!(t.backend, Backend::Sqlite);
+        assert_eq!(t.url, "sqlite://data/mentat.db?mode=rwc");
+        assert_eq!(t.file.as_deref(), Some("data/mentat.db"));
+
+        let t = parse("sqlite:///var/lib/mentat/log.db?cache=private");
+        assert_eq!(
+            t.url,
+            "sqlite:///var/lib/mentat/log.db?cache=private&mode=rwc"
+        );
+        assert_eq!(t.file.as_deref(), Some("/var/lib/mentat/log.db"));
+
+        let t = parse("sqlite:log.db?mode=ro");
+        assert_eq!(t.url, "sqlite:log.db?mode=ro");
+    }
+
+    #[test]
+    fn sqlite_memory_has_no_file() {
+        assert_eq!(parse("sqlite::memory:").file, None);
+        assert_eq!(parse("sqlite://x?mode=memory").file, None);
+    }
+
+    #[test]
+    fn postgres_urls_pass_through() {
+        for url in [
+            "postgres://u@h/db",
+            "postgresql://u@h:5433/db?sslmode=disable",
+        ] {
+            let t = parse(url);
+            assert_eq!(t.backend, Backend::Postgres);
+            assert_eq!(t.url, url);
+        }
+    }
+
+    #[test]
+    fn other_urls_are_invalid() {
+        for url in ["mysql://h/db", "", "sqlite://", "/tmp/mentat.db"] {
+            assert!(
+                matches!(Target::parse(url), Err(Error::InvalidUrl(_))),
+                "{url}"
+            );
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! [`Store`]: the handle, and the read side of the log.
+
+use std::sync::Arc;
+
+use sqlx::any::AnyRow;
+use sqlx::AnyPool;
+use sqlx::Row;
+use tokio::sync::Mutex;
+
+use crate::hash::{event_hash, GENESIS_HASH};
+use crate::open::Target;
+use crate::{Backend, Error, RecordedEvent, Result, Verified};
+
+/// The columns of `events`, in [`RecordedEvent`] order.
+pub(crate) const EVENT_COLUMNS: &str = "position, stream, version, id, event_type, \
+     schema_version, payload, metadata, recorded_at_ms, prev_hash, hash";
+
+/// How many events [`Store::verify`] reads per query.
+const VERIFY_PAGE: i64 = 1000;
+
+/// A handle on the log. Cloning is cheap and clones share one connection
+/// pool, so hand a clone to every task.
+///
+/// ```no_run
+/// # async fn demo() -> mentat_store::Result<()> {
+/// use mentat_store::{ExpectedVersion, NewEvent, Store};
+///
+/// let store = Store::open("sqlite://data/mentat.db").await?;
+/// let event = NewEvent {
+///     id: "0190a5c4-5c1e-7000-8000-000000000001".into(),
+///     event_type: "DeploymentStarted".into(),
+///     schema_version: 1,
+///     payload: r#"{"service":"web"}"#.into(),
+///     metadata: r#"{"actor":"alice"}"#.into(),
+///     recorded_at_ms: 1_700_000_000_000,
+/// };
+/// let appended = store
+///     .append("service-web", ExpectedVersion::NoStream, None, vec![event])
+///     .await?;
+/// assert_eq!(appended.stream_version, 1);
+/// for event in store.read_all(0, 100).await? {
+///     println!("{} {} {}", event.position, event.stream, event.event_type);
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub(crate) pool: AnyPool,
+    pub(crate) backend: Backend,
+    /// Writers in this process queue here rather than in the database, so a
+    /// waiting append holds no connection. Across processes the database
+    /// lock taken by each write transaction does the same job.
+    pub(crate) write_gate: Arc<Mutex<()>>,
+}
+
+impl Store {
+    /// Opens the log at `url`, creating and migrating it as needed.
+    ///
+    /// - `sqlite://path/to/mentat.db` (or `sqlite:path`, or `sqlite:///abs`):
+    ///   the file and its parent directory are created if missing; the file
+    ///   is switched to WAL mode; a busy writer is waited for up to 5 s.
+    ///   `sqlite::memory:` gives a private in-memory log, for tests.
+    /// - `postgres://user@host:port/db`: the database must exist.
+    ///
+    /// Migrations run every time and are idempotent: reopening a log leaves
+    /// its data as it was.
+    pub async fn open(url: &str) -> Result<Store> {
+        let target = Target::parse(url)?;
+        let pool = target.connect().await?;
+        tracing::debug!(backend = ?target.backend, "store opened");
+        Ok(Store {
+            pool,
+            backend: target.backend,
+            write_gate: Arc::new(Mutex::new(())),
+        })
+    }
+
+    /// Which database this store runs on.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Closes every connection, waiting for those in use to be returned.
+    /// Later calls on this store or its clones fail with
+    /// [`Error::Database`].
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Up to `limit` events with `position > after_position`, in position
+    /// order: page through the log by passing the last position seen. A
+    /// `limit` of zero or less returns nothing.
+    pub async fn read_all(&self, after_position: i64, limit: i64) -> Result<Vec<RecordedEvent>> {
+        if limit <= 0 {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(after_position)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(decode_event).collect()
+    }
+
+    /// Every event of `stream`, in version order (empty if there is none).
+    pub async fn read_stream(&self, stream: &str) -> Result<Vec<RecordedEvent>> {
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE stream = $1 ORDER BY version");
+        let rows = sqlx::query(&sql).bind(stream).fetch_all(&self.pool).await?;
+        rows.iter().map(decode_event).collect()
+    }
+
+    /// The version of `stream`: how many events it holds, 0 if none.
+    pub async fn stream_version(&self, stream: &str) -> Result<i64> {
+        Ok(stream_version(&self.pool, stream).await?)
+    }
+
+    /// The position of the last event in the log, 0 if the log is empty.
+    pub async fn head(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT COALESCE(MAX(position), 0) FROM events")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// The outcome recorded for `command_id`, if that command was seen.
+    pub async fn command_outcome(&self, command_id: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT outcome FROM commands WHERE id = $1")
+            .bind(command_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
+    }
+
+    /// Re-reads the whole log from position 1 and recomputes the hash chain.
+    ///
+    /// Fails with [`Error::Tampered`] at the first position that is missing,
+    /// does not link to the hash before it, or whose contents do not match
+    /// its hash. Cost: one full read of the log.
+    pub async fn verify(&self) -> Result<Verified> {
+        let mut expected_position = 1;
+        let mut prev_hash = GENESIS_HASH.to_owned();
+        loop {
+            let page = self.read_all(expected_position - 1, VERIFY_PAGE).await?;
+            if page.is_empty() {
+                break;
+            }
+            for event in page {
+                check_link(&event, expected_position, &prev_hash)?;
+                expected_position += 1;
+                prev_hash = event.hash;
+            }
+        }
+        Ok(Verified {
+            events: expected_position - 1,
+            head_hash: prev_hash,
+        })
+    }
+}
+
+/// Checks one event against the chain built so far.
+fn check_link(event: &RecordedEvent, expected_position: i64, prev_hash: &str) -> Result<()> {
+    let tampered = |detail: String| Error::Tampered {
+        position: event.position.min(expected_position),
+        detail,
+    };
+    if event.position != expected_position {
+        return Err(tampered(format!(
+            "expected position {expected_position}, found {}",
+            event.position
+        )));
+    }
+    if event.prev_hash != prev_hash {
+        return Err(tampered(format!(
+            "prev_hash {} does not match the hash of the previous event {prev_hash}",
+            event.prev_hash
+        )));
+    }
+    let computed = event_hash(event);
+    if event.hash != computed {
+        return Err(tampered(format!(
+            "stored hash {} does not match the contents (computed {computed})",
+            event.hash
+        )));
+    }
+    Ok(())
+}
+
+/// The version of `stream`: its highest version, 0 if it has no events.
+pub(crate) async fn stream_version<'e, E>(executor: E, stream: &str) -> sqlx::Result<i64>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let row = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM events WHERE stream = $1")
+        .bind(stream)
+        .fetch_one(executor)
+        .await?;
+    row.try_get(0)
+}
+
+/// A row of `SELECT {EVENT_COLUMNS}` as a [`RecordedEvent`].
+fn decode_event(row: &AnyRow) -> Result<RecordedEvent> {
+    Ok(RecordedEvent {
+        position: row.try_get(0)?,
+        stream: row.try_get(1)?,
+        version: row.try_get(2)?,
+        id: row.try_get(3)?,
+        event_type: row.try_get(4)?,
+        schema_version: row.try_get(5)?,
+        payload: row.try_get(6)?,
+        metadata: row.try_get(7)?,
+        recorded_at_ms: row.try_get(8)?,
+        prev_hash: row.try_get(9)?,
+        hash: row.try_get(10)?,
+    })
+}

@@ -1,0 +1,171 @@
+//! The log cannot be rewritten through SQL, and tampering that gets past
+//! the guard (a forged insert, or an edit after dropping the triggers) is
+//! caught by `verify`.
+
+use mentat_store::hash::GENESIS_HASH;
+use mentat_store::{Backend, Error, ExpectedVersion, Store, Verified};
+use sqlx::AnyConnection;
+
+use crate::{events, Db};
+
+on_both_backends!(
+    update_delete_and_truncate_are_refused,
+    verify_passes_on_a_good_log,
+    verify_finds_a_forged_hash,
+    verify_finds_a_missing_position,
+    verify_finds_an_edit_made_without_the_guard,
+);
+
+/// A store holding three events in two streams.
+async fn three_events(db: &Db) -> Store {
+    let store = db.open().await;
+    store
+        .append("a", ExpectedVersion::Any, None, events(1, 2))
+        .await
+        .expect("append a");
+    store
+        .append("b", ExpectedVersion::Any, None, events(3, 1))
+        .await
+        .expect("append b");
+    store
+}
+
+/// Runs `sql` and checks that the append-only guard refused it (not, say,
+/// a typo in the test).
+async fn refused(conn: &mut AnyConnection, sql: &str) {
+    match sqlx::query(sql).execute(&mut *conn).await {
+        Err(sqlx::Error::Database(e)) => {
+            assert!(e.message().contains("append-only"), "{sql:?}: {e}")
+        }
+        other => panic!("the database did not refuse {sql:?}: {other:?}"),
+    }
+}
+
+async fn update_delete_and_truncate_are_refused(db: &Db) {
+    let store = three_events(db).await;
+    store
+        .record_command(mentat_store::CommandRecord {
+            id: "c".into(),
+            outcome: "{}".into(),
+        })
+        .await
+        .expect("record command");
+    let before = store.read_all(0, 100).await.expect("read");
+
+    let mut raw = db.raw().await;
+    refused(
+        &mut raw,
+        "UPDATE events SET payload = '{}' WHERE position = 1",
+    )
+    .await;
+    refused(&mut raw, "UPDATE events SET stream = 'x'").await;
+    refused(&mut raw, "DELETE FROM events WHERE position = 3").await;
+    refused(&mut raw, "DELETE FROM events").await;
+    refused(&mut raw, "UPDATE commands SET outcome = 'x'").await;
+    refused(&mut raw, "DELETE FROM commands").await;
+    if db.backend() == Backend::Postgres {
+        refused(&mut raw, "TRUNCATE events").await;
+        refused(&mut raw, "TRUNCATE commands").await;
+    }
+
+    assert_eq!(store.read_all(0, 100).await.expect("read"), before);
+    assert_eq!(
+        store
+            .command_outcome("c")
+            .await
+            .expect("outcome")
+            .as_deref(),
+        Some("{}")
+    );
+    store.verify().await.expect("intact");
+}
+
+async fn verify_passes_on_a_good_log(db: &Db) {
+    let store = db.open().await;
+    let empty = store.verify().await.expect("verify the empty log");
+    assert_eq!(
+        empty,
+        Verified {
+            events: 0,
+            head_hash: GENESIS_HASH.into()
+        }
+    );
+
+    // More than one verify page (1000), in batches, over several streams.
+    for (i, stream) in (0..).zip(["a", "b", "c"].iter().cycle().take(12)) {
+        store
+            .append(stream, ExpectedVersion::Any, None, events(i * 100, 100))
+            .await
+            .expect("append batch");
+    }
+    let last = store.read_all(1199, 1).await.expect("read last");
+    let verified = store.verify().await.expect("verify");
+    assert_eq!(
+        verified,
+        Verified {
+            events: 1200,
+            head_hash: last[0].hash.clone()
+        }
+    );
+}
+
+/// Inserts, as an intruder with INSERT rights would, a copy of event 3 at
+/// position `3 + gap` with `payload`. Its `prev_hash` is event 3's hash
+/// (the link looks right) but its `hash` is copied too, so it does not
+/// match its contents.
+async fn forge(db: &Db, gap: i64, payload: &str) {
+    let mut raw = db.raw().await;
+    sqlx::query(
+        "INSERT INTO events (position, stream, version, id, event_type, schema_version, \
+         payload, metadata, recorded_at_ms, prev_hash, hash) \
+         SELECT position + $1, stream, version + 1, id || '-forged', event_type, \
+         schema_version, $2, metadata, recorded_at_ms, hash, hash \
+         FROM events WHERE position = 3",
+    )
+    .bind(gap)
+    .bind(payload)
+    .execute(&mut raw)
+    .await
+    .expect("forged insert");
+}
+
+fn assert_tampered_at(result: Result<Verified, Error>, position: i64) {
+    match result {
+        Err(Error::Tampered { position: p, .. }) => assert_eq!(p, position),
+        other => panic!("expected Tampered at {position}, got {other:?}"),
+    }
+}
+
+async fn verify_finds_a_forged_hash(db: &Db) {
+    let store = three_events(db).await;
+    forge(db, 1, r#"{"forged":true}"#).await;
+    assert_tampered_at(store.verify().await, 4);
+}
+
+async fn verify_finds_a_missing_position(db: &Db) {
+    let store = three_events(db).await;
+    // At 5, leaving 4 empty: the gap is found before the bad hash at 5.
+    forge(db, 2, r#"{"forged":true}"#).await;
+    assert_tampered_at(store.verify().await, 4);
+}
+
+async fn verify_finds_an_edit_made_without_the_guard(db: &Db) {
+    let store = three_events(db).await;
+    let mut raw = db.raw().await;
+    // Only someone who can change the schema gets this far.
+    let drop_guard: &[&str] = match db.backend() {
+        Backend::Sqlite => &["DROP TRIGGER events_no_update"],
+        Backend::Postgres => &["DROP TRIGGER events_append_only ON events"],
+    };
+    for sql in drop_guard {
+        sqlx::query(sql)
+            .execute(&mut raw)
+            .await
+            .expect("drop guard");
+    }
+    sqlx::query("UPDATE events SET payload = '{\"edited\":1}' WHERE position = 2")
+        .execute(&mut raw)
+        .await
+        .expect("edit without the guard");
+    assert_tampered_at(store.verify().await, 2);
+}
