@@ -239,6 +239,14 @@ impl Cluster {
 
     /// The service's deployments, from `mentat.query.history`.
     pub async fn history(&self, service: &str) -> Vec<DeploymentRecord> {
+        match self.try_history(service).await {
+            Ok(deployments) => deployments,
+            Err(e) => panic!("history query failed: {e}"),
+        }
+    }
+
+    /// The service's deployments, or why the query failed (planner down).
+    pub async fn try_history(&self, service: &str) -> Result<Vec<DeploymentRecord>, String> {
         let query = HistoryQuery {
             service: service.into(),
             events: false,
@@ -253,8 +261,8 @@ impl Cluster {
             )
             .await
         {
-            Ok(HistoryReply::Ok { deployments, .. }) => deployments,
-            other => panic!("history query failed: {other:?}"),
+            Ok(HistoryReply::Ok { deployments, .. }) => Ok(deployments),
+            other => Err(format!("{other:?}")),
         }
     }
 
@@ -267,11 +275,7 @@ impl Cluster {
     ) -> DeploymentRecord {
         let deadline = Instant::now() + within;
         loop {
-            if let Ok(Ok(records)) = tokio::time::timeout(Duration::from_secs(6), async {
-                Ok::<_, ()>(self.history(service).await)
-            })
-            .await
-            {
+            if let Ok(records) = self.try_history(service).await {
                 if let Some(r) = records.iter().find(|r| r.deployment_id == id) {
                     if r.outcome.is_final() {
                         return r.clone();
@@ -333,13 +337,23 @@ pub fn text(out: &Output) -> String {
 /// The service file used by the tests: `replicas` of mentat-demo-app,
 /// probed every 100 ms.
 pub fn web_config(replicas: u32, health_timeout_secs: u64) -> String {
+    web_config_ready_after(replicas, health_timeout_secs, 0)
+}
+
+/// As [`web_config`], with replicas that pass their probe only
+/// `ready_delay_ms` after they start (so each batch takes at least that long).
+pub fn web_config_ready_after(
+    replicas: u32,
+    health_timeout_secs: u64,
+    ready_delay_ms: u64,
+) -> String {
     format!(
         r#"services:
   web:
     replicas: {replicas}
     run:
       command: ["mentat-demo-app"]
-      env: {{ APP_VERSION: "{{image}}" }}
+      env: {{ APP_VERSION: "{{image}}", READY_DELAY_MS: "{ready_delay_ms}" }}
     health: {{ path: /health, interval_ms: 100, healthy_after: 2, unhealthy_after: 3 }}
     deploy:
       strategy: rolling

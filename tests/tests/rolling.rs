@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use mentat_bus::{codec, subject, Encoding};
 use mentat_domain::command::{Outcome, Reply};
-use mentat_e2e::{text, web_config, Cluster, Db, Load};
+use mentat_e2e::{text, web_config, web_config_ready_after, Cluster, Db, Load};
 
 const HOST: &str = "web.localhost";
 
