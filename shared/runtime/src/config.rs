@@ -1,1 +1,717 @@
-//! The service config file (`mentat.yaml`).
+//! The service file (`mentat.yaml`): a top-level `services:` map whose keys
+//! are service names and whose values are [`ServiceSpec`]s without their
+//! `name` (the key is the name).
+//!
+//! ```yaml
+//! services:
+//!   web:
+//!     replicas: 3
+//!     run:
+//!       command: ["mentat-demo-app"]   # {image} and {port} are substituted
+//!       env: { APP_VERSION: "{image}" }
+//!     health: { path: /health, interval_ms: 500, healthy_after: 2, unhealthy_after: 3 }
+//!     deploy:
+//!       strategy: rolling              # rolling | blue-green | canary
+//!       max_unavailable: 1
+//!       health_timeout_secs: 10
+//!       auto_revert: true
+//!       canary_percent: 10
+//!       standby_secs: 600
+//! ```
+//!
+//! `health` and `deploy` and every field in them are optional, with the
+//! defaults of [`mentat_domain::spec`]. Every problem is reported, not just
+//! the first, each with the file, the line and the dotted path of the field:
+//! `mentat.yaml:12: services.web.deploy.max_unavailable: 4 is larger than replicas (3)`.
+//! A file with any problem yields no service at all.
+
+use std::fmt;
+use std::path::Path;
+
+use mentat_domain::spec::{DeploySpec, HealthSpec, RunSpec, ServiceSpec};
+use serde::de::DeserializeOwned;
+use serde_yaml::{Mapping, Value};
+
+/// Fields of one service entry, in the order they are documented.
+const SERVICE_FIELDS: [&str; 4] = ["replicas", "run", "health", "deploy"];
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line of the field (or of its nearest parent), when known.
+    pub line: Option<usize>,
+    /// Dotted path of the field, e.g. `services.web.deploy.max_unavailable`;
+    /// empty for a syntax error.
+    pub path: String,
+    /// What is wrong and what would be accepted.
+    pub message: String,
+}
+
+/// Why a config file was not accepted.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// The file could not be read.
+    Read {
+        /// The file, as named by the caller.
+        file: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file was read but is not a valid service file.
+    Invalid {
+        /// The file, as named by the caller.
+        file: String,
+        /// Every problem found, in file order.
+        problems: Vec<Problem>,
+    },
+}
+
+impl ConfigError {
+    /// The problems found (empty when the file could not be read).
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            ConfigError::Read { .. } => &[],
+            ConfigError::Invalid { problems, .. } => problems,
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    /// One problem per line: `file:line: path: message`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Read { file, source } => write!(f, "{file}: cannot read: {source}"),
+            ConfigError::Invalid { file, problems } => {
+                for (i, p) in problems.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str("\n")?;
+                    }
+                    f.write_str(file)?;
+                    if let Some(line) = p.line {
+                        write!(f, ":{line}")?;
+                    }
+                    if !p.path.is_empty() {
+                        write!(f, ": {}", p.path)?;
+                    }
+                    write!(f, ": {}", p.message)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConfigError::Read { source, .. } => Some(source),
+            ConfigError::Invalid { .. } => None,
+        }
+    }
+}
+
+/// Read and validate a service file. Errors name the file as `path` shows it.
+pub fn load(path: &Path) -> Result<Vec<ServiceSpec>, ConfigError> {
+    let file = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse(&text, &file),
+        Err(source) => Err(ConfigError::Read { file, source }),
+    }
+}
+
+/// Parse and validate the text of a service file; `file` names it in errors.
+/// Services come back in the order of the file.
+pub fn parse(text: &str, file: &str) -> Result<Vec<ServiceSpec>, ConfigError> {
+    let invalid = |problems| ConfigError::Invalid {
+        file: file.to_owned(),
+        problems,
+    };
+    let root: Value = match serde_yaml::from_str(text) {
+        Ok(root) => root,
+        Err(e) => return Err(invalid(vec![syntax_problem(&e)])),
+    };
+    let mut checker = Checker {
+        text,
+        problems: Vec::new(),
+    };
+    let services = checker.root(&root);
+    if checker.problems.is_empty() {
+        Ok(services)
+    } else {
+        let mut problems = checker.problems;
+        problems.sort_by_key(|p| p.line.unwrap_or(0));
+        Err(invalid(problems))
+    }
+}
+
+fn syntax_problem(e: &serde_yaml::Error) -> Problem {
+    let text = e.to_string();
+    // serde_yaml appends " at line L column C"; the line goes in front instead.
+    let message = match text.rfind(" at line ") {
+        Some(i) if e.location().is_some() => text[..i].to_owned(),
+        _ => text,
+    };
+    Problem {
+        line: e.location().map(|l| l.line()),
+        path: String::new(),
+        message: format!("invalid YAML: {message}"),
+    }
+}
+
+/// Walks the parsed document, collecting every problem with its line.
+struct Checker<'a> {
+    text: &'a str,
+    problems: Vec<Problem>,
+}
+
+impl Checker<'_> {
+    fn report(&mut self, path: &[&str], message: impl Into<String>) {
+        self.problems.push(Problem {
+            line: locate(self.text, path),
+            path: path.join("."),
+            message: message.into(),
+        });
+    }
+
+    fn root(&mut self, root: &Value) -> Vec<ServiceSpec> {
+        let empty = Mapping::new();
+        let map = match root {
+            Value::Mapping(map) => map,
+            Value::Null => &empty,
+            other => {
+                self.report(
+                    &[],
+                    format!("expected a map with `services:`, found {}", kind(other)),
+                );
+                return Vec::new();
+            }
+        };
+        for key in map.keys() {
+            if key.as_str() != Some("services") {
+                let key = key_text(key);
+                self.report(
+                    &[&key],
+                    format!("unknown field `{key}`, expected `services`"),
+                );
+            }
+        }
+        let services = match map.get("services") {
+            Some(Value::Mapping(services)) if !services.is_empty() => services,
+            None => {
+                self.report(&[], "no `services:` map: declare at least one service");
+                return Vec::new();
+            }
+            Some(Value::Mapping(_) | Value::Null) => {
+                self.report(&["services"], "is empty: declare at least one service");
+                return Vec::new();
+            }
+            Some(other) => {
+                let found = kind(other);
+                self.report(
+                    &["services"],
+                    format!("expected a map of service name to definition, found {found}"),
+                );
+                return Vec::new();
+            }
+        };
+        services
+            .iter()
+            .filter_map(|(name, body)| self.service(name, body))
+            .collect()
+    }
+
+    fn service(&mut self, key: &Value, body: &Value) -> Option<ServiceSpec> {
+        let Some(name) = key.as_str() else {
+            let found = key_text(key);
+            self.report(
+                &["services"],
+                format!("service name `{found}` must be a string"),
+            );
+            return None;
+        };
+        let base = ["services", name];
+        let Value::Mapping(map) = body else {
+            let found = kind(body);
+            self.report(
+                &base,
+                format!("expected a map with replicas and run, found {found}"),
+            );
+            return None;
+        };
+        let before = self.problems.len();
+        for key in map.keys() {
+            let key = key_text(key);
+            if !SERVICE_FIELDS.contains(&key.as_str()) {
+                let message = if key == "name" {
+                    "the service name is the key of its entry; remove `name`".to_owned()
+                } else {
+                    format!("unknown field `{key}`, expected one of replicas, run, health, deploy")
+                };
+                self.report(&["services", name, &key], message);
+            }
+        }
+        let replicas = self.replicas(map, &base);
+        let mut filler = Mapping::new();
+        filler.insert("command".into(), Value::Sequence(vec!["x".into()]));
+        let run = self.section::<RunSpec>(map, &base, "run", Some(&filler));
+        let health = self.section::<HealthSpec>(map, &base, "health", None);
+        let deploy = self.section::<DeploySpec>(map, &base, "deploy", None);
+        let spec = ServiceSpec {
+            name: name.to_owned(),
+            replicas: replicas?,
+            run: run?,
+            health: health?,
+            deploy: deploy?,
+        };
+        self.validate(&spec, map, before);
+        (self.problems.len() == before).then_some(spec)
+    }
+
+    /// Report the impossible values of `spec`, whose entry is `map`. A
+    /// value the file does not write (a default) is reported only when it
+    /// is the service's only kind of problem: `replicas: 0` makes the
+    /// default `max_unavailable` too large, but the fix is to `replicas`.
+    fn validate(&mut self, spec: &ServiceSpec, map: &Mapping, before: usize) {
+        let prefix = format!("services.{}", spec.name);
+        let errors: Vec<(Vec<String>, bool, String)> = spec
+            .validate()
+            .into_iter()
+            .map(|e| {
+                let rest: Vec<String> = e
+                    .path
+                    .strip_prefix(&prefix)
+                    .unwrap_or_default()
+                    .split('.')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                let is_written = written(map, &rest);
+                (rest, is_written, e.message)
+            })
+            .collect();
+        let others = self.problems.len() > before || errors.iter().any(|(_, w, _)| *w);
+        for (rest, is_written, message) in errors {
+            let mut path = vec!["services", spec.name.as_str()];
+            path.extend(rest.iter().map(String::as_str));
+            let joined = path.join(".");
+            let repeated = self.problems[before..].iter().any(|p| p.path == joined);
+            if !repeated && (is_written || !others) {
+                self.report(&path, message);
+            }
+        }
+    }
+
+    fn replicas(&mut self, map: &Mapping, base: &[&str]) -> Option<u32> {
+        let Some(value) = map.get("replicas") else {
+            self.report(base, "missing field `replicas`");
+            return None;
+        };
+        match serde_yaml::from_value::<u32>(value.clone()) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                self.report(&[base, &["replicas"]].concat(), e.to_string());
+                None
+            }
+        }
+    }
+
+    /// Deserialize the `field` map of `parent`, checking each of its keys on
+    /// its own so that every bad key is reported. `required` holds values for
+    /// the required fields of `T`, used while checking the other keys; a
+    /// section without required fields may be left out.
+    fn section<T: DeserializeOwned>(
+        &mut self,
+        parent: &Mapping,
+        base: &[&str],
+        field: &str,
+        required: Option<&Mapping>,
+    ) -> Option<T> {
+        let path = [base, &[field]].concat();
+        let map = match (parent.get(field), required) {
+            (Some(Value::Mapping(map)), _) => map.clone(),
+            (None | Some(Value::Null), None) => Mapping::new(),
+            (None, Some(_)) => {
+                self.report(base, format!("missing field `{field}`"));
+                return None;
+            }
+            (Some(other), _) => {
+                self.report(&path, format!("expected a map, found {}", kind(other)));
+                return None;
+            }
+        };
+        // Each key alone, so that every bad one is reported; the good ones
+        // are kept so that the values they hold are still validated.
+        let mut good = Mapping::new();
+        let mut bad_required = false;
+        for (key, value) in &map {
+            let mut single = required.cloned().unwrap_or_default();
+            single.insert(key.clone(), value.clone());
+            match serde_yaml::from_value::<T>(Value::Mapping(single)) {
+                Ok(_) => {
+                    good.insert(key.clone(), value.clone());
+                }
+                Err(e) => {
+                    bad_required |= required.is_some_and(|r| r.contains_key(key));
+                    let key = key_text(key);
+                    self.report(&[path.as_slice(), &[key.as_str()]].concat(), e.to_string());
+                }
+            }
+        }
+        if bad_required {
+            return None;
+        }
+        match serde_yaml::from_value::<T>(Value::Mapping(good)) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.report(&path, e.to_string());
+                None
+            }
+        }
+    }
+}
+
+/// True when the file writes the field at `path` inside `map`.
+fn written(map: &Mapping, path: &[String]) -> bool {
+    let mut current = map;
+    for (i, segment) in path.iter().enumerate() {
+        match current.get(segment.as_str()) {
+            None => return false,
+            Some(Value::Mapping(inner)) => current = inner,
+            Some(_) => return i + 1 == path.len(),
+        }
+    }
+    true
+}
+
+/// A key as text, for messages and paths.
+fn key_text(key: &Value) -> String {
+    match key {
+        Value::String(s) => s.clone(),
+        other => serde_yaml::to_string(other)
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_else(|_| kind(other).to_owned()),
+    }
+}
+
+/// What kind of YAML value this is, for messages.
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "nothing",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Sequence(_) => "a list",
+        Value::Mapping(_) => "a map",
+        Value::Tagged(_) => "a tagged value",
+    }
+}
+
+/// The 1-based line of the key at `path` in block-style YAML, or of the
+/// nearest parent found when the key itself is not on a line of its own (a
+/// flow map such as `health: { path: /x }`, or a missing field). `None`
+/// when not even the first key is found.
+pub fn locate(text: &str, path: &[&str]) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let (mut start, mut end) = (0, lines.len());
+    let mut found = None;
+    for segment in path {
+        let Some(indent) = (start..end).find_map(|i| key_of(lines[i]).map(|(n, _)| n)) else {
+            break;
+        };
+        let hit = (start..end).find(|&i| key_of(lines[i]) == Some((indent, segment)));
+        let Some(i) = hit else { break };
+        found = Some(i + 1);
+        start = i + 1;
+        end = (start..end)
+            .find(|&j| dedented(lines[j], indent))
+            .unwrap_or(end);
+    }
+    found
+}
+
+/// True for a content line (not blank, not a comment) indented no deeper
+/// than `indent`: it ends the block of a key at `indent`.
+fn dedented(line: &str, indent: usize) -> bool {
+    let content = line.trim_start_matches(' ');
+    !content.is_empty() && !content.starts_with('#') && line.len() - content.len() <= indent
+}
+
+/// The indentation and key of a `key: value` or `key:` line.
+fn key_of(line: &str) -> Option<(usize, &str)> {
+    let content = line.trim_start_matches(' ');
+    let indent = line.len() - content.len();
+    let key = match content.chars().next()? {
+        q @ ('"' | '\'') => {
+            let close = content[1..].find(q)? + 1;
+            content[close + 1..]
+                .trim_start()
+                .starts_with(':')
+                .then(|| &content[1..close])?
+        }
+        '#' | '-' | '{' | '[' => return None,
+        _ => {
+            let colon = content
+                .match_indices(':')
+                .find(|(i, _)| matches!(content.as_bytes().get(i + 1), None | Some(b' ' | b'\t')))?
+                .0;
+            content[..colon].trim_end()
+        }
+    };
+    Some((indent, key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mentat_domain::Strategy;
+
+    const MINIMAL: &str = "\
+services:
+  web:
+    replicas: 3
+    run:
+      command: [\"mentat-demo-app\"]
+";
+
+    fn problems(text: &str) -> Vec<Problem> {
+        match parse(text, "mentat.yaml") {
+            Ok(specs) => panic!("accepted: {specs:?}"),
+            Err(e) => e.problems().to_vec(),
+        }
+    }
+
+    /// The single problem of `text`, as `file:line: path: message`.
+    fn one_error(text: &str) -> String {
+        let err = parse(text, "mentat.yaml").expect_err("must be rejected");
+        assert_eq!(err.problems().len(), 1, "{err}");
+        err.to_string()
+    }
+
+    #[test]
+    fn missing_sections_take_the_domain_defaults() {
+        let specs = parse(MINIMAL, "mentat.yaml").expect("valid");
+        assert_eq!(specs.len(), 1);
+        let web = &specs[0];
+        assert_eq!(web.name, "web");
+        assert_eq!(web.replicas, 3);
+        assert_eq!(web.run.command, ["mentat-demo-app"]);
+        assert_eq!(web.health, HealthSpec::default());
+        assert_eq!(web.deploy, DeploySpec::default());
+    }
+
+    #[test]
+    fn the_documented_example_parses_field_by_field() {
+        let text = "\
+services:
+  web:
+    replicas: 3
+    run:
+      command: [\"mentat-demo-app\"]
+      env: { APP_VERSION: \"{image}\" }
+    health: { path: /ready, interval_ms: 200, healthy_after: 1, unhealthy_after: 2 }
+    deploy:
+      strategy: blue-green
+      max_unavailable: 2
+      health_timeout_secs: 30
+      auto_revert: false
+      canary_percent: 5
+      standby_secs: 60
+  api:
+    replicas: 1
+    run: { command: [app, \"--port\", \"{port}\"] }
+    deploy: { strategy: canary }
+";
+        let specs = parse(text, "mentat.yaml").expect("valid");
+        let names: Vec<_> = specs.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["web", "api"]);
+        let web = &specs[0];
+        assert_eq!(web.run.env["APP_VERSION"], "{image}");
+        assert_eq!(web.health.path, "/ready");
+        assert_eq!(web.health.interval_ms, 200);
+        assert_eq!(web.deploy.strategy, Strategy::BlueGreen);
+        assert_eq!(web.deploy.max_unavailable, 2);
+        assert!(!web.deploy.auto_revert);
+        assert_eq!(web.deploy.standby_secs, 60);
+        assert_eq!(specs[1].deploy.strategy, Strategy::Canary);
+        assert_eq!(specs[1].deploy.max_unavailable, 1);
+    }
+
+    #[test]
+    fn unknown_field_names_file_line_and_field() {
+        let text = format!("{MINIMAL}    deploy:\n      max_unavalable: 2\n");
+        let err = one_error(&text);
+        assert!(
+            err.starts_with(
+                "mentat.yaml:7: services.web.deploy.max_unavalable: unknown field `max_unavalable`"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn wrong_type_names_file_line_and_field() {
+        let text = MINIMAL.replace("replicas: 3", "replicas: three");
+        let err = one_error(&text);
+        assert!(
+            err.starts_with("mentat.yaml:3: services.web.replicas: invalid type: string \"three\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn zero_replicas_is_impossible() {
+        let text = MINIMAL.replace("replicas: 3", "replicas: 0");
+        // The default max_unavailable (1) is then larger than replicas too,
+        // but the file does not write it: only replicas is reported.
+        assert_eq!(
+            one_error(&text),
+            "mentat.yaml:3: services.web.replicas: must be at least 1"
+        );
+        let only_defaults = format!("{}    deploy: {{ strategy: canary }}\n", text);
+        assert_eq!(problems(&only_defaults).len(), 1);
+    }
+
+    #[test]
+    fn max_unavailable_above_replicas_is_reported_on_its_line() {
+        let text = format!("{MINIMAL}    health: {{ path: /health }}\n    deploy:\n      strategy: rolling\n      max_unavailable: 4\n");
+        assert_eq!(
+            one_error(&text),
+            "mentat.yaml:9: services.web.deploy.max_unavailable: 4 is larger than replicas (3)"
+        );
+    }
+
+    #[test]
+    fn canary_percent_over_100_in_a_flow_map_points_at_the_map() {
+        let text = format!("{MINIMAL}    deploy: {{ strategy: canary, canary_percent: 101 }}\n");
+        assert_eq!(
+            one_error(&text),
+            "mentat.yaml:6: services.web.deploy.canary_percent: 101 is over 100"
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_in_file_order() {
+        let text = "\
+services:
+  web:
+    replicas: 2
+    colour: blue
+    run:
+      command: [app]
+      args: 7
+    deploy:
+      strategy: sideways
+      canary_percent: 150
+  Api:
+    replicas: 1
+    run: { command: [app] }
+";
+        let p = problems(text);
+        let shown: Vec<_> = p.iter().map(|p| (p.line, p.path.as_str())).collect();
+        assert_eq!(
+            shown,
+            [
+                (Some(4), "services.web.colour"),
+                (Some(7), "services.web.run.args"),
+                (Some(9), "services.web.deploy.strategy"),
+                (Some(10), "services.web.deploy.canary_percent"),
+                (Some(11), "services.Api"),
+            ]
+        );
+        assert!(p[2].message.contains("unknown variant `sideways`"), "{p:?}");
+        let err = parse(text, "x.yaml").expect_err("invalid");
+        assert_eq!(err.to_string().lines().count(), 5, "{err}");
+    }
+
+    #[test]
+    fn missing_required_fields_point_at_the_service() {
+        let p = problems("services:\n  web:\n    run:\n      args: [a]\n");
+        let shown: Vec<_> = p
+            .iter()
+            .map(|p| (p.line, p.path.as_str(), p.message.as_str()))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                (Some(2), "services.web", "missing field `replicas`"),
+                (Some(3), "services.web.run", "missing field `command`"),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_empty_or_missing_services_map_is_an_error() {
+        for text in ["", "services:\n", "services: {}\n", "# nothing\nother: 1\n"] {
+            let p = problems(text);
+            assert!(
+                p.iter().any(|p| p.message.contains("service")),
+                "{text:?}: {p:?}"
+            );
+        }
+        let p = problems("other: 1\n");
+        let shown: Vec<_> = p.iter().map(|p| (p.line, p.path.as_str())).collect();
+        assert_eq!(shown, [(None, ""), (Some(1), "other")]);
+    }
+
+    #[test]
+    fn syntax_errors_carry_the_parser_line() {
+        let err = parse("services:\n  web: [\n", "m.yaml").expect_err("bad yaml");
+        let text = err.to_string();
+        assert!(text.starts_with("m.yaml:"), "{text}");
+        assert!(text.contains("invalid YAML"), "{text}");
+        assert_eq!(err.problems()[0].path, "");
+        assert!(err.problems()[0].line.is_some());
+    }
+
+    #[test]
+    fn load_names_the_file_it_could_not_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("nope.yaml");
+        let err = load(&missing).expect_err("missing file");
+        assert!(matches!(err, ConfigError::Read { .. }));
+        assert!(err.to_string().contains("nope.yaml"), "{err}");
+        let good = dir.path().join("mentat.yaml");
+        std::fs::write(&good, MINIMAL).expect("write");
+        assert_eq!(load(&good).expect("valid").len(), 1);
+    }
+
+    #[test]
+    fn locator_follows_indentation_and_falls_back_to_the_parent() {
+        let text = "\
+# comment
+services:
+  # web first
+  web:
+    run:
+      command: [a]   # with: colon
+    deploy:
+      strategy: canary
+
+  \"api\":
+    deploy:
+      strategy: rolling
+other:
+  strategy: x
+";
+        assert_eq!(locate(text, &["services"]), Some(2));
+        assert_eq!(
+            locate(text, &["services", "web", "deploy", "strategy"]),
+            Some(8)
+        );
+        assert_eq!(
+            locate(text, &["services", "api", "deploy", "strategy"]),
+            Some(12)
+        );
+        assert_eq!(
+            locate(text, &["services", "web", "deploy", "nope"]),
+            Some(7)
+        );
+        assert_eq!(
+            locate(text, &["services", "web", "run", "command", "0"]),
+            Some(6)
+        );
+        assert_eq!(locate(text, &["other", "strategy"]), Some(14));
+        assert_eq!(locate(text, &["missing"]), None);
+        assert_eq!(locate(text, &[]), None);
+    }
+}

@@ -1,0 +1,101 @@
+//! The CLI's side of the bus: connecting, and sending commands and queries
+//! so that "nobody answered" is told apart from every other failure.
+
+use std::time::Duration;
+
+use async_nats::RequestErrorKind;
+use mentat_bus::codec::{self, Encoding};
+use mentat_bus::{subject, Bus};
+use mentat_domain::command::{HistoryQuery, HistoryReply, StatusQuery, StatusReply};
+use mentat_domain::Reply;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// How long `mt` keeps trying to connect to NATS.
+pub const CONNECT_WAIT: Duration = Duration::from_secs(2);
+/// How long `mt` waits for the planner to answer a command.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `mt` waits for the planner to answer a query.
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connect to the bus as `mt`.
+pub async fn connect(url: &str) -> Result<Bus> {
+    Bus::connect(url, "mt", CONNECT_WAIT)
+        .await
+        .map_err(|e| Error::Unreachable {
+            url: url.to_owned(),
+            detail: e.to_string(),
+        })
+}
+
+/// Send the command `cmd` on `mentat.cmd.<verb>` and wait for its reply.
+pub async fn command<C: Serialize>(bus: &Bus, verb: &str, cmd: &C) -> Result<Reply> {
+    request(bus, &subject::command(verb), cmd, COMMAND_TIMEOUT, true).await
+}
+
+/// Ask `mentat.query.status`.
+pub async fn status(bus: &Bus, service: Option<String>) -> Result<StatusReply> {
+    let query = StatusQuery { service };
+    request(bus, subject::QUERY_STATUS, &query, QUERY_TIMEOUT, false).await
+}
+
+/// Ask `mentat.query.history`.
+pub async fn history(
+    bus: &Bus,
+    service: &str,
+    events: bool,
+    timeout: Duration,
+) -> Result<HistoryReply> {
+    let query = HistoryQuery {
+        service: service.to_owned(),
+        events,
+    };
+    request(bus, subject::QUERY_HISTORY, &query, timeout, false).await
+}
+
+/// Like [`Bus::request`] in MessagePack, but a request nobody answers (in
+/// time, or at all) becomes [`Error::PlannerSilent`].
+async fn request<Q: Serialize, R: DeserializeOwned>(
+    bus: &Bus,
+    subject: &str,
+    query: &Q,
+    timeout: Duration,
+    queued: bool,
+) -> Result<R> {
+    let encoding = Encoding::MsgPack;
+    let request = async_nats::Request::new()
+        .payload(codec::encode(query, encoding)?)
+        .headers(encoding.headers())
+        .timeout(Some(timeout));
+    let silent = |no_responders| Error::PlannerSilent {
+        subject: subject.to_owned(),
+        secs: timeout.as_secs(),
+        no_responders,
+        queued,
+    };
+    let reply = bus
+        .client
+        .send_request(subject.to_owned(), request)
+        .await
+        .map_err(|e| match e.kind() {
+            RequestErrorKind::TimedOut => silent(false),
+            RequestErrorKind::NoResponders => silent(true),
+            RequestErrorKind::Other => Error::Runtime(format!("request on {subject}: {e}")),
+        })?;
+    Ok(codec::decode(
+        &reply.payload,
+        Encoding::of(reply.headers.as_ref()),
+        "reply",
+    )?)
+}
+
+/// Who is asking: `$MENTAT_ACTOR`, else `$USER`, else `mt`.
+pub fn default_actor() -> String {
+    ["MENTAT_ACTOR", "USER"]
+        .iter()
+        .filter_map(|var| std::env::var(var).ok())
+        .find(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| "mt".to_owned())
+}

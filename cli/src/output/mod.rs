@@ -1,0 +1,169 @@
+//! Everything `mt` prints: tables, times, replies and event lines. Pure
+//! functions from data to text, so they are tested without a bus.
+
+mod events;
+mod tables;
+
+pub use events::{details, progress};
+pub use tables::{events_table, history_table, status_report};
+
+use mentat_domain::Reply;
+use serde::Serialize;
+
+/// Print `text` and a newline on stdout. When stdout is a closed pipe
+/// (`mt history web | head -1`), exit quietly instead of panicking.
+pub fn print(text: impl std::fmt::Display) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let written = writeln!(out, "{text}").and_then(|()| out.flush());
+    if let Err(e) = written {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+    }
+}
+
+/// `ms` since the Unix epoch as `YYYY-MM-DD HH:MM:SS` in UTC.
+pub fn utc(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+    format!("{y:04}-{m:02}-{d:02} {}", clock(ms))
+}
+
+/// `ms` since the Unix epoch as `HH:MM:SS` in UTC.
+pub fn clock(ms: i64) -> String {
+    let day = ms.div_euclid(1000).rem_euclid(86_400);
+    format!("{:02}:{:02}:{:02}", day / 3600, day / 60 % 60, day % 60)
+}
+
+/// Year, month and day of a day count since 1970-01-01 (proleptic
+/// Gregorian; Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// The short form of an id shown in tables: its last 8 characters (the
+/// first ones of a UUIDv7 are a timestamp, shared by ids made close together).
+pub fn short_id(id: &str) -> &str {
+    let start = id.char_indices().rev().nth(7).map(|(i, _)| i).unwrap_or(0);
+    &id[start..]
+}
+
+/// A command's reply for a person.
+pub fn reply(reply: &Reply) -> String {
+    match reply {
+        Reply::Accepted {
+            deployment_id: Some(id),
+            message,
+        } => format!("accepted: {message} (deployment {id})"),
+        Reply::Accepted {
+            deployment_id: None,
+            message,
+        } => format!("accepted: {message}"),
+        Reply::Rejected { reason } => format!("rejected: {reason}"),
+    }
+}
+
+/// `value` as one line of JSON (`--json`).
+pub fn json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}
+
+/// `value` as indented JSON (`--json` for a whole document).
+pub fn json_pretty<T: Serialize>(value: &T) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}
+
+/// `-` for a missing value.
+fn or_dash(value: Option<&str>) -> String {
+    value.filter(|v| !v.is_empty()).unwrap_or("-").to_owned()
+}
+
+/// Columns padded to their widest cell, two spaces apart; every line starts
+/// with `indent`, the last column is not padded.
+pub fn table(indent: &str, header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let last = cells.len().saturating_sub(1);
+        let mut out = indent.to_owned();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i == last {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        out.trim_end().to_owned()
+    };
+    let mut out = vec![line(header.to_vec())];
+    out.extend(
+        rows.iter()
+            .map(|r| line(r.iter().map(String::as_str).collect())),
+    );
+    out.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_readable_utc() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00");
+        assert_eq!(utc(1_714_564_803_000), "2024-05-01 12:00:03");
+        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00");
+        assert_eq!(utc(4_102_444_799_999), "2099-12-31 23:59:59");
+        assert_eq!(utc(-86_400_000), "1969-12-31 00:00:00");
+        assert_eq!(clock(1_714_564_803_999), "12:00:03");
+    }
+
+    #[test]
+    fn short_ids_keep_the_random_end() {
+        assert_eq!(short_id("0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"), "2e3f4a5b");
+        assert_eq!(short_id("abc"), "abc");
+    }
+
+    #[test]
+    fn tables_align_columns() {
+        let rows = vec![
+            vec!["a".to_owned(), "long value".to_owned(), "x".to_owned()],
+            vec!["bbbb".to_owned(), "v".to_owned(), String::new()],
+        ];
+        let text = table("  ", &["K", "VALUE", "LAST"], &rows);
+        assert_eq!(
+            text,
+            "  K     VALUE       LAST\n  a     long value  x\n  bbbb  v"
+        );
+    }
+
+    #[test]
+    fn replies_read_as_sentences() {
+        let accepted = Reply::Accepted {
+            deployment_id: Some("d-1".into()),
+            message: "deploying web v2".into(),
+        };
+        assert_eq!(
+            reply(&accepted),
+            "accepted: deploying web v2 (deployment d-1)"
+        );
+        assert_eq!(
+            reply(&Reply::rejected("unknown service")),
+            "rejected: unknown service"
+        );
+        assert!(json(&accepted).contains("\"status\":\"accepted\""));
+    }
+}

@@ -1,0 +1,262 @@
+//! `mt status` and `mt history` as tables.
+
+use mentat_domain::command::{DeploymentRecord, ServiceStatus};
+use mentat_domain::EventEnvelope;
+
+use super::{details, or_dash, short_id, table, utc};
+
+/// `mt status`: one block per service, then the hosts alive.
+pub fn status_report(services: &[ServiceStatus], hosts: &[String]) -> String {
+    let mut out = Vec::new();
+    if services.is_empty() {
+        out.push("no services defined yet: apply a config with `mt apply -f mentat.yaml`".into());
+    }
+    for s in services {
+        out.push(service_block(s));
+    }
+    out.push(if hosts.is_empty() {
+        "hosts alive: none (is an executor running?)".to_owned()
+    } else {
+        format!("hosts alive: {}", hosts.join(", "))
+    });
+    out.join("\n\n")
+}
+
+fn service_block(s: &ServiceStatus) -> String {
+    let healthy = s.instances.iter().filter(|r| r.phase == "healthy").count();
+    let mut lines = vec![format!(
+        "{}  image {}  replicas {} wanted, {} healthy",
+        s.service,
+        or_dash(s.image.as_deref()),
+        s.replicas,
+        healthy
+    )];
+    lines.push(match &s.deployment {
+        Some(d) => format!("  {}", deployment_line(d)),
+        None => "  no deployment in flight".to_owned(),
+    });
+    if s.instances.is_empty() {
+        lines.push("  no replicas".to_owned());
+    } else {
+        let rows: Vec<Vec<String>> = s
+            .instances
+            .iter()
+            .map(|r| {
+                vec![
+                    r.replica.clone(),
+                    r.image.clone(),
+                    r.host.clone(),
+                    or_dash(r.addr.as_deref()),
+                    r.phase.clone(),
+                    r.weight.to_string(),
+                ]
+            })
+            .collect();
+        let header = ["REPLICA", "IMAGE", "HOST", "ADDRESS", "PHASE", "WEIGHT"];
+        lines.push(table("  ", &header, &rows));
+    }
+    lines.join("\n")
+}
+
+/// The in-flight deployment of `mt status`, on one line.
+fn deployment_line(d: &DeploymentRecord) -> String {
+    let from = d
+        .previous_image
+        .as_deref()
+        .map(|p| format!("{p} → "))
+        .unwrap_or_default();
+    let mut line = format!(
+        "deployment {}: {from}{} ({}), {}, {} batch(es) done, started {} UTC",
+        short_id(&d.deployment_id),
+        d.image,
+        d.strategy,
+        d.outcome.as_str(),
+        d.batches_done,
+        utc(d.started_at_ms)
+    );
+    if let Some(actor) = &d.actor {
+        line.push_str(&format!(" by {actor}"));
+    }
+    if let Some(reason) = &d.reason {
+        line.push_str(&format!(": {reason}"));
+    }
+    if let Some(failure) = &d.failure {
+        line.push_str(&format!(" (failure: {failure})"));
+    }
+    line
+}
+
+/// `mt history`: one row per deployment, oldest first.
+pub fn history_table(deployments: &[DeploymentRecord]) -> String {
+    if deployments.is_empty() {
+        return "no deployments yet".to_owned();
+    }
+    let rows: Vec<Vec<String>> = deployments
+        .iter()
+        .map(|d| {
+            vec![
+                short_id(&d.deployment_id).to_owned(),
+                d.image.clone(),
+                d.strategy.to_string(),
+                d.outcome.as_str().to_owned(),
+                utc(d.started_at_ms),
+                d.ended_at_ms.map(utc).unwrap_or_else(|| "-".to_owned()),
+                or_dash(d.actor.as_deref()),
+                or_dash(d.reason.as_deref()),
+                or_dash(d.failure.as_deref()),
+            ]
+        })
+        .collect();
+    let header = [
+        "ID",
+        "IMAGE",
+        "STRATEGY",
+        "OUTCOME",
+        "STARTED (UTC)",
+        "ENDED (UTC)",
+        "ACTOR",
+        "REASON",
+        "FAILURE",
+    ];
+    table("", &header, &rows)
+}
+
+/// `mt history --events`: the raw events, in log order.
+pub fn events_table(events: &[EventEnvelope]) -> String {
+    if events.is_empty() {
+        return "no events".to_owned();
+    }
+    let rows: Vec<Vec<String>> = events
+        .iter()
+        .map(|e| {
+            let mut detail = details(&e.event);
+            if let Some(actor) = &e.meta.actor {
+                detail.push_str(&format!(" actor={actor:?}"));
+            }
+            vec![
+                e.position.to_string(),
+                utc(e.recorded_at_ms),
+                e.event.type_name().to_owned(),
+                detail.trim().to_owned(),
+            ]
+        })
+        .collect();
+    table("", &["POSITION", "TIME (UTC)", "TYPE", "DETAILS"], &rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mentat_domain::command::{Outcome, ReplicaStatus};
+    use mentat_domain::{Event, Meta, Strategy};
+
+    fn record() -> DeploymentRecord {
+        DeploymentRecord {
+            deployment_id: "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b".into(),
+            service: "web".into(),
+            image: "v2".into(),
+            previous_image: Some("v1".into()),
+            strategy: Strategy::Rolling,
+            outcome: Outcome::Reverted,
+            actor: Some("ana".into()),
+            reason: Some("fix login".into()),
+            failure: Some("web-3 not healthy within 10s".into()),
+            batches_done: 1,
+            started_at_ms: 1_714_564_803_000,
+            ended_at_ms: Some(1_714_564_815_000),
+        }
+    }
+
+    #[test]
+    fn history_rows_show_every_column() {
+        let text = history_table(&[record()]);
+        let mut lines = text.lines();
+        let header = lines.next().unwrap_or_default();
+        assert!(
+            header.starts_with("ID        IMAGE  STRATEGY  OUTCOME"),
+            "{text}"
+        );
+        let row = lines.next().unwrap_or_default();
+        for cell in [
+            "2e3f4a5b",
+            "v2",
+            "rolling",
+            "reverted",
+            "2024-05-01 12:00:03",
+            "2024-05-01 12:00:15",
+            "ana",
+            "fix login",
+            "web-3 not healthy within 10s",
+        ] {
+            assert!(row.contains(cell), "{cell} missing from {row}");
+        }
+        assert_eq!(history_table(&[]), "no deployments yet");
+    }
+
+    #[test]
+    fn status_shows_image_deployment_replicas_and_hosts() {
+        let mut in_flight = record();
+        in_flight.outcome = Outcome::InProgress;
+        in_flight.failure = None;
+        let status = ServiceStatus {
+            service: "web".into(),
+            image: Some("v1".into()),
+            replicas: 2,
+            deployment: Some(in_flight),
+            instances: vec![ReplicaStatus {
+                replica: "web-a".into(),
+                image: "v1".into(),
+                host: "h1".into(),
+                addr: Some("127.0.0.1:4100".into()),
+                phase: "healthy".into(),
+                weight: 100,
+            }],
+            routes: vec![],
+        };
+        let text = status_report(&[status], &["h1".to_owned()]);
+        assert!(
+            text.starts_with("web  image v1  replicas 2 wanted, 1 healthy"),
+            "{text}"
+        );
+        assert!(
+            text.contains("deployment 2e3f4a5b: v1 → v2 (rolling), in_progress"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  REPLICA  IMAGE  HOST  ADDRESS         PHASE    WEIGHT"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  web-a    v1     h1    127.0.0.1:4100  healthy  100"),
+            "{text}"
+        );
+        assert!(text.ends_with("hosts alive: h1"), "{text}");
+        assert!(status_report(&[], &[]).contains("mt apply"));
+    }
+
+    #[test]
+    fn events_show_position_time_type_and_key_fields() {
+        let env = EventEnvelope {
+            id: "e1".into(),
+            position: 42,
+            stream: "web".into(),
+            version: 7,
+            schema_version: 1,
+            recorded_at_ms: 1_714_564_803_000,
+            meta: Meta {
+                actor: Some("ana".into()),
+                ..Meta::default()
+            },
+            event: Event::ReplicaHealthy {
+                replica: "web-a".into(),
+                service: "web".into(),
+            },
+        };
+        let text = events_table(&[env]);
+        let row = text.lines().nth(1).unwrap_or_default();
+        assert_eq!(
+            row,
+            "42        2024-05-01 12:00:03  ReplicaHealthy  replica=web-a actor=\"ana\""
+        );
+    }
+}

@@ -1,0 +1,35 @@
+//! `mt status [SERVICE]`: what runs where, and the deployment in flight.
+
+use mentat_domain::command::StatusReply;
+
+use crate::client;
+use crate::error::{Error, Result};
+use crate::output;
+
+/// `mt status`
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Only this service [default: every service].
+    pub service: Option<String>,
+    /// Print the planner's reply as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Ask the planner and print its answer.
+pub async fn run(nats: &str, args: Args) -> Result<()> {
+    let bus = client::connect(nats).await?;
+    let reply = client::status(&bus, args.service).await?;
+    if args.json {
+        output::print(output::json_pretty(&reply));
+    }
+    match reply {
+        StatusReply::Ok { services, hosts } => {
+            if !args.json {
+                output::print(output::status_report(&services, &hosts));
+            }
+            Ok(())
+        }
+        StatusReply::Rejected { reason } => Err(Error::Rejected(reason)),
+    }
+}

@@ -1,0 +1,306 @@
+//! `mt up`: the whole system on one machine, in the foreground.
+//!
+//! 1. The config is validated first (exit 64 on error).
+//! 2. When nothing answers at the NATS URL, a nats-server child is started
+//!    with JetStream in `<data-dir>/nats`.
+//! 3. The four services run as child processes, each restarted with backoff
+//!    when it dies; their output is prefixed with their name and kept in
+//!    `<data-dir>/logs/<service>.log`.
+//! 4. Once the planner answers, the config is applied.
+//! 5. Ctrl-C or SIGTERM stops everything in order within a bounded grace;
+//!    a second signal kills at once.
+
+mod child;
+mod nats;
+mod ready;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures::future::join_all;
+use mentat_runtime::config;
+use mentat_runtime::shutdown::CancellationToken;
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, Result};
+pub use child::ChildSpec;
+pub use ready::DEFAULT_NATS_URL;
+
+/// The four services, in the order they are stopped.
+pub const SERVICES: [&str; 4] = ["router", "planner", "health-watcher", "executor"];
+/// How long the services get to stop after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(15);
+/// How long the nats-server we started gets to stop.
+const NATS_GRACE: Duration = Duration::from_secs(5);
+/// How long a fresh nats-server may take to accept connections.
+const NATS_READY: Duration = Duration::from_secs(10);
+
+/// What `mt up` runs.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// NATS URL.
+    pub nats_url: String,
+    /// Service file applied once the planner answers.
+    pub config: PathBuf,
+    /// Where NATS, the database and the logs live.
+    pub data_dir: PathBuf,
+    /// Database URL [default: `sqlite://<data-dir>/mentat.db`].
+    pub database_url: Option<String>,
+    /// Address the router listens on.
+    pub http: String,
+}
+
+/// A line from `mt` itself, in the same column as the children's output.
+pub(crate) fn say(message: &str) {
+    eprintln!("{:>14} | {message}", "mt");
+}
+
+/// A program found in a directory of `PATH`.
+pub(crate) fn on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// A program next to the `mt` executable, else on `PATH`.
+fn find_program(exe_dir: &Path, name: &str) -> Option<PathBuf> {
+    let beside = exe_dir.join(name);
+    beside.is_file().then_some(beside).or_else(|| on_path(name))
+}
+
+/// Run everything until Ctrl-C or SIGTERM.
+pub async fn run(plan: Plan) -> Result<()> {
+    let services = config::load(&plan.config)?;
+    let exe_dir = std::env::current_exe()?
+        .parent()
+        .map(Path::to_owned)
+        .ok_or_else(|| Error::Runtime("cannot tell where the mt executable is".into()))?;
+    let programs = find_services(&exe_dir)?;
+    let data_dir = std::path::absolute(&plan.data_dir)?;
+    let log_dir = data_dir.join("logs");
+    std::fs::create_dir_all(&log_dir)?;
+    let specs = service_specs(&plan, &programs, &exe_dir, &data_dir, &log_dir)?;
+    let mut signals = Signals::new()?;
+    let kill = CancellationToken::new();
+
+    let nats = start_nats(&plan, &data_dir, &log_dir, &kill, &mut signals).await?;
+    let Some(nats) = nats else {
+        return Ok(()); // interrupted while NATS was starting
+    };
+    let children: Vec<Supervised> = specs
+        .into_iter()
+        .map(|spec| Supervised::start(spec, &kill))
+        .collect();
+    let external = nats.server.is_none();
+    let applier = tokio::spawn(ready::apply_when_ready(plan.clone(), services, external));
+
+    signals.recv().await;
+    say("stopping (press Ctrl-C again to kill at once)");
+    applier.abort();
+    tokio::spawn(async move {
+        signals.recv().await;
+        say("second signal: killing everything now");
+        kill.cancel();
+    });
+    shutdown(children, nats).await;
+    say("stopped");
+    Ok(())
+}
+
+/// The four service binaries, or an error naming the ones missing.
+fn find_services(exe_dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    let mut missing = Vec::new();
+    for service in SERVICES {
+        let name = format!("mentat-{service}");
+        match find_program(exe_dir, &name) {
+            Some(path) => found.push(path),
+            None => missing.push(name),
+        }
+    }
+    if missing.is_empty() {
+        return Ok(found);
+    }
+    Err(Error::Runtime(format!(
+        "cannot find {} next to mt ({}) or on PATH; build them with `cargo build --workspace`",
+        missing.join(", "),
+        exe_dir.display()
+    )))
+}
+
+/// Command lines of the four services, in [`SERVICES`] order.
+fn service_specs(
+    plan: &Plan,
+    programs: &[PathBuf],
+    exe_dir: &Path,
+    data_dir: &Path,
+    log_dir: &Path,
+) -> Result<Vec<ChildSpec>> {
+    // Replicas find `mentat-demo-app` next to `mt` through the children's PATH.
+    let mut dirs = vec![exe_dir.to_owned()];
+    dirs.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    let path_env = std::env::join_paths(dirs)
+        .map_err(|e| Error::Runtime(format!("cannot build PATH for the services: {e}")))?;
+    let database_url = plan
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}/mentat.db", data_dir.display()));
+    let data = data_dir.as_os_str().to_owned();
+    let specs = SERVICES.iter().zip(programs).map(|(name, program)| {
+        let mut args: Vec<OsString> = vec!["--nats".into(), plan.nats_url.clone().into()];
+        match *name {
+            "planner" => {
+                args.extend(["--database-url".into(), database_url.clone().into()]);
+                args.extend(["--data-dir".into(), data.clone()]);
+            }
+            "executor" => args.extend(["--data-dir".into(), data.clone()]),
+            "router" => args.extend(["--listen".into(), plan.http.clone().into()]),
+            _ => {}
+        }
+        ChildSpec {
+            name,
+            program: program.clone(),
+            args,
+            path_env: Some(path_env.clone()),
+            log_dir: log_dir.to_owned(),
+            echo: true,
+        }
+    });
+    Ok(specs.collect())
+}
+
+/// A child under supervision: its stop token and its supervising task.
+struct Supervised {
+    name: &'static str,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Supervised {
+    fn start(spec: ChildSpec, kill: &CancellationToken) -> Self {
+        let stop = CancellationToken::new();
+        let name = spec.name;
+        let task = tokio::spawn(child::supervise(spec, stop.clone(), kill.clone()));
+        Supervised { name, stop, task }
+    }
+
+    /// SIGTERM, then wait up to `grace`; SIGKILL (through `kill`) after that.
+    async fn stop_all(children: Vec<Supervised>, grace: Duration, kill: &CancellationToken) {
+        let names: Vec<&str> = children.iter().map(|c| c.name).collect();
+        for c in &children {
+            c.stop.cancel();
+        }
+        let all = join_all(children.into_iter().map(|c| c.task));
+        tokio::pin!(all);
+        if tokio::time::timeout(grace, &mut all).await.is_err() {
+            say(&format!(
+                "{} did not stop within {}s; killing",
+                names.join(", "),
+                grace.as_secs()
+            ));
+            kill.cancel();
+            all.await;
+        }
+    }
+}
+
+/// Stop the services (router first, executor last), then our nats-server.
+async fn shutdown(children: Vec<Supervised>, nats: NatsChild) {
+    let kill = nats.kill.clone();
+    Supervised::stop_all(children, STOP_GRACE, &kill).await;
+    if let Some(server) = nats.server {
+        Supervised::stop_all(vec![server], NATS_GRACE, &kill).await;
+    }
+}
+
+/// The nats-server we started, if any, and the shared kill token.
+struct NatsChild {
+    server: Option<Supervised>,
+    kill: CancellationToken,
+}
+
+/// Use the NATS server at the URL, or start one. `None` when a signal came
+/// while it was starting (it is stopped again).
+async fn start_nats(
+    plan: &Plan,
+    data_dir: &Path,
+    log_dir: &Path,
+    kill: &CancellationToken,
+    signals: &mut Signals,
+) -> Result<Option<NatsChild>> {
+    let (host, port) = nats::host_port(&plan.nats_url).ok_or_else(|| {
+        Error::Usage(format!(
+            "cannot read host and port from --nats {}",
+            plan.nats_url
+        ))
+    })?;
+    if nats::answers(&host, port, Duration::from_secs(1)).await {
+        say(&format!("using the NATS server at {}", plan.nats_url));
+        return Ok(Some(NatsChild {
+            server: None,
+            kill: kill.clone(),
+        }));
+    }
+    if !nats::is_local(&host) {
+        return Err(Error::Runtime(format!(
+            "nothing answers at {} and {host} is not this machine; start that NATS server or use a local URL",
+            plan.nats_url
+        )));
+    }
+    let spec = nats::server_spec(&host, port, data_dir, log_dir).map_err(|why| {
+        Error::Runtime(format!("nothing answers at {}, and {why}", plan.nats_url))
+    })?;
+    say(&format!(
+        "starting {} on {host}:{port} (log: {})",
+        spec.program.display(),
+        log_dir.join("nats.log").display()
+    ));
+    let server = Supervised::start(spec, kill);
+    let started = NatsChild {
+        server: Some(server),
+        kill: kill.clone(),
+    };
+    let ready = tokio::select! {
+        ready = nats::wait_ready(&host, port, NATS_READY) => ready,
+        () = signals.recv() => {
+            shutdown(Vec::new(), started).await;
+            return Ok(None);
+        }
+    };
+    if !ready {
+        shutdown(Vec::new(), started).await;
+        return Err(Error::Runtime(format!(
+            "nats-server did not accept connections on {host}:{port} within {}s; see {}",
+            NATS_READY.as_secs(),
+            log_dir.join("nats.log").display()
+        )));
+    }
+    Ok(Some(started))
+}
+
+/// SIGINT and SIGTERM, whichever comes first.
+struct Signals {
+    int: Signal,
+    term: Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Self> {
+        Ok(Signals {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! `mt up`: flags of the local all-in-one mode; the work is in [`crate::supervisor`].
+
+use std::path::PathBuf;
+
+use crate::error::Result;
+use crate::supervisor::{self, Plan};
+
+/// `mt up`
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Service file, validated first and applied once the planner answers.
+    #[arg(long, value_name = "FILE", default_value = "mentat.yaml")]
+    pub config: PathBuf,
+    /// Where NATS data, the SQLite database and the logs are kept.
+    #[arg(long, value_name = "DIR", default_value = ".mentat")]
+    pub data_dir: PathBuf,
+    /// The planner's database [default: sqlite://<data-dir>/mentat.db].
+    #[arg(long, value_name = "URL", env = "MENTAT_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Address the router listens on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub http: String,
+}
+
+/// Run the whole system in the foreground until Ctrl-C.
+pub async fn run(nats: &str, args: Args) -> Result<()> {
+    supervisor::run(Plan {
+        nats_url: nats.to_owned(),
+        config: args.config,
+        data_dir: args.data_dir,
+        database_url: args.database_url,
+        http: args.http,
+    })
+    .await
+}
