@@ -140,6 +140,9 @@ async fn second_deploy_in_flight_is_rejected(db: Db) {
 
 async fn planner_killed_mid_deploy_finishes_it(db: Db) {
     let mut cluster = cluster_with_v1(db).await;
+    // Each new replica takes a second to get ready: the deployment lasts
+    // several seconds, so the planner can be killed in the middle of it.
+    cluster.apply(&web_config_ready_after(3, 10, 1000));
     let load = Load::start(cluster.router_addr(), HOST);
     let out = cluster.mt(&["deploy", "web", "--image", "v2", "--no-wait"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -150,8 +153,29 @@ async fn planner_killed_mid_deploy_finishes_it(db: Db) {
         .cloned()
         .expect("a deployment")
         .deployment_id;
-    // Let the first batch get going, then kill the planner.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Kill the planner once the first batch is done and the others are not.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = cluster
+            .history("web")
+            .await
+            .last()
+            .cloned()
+            .expect("a deployment");
+        if r.batches_done >= 1 {
+            assert_eq!(
+                r.outcome,
+                Outcome::InProgress,
+                "too late to kill mid-deploy: {r:?}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "first batch never completed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     cluster.kill("planner");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     cluster.start_service("planner");
