@@ -199,6 +199,46 @@ async fn planner_killed_mid_deploy_finishes_it(db: Db) {
     assert_eq!(tally.versions.last().map(String::as_str), Some("v2"));
 }
 
+async fn command_published_while_planner_is_down_is_handled_later(db: Db) {
+    let mut cluster = cluster_with_v1(db).await;
+    cluster.kill("planner");
+    // Fire and forget, as any client may: nobody is there to answer.
+    let payload = br#"{"service":"web","image":"v2","command_id":"queued-1"}"#;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Content-Type", "application/json");
+    cluster
+        .bus
+        .client
+        .publish_with_headers(
+            subject::command("deploy"),
+            headers,
+            payload.as_slice().into(),
+        )
+        .await
+        .expect("publish");
+    cluster.bus.client.flush().await.expect("flush");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.start_service("planner");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let id = loop {
+        if let Ok(records) = cluster.try_history("web").await {
+            if let Some(r) = records.iter().find(|r| r.image == "v2") {
+                break r.deployment_id.clone();
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the queued deploy was never handled\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let done = cluster
+        .wait_deployment("web", &id, Duration::from_secs(60))
+        .await;
+    assert_eq!(done.outcome, Outcome::Completed);
+}
+
 async fn json_deploy_from_any_client(db: Db) {
     let cluster = cluster_with_v1(db).await;
     // A plain NATS request, as any client in any language would send it.
@@ -268,5 +308,6 @@ on_both_databases!(
     bad_releases_are_reverted_without_losing_traffic,
     second_deploy_in_flight_is_rejected,
     planner_killed_mid_deploy_finishes_it,
+    command_published_while_planner_is_down_is_handled_later,
     json_deploy_from_any_client,
 );
