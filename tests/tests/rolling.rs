@@ -239,25 +239,30 @@ async fn command_published_while_planner_is_down_is_handled_later(db: Db) {
     assert_eq!(done.outcome, Outcome::Completed);
 }
 
-async fn json_deploy_from_any_client(db: Db) {
-    let cluster = cluster_with_v1(db).await;
-    // A plain NATS request, as any client in any language would send it.
-    let payload = br#"{"service":"web","image":"v2","actor":"curl-user","reason":"json"}"#;
+/// Send `payload` as JSON on `mentat.cmd.deploy`, as any NATS client would,
+/// and return the reply's raw bytes.
+async fn json_deploy(cluster: &Cluster, payload: &'static [u8]) -> bytes::Bytes {
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Content-Type", "application/json");
-    let reply = cluster
+    cluster
         .bus
         .client
-        .request_with_headers(
-            subject::command("deploy"),
-            headers,
-            payload.as_slice().into(),
-        )
+        .request_with_headers(subject::command("deploy"), headers, payload.into())
         .await
-        .expect("a reply");
-    let text = String::from_utf8_lossy(&reply.payload).into_owned();
+        .expect("a reply")
+        .payload
+}
+
+async fn json_deploy_from_any_client(db: Db) {
+    let cluster = cluster_with_v1(db).await;
+    let reply = json_deploy(
+        &cluster,
+        br#"{"service":"web","image":"v2","actor":"curl-user","reason":"json"}"#,
+    )
+    .await;
+    let text = String::from_utf8_lossy(&reply).into_owned();
     assert!(text.starts_with('{'), "the reply must be JSON too: {text}");
-    let reply: Reply = codec::decode(&reply.payload, Encoding::Json, "Reply").expect("JSON reply");
+    let reply: Reply = codec::decode(&reply, Encoding::Json, "Reply").expect("JSON reply");
     let Reply::Accepted {
         deployment_id: Some(id),
         ..
@@ -271,21 +276,22 @@ async fn json_deploy_from_any_client(db: Db) {
     assert_eq!(done.outcome, Outcome::Completed);
     assert_eq!(done.actor.as_deref(), Some("curl-user"));
     // A malformed command is rejected with a reason, never ignored.
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Content-Type", "application/json");
+    let reply = json_deploy(&cluster, br#"{"service":"web"}"#).await;
+    let reply: Reply = codec::decode(&reply, Encoding::Json, "Reply").expect("JSON reply");
+    assert!(
+        matches!(&reply, Reply::Rejected { reason } if reason.contains("image")),
+        "{reply:?}"
+    );
+    // So is an unknown verb.
     let reply = cluster
         .bus
         .client
-        .request_with_headers(
-            subject::command("deploy"),
-            headers,
-            br#"{"service":"web"}"#.as_slice().into(),
-        )
+        .request(subject::command("launch"), "{}".into())
         .await
         .expect("a reply");
-    let reply: Reply = codec::decode(&reply.payload, Encoding::Json, "Reply").expect("JSON reply");
+    let reply: Reply = codec::decode(&reply.payload, Encoding::MsgPack, "Reply").expect("reply");
     assert!(
-        matches!(&reply, Reply::Rejected { reason } if reason.contains("image")),
+        matches!(&reply, Reply::Rejected { reason } if reason.contains("unknown command `launch`")),
         "{reply:?}"
     );
 }

@@ -1,20 +1,12 @@
 //! `mentat-executor`: parse the configuration, set up tracing and signals,
 //! and run the executor until SIGTERM or Ctrl-C.
 
-use clap::Parser;
 use mentat_executor::Config;
 use mentat_runtime::{Shutdown, EXIT_CONFIG};
 
 #[tokio::main]
 async fn main() {
-    let config = match Config::try_parse() {
-        Ok(config) => config,
-        Err(e) if e.use_stderr() => {
-            let _ = e.print();
-            std::process::exit(EXIT_CONFIG);
-        }
-        Err(e) => e.exit(), // --help, --version
-    };
+    let config: Config = mentat_runtime::parse_flags();
     mentat_runtime::telemetry::init("executor");
     if let Err(e) = config.validate() {
         tracing::error!(error = %e, "bad configuration");

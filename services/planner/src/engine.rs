@@ -280,6 +280,12 @@ impl Engine {
             host: beat.host,
             capacity: beat.capacity,
         };
+        self.record_host(event).await?;
+        self.react_all().await
+    }
+
+    /// Append a host event (joined or lost) to the hosts stream.
+    async fn record_host(&mut self, event: Event) -> anyhow::Result<()> {
         self.log
             .append(
                 HOSTS_STREAM,
@@ -288,8 +294,8 @@ impl Engine {
                 None,
                 now_ms(),
             )
-            .await?;
-        self.react_all().await
+            .await
+            .map(drop)
     }
 
     async fn on_query(&mut self, msg: &async_nats::Message) {
@@ -344,15 +350,7 @@ impl Engine {
                 reason: format!("no heartbeat for {}s", timeout.as_secs()),
                 host,
             };
-            self.log
-                .append(
-                    HOSTS_STREAM,
-                    vec![(new_id(), event)],
-                    &Meta::default(),
-                    None,
-                    now_ms(),
-                )
-                .await?;
+            self.record_host(event).await?;
         }
         let now = now_ms();
         let due: Vec<String> = self

@@ -1,10 +1,8 @@
 //! `mentat-planner`: parse flags, set up tracing and signals, run.
 
-use clap::Parser;
-
 #[tokio::main]
 async fn main() {
-    let config = mentat_planner::Config::parse();
+    let config: mentat_planner::Config = mentat_runtime::parse_flags();
     mentat_runtime::telemetry::init("planner");
     let shutdown = mentat_runtime::Shutdown::on_signals();
     if let Err(e) = mentat_planner::run(config, shutdown).await {

@@ -2,24 +2,12 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use mentat_router::{Config, Error};
 use mentat_runtime::{Shutdown, EXIT_CONFIG};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let mut config = match Config::try_parse() {
-        Ok(c) => c,
-        Err(e) if e.use_stderr() => {
-            let _ = e.print();
-            return ExitCode::from(EXIT_CONFIG as u8);
-        }
-        Err(e) => {
-            // --help and --version
-            let _ = e.print();
-            return ExitCode::SUCCESS;
-        }
-    };
+    let mut config: Config = mentat_runtime::parse_flags();
     if let Err(e) = config.validate() {
         eprintln!("mentat-router: {e}");
         return ExitCode::from(EXIT_CONFIG as u8);

@@ -14,3 +14,19 @@ pub use shutdown::Shutdown;
 
 /// Exit code for a bad configuration (`EX_USAGE`).
 pub const EXIT_CONFIG: i32 = 64;
+
+/// Parse a binary's flags; `--help` and `--version` print and exit 0, a
+/// usage error prints and exits [`EXIT_CONFIG`] (clap alone would exit 2).
+pub fn parse_flags<C: clap::Parser>() -> C {
+    match C::try_parse() {
+        Ok(config) => config,
+        Err(e) if e.use_stderr() => {
+            let _ = e.print();
+            std::process::exit(EXIT_CONFIG);
+        }
+        Err(e) => {
+            let _ = e.print();
+            std::process::exit(0);
+        }
+    }
+}
