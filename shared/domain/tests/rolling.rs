@@ -454,3 +454,55 @@ proptest! {
         prop_assert_eq!(sim.routed_images.clone(), vec!["v1".to_owned()]);
     }
 }
+
+#[test]
+fn replicas_are_placed_only_on_live_hosts() {
+    let mut sim = Sim::new(4, 2);
+    sim.record(
+        "_hosts",
+        vec![
+            Event::HostJoined {
+                host: "h2".into(),
+                capacity: 64,
+            },
+            Event::HostJoined {
+                host: "h3".into(),
+                capacity: 64,
+            },
+            Event::HostLost {
+                host: "h3".into(),
+                reason: "no heartbeat".into(),
+            },
+        ],
+    );
+    sim.deploy("v1").expect("accepted");
+    sim.run(50);
+    let hosts: Vec<String> = sim.world.services["web"]
+        .replicas
+        .values()
+        .map(|r| r.host.clone())
+        .collect();
+    assert_eq!(hosts.len(), 4);
+    assert!(
+        hosts.iter().all(|h| h != "h3"),
+        "placed on a lost host: {hosts:?}"
+    );
+    assert!(
+        hosts.contains(&"h1".to_owned()) && hosts.contains(&"h2".to_owned()),
+        "{hosts:?}"
+    );
+}
+
+#[test]
+fn with_no_live_host_a_deploy_is_rejected_with_the_reason() {
+    let mut sim = Sim::new(2, 1);
+    sim.record(
+        "_hosts",
+        vec![Event::HostLost {
+            host: "h1".into(),
+            reason: "no heartbeat".into(),
+        }],
+    );
+    let reason = sim.deploy("v1").expect_err("must be rejected");
+    assert!(reason.contains("no executor host is alive"), "{reason}");
+}
