@@ -57,6 +57,11 @@ pub async fn apply_when_ready(plan: Plan, services: Vec<ServiceSpec>, external_n
             return;
         }
     }
+    // A deploy is rejected until an executor has joined: say "up" only then.
+    if !host_alive(&bus).await {
+        say("no executor host has joined yet; deploys are rejected until one does (see the executor's output above)");
+        return;
+    }
     if let Some(service) = first {
         output::print(next_steps(&plan, &service));
     }
@@ -77,10 +82,21 @@ async fn connect(url: &str) -> Option<Bus> {
 }
 
 async fn planner_answers(bus: &Bus) -> bool {
+    status_until(bus, |_| true).await
+}
+
+async fn host_alive(bus: &Bus) -> bool {
+    status_until(bus, |hosts| !hosts.is_empty()).await
+}
+
+/// Ask for the status until `ok(hosts alive)` holds, for up to [`PLANNER_WAIT`].
+async fn status_until(bus: &Bus, ok: impl Fn(&[String]) -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + PLANNER_WAIT;
     while tokio::time::Instant::now() < deadline {
-        if let Ok(StatusReply::Ok { .. }) = client::status(bus, None).await {
-            return true;
+        if let Ok(StatusReply::Ok { hosts, .. }) = client::status(bus, None).await {
+            if ok(&hosts) {
+                return true;
+            }
         }
         tokio::time::sleep(ASK_EVERY).await;
     }
