@@ -1,0 +1,221 @@
+//! The rolling strategy: batches of `max_unavailable` new replicas; a batch
+//! switches traffic once all its replicas are healthy, retires the replicas
+//! it replaces, and completes when they have exited. A failed batch reverts
+//! the deployment to the previous image (or fails it).
+
+use crate::event::Event;
+use crate::planner::state::{Batch, Deployment, Phase, Replica, ServiceState, World};
+use crate::planner::steady::{place, serving, start_request, stop_request};
+use crate::spec::ServiceSpec;
+
+pub(crate) fn react_deployment(
+    world: &World,
+    state: &ServiceState,
+    spec: &ServiceSpec,
+    d: &Deployment,
+    now_ms: i64,
+) -> Vec<Event> {
+    match &d.batch {
+        None => next_batch(world, state, spec, d, now_ms),
+        Some(batch) => react_batch(state, spec, d, batch, now_ms),
+    }
+}
+
+fn next_batch(
+    world: &World,
+    state: &ServiceState,
+    spec: &ServiceSpec,
+    d: &Deployment,
+    now_ms: i64,
+) -> Vec<Event> {
+    let Some(target) = d.target() else {
+        // Reverting is only decided when there is a previous image.
+        return vec![Event::DeploymentFailed {
+            deployment_id: d.id.clone(),
+            reason: "no previous image to revert to".into(),
+            at_ms: now_ms,
+        }];
+    };
+    let mut old: Vec<&Replica> = serving(state).filter(|r| r.image != target).collect();
+    // Retire replicas that serve no traffic first.
+    old.sort_by_key(|r| (state.is_routed(&r.id), r.id.clone()));
+    let current = serving(state).filter(|r| r.image == target).count() as u32;
+    let need_new = d.replicas.saturating_sub(current);
+    if need_new == 0 && old.is_empty() {
+        return vec![finish(d, now_ms)];
+    }
+    let k = d.batch_size as usize;
+    let count = (need_new as usize).min(k);
+    let placements = place(world, count);
+    if placements.len() < count {
+        return fail_batch(
+            state,
+            d,
+            "no live executor host to place new replicas on".into(),
+            now_ms,
+        );
+    }
+    let number = d.batches_started + 1;
+    let mut seq = state.replica_seq;
+    let mut events = Vec::new();
+    let mut start = Vec::new();
+    for host in placements {
+        seq += 1;
+        let replica = format!("{}-{seq}", spec.name);
+        start.push(replica.clone());
+        events.push(start_request(spec, target, &replica, host, Some(&d.id)));
+    }
+    let replace: Vec<String> = old.iter().take(k).map(|r| r.id.clone()).collect();
+    events.insert(
+        0,
+        Event::BatchStarted {
+            deployment_id: d.id.clone(),
+            batch: number,
+            image: target.to_owned(),
+            start,
+            replace,
+            deadline_ms: now_ms + (spec.deploy.health_timeout_secs as i64) * 1000,
+        },
+    );
+    events
+}
+
+fn react_batch(
+    state: &ServiceState,
+    spec: &ServiceSpec,
+    d: &Deployment,
+    batch: &Batch,
+    now_ms: i64,
+) -> Vec<Event> {
+    let switched = batch.switched || batch.start.is_empty();
+    if !switched {
+        let replica = |id: &String| state.replicas.get(id);
+        if let Some(dead) = batch
+            .start
+            .iter()
+            .filter_map(replica)
+            .find(|r| matches!(r.phase, Phase::Exited | Phase::Stopping))
+        {
+            let how = dead.exit.clone().unwrap_or_else(|| "stopped".into());
+            let reason = format!(
+                "replica {} ({}) exited before becoming healthy ({how})",
+                dead.id, batch.image
+            );
+            return fail_batch(state, d, reason, now_ms);
+        }
+        let healthy = batch
+            .start
+            .iter()
+            .filter_map(replica)
+            .filter(|r| r.phase == Phase::Healthy)
+            .count();
+        if healthy < batch.start.len() && now_ms >= batch.deadline_ms {
+            let late: Vec<&str> = batch
+                .start
+                .iter()
+                .filter(|id| replica(id).is_none_or(|r| r.phase != Phase::Healthy))
+                .map(String::as_str)
+                .collect();
+            let reason = format!(
+                "replica(s) {} ({}) not healthy within {}s",
+                late.join(", "),
+                batch.image,
+                spec.deploy.health_timeout_secs
+            );
+            return fail_batch(state, d, reason, now_ms);
+        }
+        // Waiting for health, or the switch is made by `route_change`.
+        return Vec::new();
+    }
+    // Switched: retire the replaced replicas; the batch completes once they
+    // have all exited.
+    let mut events = Vec::new();
+    for id in &batch.replace {
+        if let Some(r) = state.replicas.get(id) {
+            if matches!(
+                r.phase,
+                Phase::Requested | Phase::Running | Phase::Unhealthy
+            ) && !state.is_routed(id)
+            {
+                events.push(stop_request(
+                    spec,
+                    r,
+                    format!("replaced by batch {}", batch.number),
+                ));
+            }
+        }
+    }
+    let done = batch.replace.iter().all(|id| {
+        state
+            .replicas
+            .get(id)
+            .is_none_or(|r| r.phase == Phase::Exited)
+    });
+    if events.is_empty() && done {
+        events.push(Event::BatchCompleted {
+            deployment_id: d.id.clone(),
+            batch: batch.number,
+        });
+    }
+    events
+}
+
+fn fail_batch(state: &ServiceState, d: &Deployment, reason: String, now_ms: i64) -> Vec<Event> {
+    let spec_name = state
+        .spec
+        .as_ref()
+        .map(|s| s.name.clone())
+        .unwrap_or_default();
+    let mut events: Vec<Event> = d
+        .batch
+        .iter()
+        .flat_map(|b| b.start.iter())
+        .filter_map(|id| state.replicas.get(id))
+        .filter(|r| r.phase.is_serving_candidate())
+        .map(|r| Event::ReplicaStopRequested {
+            replica: r.id.clone(),
+            service: spec_name.clone(),
+            host: r.host.clone(),
+            reason: "its batch failed".into(),
+        })
+        .collect();
+    let event = if d.reverting.is_some() {
+        Event::DeploymentFailed {
+            deployment_id: d.id.clone(),
+            reason: format!("revert failed: {reason}"),
+            at_ms: now_ms,
+        }
+    } else if d.auto_revert && d.previous_image.is_some() {
+        Event::DeploymentReverting {
+            deployment_id: d.id.clone(),
+            reason,
+        }
+    } else {
+        let reason = if d.auto_revert {
+            format!("{reason}; no previous image to revert to")
+        } else {
+            format!("{reason}; auto_revert is off, so nothing was rolled back")
+        };
+        Event::DeploymentFailed {
+            deployment_id: d.id.clone(),
+            reason,
+            at_ms: now_ms,
+        }
+    };
+    events.push(event);
+    events
+}
+
+fn finish(d: &Deployment, now_ms: i64) -> Event {
+    match &d.reverting {
+        None => Event::DeploymentCompleted {
+            deployment_id: d.id.clone(),
+            at_ms: now_ms,
+        },
+        Some(reason) => Event::DeploymentReverted {
+            deployment_id: d.id.clone(),
+            reason: reason.clone(),
+            at_ms: now_ms,
+        },
+    }
+}
