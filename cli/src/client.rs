@@ -3,8 +3,7 @@
 
 use std::time::Duration;
 
-use async_nats::RequestErrorKind;
-use mentat_bus::codec::{self, Encoding};
+use mentat_bus::codec::Encoding;
 use mentat_bus::{subject, Bus};
 use mentat_domain::command::{HistoryQuery, HistoryReply, StatusQuery, StatusReply};
 use mentat_domain::Reply;
@@ -55,7 +54,7 @@ pub async fn history(
     request(bus, subject::QUERY_HISTORY, &query, timeout, false).await
 }
 
-/// Like [`Bus::request`] in MessagePack, but a request nobody answers (in
+/// [`Bus::request`] in MessagePack, where a request nobody answers (in
 /// time, or at all) becomes [`Error::PlannerSilent`].
 async fn request<Q: Serialize, R: DeserializeOwned>(
     bus: &Bus,
@@ -64,31 +63,19 @@ async fn request<Q: Serialize, R: DeserializeOwned>(
     timeout: Duration,
     queued: bool,
 ) -> Result<R> {
-    let encoding = Encoding::MsgPack;
-    let request = async_nats::Request::new()
-        .payload(codec::encode(query, encoding)?)
-        .headers(encoding.headers())
-        .timeout(Some(timeout));
     let silent = |no_responders| Error::PlannerSilent {
         subject: subject.to_owned(),
         secs: timeout.as_secs(),
         no_responders,
         queued,
     };
-    let reply = bus
-        .client
-        .send_request(subject.to_owned(), request)
+    bus.request(subject, query, Encoding::MsgPack, timeout)
         .await
-        .map_err(|e| match e.kind() {
-            RequestErrorKind::TimedOut => silent(false),
-            RequestErrorKind::NoResponders => silent(true),
-            RequestErrorKind::Other => Error::Runtime(format!("request on {subject}: {e}")),
-        })?;
-    Ok(codec::decode(
-        &reply.payload,
-        Encoding::of(reply.headers.as_ref()),
-        "reply",
-    )?)
+        .map_err(|e| match e {
+            mentat_bus::Error::Timeout { .. } => silent(false),
+            mentat_bus::Error::NoResponders { .. } => silent(true),
+            other => other.into(),
+        })
 }
 
 /// Who is asking: `$MENTAT_ACTOR`, else `$USER`, else `mt`.

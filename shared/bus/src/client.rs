@@ -79,7 +79,10 @@ impl Bus {
                     subject: subject.to_owned(),
                     secs: timeout.as_secs(),
                 },
-                _ => Error::nats(e),
+                async_nats::RequestErrorKind::NoResponders => Error::NoResponders {
+                    subject: subject.to_owned(),
+                },
+                async_nats::RequestErrorKind::Other => Error::nats(e),
             })?;
         codec::decode(
             &reply.payload,

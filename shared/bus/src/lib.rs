@@ -32,6 +32,13 @@ pub enum Error {
     /// A value could not be encoded (a bug).
     #[error("could not encode: {0}")]
     Encode(String),
+    /// Nobody listens on the subject (for a command: no planner, and no
+    /// stream either); retry once the service is up.
+    #[error("nobody answers on {subject}")]
+    NoResponders {
+        /// Subject of the request.
+        subject: String,
+    },
     /// Nobody answered a request in time; the command may still be queued.
     #[error("no reply on {subject} within {secs}s")]
     Timeout {
