@@ -239,6 +239,26 @@ async fn command_published_while_planner_is_down_is_handled_later(db: Db) {
     assert_eq!(done.outcome, Outcome::Completed);
 }
 
+async fn services_ride_out_a_nats_restart(db: Db) {
+    let mut cluster = cluster_with_v1(db).await;
+    // Same port, same JetStream data: every service reconnects and its
+    // consumers pick up where they were.
+    cluster.nats.restart();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let out = deploy(&cluster, "v2");
+    assert!(
+        out.status.success(),
+        "deploy after a NATS restart: {}\n{}",
+        text(&out),
+        cluster.logs()
+    );
+    let load = Load::start(cluster.router_addr(), HOST);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let tally = load.stop().await;
+    assert_eq!(tally.ok(), tally.total(), "{tally:?}");
+    assert_eq!(tally.versions, ["v2"], "{tally:?}");
+}
+
 /// Send `payload` as JSON on `mentat.cmd.deploy`, as any NATS client would,
 /// and return the reply's raw bytes.
 async fn json_deploy(cluster: &Cluster, payload: &'static [u8]) -> bytes::Bytes {
@@ -315,5 +335,6 @@ on_both_databases!(
     second_deploy_in_flight_is_rejected,
     planner_killed_mid_deploy_finishes_it,
     command_published_while_planner_is_down_is_handled_later,
+    services_ride_out_a_nats_restart,
     json_deploy_from_any_client,
 );

@@ -9,10 +9,10 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
-use async_nats::jetstream::{self, AckKind};
-use futures::StreamExt;
+use async_nats::jetstream;
+use async_nats::jetstream::consumer::DeliverPolicy;
 use mentat_bus::codec::{self, Encoding};
+use mentat_bus::consumer::{Durable, DurableSpec};
 use mentat_bus::{streams, subject, Bus};
 use mentat_domain::spec::{HealthSpec, RunSpec};
 use mentat_domain::{Event, EventEnvelope};
@@ -103,102 +103,22 @@ pub fn consumer_name(host: &str) -> String {
     format!("executor-{host}")
 }
 
-/// The stream of intent messages, re-opened when the server ends it.
-pub struct Intents {
-    js: jetstream::Context,
-    name: String,
-    messages: Option<pull::Stream>,
-}
-
-impl std::fmt::Debug for Intents {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Intents").field("name", &self.name).finish()
-    }
-}
-
-impl Intents {
-    /// Create the durable consumer of `host` if it does not exist yet, and
-    /// start pulling from it.
-    pub async fn open(bus: &Bus, host: &str) -> Result<Self> {
-        let mut intents = Intents {
-            js: bus.js.clone(),
-            name: consumer_name(host),
-            messages: None,
-        };
-        intents.messages = Some(intents.pull().await?);
-        Ok(intents)
-    }
-
-    async fn pull(&self) -> Result<pull::Stream> {
-        let err = |detail: String| Error::Consumer {
-            consumer: self.name.clone(),
-            detail,
-        };
-        let stream = self
-            .js
-            .get_stream(streams::EVENTS)
-            .await
-            .map_err(|e| err(format!("stream {}: {e}", streams::EVENTS)))?;
-        // `get_or_create` keeps an existing consumer as it is: its position
-        // survives restarts, and `DeliverPolicy::New` only applies once.
-        let consumer = stream
-            .get_or_create_consumer(
-                &self.name,
-                pull::Config {
-                    durable_name: Some(self.name.clone()),
-                    description: Some("start/stop intents for one executor host".into()),
-                    deliver_policy: DeliverPolicy::New,
-                    ack_policy: AckPolicy::Explicit,
-                    ack_wait: ACK_WAIT,
-                    filter_subjects: vec![
-                        subject::events_of_type("ReplicaStartRequested"),
-                        subject::events_of_type("ReplicaStopRequested"),
-                    ],
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| err(e.to_string()))?;
-        consumer.messages().await.map_err(|e| err(e.to_string()))
-    }
-
-    /// The next intent message. Transient errors are logged and skipped; when
-    /// the server ends the stream it is opened again, retrying every second.
-    /// Cancel-safe.
-    pub async fn next(&mut self) -> jetstream::Message {
-        loop {
-            let Some(messages) = self.messages.as_mut() else {
-                match self.pull().await {
-                    Ok(m) => self.messages = Some(m),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot open the intent consumer; retrying");
-                        tokio::time::sleep(RETRY_DELAY).await;
-                    }
-                }
-                continue;
-            };
-            match messages.next().await {
-                Some(Ok(msg)) => return msg,
-                Some(Err(e)) => {
-                    tracing::warn!(consumer = %self.name, error = %e, "intent consumer error");
-                    if matches!(
-                        e.kind(),
-                        pull::MessagesErrorKind::ConsumerDeleted
-                            | pull::MessagesErrorKind::NoResponders
-                    ) {
-                        // Deleted by an operator, or the server lost it:
-                        // create it again rather than failing forever.
-                        self.messages = None;
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                None => {
-                    tracing::warn!(consumer = %self.name, "intent stream ended; reopening");
-                    self.messages = None;
-                }
-            }
-        }
-    }
+/// Open the durable consumer of `host`'s intents (created the first time).
+pub async fn open(bus: &Bus, host: &str) -> Result<Durable> {
+    let spec = DurableSpec {
+        stream: streams::EVENTS,
+        name: consumer_name(host),
+        filters: vec![
+            subject::events_of_type("ReplicaStartRequested"),
+            subject::events_of_type("ReplicaStopRequested"),
+        ],
+        deliver: DeliverPolicy::New,
+        ack_wait: ACK_WAIT,
+    };
+    Durable::open(bus, spec).await.map_err(|e| Error::Consumer {
+        consumer: consumer_name(host),
+        detail: e.to_string(),
+    })
 }
 
 /// Decode an intent message's envelope. `None` (after logging) when it
@@ -214,14 +134,6 @@ pub fn decode(msg: &jetstream::Message) -> Option<EventEnvelope> {
             tracing::error!(subject = %msg.subject, error = %e, "undecodable intent; dropping it");
             None
         }
-    }
-}
-
-/// Acknowledge `msg` with `kind`, logging a failure (the server will then
-/// deliver it again, and handlers are idempotent).
-pub async fn ack(msg: &jetstream::Message, kind: AckKind) {
-    if let Err(e) = msg.ack_with(kind).await {
-        tracing::warn!(subject = %msg.subject, error = %e, "cannot acknowledge intent");
     }
 }
 

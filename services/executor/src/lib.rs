@@ -37,7 +37,8 @@ use tokio::time::{Instant, MissedTickBehavior};
 pub use config::Config;
 pub use error::{Error, Result};
 
-use intents::{Intent, Intents};
+use intents::Intent;
+use mentat_bus::consumer::ack;
 use supervisor::{Settings, Supervisor};
 
 /// How long the executor waits for NATS at start-up.
@@ -69,7 +70,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         _ = shutdown.cancelled() => return Ok(()),
     };
     let mut intents = tokio::select! {
-        intents = Intents::open(&bus, &host) => intents?,
+        intents = intents::open(&bus, &host) => intents?,
         _ = shutdown.cancelled() => return Ok(()),
     };
 
@@ -119,7 +120,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
 /// never be understood.
 async fn handle(supervisor: &mut Supervisor, host: &str, msg: async_nats::jetstream::Message) {
     let Some(envelope) = intents::decode(&msg) else {
-        intents::ack(&msg, AckKind::Term).await;
+        ack(&msg, AckKind::Term).await;
         return;
     };
     let result = match Intent::of(envelope.event, host) {
@@ -132,10 +133,10 @@ async fn handle(supervisor: &mut Supervisor, host: &str, msg: async_nats::jetstr
         Intent::NotForUs => Ok(()),
     };
     match result {
-        Ok(()) => intents::ack(&msg, AckKind::Ack).await,
+        Ok(()) => ack(&msg, AckKind::Ack).await,
         Err(e) => {
             tracing::warn!(event_id = %envelope.id, error = %e, "intent not handled; it will be delivered again");
-            intents::ack(&msg, AckKind::Nak(Some(intents::RETRY_DELAY))).await;
+            ack(&msg, AckKind::Nak(Some(intents::RETRY_DELAY))).await;
         }
     }
 }

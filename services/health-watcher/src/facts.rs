@@ -2,10 +2,9 @@
 //! consumer from the very first message, so that a restarted health-watcher
 //! rebuilds the set of live replicas before it starts probing.
 
-use async_nats::jetstream::consumer::pull::{Ordered, OrderedConfig};
 use async_nats::jetstream::consumer::DeliverPolicy;
-use futures::StreamExt;
 use mentat_bus::codec::{self, Encoding};
+use mentat_bus::consumer::{self, Replay};
 use mentat_bus::{streams, subject, Bus};
 use mentat_domain::event::Fact;
 
@@ -32,15 +31,13 @@ pub struct Delivery {
 
 /// An ordered consumer over the replica facts.
 pub struct Facts {
-    messages: Ordered,
-    /// Messages that were waiting when the consumer was created.
-    initial_pending: u64,
+    messages: Replay,
 }
 
 impl std::fmt::Debug for Facts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Facts")
-            .field("initial_pending", &self.initial_pending)
+            .field("initial_pending", &self.messages.backlog)
             .finish()
     }
 }
@@ -48,38 +45,22 @@ impl std::fmt::Debug for Facts {
 impl Facts {
     /// Create the consumer, delivering every stored fact first.
     pub async fn open(bus: &Bus) -> Result<Self> {
-        let stream = bus
-            .js
-            .get_stream(streams::FACTS)
-            .await
-            .map_err(|e| Error::Consumer(format!("stream {}: {e}", streams::FACTS)))?;
-        let consumer = stream
-            .create_consumer(OrderedConfig {
-                filter_subjects: filter_subjects(),
-                deliver_policy: DeliverPolicy::All,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| Error::Consumer(e.to_string()))?;
-        let initial_pending = consumer.cached_info().num_pending;
-        let messages = consumer
-            .messages()
-            .await
-            .map_err(|e| Error::Consumer(e.to_string()))?;
-        Ok(Self {
-            messages,
-            initial_pending,
-        })
+        let messages =
+            consumer::ordered(bus, streams::FACTS, filter_subjects(), DeliverPolicy::All)
+                .await
+                .map_err(|e| Error::Consumer(e.to_string()))?;
+        Ok(Self { messages })
     }
 
     /// True when the stream held no matching fact when the consumer was
     /// created: there is nothing to replay.
     pub fn empty_at_start(&self) -> bool {
-        self.initial_pending == 0
+        self.messages.backlog == 0
     }
 
-    /// The next fact. `Ok(None)` when the server ended the stream (open a
-    /// new consumer); errors are transient and logged by the caller.
+    /// The next fact. `Ok(None)` when the server ended the stream or NATS
+    /// reconnected (open a new consumer); errors are transient and logged by
+    /// the caller.
     /// Cancel-safe.
     pub async fn next(&mut self) -> Result<Option<Delivery>> {
         let msg = match self.messages.next().await {

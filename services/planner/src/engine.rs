@@ -4,9 +4,10 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
-use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+use async_nats::jetstream::consumer::DeliverPolicy;
+use async_nats::jetstream::AckKind;
 use futures::StreamExt;
+use mentat_bus::consumer::{ack, Durable, DurableSpec};
 use mentat_bus::{codec, new_id, now_ms, streams, subject, Bus, Encoding};
 use mentat_domain::command::{Command, HistoryQuery, Reply, StatusQuery};
 use mentat_domain::event::{Event, HostHeartbeat, Meta, HOSTS_STREAM};
@@ -77,15 +78,13 @@ impl Engine {
                         self.send_reply(&m, &reply).await;
                     }
                 }
-                Some(msg) = commands.next() => {
-                    let msg = msg.map_err(|e| anyhow::anyhow!("command stream: {e}"))?;
+                msg = commands.next() => {
                     self.on_command(&msg.subject, &msg.payload, Encoding::of(msg.headers.as_ref())).await?;
-                    msg.ack().await.map_err(|e| anyhow::anyhow!("ack command: {e}"))?;
+                    ack(&msg, AckKind::Ack).await;
                 }
-                Some(msg) = facts.next() => {
-                    let msg = msg.map_err(|e| anyhow::anyhow!("fact stream: {e}"))?;
+                msg = facts.next() => {
                     self.on_fact(&msg.payload, Encoding::of(msg.headers.as_ref())).await?;
-                    msg.ack().await.map_err(|e| anyhow::anyhow!("ack fact: {e}"))?;
+                    ack(&msg, AckKind::Ack).await;
                 }
                 Some(msg) = heartbeats.next() => self.on_heartbeat(&msg).await?,
                 Some(msg) = queries.next() => self.on_query(&msg).await,
@@ -96,29 +95,15 @@ impl Engine {
         Ok(())
     }
 
-    async fn durable(&self, stream: &str, name: &str) -> anyhow::Result<pull::Stream> {
-        let consumer = self
-            .bus
-            .js
-            .get_stream(stream)
-            .await
-            .with_context(|| format!("stream {stream}"))?
-            .get_or_create_consumer(
-                name,
-                pull::Config {
-                    durable_name: Some(name.to_owned()),
-                    ack_policy: AckPolicy::Explicit,
-                    deliver_policy: DeliverPolicy::All,
-                    ack_wait: Duration::from_secs(30),
-                    ..Default::default()
-                },
-            )
-            .await
-            .with_context(|| format!("consumer {name} on {stream}"))?;
-        consumer
-            .messages()
-            .await
-            .with_context(|| format!("consuming {stream}"))
+    async fn durable(&self, stream: &'static str, name: &str) -> anyhow::Result<Durable> {
+        let spec = DurableSpec {
+            stream,
+            name: name.to_owned(),
+            filters: Vec::new(),
+            deliver: DeliverPolicy::All,
+            ack_wait: Duration::from_secs(30),
+        };
+        Ok(Durable::open(&self.bus, spec).await?)
     }
 
     async fn send_reply<T: serde::Serialize>(&self, request: &async_nats::Message, reply: &T) {

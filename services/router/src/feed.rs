@@ -5,9 +5,8 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::pull::{Ordered, OrderedConfig};
 use async_nats::jetstream::consumer::DeliverPolicy;
-use futures::StreamExt;
+use mentat_bus::consumer::{self, Replay};
 use mentat_bus::{codec, streams, subject, Bus, Encoding};
 use mentat_domain::{Event, EventEnvelope};
 use tokio::sync::oneshot;
@@ -25,7 +24,7 @@ pub struct Feed {
     bus: Bus,
     writer: TableWriter,
     drainer: Drainer,
-    messages: Ordered,
+    messages: Replay,
     /// Messages to read before the table is current; 0 when already.
     backlog: u64,
 }
@@ -33,13 +32,13 @@ pub struct Feed {
 impl Feed {
     /// Create the consumer.
     pub async fn open(bus: Bus, writer: TableWriter, drainer: Drainer) -> Result<Self, Error> {
-        let (messages, backlog) = subscribe(&bus).await?;
+        let messages = subscribe(&bus).await?;
         Ok(Feed {
             bus,
             writer,
             drainer,
+            backlog: messages.backlog,
             messages,
-            backlog,
         })
     }
 
@@ -65,7 +64,9 @@ impl Feed {
                     self.reopen(&stop).await;
                 }
                 None => {
-                    tracing::warn!("route feed ended; re-opening the consumer");
+                    tracing::warn!(
+                        "route feed ended (or NATS reconnected); re-opening the consumer"
+                    );
                     self.reopen(&stop).await;
                 }
             }
@@ -101,9 +102,9 @@ impl Feed {
                 () = tokio::time::sleep(REOPEN_BACKOFF) => {}
             }
             match subscribe(&self.bus).await {
-                Ok((messages, backlog)) => {
+                Ok(messages) => {
+                    self.backlog = messages.backlog;
                     self.messages = messages;
-                    self.backlog = backlog;
                     return;
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot re-open the route feed; retrying"),
@@ -113,25 +114,10 @@ impl Feed {
 }
 
 /// An ordered consumer of the last RouteChanged of every service and every
-/// later one, with the number of messages pending at creation.
-async fn subscribe(bus: &Bus) -> Result<(Ordered, u64), Error> {
-    let stream = bus
-        .js
-        .get_stream(streams::EVENTS)
+/// later one.
+async fn subscribe(bus: &Bus) -> Result<Replay, Error> {
+    let filters = vec![subject::events_of_type("RouteChanged")];
+    consumer::ordered(bus, streams::EVENTS, filters, DeliverPolicy::LastPerSubject)
         .await
-        .map_err(|e| Error::Feed(format!("stream {}: {e}", streams::EVENTS)))?;
-    let consumer = stream
-        .create_consumer(OrderedConfig {
-            filter_subject: subject::events_of_type("RouteChanged"),
-            deliver_policy: DeliverPolicy::LastPerSubject,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| Error::Feed(format!("creating the RouteChanged consumer: {e}")))?;
-    let backlog = consumer.cached_info().num_pending;
-    let messages = consumer
-        .messages()
-        .await
-        .map_err(|e| Error::Feed(format!("reading RouteChanged events: {e}")))?;
-    Ok((messages, backlog))
+        .map_err(|e| Error::Feed(e.to_string()))
 }

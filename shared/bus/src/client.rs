@@ -1,12 +1,14 @@
 //! A connected bus: a NATS client and its JetStream context, with the codec
 //! applied on every publish and request.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
 use async_nats::{HeaderMap, Message};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::sync::watch;
 
 use mentat_domain::Fact;
 
@@ -23,6 +25,10 @@ pub struct Bus {
     pub client: async_nats::Client,
     /// The JetStream context on that client.
     pub js: jetstream::Context,
+    /// Counts (re)connections to the server. Core subscriptions survive a
+    /// reconnect by themselves; JetStream consumers re-open on it rather than
+    /// wait for their idle heartbeats to run out (tens of seconds).
+    connections: watch::Receiver<u64>,
 }
 
 impl Bus {
@@ -30,8 +36,19 @@ impl Bus {
     /// streams exist.
     pub async fn connect(url: &str, name: &str, wait: Duration) -> Result<Self> {
         let deadline = tokio::time::Instant::now() + wait;
+        let (connected, connections) = watch::channel(0u64);
+        let connected = Arc::new(connected);
         let client = loop {
+            let connected = connected.clone();
             let attempt = async_nats::ConnectOptions::new()
+                .event_callback(move |event| {
+                    let connected = connected.clone();
+                    async move {
+                        if matches!(event, async_nats::Event::Connected) {
+                            connected.send_modify(|n| *n += 1);
+                        }
+                    }
+                })
                 .name(name)
                 .connection_timeout(Duration::from_secs(2))
                 .connect(url)
@@ -48,9 +65,20 @@ impl Bus {
             }
         };
         let js = jetstream::new(client.clone());
-        let bus = Bus { client, js };
+        let bus = Bus {
+            client,
+            js,
+            connections,
+        };
         streams::ensure(&bus.js).await?;
         Ok(bus)
+    }
+
+    /// Resolves at the next reconnection to the server after this call.
+    pub fn reconnections(&self) -> watch::Receiver<u64> {
+        let mut rx = self.connections.clone();
+        rx.mark_unchanged();
+        rx
     }
 
     /// Send a request encoded with `encoding` and decode the reply.

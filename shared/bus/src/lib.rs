@@ -6,9 +6,12 @@
 //! - [`streams`]: the JetStream streams that make commands, facts and events
 //!   survive a restart.
 //! - [`client`]: connecting, requesting and publishing with the codec.
+//! - [`consumer`]: durable consumers that re-open themselves, and ordered
+//!   consumers for replays.
 
 pub mod client;
 pub mod codec;
+pub mod consumer;
 pub mod streams;
 pub mod subject;
 
