@@ -113,6 +113,9 @@ async fn bad_releases_are_reverted_without_losing_traffic(db: Db) {
 
 async fn second_deploy_in_flight_is_rejected(db: Db) {
     let cluster = cluster_with_v1(db).await;
+    // Replicas that take a second to get ready keep the first deployment in
+    // flight for seconds, however loaded the machine is.
+    cluster.apply(&web_config_ready_after(3, 10, 1000));
     let out = cluster.mt(&["deploy", "web", "--image", "v2", "--no-wait"]);
     assert!(out.status.success(), "{}", text(&out));
     let first = cluster

@@ -17,7 +17,7 @@ use mentat_runtime::Shutdown;
 use mentat_store::CommandRecord;
 
 use crate::intake::{self, Pairing};
-use crate::log::{Appended, Log};
+use crate::log::Log;
 use crate::{queries, Config};
 
 /// Upper bound on decisions taken in a row for one service before yielding;
@@ -161,7 +161,7 @@ impl Engine {
         };
         tracing::info!(verb = command.verb(), ?reply, "command handled");
         let outcome = serde_json::to_string(&reply)?;
-        let record = command_id.map(|id| CommandRecord { id, outcome });
+        let mut record = command_id.map(|id| CommandRecord { id, outcome });
         let meta = Meta {
             actor: actor.map(str::to_owned),
             reason: reason.map(str::to_owned),
@@ -171,12 +171,11 @@ impl Engine {
             },
             causation_id: command.command_id().map(str::to_owned),
         };
-        let mut record = record;
         let mut touched = Vec::new();
         for append in appends {
             let events = append.events.into_iter().map(|e| (new_id(), e)).collect();
             // The command record rides with the first append, atomically.
-            if let Appended::Duplicate(first) = self
+            if let Some(first) = self
                 .log
                 .append(&append.stream, events, &meta, record.take(), now)
                 .await?
@@ -227,7 +226,7 @@ impl Engine {
             id: fact.id.clone(),
             outcome: "fact".into(),
         };
-        let appended = self
+        let duplicate = self
             .log
             .append(
                 &stream,
@@ -237,7 +236,7 @@ impl Engine {
                 now_ms(),
             )
             .await?;
-        if let Appended::Recorded(_) = appended {
+        if duplicate.is_none() {
             self.react(&stream).await?;
         }
         Ok(())

@@ -23,15 +23,6 @@ pub struct Log {
     pub appended: std::sync::Arc<Notify>,
 }
 
-/// What an append produced.
-pub enum Appended {
-    /// Recorded, with their envelopes.
-    Recorded(Vec<EventEnvelope>),
-    /// The command or fact id was already recorded: nothing appended; the
-    /// first outcome is returned.
-    Duplicate(String),
-}
-
 impl Log {
     /// Open the log and replay it into a fresh world.
     pub async fn open(store: Store) -> anyhow::Result<Self> {
@@ -63,7 +54,8 @@ impl Log {
     }
 
     /// Append `events` to `stream` in one transaction and fold them into the
-    /// world. `command` makes the append idempotent.
+    /// world. `command` makes the append idempotent: when its id was already
+    /// recorded nothing is appended and the first outcome is returned.
     pub async fn append(
         &mut self,
         stream: &str,
@@ -71,7 +63,7 @@ impl Log {
         meta: &Meta,
         command: Option<CommandRecord>,
         now_ms: i64,
-    ) -> anyhow::Result<Appended> {
+    ) -> anyhow::Result<Option<String>> {
         let version = self.versions.get(stream).copied().unwrap_or(0);
         let metadata = serde_json::to_string(meta)?;
         let new: Vec<NewEvent> = events
@@ -97,10 +89,9 @@ impl Log {
             .append(stream, expected, command, new)
             .await
             .with_context(|| format!("appending to stream {stream}"))?;
-        if let Some(first) = appended.duplicate {
-            return Ok(Appended::Duplicate(first));
+        if appended.duplicate.is_some() {
+            return Ok(appended.duplicate);
         }
-        let mut out = Vec::with_capacity(events.len());
         for (i, (id, event)) in events.into_iter().enumerate() {
             let envelope = EventEnvelope {
                 id,
@@ -113,12 +104,11 @@ impl Log {
                 event,
             };
             self.world.apply(&envelope);
-            out.push(envelope);
         }
         self.versions
             .insert(stream.to_owned(), appended.stream_version);
         self.appended.notify_one();
-        Ok(Appended::Recorded(out))
+        Ok(None)
     }
 }
 
