@@ -280,6 +280,7 @@ mod tests {
                 backend("web-4", "v2", 50),
                 backend("web-5", "v2", 0),
             ],
+            route: Default::default(),
         };
         assert_eq!(
             progress(&routes, None, &old).as_deref(),

@@ -82,7 +82,10 @@ impl Feed {
                 return;
             }
         };
-        let Event::RouteChanged { service, backends } = &envelope.event else {
+        let Event::RouteChanged {
+            service, backends, ..
+        } = &envelope.event
+        else {
             tracing::debug!(event_id = %envelope.id, event_type = envelope.event.type_name(), "skipping an event that is not RouteChanged");
             return;
         };

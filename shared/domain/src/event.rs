@@ -7,7 +7,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{HealthSpec, RunSpec, ServiceSpec, Strategy};
+use crate::spec::{HealthSpec, RouteSpec, RunSpec, ServiceSpec, Strategy};
 
 /// Schema version of every event type in this release.
 pub const SCHEMA_VERSION: i32 = 1;
@@ -196,6 +196,9 @@ pub enum Event {
         service: String,
         /// Every backend that may receive traffic, with its weight.
         backends: Vec<Backend>,
+        /// Host name, environment and sticky sessions of the service.
+        #[serde(default)]
+        route: RouteSpec,
     },
     /// Fact from a router: a replica out of rotation has no request in flight any more.
     ReplicaDrained {

@@ -28,6 +28,57 @@ pub struct ServiceSpec {
     /// Deployment settings.
     #[serde(default)]
     pub deploy: DeploySpec,
+    /// How the router serves it.
+    #[serde(default)]
+    pub route: RouteSpec,
+}
+
+/// How the router serves a service: under which host name, in which
+/// environment's routing table, and whether clients stick to a version.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouteSpec {
+    /// Environment whose routing table holds the service; a request chooses
+    /// one with the `X-Environment` header. Empty means `production`.
+    pub environment: String,
+    /// Name in the Host header (`<host>.<domain>`); empty means the service name.
+    pub host: String,
+    /// Sticky sessions: requests with the same key reach the same version
+    /// while the weights hold.
+    pub sticky: Option<Sticky>,
+}
+
+/// The environment a request without `X-Environment` uses.
+pub const DEFAULT_ENVIRONMENT: &str = "production";
+
+impl RouteSpec {
+    /// The environment, `production` when none is set.
+    pub fn environment(&self) -> &str {
+        if self.environment.is_empty() {
+            DEFAULT_ENVIRONMENT
+        } else {
+            &self.environment
+        }
+    }
+
+    /// The host name under the router's domain, the service name when none is set.
+    pub fn host<'a>(&'a self, service: &'a str) -> &'a str {
+        if self.host.is_empty() {
+            service
+        } else {
+            &self.host
+        }
+    }
+}
+
+/// Where the router finds a client's sticky-session key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Sticky {
+    /// The value of this cookie.
+    Cookie(String),
+    /// The value of this request header.
+    Header(String),
 }
 
 /// How the executor starts one replica. `{image}` and `{port}` are
@@ -225,6 +276,39 @@ impl ServiceSpec {
         if d.health_timeout_secs == 0 {
             err("deploy.health_timeout_secs", "must be at least 1".into());
         }
+        let r = &self.route;
+        if !r.environment.is_empty() && !is_valid_name(&r.environment) {
+            err(
+                "route.environment",
+                format!(
+                    "`{}` must be 1-63 characters of a-z, 0-9 and -, starting with a letter",
+                    r.environment
+                ),
+            );
+        }
+        if !r.host.is_empty() && !is_valid_name(&r.host) {
+            err(
+                "route.host",
+                format!(
+                    "`{}` must be 1-63 characters of a-z, 0-9 and -, starting with a letter",
+                    r.host
+                ),
+            );
+        }
+        match &r.sticky {
+            Some(Sticky::Cookie(name)) | Some(Sticky::Header(name))
+                if name.is_empty()
+                    || !name
+                        .bytes()
+                        .all(|b| b.is_ascii_graphic() && b != b';' && b != b'=' && b != b':') =>
+            {
+                err(
+                    "route.sticky",
+                    format!("`{name}` is not a usable cookie or header name"),
+                );
+            }
+            _ => {}
+        }
         if d.canary_percent > 100 {
             err(
                 "deploy.canary_percent",
@@ -250,6 +334,7 @@ mod tests {
             },
             health: HealthSpec::default(),
             deploy: DeploySpec::default(),
+            route: RouteSpec::default(),
         }
     }
 

@@ -56,6 +56,7 @@ impl Sim {
                 max_unavailable,
                 ..DeploySpec::default()
             },
+            route: Default::default(),
         };
         let apply = Command::Apply(Apply {
             command_id: None,

@@ -28,12 +28,12 @@
 use std::fmt;
 use std::path::Path;
 
-use mentat_domain::spec::{DeploySpec, HealthSpec, RunSpec, ServiceSpec};
+use mentat_domain::spec::{DeploySpec, HealthSpec, RouteSpec, RunSpec, ServiceSpec};
 use serde::de::DeserializeOwned;
 use serde_yaml::{Mapping, Value};
 
 /// Fields of one service entry, in the order they are documented.
-const SERVICE_FIELDS: [&str; 4] = ["replicas", "run", "health", "deploy"];
+const SERVICE_FIELDS: [&str; 5] = ["replicas", "run", "health", "deploy", "route"];
 
 /// One problem in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -245,7 +245,7 @@ impl Checker<'_> {
                 let message = if key == "name" {
                     "the service name is the key of its entry; remove `name`".to_owned()
                 } else {
-                    format!("unknown field `{key}`, expected one of replicas, run, health, deploy")
+                    format!("unknown field `{key}`, expected one of replicas, run, health, deploy, route")
                 };
                 self.report(&["services", name, &key], message);
             }
@@ -256,12 +256,14 @@ impl Checker<'_> {
         let run = self.section::<RunSpec>(map, &base, "run", Some(&filler));
         let health = self.section::<HealthSpec>(map, &base, "health", None);
         let deploy = self.section::<DeploySpec>(map, &base, "deploy", None);
+        let route = self.section::<RouteSpec>(map, &base, "route", None);
         let spec = ServiceSpec {
             name: name.to_owned(),
             replicas: replicas?,
             run: run?,
             health: health?,
             deploy: deploy?,
+            route: route?,
         };
         self.validate(&spec, map, before);
         (self.problems.len() == before).then_some(spec)

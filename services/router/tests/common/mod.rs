@@ -207,6 +207,7 @@ pub async fn publish_routes(bus: &Bus, service: &str, backends: Vec<RouteBackend
         event: Event::RouteChanged {
             service: service.to_owned(),
             backends,
+            route: Default::default(),
         },
     };
     bus.publish_durable(subject::event(service, "RouteChanged"), &id, &envelope)

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use crate::command::{DeploymentRecord, Outcome};
 use crate::event::{Backend, Event, EventEnvelope};
-use crate::spec::{HealthSpec, ServiceSpec, Strategy};
+use crate::spec::{HealthSpec, RouteSpec, ServiceSpec, Strategy};
 
 /// Where a replica is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,6 +140,8 @@ pub struct ServiceState {
     pub replicas: BTreeMap<String, Replica>,
     /// The routing table last published.
     pub routes: Vec<Backend>,
+    /// How the router serves the service, as last published.
+    pub route: RouteSpec,
     /// The deployment in flight.
     pub deployment: Option<Deployment>,
     /// Every deployment, oldest first.
@@ -353,7 +355,12 @@ fn apply_service(s: &mut ServiceState, event: &Event, at: i64, meta: &crate::Met
                 }
             }
         }
-        Event::RouteChanged { backends, .. } => apply_routes(s, backends, at),
+        Event::RouteChanged {
+            backends, route, ..
+        } => {
+            s.route = route.clone();
+            apply_routes(s, backends, at);
+        }
         Event::BatchCompleted { deployment_id, .. } => {
             if let Some(d) = s.deployment.as_mut() {
                 d.batch = None;

@@ -66,9 +66,10 @@ pub(crate) fn route_change(state: &ServiceState, spec: &ServiceSpec) -> Option<E
             weight: 100,
         })
         .collect();
-    (backends != state.routes).then(|| Event::RouteChanged {
+    (backends != state.routes || spec.route != state.route).then(|| Event::RouteChanged {
         service: spec.name.clone(),
         backends,
+        route: spec.route.clone(),
     })
 }
 
