@@ -75,6 +75,7 @@ impl Intent {
                 run,
                 health,
                 deployment_id,
+                ..
             } if target == host => Intent::Start(StartIntent {
                 replica,
                 service,

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use async_nats::Message;
 use mentat_bus::{codec, Encoding};
-use mentat_domain::command::{Apply, Command, Deploy, Reply, Rollback};
+use mentat_domain::command::{
+    Apply, Command, Control, Deploy, Reply, Rollback, Route, Spawn, Stop, Weight,
+};
 use sha2::{Digest, Sha256};
 
 /// How long an unmatched request or reply is kept.
@@ -25,6 +27,14 @@ pub fn decode(subject: &str, payload: &[u8], encoding: Encoding) -> Result<Comma
             codec::decode::<Rollback>(payload, encoding, "Rollback").map(Command::Rollback)
         }
         "apply" => codec::decode::<Apply>(payload, encoding, "Apply").map(Command::Apply),
+        "pause" => codec::decode::<Control>(payload, encoding, "Pause").map(Command::Pause),
+        "resume" => codec::decode::<Control>(payload, encoding, "Resume").map(Command::Resume),
+        "abort" => codec::decode::<Control>(payload, encoding, "Abort").map(Command::Abort),
+        "promote" => codec::decode::<Control>(payload, encoding, "Promote").map(Command::Promote),
+        "weight" => codec::decode::<Weight>(payload, encoding, "Weight").map(Command::Weight),
+        "route" => codec::decode::<Route>(payload, encoding, "Route").map(Command::Route),
+        "spawn" => codec::decode::<Spawn>(payload, encoding, "Spawn").map(Command::Spawn),
+        "stop" => codec::decode::<Stop>(payload, encoding, "Stop").map(Command::Stop),
         other => {
             return Err(format!(
                 "unknown command `{other}` on {subject}; known commands: {}",

@@ -4,7 +4,7 @@
 use mentat_domain::command::{
     HistoryQuery, HistoryReply, ReplicaStatus, ServiceStatus, StatusQuery, StatusReply,
 };
-use mentat_domain::planner::{Phase, ServiceState, World};
+use mentat_domain::planner::{self, Phase, ServiceState, World};
 
 use crate::log::{envelope, Log};
 
@@ -34,12 +34,16 @@ pub fn status(world: &World, query: &StatusQuery) -> StatusReply {
 
 fn service_status(name: &str, s: &ServiceState) -> ServiceStatus {
     let deployment = s.deployment.as_ref().and_then(|d| {
-        s.history
+        let mut record = s
+            .history
             .iter()
             .rev()
             .find(|r| r.deployment_id == d.id)
-            .cloned()
+            .cloned()?;
+        record.phase = Some(planner::deployment::describe(d));
+        Some(record)
     });
+    let shares = planner::routes::shares(&s.routes);
     let instances = s
         .replicas
         .values()
@@ -55,6 +59,9 @@ fn service_status(name: &str, s: &ServiceState) -> ServiceStatus {
                 .iter()
                 .find(|b| b.replica == r.id)
                 .map_or(0, |b| b.weight),
+            share_bp: shares.get(&r.id).copied().unwrap_or(0),
+            spawned: r.spawned,
+            started_at_ms: r.started_at_ms,
         })
         .collect();
     ServiceStatus {

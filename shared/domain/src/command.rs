@@ -70,6 +70,121 @@ pub struct Apply {
     pub reason: Option<String>,
 }
 
+/// `mentat.cmd.pause`, `resume`, `abort` and `promote`: steer the
+/// deployment of a service that is in flight.
+///
+/// - pause: hold where it is; no new step starts and deadlines stop counting.
+/// - resume: carry on from where it was held.
+/// - abort: revert to the previous image as fast as the strategy allows
+///   (`mt canary abort` sends this too).
+/// - promote: a canary skips its remaining steps and rolls out to every
+///   replica; a blue-green deployment on standby retires the old set now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Control {
+    /// Idempotency key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_id: Option<String>,
+    /// Service whose deployment is steered.
+    pub service: String,
+    /// Who asks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// Why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `mentat.cmd.weight`: set the router weight of one instance (0 to 100; 0
+/// keeps it running without weighted traffic). Weights of a service's
+/// instances are normalised by their sum.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Weight {
+    /// Idempotency key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_id: Option<String>,
+    /// Service.
+    pub service: String,
+    /// Instance (replica id).
+    pub instance: String,
+    /// Weight, 0 to 100.
+    pub weight: u32,
+    /// Who asks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// Why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `mentat.cmd.route`: move all traffic from some instances to others in
+/// one routing change (`from` to weight 0, `to` to weight 100). Each side
+/// names an instance, or an image to mean every instance running it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Idempotency key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_id: Option<String>,
+    /// Service.
+    pub service: String,
+    /// Instance or image that stops receiving traffic.
+    pub from: String,
+    /// Instance or image that receives it all.
+    pub to: String,
+    /// Who asks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// Why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `mentat.cmd.spawn`: start an extra named instance of a service, outside
+/// its declared replicas, with weight 0 until told otherwise. It is reachable
+/// at once as `<id>.<service>.<domain>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Spawn {
+    /// Idempotency key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_id: Option<String>,
+    /// Service.
+    pub service: String,
+    /// Instance id: 1-63 characters of a-z, 0-9 and -, starting with a letter.
+    pub id: String,
+    /// Image to run; the service's serving image when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Who asks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// Why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `mentat.cmd.stop`: take one instance out of rotation, let its requests
+/// finish, and stop it. A declared replica is replaced to keep the count.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Stop {
+    /// Idempotency key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_id: Option<String>,
+    /// Service.
+    pub service: String,
+    /// Instance (replica id).
+    pub instance: String,
+    /// Who asks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// Why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
 /// Any command, tagged by its verb.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -79,11 +194,41 @@ pub enum Command {
     Rollback(Rollback),
     /// `mentat.cmd.apply`
     Apply(Apply),
+    /// `mentat.cmd.pause`
+    Pause(Control),
+    /// `mentat.cmd.resume`
+    Resume(Control),
+    /// `mentat.cmd.abort`
+    Abort(Control),
+    /// `mentat.cmd.promote`
+    Promote(Control),
+    /// `mentat.cmd.weight`
+    Weight(Weight),
+    /// `mentat.cmd.route`
+    Route(Route),
+    /// `mentat.cmd.spawn`
+    Spawn(Spawn),
+    /// `mentat.cmd.stop`
+    Stop(Stop),
+}
+
+/// `(command_id, actor, reason)` of any command struct.
+macro_rules! common {
+    ($c:expr) => {
+        (
+            $c.command_id.as_deref(),
+            $c.actor.as_deref(),
+            $c.reason.as_deref(),
+        )
+    };
 }
 
 impl Command {
     /// Verbs understood on `mentat.cmd.<verb>`.
-    pub const VERBS: [&'static str; 3] = ["deploy", "rollback", "apply"];
+    pub const VERBS: [&'static str; 11] = [
+        "deploy", "rollback", "apply", "pause", "resume", "abort", "promote", "weight", "route",
+        "spawn", "stop",
+    ];
 
     /// The verb of this command.
     pub fn verb(&self) -> &'static str {
@@ -91,25 +236,41 @@ impl Command {
             Command::Deploy(_) => "deploy",
             Command::Rollback(_) => "rollback",
             Command::Apply(_) => "apply",
+            Command::Pause(_) => "pause",
+            Command::Resume(_) => "resume",
+            Command::Abort(_) => "abort",
+            Command::Promote(_) => "promote",
+            Command::Weight(_) => "weight",
+            Command::Route(_) => "route",
+            Command::Spawn(_) => "spawn",
+            Command::Stop(_) => "stop",
+        }
+    }
+
+    fn common(&self) -> (Option<&str>, Option<&str>, Option<&str>) {
+        match self {
+            Command::Deploy(c) => common!(c),
+            Command::Rollback(c) => common!(c),
+            Command::Apply(c) => common!(c),
+            Command::Pause(c) | Command::Resume(c) | Command::Abort(c) | Command::Promote(c) => {
+                common!(c)
+            }
+            Command::Weight(c) => common!(c),
+            Command::Route(c) => common!(c),
+            Command::Spawn(c) => common!(c),
+            Command::Stop(c) => common!(c),
         }
     }
 
     /// The command's idempotency key, when the sender gave one.
     pub fn command_id(&self) -> Option<&str> {
-        match self {
-            Command::Deploy(c) => c.command_id.as_deref(),
-            Command::Rollback(c) => c.command_id.as_deref(),
-            Command::Apply(c) => c.command_id.as_deref(),
-        }
+        self.common().0
     }
 
     /// Actor and reason given with the command.
     pub fn actor_reason(&self) -> (Option<&str>, Option<&str>) {
-        match self {
-            Command::Deploy(c) => (c.actor.as_deref(), c.reason.as_deref()),
-            Command::Rollback(c) => (c.actor.as_deref(), c.reason.as_deref()),
-            Command::Apply(c) => (c.actor.as_deref(), c.reason.as_deref()),
-        }
+        let (_, actor, reason) = self.common();
+        (actor, reason)
     }
 }
 
@@ -230,6 +391,15 @@ pub struct ReplicaStatus {
     pub phase: String,
     /// Router weight (0 when not in rotation).
     pub weight: u32,
+    /// Share of the service's weighted traffic, in hundredths of a percent.
+    #[serde(default)]
+    pub share_bp: u32,
+    /// Started by `mt spawn`, outside the declared replicas.
+    #[serde(default)]
+    pub spawned: bool,
+    /// When its process was reported started (ms since epoch).
+    #[serde(default)]
+    pub started_at_ms: Option<i64>,
 }
 
 /// Outcome of a deployment.
@@ -292,6 +462,12 @@ pub struct DeploymentRecord {
     pub failure: Option<String>,
     /// Batches completed so far.
     pub batches_done: u32,
+    /// What the deployment is doing or waiting for now, while in flight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// Why it is held, while paused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<String>,
     /// When it started (ms since epoch).
     pub started_at_ms: i64,
     /// When it ended (ms since epoch).

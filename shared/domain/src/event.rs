@@ -7,7 +7,9 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{HealthSpec, RouteSpec, RunSpec, ServiceSpec, Strategy};
+use std::collections::BTreeMap;
+
+use crate::spec::{CanaryStep, HealthSpec, RouteSpec, RunSpec, ServiceSpec, Strategy};
 
 /// Schema version of every event type in this release.
 pub const SCHEMA_VERSION: i32 = 1;
@@ -112,6 +114,75 @@ pub enum Event {
         rollback: bool,
         /// When it was accepted (milliseconds since the Unix epoch).
         at_ms: i64,
+        /// The strategy's settings, fixed for the life of the deployment.
+        #[serde(default)]
+        plan: Plan,
+    },
+    /// An operator held the deployment, or a phase passed its deadline with
+    /// `auto_revert` off: no new step starts and deadlines stop counting.
+    DeploymentPaused {
+        /// Deployment id.
+        deployment_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// The deployment carries on from where it was held.
+    DeploymentResumed {
+        /// Deployment id.
+        deployment_id: String,
+        /// How long it was held; every deadline moves on by this much.
+        paused_ms: i64,
+    },
+    /// Canary: the canary's share of traffic was set for a step.
+    TrafficShifted {
+        /// Deployment id.
+        deployment_id: String,
+        /// Step number, from 1.
+        step: u32,
+        /// Share of the service's traffic the canary now receives.
+        percent: u32,
+        /// How long the step bakes before the next (0: until an operator decides).
+        bake_secs: u64,
+    },
+    /// Canary: the new image is rolled out to every replica by the rolling rules.
+    CanaryPromoted {
+        /// Deployment id.
+        deployment_id: String,
+        /// True when the last step's bake ended, false when an operator promoted.
+        automatic: bool,
+    },
+    /// Blue-green: all traffic moved to the new set in one routing change;
+    /// the old set stays running, with weight 0, until the standby ends.
+    TrafficSwitched {
+        /// Deployment id.
+        deployment_id: String,
+        /// Image now serving.
+        image: String,
+        /// Image kept on standby.
+        standby_image: Option<String>,
+        /// End of the standby window (ms since epoch).
+        standby_until_ms: i64,
+    },
+    /// Blue-green: the standby window ended; the old set is drained and stopped.
+    StandbyEnded {
+        /// Deployment id.
+        deployment_id: String,
+        /// True when an operator ended it before its time.
+        early: bool,
+    },
+    /// An operator set router weights of instances (a `weight` or `route` command).
+    WeightsSet {
+        /// Service.
+        service: String,
+        /// New weight by instance.
+        weights: BTreeMap<String, u32>,
+    },
+    /// An operator asked for an instance to be taken out of rotation and stopped.
+    ReplicaRetireRequested {
+        /// Replica id.
+        replica: String,
+        /// Service.
+        service: String,
     },
     /// A batch began: new replicas are being started to replace old ones.
     BatchStarted {
@@ -145,6 +216,9 @@ pub enum Event {
         /// Deployment that asked for it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         deployment_id: Option<String>,
+        /// Started by an operator (`mt spawn`), outside the declared replicas.
+        #[serde(default)]
+        spawned: bool,
     },
     /// Fact from an executor: a replica's process is running.
     ReplicaStarted {
@@ -263,6 +337,39 @@ pub enum Event {
     },
 }
 
+/// A deployment's strategy settings, copied from the service's `deploy`
+/// block when it starts, so that a config applied meanwhile does not change
+/// a deployment in flight.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct Plan {
+    /// Canary replicas started beside the serving set (canary only).
+    pub canary_replicas: u32,
+    /// Share of traffic a canary without steps holds (canary only).
+    pub canary_percent: u32,
+    /// Canary traffic steps (canary only).
+    pub steps: Vec<CanaryStep>,
+    /// Standby window of the old set (blue-green only).
+    pub standby_secs: u64,
+    /// Longest time a phase may go without progress.
+    pub progress_deadline_secs: u64,
+    /// How long new replicas may take to become healthy.
+    pub health_timeout_secs: u64,
+}
+
+impl Default for Plan {
+    fn default() -> Self {
+        Self {
+            canary_replicas: 0,
+            canary_percent: 10,
+            steps: Vec::new(),
+            standby_secs: 600,
+            progress_deadline_secs: 600,
+            health_timeout_secs: 10,
+        }
+    }
+}
+
 impl Event {
     /// Stable type name, as stored in the log and used in subjects.
     pub fn type_name(&self) -> &'static str {
@@ -285,6 +392,14 @@ impl Event {
             Event::DeploymentCompleted { .. } => "DeploymentCompleted",
             Event::DeploymentReverted { .. } => "DeploymentReverted",
             Event::DeploymentFailed { .. } => "DeploymentFailed",
+            Event::DeploymentPaused { .. } => "DeploymentPaused",
+            Event::DeploymentResumed { .. } => "DeploymentResumed",
+            Event::TrafficShifted { .. } => "TrafficShifted",
+            Event::CanaryPromoted { .. } => "CanaryPromoted",
+            Event::TrafficSwitched { .. } => "TrafficSwitched",
+            Event::StandbyEnded { .. } => "StandbyEnded",
+            Event::WeightsSet { .. } => "WeightsSet",
+            Event::ReplicaRetireRequested { .. } => "ReplicaRetireRequested",
         }
     }
 
@@ -304,13 +419,21 @@ impl Event {
             | Event::ReplicaUnhealthy { service, .. }
             | Event::RouteChanged { service, .. }
             | Event::ReplicaDrained { service, .. }
-            | Event::ReplicaStopRequested { service, .. } => service.clone(),
+            | Event::ReplicaStopRequested { service, .. }
+            | Event::WeightsSet { service, .. }
+            | Event::ReplicaRetireRequested { service, .. } => service.clone(),
             Event::BatchStarted { .. }
             | Event::BatchCompleted { .. }
             | Event::DeploymentReverting { .. }
             | Event::DeploymentCompleted { .. }
             | Event::DeploymentReverted { .. }
-            | Event::DeploymentFailed { .. } => return None,
+            | Event::DeploymentFailed { .. }
+            | Event::DeploymentPaused { .. }
+            | Event::DeploymentResumed { .. }
+            | Event::TrafficShifted { .. }
+            | Event::CanaryPromoted { .. }
+            | Event::TrafficSwitched { .. }
+            | Event::StandbyEnded { .. } => return None,
         })
     }
 }

@@ -181,6 +181,26 @@ pub struct DeploySpec {
     pub canary_percent: u32,
     /// How long the old set stays on standby (blue-green only).
     pub standby_secs: u64,
+    /// Canary only: traffic steps advanced automatically after each bake
+    /// time while the deployment stays healthy; the canary is promoted after
+    /// the last one. Empty: one step at `canary_percent`, held until an
+    /// operator promotes or aborts.
+    pub steps: Vec<CanaryStep>,
+    /// Longest time any phase of a deployment may go without progress (a
+    /// timed wait such as a bake or the standby does not count) before the
+    /// deployment is reverted, or held when `auto_revert` is off.
+    pub progress_deadline_secs: u64,
+}
+
+/// One step of a canary: the share of traffic and how long it bakes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CanaryStep {
+    /// Share of the service's traffic sent to the canary, 1 to 100.
+    pub percent: u32,
+    /// How long the step runs, while healthy, before the next one.
+    #[serde(default)]
+    pub bake_secs: u64,
 }
 
 impl Default for DeploySpec {
@@ -192,7 +212,86 @@ impl Default for DeploySpec {
             auto_revert: true,
             canary_percent: 10,
             standby_secs: 600,
+            steps: Vec::new(),
+            progress_deadline_secs: 600,
         }
+    }
+}
+
+impl DeploySpec {
+    /// The canary's traffic steps: `steps`, or one step at `canary_percent`
+    /// with no bake time.
+    pub fn canary_steps(&self) -> Vec<CanaryStep> {
+        if self.steps.is_empty() {
+            vec![CanaryStep {
+                percent: self.canary_percent,
+                bake_secs: 0,
+            }]
+        } else {
+            self.steps.clone()
+        }
+    }
+
+    /// Why a deployment with `strategy` cannot run with these settings, as
+    /// `(field, message)`; `None` when it can.
+    pub fn unusable_for(&self, strategy: Strategy) -> Option<(&'static str, String)> {
+        if strategy == Strategy::Canary && self.steps.is_empty() && self.canary_percent == 0 {
+            return Some((
+                "canary_percent",
+                "is 0, so a canary would receive no traffic; set 1 to 100 or give steps".into(),
+            ));
+        }
+        None
+    }
+
+    fn problems(&self, replicas: u32) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        let mut err = |field: &str, message: String| out.push((field.to_owned(), message));
+        if self.max_unavailable == 0 {
+            err("max_unavailable", "must be at least 1".into());
+        } else if self.max_unavailable > replicas {
+            err(
+                "max_unavailable",
+                format!(
+                    "{} is larger than replicas ({replicas})",
+                    self.max_unavailable
+                ),
+            );
+        }
+        if self.health_timeout_secs == 0 {
+            err("health_timeout_secs", "must be at least 1".into());
+        }
+        if self.canary_percent > 100 {
+            err(
+                "canary_percent",
+                format!("{} is over 100", self.canary_percent),
+            );
+        }
+        if self.progress_deadline_secs == 0 {
+            err("progress_deadline_secs", "must be at least 1".into());
+        }
+        let mut last = 0;
+        for (i, step) in self.steps.iter().enumerate() {
+            if step.percent == 0 || step.percent > 100 {
+                err(
+                    &format!("steps[{i}].percent"),
+                    format!("{} must be 1 to 100", step.percent),
+                );
+            } else if step.percent <= last {
+                err(
+                    &format!("steps[{i}].percent"),
+                    format!(
+                        "{} does not increase on the step before ({last}); steps must increase",
+                        step.percent
+                    ),
+                );
+            }
+            last = last.max(step.percent);
+        }
+        if let Some((field, message)) = self.unusable_for(self.strategy) {
+            err(field, message);
+        }
+        out
     }
 }
 
@@ -261,20 +360,8 @@ impl ServiceSpec {
         if h.unhealthy_after == 0 {
             err("health.unhealthy_after", "must be at least 1".into());
         }
-        let d = &self.deploy;
-        if d.max_unavailable == 0 {
-            err("deploy.max_unavailable", "must be at least 1".into());
-        } else if d.max_unavailable > self.replicas {
-            err(
-                "deploy.max_unavailable",
-                format!(
-                    "{} is larger than replicas ({})",
-                    d.max_unavailable, self.replicas
-                ),
-            );
-        }
-        if d.health_timeout_secs == 0 {
-            err("deploy.health_timeout_secs", "must be at least 1".into());
+        for (field, message) in self.deploy.problems(self.replicas) {
+            err(&format!("deploy.{field}"), message);
         }
         let r = &self.route;
         if !r.environment.is_empty() && !is_valid_name(&r.environment) {
@@ -308,12 +395,6 @@ impl ServiceSpec {
                 );
             }
             _ => {}
-        }
-        if d.canary_percent > 100 {
-            err(
-                "deploy.canary_percent",
-                format!("{} is over 100", d.canary_percent),
-            );
         }
         errors
     }
@@ -364,6 +445,58 @@ mod tests {
                 "services.web.deploy.canary_percent"
             ]
         );
+    }
+
+    #[test]
+    fn contradictory_strategy_settings_are_rejected() {
+        let mut s = spec();
+        s.deploy.strategy = Strategy::Canary;
+        s.deploy.canary_percent = 0;
+        s.deploy.progress_deadline_secs = 0;
+        let paths: Vec<_> = s.validate().into_iter().map(|e| e.path).collect();
+        assert_eq!(
+            paths,
+            [
+                "services.web.deploy.progress_deadline_secs",
+                "services.web.deploy.canary_percent"
+            ]
+        );
+        s.deploy.progress_deadline_secs = 600;
+        s.deploy.steps = [5, 25, 25, 101]
+            .into_iter()
+            .map(|percent| CanaryStep {
+                percent,
+                bake_secs: 1,
+            })
+            .collect();
+        let paths: Vec<_> = s.validate().into_iter().map(|e| e.path).collect();
+        assert_eq!(
+            paths,
+            [
+                "services.web.deploy.steps[2].percent",
+                "services.web.deploy.steps[3].percent"
+            ],
+            "with steps, canary_percent 0 is not used"
+        );
+    }
+
+    #[test]
+    fn route_names_and_sticky_keys_must_be_usable() {
+        let mut s = spec();
+        s.route.environment = "Staging".into();
+        s.route.host = "a.b".into();
+        s.route.sticky = Some(Sticky::Cookie("a=b".into()));
+        let paths: Vec<_> = s.validate().into_iter().map(|e| e.path).collect();
+        assert_eq!(
+            paths,
+            [
+                "services.web.route.environment",
+                "services.web.route.host",
+                "services.web.route.sticky"
+            ]
+        );
+        assert_eq!(RouteSpec::default().environment(), "production");
+        assert_eq!(RouteSpec::default().host("web"), "web");
     }
 
     #[test]

@@ -5,7 +5,8 @@
 use std::path::PathBuf;
 
 use mentat_domain::command::{
-    Apply, Deploy, HistoryQuery, HistoryReply, Reply, Rollback, StatusQuery, StatusReply,
+    Apply, Control, Deploy, HistoryQuery, HistoryReply, Reply, Rollback, Route, Spawn, StatusQuery,
+    StatusReply, Stop, Weight,
 };
 use mentat_domain::event::{Event, EventEnvelope, Fact, HostHeartbeat};
 use schemars::schema_for;
@@ -15,6 +16,11 @@ fn schemas() -> Vec<(&'static str, schemars::Schema)> {
         ("cmd.deploy.json", schema_for!(Deploy)),
         ("cmd.rollback.json", schema_for!(Rollback)),
         ("cmd.apply.json", schema_for!(Apply)),
+        ("cmd.control.json", schema_for!(Control)),
+        ("cmd.weight.json", schema_for!(Weight)),
+        ("cmd.route.json", schema_for!(Route)),
+        ("cmd.spawn.json", schema_for!(Spawn)),
+        ("cmd.stop.json", schema_for!(Stop)),
         ("reply.json", schema_for!(Reply)),
         ("query.status.json", schema_for!(StatusQuery)),
         ("query.status.reply.json", schema_for!(StatusReply)),

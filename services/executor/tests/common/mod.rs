@@ -169,6 +169,7 @@ pub fn start_requested(host: &str, replica: &str, command: &[&str]) -> Event {
         },
         health: HealthSpec::default(),
         deployment_id: None,
+        spawned: false,
     }
 }
 

@@ -7,10 +7,11 @@
 //! planner restarted from the log simply calls it again and carries on.
 
 use crate::command::{Apply, Command, Deploy, Rollback};
-use crate::event::Event;
-use crate::planner::rolling::react_deployment;
+use crate::event::{Event, EventEnvelope, Meta, Plan};
+use crate::planner::routes::route_change;
 use crate::planner::state::{Phase, ServiceState, World};
-use crate::planner::steady::{reconcile, route_change, serving, stop_drained};
+use crate::planner::steady::{reconcile, serving, stop_drained, stop_retired};
+use crate::planner::{canary, control, deployment, traffic};
 use crate::spec::{ServiceSpec, Strategy};
 
 /// Settings of the planner that are not part of any service's spec.
@@ -60,6 +61,14 @@ pub fn handle(world: &World, command: &Command, deployment_id: &str, now_ms: i64
         Command::Apply(apply) => handle_apply(world, apply),
         Command::Deploy(deploy) => handle_deploy(world, deploy, deployment_id, now_ms),
         Command::Rollback(rollback) => handle_rollback(world, rollback, deployment_id, now_ms),
+        Command::Pause(c) => control::pause(world, c),
+        Command::Resume(c) => control::resume(world, c, now_ms),
+        Command::Abort(c) => control::abort(world, c, "aborted", now_ms),
+        Command::Promote(c) => control::promote(world, c),
+        Command::Weight(c) => traffic::weight(world, c),
+        Command::Route(c) => traffic::route(world, c),
+        Command::Spawn(c) => traffic::spawn(world, c),
+        Command::Stop(c) => traffic::stop(world, c),
     }
 }
 
@@ -110,8 +119,9 @@ fn handle_apply(world: &World, apply: &Apply) -> Decision {
     }
 }
 
-/// The service's state and spec, or the reason a command about it is rejected.
-fn deployable<'w>(
+/// The service's state and spec, or the reason a command about it is
+/// rejected because the service is not defined.
+pub(crate) fn defined<'w>(
     world: &'w World,
     service: &str,
 ) -> Result<(&'w ServiceState, &'w ServiceSpec), String> {
@@ -131,6 +141,15 @@ fn deployable<'w>(
             if known.is_empty() { "none".to_owned() } else { known.join(", ") }
         ));
     };
+    Ok((state, spec))
+}
+
+/// The service's state and spec, or the reason a new deployment of it is rejected.
+fn deployable<'w>(
+    world: &'w World,
+    service: &str,
+) -> Result<(&'w ServiceState, &'w ServiceSpec), String> {
+    let (state, spec) = defined(world, service)?;
     if let Some(d) = &state.deployment {
         return Err(format!(
             "deployment {} of {service} (image {}) is in flight; wait for it to finish",
@@ -155,9 +174,16 @@ fn handle_deploy(world: &World, deploy: &Deploy, deployment_id: &str, now_ms: i6
         return Decision::Reject("image must not be empty".into());
     }
     let strategy = deploy.strategy.unwrap_or(spec.deploy.strategy);
-    if strategy != Strategy::Rolling {
+    if let Some((field, message)) = spec.deploy.unusable_for(strategy) {
         return Decision::Reject(format!(
-            "strategy {strategy} is not available yet; deploy with --strategy rolling"
+            "cannot deploy {} with strategy {strategy}: services.{}.deploy.{field} {message}",
+            deploy.service, deploy.service
+        ));
+    }
+    if strategy == Strategy::Canary && state.image.is_none() {
+        return Decision::Reject(format!(
+            "{} has no serving version for a canary to run beside; deploy the first image with --strategy rolling or blue-green",
+            deploy.service
         ));
     }
     let up_to_date = state.image.as_deref() == Some(deploy.image.as_str())
@@ -168,7 +194,15 @@ fn handle_deploy(world: &World, deploy: &Deploy, deployment_id: &str, now_ms: i6
             deploy.service, deploy.image, spec.replicas
         ));
     }
-    start_deployment(state, spec, &deploy.image, false, deployment_id, now_ms)
+    start_deployment(
+        state,
+        spec,
+        &deploy.image,
+        strategy,
+        false,
+        deployment_id,
+        now_ms,
+    )
 }
 
 fn handle_rollback(
@@ -177,6 +211,17 @@ fn handle_rollback(
     deployment_id: &str,
     now_ms: i64,
 ) -> Decision {
+    if let Ok((state, _)) = defined(world, &rollback.service) {
+        if state.deployment.is_some() {
+            let control = crate::command::Control {
+                command_id: rollback.command_id.clone(),
+                service: rollback.service.clone(),
+                actor: rollback.actor.clone(),
+                reason: rollback.reason.clone(),
+            };
+            return control::abort(world, &control, "rolled back", now_ms);
+        }
+    }
     let (state, spec) = match deployable(world, &rollback.service) {
         Ok(found) => found,
         Err(reason) => return Decision::Reject(reason),
@@ -187,28 +232,51 @@ fn handle_rollback(
             rollback.service
         ));
     };
-    start_deployment(state, spec, previous, true, deployment_id, now_ms)
+    // A rollback goes straight to every replica: a canary of the old image
+    // would wait for a decision nobody needs.
+    let strategy = match spec.deploy.strategy {
+        Strategy::Canary => Strategy::Rolling,
+        other => other,
+    };
+    start_deployment(state, spec, previous, strategy, true, deployment_id, now_ms)
 }
 
 fn start_deployment(
     state: &ServiceState,
     spec: &ServiceSpec,
     image: &str,
+    strategy: Strategy,
     rollback: bool,
     deployment_id: &str,
     now_ms: i64,
 ) -> Decision {
+    let d = &spec.deploy;
+    let steps = d.canary_steps();
+    let top = steps
+        .iter()
+        .map(|s| s.percent)
+        .max()
+        .unwrap_or(d.canary_percent);
+    let plan = Plan {
+        canary_replicas: canary::replicas_for(spec.replicas, top),
+        canary_percent: d.canary_percent,
+        steps: d.steps.clone(),
+        standby_secs: d.standby_secs,
+        progress_deadline_secs: d.progress_deadline_secs,
+        health_timeout_secs: d.health_timeout_secs,
+    };
     let event = Event::DeploymentStarted {
         deployment_id: deployment_id.to_owned(),
         service: spec.name.clone(),
         image: image.to_owned(),
         previous_image: state.image.clone(),
-        strategy: Strategy::Rolling,
-        batch_size: spec.deploy.max_unavailable.max(1),
+        strategy,
+        batch_size: d.max_unavailable.max(1),
         replicas: spec.replicas,
-        auto_revert: spec.deploy.auto_revert,
+        auto_revert: d.auto_revert,
         rollback,
         at_ms: now_ms,
+        plan,
     };
     Decision::Accept {
         appends: vec![Append {
@@ -217,15 +285,48 @@ fn start_deployment(
         }],
         deployment_id: Some(deployment_id.to_owned()),
         message: format!(
-            "{} of {} to {image} started",
+            "{} of {} to {image} started ({strategy})",
             if rollback { "rollback" } else { "deployment" },
             spec.name
         ),
     }
 }
-/// The next events for `service` at `now_ms`. Empty when nothing is to be
-/// done until another fact arrives or [`next_deadline`] passes.
+/// Most decisions [`react`] chains before it stops; a decision that keeps
+/// producing events beyond this is a bug, and the rest waits for the next call.
+const MAX_CHAIN: usize = 64;
+
+/// The next events for `service` at `now_ms`, as one decision: each step's
+/// events are folded into a copy of the state and the next step decided on
+/// that, until nothing follows (so a switch of traffic and the events it
+/// leads to are appended together). Empty when nothing is to be done until
+/// another fact arrives or [`next_deadline`] passes.
 pub fn react(world: &World, service: &str, now_ms: i64, settings: Settings) -> Vec<Event> {
+    let mut scratch: Option<World> = None;
+    let mut events = Vec::new();
+    for _ in 0..MAX_CHAIN {
+        let step = react_once(scratch.as_ref().unwrap_or(world), service, now_ms, settings);
+        if step.is_empty() {
+            break;
+        }
+        let next = scratch.get_or_insert_with(|| world.clone());
+        for event in &step {
+            next.apply(&EventEnvelope {
+                id: String::new(),
+                position: next.position,
+                stream: service.to_owned(),
+                version: 0,
+                schema_version: crate::event::SCHEMA_VERSION,
+                recorded_at_ms: now_ms,
+                meta: Meta::default(),
+                event: event.clone(),
+            });
+        }
+        events.extend(step);
+    }
+    events
+}
+
+fn react_once(world: &World, service: &str, now_ms: i64, settings: Settings) -> Vec<Event> {
     let Some(state) = world.services.get(service) else {
         return Vec::new();
     };
@@ -233,11 +334,14 @@ pub fn react(world: &World, service: &str, now_ms: i64, settings: Settings) -> V
         return Vec::new();
     };
     let mut events = match &state.deployment {
-        Some(d) => react_deployment(world, state, spec, d, now_ms),
+        Some(d) => deployment::react(world, state, spec, d, now_ms),
         None => reconcile(world, state, spec),
     };
     if events.is_empty() {
         events.extend(route_change(state, spec));
+    }
+    if events.is_empty() {
+        events.extend(stop_retired(state, spec));
     }
     if events.is_empty() {
         events.extend(stop_drained(state, spec, now_ms, settings));
@@ -248,12 +352,13 @@ pub fn react(world: &World, service: &str, now_ms: i64, settings: Settings) -> V
 /// The earliest time at which [`react`] may decide something without a new fact.
 pub fn next_deadline(world: &World, service: &str, settings: Settings) -> Option<i64> {
     let state = world.services.get(service)?;
-    let batch_deadline = state
-        .deployment
-        .as_ref()
+    let d = state.deployment.as_ref().filter(|d| d.paused.is_none());
+    let batch_deadline = d
         .and_then(|d| d.batch.as_ref())
         .filter(|b| !b.switched)
         .map(|b| b.deadline_ms);
+    let phase_deadline = d.and_then(deployment::deadline);
+    let timed_wait = d.and_then(deployment::timed_wait_until);
     let drain_deadline = state
         .replicas
         .values()
@@ -261,5 +366,8 @@ pub fn next_deadline(world: &World, service: &str, settings: Settings) -> Option
         .filter_map(|r| r.drain_since_ms)
         .map(|t| t + settings.drain_timeout_ms)
         .min();
-    [batch_deadline, drain_deadline].into_iter().flatten().min()
+    [batch_deadline, phase_deadline, timed_wait, drain_deadline]
+        .into_iter()
+        .flatten()
+        .min()
 }

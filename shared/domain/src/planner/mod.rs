@@ -4,13 +4,23 @@
 //! - [`state`]: [`World`], built by [`World::apply`] from recorded events.
 //! - [`decide`]: [`handle`] for commands, [`react`] for what comes next,
 //!   [`next_deadline`] for when to look again.
-//! - `rolling`: the rolling strategy's batches, switch, revert.
-//! - `steady`: routing table, drained replicas, replica count, placement.
+//! - `deployment`: pause, phase deadlines, and the strategy of the
+//!   deployment in flight: `rolling`, `canary`, `blue_green`.
+//! - `control`: pause, resume, abort and promote commands; `traffic`: the
+//!   weight, route, spawn and stop commands.
+//! - [`routes`]: the routing table and its weights.
+//! - `steady`: drained and retired replicas, replica count, placement.
 
+mod blue_green;
+pub mod canary;
+mod control;
 pub mod decide;
+pub mod deployment;
 mod rolling;
+pub mod routes;
 pub mod state;
 mod steady;
+mod traffic;
 
 pub use decide::{handle, next_deadline, react, Append, Decision, Settings};
 pub use state::{Phase, Replica, ServiceState, World};

@@ -6,9 +6,11 @@
 use crate::event::Event;
 use crate::planner::state::{Batch, Deployment, Phase, Replica, ServiceState, World};
 use crate::planner::steady::{place, serving, start_request, stop_request};
-use crate::spec::ServiceSpec;
+use crate::spec::{ServiceSpec, Strategy};
 
-pub(crate) fn react_deployment(
+/// The next events of a rolling deployment, of the roll-out after a canary
+/// is promoted, and of every revert.
+pub(crate) fn react(
     world: &World,
     state: &ServiceState,
     spec: &ServiceSpec,
@@ -16,16 +18,19 @@ pub(crate) fn react_deployment(
     now_ms: i64,
 ) -> Vec<Event> {
     match &d.batch {
-        None => next_batch(world, state, spec, d, now_ms),
+        None => next_batch(world, state, spec, d, d.batch_size, now_ms),
         Some(batch) => react_batch(state, spec, d, batch, now_ms),
     }
 }
 
-fn next_batch(
+/// Start the next batch of at most `k` new replicas replacing at most `k`
+/// old ones, or finish the deployment when nothing is left to replace.
+pub(crate) fn next_batch(
     world: &World,
     state: &ServiceState,
     spec: &ServiceSpec,
     d: &Deployment,
+    k: u32,
     now_ms: i64,
 ) -> Vec<Event> {
     let Some(target) = d.target() else {
@@ -44,8 +49,28 @@ fn next_batch(
     if need_new == 0 && old.is_empty() {
         return vec![finish(d, now_ms)];
     }
-    let k = d.batch_size as usize;
-    let count = (need_new as usize).min(k);
+    let k = k.max(1) as usize;
+    let count = (need_new as usize).min(k) as u32;
+    // With the full count of the target running, every old replica can go
+    // at once: that is how a revert to a warm set is a single flip.
+    let retire = if need_new == 0 { old.len() } else { k };
+    let replace: Vec<String> = old.iter().take(retire).map(|r| r.id.clone()).collect();
+    start_batch(world, state, spec, d, target, count, replace, now_ms)
+}
+
+/// Start a batch of `count` replicas of `image` that replaces `replace`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn start_batch(
+    world: &World,
+    state: &ServiceState,
+    spec: &ServiceSpec,
+    d: &Deployment,
+    image: &str,
+    count: u32,
+    replace: Vec<String>,
+    now_ms: i64,
+) -> Vec<Event> {
+    let count = count as usize;
     let placements = place(world, count);
     if placements.len() < count {
         return fail_batch(
@@ -63,24 +88,25 @@ fn next_batch(
         seq += 1;
         let replica = format!("{}-{seq}", spec.name);
         start.push(replica.clone());
-        events.push(start_request(spec, target, &replica, host, Some(&d.id)));
+        events.push(start_request(spec, image, &replica, host, Some(&d.id)));
     }
-    let replace: Vec<String> = old.iter().take(k).map(|r| r.id.clone()).collect();
     events.insert(
         0,
         Event::BatchStarted {
             deployment_id: d.id.clone(),
             batch: number,
-            image: target.to_owned(),
+            image: image.to_owned(),
             start,
             replace,
-            deadline_ms: now_ms + (spec.deploy.health_timeout_secs as i64) * 1000,
+            deadline_ms: now_ms + (d.plan.health_timeout_secs as i64) * 1000,
         },
     );
     events
 }
 
-fn react_batch(
+/// Wait for a batch's new replicas to be healthy (failing it when one exits
+/// or the health timeout passes), then retire the replicas it replaces.
+pub(crate) fn react_batch(
     state: &ServiceState,
     spec: &ServiceSpec,
     d: &Deployment,
@@ -120,7 +146,7 @@ fn react_batch(
                 "replica(s) {} ({}) not healthy within {}s",
                 late.join(", "),
                 batch.image,
-                spec.deploy.health_timeout_secs
+                d.plan.health_timeout_secs
             );
             return fail_batch(state, d, reason, now_ms);
         }
@@ -132,9 +158,11 @@ fn react_batch(
     let mut events = Vec::new();
     for id in &batch.replace {
         if let Some(r) = state.replicas.get(id) {
+            // Never in rotation (or already out of it without draining):
+            // nothing to wait for.
             if matches!(
                 r.phase,
-                Phase::Requested | Phase::Running | Phase::Unhealthy
+                Phase::Requested | Phase::Running | Phase::Healthy | Phase::Unhealthy
             ) && !state.is_routed(id)
             {
                 events.push(stop_request(
@@ -160,7 +188,16 @@ fn react_batch(
     events
 }
 
-fn fail_batch(state: &ServiceState, d: &Deployment, reason: String, now_ms: i64) -> Vec<Event> {
+/// A failure of the deployment: stop the replicas its batch started, then
+/// revert (with `auto_revert` and a previous image), else fail a rolling
+/// deployment or hold a canary or blue-green one, whose old set still
+/// serves, for an operator to decide.
+pub(crate) fn fail_batch(
+    state: &ServiceState,
+    d: &Deployment,
+    reason: String,
+    now_ms: i64,
+) -> Vec<Event> {
     let spec_name = state
         .spec
         .as_ref()
@@ -171,7 +208,8 @@ fn fail_batch(state: &ServiceState, d: &Deployment, reason: String, now_ms: i64)
         .iter()
         .flat_map(|b| b.start.iter())
         .filter_map(|id| state.replicas.get(id))
-        .filter(|r| r.phase.is_serving_candidate())
+        // Those in rotation leave it through the revert, which drains them.
+        .filter(|r| r.phase.is_serving_candidate() && !state.is_routed(&r.id))
         .map(|r| Event::ReplicaStopRequested {
             replica: r.id.clone(),
             service: spec_name.clone(),
@@ -190,6 +228,13 @@ fn fail_batch(state: &ServiceState, d: &Deployment, reason: String, now_ms: i64)
             deployment_id: d.id.clone(),
             reason,
         }
+    } else if d.strategy != Strategy::Rolling && d.previous_image.is_some() {
+        Event::DeploymentPaused {
+            deployment_id: d.id.clone(),
+            reason: format!(
+                "{reason}; auto_revert is off, so it is held: mt abort reverts, mt resume carries on"
+            ),
+        }
     } else {
         let reason = if d.auto_revert {
             format!("{reason}; no previous image to revert to")
@@ -206,7 +251,7 @@ fn fail_batch(state: &ServiceState, d: &Deployment, reason: String, now_ms: i64)
     events
 }
 
-fn finish(d: &Deployment, now_ms: i64) -> Event {
+pub(crate) fn finish(d: &Deployment, now_ms: i64) -> Event {
     match &d.reverting {
         None => Event::DeploymentCompleted {
             deployment_id: d.id.clone(),

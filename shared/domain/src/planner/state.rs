@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use crate::command::{DeploymentRecord, Outcome};
-use crate::event::{Backend, Event, EventEnvelope};
+use crate::event::{Backend, Event, EventEnvelope, Plan};
 use crate::spec::{HealthSpec, RouteSpec, ServiceSpec, Strategy};
 
 /// Where a replica is in its life.
@@ -72,6 +72,12 @@ pub struct Replica {
     pub health: HealthSpec,
     /// How it ended, once exited.
     pub exit: Option<String>,
+    /// Started by an operator, outside the declared replicas.
+    pub spawned: bool,
+    /// When its process was reported started (ms since epoch).
+    pub started_at_ms: Option<i64>,
+    /// An operator asked for it to be taken out of rotation and stopped.
+    pub retiring: bool,
 }
 
 /// The batch of a deployment in progress.
@@ -114,6 +120,45 @@ pub struct Deployment {
     pub batch: Option<Batch>,
     /// Batches started so far.
     pub batches_started: u32,
+    /// The strategy's settings.
+    pub plan: Plan,
+    /// Set while the deployment is held.
+    pub paused: Option<Paused>,
+    /// When the current phase began (ms since epoch): the start of the
+    /// deployment or the last step forward.
+    pub phase_since_ms: i64,
+    /// Canary progress.
+    pub canary: Canary,
+    /// Blue-green: end of the standby window, once traffic has switched.
+    pub standby_until_ms: Option<i64>,
+    /// Blue-green: the standby window is over.
+    pub standby_ended: bool,
+}
+
+/// Why and since when a deployment is held.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paused {
+    /// When it was held (ms since epoch).
+    pub since_ms: i64,
+    /// Why.
+    pub reason: String,
+}
+
+/// Where a canary deployment stands.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Canary {
+    /// The canary replicas (the first batch's).
+    pub replicas: Vec<String>,
+    /// Current step, from 1; 0 before the canary receives traffic.
+    pub step: u32,
+    /// Share of traffic of the current step.
+    pub percent: u32,
+    /// When the current step began (ms since epoch).
+    pub step_since_ms: i64,
+    /// How long the current step bakes (0: until an operator decides).
+    pub bake_secs: u64,
+    /// Rolled out to every replica.
+    pub promoted: bool,
 }
 
 impl Deployment {
@@ -140,6 +185,8 @@ pub struct ServiceState {
     pub replicas: BTreeMap<String, Replica>,
     /// The routing table last published.
     pub routes: Vec<Backend>,
+    /// Weights set by operators, by instance.
+    pub weights: BTreeMap<String, u32>,
     /// How the router serves the service, as last published.
     pub route: RouteSpec,
     /// The deployment in flight.
@@ -233,6 +280,7 @@ fn apply_service(s: &mut ServiceState, event: &Event, at: i64, meta: &crate::Met
             replicas,
             auto_revert,
             at_ms,
+            plan,
             ..
         } => {
             s.deployment = Some(Deployment {
@@ -246,6 +294,12 @@ fn apply_service(s: &mut ServiceState, event: &Event, at: i64, meta: &crate::Met
                 reverting: None,
                 batch: None,
                 batches_started: 0,
+                plan: plan.clone(),
+                paused: None,
+                phase_since_ms: at,
+                canary: Canary::default(),
+                standby_until_ms: None,
+                standby_ended: false,
             });
             s.history.push(DeploymentRecord {
                 deployment_id: deployment_id.clone(),
@@ -258,6 +312,8 @@ fn apply_service(s: &mut ServiceState, event: &Event, at: i64, meta: &crate::Met
                 reason: meta.reason.clone(),
                 failure: None,
                 batches_done: 0,
+                phase: None,
+                paused: None,
                 started_at_ms: *at_ms,
                 ended_at_ms: None,
             });
@@ -272,6 +328,10 @@ fn apply_service(s: &mut ServiceState, event: &Event, at: i64, meta: &crate::Met
         } => {
             if let Some(d) = s.deployment.as_mut() {
                 d.batches_started = *batch;
+                d.phase_since_ms = at;
+                if d.strategy == Strategy::Canary && d.canary.replicas.is_empty() {
+                    d.canary.replicas = start.clone();
+                }
                 d.batch = Some(Batch {
                     number: *batch,
                     image: image.clone(),
@@ -287,9 +347,12 @@ fn apply_service(s: &mut ServiceState, event: &Event, at: i64, meta: &crate::Met
             host,
             image,
             health,
+            spawned,
             ..
         } => {
-            s.replica_seq += 1;
+            if !spawned {
+                s.replica_seq += 1;
+            }
             s.replicas.insert(
                 replica.clone(),
                 Replica {
@@ -302,12 +365,16 @@ fn apply_service(s: &mut ServiceState, event: &Event, at: i64, meta: &crate::Met
                     drained: false,
                     health: health.clone(),
                     exit: None,
+                    spawned: *spawned,
+                    started_at_ms: None,
+                    retiring: false,
                 },
             );
         }
         Event::ReplicaStarted { replica, addr, .. } => {
             if let Some(r) = s.replicas.get_mut(replica) {
                 r.addr = Some(addr.clone());
+                r.started_at_ms = Some(at);
                 if r.phase == Phase::Requested {
                     r.phase = Phase::Running;
                 }
@@ -364,6 +431,7 @@ fn apply_service(s: &mut ServiceState, event: &Event, at: i64, meta: &crate::Met
         Event::BatchCompleted { deployment_id, .. } => {
             if let Some(d) = s.deployment.as_mut() {
                 d.batch = None;
+                d.phase_since_ms = at;
             }
             if let Some(r) = s.record_mut(deployment_id) {
                 r.batches_done += 1;
@@ -377,10 +445,13 @@ fn apply_service(s: &mut ServiceState, event: &Event, at: i64, meta: &crate::Met
             if let Some(d) = s.deployment.as_mut() {
                 d.reverting = Some(reason.clone());
                 d.batch = None;
+                d.paused = None;
+                d.phase_since_ms = at;
             }
             if let Some(r) = s.record_mut(deployment_id) {
                 r.outcome = Outcome::Reverting;
                 r.failure = Some(reason.clone());
+                r.paused = None;
             }
         }
         Event::DeploymentCompleted {
@@ -410,6 +481,82 @@ fn apply_service(s: &mut ServiceState, event: &Event, at: i64, meta: &crate::Met
         } => {
             s.deployment = None;
             finish_record(s, deployment_id, Outcome::Failed, Some(reason), *at_ms);
+        }
+        Event::DeploymentPaused {
+            deployment_id,
+            reason,
+        } => {
+            if let Some(d) = s.deployment.as_mut() {
+                d.paused = Some(Paused {
+                    since_ms: at,
+                    reason: reason.clone(),
+                });
+            }
+            if let Some(r) = s.record_mut(deployment_id) {
+                r.paused = Some(reason.clone());
+            }
+        }
+        Event::DeploymentResumed {
+            deployment_id,
+            paused_ms,
+        } => {
+            if let Some(d) = s.deployment.as_mut() {
+                d.paused = None;
+                d.phase_since_ms += paused_ms;
+                d.canary.step_since_ms += paused_ms;
+                if let Some(t) = d.standby_until_ms.as_mut() {
+                    *t += paused_ms;
+                }
+                if let Some(b) = d.batch.as_mut() {
+                    b.deadline_ms += paused_ms;
+                }
+            }
+            if let Some(r) = s.record_mut(deployment_id) {
+                r.paused = None;
+            }
+        }
+        Event::TrafficShifted {
+            step,
+            percent,
+            bake_secs,
+            ..
+        } => {
+            if let Some(d) = s.deployment.as_mut() {
+                d.canary.step = *step;
+                d.canary.percent = *percent;
+                d.canary.bake_secs = *bake_secs;
+                d.canary.step_since_ms = at;
+                d.phase_since_ms = at;
+            }
+        }
+        Event::CanaryPromoted { .. } => {
+            if let Some(d) = s.deployment.as_mut() {
+                d.canary.promoted = true;
+                d.phase_since_ms = at;
+            }
+        }
+        Event::TrafficSwitched {
+            standby_until_ms, ..
+        } => {
+            if let Some(d) = s.deployment.as_mut() {
+                d.standby_until_ms = Some(*standby_until_ms);
+                d.phase_since_ms = at;
+            }
+        }
+        Event::StandbyEnded { .. } => {
+            if let Some(d) = s.deployment.as_mut() {
+                d.standby_ended = true;
+                d.phase_since_ms = at;
+            }
+        }
+        Event::WeightsSet { weights, .. } => {
+            s.weights
+                .extend(weights.iter().map(|(k, v)| (k.clone(), *v)));
+        }
+        Event::ReplicaRetireRequested { replica, .. } => {
+            if let Some(r) = s.replicas.get_mut(replica) {
+                r.retiring = true;
+            }
         }
         Event::HostJoined { .. } | Event::HostLost { .. } | Event::ServiceDefined { .. } => {}
     }
@@ -451,6 +598,8 @@ fn forget_exited(s: &mut ServiceState) {
         .unwrap_or_default();
     s.replicas
         .retain(|id, r| r.phase != Phase::Exited || referenced.contains(id));
+    let replicas = &s.replicas;
+    s.weights.retain(|id, _| replicas.contains_key(id));
 }
 
 fn finish_record(

@@ -2,17 +2,18 @@
 //! replicas, replicas that drained are stopped, the declared number of
 //! replicas of the serving image, and placement on live hosts.
 
-use crate::event::{Backend, Event};
+use crate::event::Event;
 use crate::planner::decide::Settings;
 use crate::planner::state::{Phase, Replica, ServiceState, World};
 use crate::spec::ServiceSpec;
 
-/// Replicas that serve or may serve: not being retired, not exited.
+/// Declared replicas that serve or may serve: not being retired, not
+/// exited, not spawned by an operator.
 pub(crate) fn serving(state: &ServiceState) -> impl Iterator<Item = &Replica> {
     state
         .replicas
         .values()
-        .filter(|r| r.phase.is_serving_candidate())
+        .filter(|r| r.phase.is_serving_candidate() && !r.spawned && !r.retiring)
 }
 
 /// Outside a deployment: keep the declared number of replicas of the
@@ -31,46 +32,6 @@ pub(crate) fn reconcile(world: &World, state: &ServiceState, spec: &ServiceSpec)
     };
     let replica = format!("{}-{}", spec.name, state.replica_seq + 1);
     vec![start_request(spec, image, &replica, host, None)]
-}
-
-/// The routing table the service should have now, as a change if it differs.
-pub(crate) fn route_change(state: &ServiceState, spec: &ServiceSpec) -> Option<Event> {
-    let batch = state.deployment.as_ref().and_then(|d| d.batch.as_ref());
-    let switching = batch.is_some_and(|b| {
-        !b.switched
-            && b.start.iter().all(|id| {
-                state
-                    .replicas
-                    .get(id)
-                    .is_some_and(|r| r.phase == Phase::Healthy)
-            })
-    });
-    let eligible = |r: &&Replica| {
-        if r.phase != Phase::Healthy || r.addr.is_none() {
-            return false;
-        }
-        match batch {
-            Some(b) if b.start.contains(&r.id) => b.switched || switching,
-            Some(b) if b.replace.contains(&r.id) => !(b.switched || switching),
-            _ => true,
-        }
-    };
-    let backends: Vec<Backend> = state
-        .replicas
-        .values()
-        .filter(eligible)
-        .map(|r| Backend {
-            replica: r.id.clone(),
-            addr: r.addr.clone().unwrap_or_default(),
-            image: r.image.clone(),
-            weight: 100,
-        })
-        .collect();
-    (backends != state.routes || spec.route != state.route).then(|| Event::RouteChanged {
-        service: spec.name.clone(),
-        backends,
-        route: spec.route.clone(),
-    })
 }
 
 /// Replicas out of rotation whose drain finished (or timed out) are stopped.
@@ -97,6 +58,23 @@ pub(crate) fn stop_drained(
             };
             stop_request(spec, r, format!("out of rotation and {why}"))
         })
+        .collect()
+}
+
+/// Instances an operator stopped that are not in rotation are stopped now
+/// (those in rotation drain first).
+pub(crate) fn stop_retired(state: &ServiceState, spec: &ServiceSpec) -> Vec<Event> {
+    state
+        .replicas
+        .values()
+        .filter(|r| r.retiring && !state.is_routed(&r.id))
+        .filter(|r| {
+            matches!(
+                r.phase,
+                Phase::Requested | Phase::Running | Phase::Unhealthy | Phase::Healthy
+            )
+        })
+        .map(|r| stop_request(spec, r, "stopped by an operator".into()))
         .collect()
 }
 
@@ -148,6 +126,7 @@ pub(crate) fn start_request(
         run,
         health: spec.health.clone(),
         deployment_id: deployment_id.map(str::to_owned),
+        spawned: false,
     }
 }
 

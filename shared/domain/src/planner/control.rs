@@ -1,0 +1,171 @@
+//! Steering a deployment in flight: pause, resume, abort, promote. Each
+//! records who asked and why (the command's actor and reason travel in
+//! the events' metadata) and is rejected, changing nothing, when it does
+//! not apply to where the deployment stands.
+
+use crate::command::Control;
+use crate::event::Event;
+use crate::planner::decide::{defined, Append, Decision};
+use crate::planner::state::{Deployment, World};
+use crate::spec::Strategy;
+
+/// The deployment in flight for the command's service, or why there is none.
+fn in_flight<'w>(world: &'w World, c: &Control) -> Result<&'w Deployment, String> {
+    let (state, _) = defined(world, &c.service)?;
+    state
+        .deployment
+        .as_ref()
+        .ok_or_else(|| format!("{} has no deployment in flight", c.service))
+}
+
+fn accept(c: &Control, d: &Deployment, event: Event, message: String) -> Decision {
+    Decision::Accept {
+        appends: vec![Append {
+            stream: c.service.clone(),
+            events: vec![event],
+        }],
+        deployment_id: Some(d.id.clone()),
+        message,
+    }
+}
+
+/// `by alice: reason` for the log.
+fn who(c: &Control) -> String {
+    let actor = c.actor.as_deref().unwrap_or("an operator");
+    match c.reason.as_deref().filter(|r| !r.trim().is_empty()) {
+        Some(reason) => format!("by {actor}: {reason}"),
+        None => format!("by {actor}"),
+    }
+}
+
+pub(crate) fn pause(world: &World, c: &Control) -> Decision {
+    let d = match in_flight(world, c) {
+        Ok(d) => d,
+        Err(reason) => return Decision::Reject(reason),
+    };
+    if let Some(p) = &d.paused {
+        return Decision::Reject(format!(
+            "deployment {} is already paused ({})",
+            d.id, p.reason
+        ));
+    }
+    if d.reverting.is_some() {
+        return Decision::Reject(format!(
+            "deployment {} is reverting to {}; a revert is not held",
+            d.id,
+            d.previous_image.as_deref().unwrap_or("the previous image")
+        ));
+    }
+    let event = Event::DeploymentPaused {
+        deployment_id: d.id.clone(),
+        reason: format!("paused {}", who(c)),
+    };
+    accept(c, d, event, format!("deployment {} paused", d.id))
+}
+
+pub(crate) fn resume(world: &World, c: &Control, now_ms: i64) -> Decision {
+    let d = match in_flight(world, c) {
+        Ok(d) => d,
+        Err(reason) => return Decision::Reject(reason),
+    };
+    let Some(p) = &d.paused else {
+        return Decision::Reject(format!("deployment {} is not paused", d.id));
+    };
+    let event = Event::DeploymentResumed {
+        deployment_id: d.id.clone(),
+        paused_ms: (now_ms - p.since_ms).max(0),
+    };
+    accept(c, d, event, format!("deployment {} resumed", d.id))
+}
+
+/// Abort (or a rollback while a deployment is in flight): revert to the
+/// previous image. `verb` says which, in the log.
+pub(crate) fn abort(world: &World, c: &Control, verb: &str, now_ms: i64) -> Decision {
+    let d = match in_flight(world, c) {
+        Ok(d) => d,
+        Err(reason) => return Decision::Reject(reason),
+    };
+    if d.reverting.is_some() {
+        return Decision::Reject(format!(
+            "deployment {} is already reverting to {}",
+            d.id,
+            d.previous_image.as_deref().unwrap_or("the previous image")
+        ));
+    }
+    let reason = format!("{verb} {}", who(c));
+    match &d.previous_image {
+        Some(previous) => accept(
+            c,
+            d,
+            Event::DeploymentReverting {
+                deployment_id: d.id.clone(),
+                reason,
+            },
+            format!("deployment {} {verb}: reverting to {previous}", d.id),
+        ),
+        None => accept(
+            c,
+            d,
+            Event::DeploymentFailed {
+                deployment_id: d.id.clone(),
+                reason: format!("{reason}; there was no previous image to revert to"),
+                at_ms: now_ms,
+            },
+            format!(
+                "deployment {} {verb}; {} had no previous image, so its replicas keep running",
+                d.id, c.service
+            ),
+        ),
+    }
+}
+
+pub(crate) fn promote(world: &World, c: &Control) -> Decision {
+    let d = match in_flight(world, c) {
+        Ok(d) => d,
+        Err(reason) => return Decision::Reject(reason),
+    };
+    if d.reverting.is_some() {
+        return Decision::Reject(format!("deployment {} is reverting", d.id));
+    }
+    if let Some(p) = &d.paused {
+        return Decision::Reject(format!(
+            "deployment {} is paused ({}); mt resume it first",
+            d.id, p.reason
+        ));
+    }
+    match d.strategy {
+        Strategy::Canary if !d.canary.promoted => accept(
+            c,
+            d,
+            Event::CanaryPromoted {
+                deployment_id: d.id.clone(),
+                automatic: false,
+            },
+            format!(
+                "canary {} promoted: rolling {} out to every replica",
+                d.id, d.image
+            ),
+        ),
+        Strategy::Canary => Decision::Reject(format!("canary {} is already promoted", d.id)),
+        Strategy::BlueGreen if d.standby_until_ms.is_some() && !d.standby_ended => accept(
+            c,
+            d,
+            Event::StandbyEnded {
+                deployment_id: d.id.clone(),
+                early: true,
+            },
+            format!("standby of deployment {} ended: retiring the old set", d.id),
+        ),
+        Strategy::BlueGreen if d.standby_ended => {
+            Decision::Reject(format!("deployment {} has already ended its standby", d.id))
+        }
+        Strategy::BlueGreen => Decision::Reject(format!(
+            "deployment {} has not switched traffic yet: the new set is not healthy",
+            d.id
+        )),
+        Strategy::Rolling => Decision::Reject(format!(
+            "deployment {} is rolling: there is no canary or standby to promote",
+            d.id
+        )),
+    }
+}

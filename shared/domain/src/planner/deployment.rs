@@ -1,0 +1,147 @@
+//! The deployment in flight: held while paused, turned around when a phase
+//! passes its deadline, otherwise driven by its strategy.
+//!
+//! Every phase has a deadline, `progress_deadline_secs` after it began
+//! (after a timed wait, such as a canary step's bake or the blue-green
+//! standby, ends). When it passes the deployment is reverted, or held when
+//! `auto_revert` is off; a revert that passes its own deadline fails. So no
+//! deployment waits forever, and the log says which phase ran out of time.
+
+use crate::event::Event;
+use crate::planner::state::{Deployment, ServiceState, World};
+use crate::planner::{blue_green, canary, rolling};
+use crate::spec::{ServiceSpec, Strategy};
+
+/// The next events of deployment `d` at `now_ms`.
+pub(crate) fn react(
+    world: &World,
+    state: &ServiceState,
+    spec: &ServiceSpec,
+    d: &Deployment,
+    now_ms: i64,
+) -> Vec<Event> {
+    if d.paused.is_some() {
+        return Vec::new();
+    }
+    if deadline(d).is_some_and(|t| now_ms >= t) {
+        return deadline_passed(d, now_ms);
+    }
+    if d.reverting.is_some() {
+        return rolling::react(world, state, spec, d, now_ms);
+    }
+    match d.strategy {
+        Strategy::Rolling => rolling::react(world, state, spec, d, now_ms),
+        Strategy::Canary => canary::react(world, state, spec, d, now_ms),
+        Strategy::BlueGreen => blue_green::react(world, state, spec, d, now_ms),
+    }
+}
+
+/// When the current phase of `d` runs out of time; `None` while it is held.
+pub(crate) fn deadline(d: &Deployment) -> Option<i64> {
+    if d.paused.is_some() {
+        return None;
+    }
+    let progress = (d.plan.progress_deadline_secs.max(1) as i64) * 1000;
+    let since = if let Some(until) = timed_wait_until(d) {
+        until.max(d.phase_since_ms)
+    } else {
+        d.phase_since_ms
+    };
+    Some(since + progress)
+}
+
+/// The end of the timed wait `d` is in, if any: a canary step that bakes
+/// and the blue-green standby window.
+pub(crate) fn timed_wait_until(d: &Deployment) -> Option<i64> {
+    if d.reverting.is_some() {
+        return None;
+    }
+    match d.strategy {
+        Strategy::Canary if !d.canary.promoted && d.canary.step > 0 && canary::is_automatic(d) => {
+            Some(d.canary.step_since_ms + (d.canary.bake_secs as i64) * 1000)
+        }
+        Strategy::BlueGreen if !d.standby_ended => d.standby_until_ms,
+        _ => None,
+    }
+}
+
+fn deadline_passed(d: &Deployment, now_ms: i64) -> Vec<Event> {
+    let secs = d.plan.progress_deadline_secs;
+    let phase = describe(d);
+    if d.reverting.is_some() {
+        return vec![Event::DeploymentFailed {
+            deployment_id: d.id.clone(),
+            reason: format!("the revert made no progress within {secs}s ({phase})"),
+            at_ms: now_ms,
+        }];
+    }
+    let reason = format!("no progress within {secs}s ({phase})");
+    let event = if d.auto_revert && d.previous_image.is_some() {
+        Event::DeploymentReverting {
+            deployment_id: d.id.clone(),
+            reason,
+        }
+    } else if d.previous_image.is_some() {
+        Event::DeploymentPaused {
+            deployment_id: d.id.clone(),
+            reason: format!(
+                "{reason}; auto_revert is off, so it is held: mt abort reverts, mt resume carries on"
+            ),
+        }
+    } else {
+        Event::DeploymentFailed {
+            deployment_id: d.id.clone(),
+            reason: format!("{reason}; there is no previous image to revert to"),
+            at_ms: now_ms,
+        }
+    };
+    vec![event]
+}
+
+/// What `d` is doing or waiting for, in a few words.
+pub fn describe(d: &Deployment) -> String {
+    if let Some(p) = &d.paused {
+        return format!("paused: {}", p.reason);
+    }
+    let batch = d.batch.as_ref().map(|b| {
+        if b.switched {
+            format!("batch {}: retiring {}", b.number, b.replace.join(", "))
+        } else {
+            format!(
+                "batch {}: waiting for {} ({}) to become healthy",
+                b.number,
+                b.start.join(", "),
+                b.image
+            )
+        }
+    });
+    if d.reverting.is_some() {
+        return format!(
+            "reverting to {}{}",
+            d.previous_image.as_deref().unwrap_or("nothing"),
+            batch.map(|b| format!(", {b}")).unwrap_or_default()
+        );
+    }
+    match d.strategy {
+        Strategy::Canary if !d.canary.promoted && d.canary.step > 0 && d.batch.is_none() => {
+            let steps = canary::steps(d).len();
+            if canary::is_automatic(d) {
+                format!(
+                    "canary at {}% (step {} of {steps}), baking {}s",
+                    d.canary.percent, d.canary.step, d.canary.bake_secs
+                )
+            } else {
+                format!(
+                    "canary at {}%: waiting for mt canary promote or mt canary abort",
+                    d.canary.percent
+                )
+            }
+        }
+        Strategy::BlueGreen if d.standby_until_ms.is_some() && !d.standby_ended => format!(
+            "switched to {}; {} on standby",
+            d.image,
+            d.previous_image.as_deref().unwrap_or("the old set")
+        ),
+        _ => batch.unwrap_or_else(|| "planning the next batch".into()),
+    }
+}

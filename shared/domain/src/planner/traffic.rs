@@ -1,0 +1,247 @@
+//! Manual traffic control: weights, an atomic route from some instances
+//! to others, extra named instances, and stopping one instance.
+//!
+//! While a deployment is in flight its strategy owns the weights and the
+//! lifecycle of the declared replicas, so these commands are then limited
+//! to instances an operator spawned.
+
+use std::collections::BTreeMap;
+
+use crate::command::{Spawn, Stop, Weight};
+use crate::event::Event;
+use crate::planner::decide::{defined, Append, Decision};
+use crate::planner::state::{Replica, ServiceState, World};
+use crate::planner::steady::place;
+use crate::spec::{is_valid_name, ServiceSpec};
+
+/// Highest weight an operator can give.
+pub const MAX_WEIGHT: u32 = 100;
+
+fn accept(service: &str, events: Vec<Event>, message: String) -> Decision {
+    Decision::Accept {
+        appends: vec![Append {
+            stream: service.to_owned(),
+            events,
+        }],
+        deployment_id: None,
+        message,
+    }
+}
+
+/// Instances an operator can address: started and not stopped.
+fn live(state: &ServiceState) -> impl Iterator<Item = &Replica> {
+    state
+        .replicas
+        .values()
+        .filter(|r| r.phase.is_serving_candidate() && !r.retiring)
+}
+
+fn known_instances(state: &ServiceState) -> String {
+    let ids: Vec<&str> = live(state).map(|r| r.id.as_str()).collect();
+    if ids.is_empty() {
+        "none".into()
+    } else {
+        ids.join(", ")
+    }
+}
+
+/// The live instance `id`, or why it cannot be addressed.
+fn instance<'s>(
+    state: &'s ServiceState,
+    spec: &ServiceSpec,
+    id: &str,
+) -> Result<&'s Replica, String> {
+    live(state).find(|r| r.id == id).ok_or_else(|| {
+        format!(
+            "{} has no instance `{id}`; instances: {}",
+            spec.name,
+            known_instances(state)
+        )
+    })
+}
+
+/// Why the strategy of a deployment in flight owns `r`, if it does.
+fn owned_by_deployment(state: &ServiceState, r: &Replica) -> Option<String> {
+    let d = state.deployment.as_ref()?;
+    (!r.spawned).then(|| {
+        format!(
+            "deployment {} sets the weights and lifecycle of {}'s declared replicas while it runs; wait for it, or mt abort it (spawned instances can be changed)",
+            d.id, r.id
+        )
+    })
+}
+
+pub(crate) fn weight(world: &World, c: &Weight) -> Decision {
+    let (state, spec) = match defined(world, &c.service) {
+        Ok(found) => found,
+        Err(reason) => return Decision::Reject(reason),
+    };
+    if c.weight > MAX_WEIGHT {
+        return Decision::Reject(format!(
+            "weight {} is over {MAX_WEIGHT}: give 0 (no traffic, kept running) to {MAX_WEIGHT}",
+            c.weight
+        ));
+    }
+    let r = match instance(state, spec, &c.instance) {
+        Ok(r) => r,
+        Err(reason) => return Decision::Reject(reason),
+    };
+    if let Some(reason) = owned_by_deployment(state, r) {
+        return Decision::Reject(reason);
+    }
+    let weights = BTreeMap::from([(r.id.clone(), c.weight)]);
+    accept(
+        &c.service,
+        vec![Event::WeightsSet {
+            service: c.service.clone(),
+            weights,
+        }],
+        format!("{}:{} weight {}", c.service, r.id, c.weight),
+    )
+}
+
+/// The instances `name` stands for: the instance of that id, else every
+/// instance running the image of that name.
+fn resolve<'s>(
+    state: &'s ServiceState,
+    spec: &ServiceSpec,
+    name: &str,
+) -> Result<Vec<&'s Replica>, String> {
+    if let Some(r) = live(state).find(|r| r.id == name) {
+        return Ok(vec![r]);
+    }
+    let by_image: Vec<&Replica> = live(state).filter(|r| r.image == name).collect();
+    if by_image.is_empty() {
+        return Err(format!(
+            "{} has no instance or image `{name}`; instances: {}",
+            spec.name,
+            known_instances(state)
+        ));
+    }
+    Ok(by_image)
+}
+
+pub(crate) fn route(world: &World, c: &crate::command::Route) -> Decision {
+    let (state, spec) = match defined(world, &c.service) {
+        Ok(found) => found,
+        Err(reason) => return Decision::Reject(reason),
+    };
+    let (from, to) = match (resolve(state, spec, &c.from), resolve(state, spec, &c.to)) {
+        (Ok(from), Ok(to)) => (from, to),
+        (Err(reason), _) | (_, Err(reason)) => return Decision::Reject(reason),
+    };
+    if from.iter().any(|a| to.iter().any(|b| a.id == b.id)) {
+        return Decision::Reject(format!(
+            "`{}` and `{}` name the same instance",
+            c.from, c.to
+        ));
+    }
+    if let Some(reason) = from
+        .iter()
+        .chain(&to)
+        .find_map(|r| owned_by_deployment(state, r))
+    {
+        return Decision::Reject(reason);
+    }
+    let weights: BTreeMap<String, u32> = from
+        .iter()
+        .map(|r| (r.id.clone(), 0))
+        .chain(to.iter().map(|r| (r.id.clone(), MAX_WEIGHT)))
+        .collect();
+    accept(
+        &c.service,
+        vec![Event::WeightsSet {
+            service: c.service.clone(),
+            weights,
+        }],
+        format!("{}: all traffic from {} to {}", c.service, c.from, c.to),
+    )
+}
+
+pub(crate) fn spawn(world: &World, c: &Spawn) -> Decision {
+    let (state, spec) = match defined(world, &c.service) {
+        Ok(found) => found,
+        Err(reason) => return Decision::Reject(reason),
+    };
+    if !is_valid_name(&c.id) {
+        return Decision::Reject(format!(
+            "instance id `{}` must be 1-63 characters of a-z, 0-9 and -, starting with a letter",
+            c.id
+        ));
+    }
+    let numbered =
+        c.id.strip_prefix(&format!("{}-", spec.name))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    if numbered {
+        return Decision::Reject(format!(
+            "instance ids `{}-<number>` are reserved for declared replicas; choose another id",
+            spec.name
+        ));
+    }
+    if state.replicas.contains_key(&c.id) {
+        return Decision::Reject(format!(
+            "{} already has an instance `{}`; mt stop {}:{} first, or choose another id",
+            spec.name, c.id, spec.name, c.id
+        ));
+    }
+    let Some(image) = c.image.clone().or_else(|| state.image.clone()) else {
+        return Decision::Reject(format!(
+            "{} has no serving image yet; give one with --image",
+            spec.name
+        ));
+    };
+    if image.trim().is_empty() {
+        return Decision::Reject("image must not be empty".into());
+    }
+    let Some(host) = place(world, 1).into_iter().next() else {
+        return Decision::Reject(
+            "no live executor host has room for another replica: start mentat-executor (mt up starts one)"
+                .into(),
+        );
+    };
+    let mut event = crate::planner::steady::start_request(spec, &image, &c.id, host, None);
+    if let Event::ReplicaStartRequested { spawned, .. } = &mut event {
+        *spawned = true;
+    }
+    accept(
+        &c.service,
+        vec![event],
+        format!(
+            "{}:{} starting with image {image}, weight 0 (reach it directly as {}.{})",
+            spec.name,
+            c.id,
+            c.id,
+            spec.route.host(&spec.name)
+        ),
+    )
+}
+
+pub(crate) fn stop(world: &World, c: &Stop) -> Decision {
+    let (state, spec) = match defined(world, &c.service) {
+        Ok(found) => found,
+        Err(reason) => return Decision::Reject(reason),
+    };
+    let r = match instance(state, spec, &c.instance) {
+        Ok(r) => r,
+        Err(reason) => return Decision::Reject(reason),
+    };
+    if let Some(reason) = owned_by_deployment(state, r) {
+        return Decision::Reject(reason);
+    }
+    let message = if r.spawned {
+        format!("{}:{} draining, then stopping", spec.name, r.id)
+    } else {
+        format!(
+            "{}:{} draining, then stopping; a new replica replaces it to keep {} replicas",
+            spec.name, r.id, spec.replicas
+        )
+    };
+    accept(
+        &c.service,
+        vec![Event::ReplicaRetireRequested {
+            replica: r.id.clone(),
+            service: c.service.clone(),
+        }],
+        message,
+    )
+}

@@ -1,0 +1,344 @@
+//! The pure planner core driven by a simulated cluster that answers every
+//! intent, for given/when/then scenarios of every strategy.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+
+use mentat_domain::command::{Apply, Command, Control, Deploy, Outcome};
+use mentat_domain::event::{Backend, Event, EventEnvelope, ExitStatus, Meta};
+use mentat_domain::planner::{self, Decision, Settings, World};
+use mentat_domain::spec::{DeploySpec, HealthSpec, RunSpec, ServiceSpec, Strategy};
+
+pub const SETTINGS: Settings = Settings {
+    drain_timeout_ms: 5_000,
+};
+
+/// A planner and a make-believe cluster: replicas of images containing
+/// "crash" exit at start, "unhealthy" never pass their probe.
+pub struct Sim {
+    pub world: World,
+    pub log: Vec<EventEnvelope>,
+    pub now: i64,
+    pub started: BTreeMap<String, String>,
+    /// Routed replica counts observed after every event.
+    pub routed_counts: Vec<usize>,
+    /// Images that ever received traffic.
+    pub routed_images: Vec<String>,
+    /// The routing table after every RouteChanged.
+    pub tables: Vec<Vec<Backend>>,
+}
+
+impl Sim {
+    pub fn new(replicas: u32, max_unavailable: u32) -> Self {
+        Self::with(
+            replicas,
+            DeploySpec {
+                max_unavailable,
+                ..DeploySpec::default()
+            },
+        )
+    }
+
+    /// A cluster of one host and service `web` of `replicas` replicas deployed with `deploy`.
+    pub fn with(replicas: u32, deploy: DeploySpec) -> Self {
+        let mut sim = Sim {
+            world: World::default(),
+            log: Vec::new(),
+            now: 1_000_000,
+            started: BTreeMap::new(),
+            routed_counts: Vec::new(),
+            routed_images: Vec::new(),
+            tables: Vec::new(),
+        };
+        sim.record(
+            "_hosts",
+            vec![Event::HostJoined {
+                host: "h1".into(),
+                capacity: 64,
+            }],
+        );
+        let spec = ServiceSpec {
+            name: "web".into(),
+            replicas,
+            run: RunSpec {
+                command: vec!["app".into()],
+                args: vec![],
+                env: BTreeMap::from([("APP_VERSION".into(), "{image}".into())]),
+            },
+            health: HealthSpec::default(),
+            deploy,
+            route: Default::default(),
+        };
+        let apply = Command::Apply(Apply {
+            command_id: None,
+            services: vec![spec],
+            source: None,
+            actor: None,
+            reason: None,
+        });
+        sim.command(&apply).expect("apply accepted");
+        sim
+    }
+
+    pub fn record(&mut self, stream: &str, events: Vec<Event>) {
+        for event in events {
+            let position = self.log.len() as i64 + 1;
+            let env = EventEnvelope {
+                id: format!("e{position}"),
+                position,
+                stream: stream.to_owned(),
+                version: 0,
+                schema_version: 1,
+                recorded_at_ms: self.now,
+                meta: Meta::default(),
+                event,
+            };
+            self.world.apply(&env);
+            if let Event::RouteChanged { backends, .. } = &env.event {
+                self.tables.push(backends.clone());
+            }
+            self.log.push(env);
+            let s = &self.world.services.get("web");
+            if let Some(s) = s {
+                self.routed_counts.push(s.routes.len());
+                for b in s.routes.iter().filter(|b| b.weight > 0) {
+                    if !self.routed_images.contains(&b.image) {
+                        self.routed_images.push(b.image.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn command(&mut self, command: &Command) -> Result<Option<String>, String> {
+        let id = format!("d{}", self.log.len());
+        match planner::handle(&self.world, command, &id, self.now) {
+            Decision::Accept {
+                appends,
+                deployment_id,
+                ..
+            } => {
+                for a in appends {
+                    self.record(&a.stream, a.events);
+                }
+                Ok(deployment_id)
+            }
+            Decision::Reject(reason) => Err(reason),
+        }
+    }
+
+    pub fn deploy(&mut self, image: &str) -> Result<String, String> {
+        self.deploy_with(image, None)
+    }
+
+    pub fn deploy_with(
+        &mut self,
+        image: &str,
+        strategy: Option<Strategy>,
+    ) -> Result<String, String> {
+        let cmd = Command::Deploy(Deploy {
+            command_id: None,
+            service: "web".into(),
+            image: image.into(),
+            strategy,
+            actor: Some("test".into()),
+            reason: None,
+        });
+        self.command(&cmd).map(|id| id.expect("deployment id"))
+    }
+
+    /// Let the planner decide until it has nothing more to say.
+    pub fn settle(&mut self) {
+        loop {
+            let events = planner::react(&self.world, "web", self.now, SETTINGS);
+            if events.is_empty() {
+                return;
+            }
+            self.record("web", events);
+        }
+    }
+
+    /// Answer every intent as the cluster would, then let the planner react;
+    /// repeat until quiet. Time moves 100 ms per round.
+    pub fn run(&mut self, rounds: usize) {
+        for _ in 0..rounds {
+            self.settle();
+            let facts = self.cluster_facts();
+            if facts.is_empty() {
+                self.now += 100;
+            }
+            self.record("web", facts);
+        }
+        self.settle();
+    }
+
+    /// Like [`Sim::run`], but each round delivers only a random subset of
+    /// the facts the cluster has for the planner, in a random order, and
+    /// time moves by a random step: the interleavings a real bus produces.
+    pub fn run_shuffled(&mut self, rounds: usize, seed: u64) {
+        let mut rng = seed | 1;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for _ in 0..rounds {
+            self.settle();
+            let mut facts = self.cluster_facts();
+            // A start not delivered this round is reported again next round.
+            for fact in &facts {
+                if let Event::ReplicaStarted { replica, .. } = fact {
+                    self.started.remove(replica);
+                }
+            }
+            let mut delivered = Vec::new();
+            while !facts.is_empty() {
+                let i = (next() % facts.len() as u64) as usize;
+                let fact = facts.swap_remove(i);
+                if next() % 3 != 0 {
+                    delivered.push(fact);
+                }
+            }
+            for fact in delivered {
+                self.deliver(fact);
+                self.settle();
+            }
+            self.now += (next() % 300) as i64;
+        }
+        self.settle();
+    }
+
+    pub fn deliver(&mut self, fact: Event) {
+        if let Event::ReplicaStarted { replica, .. } = &fact {
+            let image = self.world.services["web"].replicas[replica].image.clone();
+            self.started.insert(replica.clone(), image);
+        }
+        self.record("web", vec![fact]);
+    }
+
+    pub fn cluster_facts(&mut self) -> Vec<Event> {
+        let s = &self.world.services["web"];
+        let mut facts = Vec::new();
+        for r in s.replicas.values() {
+            use mentat_domain::planner::Phase::*;
+            let exit = |requested| Event::ReplicaExited {
+                replica: r.id.clone(),
+                service: "web".into(),
+                host: r.host.clone(),
+                status: ExitStatus {
+                    code: Some(if requested { 0 } else { 1 }),
+                    signal: None,
+                },
+                requested,
+            };
+            match r.phase {
+                Requested if !self.started.contains_key(&r.id) => {
+                    self.started.insert(r.id.clone(), r.image.clone());
+                    facts.push(Event::ReplicaStarted {
+                        replica: r.id.clone(),
+                        service: "web".into(),
+                        host: r.host.clone(),
+                        pid: 1,
+                        addr: format!("127.0.0.1:{}", 9000 + self.started.len()),
+                        health: r.health.clone(),
+                    });
+                }
+                Running if r.image.contains("crash") => facts.push(exit(false)),
+                Running if !r.image.contains("unhealthy") => facts.push(Event::ReplicaHealthy {
+                    replica: r.id.clone(),
+                    service: "web".into(),
+                }),
+                Draining if !r.drained => facts.push(Event::ReplicaDrained {
+                    replica: r.id.clone(),
+                    service: "web".into(),
+                    router: "r1".into(),
+                    timed_out: false,
+                }),
+                Stopping => facts.push(exit(true)),
+                _ => {}
+            }
+        }
+        facts
+    }
+
+    pub fn outcome(&self, id: &str) -> (Outcome, Option<String>) {
+        let r = self.world.services["web"]
+            .history
+            .iter()
+            .find(|r| r.deployment_id == id)
+            .expect("deployment in history");
+        (r.outcome, r.failure.clone())
+    }
+
+    pub fn routed_images_now(&self) -> Vec<String> {
+        self.world.services["web"]
+            .routes
+            .iter()
+            .map(|b| b.image.clone())
+            .collect()
+    }
+
+    /// A control command (pause, resume, abort, promote) from `ana`.
+    pub fn control(&mut self, make: fn(Control) -> Command) -> Result<Option<String>, String> {
+        self.command(&make(Control {
+            command_id: None,
+            service: "web".into(),
+            actor: Some("ana".into()),
+            reason: Some("testing".into()),
+        }))
+    }
+
+    /// Weight by replica in the routing table.
+    pub fn weights(&self) -> BTreeMap<String, u32> {
+        self.world.services["web"]
+            .routes
+            .iter()
+            .map(|b| (b.replica.clone(), b.weight))
+            .collect()
+    }
+
+    /// Share of weighted traffic per image, in percent.
+    pub fn share_by_image(&self) -> BTreeMap<String, f64> {
+        let routes = &self.world.services["web"].routes;
+        let total: u32 = routes.iter().map(|b| b.weight).sum();
+        let mut out = BTreeMap::new();
+        for b in routes {
+            *out.entry(b.image.clone()).or_insert(0.0) +=
+                f64::from(b.weight) * 100.0 / f64::from(total.max(1));
+        }
+        out
+    }
+
+    /// Replicas by image that are not exited.
+    pub fn running(&self, image: &str) -> usize {
+        self.world.services["web"]
+            .replicas
+            .values()
+            .filter(|r| r.image == image && r.phase.is_serving_candidate())
+            .count()
+    }
+
+    /// Type names of the events recorded since `from`.
+    pub fn types_since(&self, from: usize) -> Vec<&'static str> {
+        self.log[from..]
+            .iter()
+            .map(|e| e.event.type_name())
+            .collect()
+    }
+
+    pub fn in_flight(&self) -> bool {
+        self.world.services["web"].deployment.is_some()
+    }
+
+    /// Move time on by `ms`, letting the cluster and planner act every 100 ms.
+    pub fn wait(&mut self, ms: i64) {
+        let until = self.now + ms;
+        while self.now < until {
+            self.run(1);
+            self.now += 100;
+        }
+        self.settle();
+    }
+}
