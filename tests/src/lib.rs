@@ -17,7 +17,10 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use mentat_bus::{subject, Bus, Encoding};
-use mentat_domain::command::{DeploymentRecord, HistoryQuery, HistoryReply};
+use mentat_domain::command::{
+    DeploymentRecord, HistoryQuery, HistoryReply, ServiceStatus, StatusQuery, StatusReply,
+};
+use mentat_domain::event::Event;
 use mentat_testkit::{free_port, pg::PgDatabase, NatsServer};
 use tempfile::TempDir;
 
@@ -291,6 +294,70 @@ impl Cluster {
         }
     }
 
+    /// The status of `service`, from `mentat.query.status`.
+    pub async fn status(&self, service: &str) -> ServiceStatus {
+        let query = StatusQuery {
+            service: Some(service.into()),
+        };
+        match self
+            .bus
+            .request(
+                subject::QUERY_STATUS,
+                &query,
+                Encoding::MsgPack,
+                Duration::from_secs(5),
+            )
+            .await
+        {
+            Ok(StatusReply::Ok { mut services, .. }) if !services.is_empty() => services.remove(0),
+            other => panic!("status query failed: {other:?}"),
+        }
+    }
+
+    /// Every event of the service's stream, from `mentat.query.history`.
+    pub async fn events(&self, service: &str) -> Vec<Event> {
+        let query = HistoryQuery {
+            service: service.into(),
+            events: true,
+        };
+        match self
+            .bus
+            .request(
+                subject::QUERY_HISTORY,
+                &query,
+                Encoding::MsgPack,
+                Duration::from_secs(5),
+            )
+            .await
+        {
+            Ok(HistoryReply::Ok { events, .. }) => events.into_iter().map(|e| e.event).collect(),
+            other => panic!("history query failed: {other:?}"),
+        }
+    }
+
+    /// Poll the status of `service` until `ready` holds of it.
+    pub async fn wait_status(
+        &self,
+        service: &str,
+        within: Duration,
+        what: &str,
+        ready: impl Fn(&ServiceStatus) -> bool,
+    ) -> ServiceStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            let status = self.status(service).await;
+            if ready(&status) {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not within {within:?}; status: {status:#?}\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// The router's address.
     pub fn router_addr(&self) -> String {
         format!("127.0.0.1:{}", self.router_port)
@@ -347,6 +414,19 @@ pub fn web_config_ready_after(
     health_timeout_secs: u64,
     ready_delay_ms: u64,
 ) -> String {
+    web_config_with(
+        replicas,
+        ready_delay_ms,
+        &format!(
+            "strategy: rolling, max_unavailable: 1, health_timeout_secs: {health_timeout_secs}, auto_revert: true"
+        ),
+    )
+}
+
+/// The service file of the tests with its `deploy` block given as the
+/// inside of a YAML flow map, for example
+/// `strategy: canary, canary_percent: 10`.
+pub fn web_config_with(replicas: u32, ready_delay_ms: u64, deploy: &str) -> String {
     format!(
         r#"services:
   web:
@@ -355,11 +435,7 @@ pub fn web_config_ready_after(
       command: ["mentat-demo-app"]
       env: {{ APP_VERSION: "{{image}}", READY_DELAY_MS: "{ready_delay_ms}" }}
     health: {{ path: /health, interval_ms: 100, healthy_after: 2, unhealthy_after: 3 }}
-    deploy:
-      strategy: rolling
-      max_unavailable: 1
-      health_timeout_secs: {health_timeout_secs}
-      auto_revert: true
+    deploy: {{ {deploy} }}
 "#
     )
 }

@@ -88,6 +88,58 @@ impl Load {
     }
 }
 
+/// Send `total` requests for `host` as fast as `connections` keep-alive
+/// connections allow, and count the answers.
+pub async fn burst(addr: &str, host: &str, total: usize, connections: usize) -> Tally {
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let left = Arc::new(std::sync::atomic::AtomicUsize::new(total));
+    let mut tasks = Vec::new();
+    for _ in 0..connections.max(1) {
+        let (addr, host) = (addr.to_owned(), host.to_owned());
+        let (tally, left) = (tally.clone(), left.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut conn: Option<BufReader<TcpStream>> = None;
+            while left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                if conn.is_none() {
+                    match TcpStream::connect(&addr).await {
+                        Ok(s) => conn = Some(BufReader::new(s)),
+                        Err(e) => {
+                            record(&tally, Err(format!("connect: {e}")));
+                            continue;
+                        }
+                    }
+                }
+                let result = match conn.as_mut() {
+                    Some(c) => request(c, &host).await,
+                    None => continue,
+                };
+                if !record(&tally, result) {
+                    conn = None;
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let t = tally.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    t
+}
+
+/// One `GET /` for `host`: status and body, or why there was no answer.
+pub async fn get(addr: &str, host: &str) -> Result<(u16, String), String> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let mut conn = BufReader::new(stream);
+    request(&mut conn, host)
+        .await
+        .map(|(status, body, _)| (status, body.trim().to_owned()))
+}
+
 /// Count one answer; returns whether the connection can be reused.
 fn record(tally: &Mutex<Tally>, result: Result<(u16, String, bool), String>) -> bool {
     let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
