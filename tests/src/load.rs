@@ -75,6 +75,52 @@ impl Load {
         Load { stop, tally, task }
     }
 
+    /// Send `rate` requests per second for `host`, spread over
+    /// `connections` keep-alive connections, each paced to its share of the
+    /// rate (a late request is sent at once, so the rate holds on average).
+    pub fn start_rate(addr: String, host: &str, rate: u32, connections: u32) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tally = Arc::new(Mutex::new(Tally::default()));
+        let period = Duration::from_secs_f64(f64::from(connections) / f64::from(rate.max(1)));
+        let mut tasks = Vec::new();
+        for i in 0..connections.max(1) {
+            let (addr, host) = (addr.clone(), host.to_owned());
+            let (stop, tally) = (stop.clone(), tally.clone());
+            tasks.push(tokio::spawn(async move {
+                // Stagger the connections across one period.
+                tokio::time::sleep(period.mul_f64(f64::from(i) / f64::from(connections))).await;
+                let mut tick = tokio::time::interval(period);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                let mut conn: Option<BufReader<TcpStream>> = None;
+                while !stop.load(Ordering::Relaxed) {
+                    tick.tick().await;
+                    if conn.is_none() {
+                        match TcpStream::connect(&addr).await {
+                            Ok(s) => conn = Some(BufReader::new(s)),
+                            Err(e) => {
+                                record(&tally, Err(format!("connect: {e}")));
+                                continue;
+                            }
+                        }
+                    }
+                    let result = match conn.as_mut() {
+                        Some(c) => request(c, &host).await,
+                        None => continue,
+                    };
+                    if !record(&tally, result) {
+                        conn = None;
+                    }
+                }
+            }));
+        }
+        let task = tokio::spawn(async move {
+            for t in tasks {
+                let _ = t.await;
+            }
+        });
+        Load { stop, tally, task }
+    }
+
     /// What was seen so far.
     pub fn tally(&self) -> Tally {
         self.tally.lock().unwrap_or_else(|p| p.into_inner()).clone()

@@ -1,0 +1,139 @@
+//! Zero downtime, as a client sees it: a constant load of at least 2,000
+//! requests per second, over keep-alive connections through the router,
+//! while a rolling deployment, a blue-green switch, a canary promotion and
+//! an automatic revert happen one after the other. Every request must be
+//! answered 200. The same again with backends that take a while to answer
+//! each request, so that replicas leave rotation with requests in flight
+//! and only the draining keeps them from being cut.
+
+use std::time::{Duration, Instant};
+
+use mentat_e2e::{text, Cluster, Db, Load};
+
+const HOST: &str = "web.localhost";
+const RATE: u32 = 2_000;
+
+fn config(slow_ms: u64) -> String {
+    format!(
+        r#"services:
+  web:
+    replicas: 3
+    run:
+      command: ["mentat-demo-app"]
+      env: {{ APP_VERSION: "{{image}}", SLOW_MS: "{slow_ms}" }}
+    health: {{ path: /health, interval_ms: 100, healthy_after: 2, unhealthy_after: 3 }}
+    deploy: {{ strategy: rolling, max_unavailable: 1, health_timeout_secs: 10, standby_secs: 600 }}
+"#
+    )
+}
+
+fn mt_ok(cluster: &Cluster, args: &[&str]) {
+    let out = cluster.mt(args);
+    assert!(
+        out.status.success(),
+        "mt {}: {}\n{}",
+        args.join(" "),
+        text(&out),
+        cluster.logs()
+    );
+}
+
+async fn every_strategy_under_constant_load(db: Db, slow_ms: u64, connections: u32) {
+    let cluster = Cluster::start(db).await;
+    cluster.apply(&config(slow_ms));
+    mt_ok(
+        &cluster,
+        &["deploy", "web", "--image", "v1", "--timeout", "120"],
+    );
+    let load = Load::start_rate(cluster.router_addr(), HOST, RATE, connections);
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let step = |what: &str, load: &Load| {
+        let t = load.tally();
+        println!(
+            "{:>6.1}s {what}: {} requests so far, by status {:?}",
+            started.elapsed().as_secs_f64(),
+            t.total(),
+            t.statuses
+        );
+    };
+    mt_ok(
+        &cluster,
+        &["deploy", "web", "--image", "v2", "--timeout", "120"],
+    );
+    step("rolling v1 -> v2 done", &load);
+    mt_ok(
+        &cluster,
+        &[
+            "deploy",
+            "web",
+            "--image",
+            "v3",
+            "--strategy",
+            "blue-green",
+            "--timeout",
+            "120",
+        ],
+    );
+    step("blue-green switch to v3", &load);
+    mt_ok(&cluster, &["promote", "web", "--timeout", "120"]);
+    step("blue-green standby ended, v2 stopped", &load);
+    mt_ok(
+        &cluster,
+        &[
+            "deploy",
+            "web",
+            "--image",
+            "v4",
+            "--strategy",
+            "canary",
+            "--timeout",
+            "120",
+        ],
+    );
+    step("canary v4 at 10%", &load);
+    mt_ok(&cluster, &["canary", "promote", "web", "--timeout", "120"]);
+    step("canary v4 promoted to every replica", &load);
+    let out = cluster.mt(&["deploy", "web", "--image", "v5-crash", "--timeout", "120"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "v5-crash must be reverted: {}",
+        text(&out)
+    );
+    step("v5-crash reverted automatically", &load);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let elapsed = started.elapsed();
+    let tally = load.stop().await;
+    let rate = tally.total() as f64 / elapsed.as_secs_f64();
+    println!(
+        "backends answering in {slow_ms} ms: {} requests in {:.1}s ({rate:.0}/s over {connections} connections), by status {:?}, by version {:?}",
+        tally.total(),
+        elapsed.as_secs_f64(),
+        tally.statuses,
+        tally.per_version
+    );
+    assert_eq!(
+        tally.ok(),
+        tally.total(),
+        "every request must be answered 200: {tally:?}"
+    );
+    assert!(
+        rate >= f64::from(RATE) * 0.95,
+        "the load fell to {rate:.0} requests/s"
+    );
+    assert_eq!(tally.versions.first().map(String::as_str), Some("v1"));
+    assert_eq!(tally.versions.last().map(String::as_str), Some("v4"));
+    assert!(!tally.per_version.contains_key("v5-crash"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fast_backends_every_strategy_at_2000_rps() {
+    every_strategy_under_constant_load(Db::Sqlite, 0, 32).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_backends_drain_every_strategy_at_2000_rps() {
+    // 2,000/s of 50 ms requests keep about 100 in flight.
+    every_strategy_under_constant_load(Db::Postgres, 50, 160).await;
+}
