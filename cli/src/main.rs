@@ -1,8 +1,9 @@
 //! `mt`: Mentat's command line. A client of the bus like any other: it
 //! sends commands and queries over NATS and never reads the database.
 //!
-//! - [`apply`], [`deploy`], [`status`], [`history`], [`up`]: one module per
-//!   subcommand.
+//! - [`apply`], [`deploy`], [`control`], [`instances`], [`ps`], [`status`],
+//!   [`history`], [`up`]: one module per subcommand or family of them.
+//! - [`send`]: the flags commands share, sending one and printing its reply.
 //! - [`follow`]: following a deployment live.
 //! - [`output`]: everything printed, as pure functions.
 //! - [`client`]: connecting and requesting, telling "nobody answered" apart.
@@ -11,11 +12,15 @@
 
 mod apply;
 mod client;
+mod control;
 mod deploy;
 mod error;
 mod follow;
 mod history;
+mod instances;
 mod output;
+mod ps;
+mod send;
 mod status;
 mod supervisor;
 mod up;
@@ -47,10 +52,33 @@ struct Cli {
 enum Cmd {
     /// Validate a service file and apply it (nothing is sent if it is invalid).
     Apply(apply::Args),
-    /// Deploy a new image of a service and follow the deployment.
+    /// Deploy a new image of a service (rolling, blue-green or canary) and follow it.
     Deploy(deploy::DeployArgs),
-    /// Go back to the image that served before the last deployment.
+    /// Revert the deployment in flight, or go back to the image that served
+    /// before the last deployment.
     Rollback(deploy::RollbackArgs),
+    /// Hold the deployment in flight: no new step starts, deadlines stop counting.
+    Pause(control::HoldArgs),
+    /// Carry on with a paused deployment from where it was held.
+    Resume(control::HoldArgs),
+    /// Revert the deployment in flight to the previous image, and follow the revert.
+    Abort(control::SteerArgs),
+    /// Promote a canary to every replica, or end a blue-green standby now.
+    Promote(control::SteerArgs),
+    /// Decide on a canary: promote it or abort it.
+    #[command(subcommand)]
+    Canary(control::CanaryCmd),
+    /// Set the router weight (0-100) of one instance.
+    #[command(allow_negative_numbers = true)]
+    Weight(instances::WeightArgs),
+    /// Move all traffic from some instances to others in one routing change.
+    Route(instances::RouteArgs),
+    /// Start an extra named instance of a service, with weight 0.
+    Spawn(instances::SpawnArgs),
+    /// Take one instance out of rotation, drain it and stop it.
+    Stop(instances::StopArgs),
+    /// List instances: address, uptime, health, weight and share of traffic.
+    Ps(ps::Args),
     /// Show services, their replicas, the deployment in flight and the hosts alive.
     Status(status::Args),
     /// Show the deployments of a service, or its raw events.
@@ -98,8 +126,117 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Apply(args) => apply::run(nats, args).await,
         Cmd::Deploy(args) => deploy::deploy(nats, args).await,
         Cmd::Rollback(args) => deploy::rollback(nats, args).await,
+        Cmd::Pause(args) => control::hold(nats, "pause", args).await,
+        Cmd::Resume(args) => control::hold(nats, "resume", args).await,
+        Cmd::Abort(args) => control::abort(nats, args).await,
+        Cmd::Promote(args) => control::promote(nats, args).await,
+        Cmd::Canary(cmd) => control::canary(nats, cmd).await,
+        Cmd::Weight(args) => instances::weight(nats, args).await,
+        Cmd::Route(args) => instances::route(nats, args).await,
+        Cmd::Spawn(args) => instances::spawn(nats, args).await,
+        Cmd::Stop(args) => instances::stop(nats, args).await,
+        Cmd::Ps(args) => ps::run(nats, args).await,
         Cmd::Status(args) => status::run(nats, args).await,
         Cmd::History(args) => history::run(nats, args).await,
         Cmd::Up(args) => up::run(nats, args).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> std::result::Result<Cmd, clap::Error> {
+        Cli::try_parse_from([&["mt"], args].concat()).map(|cli| cli.command)
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn deploy_takes_a_strategy_and_wait_flags() {
+        let Ok(Cmd::Deploy(args)) =
+            parse(&["deploy", "web", "--image", "v2", "--strategy", "canary"])
+        else {
+            panic!("deploy parses");
+        };
+        assert_eq!(args.strategy, Some(mentat_domain::Strategy::Canary));
+        assert!(!args.follow.wait && !args.follow.no_wait);
+        let Ok(Cmd::Deploy(args)) = parse(&["deploy", "web", "--image", "v2", "--wait"]) else {
+            panic!("--wait parses");
+        };
+        assert!(args.follow.wait);
+        assert!(parse(&["deploy", "web", "--image", "v2", "--strategy", "big-bang"]).is_err());
+    }
+
+    #[test]
+    fn steering_commands_parse_with_actor_and_reason() {
+        let Ok(Cmd::Pause(args)) = parse(&["pause", "web", "--actor", "ana", "--reason", "errors"])
+        else {
+            panic!("pause parses");
+        };
+        assert_eq!(args.who.actor.as_deref(), Some("ana"));
+        assert_eq!(args.who.reason.as_deref(), Some("errors"));
+        assert!(matches!(
+            parse(&["canary", "promote", "web"]),
+            Ok(Cmd::Canary(control::CanaryCmd::Promote(_)))
+        ));
+        assert!(matches!(
+            parse(&["canary", "abort", "web", "--no-wait"]),
+            Ok(Cmd::Canary(control::CanaryCmd::Abort(_)))
+        ));
+        assert!(matches!(parse(&["promote", "web"]), Ok(Cmd::Promote(_))));
+        assert!(matches!(
+            parse(&["abort", "web", "--timeout", "30"]),
+            Ok(Cmd::Abort(_))
+        ));
+        assert!(parse(&["canary", "web"]).is_err());
+    }
+
+    #[test]
+    fn instance_commands_parse_and_check_their_arguments() {
+        let Ok(Cmd::Weight(args)) = parse(&["weight", "web:web-4", "20"]) else {
+            panic!("weight parses");
+        };
+        assert_eq!(args.target.service, "web");
+        assert_eq!(args.target.instance, "web-4");
+        assert_eq!(args.weight, 20);
+        for bad in [
+            &["weight", "web:web-4", "101"][..],
+            &["weight", "web:web-4", "-1"],
+            &["weight", "web", "1"],
+        ] {
+            let err = parse(bad).err().unwrap_or_else(|| panic!("{bad:?} parsed"));
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{bad:?}: {err}"
+            );
+            assert!(err.use_stderr(), "a usage error, exit 64");
+        }
+        let Ok(Cmd::Route(args)) = parse(&["route", "web", "--from", "v1", "--to", "web-5"]) else {
+            panic!("route parses");
+        };
+        assert_eq!((args.from.as_str(), args.to.as_str()), ("v1", "web-5"));
+        assert!(
+            parse(&["route", "web", "--from", "v1"]).is_err(),
+            "--to is required"
+        );
+        let Ok(Cmd::Spawn(args)) = parse(&["spawn", "web", "--id", "green"]) else {
+            panic!("spawn parses");
+        };
+        assert_eq!((args.id.as_str(), args.image), ("green", None));
+        assert!(matches!(parse(&["stop", "web:green"]), Ok(Cmd::Stop(_))));
+        assert!(matches!(
+            parse(&["ps"]),
+            Ok(Cmd::Ps(ps::Args { service: None, .. }))
+        ));
+        assert!(matches!(
+            parse(&["ps", "web", "--json"]),
+            Ok(Cmd::Ps(ps::Args { json: true, .. }))
+        ));
     }
 }

@@ -125,6 +125,8 @@ fn record(outcome: Outcome) -> DeploymentRecord {
         reason: Some("release".into()),
         failure: None,
         batches_done: 0,
+        phase: None,
+        paused: None,
         started_at_ms: 1_714_564_803_000,
         ended_at_ms: None,
     }
@@ -223,6 +225,7 @@ fn started(id: &str) -> Event {
         auto_revert: true,
         rollback: false,
         at_ms: 0,
+        plan: Default::default(),
     }
 }
 
@@ -313,6 +316,72 @@ async fn usage_errors_exit_64_and_help_lists_the_exit_codes() {
     let help = text(&out.stdout);
     for line in ["  3   the planner did not answer", "  64  bad config file"] {
         assert!(help.contains(line), "{line:?} missing from {help}");
+    }
+}
+
+#[tokio::test]
+async fn every_new_command_without_a_planner_names_its_subject_and_exits_3() {
+    let server = NatsServer::start();
+    let cases: [(&[&str], &str); 11] = [
+        (
+            &["pause", "web", "--reason", "error rate"],
+            "mentat.cmd.pause",
+        ),
+        (&["resume", "web"], "mentat.cmd.resume"),
+        (&["abort", "web"], "mentat.cmd.abort"),
+        (&["promote", "web"], "mentat.cmd.promote"),
+        (&["canary", "promote", "web"], "mentat.cmd.promote"),
+        (&["canary", "abort", "web"], "mentat.cmd.abort"),
+        (&["weight", "web:web-4", "20"], "mentat.cmd.weight"),
+        (
+            &["route", "web", "--from", "v1", "--to", "v2"],
+            "mentat.cmd.route",
+        ),
+        (
+            &["spawn", "web", "--id", "green", "--image", "v2"],
+            "mentat.cmd.spawn",
+        ),
+        (&["stop", "web:green"], "mentat.cmd.stop"),
+        (&["ps", "web"], "mentat.query.status"),
+    ];
+    // A command waits out its full timeout (JetStream keeps it for the
+    // planner, so nobody says "no responders"): ask them all at once.
+    let url = server.url();
+    let outs = futures::future::join_all(cases.iter().map(|(args, _)| mt(&url, args))).await;
+    for ((args, subject), out) in cases.iter().zip(outs) {
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {out:?}");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains(subject), "{args:?}: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn bad_instances_weights_and_routes_are_usage_errors_that_say_what_is_wrong() {
+    let unused = "nats://127.0.0.1:1";
+    let cases: [(&[&str], &str); 8] = [
+        (&["weight", "web", "20"], "SERVICE:INSTANCE"),
+        (&["weight", "web:web-4", "101"], "from 0"),
+        (&["weight", "web:web-4", "-5"], "from 0"),
+        (&["weight", "web:web-4", "ten"], "from 0"),
+        (&["stop", "Web:web-4"], "not a service name"),
+        (
+            &["route", "web", "--from", "v1", "--to", "v1"],
+            "--from and --to",
+        ),
+        (&["spawn", "web", "--id", "Green"], "not an instance id"),
+        (
+            &["deploy", "web", "--image", "v2", "--wait", "--no-wait"],
+            "--no-wait",
+        ),
+    ];
+    for (args, says) in cases {
+        let out = mt(unused, args).await;
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {out:?}");
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains(says),
+            "{args:?}: {says:?} missing from {stderr}"
+        );
     }
 }
 

@@ -1,12 +1,9 @@
-//! Events as text: the key fields of any event (`mt history --events`) and
-//! the progress lines printed while following a deployment.
+//! Events as text: the key fields of any event, for `mt history --events`.
 
-use std::collections::HashSet;
+use mentat_domain::event::Plan;
+use mentat_domain::{Event, Strategy};
 
-use mentat_domain::event::Backend;
-use mentat_domain::Event;
-
-use super::short_id;
+use super::{clock, duration, short_id};
 
 /// The key fields of an event as `name=value` pairs.
 pub fn details(event: &Event) -> String {
@@ -26,13 +23,76 @@ pub fn details(event: &Event) -> String {
             strategy,
             batch_size,
             rollback,
+            plan,
             ..
+        } => {
+            let plan = match strategy {
+                Strategy::Rolling => String::new(),
+                Strategy::Canary => format!(" {}", steps_detail(plan)),
+                Strategy::BlueGreen => format!(" standby={}s", plan.standby_secs),
+            };
+            format!(
+                "deployment={} image={image} previous={} strategy={strategy} batch_size={batch_size}{plan}{}",
+                short_id(deployment_id),
+                previous_image.as_deref().unwrap_or("-"),
+                if *rollback { " rollback" } else { "" }
+            )
+        }
+        Event::DeploymentPaused {
+            deployment_id,
+            reason,
+        } => format!("deployment={} reason={reason:?}", short_id(deployment_id)),
+        Event::DeploymentResumed {
+            deployment_id,
+            paused_ms,
         } => format!(
-            "deployment={} image={image} previous={} strategy={strategy} batch_size={batch_size}{}",
+            "deployment={} paused_for={}",
             short_id(deployment_id),
-            previous_image.as_deref().unwrap_or("-"),
-            if *rollback { " rollback" } else { "" }
+            duration(*paused_ms).replace(' ', "")
         ),
+        Event::TrafficShifted {
+            deployment_id,
+            step,
+            percent,
+            bake_secs,
+        } => {
+            let bake = match bake_secs {
+                0 => "held".to_owned(),
+                secs => format!("{secs}s"),
+            };
+            format!(
+                "deployment={} step={step} percent={percent} bake={bake}",
+                short_id(deployment_id)
+            )
+        }
+        Event::CanaryPromoted {
+            deployment_id,
+            automatic,
+        } => format!(
+            "deployment={} by={}",
+            short_id(deployment_id),
+            if *automatic { "last-step" } else { "operator" }
+        ),
+        Event::TrafficSwitched {
+            deployment_id,
+            image,
+            standby_image,
+            standby_until_ms,
+        } => format!(
+            "deployment={} image={image} standby={} until={}",
+            short_id(deployment_id),
+            standby_image.as_deref().unwrap_or("-"),
+            clock(*standby_until_ms)
+        ),
+        Event::StandbyEnded {
+            deployment_id,
+            early,
+        } => format!("deployment={} early={early}", short_id(deployment_id)),
+        Event::WeightsSet { weights, .. } => {
+            let list: Vec<String> = weights.iter().map(|(r, w)| format!("{r}:{w}")).collect();
+            format!("weights=[{}]", list.join(","))
+        }
+        Event::ReplicaRetireRequested { replica, .. } => format!("replica={replica}"),
         Event::BatchStarted {
             deployment_id,
             batch,
@@ -50,8 +110,12 @@ pub fn details(event: &Event) -> String {
             replica,
             host,
             image,
+            spawned,
             ..
-        } => format!("replica={replica} host={host} image={image}"),
+        } => format!(
+            "replica={replica} host={host} image={image}{}",
+            if *spawned { " spawned" } else { "" }
+        ),
         Event::ReplicaStarted {
             replica,
             host,
@@ -113,188 +177,27 @@ pub fn details(event: &Event) -> String {
     }
 }
 
-/// The progress line for an event of a deployment being followed, or
-/// `None` for events not worth a line. `batches` is the number of batches
-/// when known; `old` holds the replicas the deployment replaces.
-pub fn progress(event: &Event, batches: Option<u32>, old: &HashSet<String>) -> Option<String> {
-    let of = |batch: &u32| match batches {
-        Some(total) => format!("{batch}/{total}"),
-        None => batch.to_string(),
-    };
-    let age = |replica: &String| {
-        if old.contains(replica) {
-            "old replica"
-        } else {
-            "replica"
-        }
-    };
-    Some(match event {
-        Event::DeploymentStarted {
-            service,
-            image,
-            previous_image,
-            strategy,
-            batch_size,
-            replicas,
-            rollback,
-            ..
-        } => {
-            let verb = if *rollback {
-                "rolling back"
-            } else {
-                "deploying"
-            };
-            let from = previous_image
-                .as_deref()
-                .map(|p| format!("{p} → "))
-                .unwrap_or_default();
-            format!("{verb} {service} {from}{image} ({strategy}, {replicas} replicas, {batch_size} at a time)")
-        }
-        Event::BatchStarted {
-            batch,
-            start,
-            replace,
-            ..
-        } => {
-            let mut line = format!("batch {} started: starting {}", of(batch), start.join(", "));
-            if !replace.is_empty() {
-                line.push_str(&format!("; replacing {}", replace.join(", ")));
-            }
-            line
-        }
-        Event::ReplicaStarted {
-            replica,
-            host,
-            pid,
-            addr,
-            ..
-        } => format!("replica {replica} started on {host} at {addr} (pid {pid})"),
-        Event::ReplicaHealthy { replica, .. } => format!("{} {replica} healthy", age(replica)),
-        Event::ReplicaUnhealthy {
-            replica, reason, ..
-        } => format!("{} {replica} unhealthy: {reason}", age(replica)),
-        Event::ReplicaExited {
-            replica,
-            status,
-            requested: true,
-            ..
-        } => format!("{} {replica} stopped ({status})", age(replica)),
-        Event::ReplicaExited {
-            replica, status, ..
-        } => format!("{} {replica} exited unexpectedly ({status})", age(replica)),
-        Event::RouteChanged { backends, .. } => format!("traffic shifted: {}", shares(backends)),
-        Event::ReplicaDrained {
-            replica, timed_out, ..
-        } => {
-            let late = if *timed_out {
-                " (drain timeout passed with requests in flight)"
-            } else {
-                ""
-            };
-            format!("{} {replica} drained{late}", age(replica))
-        }
-        Event::ReplicaStopRequested {
-            replica, reason, ..
-        } => format!("{} {replica} stopping: {reason}", age(replica)),
-        Event::BatchCompleted { batch, .. } => format!("batch {} completed", of(batch)),
-        Event::DeploymentReverting { reason, .. } => format!("reverting because {reason}"),
-        Event::DeploymentCompleted { .. } => "deployment completed".to_owned(),
-        Event::DeploymentReverted { reason, .. } => format!("deployment reverted: {reason}"),
-        Event::DeploymentFailed { reason, .. } => format!("deployment failed: {reason}"),
-        Event::ServiceDefined { .. }
-        | Event::HostJoined { .. }
-        | Event::HostLost { .. }
-        | Event::ReplicaStartRequested { .. } => return None,
-    })
-}
-
-/// Share of traffic per image, in order of first appearance: `v1 67%, v2 33%`.
-fn shares(backends: &[Backend]) -> String {
-    let total: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
-    if total == 0 {
-        return "no replica in rotation".to_owned();
+/// `10%/60s,50%/held` or `canary_percent=10`: a deployment plan's canary steps.
+fn steps_detail(plan: &Plan) -> String {
+    if plan.steps.is_empty() {
+        return format!("canary_percent={}", plan.canary_percent);
     }
-    let mut images: Vec<(&str, u64)> = Vec::new();
-    for b in backends {
-        match images.iter_mut().find(|(image, _)| *image == b.image) {
-            Some((_, w)) => *w += u64::from(b.weight),
-            None => images.push((&b.image, u64::from(b.weight))),
-        }
-    }
-    let parts: Vec<String> = images
+    let steps: Vec<String> = plan
+        .steps
         .iter()
-        .filter(|(_, w)| *w > 0)
-        .map(|(image, w)| format!("{image} {}%", (w * 100 + total / 2) / total))
+        .map(|s| match s.bake_secs {
+            0 => format!("{}%/held", s.percent),
+            secs => format!("{}%/{secs}s", s.percent),
+        })
         .collect();
-    parts.join(", ")
+    format!("steps=[{}]", steps.join(","))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mentat_domain::event::ExitStatus;
-
-    fn backend(replica: &str, image: &str, weight: u32) -> Backend {
-        Backend {
-            replica: replica.into(),
-            addr: "127.0.0.1:1".into(),
-            image: image.into(),
-            weight,
-        }
-    }
-
-    #[test]
-    fn progress_lines_name_batches_replicas_and_traffic() {
-        let old: HashSet<String> = ["web-1".to_owned()].into();
-        let batch = Event::BatchStarted {
-            deployment_id: "d".into(),
-            batch: 1,
-            image: "v2".into(),
-            start: vec!["web-4".into()],
-            replace: vec!["web-1".into()],
-            deadline_ms: 0,
-        };
-        assert_eq!(
-            progress(&batch, Some(3), &old).as_deref(),
-            Some("batch 1/3 started: starting web-4; replacing web-1")
-        );
-        let exited = Event::ReplicaExited {
-            replica: "web-1".into(),
-            service: "web".into(),
-            host: "h".into(),
-            status: ExitStatus {
-                code: None,
-                signal: Some(15),
-            },
-            requested: true,
-        };
-        assert_eq!(
-            progress(&exited, None, &old).as_deref(),
-            Some("old replica web-1 stopped (signal 15)")
-        );
-        let routes = Event::RouteChanged {
-            service: "web".into(),
-            backends: vec![
-                backend("web-1", "v1", 50),
-                backend("web-2", "v1", 50),
-                backend("web-4", "v2", 50),
-                backend("web-5", "v2", 0),
-            ],
-            route: Default::default(),
-        };
-        assert_eq!(
-            progress(&routes, None, &old).as_deref(),
-            Some("traffic shifted: v1 67%, v2 33%")
-        );
-        let reverting = Event::DeploymentReverting {
-            deployment_id: "d".into(),
-            reason: "web-4 not healthy within 10s".into(),
-        };
-        assert_eq!(
-            progress(&reverting, None, &old).as_deref(),
-            Some("reverting because web-4 not healthy within 10s")
-        );
-    }
+    use mentat_domain::spec::CanaryStep;
+    use std::collections::BTreeMap;
 
     #[test]
     fn details_quote_free_text() {
@@ -308,5 +211,74 @@ mod tests {
             details(&e),
             "replica=web-1 host=h reason=\"replaced by v2\""
         );
+    }
+
+    #[test]
+    fn details_of_canary_blue_green_and_operator_events() {
+        let plan = Plan {
+            steps: vec![
+                CanaryStep {
+                    percent: 10,
+                    bake_secs: 60,
+                },
+                CanaryStep {
+                    percent: 50,
+                    bake_secs: 0,
+                },
+            ],
+            ..Plan::default()
+        };
+        let started = Event::DeploymentStarted {
+            deployment_id: "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b".into(),
+            service: "web".into(),
+            image: "v2".into(),
+            previous_image: Some("v1".into()),
+            strategy: Strategy::Canary,
+            batch_size: 1,
+            replicas: 3,
+            auto_revert: true,
+            rollback: false,
+            at_ms: 0,
+            plan,
+        };
+        assert_eq!(
+            details(&started),
+            "deployment=2e3f4a5b image=v2 previous=v1 strategy=canary batch_size=1 steps=[10%/60s,50%/held]"
+        );
+        let shifted = Event::TrafficShifted {
+            deployment_id: "d".into(),
+            step: 2,
+            percent: 50,
+            bake_secs: 0,
+        };
+        assert_eq!(
+            details(&shifted),
+            "deployment=d step=2 percent=50 bake=held"
+        );
+        let switched = Event::TrafficSwitched {
+            deployment_id: "d".into(),
+            image: "v2".into(),
+            standby_image: Some("v1".into()),
+            standby_until_ms: 1_714_564_803_000,
+        };
+        assert_eq!(
+            details(&switched),
+            "deployment=d image=v2 standby=v1 until=12:00:03"
+        );
+        let resumed = Event::DeploymentResumed {
+            deployment_id: "d".into(),
+            paused_ms: 12_345,
+        };
+        assert_eq!(details(&resumed), "deployment=d paused_for=12.3s");
+        let weights = Event::WeightsSet {
+            service: "web".into(),
+            weights: BTreeMap::from([("web-1".to_owned(), 0), ("web-4".to_owned(), 100)]),
+        };
+        assert_eq!(details(&weights), "weights=[web-1:0,web-4:100]");
+        let promoted = Event::CanaryPromoted {
+            deployment_id: "d".into(),
+            automatic: false,
+        };
+        assert_eq!(details(&promoted), "deployment=d by=operator");
     }
 }

@@ -2,9 +2,13 @@
 //! functions from data to text, so they are tested without a bus.
 
 mod events;
+mod progress;
+mod ps;
 mod tables;
 
-pub use events::{details, progress};
+pub use events::details;
+pub use progress::{next_steps, progress, Known, Waiting};
+pub use ps::{ps_rows, ps_table};
 pub use tables::{events_table, history_table, status_report};
 
 use mentat_domain::Reply;
@@ -34,6 +38,28 @@ pub fn utc(ms: i64) -> String {
 pub fn clock(ms: i64) -> String {
     let day = ms.div_euclid(1000).rem_euclid(86_400);
     format!("{:02}:{:02}:{:02}", day / 3600, day / 60 % 60, day % 60)
+}
+
+/// `12.3s`, `4m 05s`, `2h 05m`: a duration in milliseconds for a person.
+pub fn duration(ms: i64) -> String {
+    let ms = ms.max(0);
+    let secs = ms / 1000;
+    match secs {
+        0..60 => format!("{secs}.{}s", ms % 1000 / 100),
+        60..3600 => format!("{}m {:02}s", secs / 60, secs % 60),
+        _ => format!("{}h {:02}m", secs / 3600, secs / 60 % 60),
+    }
+}
+
+/// `42s`, `5m`, `3h`, `2d`: how long something has run, in its largest unit.
+pub fn uptime(ms: i64) -> String {
+    let secs = ms.max(0) / 1000;
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m", secs / 60),
+        3600..86_400 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86_400),
+    }
 }
 
 /// Year, month and day of a day count since 1970-01-01 (proleptic
@@ -127,6 +153,13 @@ mod tests {
         assert_eq!(utc(1_714_564_803_000), "2024-05-01 12:00:03");
         assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00");
         assert_eq!(utc(4_102_444_799_999), "2099-12-31 23:59:59");
+        assert_eq!(duration(12_345), "12.3s");
+        assert_eq!(duration(245_000), "4m 05s");
+        assert_eq!(duration(7_500_000), "2h 05m");
+        assert_eq!(uptime(59_999), "59s");
+        assert_eq!(uptime(300_000), "5m");
+        assert_eq!(uptime(2 * 86_400_000 + 5), "2d");
+        assert_eq!(uptime(-5), "0s");
         assert_eq!(utc(-86_400_000), "1969-12-31 00:00:00");
         assert_eq!(clock(1_714_564_803_999), "12:00:03");
     }

@@ -3,6 +3,7 @@
 use mentat_domain::command::{DeploymentRecord, ServiceStatus};
 use mentat_domain::EventEnvelope;
 
+use super::progress::paused_line;
 use super::{details, or_dash, short_id, table, utc};
 
 /// `mt status`: one block per service, then the hosts alive.
@@ -31,10 +32,13 @@ fn service_block(s: &ServiceStatus) -> String {
         s.replicas,
         healthy
     )];
-    lines.push(match &s.deployment {
-        Some(d) => format!("  {}", deployment_line(d)),
-        None => "  no deployment in flight".to_owned(),
-    });
+    match &s.deployment {
+        Some(d) => {
+            lines.push(format!("  {}", deployment_line(d)));
+            lines.extend(now_line(d).map(|now| format!("    {now}")));
+        }
+        None => lines.push("  no deployment in flight".to_owned()),
+    }
     if s.instances.is_empty() {
         lines.push("  no replicas".to_owned());
     } else {
@@ -84,6 +88,22 @@ fn deployment_line(d: &DeploymentRecord) -> String {
         line.push_str(&format!(" (failure: {failure})"));
     }
     line
+}
+
+/// What an in-flight deployment is doing or waiting for; why, when it is held.
+fn now_line(d: &DeploymentRecord) -> Option<String> {
+    match (&d.paused, &d.phase) {
+        // A deadline's pause already says what to run.
+        (Some(reason), _) if reason.contains("mt resume") => Some(paused_line(reason)),
+        (Some(reason), _) => Some(format!(
+            "{}; `mt resume {}` carries on, `mt abort {}` reverts",
+            paused_line(reason),
+            d.service,
+            d.service
+        )),
+        (None, Some(phase)) => Some(format!("now: {phase}")),
+        (None, None) => None,
+    }
 }
 
 /// `mt history`: one row per deployment, oldest first.
@@ -162,6 +182,8 @@ mod tests {
             reason: Some("fix login".into()),
             failure: Some("web-3 not healthy within 10s".into()),
             batches_done: 1,
+            phase: None,
+            paused: None,
             started_at_ms: 1_714_564_803_000,
             ended_at_ms: Some(1_714_564_815_000),
         }
@@ -210,6 +232,9 @@ mod tests {
                 addr: Some("127.0.0.1:4100".into()),
                 phase: "healthy".into(),
                 weight: 100,
+                share_bp: 10_000,
+                spawned: false,
+                started_at_ms: Some(1_714_564_803_000),
             }],
             routes: vec![],
         };
@@ -232,6 +257,38 @@ mod tests {
         );
         assert!(text.ends_with("hosts alive: h1"), "{text}");
         assert!(status_report(&[], &[]).contains("mt apply"));
+    }
+
+    #[test]
+    fn status_shows_what_the_deployment_does_and_why_it_is_held() {
+        let mut d = record();
+        d.outcome = Outcome::InProgress;
+        d.failure = None;
+        d.strategy = Strategy::Canary;
+        d.phase = Some("canary at 10%: waiting for mt canary promote or mt canary abort".into());
+        let status = |deployment| ServiceStatus {
+            service: "web".into(),
+            image: Some("v1".into()),
+            replicas: 2,
+            deployment: Some(deployment),
+            instances: vec![],
+            routes: vec![],
+        };
+        let text = status_report(&[status(d.clone())], &[]);
+        assert!(
+            text.contains(
+                "\n    now: canary at 10%: waiting for mt canary promote or mt canary abort\n"
+            ),
+            "{text}"
+        );
+        d.paused = Some("paused by ana: error rate up".into());
+        d.phase = Some("paused: paused by ana: error rate up".into());
+        let text = status_report(&[status(d)], &[]);
+        assert!(
+            text.contains("\n    paused by ana: error rate up; `mt resume web` carries on, `mt abort web` reverts\n"),
+            "{text}"
+        );
+        assert!(!text.contains("now:"), "{text}");
     }
 
     #[test]
