@@ -24,6 +24,20 @@ pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 2_000;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Default time to keep trying to reach NATS at start, in seconds.
 pub const DEFAULT_NATS_WAIT_SECS: u64 = 30;
+/// Default admin listen address (`GET /metrics`).
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9180";
+/// Default interval between two traffic statistics messages, in milliseconds.
+pub const DEFAULT_STATS_INTERVAL_MS: u64 = 1_000;
+/// Default limit on the size of a request's head (request line and headers), in bytes.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+/// Smallest head limit hyper accepts.
+pub const MIN_MAX_HEADER_BYTES: usize = 8 * 1024;
+/// Default limit on a request body, in bytes (10 MiB).
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
+/// Default time an idle keep-alive client connection stays open, in seconds.
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;
+/// Default cap on connections from the router to one backend.
+pub const DEFAULT_MAX_BACKEND_CONNECTIONS: usize = 512;
 
 /// Everything the router needs to start. Build it with [`clap::Parser`] in
 /// the binary, or from [`Config::default`] and field updates in tests.
@@ -62,9 +76,40 @@ pub struct Config {
     #[arg(long, env = "MENTAT_ROUTER_SHUTDOWN_GRACE_SECS", default_value_t = DEFAULT_SHUTDOWN_GRACE_SECS)]
     pub shutdown_grace_secs: u64,
 
-    /// Time, in seconds, a client has to send its request headers (against slowloris).
+    /// Time, in seconds, a client has to send a request's headers once its
+    /// first byte arrived (against slowloris); the connection is closed after it.
     #[arg(long, env = "MENTAT_ROUTER_HEADER_TIMEOUT_SECS", default_value_t = DEFAULT_HEADER_TIMEOUT_SECS)]
     pub header_timeout_secs: u64,
+
+    /// Time, in seconds, a keep-alive client connection may stay open with
+    /// no request in flight and no byte received; then it is closed.
+    #[arg(long, env = "MENTAT_ROUTER_IDLE_TIMEOUT_SECS", default_value_t = DEFAULT_IDLE_TIMEOUT_SECS)]
+    pub idle_timeout_secs: u64,
+
+    /// Largest request head (request line and headers), in bytes; larger
+    /// ones get 431. At least 8192 (hyper's floor).
+    #[arg(long, env = "MENTAT_ROUTER_MAX_HEADER_BYTES", default_value_t = DEFAULT_MAX_HEADER_BYTES)]
+    pub max_header_bytes: usize,
+
+    /// Largest request body, in bytes; a larger Content-Length gets 413 at
+    /// once, a longer chunked body is cut and answered 413.
+    #[arg(long, env = "MENTAT_ROUTER_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: u64,
+
+    /// Most connections the router opens to one backend (in use and idle);
+    /// a request that finds them all busy waits up to the connect timeout,
+    /// then goes to another backend or gets 503.
+    #[arg(long, env = "MENTAT_ROUTER_MAX_BACKEND_CONNECTIONS", default_value_t = DEFAULT_MAX_BACKEND_CONNECTIONS)]
+    pub max_backend_connections: usize,
+
+    /// Address of the admin server (`GET /metrics` in Prometheus text format).
+    #[arg(long, env = "MENTAT_ROUTER_ADMIN_LISTEN", default_value = DEFAULT_ADMIN_LISTEN)]
+    pub admin_listen: SocketAddr,
+
+    /// Interval, in milliseconds, between two TrafficStats messages on
+    /// `mentat.stats.<router-id>`.
+    #[arg(long, env = "MENTAT_ROUTER_STATS_INTERVAL_MS", default_value_t = DEFAULT_STATS_INTERVAL_MS)]
+    pub stats_interval_ms: u64,
 
     /// Timeout, in milliseconds, for connecting to a backend before trying another.
     #[arg(long, env = "MENTAT_ROUTER_CONNECT_TIMEOUT_MS", default_value_t = DEFAULT_CONNECT_TIMEOUT_MS)]
@@ -94,6 +139,12 @@ impl Default for Config {
             connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             nats_wait_secs: DEFAULT_NATS_WAIT_SECS,
+            idle_timeout_secs: DEFAULT_IDLE_TIMEOUT_SECS,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_backend_connections: DEFAULT_MAX_BACKEND_CONNECTIONS,
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9180)),
+            stats_interval_ms: DEFAULT_STATS_INTERVAL_MS,
         }
     }
 }
@@ -125,6 +176,7 @@ impl Config {
             ("drain-timeout-secs", self.drain_timeout_secs),
             ("shutdown-grace-secs", self.shutdown_grace_secs),
             ("header-timeout-secs", self.header_timeout_secs),
+            ("idle-timeout-secs", self.idle_timeout_secs),
         ] {
             if !(1..=3600).contains(&value) {
                 return Err(invalid(field, format!("{value} is not between 1 and 3600")));
@@ -135,6 +187,30 @@ impl Config {
         }
         if self.max_connections == 0 {
             return Err(invalid("max-connections", "must be at least 1"));
+        }
+        if !(MIN_MAX_HEADER_BYTES..=1024 * 1024).contains(&self.max_header_bytes) {
+            return Err(invalid(
+                "max-header-bytes",
+                format!("{} is not between 8192 and 1048576", self.max_header_bytes),
+            ));
+        }
+        if self.max_body_bytes == 0 {
+            return Err(invalid("max-body-bytes", "must be at least 1"));
+        }
+        if !(1..=100_000).contains(&self.max_backend_connections) {
+            return Err(invalid(
+                "max-backend-connections",
+                "must be between 1 and 100000",
+            ));
+        }
+        if !(100..=60_000).contains(&self.stats_interval_ms) {
+            return Err(invalid(
+                "stats-interval-ms",
+                "must be between 100 and 60000",
+            ));
+        }
+        if self.admin_listen == self.listen && self.listen.port() != 0 {
+            return Err(invalid("admin-listen", "must differ from --listen"));
         }
         Ok(())
     }
@@ -152,6 +228,16 @@ impl Config {
     /// [`Config::header_timeout_secs`] as a duration.
     pub fn header_timeout(&self) -> Duration {
         Duration::from_secs(self.header_timeout_secs)
+    }
+
+    /// [`Config::idle_timeout_secs`] as a duration.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
+    }
+
+    /// [`Config::stats_interval_ms`] as a duration.
+    pub fn stats_interval(&self) -> Duration {
+        Duration::from_millis(self.stats_interval_ms)
     }
 
     /// [`Config::connect_timeout_ms`] as a duration.
@@ -239,5 +325,25 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(field(&mut c), "router-id");
+        let mut c = Config {
+            max_header_bytes: 4096,
+            ..Config::default()
+        };
+        assert_eq!(field(&mut c), "max-header-bytes");
+        let mut c = Config {
+            max_backend_connections: 0,
+            ..Config::default()
+        };
+        assert_eq!(field(&mut c), "max-backend-connections");
+        let mut c = Config {
+            stats_interval_ms: 5,
+            ..Config::default()
+        };
+        assert_eq!(field(&mut c), "stats-interval-ms");
+        let mut c = Config {
+            idle_timeout_secs: 0,
+            ..Config::default()
+        };
+        assert_eq!(field(&mut c), "idle-timeout-secs");
     }
 }

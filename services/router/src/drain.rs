@@ -1,6 +1,9 @@
 //! Draining: once a replica leaves rotation, wait for its in-flight
-//! requests (bounded by the drain timeout) and publish `ReplicaDrained`, the
-//! fact the planner waits for before it stops the replica.
+//! requests (bounded by the drain timeout), close the router's idle
+//! keep-alive connections and tunnels (WebSockets) to it, and publish
+//! `ReplicaDrained`, the fact the planner waits for before it stops the
+//! replica. Requests still running at the timeout are not cut (the
+//! replica's own stop grace covers them); tunnels are, as they have no end.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +19,8 @@ use crate::table::Drain;
 const PUBLISH_ATTEMPTS: u32 = 5;
 /// Pause before the second attempt; doubled each time.
 const PUBLISH_BACKOFF: Duration = Duration::from_millis(200);
+/// After closing tunnels at the timeout, how long to wait for them to end.
+const TUNNEL_CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// Runs one task per replica leaving rotation. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -76,6 +81,17 @@ impl Drainer {
             );
             return;
         }
+        let closed = endpoint.close_connections();
+        if !idle {
+            // Tunnels end now; requests still running are left alone.
+            endpoint.wait_idle(TUNNEL_CLOSE_WAIT).await;
+        }
+        tracing::debug!(
+            service,
+            replica_id = replica,
+            idle_connections_closed = closed,
+            "connections to the drained replica closed"
+        );
         let fact = Fact {
             id: mentat_bus::new_id(),
             observed_at_ms: mentat_bus::now_ms(),

@@ -2,8 +2,14 @@
 //! `mentat.evt.*.RouteChanged` on `MENTAT_EVENTS`, starting with the last
 //! event of each service (the current table) and then following new ones.
 //! Each event carries a service's full table, so re-reading one is harmless.
+//!
+//! Once the table is current, every live change's apply latency is
+//! measured: from the time JetStream stored the event (its `published`
+//! timestamp) to the moment the new table is swapped in.
 
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::consumer::DeliverPolicy;
 use mentat_bus::consumer::{self, Replay};
@@ -13,7 +19,9 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::drain::Drainer;
+use crate::metrics::RouterMetrics;
 use crate::table::TableWriter;
+use crate::traffic::Registry;
 use crate::Error;
 
 /// Pause before re-opening the consumer after it failed.
@@ -27,11 +35,21 @@ pub struct Feed {
     messages: Replay,
     /// Messages to read before the table is current; 0 when already.
     backlog: u64,
+    /// True once the table was current: later changes are timed.
+    live: bool,
+    registry: Arc<Registry>,
+    metrics: Arc<RouterMetrics>,
 }
 
 impl Feed {
     /// Create the consumer.
-    pub async fn open(bus: Bus, writer: TableWriter, drainer: Drainer) -> Result<Self, Error> {
+    pub async fn open(
+        bus: Bus,
+        writer: TableWriter,
+        drainer: Drainer,
+        registry: Arc<Registry>,
+        metrics: Arc<RouterMetrics>,
+    ) -> Result<Self, Error> {
         let messages = subscribe(&bus).await?;
         Ok(Feed {
             bus,
@@ -39,6 +57,9 @@ impl Feed {
             drainer,
             backlog: messages.backlog,
             messages,
+            live: false,
+            registry,
+            metrics,
         })
     }
 
@@ -48,7 +69,10 @@ impl Feed {
         let mut current = Some(current);
         loop {
             if self.backlog == 0 {
-                current.take().map(|tx| tx.send(()));
+                if let Some(tx) = current.take() {
+                    let _ = tx.send(());
+                    self.live = true;
+                }
             }
             let next = tokio::select! {
                 () = stop.cancelled() => return,
@@ -83,14 +107,22 @@ impl Feed {
             }
         };
         let Event::RouteChanged {
-            service, backends, ..
+            service,
+            backends,
+            route,
         } = &envelope.event
         else {
             tracing::debug!(event_id = %envelope.id, event_type = envelope.event.type_name(), "skipping an event that is not RouteChanged");
             return;
         };
-        let drains = self.writer.apply(service, backends);
-        tracing::info!(event_id = %envelope.id, service, backends = backends.len(), draining = drains.len(), "route table updated");
+        let drains = self.writer.apply(service, backends, route);
+        let apply_us = self.live.then(|| apply_latency_us(msg)).flatten();
+        self.registry.add(self.writer.take_created());
+        self.metrics.route_changes.fetch_add(1, Ordering::Relaxed);
+        if let Some(us) = apply_us {
+            self.metrics.route_apply.record(Duration::from_micros(us));
+        }
+        tracing::info!(event_id = %envelope.id, service, backends = backends.len(), draining = drains.len(), apply_us, "route table updated");
         for drain in drains {
             self.drainer.spawn(drain);
         }
@@ -114,6 +146,18 @@ impl Feed {
             }
         }
     }
+}
+
+/// Microseconds from JetStream storing `msg` to now; `None` when the
+/// clocks disagree (a timestamp in the future).
+fn apply_latency_us(msg: &async_nats::jetstream::Message) -> Option<u64> {
+    let published_ns = msg.info().ok()?.published.unix_timestamp_nanos();
+    let now_ns = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .ok()?
+        .as_nanos();
+    let elapsed_ns = i128::try_from(now_ns).ok()? - published_ns;
+    u64::try_from(elapsed_ns / 1_000).ok()
 }
 
 /// An ordered consumer of the last RouteChanged of every service and every

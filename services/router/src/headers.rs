@@ -1,9 +1,18 @@
 //! Header rewriting: hop-by-hop headers removed in both directions,
-//! `X-Forwarded-*` and `X-Request-Id` added on the way in.
+//! `X-Forwarded-*` and `X-Request-Id` added on the way in, and the
+//! `Upgrade` handshake kept for upgrades (WebSockets).
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 
-use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST};
+use hyper::header::{
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION,
+    TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+};
+
+/// `X-Environment`: the environment whose table routes the request.
+pub const X_ENVIRONMENT: HeaderName = HeaderName::from_static("x-environment");
 
 /// `X-Request-Id`: kept when the client sends one, generated otherwise.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -14,34 +23,82 @@ pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-p
 /// `X-Forwarded-Host`: the Host the client asked for.
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// Headers that concern one connection only (RFC 9110 §7.6.1), never forwarded.
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// `Keep-Alive`.
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+/// `Proxy-Connection` (non-standard, still sent by old clients).
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Headers that concern one connection only (RFC 9110 §7.6.1), never
+/// forwarded; every other `Proxy-*` header goes too.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION,
+    TE,
+    TRAILER,
+    TRANSFER_ENCODING,
+    UPGRADE,
 ];
 
-/// Remove hop-by-hop headers, including those the `Connection` header names.
+/// Remove hop-by-hop headers, including those the `Connection` header
+/// names and every `Proxy-*` header.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    if headers.contains_key(CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
     }
     for name in HOP_BY_HOP {
         headers.remove(name);
     }
+    if headers.keys().any(|k| k.as_str().starts_with("proxy-")) {
+        let proxy: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("proxy-"))
+            .cloned()
+            .collect();
+        for name in proxy {
+            headers.remove(name);
+        }
+    }
+}
+
+/// The protocol a request asks to upgrade to (`Connection: upgrade` and an
+/// `Upgrade` header), if any.
+pub fn upgrade_of(headers: &HeaderMap) -> Option<HeaderValue> {
+    let asks = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| headers.get(UPGRADE).cloned()).flatten()
+}
+
+/// Put the upgrade handshake back after [`strip_hop_by_hop`].
+pub fn set_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
+    headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(UPGRADE, protocol);
+}
+
+/// A request id unique to this router process: a random 64-bit prefix
+/// drawn once, then a counter (no system call per request, unlike a UUID
+/// drawn from the OS's random source).
+fn new_request_id() -> String {
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix:016x}{n:016x}")
 }
 
 /// Prepare request headers for the backend and return the request id.
@@ -50,7 +107,7 @@ pub fn forward_request(headers: &mut HeaderMap, client: IpAddr) -> String {
     let request_id = match headers.get(X_REQUEST_ID).and_then(|v| v.to_str().ok()) {
         Some(id) if !id.is_empty() => id.to_owned(),
         _ => {
-            let id = uuid::Uuid::now_v7().to_string();
+            let id = new_request_id();
             if let Ok(v) = HeaderValue::from_str(&id) {
                 headers.insert(X_REQUEST_ID, v);
             }
@@ -94,9 +151,30 @@ mod tests {
         h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
         h.insert("upgrade", HeaderValue::from_static("websocket"));
         h.insert("content-length", HeaderValue::from_static("3"));
+        h.insert("proxy-foo", HeaderValue::from_static("1"));
+        h.insert("proxy-authorization", HeaderValue::from_static("Basic x"));
+        h.insert("te", HeaderValue::from_static("trailers"));
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("content-length"));
+    }
+
+    #[test]
+    fn upgrades_are_recognised_and_restored() {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, HeaderValue::from_static("keep-alive, Upgrade"));
+        h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        let protocol = upgrade_of(&h).expect("an upgrade");
+        strip_hop_by_hop(&mut h);
+        assert!(h.is_empty());
+        set_upgrade(&mut h, protocol);
+        assert_eq!(h[UPGRADE], "websocket");
+        let mut plain = HeaderMap::new();
+        plain.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(
+            upgrade_of(&plain).is_none(),
+            "Upgrade without Connection: upgrade"
+        );
     }
 
     #[test]
@@ -109,6 +187,9 @@ mod tests {
         assert_eq!(h[X_FORWARDED_FOR], "10.0.0.7");
         assert_eq!(h[X_FORWARDED_PROTO], "http");
         assert_eq!(h[X_FORWARDED_HOST], "web.localhost");
+        let next = forward_request(&mut HeaderMap::new(), client);
+        assert_ne!(id, next, "request ids are unique");
+        assert_eq!(id.len(), 32);
 
         let mut h = HeaderMap::new();
         h.insert(X_REQUEST_ID, HeaderValue::from_static("abc"));

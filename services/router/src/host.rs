@@ -1,18 +1,19 @@
-//! Which service (or replica) a request is for, from its Host.
+//! Which host name (or replica) a request is for, from its Host.
 //!
-//! `web.localhost:8080` is service `web`; `web-3.web.localhost` is replica
-//! `web-3` of service `web`. The port, letter case and a trailing dot are
-//! ignored. Replica ids may contain dots: the service is the label just
-//! before the domain.
+//! `web.localhost:8080` is host name `web`; `web-3.web.localhost` is
+//! replica `web-3` behind host name `web`. The port, letter case and a
+//! trailing dot are ignored. Replica ids may contain dots: the host name is
+//! the label just before the domain. A host name is a service's name unless
+//! its route block says otherwise.
 
 /// Where a request should go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
-    /// Any replica of a service, by weight.
+    /// Any replica behind a host name, by weight.
     Service(String),
     /// One replica, whatever its weight.
     Replica {
-        /// Service.
+        /// Host name.
         service: String,
         /// Replica id.
         replica: String,
@@ -24,6 +25,10 @@ pub enum Target {
 /// Read `host` (a Host header value) against `domain` (lower case, no dots
 /// around it, as [`crate::Config::validate`] leaves it).
 pub fn target(host: &str, domain: &str) -> Target {
+    let host = host.trim();
+    if let Some(t) = fast_target(host, domain) {
+        return t;
+    }
     let name = strip_port(host.trim())
         .trim_end_matches('.')
         .to_ascii_lowercase();
@@ -42,6 +47,20 @@ pub fn target(host: &str, domain: &str) -> Target {
         },
         Some(_) => Target::Unknown(name.clone()),
     }
+}
+
+/// The common case without allocating twice: already lower case, no
+/// trailing dot.
+fn fast_target(host: &str, domain: &str) -> Option<Target> {
+    let name = strip_port(host);
+    if name.ends_with('.') || name.bytes().any(|b| b.is_ascii_uppercase()) {
+        return None;
+    }
+    let prefix = name.strip_suffix(domain)?.strip_suffix('.')?;
+    if prefix.is_empty() || prefix.contains('.') {
+        return None;
+    }
+    Some(Target::Service(prefix.to_owned()))
 }
 
 fn strip_port(host: &str) -> &str {

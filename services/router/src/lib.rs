@@ -3,17 +3,24 @@
 //! shift traffic without dropping a request.
 //!
 //! - `config`: flags and environment, validated before anything starts.
-//! - `host`: `<service>.<domain>` and `<replica>.<service>.<domain>`.
-//! - `table`: the hot-swapped routing table (`ArcSwap`, no lock on the
-//!   request path) and the diff that finds the replicas leaving rotation;
-//!   `weights`: the smooth weighted round-robin schedule; `endpoint`: a
-//!   replica's atomic in-flight count and rotation state.
+//! - `host`: `<host>.<domain>` and `<replica>.<host>.<domain>`.
+//! - `table`: the hot-swapped routing table, keyed by environment and host
+//!   name (`ArcSwap`, no lock on the request path), and the diff that finds
+//!   the replicas leaving rotation; `weights`: the smooth weighted
+//!   round-robin schedule; `sticky`: weighted rendezvous hashing for
+//!   sticky sessions; `endpoint`: a replica's atomic in-flight count,
+//!   rotation state, counters and connection `pool`.
 //! - `feed`: the ordered JetStream consumer that keeps the table current,
-//!   starting from the last RouteChanged of every service.
-//! - `drain`: waiting for in-flight requests, then `ReplicaDrained`.
+//!   starting from the last RouteChanged of every service, and times each
+//!   change's apply latency.
+//! - `drain`: waiting for in-flight requests, closing idle connections and
+//!   tunnels, then `ReplicaDrained`.
 //! - `proxy`: the request path, retries included; `headers` and `body` hold
-//!   what it rewrites and streams.
-//! - `server`: the accept loop and its graceful stop.
+//!   what it rewrites and streams; `tunnel` splices upgraded connections.
+//! - `server`: the accept loop and its graceful stop; `conn`: the header
+//!   and idle timeouts of client connections.
+//! - `metrics`: lock-free counters and histograms; `traffic`: the
+//!   per-interval `TrafficStats` publisher; `admin`: `GET /metrics`.
 //!
 //! Start it with [`run`], or with [`Router::bind`] then [`Router::serve`]
 //! to learn the bound address first (tests listen on port 0):
@@ -34,17 +41,24 @@
 //! # Ok(()) }
 //! ```
 
+mod admin;
 mod body;
 pub mod config;
+mod conn;
 mod drain;
 mod endpoint;
 mod error;
 mod feed;
 mod headers;
 mod host;
+pub mod metrics;
+mod pool;
 mod proxy;
 mod server;
+mod sticky;
 mod table;
+mod traffic;
+mod tunnel;
 mod weights;
 
 use std::net::SocketAddr;
@@ -62,8 +76,11 @@ pub use error::Error;
 
 use drain::Drainer;
 use feed::Feed;
+use metrics::RouterMetrics;
+use pool::PoolSettings;
 use proxy::Proxy;
 use table::{SharedTable, TableWriter};
+use traffic::Registry;
 
 /// Longest wait at start for the current table before serving anyway
 /// (requests for services not loaded yet get 404 meanwhile).
@@ -84,9 +101,14 @@ pub struct Router {
     config: Config,
     listener: TcpListener,
     local_addr: SocketAddr,
+    admin: TcpListener,
+    admin_addr: SocketAddr,
+    bus: Bus,
     table: SharedTable,
     drainer: Drainer,
     feed: JoinHandle<()>,
+    registry: Arc<Registry>,
+    metrics: Arc<RouterMetrics>,
     shutdown: Shutdown,
 }
 
@@ -105,10 +127,35 @@ impl Router {
             addr: config.listen,
             source,
         })?;
+        let admin = TcpListener::bind(config.admin_listen)
+            .await
+            .map_err(|source| Error::Listen {
+                addr: config.admin_listen,
+                source,
+            })?;
+        let admin_addr = admin.local_addr().map_err(|source| Error::Listen {
+            addr: config.admin_listen,
+            source,
+        })?;
         let bus = Bus::connect(&config.nats_url, "router", config.nats_wait()).await?;
+        mentat_bus::streams::ensure_stats(&bus.js).await?;
         let table = SharedTable::default();
         let drainer = Drainer::new(bus.clone(), &config.router_id, config.drain_timeout());
-        let feed = Feed::open(bus, TableWriter::new(table.clone()), drainer.clone()).await?;
+        let pool = PoolSettings {
+            max_connections: config.max_backend_connections,
+            connect_timeout: config.connect_timeout(),
+        };
+        let registry = Arc::new(Registry::default());
+        let metrics = Arc::new(RouterMetrics::default());
+        let writer = TableWriter::new(table.clone(), pool);
+        let feed = Feed::open(
+            bus.clone(),
+            writer,
+            drainer.clone(),
+            registry.clone(),
+            metrics.clone(),
+        )
+        .await?;
         let (current_tx, current_rx) = oneshot::channel();
         let feed = tokio::spawn(feed.run(shutdown.child(), current_tx));
         match tokio::time::timeout(INITIAL_TABLE_WAIT, current_rx).await {
@@ -119,14 +166,19 @@ impl Router {
                 "routing table not fully loaded yet; serving with what is known"
             ),
         }
-        tracing::info!(addr = %local_addr, router_id = %config.router_id, domain = %config.domain, services = table.load().len(), "router listening");
+        tracing::info!(addr = %local_addr, admin = %admin_addr, router_id = %config.router_id, domain = %config.domain, services = table.load().len(), "router listening");
         Ok(Router {
             config,
             listener,
             local_addr,
+            admin,
+            admin_addr,
+            bus,
             table,
             drainer,
             feed,
+            registry,
+            metrics,
             shutdown,
         })
     }
@@ -134,6 +186,11 @@ impl Router {
     /// The address the router listens on (the real port when asked for 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address of the admin server (`GET /metrics`).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
     }
 
     /// The validated configuration.
@@ -153,18 +210,38 @@ impl Router {
     /// finish in-flight requests within the grace, stop following the feed
     /// and report the drains that completed.
     pub async fn serve(self) {
+        let sources = admin::Sources {
+            registry: self.registry.clone(),
+            metrics: self.metrics.clone(),
+        };
+        let admin = tokio::spawn(admin::serve(self.admin, sources, self.shutdown.token()));
+        let stats = tokio::spawn(traffic::publish(
+            self.bus.clone(),
+            self.registry.clone(),
+            self.metrics.clone(),
+            self.config.router_id.clone(),
+            self.config.stats_interval(),
+            self.shutdown.token(),
+        ));
         let proxy = Arc::new(Proxy::new(
             self.table.clone(),
             &self.config.domain,
-            self.config.connect_timeout(),
+            self.config.max_body_bytes,
+            self.shutdown.token(),
         ));
         let limits = server::Limits {
-            header_timeout: self.config.header_timeout(),
+            timeouts: conn::Timeouts {
+                header: self.config.header_timeout(),
+                idle: self.config.idle_timeout(),
+            },
+            max_header_bytes: self.config.max_header_bytes,
             grace: self.config.shutdown_grace(),
             max_connections: self.config.max_connections,
         };
         server::serve(self.listener, proxy, limits, self.shutdown.token()).await;
         self.shutdown.cancel();
+        let _ = admin.await;
+        let _ = stats.await;
         if let Err(e) = self.feed.await {
             tracing::warn!(error = %e, "route feed task failed");
         }

@@ -1,101 +1,140 @@
-//! The request path: find the service from the Host, pick a backend by
-//! weight (or the one addressed), forward the request, stream the answer
+//! The request path: find the routes from the environment and the Host,
+//! pick a backend (the one addressed, the sticky one, or the next by
+//! weight), forward the request on a pooled connection, stream the answer
 //! back, and retry once on another backend when that is safe.
 //!
-//! Retry rules: a connect failure (nothing sent) is retried whatever the
-//! method; an idempotent request (GET, HEAD, OPTIONS, PUT, DELETE, TRACE)
-//! is retried after any failure before a response, as long as its body was
-//! never read (bodies are streamed, never buffered). Requests addressed to
-//! one replica are not retried elsewhere.
+//! Retry rules, for requests not addressed to one replica:
+//!
+//! - nothing reached the backend (connection refused or timed out, pool
+//!   full, or a pooled connection found closed before the request was
+//!   written): retried whatever the method;
+//! - the request may have reached the backend (reset, closed before the
+//!   answer) or the backend answered 502/503: retried only for idempotent
+//!   methods (GET, HEAD, OPTIONS, PUT, DELETE, TRACE) whose body was never
+//!   read (bodies are streamed, never buffered);
+//! - never more than one retry. When no attempt reached any backend the
+//!   answer is 503 with `Retry-After`, else 502.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE, HOST, RETRY_AFTER};
+use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST, RETRY_AFTER};
 use hyper::http::request::Parts;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use mentat_domain::spec::{Sticky, DEFAULT_ENVIRONMENT};
+use tokio_util::sync::CancellationToken;
 
-use crate::body::{OutBody, ProxyBody, RequestBody};
+use crate::body::{ProxyBody, RequestBody};
 use crate::endpoint::InFlight;
-use crate::headers::{self, X_REQUEST_ID};
+use crate::headers::{self, X_ENVIRONMENT, X_REQUEST_ID};
 use crate::host::{self, Target};
-use crate::table::{Route, SharedTable};
+use crate::pool::CheckoutError;
+use crate::table::{ServiceRoutes, SharedTable};
+use crate::tunnel;
 
-/// Idle keep-alive connections to backends are closed after this long.
-pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Most idle keep-alive connections kept per backend.
-pub const POOL_MAX_IDLE_PER_BACKEND: usize = 64;
 /// Attempts at picking a backend in rotation when the table changes under
 /// the request (a picked replica started draining).
 const PICK_ATTEMPTS: usize = 3;
 
-type HttpClient = Client<HttpConnector, OutBody>;
-
-/// The proxy: the table it reads and the pooled client it forwards with.
+/// The proxy: the table it reads and the limits it applies.
 #[derive(Debug)]
 pub struct Proxy {
     table: SharedTable,
-    client: HttpClient,
     domain: String,
+    max_body_bytes: u64,
+    /// Cancelled at shutdown: closes tunnels.
+    stop: CancellationToken,
+}
+
+/// What one client request is for.
+struct Call<'a> {
+    environment: &'a str,
+    host: &'a str,
+    direct: Option<&'a str>,
+    sticky_key: Option<&'a [u8]>,
+    request_id: &'a str,
+    service: &'a str,
 }
 
 impl Proxy {
-    /// A proxy for `<service>.<domain>` reading `table`.
-    pub fn new(table: SharedTable, domain: &str, connect_timeout: Duration) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(connect_timeout));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_max_idle_per_host(POOL_MAX_IDLE_PER_BACKEND)
-            .build(connector);
+    /// A proxy for `<host>.<domain>` reading `table`.
+    pub fn new(
+        table: SharedTable,
+        domain: &str,
+        max_body_bytes: u64,
+        stop: CancellationToken,
+    ) -> Self {
         Proxy {
             table,
-            client,
             domain: domain.to_owned(),
+            max_body_bytes,
+            stop,
         }
     }
 
     /// Answer one client request.
     pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
-        let host = req
-            .headers()
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri().host())
-            .unwrap_or_default();
-        let (service, direct) = match host::target(host, &self.domain) {
-            Target::Service(service) => (service, None),
-            Target::Replica { service, replica } => (service, Some(replica)),
-            Target::Unknown(name) => {
-                return local(StatusCode::NOT_FOUND, format!("no such service: {name}\n"))
+        if req.method() == Method::CONNECT {
+            return local(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n");
+        }
+        let header_host = req.headers().get(HOST).and_then(|h| h.to_str().ok());
+        let host = match (req.uri().authority(), header_host) {
+            // Absolute form (RFC 9112 §3.2.2): the target's authority wins,
+            // and it must not name another host than the Host header.
+            (Some(authority), Some(h)) if !authority.as_str().eq_ignore_ascii_case(h) => {
+                return local(StatusCode::BAD_REQUEST, "not a forward proxy\n");
             }
+            (Some(authority), _) => authority.as_str(),
+            (None, Some(h)) => h,
+            (None, None) => return local(StatusCode::BAD_REQUEST, "missing Host header\n"),
         };
-        let Some(routes) = self.table.load().service(&service).cloned() else {
-            return local(
-                StatusCode::NOT_FOUND,
-                format!("no such service: {service}\n"),
-            );
+        let (name, direct) = match host::target(host, &self.domain) {
+            Target::Service(name) => (name, None),
+            Target::Replica { service, replica } => (service, Some(replica)),
+            Target::Unknown(_) => return local(StatusCode::NOT_FOUND, "no such service\n"),
         };
+        let environment = environment_of(&req);
+        let table = self.table.load();
+        let Some(routes) = table.lookup(&environment, &name).cloned() else {
+            return local(StatusCode::NOT_FOUND, "no such service\n");
+        };
+        drop(table);
         if let Some(replica) = &direct {
             if routes.replica(replica).is_none() {
-                let text = format!("no such replica: {replica} of service {service}\n");
-                return local(StatusCode::NOT_FOUND, text);
+                return local(StatusCode::NOT_FOUND, "no such replica\n");
             }
         }
+        let too_long = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|n| n > self.max_body_bytes);
+        if too_long {
+            return local(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
+        }
         let (mut parts, body) = req.into_parts();
+        let upgrade = headers::upgrade_of(&parts.headers);
+        let sticky_key = routes
+            .sticky
+            .as_ref()
+            .and_then(|s| sticky_key(&parts.headers, s));
         let request_id = headers::forward_request(&mut parts.headers, peer.ip());
+        if let Some(protocol) = &upgrade {
+            headers::set_upgrade(&mut parts.headers, protocol.clone());
+        }
         let call = Call {
-            service: &service,
+            environment: &environment,
+            host: &name,
             direct: direct.as_deref(),
+            sticky_key: sticky_key.as_deref(),
             request_id: &request_id,
+            service: &routes.service,
         };
-        let mut resp = self.forward(&call, &parts, RequestBody::new(body)).await;
+        let body = RequestBody::new(body, self.max_body_bytes);
+        let mut resp = self
+            .forward(&call, &mut parts, body, upgrade.is_some())
+            .await;
         if !resp.headers().contains_key(X_REQUEST_ID) {
             if let Ok(v) = HeaderValue::from_str(&request_id) {
                 resp.headers_mut().insert(X_REQUEST_ID, v);
@@ -108,8 +147,9 @@ impl Proxy {
     async fn forward(
         &self,
         call: &Call<'_>,
-        parts: &Parts,
+        parts: &mut Parts,
         body: RequestBody,
+        upgrade: bool,
     ) -> Response<ProxyBody> {
         let idempotent = matches!(
             parts.method,
@@ -120,110 +160,181 @@ impl Proxy {
                 | Method::DELETE
                 | Method::TRACE
         );
-        let mut failed: Option<String> = None;
+        let Some(mut guard) = self.choose(call, None) else {
+            return unavailable();
+        };
+        let mut reached_backend = false;
         for attempt in 1..=2 {
-            let Some((route, guard)) = self.choose(call, failed.as_deref()) else {
-                if failed.is_some() {
-                    break;
-                }
-                return unavailable(call.service);
-            };
-            let replica = route.endpoint.replica.as_str();
-            let Some(upstream) = upstream_request(parts, &route.addr, body.attempt()) else {
-                tracing::error!(service = call.service, replica_id = replica, addr = %route.addr, "backend address is not a valid authority");
-                failed = Some(replica.to_owned());
-                continue;
-            };
-            match self.client.request(upstream).await {
-                Ok(resp) => {
-                    tracing::debug!(
-                        request_id = call.request_id,
-                        service = call.service,
-                        replica_id = replica,
-                        status = resp.status().as_u16(),
-                        attempt,
-                        "proxied"
-                    );
-                    return upstream_response(resp, guard);
-                }
+            let endpoint = guard.endpoint().clone();
+            let replica = endpoint.replica.as_str();
+            let may_retry = attempt == 1 && call.direct.is_none();
+            // Whether to retry, and why, once this attempt has failed.
+            let sent: bool;
+            match endpoint.pool.checkout(&endpoint.addr).await {
                 Err(e) => {
-                    let retry = attempt == 1
-                        && call.direct.is_none()
-                        && (e.is_connect() || idempotent)
-                        && body.replayable();
-                    tracing::warn!(request_id = call.request_id, service = call.service, replica_id = replica, error = %chain(&e), retry, "backend request failed");
-                    if !retry {
-                        return local(
-                            StatusCode::BAD_GATEWAY,
-                            format!("backend {replica} of service {} failed\n", call.service),
-                        );
+                    if matches!(e, CheckoutError::Connect(_) | CheckoutError::Timeout) {
+                        endpoint.eject();
                     }
-                    failed = Some(replica.to_owned());
+                    tracing::warn!(request_id = call.request_id, service = call.service, replica_id = replica, error = %e, retry = may_retry, "cannot reach backend");
+                    sent = false;
+                }
+                Ok(mut conn) => {
+                    let Some(upstream) = upstream_request(parts, &endpoint.addr, &body) else {
+                        return local(StatusCode::BAD_GATEWAY, "bad backend address\n");
+                    };
+                    match conn.sender.try_send_request(upstream).await {
+                        Ok(resp) => {
+                            let status = resp.status();
+                            guard.set_status(status.as_u16());
+                            let retry_status = matches!(
+                                status,
+                                StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE
+                            );
+                            if may_retry && retry_status && idempotent && body.replayable() {
+                                if let Some(next) = self.choose(call, Some(replica)) {
+                                    tracing::info!(
+                                        request_id = call.request_id,
+                                        service = call.service,
+                                        replica_id = replica,
+                                        status = status.as_u16(),
+                                        "backend answered {status}; retrying on another"
+                                    );
+                                    drop(resp);
+                                    guard = next;
+                                    reached_backend = true;
+                                    continue;
+                                }
+                            }
+                            tracing::debug!(
+                                request_id = call.request_id,
+                                service = call.service,
+                                replica_id = replica,
+                                status = status.as_u16(),
+                                attempt,
+                                "proxied"
+                            );
+                            if upgrade && status == StatusCode::SWITCHING_PROTOCOLS {
+                                return tunnel::splice(parts, resp, guard, &self.stop);
+                            }
+                            return upstream_response(resp, conn.sender, guard);
+                        }
+                        Err(mut e) => {
+                            let unsent = e.take_message().is_some();
+                            let error = e.into_error();
+                            if body.too_large() {
+                                guard.set_status(413);
+                                return local(
+                                    StatusCode::PAYLOAD_TOO_LARGE,
+                                    "request body too large\n",
+                                );
+                            }
+                            tracing::warn!(request_id = call.request_id, service = call.service, replica_id = replica, reused = conn.reused, unsent, error = %chain(&error), "backend request failed");
+                            sent = !unsent;
+                        }
+                    }
                 }
             }
+            reached_backend |= sent;
+            let retry = may_retry && (!sent || (idempotent && body.replayable()));
+            if !retry {
+                break;
+            }
+            drop(guard);
+            match self.choose(call, Some(replica)) {
+                Some(next) => guard = next,
+                None => break,
+            }
         }
-        local(
-            StatusCode::BAD_GATEWAY,
-            format!("no backend of service {} answered\n", call.service),
-        )
+        if reached_backend || call.direct.is_some() {
+            local(StatusCode::BAD_GATEWAY, "bad gateway\n")
+        } else {
+            unavailable()
+        }
     }
 
     /// The route for the next attempt, counted in flight. Rotation picks
     /// skip replicas that started draining since the table was loaded.
-    fn choose(&self, call: &Call<'_>, avoid: Option<&str>) -> Option<(Route, InFlight)> {
+    fn choose(&self, call: &Call<'_>, avoid: Option<&str>) -> Option<InFlight> {
         for _ in 0..PICK_ATTEMPTS {
             let table = self.table.load();
-            let routes = table.service(call.service)?;
-            let route = match (call.direct, avoid) {
-                (Some(replica), _) => routes.replica(replica)?,
-                (None, Some(avoid)) => routes.pick_other(avoid)?,
-                (None, None) => routes.pick()?,
+            let routes: &ServiceRoutes = table.lookup(call.environment, call.host)?;
+            let route = match (call.direct, call.sticky_key) {
+                (Some(replica), _) if avoid.is_none() => routes.replica(replica)?,
+                (Some(_), _) => return None,
+                (None, Some(key)) => routes.pick_sticky(key, avoid)?,
+                (None, None) => match avoid {
+                    Some(avoid) => routes.pick_other(avoid)?,
+                    None => routes.pick()?,
+                },
             };
             if let Some(guard) = route.endpoint.acquire(call.direct.is_none()) {
-                return Some((route.clone(), guard));
+                return Some(guard);
             }
         }
         None
     }
 }
 
-/// What one client request is for.
-struct Call<'a> {
-    service: &'a str,
-    direct: Option<&'a str>,
-    request_id: &'a str,
+/// The environment a request asks for (`X-Environment`, lower case), else `production`.
+fn environment_of(req: &Request<Incoming>) -> String {
+    req.headers()
+        .get(X_ENVIRONMENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| DEFAULT_ENVIRONMENT.to_owned(), str::to_ascii_lowercase)
 }
 
-fn upstream_request(parts: &Parts, addr: &str, body: OutBody) -> Option<Request<OutBody>> {
+/// The client's sticky-session key, from the cookie or header the route names.
+fn sticky_key(headers: &hyper::HeaderMap, sticky: &Sticky) -> Option<Vec<u8>> {
+    match sticky {
+        Sticky::Header(name) => headers
+            .get(name.as_str())
+            .map(|v| v.as_bytes().to_vec())
+            .filter(|v| !v.is_empty()),
+        Sticky::Cookie(name) => headers
+            .get_all(COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.trim().as_bytes().to_vec())
+            .filter(|v| !v.is_empty()),
+    }
+}
+
+fn upstream_request(
+    parts: &Parts,
+    addr: &str,
+    body: &RequestBody,
+) -> Option<Request<crate::body::OutBody>> {
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let uri = Uri::builder()
-        .scheme("http")
-        .authority(addr)
-        .path_and_query(path)
-        .build()
-        .ok()?;
-    let mut req = Request::new(body);
+    let uri = Uri::try_from(path).ok()?;
+    let mut req = Request::new(body.attempt());
     *req.method_mut() = parts.method.clone();
     *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_11;
     *req.headers_mut() = parts.headers.clone();
+    if !req.headers().contains_key(HOST) {
+        req.headers_mut()
+            .insert(HOST, HeaderValue::from_str(addr).ok()?);
+    }
     Some(req)
 }
 
-fn upstream_response(resp: Response<Incoming>, guard: InFlight) -> Response<ProxyBody> {
+fn upstream_response(
+    resp: Response<Incoming>,
+    conn: hyper::client::conn::http1::SendRequest<crate::body::OutBody>,
+    guard: InFlight,
+) -> Response<ProxyBody> {
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
-    Response::from_parts(
-        parts,
-        ProxyBody::Upstream {
-            body,
-            _guard: guard,
-        },
-    )
+    Response::from_parts(parts, ProxyBody::upstream(body, conn, guard))
 }
 
 /// A short plain-text answer of the router itself.
-pub fn local(status: StatusCode, text: String) -> Response<ProxyBody> {
+pub fn local(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
     let mut resp = Response::new(ProxyBody::local(text));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
@@ -233,11 +344,9 @@ pub fn local(status: StatusCode, text: String) -> Response<ProxyBody> {
     resp
 }
 
-fn unavailable(service: &str) -> Response<ProxyBody> {
-    let mut resp = local(
-        StatusCode::SERVICE_UNAVAILABLE,
-        format!("no backend of service {service} is in rotation\n"),
-    );
+/// 503 with `Retry-After`: nothing in rotation, or nothing reachable.
+fn unavailable() -> Response<ProxyBody> {
+    let mut resp = local(StatusCode::SERVICE_UNAVAILABLE, "no backend available\n");
     resp.headers_mut()
         .insert(RETRY_AFTER, HeaderValue::from_static("1"));
     resp

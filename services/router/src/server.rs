@@ -1,17 +1,18 @@
-//! The accept loop: HTTP/1.1 with keep-alive, a header read timeout against
-//! slowloris, a cap on open connections, and a graceful stop.
+//! The accept loop: HTTP/1.1 with keep-alive and upgrades, a head size
+//! limit, header and idle timeouts (see [`crate::conn`]), a cap on open
+//! connections, and a graceful stop.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::conn::{ClientIo, ConnState, Timeouts};
 use crate::proxy::Proxy;
 
 /// Pause after a failed accept (out of file descriptors and the like).
@@ -20,8 +21,10 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// How the server treats its clients.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// A client must send its request headers within this time.
-    pub header_timeout: Duration,
+    /// Header and idle timeouts.
+    pub timeouts: Timeouts,
+    /// Largest request head, in bytes (hyper answers 431 beyond it).
+    pub max_header_bytes: usize,
     /// Longest wait for in-flight requests once stopped.
     pub grace: Duration,
     /// Most connections open at once; beyond it, accepting waits.
@@ -39,11 +42,11 @@ pub async fn serve(
 ) {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
-        .keep_alive(true);
-    let graceful = GracefulShutdown::new();
+        .keep_alive(true)
+        .max_buf_size(limits.max_header_bytes);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut connections = JoinSet::new();
+    let closing = stop.child_token();
     loop {
         let accepted = tokio::select! {
             () = stop.cancelled() => break,
@@ -55,30 +58,49 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let state = Arc::new(ConnState::default());
+        let io = ClientIo::new(stream, state.clone(), limits.timeouts);
         let proxy = proxy.clone();
         let service = hyper::service::service_fn(move |req| {
-            let proxy = proxy.clone();
-            async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
+            let (proxy, state) = (proxy.clone(), state.clone());
+            let active = state.begin();
+            async move {
+                let mut resp = proxy.handle(req, peer).await;
+                if resp.status() == hyper::StatusCode::SWITCHING_PROTOCOLS {
+                    state.set_upgraded();
+                }
+                resp.body_mut().set_active(active);
+                Ok::<_, Infallible>(resp)
+            }
         });
-        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let conn = http
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades();
+        let closing = closing.clone();
         connections.spawn(async move {
-            if let Err(e) = conn.await {
+            tokio::pin!(conn);
+            let ended = tokio::select! {
+                ended = conn.as_mut() => ended,
+                () = closing.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(%peer, error = %e, "client connection ended with an error");
             }
             drop(slot);
         });
     }
     drop(listener);
-    let open = graceful.count();
     tracing::info!(
-        open_connections = open,
+        open_connections = connections.len(),
         grace_secs = limits.grace.as_secs(),
         "stopped accepting; finishing in-flight requests"
     );
-    if tokio::time::timeout(limits.grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    closing.cancel();
+    let all_done = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(limits.grace, all_done).await.is_err() {
         tracing::warn!(
             open_connections = connections.len(),
             "shutdown grace passed; closing the remaining connections"

@@ -1,5 +1,6 @@
-//! The routing table: for each service, its backends with their weights and
-//! a precomputed weighted schedule. The proxy reads it through an
+//! The routing table: for each environment and host name, a service's
+//! backends with their weights, a precomputed weighted schedule and the
+//! versions used by sticky sessions. The proxy reads it through an
 //! [`ArcSwap`] (no lock on the request path); only the route feed writes it,
 //! through a [`TableWriter`], which also decides which replicas to drain.
 
@@ -9,9 +10,15 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use mentat_domain::event::Backend;
+use mentat_domain::spec::{RouteSpec, Sticky};
 
 use crate::endpoint::Endpoint;
-use crate::weights;
+use crate::pool::PoolSettings;
+use crate::{sticky, weights};
+
+/// Most schedule slots a pick walks past (ejected or avoided backends)
+/// before falling back to the first usable route.
+const MAX_PICK_TRIES: usize = 32;
 
 /// The table shared by the proxy (readers) and the feed (the one writer).
 pub type SharedTable = Arc<ArcSwap<Table>>;
@@ -21,26 +28,57 @@ pub type SharedTable = Arc<ArcSwap<Table>>;
 pub struct Route {
     /// The replica, shared with older and newer tables.
     pub endpoint: Arc<Endpoint>,
-    /// `host:port` to connect to.
-    pub addr: String,
     /// Relative weight; 0 is out of weighted rotation.
     pub weight: u32,
+}
+
+/// The backends of one version (image) with weight, for sticky sessions.
+#[derive(Debug)]
+struct Version {
+    image: String,
+    /// Sum of its backends' weights.
+    weight: u64,
+    /// Indices into `routes` of its backends with weight.
+    members: Vec<usize>,
 }
 
 /// The routes of one service.
 #[derive(Debug)]
 pub struct ServiceRoutes {
+    /// The service.
+    pub service: String,
+    /// Where the sticky key is, if sessions are sticky.
+    pub sticky: Option<Sticky>,
     routes: Vec<Route>,
     schedule: Vec<usize>,
+    versions: Vec<Version>,
     cursor: AtomicUsize,
 }
 
 impl ServiceRoutes {
-    /// Routes of a service, with their weighted schedule.
-    pub fn new(routes: Vec<Route>) -> Self {
+    /// Routes of a service, with their weighted schedule and versions.
+    pub fn new(service: &str, sticky: Option<Sticky>, routes: Vec<Route>) -> Self {
         let weights: Vec<u32> = routes.iter().map(|r| r.weight).collect();
+        let mut versions: Vec<Version> = Vec::new();
+        for (i, r) in routes.iter().enumerate().filter(|(_, r)| r.weight > 0) {
+            let image = &r.endpoint.image;
+            match versions.iter_mut().find(|v| &v.image == image) {
+                Some(v) => {
+                    v.weight += u64::from(r.weight);
+                    v.members.push(i);
+                }
+                None => versions.push(Version {
+                    image: image.clone(),
+                    weight: u64::from(r.weight),
+                    members: vec![i],
+                }),
+            }
+        }
         ServiceRoutes {
+            service: service.to_owned(),
+            sticky,
             schedule: weights::schedule(&weights),
+            versions,
             routes,
             cursor: AtomicUsize::new(0),
         }
@@ -51,20 +89,60 @@ impl ServiceRoutes {
         &self.routes
     }
 
-    /// The next route by weight; `None` when no weight is positive.
+    /// The next route by weight, passing over ejected backends while others
+    /// are left; `None` when no weight is positive.
     pub fn pick(&self) -> Option<&Route> {
-        if self.schedule.is_empty() {
-            return None;
-        }
-        let n = self.cursor.fetch_add(1, Ordering::Relaxed) % self.schedule.len();
-        self.routes.get(self.schedule[n])
+        self.pick_where(|_| true)
     }
 
     /// The next route by weight whose replica is not `avoid`, for a retry.
     pub fn pick_other(&self, avoid: &str) -> Option<&Route> {
-        (0..self.schedule.len())
-            .filter_map(|_| self.pick())
-            .find(|r| r.endpoint.replica != avoid)
+        self.pick_where(|r| r.endpoint.replica != avoid)
+    }
+
+    fn pick_where(&self, ok: impl Fn(&Route) -> bool) -> Option<&Route> {
+        let len = self.schedule.len();
+        if len == 0 {
+            return None;
+        }
+        let mut fallback = None;
+        for _ in 0..len.min(MAX_PICK_TRIES) {
+            let n = self.cursor.fetch_add(1, Ordering::Relaxed) % len;
+            let route = self.routes.get(self.schedule[n])?;
+            if !ok(route) {
+                continue;
+            }
+            if !route.endpoint.is_ejected() {
+                return Some(route);
+            }
+            fallback.get_or_insert(route);
+        }
+        fallback.or_else(|| self.routes.iter().find(|r| r.weight > 0 && ok(r)))
+    }
+
+    /// The route for a sticky `key`: the version by weighted rendezvous
+    /// hashing, then an instance of it the same way (passing over ejected
+    /// ones while others are left, and `avoid`).
+    pub fn pick_sticky(&self, key: &[u8], avoid: Option<&str>) -> Option<&Route> {
+        let v = sticky::choose(
+            key,
+            self.versions.iter().map(|v| (v.image.as_str(), v.weight)),
+        )?;
+        let members = &self.versions.get(v)?.members;
+        let candidates = |healthy: bool| {
+            members.iter().map(move |i| {
+                let r = &self.routes[*i];
+                let usable = avoid != Some(r.endpoint.replica.as_str())
+                    && (!healthy || !r.endpoint.is_ejected());
+                (
+                    r.endpoint.replica.as_str(),
+                    if usable { u64::from(r.weight) } else { 0 },
+                )
+            })
+        };
+        let chosen = sticky::choose(key, candidates(true))
+            .or_else(|| sticky::choose(key, candidates(false)))?;
+        members.get(chosen).and_then(|i| self.routes.get(*i))
     }
 
     /// The route of one replica, whatever its weight.
@@ -76,13 +154,22 @@ impl ServiceRoutes {
 /// One version of the whole table.
 #[derive(Debug, Default)]
 pub struct Table {
-    services: HashMap<String, Arc<ServiceRoutes>>,
+    /// Environment, then host name (both lower case).
+    hosts: HashMap<String, HashMap<String, Arc<ServiceRoutes>>>,
+    /// Service name to its (environment, host).
+    services: HashMap<String, (String, String)>,
 }
 
 impl Table {
+    /// The routes served as `host` in `environment` (both lower case).
+    pub fn lookup(&self, environment: &str, host: &str) -> Option<&Arc<ServiceRoutes>> {
+        self.hosts.get(environment)?.get(host)
+    }
+
     /// The routes of a service that has had a RouteChanged event.
     pub fn service(&self, name: &str) -> Option<&Arc<ServiceRoutes>> {
-        self.services.get(name)
+        let (env, host) = self.services.get(name)?;
+        self.lookup(env, host)
     }
 
     /// Names of the known services, in no particular order.
@@ -110,25 +197,36 @@ pub struct Drain {
 #[derive(Debug)]
 pub struct TableWriter {
     table: SharedTable,
+    pool: PoolSettings,
     /// Replicas removed from the table that still had requests in flight,
     /// kept so that one coming back keeps its count. Pruned once idle.
     retired: HashMap<(String, String), Arc<Endpoint>>,
+    /// Every endpoint created, for the statistics (see [`TableWriter::endpoints`]).
+    created: Vec<Arc<Endpoint>>,
 }
 
 impl TableWriter {
-    /// A writer for `table`.
-    pub fn new(table: SharedTable) -> Self {
+    /// A writer for `table`; new endpoints get pools with `pool` settings.
+    pub fn new(table: SharedTable, pool: PoolSettings) -> Self {
         TableWriter {
             table,
+            pool,
             retired: HashMap::new(),
+            created: Vec::new(),
         }
     }
 
+    /// Endpoints created since the last call (for the statistics registry).
+    pub fn take_created(&mut self) -> Vec<Arc<Endpoint>> {
+        std::mem::take(&mut self.created)
+    }
+
     /// Replace the routes of `service` by `backends` (the full table of the
-    /// service) and return the replicas that left rotation: removed ones, and
-    /// those whose weight went from positive to 0. They are marked draining
-    /// before the new table is published.
-    pub fn apply(&mut self, service: &str, backends: &[Backend]) -> Vec<Drain> {
+    /// service), served as `route.host` in `route.environment`, and return
+    /// the replicas that left rotation: removed ones, and those whose weight
+    /// went from positive to 0. They are marked draining before the new
+    /// table is published.
+    pub fn apply(&mut self, service: &str, backends: &[Backend], route: &RouteSpec) -> Vec<Drain> {
         self.retired.retain(|_, e| e.in_flight() > 0);
         let old_table = self.table.load_full();
         let old = old_table.service(service);
@@ -146,7 +244,11 @@ impl TableWriter {
                     self.retired
                         .remove(&(service.to_owned(), b.replica.clone()))
                 })
-                .unwrap_or_else(|| Endpoint::new(service, &b.replica, b.weight > 0));
+                .unwrap_or_else(|| {
+                    let e = Endpoint::new(service, b, self.pool);
+                    self.created.push(e.clone());
+                    e
+                });
             if b.weight > 0 && endpoint.is_draining() {
                 endpoint.resume();
             } else if b.weight == 0 && previous.is_some_and(|p| p.weight > 0) {
@@ -158,7 +260,6 @@ impl TableWriter {
             }
             routes.push(Route {
                 endpoint,
-                addr: b.addr.clone(),
                 weight: b.weight,
             });
         }
@@ -179,9 +280,27 @@ impl TableWriter {
                 gone.endpoint.clone(),
             );
         }
+        let env = route.environment().to_ascii_lowercase();
+        let host = route.host(service).to_ascii_lowercase();
+        let mut hosts = old_table.hosts.clone();
         let mut services = old_table.services.clone();
-        services.insert(service.to_owned(), Arc::new(ServiceRoutes::new(routes)));
-        self.table.store(Arc::new(Table { services }));
+        if let Some((old_env, old_host)) = services.get(service) {
+            let mine = |s: &Arc<ServiceRoutes>| s.service == service;
+            if let Some(h) = hosts.get_mut(old_env) {
+                if h.get(old_host).is_some_and(mine) {
+                    h.remove(old_host);
+                }
+            }
+        }
+        let entry = hosts.entry(env.clone()).or_default();
+        if let Some(other) = entry.get(&host).filter(|s| s.service != service) {
+            tracing::warn!(service, other = %other.service, environment = %env, host = %host, "two services claim the same host; the latest RouteChanged wins");
+        }
+        let routes = ServiceRoutes::new(service, route.sticky.clone(), routes);
+        entry.insert(host.clone(), Arc::new(routes));
+        hosts.retain(|_, h| !h.is_empty());
+        services.insert(service.to_owned(), (env, host));
+        self.table.store(Arc::new(Table { hosts, services }));
         drains
     }
 }
@@ -199,6 +318,14 @@ mod tests {
         }
     }
 
+    fn writer(shared: &SharedTable) -> TableWriter {
+        TableWriter::new(shared.clone(), PoolSettings::default())
+    }
+
+    fn apply(w: &mut TableWriter, service: &str, backends: &[Backend]) -> Vec<Drain> {
+        w.apply(service, backends, &RouteSpec::default())
+    }
+
     fn replicas(drains: &[Drain]) -> Vec<&str> {
         drains.iter().map(|d| d.endpoint.replica.as_str()).collect()
     }
@@ -206,10 +333,8 @@ mod tests {
     #[test]
     fn the_first_table_drains_nothing_and_picks_by_weight() {
         let shared = SharedTable::default();
-        let mut w = TableWriter::new(shared.clone());
-        assert!(w
-            .apply("web", &[backend("a", 1), backend("b", 3)])
-            .is_empty());
+        let mut w = writer(&shared);
+        assert!(apply(&mut w, "web", &[backend("a", 1), backend("b", 3)]).is_empty());
         let table = shared.load();
         let web = table.service("web").expect("web");
         let picks: Vec<&str> = (0..4)
@@ -226,8 +351,12 @@ mod tests {
     #[test]
     fn removal_and_zero_weight_drain_and_keep_counts() {
         let shared = SharedTable::default();
-        let mut w = TableWriter::new(shared.clone());
-        w.apply("web", &[backend("a", 1), backend("b", 1), backend("c", 0)]);
+        let mut w = writer(&shared);
+        apply(
+            &mut w,
+            "web",
+            &[backend("a", 1), backend("b", 1), backend("c", 0)],
+        );
         let a = shared
             .load()
             .service("web")
@@ -236,7 +365,7 @@ mod tests {
             .expect("a");
         let guard = a.acquire(true).expect("a in rotation");
 
-        let drains = w.apply("web", &[backend("b", 0)]);
+        let drains = apply(&mut w, "web", &[backend("b", 0)]);
         assert_eq!(replicas(&drains), ["b", "a", "c"]);
         assert!(a.is_draining());
         let table = shared.load();
@@ -245,7 +374,7 @@ mod tests {
         assert!(web.replica("b").is_some(), "weight 0 stays addressable");
 
         // `a` comes back while its request is still in flight: same counter, stale drain.
-        let drains = w.apply("web", &[backend("a", 2)]);
+        let drains = apply(&mut w, "web", &[backend("a", 2)]);
         assert_eq!(replicas(&drains), ["b"]);
         let back = shared
             .load()
@@ -262,12 +391,82 @@ mod tests {
     #[test]
     fn services_are_independent() {
         let shared = SharedTable::default();
-        let mut w = TableWriter::new(shared.clone());
-        w.apply("web", &[backend("a", 1)]);
-        assert!(w.apply("api", &[]).is_empty());
+        let mut w = writer(&shared);
+        apply(&mut w, "web", &[backend("a", 1)]);
+        assert!(apply(&mut w, "api", &[]).is_empty());
         let table = shared.load();
         assert_eq!(table.len(), 2);
         assert!(table.service("web").and_then(|s| s.pick()).is_some());
         assert!(table.service("api").and_then(|s| s.pick()).is_none());
+    }
+
+    #[test]
+    fn hosts_and_environments_key_the_table_and_moves_free_the_old_key() {
+        let shared = SharedTable::default();
+        let mut w = writer(&shared);
+        let staging = RouteSpec {
+            environment: "Staging".into(),
+            host: "shop".into(),
+            sticky: None,
+        };
+        w.apply("web", &[backend("a", 1)], &staging);
+        w.apply("web2", &[backend("b", 1)], &RouteSpec::default());
+        let table = shared.load();
+        assert!(table.lookup("staging", "shop").is_some());
+        assert!(table.lookup("production", "shop").is_none());
+        assert!(table.lookup("staging", "web").is_none());
+        assert_eq!(
+            table
+                .lookup("production", "web2")
+                .map(|s| s.service.as_str()),
+            Some("web2")
+        );
+
+        w.apply("web", &[backend("a", 1)], &RouteSpec::default());
+        let table = shared.load();
+        assert!(
+            table.lookup("staging", "shop").is_none(),
+            "the old key is freed"
+        );
+        assert!(table.lookup("production", "web").is_some());
+    }
+
+    #[test]
+    fn sticky_picks_follow_the_version_then_the_instance() {
+        let shared = SharedTable::default();
+        let mut w = writer(&shared);
+        let v = |replica: &str, image: &str, weight| Backend {
+            image: image.into(),
+            ..backend(replica, weight)
+        };
+        apply(
+            &mut w,
+            "web",
+            &[v("a1", "v1", 45), v("a2", "v1", 45), v("b1", "v2", 10)],
+        );
+        let table = shared.load();
+        let web = table.service("web").expect("web");
+        let mut to_v2 = 0;
+        for i in 0..10_000 {
+            let key = format!("user-{i}");
+            let r = web.pick_sticky(key.as_bytes(), None).expect("a route");
+            assert_eq!(
+                r.endpoint.replica,
+                web.pick_sticky(key.as_bytes(), None)
+                    .expect("again")
+                    .endpoint
+                    .replica
+            );
+            if r.endpoint.image == "v2" {
+                to_v2 += 1;
+            }
+            let other = web.pick_sticky(key.as_bytes(), Some(&r.endpoint.replica));
+            if r.endpoint.image == "v1" {
+                let other = other.expect("the other v1 instance");
+                assert_eq!(other.endpoint.image, "v1");
+                assert_ne!(other.endpoint.replica, r.endpoint.replica);
+            }
+        }
+        assert!((800..=1200).contains(&to_v2), "{to_v2}");
     }
 }

@@ -187,3 +187,100 @@ async fn shutdown_lets_in_flight_requests_finish() {
         "a stopped router accepts nothing"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_lived_connections_to_a_drained_replica_close_at_the_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let nats = NatsServer::start();
+    let bus = bus(&nats.url()).await;
+    let mut facts = bus
+        .client
+        .subscribe(mentat_bus::subject::fact("web", "ReplicaDrained"))
+        .await
+        .expect("subscribe to facts");
+    let (old, new) = (Backend::start("old").await, Backend::start("new").await);
+    publish_routes(&bus, "web", vec![old.route(1)]).await;
+    let router = TestRouter::start_with(mentat_router::Config {
+        nats_url: nats.url(),
+        drain_timeout_secs: 1,
+        ..test_config()
+    })
+    .await;
+    let client = client();
+    let mut ws = upgrade(router.addr, "web.localhost").await;
+    ws.write_all(b"ping").await.expect("send");
+    let mut back = [0u8; 4];
+    ws.read_exact(&mut back).await.expect("echo");
+    // A keep-alive connection from the router to `old` stays in its pool.
+    assert_eq!(
+        get(&client, router.addr, "web.localhost", "/").await.body,
+        "old"
+    );
+    assert_eq!(old.tunnels.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        old.connections.load(Ordering::SeqCst),
+        1,
+        "one pooled connection"
+    );
+
+    let removed_at = tokio::time::Instant::now();
+    publish_routes(&bus, "web", vec![new.route(1)]).await;
+    // The tunnel still works during the drain.
+    ws.write_all(b"pong").await.expect("send");
+    ws.read_exact(&mut back)
+        .await
+        .expect("echo during the drain");
+    assert_eq!(&back, b"pong");
+    // At the timeout the router closes it: the client reads EOF.
+    let mut rest = Vec::new();
+    let eof = tokio::time::timeout(Duration::from_secs(5), ws.read_to_end(&mut rest)).await;
+    assert!(matches!(eof, Ok(Ok(0))), "{eof:?}");
+    let closed_after = removed_at.elapsed();
+    assert!(
+        closed_after >= Duration::from_millis(900),
+        "{closed_after:?}"
+    );
+    let msg = tokio::time::timeout(Duration::from_secs(5), facts.next())
+        .await
+        .expect("ReplicaDrained arrives")
+        .expect("subscription open");
+    assert!(matches!(
+        fact(&msg).event,
+        Event::ReplicaDrained {
+            timed_out: true,
+            ..
+        }
+    ));
+    eventually(
+        "every connection to the drained replica to close",
+        || async {
+            old.connections.load(Ordering::SeqCst) == 0 && old.tunnels.load(Ordering::SeqCst) == 0
+        },
+    )
+    .await;
+    assert_eq!(
+        get(&client, router.addr, "web.localhost", "/").await.body,
+        "new"
+    );
+}
+
+/// Open an upgraded connection through the router; returns the stream
+/// after the 101 head.
+async fn upgrade(router: std::net::SocketAddr, host: &str) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(router)
+        .await
+        .expect("connect");
+    let head = format!(
+        "GET /ws HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.expect("write");
+    let mut seen = Vec::new();
+    let mut byte = [0u8; 1];
+    while !seen.ends_with(b"\r\n\r\n") {
+        assert_eq!(stream.read(&mut byte).await.expect("read head"), 1);
+        seen.push(byte[0]);
+    }
+    assert!(seen.starts_with(b"HTTP/1.1 101"));
+    stream
+}

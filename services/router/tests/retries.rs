@@ -127,3 +127,142 @@ async fn only_idempotent_requests_are_retried_after_the_backend_closed() {
     );
     assert_eq!(reached_good, 2, "and are not sent to another backend");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_requests_answered_503_are_retried_once_elsewhere() {
+    let nats = NatsServer::start();
+    let bus = bus(&nats.url()).await;
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    publish_routes(&bus, "web", vec![a.route(1), b.route(1)]).await;
+    let router = TestRouter::start(&nats.url()).await;
+    let client = client();
+
+    // Each backend answers 503 on /status?code=503: an idempotent request is
+    // retried once, on the other one, whose 503 is then passed on.
+    for method in [Method::GET, Method::PUT, Method::DELETE] {
+        let before = a.started.load(std::sync::atomic::Ordering::SeqCst)
+            + b.started.load(std::sync::atomic::Ordering::SeqCst);
+        let answer = send(
+            &client,
+            router.addr,
+            method.clone(),
+            "web.localhost",
+            "/status?code=503",
+            "",
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{method}");
+        let after = a.started.load(std::sync::atomic::Ordering::SeqCst)
+            + b.started.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(after - before, 2, "{method}: one retry, not more");
+    }
+    // A POST is never retried after reaching a backend.
+    let before = a.started.load(std::sync::atomic::Ordering::SeqCst)
+        + b.started.load(std::sync::atomic::Ordering::SeqCst);
+    let answer = send(
+        &client,
+        router.addr,
+        Method::POST,
+        "web.localhost",
+        "/status?code=502",
+        "x",
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+    let after = a.started.load(std::sync::atomic::Ordering::SeqCst)
+        + b.started.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(after - before, 1);
+    // 500 is an answer, not a reason to retry.
+    let answer = get(&client, router.addr, "web.localhost", "/status?code=500").await;
+    assert_eq!(answer.status, StatusCode::INTERNAL_SERVER_ERROR);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_503_from_one_backend_is_hidden_by_the_other() {
+    let nats = NatsServer::start();
+    let bus = bus(&nats.url()).await;
+    let good = Backend::start("good").await;
+    // A backend that answers every request 503 (overloaded).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let busy_addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    let _ = s
+                        .write_all(
+                            b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\n\r\nbusy",
+                        )
+                        .await;
+                }
+            });
+        }
+    });
+    let busy = RouteBackend {
+        replica: "busy".into(),
+        addr: busy_addr.to_string(),
+        image: "v1".into(),
+        weight: 1,
+    };
+    publish_routes(&bus, "web", vec![busy, good.route(1)]).await;
+    let router = TestRouter::start(&nats.url()).await;
+    let client = client();
+    for i in 0..20 {
+        let answer = get(&client, router.addr, "web.localhost", "/").await;
+        assert_eq!(
+            (answer.status, answer.body.as_str()),
+            (StatusCode::OK, "good"),
+            "GET {i}"
+        );
+    }
+    let mut posts = Vec::new();
+    for _ in 0..4 {
+        posts.push(
+            send(
+                &client,
+                router.addr,
+                Method::POST,
+                "web.localhost",
+                "/echo",
+                "p",
+            )
+            .await
+            .status,
+        );
+    }
+    let unavailable = posts
+        .iter()
+        .filter(|s| **s == StatusCode::SERVICE_UNAVAILABLE)
+        .count();
+    assert_eq!(
+        unavailable, 2,
+        "POSTs that reached the busy backend get its 503: {posts:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_no_backend_can_be_reached_the_answer_is_503_with_retry_after() {
+    let nats = NatsServer::start();
+    let bus = bus(&nats.url()).await;
+    let dead = |name: &str| RouteBackend {
+        replica: name.into(),
+        addr: format!("127.0.0.1:{}", mentat_testkit::free_port()),
+        image: "v1".into(),
+        weight: 1,
+    };
+    publish_routes(&bus, "web", vec![dead("d1"), dead("d2")]).await;
+    let router = TestRouter::start(&nats.url()).await;
+    let client = client();
+    for method in [Method::GET, Method::POST] {
+        let answer = send(&client, router.addr, method, "web.localhost", "/", "").await;
+        assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(answer.headers[hyper::header::RETRY_AFTER], "1");
+    }
+}

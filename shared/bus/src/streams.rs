@@ -17,6 +17,14 @@ pub const FACTS: &str = "MENTAT_FACTS";
 /// Every event of the log, published by the planner's relay (`mentat.evt.>`).
 pub const EVENTS: &str = "MENTAT_EVENTS";
 
+/// Router traffic statistics (`mentat.stats.>`), one message per router per
+/// interval, kept [`STATS_MAX_AGE`] so that a restarted health-watcher can
+/// rebuild its recent windows. Created by [`ensure_stats`], not [`ensure`]:
+/// only routers and their consumers need it.
+pub const STATS: &str = "MENTAT_STATS";
+/// How long traffic statistics are kept.
+pub const STATS_MAX_AGE: Duration = Duration::from_secs(15 * 60);
+
 /// Window within which JetStream drops a re-published message with the same `Nats-Msg-Id`.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
@@ -59,5 +67,26 @@ pub async fn ensure(js: &jetstream::Context) -> Result<()> {
             .await
             .map_err(|e| Error::Nats(format!("creating stream {name}: {e}")))?;
     }
+    Ok(())
+}
+
+/// Configuration of the [`STATS`] stream: file storage like the others (so
+/// the window survives a NATS restart too), [`STATS_MAX_AGE`].
+pub fn stats_config() -> stream::Config {
+    stream::Config {
+        name: STATS.into(),
+        subjects: vec![subject::STATS_ALL.into()],
+        max_age: STATS_MAX_AGE,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    }
+}
+
+/// Create the [`STATS`] stream if it does not exist yet (routers call it at
+/// start-up, and so may its consumers).
+pub async fn ensure_stats(js: &jetstream::Context) -> Result<()> {
+    js.get_or_create_stream(stats_config())
+        .await
+        .map_err(|e| Error::Nats(format!("creating stream {STATS}: {e}")))?;
     Ok(())
 }

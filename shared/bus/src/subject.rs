@@ -15,6 +15,10 @@ pub const QUERY_HISTORY: &str = "mentat.query.history";
 pub const FACT_ALL: &str = "mentat.fact.>";
 /// Every relayed log event: `mentat.evt.<stream>.<EventType>`.
 pub const EVT_ALL: &str = "mentat.evt.>";
+/// Prefix of router traffic statistics: `mentat.stats.<router-id>` (JetStream, stream `MENTAT_STATS`).
+pub const STATS_PREFIX: &str = "mentat.stats";
+/// Every router's traffic statistics.
+pub const STATS_ALL: &str = "mentat.stats.>";
 /// Host heartbeats: `mentat.host.heartbeat.<host>` (core NATS, not stored).
 pub const HEARTBEAT_ALL: &str = "mentat.host.heartbeat.*";
 
@@ -41,6 +45,11 @@ pub fn events_of_type(event_type: &str) -> String {
 /// Every relayed event of one stream: `mentat.evt.<stream>.>`.
 pub fn events_of_stream(stream: &str) -> String {
     format!("mentat.evt.{stream}.>")
+}
+
+/// `mentat.stats.<router_id>`
+pub fn stats(router_id: &str) -> String {
+    format!("{STATS_PREFIX}.{router_id}")
 }
 
 /// `mentat.host.heartbeat.<host>`

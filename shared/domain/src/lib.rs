@@ -8,11 +8,13 @@
 //! - [`command`]: commands, queries and their replies.
 //! - [`event`]: every event of the log, and the envelopes that carry them.
 //! - [`planner`]: the planner's state and decisions (rolling deployments).
+//! - [`stats`]: traffic statistics the routers publish.
 
 pub mod command;
 pub mod event;
 pub mod planner;
 pub mod spec;
+pub mod stats;
 
 pub use command::{Command, Reply};
 pub use event::{Event, EventEnvelope, Fact, Meta};

@@ -20,6 +20,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use mentat_bus::{subject, Bus};
 use mentat_domain::event::Backend as RouteBackend;
+use mentat_domain::spec::RouteSpec;
 use mentat_domain::{Event, EventEnvelope, Fact, Meta};
 use mentat_router::{Config, Router};
 use mentat_runtime::Shutdown;
@@ -30,12 +31,18 @@ use tokio::task::JoinHandle;
 pub const ROUTER_ID: &str = "test-router";
 
 /// An in-process HTTP backend. `GET /` answers its name; `/slow?ms=N`
-/// answers after N ms; `/headers` answers the forwarded headers it saw.
+/// answers after N ms; `/headers` answers the forwarded headers it saw;
+/// `/status?code=N` answers status N; a request with `Upgrade` gets 101 and
+/// an echo of every byte. `connections` counts its open TCP connections.
 pub struct Backend {
     pub name: String,
+    pub image: String,
     pub addr: SocketAddr,
     pub started: Arc<AtomicUsize>,
     pub finished: Arc<AtomicUsize>,
+    pub connections: Arc<AtomicUsize>,
+    /// Upgraded connections (echo tunnels) open now.
+    pub tunnels: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
 
@@ -47,13 +54,25 @@ impl Drop for Backend {
 
 impl Backend {
     pub async fn start(name: &str) -> Backend {
+        Self::start_image(name, "v1").await
+    }
+
+    pub async fn start_image(name: &str, image: &str) -> Backend {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind backend");
         let addr = listener.local_addr().expect("backend addr");
         let started = Arc::new(AtomicUsize::new(0));
         let finished = Arc::new(AtomicUsize::new(0));
-        let state = (name.to_owned(), started.clone(), finished.clone());
+        let connections = Arc::new(AtomicUsize::new(0));
+        let tunnels = Arc::new(AtomicUsize::new(0));
+        let state = (
+            name.to_owned(),
+            started.clone(),
+            finished.clone(),
+            tunnels.clone(),
+        );
+        let open = connections.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -64,18 +83,25 @@ impl Backend {
                     let state = state.clone();
                     async move { Ok::<_, Infallible>(answer(req, state).await) }
                 });
+                let open = open.clone();
+                open.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades()
                         .await;
+                    open.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
         Backend {
             name: name.to_owned(),
+            image: image.to_owned(),
             addr,
             started,
             finished,
+            connections,
+            tunnels,
             task,
         }
     }
@@ -85,17 +111,70 @@ impl Backend {
         RouteBackend {
             replica: self.name.clone(),
             addr: self.addr.to_string(),
-            image: "v1".into(),
+            image: self.image.clone(),
             weight,
         }
     }
 }
 
+/// Answer an upgrade with 101 and echo every byte until the client closes.
+fn upgrade_echo(mut req: Request<Incoming>, tunnels: Arc<AtomicUsize>) -> Response<Full<Bytes>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        tunnels.fetch_add(1, Ordering::SeqCst);
+        let mut io = TokioIo::new(upgraded);
+        let mut buf = [0u8; 1024];
+        loop {
+            match io.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if io.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = io.shutdown().await;
+        tunnels.fetch_sub(1, Ordering::SeqCst);
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .body(Full::new(Bytes::new()))
+        .expect("101")
+}
+
 async fn answer(
     req: Request<Incoming>,
-    (name, started, finished): (String, Arc<AtomicUsize>, Arc<AtomicUsize>),
+    (name, started, finished, tunnels): (
+        String,
+        Arc<AtomicUsize>,
+        Arc<AtomicUsize>,
+        Arc<AtomicUsize>,
+    ),
 ) -> Response<Full<Bytes>> {
     started.fetch_add(1, Ordering::SeqCst);
+    if req.headers().contains_key("upgrade") {
+        return upgrade_echo(req, tunnels);
+    }
+    if req.uri().path() == "/status" {
+        let code = req
+            .uri()
+            .query()
+            .and_then(|q| q.strip_prefix("code="))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(500);
+        finished.fetch_add(1, Ordering::SeqCst);
+        let mut resp = Response::new(Full::new(Bytes::from(name)));
+        *resp.status_mut() =
+            StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return resp;
+    }
     let body = match req.uri().path() {
         "/slow" => {
             let ms = req
@@ -137,6 +216,7 @@ async fn answer(
 /// A router running in-process.
 pub struct TestRouter {
     pub addr: SocketAddr,
+    pub admin: SocketAddr,
     /// Services in the table when `bind` returned.
     pub services_at_start: Vec<String>,
     pub shutdown: Shutdown,
@@ -158,10 +238,12 @@ impl TestRouter {
             .await
             .expect("router binds");
         let addr = router.local_addr();
+        let admin = router.admin_addr();
         let services_at_start = router.services();
         let task = tokio::spawn(router.serve());
         TestRouter {
             addr,
+            admin,
             services_at_start,
             shutdown,
             task,
@@ -179,6 +261,7 @@ impl Drop for TestRouter {
 pub fn test_config() -> Config {
     Config {
         listen: "127.0.0.1:0".parse().expect("addr"),
+        admin_listen: "127.0.0.1:0".parse().expect("addr"),
         router_id: ROUTER_ID.into(),
         drain_timeout_secs: 10,
         shutdown_grace_secs: 5,
@@ -195,6 +278,16 @@ pub async fn bus(nats_url: &str) -> Bus {
 
 /// Publish the full table of `service` the way the planner's relay does.
 pub async fn publish_routes(bus: &Bus, service: &str, backends: Vec<RouteBackend>) {
+    publish_route(bus, service, backends, RouteSpec::default()).await;
+}
+
+/// [`publish_routes`] with a route block.
+pub async fn publish_route(
+    bus: &Bus,
+    service: &str,
+    backends: Vec<RouteBackend>,
+    route: RouteSpec,
+) {
     let id = mentat_bus::new_id();
     let envelope = EventEnvelope {
         id: id.clone(),
@@ -207,7 +300,7 @@ pub async fn publish_routes(bus: &Bus, service: &str, backends: Vec<RouteBackend
         event: Event::RouteChanged {
             service: service.to_owned(),
             backends,
-            route: Default::default(),
+            route,
         },
     };
     bus.publish_durable(subject::event(service, "RouteChanged"), &id, &envelope)
@@ -265,6 +358,62 @@ pub async fn send(
 
 pub async fn get(client: &HttpClient, router: SocketAddr, host: &str, path: &str) -> Answer {
     send(client, router, Method::GET, host, path, "").await
+}
+
+/// GET with extra headers.
+pub async fn get_with(
+    client: &HttpClient,
+    router: SocketAddr,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Answer {
+    let mut req = Request::builder()
+        .uri(format!("http://{router}{path}"))
+        .header(HOST, host);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::new())).expect("request");
+    let resp = client.request(req).await.expect("router answers");
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+/// Send raw bytes on a new connection and read the answer until the
+/// server closes or `wait` passes.
+pub async fn raw(addr: SocketAddr, request: &[u8], wait: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(wait, stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The router's `/metrics` text.
+pub async fn metrics(admin: SocketAddr) -> String {
+    let client = client();
+    let req = Request::builder()
+        .uri(format!("http://{admin}/metrics"))
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let resp = client.request(req).await.expect("admin answers");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+/// The value of one sample line of `/metrics` (exact name and labels).
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// Poll `check` until it holds, for at most 10 s.

@@ -1,0 +1,225 @@
+#!/usr/bin/env bash
+# Router benchmark: the same two backends (mentat-demo-app, release) and
+# the same load generators, side by side in one run: direct to a backend,
+# through mentat-router, through nginx and through HAProxy, each proxy
+# configured as a 50/50 weighted upstream with keep-alive to the backends.
+# Then the memory each proxy holds per 10,000 idle keep-alive client
+# connections, and the router's route-change apply latency.
+# See docs/BENCHMARKS.md (Router) for results and how to read them.
+#
+# Usage (from anywhere):
+#   cargo build --release -p mentat-router -p mentat-demo-app -p mentat-bench-router
+#   apt-get install -y wrk nginx haproxy ; cargo install oha
+#   bench/router/run.sh
+#
+# Environment:
+#   DURATION=10        seconds per load run
+#   CONNS=50           client connections for the max-throughput runs
+#   RATE=2000          requests/s of the fixed-rate runs (oha -q)
+#   RATE_CONNS=20      client connections of the fixed-rate runs
+#   IDLE=10000         idle keep-alive connections for the memory runs
+#   APPLY=1000         route changes timed for the apply latency
+#   PROXY_CPU=1        CPU the proxy under test is pinned to (taskset)
+#   LOAD_CPU=0         CPU the load generator and the backends share
+#   NATS_SERVER_BIN    nats-server 2.10+ (default: nats-server on PATH)
+#   BIN=<repo>/target/release
+#
+# Prints a markdown report on stdout; progress on stderr.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+BIN="${BIN:-$ROOT/target/release}"
+DURATION="${DURATION:-10}"
+CONNS="${CONNS:-50}"
+RATE="${RATE:-2000}"
+RATE_CONNS="${RATE_CONNS:-20}"
+IDLE="${IDLE:-10000}"
+APPLY="${APPLY:-1000}"
+PROXY_CPU="${PROXY_CPU:-1}"
+LOAD_CPU="${LOAD_CPU:-0}"
+NATS="${NATS_SERVER_BIN:-$(command -v nats-server)}"
+HOST=web.localhost
+
+for tool in wrk oha nginx haproxy taskset "$NATS" "$BIN/mentat-router" "$BIN/mentat-demo-app" "$BIN/mentat-bench-router"; do
+    command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 1; }
+done
+ulimit -n "$(ulimit -Hn)"  # 10,000 idle connections need more than the usual 1024
+
+TMP="$(mktemp -d)"
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+log() { echo "[$(date +%T)] $*" >&2; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+
+NATS_PORT=$(free_port); A_PORT=$(free_port); B_PORT=$(free_port)
+ROUTER_PORT=$(free_port); ADMIN_PORT=$(free_port); NGINX_PORT=$(free_port); HAPROXY_PORT=$(free_port)
+
+log "nats-server on $NATS_PORT"
+"$NATS" -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$TMP/js" 2>"$TMP/nats.log" & PIDS+=($!)
+wait_port "$NATS_PORT"
+
+log "backends on $A_PORT and $B_PORT (CPU $LOAD_CPU)"
+PORT=$A_PORT taskset -c "$LOAD_CPU" "$BIN/mentat-demo-app" >"$TMP/a.log" 2>&1 & PIDS+=($!)
+PORT=$B_PORT taskset -c "$LOAD_CPU" "$BIN/mentat-demo-app" >"$TMP/b.log" 2>&1 & PIDS+=($!)
+wait_port "$A_PORT"; wait_port "$B_PORT"
+
+log "mentat-router on $ROUTER_PORT (CPU $PROXY_CPU, 1 worker thread)"
+"$BIN/mentat-bench-router" route "nats://127.0.0.1:$NATS_PORT" web "127.0.0.1:$A_PORT" "127.0.0.1:$B_PORT"
+RUST_LOG=warn TOKIO_WORKER_THREADS=1 taskset -c "$PROXY_CPU" "$BIN/mentat-router" \
+    --nats "nats://127.0.0.1:$NATS_PORT" --listen "127.0.0.1:$ROUTER_PORT" \
+    --admin-listen "127.0.0.1:$ADMIN_PORT" --router-id bench --max-connections 20000 \
+    >"$TMP/router.log" 2>&1 & ROUTER_PID=$!; PIDS+=($ROUTER_PID)
+wait_port "$ROUTER_PORT"
+
+log "nginx on $NGINX_PORT (CPU $PROXY_CPU, 1 worker)"
+cat >"$TMP/nginx.conf" <<CONF
+worker_processes 1;
+worker_cpu_affinity auto;
+daemon off;
+pid $TMP/nginx.pid;
+error_log $TMP/nginx.err warn;
+worker_rlimit_nofile 20000;
+events { worker_connections 30000; }
+http {
+    access_log off;
+    keepalive_timeout 60s;
+    keepalive_requests 1000000;
+    upstream web {
+        server 127.0.0.1:$A_PORT weight=50;
+        server 127.0.0.1:$B_PORT weight=50;
+        keepalive 64;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        client_header_timeout 10s;
+        client_max_body_size 10m;
+        location / {
+            proxy_pass http://web;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$host;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Request-Id \$request_id;
+            proxy_next_upstream error timeout http_502 http_503;
+        }
+    }
+}
+CONF
+taskset -c "$PROXY_CPU" nginx -c "$TMP/nginx.conf" -p "$TMP" & PIDS+=($!)
+wait_port "$NGINX_PORT"
+NGINX_WORKER=$(pgrep -P "$(cat "$TMP/nginx.pid")" | head -1)
+
+log "haproxy on $HAPROXY_PORT (CPU $PROXY_CPU, 1 thread)"
+cat >"$TMP/haproxy.cfg" <<CONF
+global
+    nbthread 1
+    # HAProxy reserves two descriptors per connection: 9,900 is what a
+    # 20,000 descriptor limit allows.
+    maxconn 9900
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+    timeout http-request 10s
+    timeout http-keep-alive 60s
+    option http-keep-alive
+    http-reuse always
+frontend fe
+    bind 127.0.0.1:$HAPROXY_PORT
+    option forwardfor
+    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Request-Id %[uuid]
+    default_backend be
+backend be
+    balance roundrobin
+    retry-on conn-failure 503
+    server a 127.0.0.1:$A_PORT weight 50
+    server b 127.0.0.1:$B_PORT weight 50
+CONF
+taskset -c "$PROXY_CPU" haproxy -f "$TMP/haproxy.cfg" -db >"$TMP/haproxy.log" 2>&1 & HAPROXY_PID=$!; PIDS+=($HAPROXY_PID)
+wait_port "$HAPROXY_PORT"
+
+declare -A TARGET=(
+    [direct]="127.0.0.1:$A_PORT"
+    [mentat-router]="127.0.0.1:$ROUTER_PORT"
+    [nginx]="127.0.0.1:$NGINX_PORT"
+    [haproxy]="127.0.0.1:$HAPROXY_PORT"
+)
+ORDER=(direct mentat-router nginx haproxy)
+
+for name in "${ORDER[@]}"; do
+    curl -sf -H "Host: $HOST" "http://${TARGET[$name]}/" >/dev/null || { echo "$name does not answer" >&2; exit 1; }
+done
+
+echo "## Router benchmark ($(date -u +%F), $(nproc) CPUs, $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'))"
+echo
+echo "Max throughput: \`taskset -c $LOAD_CPU wrk -t1 -c$CONNS -d${DURATION}s --latency -H 'Host: $HOST'\`"
+echo
+echo "| target | requests/s | p50 | p99 | errors |"
+echo "|---|---:|---:|---:|---:|"
+for name in "${ORDER[@]}"; do
+    log "wrk: $name"
+    out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -H "Host: $HOST" "http://${TARGET[$name]}/")
+    echo "$out" >"$TMP/wrk-$name.txt"
+    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+    p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+    errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
+    echo "| $name | $rps | $p50 | $p99 | ${errs:-0} |"
+done
+echo
+echo "Fixed rate: \`taskset -c $LOAD_CPU oha -z ${DURATION}s -q $RATE -c $RATE_CONNS --latency-correction --no-tui -H 'Host: $HOST'\`"
+echo
+echo "| target | requests/s | p50 | p90 | p99 | p99.9 | success |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
+for name in "${ORDER[@]}"; do
+    log "oha -q $RATE: $name"
+    taskset -c "$LOAD_CPU" oha -z "${DURATION}s" -q "$RATE" -c "$RATE_CONNS" --latency-correction --no-tui \
+        --output-format json -H "Host: $HOST" "http://${TARGET[$name]}/" >"$TMP/oha-$name.json"
+    python3 - "$name" "$TMP/oha-$name.json" <<'PY'
+import json, sys
+name, path = sys.argv[1], sys.argv[2]
+d = json.load(open(path))
+s, p = d["summary"], d["latencyPercentiles"]
+ms = lambda v: f"{v * 1000:.3f} ms"
+print(f"| {name} | {s['requestsPerSec']:.0f} | {ms(p['p50'])} | {ms(p['p90'])} | {ms(p['p99'])} | {ms(p['p99.9'])} | {s['successRate'] * 100:.2f}% |")
+PY
+done
+echo
+echo "Memory of idle keep-alive client connections (VmRSS of the proxy process; each connection has served one request and stays open; HAProxy gets at most 9,000 as its maxconn must fit the 20,000 descriptor limit):"
+echo
+echo "| proxy | idle connections | RSS before | RSS with them | per connection | per 10,000 |"
+echo "|---|---:|---:|---:|---:|---:|"
+declare -A PROC=([mentat-router]=$ROUTER_PID [nginx]=$NGINX_WORKER [haproxy]=$HAPROXY_PID)
+for name in mentat-router nginx haproxy; do
+    n=$IDLE
+    [[ $name == haproxy && $n -gt 9000 ]] && n=9000
+    log "$n idle connections: $name"
+    pid=${PROC[$name]}
+    before=$(rss_kb "$pid")
+    "$BIN/mentat-bench-router" idle "${TARGET[$name]}" "$HOST" "$n" 8 >"$TMP/idle-$name.txt" &
+    helper=$!
+    for _ in $(seq 300); do grep -q ready "$TMP/idle-$name.txt" 2>/dev/null && break; sleep 0.1; done
+    sleep 1
+    during=$(rss_kb "$pid")
+    wait "$helper" || true
+    per=$(( (during - before) * 1024 / n ))
+    echo "| $name | $n | $((before / 1024)) MiB | $((during / 1024)) MiB | $per bytes | $(python3 -c "print(f'{$per * 10000 / 2**20:.1f} MiB')") |"
+done
+echo
+log "route-change apply latency: $APPLY changes"
+echo "Route-change apply latency (\`mentat-bench-router apply\`, $APPLY RouteChanged published 10 ms apart through nats-server, read from the router's /metrics):"
+echo
+echo '```'
+"$BIN/mentat-bench-router" apply "nats://127.0.0.1:$NATS_PORT" "127.0.0.1:$ADMIN_PORT" web-apply "127.0.0.1:$A_PORT" "$APPLY"
+echo '```'
