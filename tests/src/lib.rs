@@ -69,14 +69,24 @@ pub struct Cluster {
     procs: BTreeMap<&'static str, Child>,
     /// Port the router listens on.
     pub router_port: u16,
+    /// Port of the router's admin server (`/metrics`).
+    pub admin_port: u16,
     /// A bus connection for the test itself.
     pub bus: Bus,
+    /// Extra flags for the router (see [`Cluster::start_with_router_args`]).
+    router_args: Vec<String>,
 }
 
 impl Cluster {
     /// Start NATS, the database and the four services, and wait until the
     /// planner answers and a host is alive.
     pub async fn start(db: Db) -> Cluster {
+        Self::start_with_router_args(db, &[]).await
+    }
+
+    /// As [`Cluster::start`], with extra flags for the router (kept when it
+    /// is restarted), for example `["--stats-interval-ms", "100"]`.
+    pub async fn start_with_router_args(db: Db, router_args: &[&str]) -> Cluster {
         let nats = NatsServer::start();
         let dir = tempfile::tempdir().unwrap();
         let (database_url, pg) = match db {
@@ -99,7 +109,9 @@ impl Cluster {
             _pg: pg,
             procs: BTreeMap::new(),
             router_port: free_port(),
+            admin_port: free_port(),
             bus,
+            router_args: router_args.iter().map(|a| (*a).to_owned()).collect(),
         };
         for service in SERVICES {
             cluster.start_service(service);
@@ -132,12 +144,18 @@ impl Cluster {
                 "--stop-grace-secs".into(),
                 "5".into(),
             ]),
-            "router" => args.extend([
-                "--listen".into(),
-                format!("127.0.0.1:{}", self.router_port),
-                "--drain-timeout-secs".into(),
-                "5".into(),
-            ]),
+            "router" => {
+                args.extend([
+                    "--listen".into(),
+                    format!("127.0.0.1:{}", self.router_port),
+                    "--drain-timeout-secs".into(),
+                    "5".into(),
+                    // Tests run side by side: every router its own admin port.
+                    "--admin-listen".into(),
+                    format!("127.0.0.1:{}", self.admin_port),
+                ]);
+                args.extend(self.router_args.iter().cloned());
+            }
             _ => {}
         }
         let log = std::fs::OpenOptions::new()
@@ -427,6 +445,22 @@ pub fn web_config_ready_after(
 /// inside of a YAML flow map, for example
 /// `strategy: canary, canary_percent: 10`.
 pub fn web_config_with(replicas: u32, ready_delay_ms: u64, deploy: &str) -> String {
+    web_config_judged(
+        replicas,
+        ready_delay_ms,
+        deploy,
+        "window_secs: 1, min_requests: 5",
+    )
+}
+
+/// As [`web_config_with`], with the inside of the `health.thresholds` flow
+/// map given too (the tests' default judges 1 s windows of at least 5 requests).
+pub fn web_config_judged(
+    replicas: u32,
+    ready_delay_ms: u64,
+    deploy: &str,
+    thresholds: &str,
+) -> String {
     format!(
         r#"services:
   web:
@@ -434,7 +468,30 @@ pub fn web_config_with(replicas: u32, ready_delay_ms: u64, deploy: &str) -> Stri
     run:
       command: ["mentat-demo-app"]
       env: {{ APP_VERSION: "{{image}}", READY_DELAY_MS: "{ready_delay_ms}" }}
-    health: {{ path: /health, interval_ms: 100, healthy_after: 2, unhealthy_after: 3 }}
+    health: {{ path: /health, interval_ms: 100, healthy_after: 2, unhealthy_after: 3, bake_secs: 0, thresholds: {{ {thresholds} }} }}
+    deploy: {{ {deploy} }}
+"#
+    )
+}
+
+/// The service file of the threshold tests: `replicas` of mentat-demo-app
+/// with extra environment entries `env` (the inside of a YAML flow map, may
+/// be empty), extra `health` fields (for example
+/// `thresholds: {window_secs: 1}, bake_secs: 2`) and the `deploy` block.
+pub fn web_config_health(replicas: u32, env: &str, health: &str, deploy: &str) -> String {
+    let env = if env.is_empty() {
+        String::new()
+    } else {
+        format!(", {env}")
+    };
+    format!(
+        r#"services:
+  web:
+    replicas: {replicas}
+    run:
+      command: ["mentat-demo-app"]
+      env: {{ APP_VERSION: "{{image}}"{env} }}
+    health: {{ path: /health, interval_ms: 100, healthy_after: 2, unhealthy_after: 3, {health} }}
     deploy: {{ {deploy} }}
 "#
     )

@@ -21,7 +21,7 @@ fn config(slow_ms: u64) -> String {
     run:
       command: ["mentat-demo-app"]
       env: {{ APP_VERSION: "{{image}}", SLOW_MS: "{slow_ms}" }}
-    health: {{ path: /health, interval_ms: 100, healthy_after: 2, unhealthy_after: 3 }}
+    health: {{ path: /health, interval_ms: 100, healthy_after: 2, unhealthy_after: 3, bake_secs: 0 }}
     deploy: {{ strategy: rolling, max_unavailable: 1, health_timeout_secs: 10, standby_secs: 600 }}
 "#
     )

@@ -3,7 +3,9 @@
 
 use mentat_domain::command::{
     HistoryQuery, HistoryReply, ReplicaStatus, ServiceStatus, StatusQuery, StatusReply,
+    VersionHealth,
 };
+use mentat_domain::planner::state::VerdictKind;
 use mentat_domain::planner::{self, Phase, ServiceState, World};
 
 use crate::log::{envelope, Log};
@@ -71,6 +73,29 @@ fn service_status(name: &str, s: &ServiceState) -> ServiceStatus {
         deployment,
         instances,
         routes: s.routes.clone(),
+        health: s
+            .verdicts
+            .iter()
+            .map(|(version, v)| {
+                let (verdict, detail) = match &v.kind {
+                    VerdictKind::Pass => ("pass", "within every threshold".to_owned()),
+                    VerdictKind::NoData {
+                        requests,
+                        min_requests,
+                    } => (
+                        "no_data",
+                        format!("{requests} requests in the window, {min_requests} needed"),
+                    ),
+                    VerdictKind::Breach(j) => ("breach", j.to_string()),
+                };
+                VersionHealth {
+                    version: version.clone(),
+                    verdict: verdict.to_owned(),
+                    detail,
+                    since_ms: v.since_ms,
+                }
+            })
+            .collect(),
     }
 }
 

@@ -374,6 +374,22 @@ pub struct ServiceStatus {
     pub instances: Vec<ReplicaStatus>,
     /// The routing table as last published.
     pub routes: Vec<Backend>,
+    /// The health-watcher's latest verdict on each running version's traffic.
+    #[serde(default)]
+    pub health: Vec<VersionHealth>,
+}
+
+/// The health-watcher's latest verdict on one version, in `mt status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct VersionHealth {
+    /// Version (image).
+    pub version: String,
+    /// `pass`, `no_data` or `breach`.
+    pub verdict: String,
+    /// The numbers behind it.
+    pub detail: String,
+    /// When it was recorded (ms since epoch).
+    pub since_ms: i64,
 }
 
 /// One replica in `mt status`.
@@ -468,6 +484,9 @@ pub struct DeploymentRecord {
     /// Why it is held, while paused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused: Option<String>,
+    /// Threshold breaches of its new version while it ran, with their numbers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub breaches: Vec<String>,
     /// When it started (ms since epoch).
     pub started_at_ms: i64,
     /// When it ended (ms since epoch).

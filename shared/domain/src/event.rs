@@ -177,6 +177,54 @@ pub enum Event {
         /// New weight by instance.
         weights: BTreeMap<String, u32>,
     },
+    /// Fact from the health-watcher: a version's traffic broke a threshold
+    /// over the window. With `auto_revert`, a deployment that rolls this
+    /// version out reverts at once, in any phase; without, it is held.
+    ThresholdBreached {
+        /// Service.
+        service: String,
+        /// The deployment in flight when it was judged, if the watcher knew one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deployment_id: Option<String>,
+        /// Version (image) judged.
+        version: String,
+        /// What was measured, with the numbers.
+        judgement: Judgement,
+    },
+    /// Fact from the health-watcher: a version's window holds fewer requests
+    /// than `min_requests`, so it can be neither passed nor failed.
+    NoData {
+        /// Service.
+        service: String,
+        /// Version (image).
+        version: String,
+        /// Requests seen in the window.
+        requests: u64,
+        /// Requests needed.
+        min_requests: u64,
+        /// Window, in seconds.
+        window_secs: u64,
+    },
+    /// Fact from the health-watcher: a version's traffic is within every
+    /// threshold over a window with enough requests (after no data or a breach).
+    ThresholdsMet {
+        /// Service.
+        service: String,
+        /// Version (image).
+        version: String,
+        /// Requests in the window.
+        requests: u64,
+        /// Window, in seconds.
+        window_secs: u64,
+    },
+    /// The new version serves every replica; it is watched for `bake_secs`
+    /// more before the deployment completes.
+    BakeStarted {
+        /// Deployment id.
+        deployment_id: String,
+        /// End of the bake window (ms since epoch).
+        until_ms: i64,
+    },
     /// An operator asked for an instance to be taken out of rotation and stopped.
     ReplicaRetireRequested {
         /// Replica id.
@@ -337,6 +385,70 @@ pub enum Event {
     },
 }
 
+/// A measurement that broke a threshold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Judgement {
+    /// What was measured.
+    pub metric: Metric,
+    /// Observed value over the window (unit: see [`Metric`]).
+    pub observed: u64,
+    /// The threshold it broke.
+    pub threshold: u64,
+    /// The other versions' value over the same window, when compared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<u64>,
+    /// Window, in seconds.
+    pub window_secs: u64,
+    /// Requests in the window.
+    pub requests: u64,
+}
+
+/// A measured quantity and its unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// Share of 5xx answers, in basis points (hundredths of a percent).
+    ErrorRate,
+    /// 99th-percentile latency, in microseconds.
+    LatencyP99,
+}
+
+impl Metric {
+    /// A value of this metric for people: `12.34%`, `512.0 ms`.
+    pub fn format(self, value: u64) -> String {
+        match self {
+            Metric::ErrorRate => format!("{}.{:02}%", value / 100, value % 100),
+            Metric::LatencyP99 => format!("{:.1} ms", value as f64 / 1000.0),
+        }
+    }
+
+    /// Name used in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::ErrorRate => "error rate",
+            Metric::LatencyP99 => "p99 latency",
+        }
+    }
+}
+
+impl std::fmt::Display for Judgement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} over {}s ({} requests), threshold {}",
+            self.metric.as_str(),
+            self.metric.format(self.observed),
+            self.window_secs,
+            self.requests,
+            self.metric.format(self.threshold)
+        )?;
+        if let Some(b) = self.baseline {
+            write!(f, ", baseline {}", self.metric.format(b))?;
+        }
+        Ok(())
+    }
+}
+
 /// A deployment's strategy settings, copied from the service's `deploy`
 /// block when it starts, so that a config applied meanwhile does not change
 /// a deployment in flight.
@@ -355,6 +467,10 @@ pub struct Plan {
     pub progress_deadline_secs: u64,
     /// How long new replicas may take to become healthy.
     pub health_timeout_secs: u64,
+    /// How long the new version is watched once it serves every replica.
+    pub bake_secs: u64,
+    /// Steps advance only on a pass of the traffic thresholds.
+    pub thresholds: bool,
 }
 
 impl Default for Plan {
@@ -366,6 +482,8 @@ impl Default for Plan {
             standby_secs: 600,
             progress_deadline_secs: 600,
             health_timeout_secs: 10,
+            bake_secs: 0,
+            thresholds: false,
         }
     }
 }
@@ -400,6 +518,10 @@ impl Event {
             Event::StandbyEnded { .. } => "StandbyEnded",
             Event::WeightsSet { .. } => "WeightsSet",
             Event::ReplicaRetireRequested { .. } => "ReplicaRetireRequested",
+            Event::ThresholdBreached { .. } => "ThresholdBreached",
+            Event::NoData { .. } => "NoData",
+            Event::ThresholdsMet { .. } => "ThresholdsMet",
+            Event::BakeStarted { .. } => "BakeStarted",
         }
     }
 
@@ -421,7 +543,10 @@ impl Event {
             | Event::ReplicaDrained { service, .. }
             | Event::ReplicaStopRequested { service, .. }
             | Event::WeightsSet { service, .. }
-            | Event::ReplicaRetireRequested { service, .. } => service.clone(),
+            | Event::ReplicaRetireRequested { service, .. }
+            | Event::ThresholdBreached { service, .. }
+            | Event::NoData { service, .. }
+            | Event::ThresholdsMet { service, .. } => service.clone(),
             Event::BatchStarted { .. }
             | Event::BatchCompleted { .. }
             | Event::DeploymentReverting { .. }
@@ -433,7 +558,8 @@ impl Event {
             | Event::TrafficShifted { .. }
             | Event::CanaryPromoted { .. }
             | Event::TrafficSwitched { .. }
-            | Event::StandbyEnded { .. } => return None,
+            | Event::StandbyEnded { .. }
+            | Event::BakeStarted { .. } => return None,
         })
     }
 }

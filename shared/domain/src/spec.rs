@@ -109,6 +109,13 @@ pub struct HealthSpec {
     pub healthy_after: u32,
     /// Consecutive failures before a replica counts as unhealthy.
     pub unhealthy_after: u32,
+    /// Limits on the traffic each version serves, judged by the
+    /// health-watcher from the routers' statistics.
+    pub thresholds: Thresholds,
+    /// How long a deployment keeps watching the new version after its last
+    /// replica took traffic, before it completes; a breach in that window
+    /// still reverts it.
+    pub bake_secs: u64,
 }
 
 impl Default for HealthSpec {
@@ -118,6 +125,51 @@ impl Default for HealthSpec {
             interval_ms: 500,
             healthy_after: 2,
             unhealthy_after: 3,
+            thresholds: Thresholds::default(),
+            bake_secs: 60,
+        }
+    }
+}
+
+/// Traffic limits of a version, over a sliding window. Each version of a
+/// service is judged on its own; with `compare_to_baseline`, a version that
+/// shares the service's traffic with others (a canary) breaches only when
+/// it is also `max_degradation_percent` worse than the others over the
+/// same window, so a spike that hits every version alike reverts nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Thresholds {
+    /// Judge traffic at all; when false, no breach is ever reported and
+    /// canary steps advance on their bake time alone.
+    pub enabled: bool,
+    /// Highest share of 5xx answers over the window, 1 to 100.
+    pub error_rate_percent: u32,
+    /// Highest 99th-percentile latency over the window, in milliseconds.
+    pub latency_p99_ms: u64,
+    /// Length of the sliding window, in seconds.
+    pub window_secs: u64,
+    /// Fewer requests than this in a window is "no data": never a pass, never a breach.
+    pub min_requests: u64,
+    /// Judge a version that shares traffic against the other versions.
+    pub compare_to_baseline: bool,
+    /// How much worse than the baseline, in percent, counts as a breach.
+    pub max_degradation_percent: u32,
+    /// Synthetic requests per second the health-watcher sends to a version
+    /// whose window has no data (0: none).
+    pub idle_probe_rps: u32,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            error_rate_percent: 5,
+            latency_p99_ms: 500,
+            window_secs: 10,
+            min_requests: 50,
+            compare_to_baseline: true,
+            max_degradation_percent: 50,
+            idle_probe_rps: 0,
         }
     }
 }
@@ -360,6 +412,56 @@ impl ServiceSpec {
         if h.unhealthy_after == 0 {
             err("health.unhealthy_after", "must be at least 1".into());
         }
+        let t = &h.thresholds;
+        if t.enabled {
+            if t.error_rate_percent == 0 || t.error_rate_percent > 100 {
+                err(
+                    "health.thresholds.error_rate_percent",
+                    format!("{} must be 1 to 100", t.error_rate_percent),
+                );
+            }
+            if t.latency_p99_ms == 0 {
+                err(
+                    "health.thresholds.latency_p99_ms",
+                    "must be at least 1".into(),
+                );
+            }
+            if t.window_secs == 0 {
+                err("health.thresholds.window_secs", "must be at least 1".into());
+            }
+            if t.min_requests == 0 {
+                err(
+                    "health.thresholds.min_requests",
+                    "must be at least 1".into(),
+                );
+            }
+            if t.compare_to_baseline && t.max_degradation_percent == 0 {
+                err(
+                    "health.thresholds.max_degradation_percent",
+                    "must be at least 1 when compare_to_baseline is on".into(),
+                );
+            }
+            if h.bake_secs > 0 && h.bake_secs < t.window_secs {
+                err(
+                    "health.bake_secs",
+                    format!(
+                        "{} is shorter than one window (thresholds.window_secs {}): nothing could be judged",
+                        h.bake_secs, t.window_secs
+                    ),
+                );
+            }
+            for (i, step) in self.deploy.steps.iter().enumerate() {
+                if step.bake_secs < t.window_secs {
+                    err(
+                        &format!("deploy.steps[{i}].bake_secs"),
+                        format!(
+                            "{} is shorter than one window (health.thresholds.window_secs {}): the step could never be judged",
+                            step.bake_secs, t.window_secs
+                        ),
+                    );
+                }
+            }
+        }
         for (field, message) in self.deploy.problems(self.replicas) {
             err(&format!("deploy.{field}"), message);
         }
@@ -466,7 +568,7 @@ mod tests {
             .into_iter()
             .map(|percent| CanaryStep {
                 percent,
-                bake_secs: 1,
+                bake_secs: 10,
             })
             .collect();
         let paths: Vec<_> = s.validate().into_iter().map(|e| e.path).collect();
@@ -478,6 +580,30 @@ mod tests {
             ],
             "with steps, canary_percent 0 is not used"
         );
+    }
+
+    #[test]
+    fn thresholds_that_cannot_judge_anything_are_rejected() {
+        let mut s = spec();
+        s.health.thresholds.error_rate_percent = 0;
+        s.health.thresholds.max_degradation_percent = 0;
+        s.health.bake_secs = 5;
+        s.deploy.steps = vec![CanaryStep {
+            percent: 10,
+            bake_secs: 3,
+        }];
+        let paths: Vec<_> = s.validate().into_iter().map(|e| e.path).collect();
+        assert_eq!(
+            paths,
+            [
+                "services.web.health.thresholds.error_rate_percent",
+                "services.web.health.thresholds.max_degradation_percent",
+                "services.web.health.bake_secs",
+                "services.web.deploy.steps[0].bake_secs"
+            ]
+        );
+        s.health.thresholds.enabled = false;
+        assert!(s.validate().is_empty(), "disabled thresholds judge nothing");
     }
 
     #[test]

@@ -13,7 +13,7 @@
 
 use crate::event::Event;
 use crate::planner::rolling;
-use crate::planner::state::{Deployment, Phase, ServiceState, World};
+use crate::planner::state::{Deployment, Phase, ServiceState, VerdictKind, World};
 use crate::spec::{CanaryStep, ServiceSpec};
 
 /// Replicas a canary of `percent` percent needs out of `replicas`.
@@ -95,6 +95,15 @@ pub(crate) fn react(
     }
     let baked = now_ms >= d.canary.step_since_ms + (d.canary.bake_secs as i64) * 1000;
     if !is_automatic(d) || !baked {
+        return Vec::new();
+    }
+    // Never a step forward on no data (nor on a breach, which reverts):
+    // only while the health-watcher's verdict on the canary is a pass.
+    let passed = state
+        .verdicts
+        .get(&d.image)
+        .is_some_and(|v| v.kind == VerdictKind::Pass);
+    if d.plan.thresholds && !passed {
         return Vec::new();
     }
     if (d.canary.step as usize) < steps.len() {

@@ -264,6 +264,8 @@ fn start_deployment(
         standby_secs: d.standby_secs,
         progress_deadline_secs: d.progress_deadline_secs,
         health_timeout_secs: d.health_timeout_secs,
+        bake_secs: spec.health.bake_secs,
+        thresholds: spec.health.thresholds.enabled,
     };
     let event = Event::DeploymentStarted {
         deployment_id: deployment_id.to_owned(),

@@ -7,8 +7,8 @@
 //! `auto_revert` is off; a revert that passes its own deadline fails. So no
 //! deployment waits forever, and the log says which phase ran out of time.
 
-use crate::event::Event;
-use crate::planner::state::{Deployment, ServiceState, World};
+use crate::event::{Event, Judgement};
+use crate::planner::state::{Deployment, ServiceState, VerdictKind, World};
 use crate::planner::{blue_green, canary, rolling};
 use crate::spec::{ServiceSpec, Strategy};
 
@@ -25,6 +25,9 @@ pub(crate) fn react(
     }
     if deadline(d).is_some_and(|t| now_ms >= t) {
         return deadline_passed(d, now_ms);
+    }
+    if let Some(judgement) = breach(state, d) {
+        return breached(state, d, &judgement, now_ms);
     }
     if d.reverting.is_some() {
         return rolling::react(world, state, spec, d, now_ms);
@@ -56,6 +59,9 @@ pub(crate) fn timed_wait_until(d: &Deployment) -> Option<i64> {
     if d.reverting.is_some() {
         return None;
     }
+    if let Some(until) = d.bake_until_ms {
+        return Some(until);
+    }
     match d.strategy {
         Strategy::Canary if !d.canary.promoted && d.canary.step > 0 && canary::is_automatic(d) => {
             Some(d.canary.step_since_ms + (d.canary.bake_secs as i64) * 1000)
@@ -63,6 +69,38 @@ pub(crate) fn timed_wait_until(d: &Deployment) -> Option<i64> {
         Strategy::BlueGreen if !d.standby_ended => d.standby_until_ms,
         _ => None,
     }
+}
+
+/// A threshold breach of the version `d` rolls out, recorded since it
+/// started (or was last resumed), while it is not reverting.
+fn breach(state: &ServiceState, d: &Deployment) -> Option<Judgement> {
+    if d.reverting.is_some() {
+        return None;
+    }
+    let v = state.verdicts.get(&d.image)?;
+    match &v.kind {
+        VerdictKind::Breach(j)
+            if v.since_ms >= d.started_at_ms && d.resumed_at_ms.is_none_or(|r| v.since_ms > r) =>
+        {
+            Some(j.clone())
+        }
+        _ => None,
+    }
+}
+
+/// A breach reverts at once with `auto_revert` (in any phase: batches,
+/// canary steps, standby, bake); without it the deployment is held.
+fn breached(state: &ServiceState, d: &Deployment, j: &Judgement, now_ms: i64) -> Vec<Event> {
+    let reason = format!("threshold breached by {}: {j}", d.image);
+    if d.auto_revert && d.previous_image.is_some() {
+        return rolling::fail_batch(state, d, reason, now_ms);
+    }
+    vec![Event::DeploymentPaused {
+        deployment_id: d.id.clone(),
+        reason: format!(
+            "{reason}; auto_revert is off, so it is held: mt abort reverts, mt resume carries on"
+        ),
+    }]
 }
 
 fn deadline_passed(d: &Deployment, now_ms: i64) -> Vec<Event> {
@@ -115,6 +153,12 @@ pub fn describe(d: &Deployment) -> String {
             )
         }
     });
+    if let (Some(until), None) = (d.bake_until_ms, &d.reverting) {
+        return format!(
+            "{} serves every replica; baking (watching its traffic) until {until} ms",
+            d.image
+        );
+    }
     if d.reverting.is_some() {
         return format!(
             "reverting to {}{}",

@@ -47,7 +47,7 @@ pub(crate) fn next_batch(
     let current = serving(state).filter(|r| r.image == target).count() as u32;
     let need_new = d.replicas.saturating_sub(current);
     if need_new == 0 && old.is_empty() {
-        return vec![finish(d, now_ms)];
+        return bake_then_finish(d, now_ms);
     }
     let k = k.max(1) as usize;
     let count = (need_new as usize).min(k) as u32;
@@ -249,6 +249,23 @@ pub(crate) fn fail_batch(
     };
     events.push(event);
     events
+}
+
+/// Once the new version serves every replica, watch it for `bake_secs`
+/// before completing (a revert completes at once).
+fn bake_then_finish(d: &Deployment, now_ms: i64) -> Vec<Event> {
+    // Nothing to revert to on a first deployment: no point watching.
+    if d.reverting.is_some() || d.plan.bake_secs == 0 || d.previous_image.is_none() {
+        return vec![finish(d, now_ms)];
+    }
+    match d.bake_until_ms {
+        None => vec![Event::BakeStarted {
+            deployment_id: d.id.clone(),
+            until_ms: now_ms + (d.plan.bake_secs as i64) * 1000,
+        }],
+        Some(until) if now_ms < until => Vec::new(),
+        Some(_) => vec![finish(d, now_ms)],
+    }
 }
 
 pub(crate) fn finish(d: &Deployment, now_ms: i64) -> Event {

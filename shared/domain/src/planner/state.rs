@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use crate::command::{DeploymentRecord, Outcome};
-use crate::event::{Backend, Event, EventEnvelope, Plan};
+use crate::event::{Backend, Event, EventEnvelope, Judgement, Plan};
 use crate::spec::{HealthSpec, RouteSpec, ServiceSpec, Strategy};
 
 /// Where a replica is in its life.
@@ -133,6 +133,38 @@ pub struct Deployment {
     pub standby_until_ms: Option<i64>,
     /// Blue-green: the standby window is over.
     pub standby_ended: bool,
+    /// When it started (ms since epoch).
+    pub started_at_ms: i64,
+    /// End of the bake window, once the new version serves every replica.
+    pub bake_until_ms: Option<i64>,
+    /// When it was last resumed (ms since epoch); a breach recorded until
+    /// then was seen by whoever resumed it.
+    pub resumed_at_ms: Option<i64>,
+}
+
+/// The health-watcher's verdict on a version's traffic, and since when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// Pass, no data, or a breach with its numbers.
+    pub kind: VerdictKind,
+    /// When it was recorded (ms since epoch).
+    pub since_ms: i64,
+}
+
+/// What the health-watcher last said about a version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerdictKind {
+    /// Within every threshold, with enough requests.
+    Pass,
+    /// Too few requests to judge.
+    NoData {
+        /// Requests in the window.
+        requests: u64,
+        /// Requests needed.
+        min_requests: u64,
+    },
+    /// A threshold was broken.
+    Breach(Judgement),
 }
 
 /// Why and since when a deployment is held.
@@ -187,6 +219,8 @@ pub struct ServiceState {
     pub routes: Vec<Backend>,
     /// Weights set by operators, by instance.
     pub weights: BTreeMap<String, u32>,
+    /// The health-watcher's latest verdict on each version's traffic.
+    pub verdicts: BTreeMap<String, Verdict>,
     /// How the router serves the service, as last published.
     pub route: RouteSpec,
     /// The deployment in flight.
@@ -300,6 +334,9 @@ fn apply_service(s: &mut ServiceState, event: &Event, at: i64, meta: &crate::Met
                 canary: Canary::default(),
                 standby_until_ms: None,
                 standby_ended: false,
+                started_at_ms: at,
+                bake_until_ms: None,
+                resumed_at_ms: None,
             });
             s.history.push(DeploymentRecord {
                 deployment_id: deployment_id.clone(),
@@ -314,6 +351,7 @@ fn apply_service(s: &mut ServiceState, event: &Event, at: i64, meta: &crate::Met
                 batches_done: 0,
                 phase: None,
                 paused: None,
+                breaches: Vec::new(),
                 started_at_ms: *at_ms,
                 ended_at_ms: None,
             });
@@ -502,9 +540,13 @@ fn apply_service(s: &mut ServiceState, event: &Event, at: i64, meta: &crate::Met
         } => {
             if let Some(d) = s.deployment.as_mut() {
                 d.paused = None;
+                d.resumed_at_ms = Some(at);
                 d.phase_since_ms += paused_ms;
                 d.canary.step_since_ms += paused_ms;
                 if let Some(t) = d.standby_until_ms.as_mut() {
+                    *t += paused_ms;
+                }
+                if let Some(t) = d.bake_until_ms.as_mut() {
                     *t += paused_ms;
                 }
                 if let Some(b) = d.batch.as_mut() {
@@ -553,6 +595,46 @@ fn apply_service(s: &mut ServiceState, event: &Event, at: i64, meta: &crate::Met
             s.weights
                 .extend(weights.iter().map(|(k, v)| (k.clone(), *v)));
         }
+        Event::ThresholdBreached {
+            version, judgement, ..
+        } => {
+            let breach_of_new = s
+                .deployment
+                .as_ref()
+                .is_some_and(|d| &d.image == version && d.reverting.is_none());
+            if breach_of_new {
+                let id = s
+                    .deployment
+                    .as_ref()
+                    .map(|d| d.id.clone())
+                    .unwrap_or_default();
+                if let Some(r) = s.record_mut(&id) {
+                    r.breaches.push(format!("{version}: {judgement}"));
+                }
+            }
+            set_verdict(s, version, VerdictKind::Breach(judgement.clone()), at);
+        }
+        Event::NoData {
+            version,
+            requests,
+            min_requests,
+            ..
+        } => set_verdict(
+            s,
+            version,
+            VerdictKind::NoData {
+                requests: *requests,
+                min_requests: *min_requests,
+            },
+            at,
+        ),
+        Event::ThresholdsMet { version, .. } => set_verdict(s, version, VerdictKind::Pass, at),
+        Event::BakeStarted { until_ms, .. } => {
+            if let Some(d) = s.deployment.as_mut() {
+                d.bake_until_ms = Some(*until_ms);
+                d.phase_since_ms = at;
+            }
+        }
         Event::ReplicaRetireRequested { replica, .. } => {
             if let Some(r) = s.replicas.get_mut(replica) {
                 r.retiring = true;
@@ -587,6 +669,15 @@ fn apply_routes(s: &mut ServiceState, backends: &[Backend], at: i64) {
             batch.switched = true;
         }
     }
+}
+
+fn set_verdict(s: &mut ServiceState, version: &str, kind: VerdictKind, at: i64) {
+    s.verdicts
+        .insert(version.to_owned(), Verdict { kind, since_ms: at });
+    // Keep only versions that still run, and the one just judged.
+    let running: Vec<String> = s.replicas.values().map(|r| r.image.clone()).collect();
+    s.verdicts
+        .retain(|v, _| v == version || running.contains(v));
 }
 
 fn forget_exited(s: &mut ServiceState) {

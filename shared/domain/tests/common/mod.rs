@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use mentat_domain::command::{Apply, Command, Control, Deploy, Outcome};
 use mentat_domain::event::{Backend, Event, EventEnvelope, ExitStatus, Meta};
 use mentat_domain::planner::{self, Decision, Settings, World};
-use mentat_domain::spec::{DeploySpec, HealthSpec, RunSpec, ServiceSpec, Strategy};
+use mentat_domain::spec::{DeploySpec, HealthSpec, RunSpec, ServiceSpec, Strategy, Thresholds};
 
 pub const SETTINGS: Settings = Settings {
     drain_timeout_ms: 5_000,
@@ -42,6 +42,11 @@ impl Sim {
 
     /// A cluster of one host and service `web` of `replicas` replicas deployed with `deploy`.
     pub fn with(replicas: u32, deploy: DeploySpec) -> Self {
+        Self::with_health(replicas, deploy, None)
+    }
+
+    /// As [`Sim::with`], with a health spec of its own.
+    pub fn with_health(replicas: u32, deploy: DeploySpec, health: Option<HealthSpec>) -> Self {
         let mut sim = Sim {
             world: World::default(),
             log: Vec::new(),
@@ -66,9 +71,21 @@ impl Sim {
                 args: vec![],
                 env: BTreeMap::from([("APP_VERSION".into(), "{image}".into())]),
             },
-            health: HealthSpec::default(),
+            // Traffic thresholds and bake are scenarios of their own.
+            health: HealthSpec {
+                thresholds: Thresholds {
+                    enabled: false,
+                    ..Thresholds::default()
+                },
+                bake_secs: 0,
+                ..HealthSpec::default()
+            },
             deploy,
             route: Default::default(),
+        };
+        let spec = ServiceSpec {
+            health: health.unwrap_or(spec.health),
+            ..spec
         };
         let apply = Command::Apply(Apply {
             command_id: None,
