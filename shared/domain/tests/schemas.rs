@@ -9,6 +9,7 @@ use mentat_domain::command::{
     StatusReply, Stop, Weight,
 };
 use mentat_domain::event::{Event, EventEnvelope, Fact, HostHeartbeat};
+use mentat_domain::stats::TrafficStats;
 use schemars::schema_for;
 
 fn schemas() -> Vec<(&'static str, schemars::Schema)> {
@@ -30,6 +31,7 @@ fn schemas() -> Vec<(&'static str, schemars::Schema)> {
         ("event-envelope.json", schema_for!(EventEnvelope)),
         ("fact.json", schema_for!(Fact)),
         ("host-heartbeat.json", schema_for!(HostHeartbeat)),
+        ("stats.json", schema_for!(TrafficStats)),
     ]
 }
 

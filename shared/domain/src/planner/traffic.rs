@@ -207,7 +207,7 @@ pub(crate) fn spawn(world: &World, c: &Spawn) -> Decision {
         &c.service,
         vec![event],
         format!(
-            "{}:{} starting with image {image}, weight 0 (reach it directly as {}.{})",
+            "{}:{} starting with image {image}, weight 0 (reach it directly as {}.{}.<router domain>)",
             spec.name,
             c.id,
             c.id,
