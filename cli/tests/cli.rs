@@ -127,6 +127,7 @@ fn record(outcome: Outcome) -> DeploymentRecord {
         batches_done: 0,
         phase: None,
         paused: None,
+        breaches: vec![],
         started_at_ms: 1_714_564_803_000,
         ended_at_ms: None,
     }
@@ -144,6 +145,7 @@ async fn status_and_history_print_the_planners_answers() {
             deployment: Some(record(Outcome::InProgress)),
             instances: vec![],
             routes: vec![],
+            health: vec![],
         }],
         hosts: vec!["host-a".into()],
     };

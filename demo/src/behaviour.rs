@@ -12,8 +12,18 @@
 //!
 //! `READY_DELAY_MS` makes `/health` answer 503 until that much time has
 //! passed since start, whatever the version.
+//!
+//! Two more knobs for the threshold tests and benchmarks:
+//!
+//! - `ERROR_AFTER_MS`: an `error` version answers correctly until that much
+//!   time has passed since start, then fails as above (a release that
+//!   breaks only after it was promoted).
+//! - `ERROR_FILE`: while a file exists at this path, `GET /` answers 500 to
+//!   every request, whatever the version (a spike that hits every version
+//!   alike, for example a shared database going down).
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Default share of failing requests for an `error` version.
@@ -49,6 +59,10 @@ pub struct Settings {
     pub behaviour: Behaviour,
     /// `/health` answers 503 until this much time has passed since start.
     pub ready_delay: Duration,
+    /// An `error` version fails only after this much time since start.
+    pub error_after: Duration,
+    /// While this file exists, every `GET /` answers 500.
+    pub error_file: Option<PathBuf>,
 }
 
 /// How a version misbehaves.
@@ -124,7 +138,13 @@ impl Settings {
         };
         let slow_ms = millis(&env, "SLOW_MS")?.unwrap_or(DEFAULT_SLOW_MS);
         let ready_delay = Duration::from_millis(millis(&env, "READY_DELAY_MS")?.unwrap_or(0));
+        let error_after = Duration::from_millis(millis(&env, "ERROR_AFTER_MS")?.unwrap_or(0));
+        let error_file = env("ERROR_FILE")
+            .filter(|f| !f.trim().is_empty())
+            .map(PathBuf::from);
         Ok(Settings {
+            error_after,
+            error_file,
             port,
             behaviour: Behaviour::of(&version, error_rate, slow_ms),
             version,
@@ -271,6 +291,24 @@ mod tests {
             settings(&["--port", "3"], &env).map_err(|e| e.field),
             Err("arguments")
         );
+    }
+
+    #[test]
+    fn late_errors_and_the_error_file_are_read() {
+        let s = settings(
+            &[],
+            &[
+                ("PORT", "80"),
+                ("ERROR_AFTER_MS", "4000"),
+                ("ERROR_FILE", "/tmp/x"),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.error_after, Duration::from_millis(4000));
+        assert_eq!(s.error_file, Some(PathBuf::from("/tmp/x")));
+        let s = settings(&[], &[("PORT", "80")]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((s.error_after, s.error_file), (Duration::ZERO, None));
+        assert!(settings(&[], &[("PORT", "80"), ("ERROR_AFTER_MS", "soon")]).is_err());
     }
 
     #[test]

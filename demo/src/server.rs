@@ -59,7 +59,13 @@ impl App {
             tokio::time::sleep(delay).await;
         }
         let version = &self.settings.version;
-        let mut resp = if behaviour.fails(n) {
+        let late_error = behaviour.fails(n) && self.started.elapsed() >= self.settings.error_after;
+        let shared_error = self
+            .settings
+            .error_file
+            .as_ref()
+            .is_some_and(|f| f.exists());
+        let mut resp = if late_error || shared_error {
             text(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("error from version {version}\n"),

@@ -264,3 +264,121 @@ async fn request(c: &mut BufReader<TcpStream>, host: &str) -> Result<(u16, Strin
         .await
         .map_err(|_| "no answer within 10 s".to_owned())?
 }
+
+/// A non-200 answer seen by a [`Timeline`], with when it came.
+#[derive(Debug, Clone)]
+pub struct Stamp {
+    /// When the answer was read (ms since the Unix epoch).
+    pub at_ms: i64,
+    /// Its status (0: no answer at all).
+    pub status: u16,
+    /// Its body, or why there was no answer.
+    pub body: String,
+}
+
+/// A paced load like [`Load::start_rate`] that keeps the time of every
+/// answer other than 200, for latency measurements (the benchmark of
+/// bench/revert and the threshold tests).
+pub struct Timeline {
+    stop: Arc<AtomicBool>,
+    total: Arc<std::sync::atomic::AtomicU64>,
+    stamps: Arc<Mutex<Vec<Stamp>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Timeline {
+    /// Send `rate` requests per second for `host` over `connections`
+    /// keep-alive connections.
+    pub fn start(addr: String, host: &str, rate: u32, connections: u32) -> Timeline {
+        let stop = Arc::new(AtomicBool::new(false));
+        let total = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let stamps = Arc::new(Mutex::new(Vec::new()));
+        let connections = connections.max(1);
+        let period = Duration::from_secs_f64(f64::from(connections) / f64::from(rate.max(1)));
+        let mut tasks = Vec::new();
+        for i in 0..connections {
+            let (addr, host) = (addr.clone(), host.to_owned());
+            let (stop, total, stamps) = (stop.clone(), total.clone(), stamps.clone());
+            tasks.push(tokio::spawn(async move {
+                tokio::time::sleep(period.mul_f64(f64::from(i) / f64::from(connections))).await;
+                let mut tick = tokio::time::interval(period);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                let mut conn: Option<BufReader<TcpStream>> = None;
+                while !stop.load(Ordering::Relaxed) {
+                    tick.tick().await;
+                    if conn.is_none() {
+                        match TcpStream::connect(&addr).await {
+                            Ok(s) => conn = Some(BufReader::new(s)),
+                            Err(_) => continue,
+                        }
+                    }
+                    let Some(c) = conn.as_mut() else { continue };
+                    let result = request(c, &host).await;
+                    total.fetch_add(1, Ordering::Relaxed);
+                    let stamp = |status, body: String| Stamp {
+                        at_ms: mentat_bus::now_ms(),
+                        status,
+                        body: body.trim().to_owned(),
+                    };
+                    match result {
+                        Ok((200, _, keep)) => {
+                            if !keep {
+                                conn = None;
+                            }
+                        }
+                        Ok((status, body, keep)) => {
+                            stamps
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .push(stamp(status, body));
+                            if !keep {
+                                conn = None;
+                            }
+                        }
+                        Err(e) => {
+                            stamps
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .push(stamp(0, e));
+                            conn = None;
+                        }
+                    }
+                }
+            }));
+        }
+        let task = tokio::spawn(async move {
+            for t in tasks {
+                let _ = t.await;
+            }
+        });
+        Timeline {
+            stop,
+            total,
+            stamps,
+            task,
+        }
+    }
+
+    /// Requests sent so far.
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// The non-200 answers so far, in the order they came.
+    pub fn stamps(&self) -> Vec<Stamp> {
+        self.stamps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Stop; the requests sent and the non-200 answers.
+    pub async fn stop(self) -> (u64, Vec<Stamp>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let stamps = self.stamps.clone();
+        let total = self.total.clone();
+        let _ = self.task.await;
+        let stamps = stamps.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        (total.load(Ordering::Relaxed), stamps)
+    }
+}

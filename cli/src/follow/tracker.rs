@@ -85,6 +85,13 @@ impl Tracker {
     }
 
     fn is_ours(&self, env: &EventEnvelope) -> bool {
+        // The health-watcher's verdicts on the version being rolled out.
+        if let Event::ThresholdBreached { version, .. }
+        | Event::NoData { version, .. }
+        | Event::ThresholdsMet { version, .. } = &env.event
+        {
+            return self.known.image.as_ref() == Some(version);
+        }
         if let Some(id) = deployment_of(&env.event) {
             return id == self.ids[0];
         }
@@ -117,6 +124,7 @@ impl Tracker {
                 self.strategy = Some(*strategy);
                 self.known.image = Some(image.clone());
                 self.known.previous_image.clone_from(previous_image);
+                self.known.bake_secs = (plan.bake_secs > 0).then_some(plan.bake_secs);
                 match strategy {
                     // The canary's batch comes before the rolling ones.
                     Strategy::Canary => {
@@ -194,6 +202,7 @@ fn deployment_of(event: &Event) -> Option<&str> {
         | Event::CanaryPromoted { deployment_id, .. }
         | Event::TrafficSwitched { deployment_id, .. }
         | Event::StandbyEnded { deployment_id, .. }
+        | Event::BakeStarted { deployment_id, .. }
         | Event::DeploymentReverting { deployment_id, .. }
         | Event::DeploymentCompleted { deployment_id, .. }
         | Event::DeploymentReverted { deployment_id, .. }

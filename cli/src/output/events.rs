@@ -1,6 +1,6 @@
 //! Events as text: the key fields of any event, for `mt history --events`.
 
-use mentat_domain::event::Plan;
+use mentat_domain::event::{Metric, Plan};
 use mentat_domain::{Event, Strategy};
 
 use super::{clock, duration, short_id};
@@ -93,6 +93,52 @@ pub fn details(event: &Event) -> String {
             format!("weights=[{}]", list.join(","))
         }
         Event::ReplicaRetireRequested { replica, .. } => format!("replica={replica}"),
+        Event::ThresholdBreached {
+            deployment_id,
+            version,
+            judgement: j,
+            ..
+        } => {
+            let deployment = deployment_id
+                .as_deref()
+                .map(|d| format!("deployment={} ", short_id(d)))
+                .unwrap_or_default();
+            let baseline = j
+                .baseline
+                .map(|b| format!(" baseline={}", j.metric.format(b).replace(' ', "")))
+                .unwrap_or_default();
+            format!(
+                "{deployment}version={version} metric={} observed={} threshold={}{baseline} window={}s requests={}",
+                metric_name(j.metric),
+                j.metric.format(j.observed).replace(' ', ""),
+                j.metric.format(j.threshold).replace(' ', ""),
+                j.window_secs,
+                j.requests
+            )
+        }
+        Event::NoData {
+            version,
+            requests,
+            min_requests,
+            window_secs,
+            ..
+        } => format!(
+            "version={version} requests={requests} min_requests={min_requests} window={window_secs}s"
+        ),
+        Event::ThresholdsMet {
+            version,
+            requests,
+            window_secs,
+            ..
+        } => format!("version={version} requests={requests} window={window_secs}s"),
+        Event::BakeStarted {
+            deployment_id,
+            until_ms,
+        } => format!(
+            "deployment={} until={}",
+            short_id(deployment_id),
+            clock(*until_ms)
+        ),
         Event::BatchStarted {
             deployment_id,
             batch,
@@ -177,6 +223,14 @@ pub fn details(event: &Event) -> String {
     }
 }
 
+/// The metric's name in `mt history --events`.
+fn metric_name(metric: Metric) -> &'static str {
+    match metric {
+        Metric::ErrorRate => "error_rate",
+        Metric::LatencyP99 => "latency_p99",
+    }
+}
+
 /// `10%/60s,50%/held` or `canary_percent=10`: a deployment plan's canary steps.
 fn steps_detail(plan: &Plan) -> String {
     if plan.steps.is_empty() {
@@ -210,6 +264,39 @@ mod tests {
         assert_eq!(
             details(&e),
             "replica=web-1 host=h reason=\"replaced by v2\""
+        );
+    }
+
+    #[test]
+    fn details_of_verdicts_carry_their_numbers() {
+        use mentat_domain::event::Judgement;
+        let breach = Event::ThresholdBreached {
+            service: "web".into(),
+            deployment_id: None,
+            version: "v2".into(),
+            judgement: Judgement {
+                metric: Metric::LatencyP99,
+                observed: 812_300,
+                threshold: 500_000,
+                baseline: Some(2_100),
+                window_secs: 1,
+                requests: 64,
+            },
+        };
+        assert_eq!(
+            details(&breach),
+            "version=v2 metric=latency_p99 observed=812.3ms threshold=500.0ms baseline=2.1ms window=1s requests=64"
+        );
+        let no_data = Event::NoData {
+            service: "web".into(),
+            version: "v2".into(),
+            requests: 3,
+            min_requests: 20,
+            window_secs: 1,
+        };
+        assert_eq!(
+            details(&no_data),
+            "version=v2 requests=3 min_requests=20 window=1s"
         );
     }
 

@@ -26,6 +26,8 @@ pub struct Known {
     pub old: HashSet<String>,
     /// The canary replicas, once started.
     pub canary: Vec<String>,
+    /// How long the new version is watched once it serves every replica.
+    pub bake_secs: Option<u64>,
 }
 
 impl Known {
@@ -222,6 +224,34 @@ pub fn progress(event: &Event, known: &Known) -> Option<String> {
             match &known.previous_image {
                 Some(old) => format!("standby ended{when}: retiring the {old} set"),
                 None => format!("standby ended{when}"),
+            }
+        }
+        Event::ThresholdBreached {
+            version, judgement, ..
+        } => format!("threshold breached by {version}: {judgement}"),
+        Event::NoData {
+            version,
+            requests,
+            min_requests,
+            window_secs,
+            ..
+        } => format!(
+            "no data for {version}: {requests} requests over {window_secs}s, {min_requests} needed to judge it"
+        ),
+        Event::ThresholdsMet {
+            version,
+            requests,
+            window_secs,
+            ..
+        } => format!("{version} within its thresholds over {window_secs}s ({requests} requests)"),
+        Event::BakeStarted { until_ms, .. } => {
+            let image = known.image.as_deref().unwrap_or("the new version");
+            match known.bake_secs {
+                Some(secs) => format!("baking {image} for {secs}s (mt abort reverts)"),
+                None => format!(
+                    "baking {image} until {} UTC (mt abort reverts)",
+                    clock(*until_ms)
+                ),
             }
         }
         Event::DeploymentReverting { reason, .. } => format!("reverting because {reason}"),
@@ -427,6 +457,65 @@ mod tests {
         assert_eq!(
             paused_line("batch 2 deadline passed"),
             "paused: batch 2 deadline passed"
+        );
+    }
+
+    #[test]
+    fn verdicts_and_bake_read_with_their_numbers() {
+        use mentat_domain::event::{Judgement, Metric};
+        let breach = Event::ThresholdBreached {
+            service: "web".into(),
+            deployment_id: None,
+            version: "v2".into(),
+            judgement: Judgement {
+                metric: Metric::ErrorRate,
+                observed: 1_234,
+                threshold: 500,
+                baseline: Some(10),
+                window_secs: 1,
+                requests: 412,
+            },
+        };
+        assert_eq!(
+            progress(&breach, &known()).as_deref(),
+            Some("threshold breached by v2: error rate 12.34% over 1s (412 requests), threshold 5.00%, baseline 0.10%")
+        );
+        let no_data = Event::NoData {
+            service: "web".into(),
+            version: "v2".into(),
+            requests: 3,
+            min_requests: 20,
+            window_secs: 1,
+        };
+        assert_eq!(
+            progress(&no_data, &known()).as_deref(),
+            Some("no data for v2: 3 requests over 1s, 20 needed to judge it")
+        );
+        let met = Event::ThresholdsMet {
+            service: "web".into(),
+            version: "v2".into(),
+            requests: 40,
+            window_secs: 1,
+        };
+        assert_eq!(
+            progress(&met, &known()).as_deref(),
+            Some("v2 within its thresholds over 1s (40 requests)")
+        );
+        let bake = Event::BakeStarted {
+            deployment_id: "d".into(),
+            until_ms: 1_714_568_587_000,
+        };
+        let baking = Known {
+            bake_secs: Some(60),
+            ..known()
+        };
+        assert_eq!(
+            progress(&bake, &baking).as_deref(),
+            Some("baking v2 for 60s (mt abort reverts)")
+        );
+        assert_eq!(
+            progress(&bake, &known()).as_deref(),
+            Some("baking v2 until 13:03:07 UTC (mt abort reverts)")
         );
     }
 

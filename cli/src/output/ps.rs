@@ -96,6 +96,7 @@ mod tests {
             deployment: None,
             instances,
             routes: vec![],
+            health: vec![],
         }
     }
 

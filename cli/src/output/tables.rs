@@ -4,7 +4,7 @@ use mentat_domain::command::{DeploymentRecord, ServiceStatus};
 use mentat_domain::EventEnvelope;
 
 use super::progress::paused_line;
-use super::{details, or_dash, short_id, table, utc};
+use super::{clock, details, or_dash, short_id, table, utc};
 
 /// `mt status`: one block per service, then the hosts alive.
 pub fn status_report(services: &[ServiceStatus], hosts: &[String]) -> String {
@@ -36,8 +36,25 @@ fn service_block(s: &ServiceStatus) -> String {
         Some(d) => {
             lines.push(format!("  {}", deployment_line(d)));
             lines.extend(now_line(d).map(|now| format!("    {now}")));
+            lines.extend(d.breaches.iter().map(|b| format!("    breach: {b}")));
         }
         None => lines.push("  no deployment in flight".to_owned()),
+    }
+    if !s.health.is_empty() {
+        let rows: Vec<Vec<String>> = s
+            .health
+            .iter()
+            .map(|h| {
+                vec![
+                    h.version.clone(),
+                    h.verdict.clone(),
+                    clock(h.since_ms),
+                    h.detail.clone(),
+                ]
+            })
+            .collect();
+        let header = ["VERSION", "TRAFFIC", "SINCE (UTC)", "DETAIL"];
+        lines.push(table("  ", &header, &rows));
     }
     if s.instances.is_empty() {
         lines.push("  no replicas".to_owned());
@@ -138,7 +155,13 @@ pub fn history_table(deployments: &[DeploymentRecord]) -> String {
         "REASON",
         "FAILURE",
     ];
-    table("", &header, &rows)
+    let mut out = table("", &header, &rows);
+    for d in deployments {
+        for b in &d.breaches {
+            out.push_str(&format!("\n{} breach: {b}", short_id(&d.deployment_id)));
+        }
+    }
+    out
 }
 
 /// `mt history --events`: the raw events, in log order.
@@ -184,6 +207,7 @@ mod tests {
             batches_done: 1,
             phase: None,
             paused: None,
+            breaches: vec![],
             started_at_ms: 1_714_564_803_000,
             ended_at_ms: Some(1_714_564_815_000),
         }
@@ -237,6 +261,7 @@ mod tests {
                 started_at_ms: Some(1_714_564_803_000),
             }],
             routes: vec![],
+            health: vec![],
         };
         let text = status_report(&[status], &["h1".to_owned()]);
         assert!(
@@ -273,6 +298,7 @@ mod tests {
             deployment: Some(deployment),
             instances: vec![],
             routes: vec![],
+            health: vec![],
         };
         let text = status_report(&[status(d.clone())], &[]);
         assert!(
@@ -289,6 +315,43 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("now:"), "{text}");
+    }
+
+    #[test]
+    fn status_and_history_show_traffic_verdicts_and_breaches() {
+        use mentat_domain::command::VersionHealth;
+        let mut d = record();
+        d.breaches = vec![
+            "v2: error rate 12.34% over 1s (412 requests), threshold 5.00%, baseline 0.10%".into(),
+        ];
+        let status = ServiceStatus {
+            service: "web".into(),
+            image: Some("v1".into()),
+            replicas: 2,
+            deployment: Some(d.clone()),
+            instances: vec![],
+            routes: vec![],
+            health: vec![VersionHealth {
+                version: "v2".into(),
+                verdict: "breach".into(),
+                detail: "error rate 12.34% over 1s".into(),
+                since_ms: 1_714_564_803_000,
+            }],
+        };
+        let text = status_report(&[status], &[]);
+        assert!(
+            text.contains("\n    breach: v2: error rate 12.34% over 1s (412 requests), threshold 5.00%, baseline 0.10%\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  VERSION  TRAFFIC  SINCE (UTC)  DETAIL\n  v2       breach   12:00:03     error rate 12.34% over 1s"),
+            "{text}"
+        );
+        let history = history_table(&[d]);
+        assert!(
+            history.ends_with("\n2e3f4a5b breach: v2: error rate 12.34% over 1s (412 requests), threshold 5.00%, baseline 0.10%"),
+            "{history}"
+        );
     }
 
     #[test]

@@ -27,6 +27,23 @@ pub struct Config {
         default_value_t = 1000
     )]
     pub probe_timeout_ms: u64,
+
+    /// Verdicts (threshold facts) waiting to be published; when full, the
+    /// judging task waits.
+    #[arg(
+        long = "verdict-queue",
+        env = "MENTAT_VERDICT_QUEUE",
+        default_value_t = 256
+    )]
+    pub verdict_queue: usize,
+
+    /// Idle-probe answers waiting to be counted; when full, answers are dropped.
+    #[arg(
+        long = "probe-answer-queue",
+        env = "MENTAT_PROBE_ANSWER_QUEUE",
+        default_value_t = 1024
+    )]
+    pub probe_answer_queue: usize,
 }
 
 impl Config {
@@ -35,6 +52,8 @@ impl Config {
         Self {
             nats: nats.into(),
             probe_timeout_ms: 1000,
+            verdict_queue: 256,
+            probe_answer_queue: 1024,
         }
     }
 
@@ -52,7 +71,26 @@ impl Config {
                 message: "must be at least 1".into(),
             });
         }
+        for (field, value) in [
+            ("verdict-queue", self.verdict_queue),
+            ("probe-answer-queue", self.probe_answer_queue),
+        ] {
+            if value == 0 {
+                return Err(Error::Config {
+                    field,
+                    message: "must be at least 1".into(),
+                });
+            }
+        }
         Ok(())
+    }
+
+    /// The judging task's queue capacities.
+    pub fn queues(&self) -> crate::verdicts::Queues {
+        crate::verdicts::Queues {
+            verdicts: self.verdict_queue,
+            probe_answers: self.probe_answer_queue,
+        }
     }
 
     /// The probe timeout as a duration.

@@ -45,13 +45,20 @@ impl fmt::Display for Failure {
 
 /// `GET http://<addr><path>` within `timeout`; `Ok` for a 2xx answer.
 pub async fn get(addr: &str, path: &str, timeout: Duration) -> Result<(), Failure> {
+    match status(addr, path, timeout).await {
+        Ok(200..=299) => Ok(()),
+        Ok(code) => Err(Failure::Status(code)),
+        Err(failure) => Err(failure),
+    }
+}
+
+/// `GET http://<addr><path>` within `timeout`: the status code, whatever it is.
+pub async fn status(addr: &str, path: &str, timeout: Duration) -> Result<u16, Failure> {
     if !path.starts_with('/') || path.contains(|c: char| c.is_whitespace() || c.is_control()) {
         return Err(Failure::InvalidPath(path.to_owned()));
     }
     match tokio::time::timeout(timeout, exchange(addr, path)).await {
-        Ok(Ok(200..=299)) => Ok(()),
-        Ok(Ok(code)) => Err(Failure::Status(code)),
-        Ok(Err(failure)) => Err(failure),
+        Ok(result) => result,
         Err(_) => Err(Failure::Timeout(timeout)),
     }
 }

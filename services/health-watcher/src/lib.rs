@@ -16,19 +16,41 @@
 //! - [`tracker`]: one replica's verdict from consecutive probes (pure).
 //! - [`probes`]: the probe tasks, kept in step with the live set.
 //! - [`http`]: the probe: one `GET`, judged on its status line.
+//!
+//! It also judges each version's traffic against the service's
+//! `health.thresholds`, from the routers' statistics (`MENTAT_STATS`) and
+//! its own idle probes, and publishes `ThresholdBreached`, `NoData` and
+//! `ThresholdsMet` when a version's verdict changes:
+//!
+//! - [`window`]: one version's sliding window of traffic (pure).
+//! - [`judge`]: the verdict on a window, and a canary against its baseline (pure).
+//! - [`traffic`]: every service's windows and published verdicts (pure).
+//! - [`feeds`]: the statistics, route-table and verdict consumers.
+//! - [`idle`]: synthetic probes for versions with too little traffic.
+//! - [`verdicts`]: the judging task that ties them together.
 
 pub mod config;
 mod error;
 pub mod facts;
+pub mod feeds;
 pub mod http;
+pub mod idle;
+pub mod judge;
 pub mod live;
 pub mod probes;
 pub mod tracker;
+pub mod traffic;
+pub mod verdicts;
+pub mod window;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use mentat_bus::Bus;
+use mentat_domain::spec::Thresholds;
 use mentat_runtime::Shutdown;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
 pub use error::{Error, Result};
@@ -54,19 +76,47 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         _ = shutdown.cancelled() => return Ok(()),
     };
     let mut probes = Probes::new(bus.clone(), config.probe_timeout());
+    let (thresholds_tx, thresholds_rx) = watch::channel(None);
+    let stop_judging = CancellationToken::new();
+    let judging = tokio::spawn(verdicts::run(
+        bus.clone(),
+        thresholds_rx,
+        config.probe_timeout(),
+        config.queues(),
+        stop_judging.clone(),
+    ));
     tokio::select! {
-        result = watch(&bus, &mut probes) => result?,
+        result = watch(&bus, &mut probes, &thresholds_tx) => result?,
         _ = shutdown.cancelled() => {}
     }
     tracing::info!(probes = probes.len(), "health-watcher stopping");
+    stop_judging.cancel();
     probes.shutdown(SHUTDOWN_GRACE).await;
+    if tokio::time::timeout(SHUTDOWN_GRACE, judging).await.is_err() {
+        tracing::warn!("the judging task did not stop within the grace");
+    }
     Ok(())
+}
+
+/// Tell the judging task the thresholds, when they changed.
+fn share_thresholds(tx: &watch::Sender<Option<BTreeMap<String, Thresholds>>>, live: &Live) {
+    tx.send_if_modified(|current| {
+        if current.as_ref() == Some(live.thresholds()) {
+            return false;
+        }
+        *current = Some(live.thresholds().clone());
+        true
+    });
 }
 
 /// Follow the replica facts forever, keeping `probes` in step. The consumer
 /// is reopened (and the live set rebuilt from the start) when the server
 /// ends it; running probes of replicas still live are kept.
-async fn watch(bus: &Bus, probes: &mut Probes) -> Result<()> {
+async fn watch(
+    bus: &Bus,
+    probes: &mut Probes,
+    thresholds: &watch::Sender<Option<BTreeMap<String, Thresholds>>>,
+) -> Result<()> {
     let mut first = true;
     loop {
         let mut facts = match Facts::open(bus).await {
@@ -83,6 +133,7 @@ async fn watch(bus: &Bus, probes: &mut Probes) -> Result<()> {
         let mut caught_up = facts.empty_at_start();
         if caught_up {
             probes.sync(&live);
+            share_thresholds(thresholds, &live);
         }
         tracing::info!("health-watcher ready; replaying replica facts");
         loop {
@@ -97,6 +148,7 @@ async fn watch(bus: &Bus, probes: &mut Probes) -> Result<()> {
                     }
                     if caught_up {
                         probes.sync(&live);
+                        share_thresholds(thresholds, &live);
                     }
                 }
                 Ok(None) => {

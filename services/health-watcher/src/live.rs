@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use mentat_domain::event::Event;
-use mentat_domain::spec::HealthSpec;
+use mentat_domain::spec::{HealthSpec, Thresholds};
 
 /// What to probe for one replica.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +23,9 @@ pub struct Target {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Live {
     replicas: BTreeMap<String, Target>,
+    /// The traffic thresholds of each service, from its latest
+    /// `ReplicaStarted` (kept after its replicas exit).
+    thresholds: BTreeMap<String, Thresholds>,
 }
 
 impl Live {
@@ -37,6 +40,8 @@ impl Live {
                 health,
                 ..
             } => {
+                self.thresholds
+                    .insert(service.clone(), health.thresholds.clone());
                 let target = Target {
                     service: service.clone(),
                     addr: addr.clone(),
@@ -59,6 +64,11 @@ impl Live {
     /// Every live replica and its target.
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Target)> {
         self.replicas.iter()
+    }
+
+    /// The traffic thresholds of every service seen.
+    pub fn thresholds(&self) -> &BTreeMap<String, Thresholds> {
+        &self.thresholds
     }
 
     /// How many replicas are live.

@@ -127,6 +127,7 @@ impl Harness {
                 interval_ms: 50,
                 healthy_after,
                 unhealthy_after,
+                ..HealthSpec::default()
             },
         })
         .await;

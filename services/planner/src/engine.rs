@@ -202,15 +202,7 @@ impl Engine {
                 return Ok(());
             }
         };
-        let is_fact = matches!(
-            fact.event,
-            Event::ReplicaStarted { .. }
-                | Event::ReplicaExited { .. }
-                | Event::ReplicaHealthy { .. }
-                | Event::ReplicaUnhealthy { .. }
-                | Event::ReplicaDrained { .. }
-        );
-        let Some(stream) = fact.event.stream().filter(|_| is_fact) else {
+        let Some(stream) = fact.event.stream().filter(|_| fact.event.is_fact()) else {
             tracing::warn!(
                 kind = fact.event.type_name(),
                 "dropped an event that is not a fact"

@@ -489,6 +489,22 @@ impl Default for Plan {
 }
 
 impl Event {
+    /// True for the events other services report as facts (on
+    /// `mentat.fact.<service>.<Type>`); every other event is the planner's own.
+    pub fn is_fact(&self) -> bool {
+        matches!(
+            self,
+            Event::ReplicaStarted { .. }
+                | Event::ReplicaExited { .. }
+                | Event::ReplicaHealthy { .. }
+                | Event::ReplicaUnhealthy { .. }
+                | Event::ReplicaDrained { .. }
+                | Event::ThresholdBreached { .. }
+                | Event::NoData { .. }
+                | Event::ThresholdsMet { .. }
+        )
+    }
+
     /// Stable type name, as stored in the log and used in subjects.
     pub fn type_name(&self) -> &'static str {
         match self {
