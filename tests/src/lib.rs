@@ -247,6 +247,20 @@ impl Cluster {
             .unwrap()
     }
 
+    /// Run `mt ARGS` and return its stdout; panics with mt's output and the
+    /// services' logs unless it succeeds.
+    pub fn mt_ok(&self, args: &[&str]) -> String {
+        let out = self.mt(args);
+        assert!(
+            out.status.success(),
+            "mt {}: {}\n{}",
+            args.join(" "),
+            text(&out),
+            self.logs()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// `mt` in the background, for commands that follow a deployment.
     pub fn mt_spawn(&self, args: &[&str]) -> Child {
         Command::new(bin_dir().join("mt"))
@@ -407,6 +421,22 @@ impl Drop for Cluster {
             let _ = child.wait();
         }
     }
+}
+
+/// One test per database: `on_both_databases!(a, b)` defines `sqlite::a`,
+/// `postgres::a`, ... calling the `async fn a(db: Db)` of the file.
+#[macro_export]
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name($crate::Db::Sqlite).await })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name($crate::Db::Postgres).await })*
+        }
+    };
 }
 
 /// Stdout and stderr of a finished command, for assertion messages.

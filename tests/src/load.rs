@@ -52,22 +52,9 @@ impl Load {
             let stop = stop.clone();
             let tally = tally.clone();
             async move {
-                let mut conn: Option<BufReader<TcpStream>> = None;
+                let mut conn = Connection::new(&addr, &host);
                 while !stop.load(Ordering::Relaxed) {
-                    let result = match conn.as_mut() {
-                        Some(c) => request(c, &host).await,
-                        None => match TcpStream::connect(&addr).await {
-                            Ok(s) => {
-                                conn = Some(BufReader::new(s));
-                                continue;
-                            }
-                            Err(e) => Err(format!("connect: {e}")),
-                        },
-                    };
-                    let keep = record(&tally, result);
-                    if !keep {
-                        conn = None;
-                    }
+                    conn.send(&tally).await;
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
             }
@@ -91,25 +78,10 @@ impl Load {
                 tokio::time::sleep(period.mul_f64(f64::from(i) / f64::from(connections))).await;
                 let mut tick = tokio::time::interval(period);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-                let mut conn: Option<BufReader<TcpStream>> = None;
+                let mut conn = Connection::new(&addr, &host);
                 while !stop.load(Ordering::Relaxed) {
                     tick.tick().await;
-                    if conn.is_none() {
-                        match TcpStream::connect(&addr).await {
-                            Ok(s) => conn = Some(BufReader::new(s)),
-                            Err(e) => {
-                                record(&tally, Err(format!("connect: {e}")));
-                                continue;
-                            }
-                        }
-                    }
-                    let result = match conn.as_mut() {
-                        Some(c) => request(c, &host).await,
-                        None => continue,
-                    };
-                    if !record(&tally, result) {
-                        conn = None;
-                    }
+                    conn.send(&tally).await;
                 }
             }));
         }
@@ -144,27 +116,12 @@ pub async fn burst(addr: &str, host: &str, total: usize, connections: usize) -> 
         let (addr, host) = (addr.to_owned(), host.to_owned());
         let (tally, left) = (tally.clone(), left.clone());
         tasks.push(tokio::spawn(async move {
-            let mut conn: Option<BufReader<TcpStream>> = None;
+            let mut conn = Connection::new(&addr, &host);
             while left
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
                 .is_ok()
             {
-                if conn.is_none() {
-                    match TcpStream::connect(&addr).await {
-                        Ok(s) => conn = Some(BufReader::new(s)),
-                        Err(e) => {
-                            record(&tally, Err(format!("connect: {e}")));
-                            continue;
-                        }
-                    }
-                }
-                let result = match conn.as_mut() {
-                    Some(c) => request(c, &host).await,
-                    None => continue,
-                };
-                if !record(&tally, result) {
-                    conn = None;
-                }
+                conn.send(&tally).await;
             }
         }));
     }
@@ -184,6 +141,41 @@ pub async fn get(addr: &str, host: &str) -> Result<(u16, String), String> {
     request(&mut conn, host)
         .await
         .map(|(status, body, _)| (status, body.trim().to_owned()))
+}
+
+/// A keep-alive connection that reconnects when the router closes it.
+struct Connection<'a> {
+    addr: &'a str,
+    host: &'a str,
+    stream: Option<BufReader<TcpStream>>,
+}
+
+impl<'a> Connection<'a> {
+    fn new(addr: &'a str, host: &'a str) -> Self {
+        Connection {
+            addr,
+            host,
+            stream: None,
+        }
+    }
+
+    /// Send one request (connecting first if needed) and count its answer.
+    async fn send(&mut self, tally: &Mutex<Tally>) {
+        let stream = match self.stream.as_mut() {
+            Some(s) => s,
+            None => match TcpStream::connect(self.addr).await {
+                Ok(s) => self.stream.insert(BufReader::new(s)),
+                Err(e) => {
+                    record(tally, Err(format!("connect: {e}")));
+                    return;
+                }
+            },
+        };
+        let result = request(stream, self.host).await;
+        if !record(tally, result) {
+            self.stream = None;
+        }
+    }
 }
 
 /// Count one answer; returns whether the connection can be reused.

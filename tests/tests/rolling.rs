@@ -319,20 +319,7 @@ async fn json_deploy_from_any_client(db: Db) {
     );
 }
 
-macro_rules! on_both_databases {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Db::Sqlite).await })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Db::Postgres).await })*
-        }
-    };
-}
-
-on_both_databases!(
+mentat_e2e::on_both_databases!(
     rolling_update_answers_every_request,
     bad_releases_are_reverted_without_losing_traffic,
     second_deploy_in_flight_is_rejected,

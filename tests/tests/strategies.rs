@@ -14,35 +14,20 @@ use mentat_e2e::{text, web_config_with, Cluster, Db, Load};
 const HOST: &str = "web.localhost";
 
 /// `mt ARGS` that must succeed; returns its stdout.
-fn mt_ok(cluster: &Cluster, args: &[&str]) -> String {
-    let out = cluster.mt(args);
-    assert!(
-        out.status.success(),
-        "mt {}: {}\n{}",
-        args.join(" "),
-        text(&out),
-        cluster.logs()
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// A cluster whose service `web` (deploy block `deploy`) serves v1.
 async fn serving_v1(db: Db, replicas: u32, deploy: &str) -> Cluster {
     let cluster = Cluster::start(db).await;
     cluster.apply(&web_config_with(replicas, 0, deploy));
-    mt_ok(
-        &cluster,
-        &[
-            "deploy",
-            "web",
-            "--image",
-            "v1",
-            "--strategy",
-            "rolling",
-            "--timeout",
-            "120",
-        ],
-    );
+    cluster.mt_ok(&[
+        "deploy",
+        "web",
+        "--image",
+        "v1",
+        "--strategy",
+        "rolling",
+        "--timeout",
+        "120",
+    ]);
     cluster
 }
 
@@ -86,10 +71,7 @@ async fn blue_green_switch_and_rollback_within_standby(db: Db) {
     let cluster = serving_v1(db, 3, "strategy: blue-green, standby_secs: 600").await;
     let load = Load::start(cluster.router_addr(), HOST);
     // mt deploy returns once traffic has switched and blue is on standby.
-    let out = mt_ok(
-        &cluster,
-        &["deploy", "web", "--image", "v2", "--timeout", "120"],
-    );
+    let out = cluster.mt_ok(&["deploy", "web", "--image", "v2", "--timeout", "120"]);
     assert!(out.contains("standby"), "{out}");
     let status = cluster.status("web").await;
     assert_eq!(
@@ -107,10 +89,7 @@ async fn blue_green_switch_and_rollback_within_standby(db: Db) {
     // Roll back within the standby window: one routing change, no process.
     let starts = count(&cluster.events("web").await, "ReplicaStartRequested");
     let asked = Instant::now();
-    mt_ok(
-        &cluster,
-        &["rollback", "web", "--reason", "e2e switch-back"],
-    );
+    cluster.mt_ok(&["rollback", "web", "--reason", "e2e switch-back"]);
     let seen = loop {
         let t = load.tally();
         if t.versions.last().map(String::as_str) == Some("v1") {
@@ -155,19 +134,16 @@ async fn canary_share_promote_and_abort(db: Db) {
     let cluster = serving_v1(db, 3, "strategy: rolling, canary_percent: 10").await;
     let load = Load::start(cluster.router_addr(), HOST);
     // The strategy is chosen at deploy time; mt returns while the canary holds.
-    let out = mt_ok(
-        &cluster,
-        &[
-            "deploy",
-            "web",
-            "--image",
-            "v2",
-            "--strategy",
-            "canary",
-            "--timeout",
-            "120",
-        ],
-    );
+    let out = cluster.mt_ok(&[
+        "deploy",
+        "web",
+        "--image",
+        "v2",
+        "--strategy",
+        "canary",
+        "--timeout",
+        "120",
+    ]);
     assert!(out.contains("mt canary promote web"), "{out}");
     let status = cluster.status("web").await;
     assert_eq!(
@@ -186,13 +162,10 @@ async fn canary_share_promote_and_abort(db: Db) {
         (share - 10.0).abs() <= 2.0,
         "canary share {share}%: {sample:?}"
     );
-    let ps = mt_ok(&cluster, &["ps", "web"]);
+    let ps = cluster.mt_ok(&["ps", "web"]);
     assert!(ps.contains("10.0%"), "mt ps shows the canary's share: {ps}");
     // Promote: the new image goes to every replica by the rolling rules.
-    mt_ok(
-        &cluster,
-        &["canary", "promote", "web", "--reason", "looks good"],
-    );
+    cluster.mt_ok(&["canary", "promote", "web", "--reason", "looks good"]);
     let status = cluster
         .wait_status(
             "web",
@@ -203,26 +176,23 @@ async fn canary_share_promote_and_abort(db: Db) {
         .await;
     assert_eq!(status.image.as_deref(), Some("v2"));
     // Abort: the canary leaves rotation and stops; nothing else changes.
-    mt_ok(
-        &cluster,
-        &[
-            "deploy",
-            "web",
-            "--image",
-            "v3",
-            "--strategy",
-            "canary",
-            "--timeout",
-            "120",
-        ],
-    );
+    cluster.mt_ok(&[
+        "deploy",
+        "web",
+        "--image",
+        "v3",
+        "--strategy",
+        "canary",
+        "--timeout",
+        "120",
+    ]);
     let d = cluster
         .status("web")
         .await
         .deployment
         .expect("canary in flight");
     // mt follows the revert it asked for: exit 0 once reverted.
-    mt_ok(&cluster, &["canary", "abort", "web", "--reason", "e2e"]);
+    cluster.mt_ok(&["canary", "abort", "web", "--reason", "e2e"]);
     let record = cluster
         .wait_deployment("web", &d.deployment_id, Duration::from_secs(60))
         .await;
@@ -292,13 +262,10 @@ async fn pause_resume_and_abort_mid_deploy(db: Db) {
         1000,
         "strategy: rolling, health_timeout_secs: 10",
     ));
-    mt_ok(
-        &cluster,
-        &["deploy", "web", "--image", "v1", "--timeout", "120"],
-    );
+    cluster.mt_ok(&["deploy", "web", "--image", "v1", "--timeout", "120"]);
     let load = Load::start(cluster.router_addr(), HOST);
-    mt_ok(&cluster, &["deploy", "web", "--image", "v2", "--no-wait"]);
-    mt_ok(&cluster, &["pause", "web", "--reason", "look first"]);
+    cluster.mt_ok(&["deploy", "web", "--image", "v2", "--no-wait"]);
+    cluster.mt_ok(&["pause", "web", "--reason", "look first"]);
     let held = cluster.status("web").await.deployment.expect("in flight");
     assert!(
         held.paused.as_deref().unwrap_or("").contains("look first"),
@@ -314,13 +281,13 @@ async fn pause_resume_and_abort_mid_deploy(db: Db) {
         .deployment
         .expect("still in flight");
     assert_eq!(still.outcome, Outcome::InProgress);
-    mt_ok(&cluster, &["resume", "web"]);
+    cluster.mt_ok(&["resume", "web"]);
     let record = cluster
         .wait_deployment("web", &held.deployment_id, Duration::from_secs(120))
         .await;
     assert_eq!(record.outcome, Outcome::Completed, "{record:?}");
     // Abort mid-deploy: back to the previous image.
-    mt_ok(&cluster, &["deploy", "web", "--image", "v3", "--no-wait"]);
+    cluster.mt_ok(&["deploy", "web", "--image", "v3", "--no-wait"]);
     cluster
         .wait_status("web", Duration::from_secs(30), "first v3 replica up", |s| {
             images(s).contains_key("v3")
@@ -331,7 +298,7 @@ async fn pause_resume_and_abort_mid_deploy(db: Db) {
         .await
         .deployment
         .expect("v3 in flight");
-    mt_ok(&cluster, &["abort", "web", "--reason", "changed my mind"]);
+    cluster.mt_ok(&["abort", "web", "--reason", "changed my mind"]);
     let record = cluster
         .wait_deployment("web", &d.deployment_id, Duration::from_secs(120))
         .await;
@@ -351,10 +318,7 @@ async fn a_deadline_that_expires_reverts(db: Db) {
     let deploy = "strategy: canary, canary_percent: 10, progress_deadline_secs: 3";
     let cluster = serving_v1(db, 2, deploy).await;
     let load = Load::start(cluster.router_addr(), HOST);
-    mt_ok(
-        &cluster,
-        &["deploy", "web", "--image", "v2", "--timeout", "120"],
-    );
+    cluster.mt_ok(&["deploy", "web", "--image", "v2", "--timeout", "120"]);
     let d = cluster.status("web").await.deployment.expect("canary held");
     let record = cluster
         .wait_deployment("web", &d.deployment_id, Duration::from_secs(30))
@@ -362,7 +326,7 @@ async fn a_deadline_that_expires_reverts(db: Db) {
     assert_eq!(record.outcome, Outcome::Reverted);
     let failure = record.failure.unwrap_or_default();
     assert!(failure.contains("no progress within 3s"), "{failure}");
-    let shown = mt_ok(&cluster, &["history", "web"]);
+    let shown = cluster.mt_ok(&["history", "web"]);
     assert!(shown.contains("no progress within 3s"), "{shown}");
     let tally = load.stop().await;
     assert_all_ok("deadline revert", &tally);
@@ -372,8 +336,8 @@ async fn weight_route_spawn_stop_and_direct_addressing(db: Db) {
     let cluster = serving_v1(db, 1, "strategy: rolling").await;
     let load = Load::start(cluster.router_addr(), HOST);
     let addr = cluster.router_addr();
-    mt_ok(&cluster, &["spawn", "web", "--id", "a", "--image", "va"]);
-    mt_ok(&cluster, &["spawn", "web", "--id", "b", "--image", "vb"]);
+    cluster.mt_ok(&["spawn", "web", "--id", "a", "--image", "va"]);
+    cluster.mt_ok(&["spawn", "web", "--id", "b", "--image", "vb"]);
     cluster
         .wait_status(
             "web",
@@ -411,9 +375,9 @@ async fn weight_route_spawn_stop_and_direct_addressing(db: Db) {
         .expect("v1")
         .replica
         .clone();
-    mt_ok(&cluster, &["weight", &format!("web:{v1}"), "20"]);
-    mt_ok(&cluster, &["weight", "web:a", "30"]);
-    mt_ok(&cluster, &["weight", "web:b", "50"]);
+    cluster.mt_ok(&["weight", &format!("web:{v1}"), "20"]);
+    cluster.mt_ok(&["weight", "web:a", "30"]);
+    cluster.mt_ok(&["weight", "web:b", "50"]);
     cluster
         .wait_status("web", Duration::from_secs(10), "weights published", |s| {
             s.routes.iter().map(|b| b.weight).sum::<u32>() == 100
@@ -430,13 +394,13 @@ async fn weight_route_spawn_stop_and_direct_addressing(db: Db) {
             "{version}: {got}% for weight {want}"
         );
     }
-    let ps = mt_ok(&cluster, &["ps", "web"]);
+    let ps = cluster.mt_ok(&["ps", "web"]);
     for needle in ["web:a", "web:b", "healthy", "50.0%"] {
         assert!(ps.contains(needle), "mt ps lacks {needle}: {ps}");
     }
     // Route: one atomic change, all traffic from v1 and b to a.
-    mt_ok(&cluster, &["route", "web", "--from", "vb", "--to", "a"]);
-    mt_ok(&cluster, &["weight", &format!("web:{v1}"), "0"]);
+    cluster.mt_ok(&["route", "web", "--from", "vb", "--to", "a"]);
+    cluster.mt_ok(&["weight", &format!("web:{v1}"), "0"]);
     cluster
         .wait_status("web", Duration::from_secs(10), "routed to a", |s| {
             s.instances
@@ -458,7 +422,7 @@ async fn weight_route_spawn_stop_and_direct_addressing(db: Db) {
     assert_eq!(out.status.code(), Some(1), "rejected: {}", text(&out));
     assert!(text(&out).contains("no instance `nope`"), "{}", text(&out));
     // Stop: b drains and stops; a keeps serving.
-    mt_ok(&cluster, &["stop", "web:b"]);
+    cluster.mt_ok(&["stop", "web:b"]);
     cluster
         .wait_status("web", Duration::from_secs(30), "b stopped", |s| {
             !s.instances.iter().any(|i| i.replica == "b")
@@ -469,7 +433,7 @@ async fn weight_route_spawn_stop_and_direct_addressing(db: Db) {
         status == 404 || status == 503,
         "a stopped instance is not addressable: {status}"
     );
-    mt_ok(&cluster, &["route", "web", "--from", "a", "--to", &v1]);
+    cluster.mt_ok(&["route", "web", "--from", "a", "--to", &v1]);
     cluster
         .wait_status("web", Duration::from_secs(10), "back to v1", |s| {
             s.instances
@@ -477,7 +441,7 @@ async fn weight_route_spawn_stop_and_direct_addressing(db: Db) {
                 .all(|i| (i.replica == v1) == (i.share_bp == 10_000))
         })
         .await;
-    mt_ok(&cluster, &["stop", "web:a"]);
+    cluster.mt_ok(&["stop", "web:a"]);
     cluster
         .wait_status("web", Duration::from_secs(30), "a stopped", |s| {
             s.instances.len() == 1
@@ -487,20 +451,7 @@ async fn weight_route_spawn_stop_and_direct_addressing(db: Db) {
     assert_all_ok("weight, route, spawn, stop", &tally);
 }
 
-macro_rules! on_both_databases {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Db::Sqlite).await })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Db::Postgres).await })*
-        }
-    };
-}
-
-on_both_databases!(
+mentat_e2e::on_both_databases!(
     blue_green_switch_and_rollback_within_standby,
     canary_share_promote_and_abort,
     canary_steps_advance_by_themselves,

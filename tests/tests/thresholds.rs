@@ -28,27 +28,12 @@ const ROUTER_ARGS: [&str; 2] = ["--stats-interval-ms", "100"];
 const THRESHOLDS: &str = "window_secs: 1, min_requests: 10, error_rate_percent: 5, latency_p99_ms: 200, max_degradation_percent: 100";
 
 /// `mt ARGS` that must succeed; returns its stdout.
-fn mt_ok(cluster: &Cluster, args: &[&str]) -> String {
-    let out = cluster.mt(args);
-    assert!(
-        out.status.success(),
-        "mt {}: {}\n{}",
-        args.join(" "),
-        text(&out),
-        cluster.logs()
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// A cluster whose `web` runs v1 with `health` (extra fields), `env` and `deploy`.
 async fn serving_v1(env: &str, health: &str, deploy: &str) -> Cluster {
     let cluster = Cluster::start_with_router_args(Db::Sqlite, &ROUTER_ARGS).await;
     cluster.apply(&web_config_health(2, env, health, deploy));
     let args = ["deploy", "web", "--image", "v1", "--strategy", "rolling"];
-    mt_ok(
-        &cluster,
-        &[&args[..], &["--wait", "--timeout", "120"]].concat(),
-    );
+    cluster.mt_ok(&[&args[..], &["--wait", "--timeout", "120"]].concat());
     cluster
 }
 
@@ -112,19 +97,19 @@ async fn a_failing_canary_is_reverted_at_once_and_shown_with_its_numbers() {
     assert!(failed < 5.0, "{failed}% of the requests failed");
     assert_eq!(record.breaches.len(), 1, "{record:#?}");
     // mt history shows the breach with its numbers, and so does --events.
-    let history = mt_ok(&cluster, &["history", "web"]);
+    let history = cluster.mt_ok(&["history", "web"]);
     assert!(
         history.contains("breach: v2-error: error rate 100.00% over 1s"),
         "{history}"
     );
     assert!(history.contains("threshold 5.00%"), "{history}");
-    let events = mt_ok(&cluster, &["history", "web", "--events"]);
+    let events = cluster.mt_ok(&["history", "web", "--events"]);
     assert!(events.contains("ThresholdBreached"), "{events}");
     assert!(
         events.contains("version=v2-error metric=error_rate observed=100.00% threshold=5.00%"),
         "{events}"
     );
-    let status = mt_ok(&cluster, &["status", "web"]);
+    let status = cluster.mt_ok(&["status", "web"]);
     println!("{status}");
 }
 
@@ -235,22 +220,19 @@ async fn a_spike_on_both_versions_does_not_revert_the_canary() {
         health,
         "strategy: canary, canary_percent: 10",
     ));
-    mt_ok(
-        &cluster,
-        &[
-            "deploy",
-            "web",
-            "--image",
-            "v1",
-            "--strategy",
-            "rolling",
-            "--wait",
-            "--timeout",
-            "120",
-        ],
-    );
+    cluster.mt_ok(&[
+        "deploy",
+        "web",
+        "--image",
+        "v1",
+        "--strategy",
+        "rolling",
+        "--wait",
+        "--timeout",
+        "120",
+    ]);
     let load = Load::start_rate(cluster.router_addr(), HOST, 400, 8);
-    mt_ok(&cluster, &["deploy", "web", "--image", "v2"]);
+    cluster.mt_ok(&["deploy", "web", "--image", "v2"]);
     wait_for(
         &cluster,
         "v2 passes",
@@ -280,7 +262,7 @@ async fn a_restarted_health_watcher_publishes_no_false_breach() {
     let health = format!("thresholds: {{{THRESHOLDS}}}, bake_secs: 1");
     let mut cluster = serving_v1("", &health, "strategy: canary, canary_percent: 10").await;
     let load = Load::start_rate(cluster.router_addr(), HOST, 300, 6);
-    mt_ok(&cluster, &["deploy", "web", "--image", "v2"]);
+    cluster.mt_ok(&["deploy", "web", "--image", "v2"]);
     wait_for(
         &cluster,
         "v2 passes",

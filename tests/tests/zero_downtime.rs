@@ -27,24 +27,10 @@ fn config(slow_ms: u64) -> String {
     )
 }
 
-fn mt_ok(cluster: &Cluster, args: &[&str]) {
-    let out = cluster.mt(args);
-    assert!(
-        out.status.success(),
-        "mt {}: {}\n{}",
-        args.join(" "),
-        text(&out),
-        cluster.logs()
-    );
-}
-
 async fn every_strategy_under_constant_load(db: Db, slow_ms: u64, connections: u32) {
     let cluster = Cluster::start(db).await;
     cluster.apply(&config(slow_ms));
-    mt_ok(
-        &cluster,
-        &["deploy", "web", "--image", "v1", "--timeout", "120"],
-    );
+    cluster.mt_ok(&["deploy", "web", "--image", "v1", "--timeout", "120"]);
     let load = Load::start_rate(cluster.router_addr(), HOST, RATE, connections);
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -57,42 +43,33 @@ async fn every_strategy_under_constant_load(db: Db, slow_ms: u64, connections: u
             t.statuses
         );
     };
-    mt_ok(
-        &cluster,
-        &["deploy", "web", "--image", "v2", "--timeout", "120"],
-    );
+    cluster.mt_ok(&["deploy", "web", "--image", "v2", "--timeout", "120"]);
     step("rolling v1 -> v2 done", &load);
-    mt_ok(
-        &cluster,
-        &[
-            "deploy",
-            "web",
-            "--image",
-            "v3",
-            "--strategy",
-            "blue-green",
-            "--timeout",
-            "120",
-        ],
-    );
+    cluster.mt_ok(&[
+        "deploy",
+        "web",
+        "--image",
+        "v3",
+        "--strategy",
+        "blue-green",
+        "--timeout",
+        "120",
+    ]);
     step("blue-green switch to v3", &load);
-    mt_ok(&cluster, &["promote", "web", "--timeout", "120"]);
+    cluster.mt_ok(&["promote", "web", "--timeout", "120"]);
     step("blue-green standby ended, v2 stopped", &load);
-    mt_ok(
-        &cluster,
-        &[
-            "deploy",
-            "web",
-            "--image",
-            "v4",
-            "--strategy",
-            "canary",
-            "--timeout",
-            "120",
-        ],
-    );
+    cluster.mt_ok(&[
+        "deploy",
+        "web",
+        "--image",
+        "v4",
+        "--strategy",
+        "canary",
+        "--timeout",
+        "120",
+    ]);
     step("canary v4 at 10%", &load);
-    mt_ok(&cluster, &["canary", "promote", "web", "--timeout", "120"]);
+    cluster.mt_ok(&["canary", "promote", "web", "--timeout", "120"]);
     step("canary v4 promoted to every replica", &load);
     let out = cluster.mt(&["deploy", "web", "--image", "v5-crash", "--timeout", "120"]);
     assert_eq!(
