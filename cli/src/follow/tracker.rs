@@ -44,6 +44,7 @@ pub struct Tracker {
     known: Known,
     strategy: Option<Strategy>,
     promoted: bool,
+    reverting: bool,
     started: bool,
 }
 
@@ -57,6 +58,7 @@ impl Tracker {
             known: Known::new(service),
             strategy: None,
             promoted: false,
+            reverting: false,
             started: false,
         }
     }
@@ -130,7 +132,11 @@ impl Tracker {
                     Strategy::Canary => {
                         self.known.steps = Some(plan.steps.len().max(1) as u32);
                     }
-                    _ => self.known.batches = Some(replicas.div_ceil((*batch_size).max(1))),
+                    // One batch starts the whole green set.
+                    Strategy::BlueGreen => self.known.batches = Some(1),
+                    Strategy::Rolling => {
+                        self.known.batches = Some(replicas.div_ceil((*batch_size).max(1)))
+                    }
                 }
             }
             Event::BatchStarted {
@@ -148,9 +154,18 @@ impl Tracker {
                 }
                 self.replicas.extend(start.iter().cloned());
                 self.replicas.extend(replace.iter().cloned());
-                self.known.old.extend(replace.iter().cloned());
+                // A revert retires the deployment's own new replicas.
+                if !self.reverting {
+                    self.known.old.extend(replace.iter().cloned());
+                }
             }
             Event::CanaryPromoted { .. } => self.promoted = true,
+            Event::DeploymentReverting { .. } => {
+                self.reverting = true;
+                // The count of batches back is not known in advance.
+                self.known.batches = None;
+                self.known.old.clear();
+            }
             other => {
                 if let Some(replica) = replica_of(other) {
                     self.replicas.insert(replica.to_owned());

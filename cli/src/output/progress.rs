@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use mentat_domain::event::Backend;
-use mentat_domain::Event;
+use mentat_domain::{Event, Strategy};
 
 use super::{clock, duration};
 
@@ -130,7 +130,11 @@ pub fn progress(event: &Event, known: &Known) -> Option<String> {
                 .as_deref()
                 .map(|p| format!("{p} → "))
                 .unwrap_or_default();
-            format!("{verb} {service} {from}{image} ({strategy}, {replicas} replicas, {batch_size} at a time)")
+            let pace = match strategy {
+                Strategy::Rolling => format!(", {batch_size} at a time"),
+                _ => String::new(),
+            };
+            format!("{verb} {service} {from}{image} ({strategy}, {replicas} replicas{pace})")
         }
         Event::BatchStarted {
             batch,
@@ -138,11 +142,15 @@ pub fn progress(event: &Event, known: &Known) -> Option<String> {
             replace,
             ..
         } => {
-            let mut line = format!("batch {} started: starting {}", of(batch), start.join(", "));
-            if !replace.is_empty() {
-                line.push_str(&format!("; replacing {}", replace.join(", ")));
+            let mut parts = Vec::new();
+            if !start.is_empty() {
+                parts.push(format!("starting {}", start.join(", ")));
             }
-            line
+            if !replace.is_empty() {
+                let verb = if start.is_empty() { "retiring" } else { "replacing" };
+                parts.push(format!("{verb} {}", replace.join(", ")));
+            }
+            format!("batch {} started: {}", of(batch), parts.join("; "))
         }
         Event::ReplicaStarted {
             replica,
@@ -344,6 +352,19 @@ mod tests {
         assert_eq!(
             progress(&batch, &known).as_deref(),
             Some("batch 1/3 started: starting web-4; replacing web-1")
+        );
+        let retire = Event::BatchStarted {
+            deployment_id: "d".into(),
+            batch: 2,
+            image: "v1".into(),
+            start: vec![],
+            replace: vec!["web-4".into(), "web-5".into()],
+            deadline_ms: 0,
+        };
+        assert_eq!(
+            progress(&retire, &Known::new("web")).as_deref(),
+            Some("batch 2 started: retiring web-4, web-5"),
+            "a revert to a warm set starts nothing"
         );
         let exited = Event::ReplicaExited {
             replica: "web-1".into(),
