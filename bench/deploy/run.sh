@@ -158,6 +158,9 @@ services:
       interval_ms: $INTERVAL_MS
       healthy_after: $HEALTHY_AFTER
       unhealthy_after: 3
+      # No traffic in this benchmark: measure the control plane, not a bake.
+      bake_secs: 0
+      thresholds: { enabled: false }
     deploy:
       strategy: rolling
       max_unavailable: 1
