@@ -14,6 +14,8 @@
 #
 # Environment:
 #   DURATION=10        seconds per load run
+#   REPEAT=3           rounds of load runs (targets interleaved within a
+#                      round); the tables give each target's median run
 #   CONNS=50           client connections for the max-throughput runs
 #   RATE=2000          requests/s of the fixed-rate runs (oha -q)
 #   RATE_CONNS=20      client connections of the fixed-rate runs
@@ -31,6 +33,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 BIN="${BIN:-$ROOT/target/release}"
 DURATION="${DURATION:-10}"
+REPEAT="${REPEAT:-3}"
 CONNS="${CONNS:-50}"
 RATE="${RATE:-2000}"
 RATE_CONNS="${RATE_CONNS:-20}"
@@ -163,38 +166,57 @@ done
 
 echo "## Router benchmark ($(date -u +%F), $(nproc) CPUs, $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'))"
 echo
-echo "Max throughput: \`taskset -c $LOAD_CPU wrk -t1 -c$CONNS -d${DURATION}s --latency -H 'Host: $HOST'\`"
+echo "Max throughput: \`taskset -c $LOAD_CPU wrk -t1 -c$CONNS -d${DURATION}s --latency -H 'Host: $HOST'\`, $REPEAT rounds, targets interleaved; median of the rounds (by requests/s), then every round's requests/s"
 echo
-echo "| target | requests/s | p50 | p99 | errors |"
-echo "|---|---:|---:|---:|---:|"
-for name in "${ORDER[@]}"; do
-    log "wrk: $name"
-    out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -H "Host: $HOST" "http://${TARGET[$name]}/")
-    echo "$out" >"$TMP/wrk-$name.txt"
-    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-    p50=$(awk '$1=="50%" {print $2}' <<<"$out")
-    p99=$(awk '$1=="99%" {print $2}' <<<"$out")
-    errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
-    echo "| $name | $rps | $p50 | $p99 | ${errs:-0} |"
+for r in $(seq "$REPEAT"); do
+    for name in "${ORDER[@]}"; do
+        log "round $r/$REPEAT, wrk: $name ($(cut -d' ' -f1-3 /proc/loadavg))"
+        out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -H "Host: $HOST" "http://${TARGET[$name]}/")
+        echo "$out" >"$TMP/wrk-$name-$r.txt"
+        rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+        p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+        p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+        errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
+        printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$rps" "$p50" "$p99" "${errs:-0}" >>"$TMP/wrk.tsv"
+    done
 done
-echo
-echo "Fixed rate: \`taskset -c $LOAD_CPU oha -z ${DURATION}s -q $RATE -c $RATE_CONNS --latency-correction --no-tui -H 'Host: $HOST'\`"
-echo
-echo "| target | requests/s | p50 | p90 | p99 | p99.9 | success |"
-echo "|---|---:|---:|---:|---:|---:|---:|"
-for name in "${ORDER[@]}"; do
-    log "oha -q $RATE: $name"
-    taskset -c "$LOAD_CPU" oha -z "${DURATION}s" -q "$RATE" -c "$RATE_CONNS" --latency-correction --no-tui \
-        --output-format json -H "Host: $HOST" "http://${TARGET[$name]}/" >"$TMP/oha-$name.json"
-    python3 - "$name" "$TMP/oha-$name.json" <<'PY'
-import json, sys
-name, path = sys.argv[1], sys.argv[2]
-d = json.load(open(path))
-s, p = d["summary"], d["latencyPercentiles"]
-ms = lambda v: f"{v * 1000:.3f} ms"
-print(f"| {name} | {s['requestsPerSec']:.0f} | {ms(p['p50'])} | {ms(p['p90'])} | {ms(p['p99'])} | {ms(p['p99.9'])} | {s['successRate'] * 100:.2f}% |")
+python3 - "$TMP/wrk.tsv" "${ORDER[@]}" <<'PY'
+import sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
+def ms(v):
+    return float(v[:-2]) if v.endswith("ms") else float(v[:-2]) / 1000 if v.endswith("us") else float(v[:-1]) * 1000
+print("| target | requests/s | p50 | p99 | median p99 of the rounds | errors | requests/s of each round |")
+print("|---|---:|---:|---:|---:|---:|---|")
+for name in sys.argv[2:]:
+    runs = [r for r in rows if r[0] == name]
+    med = sorted(runs, key=lambda r: float(r[1]))[len(runs) // 2]
+    p99s = sorted(ms(r[3]) for r in runs)
+    each = ", ".join(f"{float(r[1]):,.0f}" for r in runs)
+    print(f"| {name} | {float(med[1]):,.0f} | {med[2]} | {med[3]} | {p99s[len(p99s) // 2]:.2f}ms | {med[4]} | {each} |")
 PY
+echo
+echo "Fixed rate: \`taskset -c $LOAD_CPU oha -z ${DURATION}s -q $RATE -c $RATE_CONNS --latency-correction --no-tui -H 'Host: $HOST'\`, $REPEAT rounds, targets interleaved; each column is the median of the rounds"
+echo
+for r in $(seq "$REPEAT"); do
+    for name in "${ORDER[@]}"; do
+        log "round $r/$REPEAT, oha -q $RATE: $name ($(cut -d' ' -f1-3 /proc/loadavg))"
+        taskset -c "$LOAD_CPU" oha -z "${DURATION}s" -q "$RATE" -c "$RATE_CONNS" --latency-correction --no-tui \
+            --output-format json -H "Host: $HOST" "http://${TARGET[$name]}/" >"$TMP/oha-$name-$r.json"
+    done
 done
+python3 - "$TMP" "$REPEAT" "${ORDER[@]}" <<'PY'
+import json, statistics, sys
+tmp, repeat, names = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+ms = lambda v: f"{v * 1000:.3f} ms"
+print("| target | requests/s | p50 | p90 | p99 | p99.9 | success | p99 of each round |")
+print("|---|---:|---:|---:|---:|---:|---:|---|")
+for name in names:
+    runs = [json.load(open(f"{tmp}/oha-{name}-{r}.json")) for r in range(1, repeat + 1)]
+    med = lambda f: statistics.median(f(d) for d in runs)
+    p = lambda k: med(lambda d: d["latencyPercentiles"][k])
+    each = ", ".join(ms(d["latencyPercentiles"]["p99"]) for d in runs)
+    print(f"| {name} | {med(lambda d: d['summary']['requestsPerSec']):.0f} | {ms(p('p50'))} | {ms(p('p90'))} | {ms(p('p99'))} | {ms(p('p99.9'))} | {med(lambda d: d['summary']['successRate']) * 100:.2f}% | {each} |")
+PY
 echo
 echo "Memory of idle keep-alive client connections (VmRSS of the proxy process; each connection has served one request and stays open; HAProxy gets at most 9,000 as its maxconn must fit the 20,000 descriptor limit):"
 echo

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use hyper::header::{
-    HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION,
-    TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+    Entry, HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 
 /// `X-Environment`: the environment whose table routes the request.
@@ -45,6 +45,11 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 /// Remove hop-by-hop headers, including those the `Connection` header
 /// names and every `Proxy-*` header.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names (no hashing) is
+    // cheaper than nine removals that find nothing.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     if headers.contains_key(CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(CONNECTION)
@@ -72,6 +77,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// A name [`strip_hop_by_hop`] removes whatever the `Connection` header says.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || name.as_str().starts_with("proxy-")
+}
+
 /// The protocol a request asks to upgrade to (`Connection: upgrade` and an
 /// `Upgrade` header), if any.
 pub fn upgrade_of(headers: &HeaderMap) -> Option<HeaderValue> {
@@ -92,48 +102,71 @@ pub fn set_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
 
 /// A request id unique to this router process: a random 64-bit prefix
 /// drawn once, then a counter (no system call per request, unlike a UUID
-/// drawn from the OS's random source).
-fn new_request_id() -> String {
+/// drawn from the OS's random source), as 32 lower-case hex digits.
+fn new_request_id() -> HeaderValue {
     static PREFIX: OnceLock<u64> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let prefix = PREFIX.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
+    let prefix = *PREFIX.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix:016x}{n:016x}")
+    let mut id = [0u8; 32];
+    hex(prefix, &mut id[..16]);
+    hex(n, &mut id[16..]);
+    HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// `value` as 16 lower-case hex digits into `out`.
+fn hex(value: u64, out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in out.iter_mut().enumerate() {
+        let shift = 60 - 4 * i;
+        *b = DIGITS[((value >> shift) & 0xf) as usize];
+    }
+}
+
+/// The client's address as a header value, made once per connection.
+pub fn client_addr(client: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&client.to_string()).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// Prepare request headers for the backend and return the request id.
-pub fn forward_request(headers: &mut HeaderMap, client: IpAddr) -> String {
+/// `client` is the client's address ([`client_addr`]).
+pub fn forward_request(headers: &mut HeaderMap, client: &HeaderValue) -> HeaderValue {
     strip_hop_by_hop(headers);
-    let request_id = match headers.get(X_REQUEST_ID).and_then(|v| v.to_str().ok()) {
-        Some(id) if !id.is_empty() => id.to_owned(),
-        _ => {
+    // Room for the four headers below: the map grows once, not per insert.
+    headers.reserve(4);
+    let host = headers.get(HOST).cloned();
+    let request_id = match headers.entry(X_REQUEST_ID) {
+        Entry::Occupied(id) if !id.get().is_empty() && id.get().to_str().is_ok() => {
+            id.get().clone()
+        }
+        Entry::Occupied(mut other) => {
             let id = new_request_id();
-            if let Ok(v) = HeaderValue::from_str(&id) {
-                headers.insert(X_REQUEST_ID, v);
-            }
+            other.insert(id.clone());
             id
         }
+        Entry::Vacant(slot) => slot.insert(new_request_id()).clone(),
     };
-    let chain: Vec<&str> = headers
-        .get_all(X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let forwarded_for = if chain.is_empty() {
-        client.to_string()
-    } else {
-        format!("{}, {client}", chain.join(", "))
-    };
-    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
-        headers.insert(X_FORWARDED_FOR, v);
-    }
-    if !headers.contains_key(X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    }
-    if !headers.contains_key(X_FORWARDED_HOST) {
-        if let Some(host) = headers.get(HOST).cloned() {
-            headers.insert(X_FORWARDED_HOST, host);
+    match headers.entry(X_FORWARDED_FOR) {
+        Entry::Vacant(slot) => {
+            slot.insert(client.clone());
         }
+        Entry::Occupied(mut chain) => {
+            let mut joined: Vec<u8> = Vec::new();
+            for v in chain.iter().filter(|v| v.to_str().is_ok()) {
+                joined.extend_from_slice(v.as_bytes());
+                joined.extend_from_slice(b", ");
+            }
+            joined.extend_from_slice(client.as_bytes());
+            if let Ok(v) = HeaderValue::from_bytes(&joined) {
+                chain.insert(v);
+            }
+        }
+    }
+    headers
+        .entry(X_FORWARDED_PROTO)
+        .or_insert_with(|| HeaderValue::from_static("http"));
+    if let (Entry::Vacant(slot), Some(host)) = (headers.entry(X_FORWARDED_HOST), host) {
+        slot.insert(host);
     }
     request_id
 }
@@ -179,11 +212,12 @@ mod tests {
 
     #[test]
     fn forwarded_headers_are_added_and_chained() {
-        let client: IpAddr = [10, 0, 0, 7].into();
+        let client = client_addr([10, 0, 0, 7].into());
+        let client = &client;
         let mut h = HeaderMap::new();
         h.insert(HOST, HeaderValue::from_static("web.localhost"));
         let id = forward_request(&mut h, client);
-        assert_eq!(h[X_REQUEST_ID], id.as_str());
+        assert_eq!(h[X_REQUEST_ID], id);
         assert_eq!(h[X_FORWARDED_FOR], "10.0.0.7");
         assert_eq!(h[X_FORWARDED_PROTO], "http");
         assert_eq!(h[X_FORWARDED_HOST], "web.localhost");

@@ -6,11 +6,14 @@
 //! the label just before the domain. A host name is a service's name unless
 //! its route block says otherwise.
 
-/// Where a request should go.
+use std::borrow::Cow;
+
+/// Where a request should go. Borrows from the Host in the common case
+/// (already lower case, no trailing dot).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
+pub enum Target<'a> {
     /// Any replica behind a host name, by weight.
-    Service(String),
+    Service(Cow<'a, str>),
     /// One replica, whatever its weight.
     Replica {
         /// Host name.
@@ -24,7 +27,7 @@ pub enum Target {
 
 /// Read `host` (a Host header value) against `domain` (lower case, no dots
 /// around it, as [`crate::Config::validate`] leaves it).
-pub fn target(host: &str, domain: &str) -> Target {
+pub fn target<'a>(host: &'a str, domain: &str) -> Target<'a> {
     let host = host.trim();
     if let Some(t) = fast_target(host, domain) {
         return t;
@@ -40,7 +43,7 @@ pub fn target(host: &str, domain: &str) -> Target {
         return Target::Unknown(name);
     };
     match prefix.rsplit_once('.') {
-        None => Target::Service(prefix.to_owned()),
+        None => Target::Service(Cow::Owned(prefix.to_owned())),
         Some((replica, service)) if !replica.is_empty() && !service.is_empty() => Target::Replica {
             service: service.to_owned(),
             replica: replica.to_owned(),
@@ -49,9 +52,8 @@ pub fn target(host: &str, domain: &str) -> Target {
     }
 }
 
-/// The common case without allocating twice: already lower case, no
-/// trailing dot.
-fn fast_target(host: &str, domain: &str) -> Option<Target> {
+/// The common case without allocating: already lower case, no trailing dot.
+fn fast_target<'a>(host: &'a str, domain: &str) -> Option<Target<'a>> {
     let name = strip_port(host);
     if name.ends_with('.') || name.bytes().any(|b| b.is_ascii_uppercase()) {
         return None;
@@ -60,7 +62,7 @@ fn fast_target(host: &str, domain: &str) -> Option<Target> {
     if prefix.is_empty() || prefix.contains('.') {
         return None;
     }
-    Some(Target::Service(prefix.to_owned()))
+    Some(Target::Service(Cow::Borrowed(prefix)))
 }
 
 fn strip_port(host: &str) -> &str {
@@ -78,7 +80,7 @@ fn strip_port(host: &str) -> &str {
 mod tests {
     use super::*;
 
-    fn service(s: &str) -> Target {
+    fn service(s: &str) -> Target<'_> {
         Target::Service(s.into())
     }
 

@@ -15,7 +15,8 @@
 //! - never more than one retry. When no attempt reached any backend the
 //!   answer is 503 with `Retry-After`, else 502.
 
-use std::net::SocketAddr;
+use std::borrow::Cow;
+use std::sync::Arc;
 
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST, RETRY_AFTER};
@@ -50,6 +51,8 @@ pub struct Proxy {
 struct Call<'a> {
     environment: &'a str,
     host: &'a str,
+    /// The routes found when the request arrived, for the first pick.
+    routes: &'a Arc<ServiceRoutes>,
     direct: Option<&'a str>,
     sticky_key: Option<&'a [u8]>,
     request_id: &'a str,
@@ -72,13 +75,23 @@ impl Proxy {
         }
     }
 
-    /// Answer one client request.
-    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+    /// Answer one client request; `client` is the client's address
+    /// ([`headers::client_addr`]).
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        client: &HeaderValue,
+    ) -> Response<ProxyBody> {
         if req.method() == Method::CONNECT {
             return local(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n");
         }
-        let header_host = req.headers().get(HOST).and_then(|h| h.to_str().ok());
-        let host = match (req.uri().authority(), header_host) {
+        // Owned copies (reference counts, no copy of the bytes), so that the
+        // names borrowed from them outlive the rewriting of the headers.
+        let host_header = req.headers().get(HOST).cloned();
+        let authority = req.uri().authority().cloned();
+        let environment_header = req.headers().get(X_ENVIRONMENT).cloned();
+        let header_host = host_header.as_ref().and_then(|h| h.to_str().ok());
+        let host = match (authority.as_ref(), header_host) {
             // Absolute form (RFC 9112 §3.2.2): the target's authority wins,
             // and it must not name another host than the Host header.
             (Some(authority), Some(h)) if !authority.as_str().eq_ignore_ascii_case(h) => {
@@ -90,10 +103,10 @@ impl Proxy {
         };
         let (name, direct) = match host::target(host, &self.domain) {
             Target::Service(name) => (name, None),
-            Target::Replica { service, replica } => (service, Some(replica)),
+            Target::Replica { service, replica } => (Cow::Owned(service), Some(replica)),
             Target::Unknown(_) => return local(StatusCode::NOT_FOUND, "no such service\n"),
         };
-        let environment = environment_of(&req);
+        let environment = environment_of(environment_header.as_ref());
         let table = self.table.load();
         let Some(routes) = table.lookup(&environment, &name).cloned() else {
             return local(StatusCode::NOT_FOUND, "no such service\n");
@@ -119,27 +132,26 @@ impl Proxy {
             .sticky
             .as_ref()
             .and_then(|s| sticky_key(&parts.headers, s));
-        let request_id = headers::forward_request(&mut parts.headers, peer.ip());
+        let request_id = headers::forward_request(&mut parts.headers, client);
         if let Some(protocol) = &upgrade {
             headers::set_upgrade(&mut parts.headers, protocol.clone());
         }
         let call = Call {
             environment: &environment,
             host: &name,
+            routes: &routes,
             direct: direct.as_deref(),
             sticky_key: sticky_key.as_deref(),
-            request_id: &request_id,
+            request_id: request_id.to_str().unwrap_or_default(),
             service: &routes.service,
         };
         let body = RequestBody::new(body, self.max_body_bytes);
         let mut resp = self
             .forward(&call, &mut parts, body, upgrade.is_some())
             .await;
-        if !resp.headers().contains_key(X_REQUEST_ID) {
-            if let Ok(v) = HeaderValue::from_str(&request_id) {
-                resp.headers_mut().insert(X_REQUEST_ID, v);
-            }
-        }
+        resp.headers_mut()
+            .entry(X_REQUEST_ID)
+            .or_insert_with(|| request_id.clone());
         resp
     }
 
@@ -255,9 +267,16 @@ impl Proxy {
     /// The route for the next attempt, counted in flight. Rotation picks
     /// skip replicas that started draining since the table was loaded.
     fn choose(&self, call: &Call<'_>, avoid: Option<&str>) -> Option<InFlight> {
-        for _ in 0..PICK_ATTEMPTS {
-            let table = self.table.load();
-            let routes: &ServiceRoutes = table.lookup(call.environment, call.host)?;
+        for attempt in 0..PICK_ATTEMPTS {
+            // The first pick uses the routes just looked up; a later one
+            // (the table changed under the request) reads the table again.
+            let table;
+            let routes: &ServiceRoutes = if attempt == 0 {
+                call.routes
+            } else {
+                table = self.table.load();
+                table.lookup(call.environment, call.host)?
+            };
             let route = match (call.direct, call.sticky_key) {
                 (Some(replica), _) if avoid.is_none() => routes.replica(replica)?,
                 (Some(_), _) => return None,
@@ -276,13 +295,16 @@ impl Proxy {
 }
 
 /// The environment a request asks for (`X-Environment`, lower case), else `production`.
-fn environment_of(req: &Request<Incoming>) -> String {
-    req.headers()
-        .get(X_ENVIRONMENT)
+fn environment_of(header: Option<&HeaderValue>) -> Cow<'_, str> {
+    let asked = header
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .map_or_else(|| DEFAULT_ENVIRONMENT.to_owned(), str::to_ascii_lowercase)
+        .filter(|v| !v.is_empty());
+    match asked {
+        None => Cow::Borrowed(DEFAULT_ENVIRONMENT),
+        Some(v) if v.bytes().any(|b| b.is_ascii_uppercase()) => Cow::Owned(v.to_ascii_lowercase()),
+        Some(v) => Cow::Borrowed(v),
+    }
 }
 
 /// The client's sticky-session key, from the cookie or header the route names.
@@ -309,8 +331,13 @@ fn upstream_request(
     addr: &str,
     body: &RequestBody,
 ) -> Option<Request<crate::body::OutBody>> {
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let uri = Uri::try_from(path).ok()?;
+    let uri = if parts.uri.scheme().is_none() && parts.uri.authority().is_none() {
+        // Origin form already (the usual case): no need to parse it again.
+        parts.uri.clone()
+    } else {
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        Uri::try_from(path).ok()?
+    };
     let mut req = Request::new(body.attempt());
     *req.method_mut() = parts.method.clone();
     *req.uri_mut() = uri;

@@ -61,11 +61,12 @@ pub async fn serve(
         let state = Arc::new(ConnState::default());
         let io = ClientIo::new(stream, state.clone(), limits.timeouts);
         let proxy = proxy.clone();
+        let client = crate::headers::client_addr(peer.ip());
         let service = hyper::service::service_fn(move |req| {
-            let (proxy, state) = (proxy.clone(), state.clone());
+            let (proxy, state, client) = (proxy.clone(), state.clone(), client.clone());
             let active = state.begin();
             async move {
-                let mut resp = proxy.handle(req, peer).await;
+                let mut resp = proxy.handle(req, &client).await;
                 if resp.status() == hyper::StatusCode::SWITCHING_PROTOCOLS {
                     state.set_upgraded();
                 }
