@@ -74,9 +74,9 @@ PORT=$A_PORT taskset -c "$LOAD_CPU" "$BIN/mentat-demo-app" >"$TMP/a.log" 2>&1 & 
 PORT=$B_PORT taskset -c "$LOAD_CPU" "$BIN/mentat-demo-app" >"$TMP/b.log" 2>&1 & PIDS+=($!)
 wait_port "$A_PORT"; wait_port "$B_PORT"
 
-log "mentat-router on $ROUTER_PORT (CPU $PROXY_CPU, 1 worker thread)"
+log "mentat-router on $ROUTER_PORT (CPU $PROXY_CPU, 1 worker)"
 "$BIN/mentat-bench-router" route "nats://127.0.0.1:$NATS_PORT" web "127.0.0.1:$A_PORT" "127.0.0.1:$B_PORT"
-RUST_LOG=warn TOKIO_WORKER_THREADS=1 taskset -c "$PROXY_CPU" "$BIN/mentat-router" \
+RUST_LOG=warn taskset -c "$PROXY_CPU" "$BIN/mentat-router" --workers 1 \
     --nats "nats://127.0.0.1:$NATS_PORT" --listen "127.0.0.1:$ROUTER_PORT" \
     --admin-listen "127.0.0.1:$ADMIN_PORT" --router-id bench --max-connections 20000 \
     >"$TMP/router.log" 2>&1 & ROUTER_PID=$!; PIDS+=($ROUTER_PID)

@@ -38,6 +38,8 @@ pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
 pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;
 /// Default cap on connections from the router to one backend.
 pub const DEFAULT_MAX_BACKEND_CONNECTIONS: usize = 512;
+/// Most request workers accepted by `--workers`.
+pub const MAX_WORKERS: usize = 1024;
 
 /// Everything the router needs to start. Build it with [`clap::Parser`] in
 /// the binary, or from [`Config::default`] and field updates in tests.
@@ -123,6 +125,17 @@ pub struct Config {
     /// How long, in seconds, to keep trying to reach NATS at start.
     #[arg(long, env = "MENTAT_ROUTER_NATS_WAIT_SECS", default_value_t = DEFAULT_NATS_WAIT_SECS)]
     pub nats_wait_secs: u64,
+
+    /// Request workers: each is one thread with a single-threaded runtime
+    /// and its own listening socket on `--listen` (`SO_REUSEPORT`, the
+    /// kernel spreads new connections over them), so a request is read,
+    /// forwarded and answered on one thread with no cross-thread wake-up.
+    /// They share the routing table, the backend pools, the statistics and
+    /// the `--max-connections` cap. The first worker's thread also runs the
+    /// admin server, the route feed and the statistics publisher. Default:
+    /// the number of CPUs available; between 1 and 1024.
+    #[arg(long, env = "MENTAT_ROUTER_WORKERS", default_value_t = default_workers())]
+    pub workers: usize,
 }
 
 impl Default for Config {
@@ -145,6 +158,7 @@ impl Default for Config {
             max_backend_connections: DEFAULT_MAX_BACKEND_CONNECTIONS,
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9180)),
             stats_interval_ms: DEFAULT_STATS_INTERVAL_MS,
+            workers: default_workers(),
         }
     }
 }
@@ -209,6 +223,12 @@ impl Config {
                 "must be between 100 and 60000",
             ));
         }
+        if !(1..=MAX_WORKERS).contains(&self.workers) {
+            return Err(invalid(
+                "workers",
+                format!("{} is not between 1 and {MAX_WORKERS}", self.workers),
+            ));
+        }
         if self.admin_listen == self.listen && self.listen.port() != 0 {
             return Err(invalid("admin-listen", "must differ from --listen"));
         }
@@ -256,6 +276,13 @@ fn invalid(field: &'static str, problem: impl Into<String>) -> Error {
         field,
         problem: problem.into(),
     }
+}
+
+/// The number of CPUs this process may run on (at least 1, at most [`MAX_WORKERS`]).
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .min(MAX_WORKERS)
 }
 
 /// The host name (from the kernel, then `HOSTNAME`), else `router-<pid>`.
@@ -345,5 +372,10 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(field(&mut c), "idle-timeout-secs");
+        let mut c = Config {
+            workers: 0,
+            ..Config::default()
+        };
+        assert_eq!(field(&mut c), "workers");
     }
 }

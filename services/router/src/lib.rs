@@ -17,8 +17,9 @@
 //!   tunnels, then `ReplicaDrained`.
 //! - `proxy`: the request path, retries included; `headers` and `body` hold
 //!   what it rewrites and streams; `tunnel` splices upgraded connections.
-//! - `server`: the accept loop and its graceful stop; `conn`: the header
-//!   and idle timeouts of client connections.
+//! - `server`: the accept loop and its graceful stop, one per worker
+//!   (a thread with a single-threaded runtime and its own `SO_REUSEPORT`
+//!   listener); `conn`: the header and idle timeouts of client connections.
 //! - `metrics`: lock-free counters and histograms; `traffic`: the
 //!   per-interval `TrafficStats` publisher; `admin`: `GET /metrics`.
 //!
@@ -67,8 +68,8 @@ use std::time::Duration;
 
 use mentat_bus::Bus;
 use mentat_runtime::Shutdown;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinHandle;
 
 pub use config::Config;
@@ -100,6 +101,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
 pub struct Router {
     config: Config,
     listener: TcpListener,
+    /// The listening sockets of the other workers (same address, `SO_REUSEPORT`).
+    more_listeners: Vec<std::net::TcpListener>,
     local_addr: SocketAddr,
     admin: TcpListener,
     admin_addr: SocketAddr,
@@ -117,16 +120,26 @@ impl Router {
     /// routing table (the last RouteChanged of every service).
     pub async fn bind(mut config: Config, shutdown: Shutdown) -> Result<Self, Error> {
         config.validate()?;
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| Error::Listen {
-                addr: config.listen,
-                source,
-            })?;
-        let local_addr = listener.local_addr().map_err(|source| Error::Listen {
+        let listen_error = |source| Error::Listen {
             addr: config.listen,
             source,
-        })?;
+        };
+        let (listener, local_addr, more_listeners) = if config.workers == 1 {
+            let listener = TcpListener::bind(config.listen)
+                .await
+                .map_err(listen_error)?;
+            let local_addr = listener.local_addr().map_err(listen_error)?;
+            (listener, local_addr, Vec::new())
+        } else {
+            // The first socket fixes the port (when 0 was asked), the others share it.
+            let listener = reuseport_listener(config.listen).map_err(listen_error)?;
+            let local_addr = listener.local_addr().map_err(listen_error)?;
+            let more = (1..config.workers)
+                .map(|_| reuseport_listener(local_addr).and_then(TcpListener::into_std))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(listen_error)?;
+            (listener, local_addr, more)
+        };
         let admin = TcpListener::bind(config.admin_listen)
             .await
             .map_err(|source| Error::Listen {
@@ -170,6 +183,7 @@ impl Router {
         Ok(Router {
             config,
             listener,
+            more_listeners,
             local_addr,
             admin,
             admin_addr,
@@ -236,10 +250,30 @@ impl Router {
             },
             max_header_bytes: self.config.max_header_bytes,
             grace: self.config.shutdown_grace(),
-            max_connections: self.config.max_connections,
         };
-        server::serve(self.listener, proxy, limits, self.shutdown.token()).await;
+        let slots = Arc::new(Semaphore::new(self.config.max_connections));
+        let mut workers = Vec::with_capacity(self.more_listeners.len());
+        for (n, listener) in self.more_listeners.into_iter().enumerate() {
+            let (proxy, slots, stop) = (proxy.clone(), slots.clone(), self.shutdown.token());
+            let worker = std::thread::Builder::new()
+                .name(format!("router-worker-{}", n + 1))
+                .spawn(move || worker(listener, proxy, limits, slots, stop));
+            match worker {
+                Ok(handle) => workers.push(handle),
+                Err(e) => tracing::error!(error = %e, "cannot start a worker thread"),
+            }
+        }
+        server::serve(self.listener, proxy, limits, slots, self.shutdown.token()).await;
         self.shutdown.cancel();
+        // The other workers stop at the same time and within the same grace.
+        let joined = tokio::task::spawn_blocking(move || {
+            for handle in workers {
+                if handle.join().is_err() {
+                    tracing::error!("a worker thread panicked");
+                }
+            }
+        });
+        let _ = joined.await;
         let _ = admin.await;
         let _ = stats.await;
         if let Err(e) = self.feed.await {
@@ -248,4 +282,45 @@ impl Router {
         self.drainer.finish(DRAIN_REPORT_GRACE).await;
         tracing::info!("router stopped");
     }
+}
+
+/// A listening socket on `addr` that other sockets of this process may
+/// share (`SO_REUSEPORT`), for one worker each.
+fn reuseport_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// One more request worker: a single-threaded runtime serving `listener`
+/// until `stop`, on the calling thread.
+fn worker(
+    listener: std::net::TcpListener,
+    proxy: Arc<Proxy>,
+    limits: server::Limits,
+    slots: Arc<Semaphore>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start a worker runtime");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        match TcpListener::from_std(listener) {
+            Ok(listener) => server::serve(listener, proxy, limits, slots, stop).await,
+            Err(e) => tracing::error!(error = %e, "cannot register a worker's listener"),
+        }
+    });
 }

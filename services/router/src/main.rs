@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use mentat_router::{Config, Error};
 use mentat_runtime::{Shutdown, EXIT_CONFIG};
 
-#[tokio::main]
+// One thread for the first request worker, the admin server, the route
+// feed and the statistics; `--workers` adds the others (see `Config::workers`).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let mut config: Config = mentat_runtime::parse_flags();
     if let Err(e) = config.validate() {

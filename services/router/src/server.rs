@@ -27,24 +27,23 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Longest wait for in-flight requests once stopped.
     pub grace: Duration,
-    /// Most connections open at once; beyond it, accepting waits.
-    pub max_connections: usize,
 }
 
 /// Serve `listener` until `stop` is cancelled; then stop accepting, close
 /// idle keep-alive connections, let in-flight requests finish within
-/// `limits.grace`, and abort what is left.
+/// `limits.grace`, and abort what is left. Each open connection holds one
+/// of `slots` (shared by every worker: the cap on open connections).
 pub async fn serve(
     listener: TcpListener,
     proxy: Arc<Proxy>,
     limits: Limits,
+    slots: Arc<Semaphore>,
     stop: CancellationToken,
 ) {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .keep_alive(true)
         .max_buf_size(limits.max_header_bytes);
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut connections = JoinSet::new();
     let closing = stop.child_token();
     loop {
