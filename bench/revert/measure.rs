@@ -28,7 +28,6 @@ use std::time::Duration;
 use futures::StreamExt;
 use mentat_bus::codec::{self, Encoding};
 use mentat_bus::subject;
-use mentat_domain::command::{HistoryQuery, HistoryReply};
 use mentat_domain::event::{Event, Fact};
 use mentat_domain::EventEnvelope;
 use mentat_e2e::load::Timeline;
@@ -228,21 +227,5 @@ async fn fact_observed_ms(cluster: &Cluster, image: &str) -> Option<i64> {
 }
 
 async fn history(cluster: &Cluster) -> Vec<EventEnvelope> {
-    let query = HistoryQuery {
-        service: "web".into(),
-        events: true,
-    };
-    match cluster
-        .bus
-        .request(
-            subject::QUERY_HISTORY,
-            &query,
-            Encoding::MsgPack,
-            Duration::from_secs(5),
-        )
-        .await
-    {
-        Ok(HistoryReply::Ok { events, .. }) => events,
-        other => panic!("history query failed: {other:?}"),
-    }
+    cluster.envelopes("web").await
 }

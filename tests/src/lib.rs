@@ -20,7 +20,7 @@ use mentat_bus::{subject, Bus, Encoding};
 use mentat_domain::command::{
     DeploymentRecord, HistoryQuery, HistoryReply, ServiceStatus, StatusQuery, StatusReply,
 };
-use mentat_domain::event::Event;
+use mentat_domain::event::{Event, EventEnvelope};
 use mentat_testkit::{free_port, pg::PgDatabase, NatsServer};
 use tempfile::TempDir;
 
@@ -282,12 +282,23 @@ impl Cluster {
 
     /// The service's deployments, or why the query failed (planner down).
     pub async fn try_history(&self, service: &str) -> Result<Vec<DeploymentRecord>, String> {
+        match self.history_query(service, false).await {
+            Ok(HistoryReply::Ok { deployments, .. }) => Ok(deployments),
+            other => Err(format!("{other:?}")),
+        }
+    }
+
+    /// `mentat.query.history` for `service`, with its raw events when `events`.
+    async fn history_query(
+        &self,
+        service: &str,
+        events: bool,
+    ) -> Result<HistoryReply, mentat_bus::Error> {
         let query = HistoryQuery {
             service: service.into(),
-            events: false,
+            events,
         };
-        match self
-            .bus
+        self.bus
             .request(
                 subject::QUERY_HISTORY,
                 &query,
@@ -295,10 +306,6 @@ impl Cluster {
                 Duration::from_secs(5),
             )
             .await
-        {
-            Ok(HistoryReply::Ok { deployments, .. }) => Ok(deployments),
-            other => Err(format!("{other:?}")),
-        }
     }
 
     /// Wait until deployment `id` has ended, and return its record.
@@ -348,21 +355,17 @@ impl Cluster {
 
     /// Every event of the service's stream, from `mentat.query.history`.
     pub async fn events(&self, service: &str) -> Vec<Event> {
-        let query = HistoryQuery {
-            service: service.into(),
-            events: true,
-        };
-        match self
-            .bus
-            .request(
-                subject::QUERY_HISTORY,
-                &query,
-                Encoding::MsgPack,
-                Duration::from_secs(5),
-            )
+        self.envelopes(service)
             .await
-        {
-            Ok(HistoryReply::Ok { events, .. }) => events.into_iter().map(|e| e.event).collect(),
+            .into_iter()
+            .map(|e| e.event)
+            .collect()
+    }
+
+    /// Every recorded event of the service's stream, with its envelope.
+    pub async fn envelopes(&self, service: &str) -> Vec<EventEnvelope> {
+        match self.history_query(service, true).await {
+            Ok(HistoryReply::Ok { events, .. }) => events,
             other => panic!("history query failed: {other:?}"),
         }
     }
