@@ -253,13 +253,13 @@ impl TableWriter {
     /// Replace the routes of `service` by `backends` (the full table of the
     /// service), served as `route.host` in `route.environment`, and return
     /// the replicas that left rotation: removed ones, and those whose weight
-    /// went from positive to 0. They are marked draining before the new
-    /// table is published.
+    /// went from positive to 0. They are marked draining once the new table
+    /// is published.
     pub fn apply(&mut self, service: &str, backends: &[Backend], route: &RouteSpec) -> Vec<Drain> {
         self.retired.retain(|_, e| e.in_flight() > 0);
         let old_table = self.table.load_full();
         let old = old_table.service(service);
-        let mut drains = Vec::new();
+        let mut leaving: Vec<Arc<Endpoint>> = Vec::new();
         let mut routes: Vec<Route> = Vec::with_capacity(backends.len());
         for b in backends {
             if routes.iter().any(|r| r.endpoint.replica == b.replica) {
@@ -281,11 +281,7 @@ impl TableWriter {
             if b.weight > 0 && endpoint.is_draining() {
                 endpoint.resume();
             } else if b.weight == 0 && previous.is_some_and(|p| p.weight > 0) {
-                let epoch = endpoint.start_draining();
-                drains.push(Drain {
-                    endpoint: endpoint.clone(),
-                    epoch,
-                });
+                leaving.push(endpoint.clone());
             }
             routes.push(Route {
                 endpoint,
@@ -299,11 +295,7 @@ impl TableWriter {
             {
                 continue;
             }
-            let epoch = gone.endpoint.start_draining();
-            drains.push(Drain {
-                endpoint: gone.endpoint.clone(),
-                epoch,
-            });
+            leaving.push(gone.endpoint.clone());
             self.retired.insert(
                 (service.to_owned(), gone.endpoint.replica.clone()),
                 gone.endpoint.clone(),
@@ -330,7 +322,18 @@ impl TableWriter {
         hosts.retain(|_, h| !h.is_empty());
         services.insert(service.to_owned(), (env, host));
         self.table.store(Arc::new(Table { hosts, services }));
-        drains
+        // Only now do the leaving endpoints refuse new picks: a request that
+        // read the old table and is refused reads this one and finds a
+        // backend in rotation. (Marked before the swap, a switch that takes
+        // every old backend out at once answered 503 in that window.) One
+        // that already counted itself on a leaving endpoint is waited for.
+        leaving
+            .into_iter()
+            .map(|endpoint| Drain {
+                epoch: endpoint.start_draining(),
+                endpoint,
+            })
+            .collect()
     }
 }
 
@@ -357,6 +360,61 @@ mod tests {
 
     fn replicas(drains: &[Drain]) -> Vec<&str> {
         drains.iter().map(|d| d.endpoint.replica.as_str()).collect()
+    }
+
+    /// A switch that takes every backend out of rotation at once (blue-green)
+    /// must never leave a request without one: a reader refused by a leaving
+    /// endpoint reads the table again, as the proxy does, and finds the new
+    /// set. Many trials of one switch each, with readers spinning across it.
+    #[test]
+    fn a_whole_set_switch_never_leaves_a_reader_without_a_backend() {
+        use std::sync::atomic::AtomicBool;
+        let set = |prefix: &str| -> Vec<Backend> {
+            (1..=3)
+                .map(|i| backend(&format!("{prefix}{i}"), 100))
+                .collect()
+        };
+        let failures = Arc::new(AtomicUsize::new(0));
+        let picks = Arc::new(AtomicUsize::new(0));
+        for _ in 0..300 {
+            let shared = SharedTable::default();
+            let mut w = writer(&shared);
+            apply(&mut w, "web", &set("blue"));
+            let stop = Arc::new(AtomicBool::new(false));
+            let readers: Vec<_> = (0..2)
+                .map(|_| {
+                    let (shared, stop) = (shared.clone(), stop.clone());
+                    let (failures, picks) = (failures.clone(), picks.clone());
+                    std::thread::spawn(move || {
+                        while !stop.load(Ordering::Relaxed) {
+                            let got = (0..3).find_map(|_| {
+                                let table = shared.load();
+                                let route = table.service("web")?.pick()?;
+                                route.endpoint.acquire(true)
+                            });
+                            match got {
+                                Some(_guard) => picks.fetch_add(1, Ordering::Relaxed),
+                                None => failures.fetch_add(1, Ordering::Relaxed),
+                            };
+                        }
+                    })
+                })
+                .collect();
+            let before = picks.load(Ordering::Relaxed);
+            while picks.load(Ordering::Relaxed) < before + 20 {
+                std::thread::yield_now();
+            }
+            apply(&mut w, "web", &set("green"));
+            let after = picks.load(Ordering::Relaxed);
+            while picks.load(Ordering::Relaxed) < after + 20 {
+                std::thread::yield_now();
+            }
+            stop.store(true, Ordering::Relaxed);
+            for r in readers {
+                r.join().expect("reader");
+            }
+        }
+        assert_eq!(failures.load(Ordering::Relaxed), 0, "picks: {picks:?}");
     }
 
     #[test]
