@@ -191,16 +191,7 @@ impl Cluster {
     async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let reply: Result<mentat_domain::command::StatusReply, _> = self
-                .bus
-                .request(
-                    subject::QUERY_STATUS,
-                    &mentat_domain::command::StatusQuery::default(),
-                    Encoding::MsgPack,
-                    Duration::from_secs(1),
-                )
-                .await;
-            if let Ok(mentat_domain::command::StatusReply::Ok { hosts, .. }) = reply {
+            if let Ok(StatusReply::Ok { hosts, .. }) = self.status_query(None).await {
                 if !hosts.is_empty() {
                     return;
                 }
@@ -335,11 +326,18 @@ impl Cluster {
 
     /// The status of `service`, from `mentat.query.status`.
     pub async fn status(&self, service: &str) -> ServiceStatus {
+        match self.status_query(Some(service)).await {
+            Ok(StatusReply::Ok { mut services, .. }) if !services.is_empty() => services.remove(0),
+            other => panic!("status query failed: {other:?}"),
+        }
+    }
+
+    /// `mentat.query.status` for one service or all.
+    async fn status_query(&self, service: Option<&str>) -> Result<StatusReply, mentat_bus::Error> {
         let query = StatusQuery {
-            service: Some(service.into()),
+            service: service.map(str::to_owned),
         };
-        match self
-            .bus
+        self.bus
             .request(
                 subject::QUERY_STATUS,
                 &query,
@@ -347,10 +345,6 @@ impl Cluster {
                 Duration::from_secs(5),
             )
             .await
-        {
-            Ok(StatusReply::Ok { mut services, .. }) if !services.is_empty() => services.remove(0),
-            other => panic!("status query failed: {other:?}"),
-        }
     }
 
     /// Every event of the service's stream, from `mentat.query.history`.

@@ -596,3 +596,52 @@ proptest! {
         prop_assert_eq!(sim.running("v2"), 0);
     }
 }
+
+// ---- error paths of the control and traffic commands ----
+
+#[test]
+fn aborting_a_first_deployment_fails_it_and_keeps_its_replicas() {
+    let mut sim = Sim::with(3, DeploySpec::default());
+    let id = sim.deploy("v1").expect("accepted");
+    while sim.running("v1") < 1 {
+        sim.run(1);
+    }
+    sim.control(Command::Abort).expect("abort accepted");
+    let (outcome, failure) = sim.outcome(&id);
+    assert_eq!(outcome, Outcome::Failed);
+    assert!(failure
+        .unwrap_or_default()
+        .contains("no previous image to revert to"));
+    sim.run(20);
+    assert!(
+        sim.running("v1") >= 1,
+        "nothing to revert to: nothing stopped"
+    );
+}
+
+#[test]
+fn promote_and_resume_that_do_not_apply_are_rejected() {
+    let mut sim = serving_v1(3, DeploySpec::default());
+    sim.deploy("v2").expect("accepted");
+    sim.settle();
+    let reason = sim.control(Command::Promote).expect_err("rolling");
+    assert!(reason.contains("no canary or standby"), "{reason}");
+    let reason = sim.control(Command::Resume).expect_err("not paused");
+    assert!(reason.contains("is not paused"), "{reason}");
+}
+
+#[test]
+fn spawn_without_a_live_host_is_rejected_and_changes_nothing() {
+    let mut sim = serving_v1(1, DeploySpec::default());
+    sim.record(
+        "_hosts",
+        vec![Event::HostLost {
+            host: "h1".into(),
+            reason: "test".into(),
+        }],
+    );
+    let before = sim.log.len();
+    let reason = spawn(&mut sim, "green", Some("v2")).expect_err("no host");
+    assert!(reason.contains("no live executor host"), "{reason}");
+    assert_eq!(sim.log.len(), before);
+}

@@ -245,7 +245,8 @@ impl ServiceState {
             .find(|r| r.deployment_id == deployment_id)
     }
 
-    fn in_routes(&self, replica: &str) -> bool {
+    /// True when the replica is in the routing table (weight 0 included).
+    pub fn is_routed(&self, replica: &str) -> bool {
         self.routes.iter().any(|b| b.replica == replica)
     }
 }
@@ -708,11 +709,4 @@ fn finish_record(
         r.ended_at_ms = Some(at_ms);
     }
     forget_exited(s);
-}
-
-impl ServiceState {
-    /// True when the replica is in the routing table.
-    pub fn is_routed(&self, replica: &str) -> bool {
-        self.in_routes(replica)
-    }
 }
