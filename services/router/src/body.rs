@@ -16,10 +16,10 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1::SendRequest;
 
 use crate::conn::Active;
 use crate::endpoint::InFlight;
+use crate::upstream::Reader;
 
 /// Boxed error of the bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -54,6 +54,11 @@ impl RequestBody {
             };
             RequestBody::Streaming(Arc::new(shared), limit)
         }
+    }
+
+    /// True when the request has no body.
+    pub fn is_empty(&self) -> bool {
+        matches!(self, RequestBody::Empty)
     }
 
     /// True while no attempt has started reading the body, so that another
@@ -179,11 +184,7 @@ enum Inner {
     /// The backend's body; the guard counts the request in flight until the
     /// body ends or the client goes away, and the connection goes back to
     /// the pool at the end.
-    Upstream {
-        body: Incoming,
-        conn: Option<SendRequest<OutBody>>,
-        guard: InFlight,
-    },
+    Upstream { body: Reader, guard: InFlight },
 }
 
 impl ProxyBody {
@@ -195,13 +196,9 @@ impl ProxyBody {
         }
     }
 
-    /// The backend's body, read on `conn`, counted by `guard`.
-    pub fn upstream(body: Incoming, conn: SendRequest<OutBody>, guard: InFlight) -> Self {
-        let mut inner = Inner::Upstream {
-            body,
-            conn: Some(conn),
-            guard,
-        };
+    /// The backend's body, counted by `guard`.
+    pub fn upstream(body: Reader, guard: InFlight) -> Self {
+        let mut inner = Inner::Upstream { body, guard };
         inner.release_if_done();
         ProxyBody {
             inner,
@@ -218,11 +215,9 @@ impl ProxyBody {
 impl Inner {
     /// Give the connection back once the body is read to its end.
     fn release_if_done(&mut self) {
-        if let Inner::Upstream { body, conn, guard } = self {
-            if body.is_end_stream() {
-                if let Some(c) = conn.take() {
-                    guard.endpoint().pool.release(c);
-                }
+        if let Inner::Upstream { body, guard } = self {
+            if let Some(upstream) = body.take_reusable() {
+                guard.endpoint().pool.release(upstream);
             }
         }
     }
@@ -240,7 +235,7 @@ impl Body for ProxyBody {
         match &mut this.inner {
             Inner::Local(full) => Pin::new(full).poll_frame(cx).map_err(|e| match e {}),
             Inner::Upstream { body, .. } => {
-                let polled = Pin::new(body).poll_frame(cx).map_err(Into::into);
+                let polled = Pin::new(body).poll_frame(cx);
                 if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Ok(_)))) {
                     this.inner.release_if_done();
                 }

@@ -60,6 +60,7 @@ mod sticky;
 mod table;
 mod traffic;
 mod tunnel;
+mod upstream;
 mod weights;
 
 use std::net::SocketAddr;
@@ -257,7 +258,7 @@ impl Router {
             let (proxy, slots, stop) = (proxy.clone(), slots.clone(), self.shutdown.token());
             let worker = std::thread::Builder::new()
                 .name(format!("router-worker-{}", n + 1))
-                .spawn(move || worker(listener, proxy, limits, slots, stop));
+                .spawn(move || worker(n + 1, listener, proxy, limits, slots, stop));
             match worker {
                 Ok(handle) => workers.push(handle),
                 Err(e) => tracing::error!(error = %e, "cannot start a worker thread"),
@@ -298,9 +299,11 @@ fn reuseport_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(1024)
 }
 
-/// One more request worker: a single-threaded runtime serving `listener`
-/// until `stop`, on the calling thread.
+/// One more request worker (number `worker_index`, the first being the
+/// main runtime's 0): a single-threaded runtime serving `listener` until
+/// `stop`, on the calling thread.
 fn worker(
+    worker_index: usize,
     listener: std::net::TcpListener,
     proxy: Arc<Proxy>,
     limits: server::Limits,
@@ -317,6 +320,7 @@ fn worker(
             return;
         }
     };
+    pool::set_worker(worker_index);
     runtime.block_on(async move {
         match TcpListener::from_std(listener) {
             Ok(listener) => server::serve(listener, proxy, limits, slots, stop).await,

@@ -7,18 +7,34 @@
 //! request that finds every connection busy and the cap reached waits for
 //! one to come back, at most the connect timeout.
 
+use std::cell::Cell;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-use crate::body::OutBody;
+use crate::upstream::Upstream;
 
 /// Idle connections older than this are closed rather than reused.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Idle lists per pool: one per request worker (by [`set_worker`]), so a
+/// worker reuses the connections its own runtime registered.
+const WORKER_LISTS: usize = 16;
+
+thread_local! {
+    static WORKER: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Mark the calling thread as request worker `n` (its idle lists).
+pub fn set_worker(n: usize) {
+    WORKER.with(|w| w.set(n % WORKER_LISTS));
+}
+
+fn worker() -> usize {
+    WORKER.with(Cell::get)
+}
 
 /// How a pool connects.
 #[derive(Debug, Clone, Copy)]
@@ -50,15 +66,12 @@ pub enum CheckoutError {
     /// Every allowed connection stayed busy for the whole wait.
     #[error("backend connection cap reached")]
     Full,
-    /// The HTTP/1 handshake failed.
-    #[error("handshake: {0}")]
-    Handshake(hyper::Error),
 }
 
 /// The connections to one backend.
 #[derive(Debug)]
 pub struct Pool {
-    idle: Mutex<Vec<Idle>>,
+    idle: [Mutex<Vec<Idle>>; WORKER_LISTS],
     permits: Arc<Semaphore>,
     /// Woken when a connection becomes idle or closes.
     changed: Arc<Notify>,
@@ -67,62 +80,65 @@ pub struct Pool {
 
 #[derive(Debug)]
 struct Idle {
-    sender: SendRequest<OutBody>,
+    upstream: Upstream,
     since: Instant,
 }
 
-/// A connection taken from the pool (or just opened) for one request.
+/// A connection's place under the pool's cap, given back when the
+/// connection closes.
 #[derive(Debug)]
-pub struct Conn {
-    /// Where to send the request.
-    pub sender: SendRequest<OutBody>,
-    /// True when the connection served an earlier request.
-    pub reused: bool,
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+    changed: Arc<Notify>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.changed.notify_one();
+    }
 }
 
 impl Pool {
     /// An empty pool.
     pub fn new(settings: PoolSettings) -> Self {
         Pool {
-            idle: Mutex::new(Vec::new()),
+            idle: std::array::from_fn(|_| Mutex::new(Vec::new())),
             permits: Arc::new(Semaphore::new(settings.max_connections)),
             changed: Arc::new(Notify::new()),
             settings,
         }
     }
 
-    /// A ready connection to `addr`: an idle one, else a new one, else the
-    /// next one freed within the connect timeout.
-    pub async fn checkout(&self, addr: &str) -> Result<Conn, CheckoutError> {
+    /// A connection to `addr`: an idle one of this worker, else a new one,
+    /// else an idle one of another worker, else the next one freed within
+    /// the connect timeout.
+    pub async fn checkout(&self, addr: &str) -> Result<Upstream, CheckoutError> {
         let deadline = tokio::time::Instant::now() + self.settings.connect_timeout;
+        let mine = worker();
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            while let Some(mut sender) = self.pop_idle() {
-                if sender.is_ready() {
-                    return Ok(Conn {
-                        sender,
-                        reused: true,
-                    });
-                }
-                // Its previous response just ended: the connection task
-                // is about to mark it ready, or it closed.
-                if let Ok(Ok(())) = tokio::time::timeout_at(deadline, sender.ready()).await {
-                    return Ok(Conn {
-                        sender,
-                        reused: true,
-                    });
-                }
+            if let Some(upstream) = self.pop_idle(mine) {
+                return Ok(upstream);
             }
             if let Ok(permit) = self.permits.clone().try_acquire_owned() {
-                let sender = tokio::time::timeout_at(deadline, self.connect(addr, permit))
+                let slot = Slot {
+                    _permit: permit,
+                    changed: self.changed.clone(),
+                };
+                let stream = tokio::time::timeout_at(deadline, TcpStream::connect(addr))
                     .await
-                    .map_err(|_| CheckoutError::Timeout)??;
-                return Ok(Conn {
-                    sender,
-                    reused: false,
-                });
+                    .map_err(|_| CheckoutError::Timeout)?
+                    .map_err(CheckoutError::Connect)?;
+                let _ = stream.set_nodelay(true);
+                return Ok(Upstream::new(stream, slot));
+            }
+            if let Some(upstream) = (0..WORKER_LISTS)
+                .filter(|&n| n != mine)
+                .find_map(|n| self.pop_idle(n))
+            {
+                return Ok(upstream);
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
                 return Err(CheckoutError::Full);
@@ -130,38 +146,10 @@ impl Pool {
         }
     }
 
-    /// Open a connection; it holds `permit` until it closes.
-    async fn connect(
-        &self,
-        addr: &str,
-        permit: OwnedSemaphorePermit,
-    ) -> Result<SendRequest<OutBody>, CheckoutError> {
-        let stream = TcpStream::connect(addr)
-            .await
-            .map_err(CheckoutError::Connect)?;
-        let _ = stream.set_nodelay(true);
-        let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(CheckoutError::Handshake)?;
-        let changed = self.changed.clone();
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(error = %e, "backend connection ended with an error");
-            }
-            drop(permit);
-            changed.notify_one();
-        });
-        Ok(sender)
-    }
-
     /// Give a connection back once its response was read to the end.
-    pub fn release(&self, sender: SendRequest<OutBody>) {
-        if sender.is_closed() {
-            return;
-        }
-        self.lock().push(Idle {
-            sender,
+    pub fn release(&self, upstream: Upstream) {
+        self.lock(worker()).push(Idle {
+            upstream,
             since: Instant::now(),
         });
         self.changed.notify_one();
@@ -170,19 +158,22 @@ impl Pool {
     /// Close every idle connection (a drained backend); busy ones close
     /// when their response ends, if the pool is asked again then.
     pub fn close_idle(&self) -> usize {
-        let idle = std::mem::take(&mut *self.lock());
-        idle.len()
+        (0..WORKER_LISTS)
+            .map(|n| std::mem::take(&mut *self.lock(n)).len())
+            .sum()
     }
 
     /// Close idle connections older than [`POOL_IDLE_TIMEOUT`] or closed by the backend.
     pub fn prune(&self) {
-        let mut idle = self.lock();
-        idle.retain(|i| i.since.elapsed() < POOL_IDLE_TIMEOUT && !i.sender.is_closed());
+        for n in 0..WORKER_LISTS {
+            self.lock(n)
+                .retain(|i| i.since.elapsed() < POOL_IDLE_TIMEOUT && i.upstream.is_open());
+        }
     }
 
     /// Idle connections now.
     pub fn idle_count(&self) -> usize {
-        self.lock().len()
+        (0..WORKER_LISTS).map(|n| self.lock(n).len()).sum()
     }
 
     /// Connections open now (busy and idle).
@@ -192,17 +183,18 @@ impl Pool {
             .saturating_sub(self.permits.available_permits())
     }
 
-    fn pop_idle(&self) -> Option<SendRequest<OutBody>> {
-        let mut idle = self.lock();
+    /// The most recently used idle connection of list `n` that is still open.
+    fn pop_idle(&self, n: usize) -> Option<Upstream> {
+        let mut idle = self.lock(n);
         while let Some(i) = idle.pop() {
-            if !i.sender.is_closed() && i.since.elapsed() < POOL_IDLE_TIMEOUT {
-                return Some(i.sender);
+            if i.since.elapsed() < POOL_IDLE_TIMEOUT && i.upstream.is_open() {
+                return Some(i.upstream);
             }
         }
         None
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self, n: usize) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        self.idle[n].lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST, RETRY_AFTER};
 use hyper::http::request::Parts;
-use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::{Method, Request, Response, StatusCode};
 use mentat_domain::spec::{Sticky, DEFAULT_ENVIRONMENT};
 use tokio_util::sync::CancellationToken;
 
@@ -32,6 +32,7 @@ use crate::host::{self, Target};
 use crate::pool::CheckoutError;
 use crate::table::{ServiceRoutes, SharedTable};
 use crate::tunnel;
+use crate::upstream::{Answer, Reader, Upstream};
 
 /// Attempts at picking a backend in rotation when the table changes under
 /// the request (a picked replica started draining).
@@ -190,61 +191,54 @@ impl Proxy {
                     tracing::warn!(request_id = call.request_id, service = call.service, replica_id = replica, error = %e, retry = may_retry, "cannot reach backend");
                     sent = false;
                 }
-                Ok(mut conn) => {
-                    let Some(upstream) = upstream_request(parts, &endpoint.addr, &body) else {
-                        return local(StatusCode::BAD_GATEWAY, "bad backend address\n");
-                    };
-                    match conn.sender.try_send_request(upstream).await {
-                        Ok(resp) => {
-                            let status = resp.status();
-                            guard.set_status(status.as_u16());
-                            let retry_status = matches!(
-                                status,
-                                StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE
-                            );
-                            if may_retry && retry_status && idempotent && body.replayable() {
-                                if let Some(next) = self.choose(call, Some(replica)) {
-                                    tracing::info!(
-                                        request_id = call.request_id,
-                                        service = call.service,
-                                        replica_id = replica,
-                                        status = status.as_u16(),
-                                        "backend answered {status}; retrying on another"
-                                    );
-                                    drop(resp);
-                                    guard = next;
-                                    reached_backend = true;
-                                    continue;
-                                }
-                            }
-                            tracing::debug!(
-                                request_id = call.request_id,
-                                service = call.service,
-                                replica_id = replica,
-                                status = status.as_u16(),
-                                attempt,
-                                "proxied"
-                            );
-                            if upgrade && status == StatusCode::SWITCHING_PROTOCOLS {
-                                return tunnel::splice(parts, resp, guard, &self.stop);
-                            }
-                            return upstream_response(resp, conn.sender, guard);
-                        }
-                        Err(mut e) => {
-                            let unsent = e.take_message().is_some();
-                            let error = e.into_error();
-                            if body.too_large() {
-                                guard.set_status(413);
-                                return local(
-                                    StatusCode::PAYLOAD_TOO_LARGE,
-                                    "request body too large\n",
+                Ok(mut upstream) => match upstream.send(parts, &endpoint.addr, &body).await {
+                    Ok(answer) => {
+                        let status = answer.head.status;
+                        guard.set_status(status.as_u16());
+                        let retry_status = matches!(
+                            status,
+                            StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE
+                        );
+                        if may_retry && retry_status && idempotent && body.replayable() {
+                            if let Some(next) = self.choose(call, Some(replica)) {
+                                tracing::info!(
+                                    request_id = call.request_id,
+                                    service = call.service,
+                                    replica_id = replica,
+                                    status = status.as_u16(),
+                                    "backend answered {status}; retrying on another"
                                 );
+                                guard = next;
+                                reached_backend = true;
+                                continue;
                             }
-                            tracing::warn!(request_id = call.request_id, service = call.service, replica_id = replica, reused = conn.reused, unsent, error = %chain(&error), "backend request failed");
-                            sent = !unsent;
                         }
+                        tracing::debug!(
+                            request_id = call.request_id,
+                            service = call.service,
+                            replica_id = replica,
+                            status = status.as_u16(),
+                            attempt,
+                            "proxied"
+                        );
+                        if upgrade && status == StatusCode::SWITCHING_PROTOCOLS {
+                            return tunnel::splice(parts, answer.head, upstream, guard, &self.stop);
+                        }
+                        return upstream_response(answer, upstream, guard);
                     }
-                }
+                    Err(e) => {
+                        if body.too_large() {
+                            guard.set_status(413);
+                            return local(
+                                StatusCode::PAYLOAD_TOO_LARGE,
+                                "request body too large\n",
+                            );
+                        }
+                        let unsent = e.unsent();
+                        tracing::warn!(request_id = call.request_id, service = call.service, replica_id = replica, reused = upstream.reused, unsent, error = %e, "backend request failed");
+                        sent = !unsent;
+                    }
+                },
             }
             reached_backend |= sent;
             let retry = may_retry && (!sent || (idempotent && body.replayable()));
@@ -326,38 +320,11 @@ fn sticky_key(headers: &hyper::HeaderMap, sticky: &Sticky) -> Option<Vec<u8>> {
     }
 }
 
-fn upstream_request(
-    parts: &Parts,
-    addr: &str,
-    body: &RequestBody,
-) -> Option<Request<crate::body::OutBody>> {
-    let uri = if parts.uri.scheme().is_none() && parts.uri.authority().is_none() {
-        // Origin form already (the usual case): no need to parse it again.
-        parts.uri.clone()
-    } else {
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        Uri::try_from(path).ok()?
-    };
-    let mut req = Request::new(body.attempt());
-    *req.method_mut() = parts.method.clone();
-    *req.uri_mut() = uri;
-    *req.version_mut() = Version::HTTP_11;
-    *req.headers_mut() = parts.headers.clone();
-    if !req.headers().contains_key(HOST) {
-        req.headers_mut()
-            .insert(HOST, HeaderValue::from_str(addr).ok()?);
-    }
-    Some(req)
-}
-
-fn upstream_response(
-    resp: Response<Incoming>,
-    conn: hyper::client::conn::http1::SendRequest<crate::body::OutBody>,
-    guard: InFlight,
-) -> Response<ProxyBody> {
-    let (mut parts, body) = resp.into_parts();
-    headers::strip_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, ProxyBody::upstream(body, conn, guard))
+fn upstream_response(answer: Answer, upstream: Upstream, guard: InFlight) -> Response<ProxyBody> {
+    let body = Reader::new(upstream, &answer);
+    let mut head = answer.head;
+    headers::strip_hop_by_hop(&mut head.headers);
+    Response::from_parts(head, ProxyBody::upstream(body, guard))
 }
 
 /// A short plain-text answer of the router itself.
@@ -377,16 +344,4 @@ fn unavailable() -> Response<ProxyBody> {
     resp.headers_mut()
         .insert(RETRY_AFTER, HeaderValue::from_static("1"));
     resp
-}
-
-/// An error with its sources, for logs: `client error (Connect): tcp connect error: Connection refused`.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

@@ -9,8 +9,8 @@
 
 use std::time::Duration;
 
-use hyper::body::Incoming;
 use hyper::http::request::Parts;
+use hyper::http::response;
 use hyper::upgrade::OnUpgrade;
 use hyper::{Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -21,15 +21,17 @@ use crate::body::ProxyBody;
 use crate::endpoint::InFlight;
 use crate::headers;
 use crate::proxy::local;
+use crate::upstream::Upstream;
 
 /// How long a closed tunnel waits for both FINs to be written.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// Answer the client's upgrade with the backend's 101 and splice the two
-/// connections in a task that holds `guard`.
+/// Answer the client's upgrade with the backend's 101 (`head`, read on
+/// `upstream`) and splice the two connections in a task that holds `guard`.
 pub fn splice(
     parts: &mut Parts,
-    mut resp: Response<Incoming>,
+    mut head: response::Parts,
+    upstream: Upstream,
     mut guard: InFlight,
     stop: &CancellationToken,
 ) -> Response<ProxyBody> {
@@ -38,7 +40,6 @@ pub fn splice(
     let Some(client) = parts.extensions.remove::<OnUpgrade>() else {
         return local(StatusCode::BAD_GATEWAY, "upgrade not possible\n");
     };
-    let backend = hyper::upgrade::on(&mut resp);
     let mut closer = guard.endpoint().tunnel_closer();
     let stop = stop.clone();
     let (service, replica) = (
@@ -46,14 +47,19 @@ pub fn splice(
         guard.endpoint().replica.clone(),
     );
     tokio::spawn(async move {
-        let (client, backend) = match tokio::try_join!(client, backend) {
-            Ok(both) => both,
+        let client = match client.await {
+            Ok(client) => client,
             Err(e) => {
                 tracing::debug!(service, replica_id = %replica, error = %e, "upgrade failed");
                 return;
             }
         };
-        let (mut client, mut backend) = (TokioIo::new(client), TokioIo::new(backend));
+        let mut client = TokioIo::new(client);
+        // The slot keeps the tunnel counted under the backend's connection cap.
+        let (mut backend, early, _slot) = upstream.into_parts();
+        if !early.is_empty() && client.write_all(&early).await.is_err() {
+            return;
+        }
         tokio::select! {
             copied = tokio::io::copy_bidirectional(&mut client, &mut backend) => {
                 if let Err(e) = copied {
@@ -73,7 +79,6 @@ pub fn splice(
         let _ = tokio::time::timeout(CLOSE_GRACE, close).await;
         drop(guard);
     });
-    let (mut head, _) = resp.into_parts();
     let protocol = head.headers.get(hyper::header::UPGRADE).cloned();
     headers::strip_hop_by_hop(&mut head.headers);
     if let Some(protocol) = protocol {

@@ -1,0 +1,670 @@
+//! The router's HTTP/1.1 client to its backends.
+//!
+//! A backend connection is driven by the request that uses it, in the task
+//! of the client's connection: the request head is written straight to the
+//! socket, the response head is parsed from it, and the response body is
+//! read from it as the client takes it. There is no task per backend
+//! connection and no channel between tasks, so a proxied request costs one
+//! task's wake-ups instead of three tasks handing messages to each other.
+//!
+//! Framing follows RFC 9112 §6.3: no body for HEAD, 1xx, 204 and 304;
+//! chunked when the last transfer coding is chunked; else Content-Length;
+//! else the body runs to the end of the connection, which is then not
+//! reused. Chunk extensions and trailers are read and dropped. A request
+//! body without a length is sent chunked.
+
+use std::fmt::Write as _;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, SizeHint};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, HOST};
+use hyper::http::request::Parts;
+use hyper::http::response;
+use hyper::{Method, Response, StatusCode, Version};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::body::{BoxError, OutBody, RequestBody};
+use crate::pool::Slot;
+
+/// Largest response head accepted from a backend.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Most header fields in a response head.
+const MAX_HEADERS: usize = 128;
+/// Bytes asked of the socket per read.
+const READ_SIZE: usize = 8 * 1024;
+/// Longest chunk-size or trailer line.
+const MAX_LINE: usize = 4 * 1024;
+
+/// An open connection to a backend, idle in its pool or carrying one request.
+#[derive(Debug)]
+pub struct Upstream {
+    stream: TcpStream,
+    /// Bytes read and not consumed yet (the rest of a head, body bytes).
+    buf: BytesMut,
+    /// The pool's slot, freed when the connection closes.
+    slot: Slot,
+    /// True when the connection served an earlier request.
+    pub reused: bool,
+}
+
+/// Why a request got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// Writing the request failed; `sent` is false when not one byte of it
+    /// left (the backend cannot have seen it).
+    #[error("writing the request: {source}")]
+    Write {
+        /// The socket's error.
+        source: io::Error,
+        /// Whether any of the request may have reached the backend.
+        sent: bool,
+    },
+    /// The client's body failed (too large, or the client went away).
+    #[error("request body: {0}")]
+    Body(BoxError),
+    /// The backend closed the connection before answering.
+    #[error("the backend closed the connection before answering")]
+    Closed,
+    /// Reading the answer failed.
+    #[error("reading the answer: {0}")]
+    Read(io::Error),
+    /// The answer is not HTTP/1.x or breaks a limit.
+    #[error("bad answer from the backend: {0}")]
+    Malformed(&'static str),
+}
+
+impl SendError {
+    /// True when nothing of the request left the router.
+    pub fn unsent(&self) -> bool {
+        matches!(self, SendError::Write { sent: false, .. })
+    }
+}
+
+/// The response head and how to read the body that follows it.
+#[derive(Debug)]
+pub struct Answer {
+    /// Status, headers (as the backend sent them).
+    pub head: response::Parts,
+    framing: Framing,
+    /// The connection may carry another request after this body.
+    keep_alive: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+impl Upstream {
+    /// A fresh connection holding `slot`.
+    pub fn new(stream: TcpStream, slot: Slot) -> Self {
+        Upstream {
+            stream,
+            buf: BytesMut::new(),
+            slot,
+            reused: false,
+        }
+    }
+
+    /// True unless the backend closed the connection (or sent bytes nobody
+    /// asked for) while it was idle. Costs no system call while the socket
+    /// has nothing to read.
+    pub fn is_open(&self) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// Send the request (`parts` with `body`) and read the answer's head.
+    /// The body is streamed while the answer is awaited: a backend that
+    /// answers early (a 413, say) is heard, and the connection is then not
+    /// reused.
+    pub async fn send(
+        &mut self,
+        parts: &Parts,
+        addr: &str,
+        body: &RequestBody,
+    ) -> Result<Answer, SendError> {
+        let chunked = !body.is_empty() && !parts.headers.contains_key(CONTENT_LENGTH);
+        let head = encode_head(parts, addr, chunked);
+        self.write_head(&head).await?;
+        let head_request = parts.method == Method::HEAD;
+        if body.is_empty() {
+            return read_head(&mut self.stream, &mut self.buf, head_request).await;
+        }
+        let mut out = body.attempt();
+        let (mut reader, mut writer) = self.stream.split();
+        let sending = write_body(&mut writer, &mut out, chunked);
+        let answer = read_head(&mut reader, &mut self.buf, head_request);
+        tokio::pin!(sending, answer);
+        let mut sent_all = false;
+        let mut write_error = None;
+        let answer = loop {
+            tokio::select! {
+                biased;
+                written = &mut sending, if !sent_all => {
+                    sent_all = true;
+                    match written {
+                        Ok(()) => {}
+                        Err(e @ SendError::Body(_)) => return Err(e),
+                        Err(e) => write_error = Some(e),
+                    }
+                }
+                answer = &mut answer => break answer,
+            }
+        };
+        match (answer, write_error) {
+            (Ok(mut answer), None) => {
+                // An early answer leaves the backend waiting for the rest.
+                answer.keep_alive &= sent_all;
+                Ok(answer)
+            }
+            (Ok(mut answer), Some(_)) => {
+                answer.keep_alive = false;
+                Ok(answer)
+            }
+            (Err(_), Some(e)) => Err(e),
+            (Err(e), None) => Err(e),
+        }
+    }
+
+    /// Write the request head; an error on the first write means nothing
+    /// was sent.
+    async fn write_head(&mut self, head: &[u8]) -> Result<(), SendError> {
+        let mut written = 0;
+        while written < head.len() {
+            match self.stream.write(&head[written..]).await {
+                Ok(0) => {
+                    return Err(SendError::Write {
+                        source: io::ErrorKind::WriteZero.into(),
+                        sent: written > 0,
+                    })
+                }
+                Ok(n) => written += n,
+                Err(source) => {
+                    return Err(SendError::Write {
+                        source,
+                        sent: written > 0,
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The socket and the bytes already read from it (a tunnel's first bytes).
+    pub fn into_parts(self) -> (TcpStream, BytesMut, Slot) {
+        (self.stream, self.buf, self.slot)
+    }
+}
+
+/// The request head as sent to a backend: origin-form target, HTTP/1.1,
+/// the (already rewritten) headers, `Host` if the client sent none, and
+/// `Transfer-Encoding: chunked` for a body of unknown length.
+fn encode_head(parts: &Parts, addr: &str, chunked: bool) -> Vec<u8> {
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut head = Vec::with_capacity(256 + parts.headers.len() * 32);
+    head.extend_from_slice(parts.method.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(target.as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    if !parts.headers.contains_key(HOST) {
+        head.extend_from_slice(b"host: ");
+        head.extend_from_slice(addr.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    for (name, value) in &parts.headers {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    if chunked {
+        head.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    head
+}
+
+/// Stream the client's body to the backend, chunked or as is.
+async fn write_body<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    body: &mut OutBody,
+    chunked: bool,
+) -> Result<(), SendError> {
+    let written = |source| SendError::Write { source, sent: true };
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(SendError::Body)?.into_data() else {
+            continue; // trailers: not forwarded
+        };
+        if data.is_empty() {
+            continue;
+        }
+        if chunked {
+            let mut size = String::with_capacity(18);
+            let _ = write!(size, "{:x}\r\n", data.len());
+            writer.write_all(size.as_bytes()).await.map_err(written)?;
+            writer.write_all(&data).await.map_err(written)?;
+            writer.write_all(b"\r\n").await.map_err(written)?;
+        } else {
+            writer.write_all(&data).await.map_err(written)?;
+        }
+    }
+    if chunked {
+        writer.write_all(b"0\r\n\r\n").await.map_err(written)?;
+    }
+    Ok(())
+}
+
+/// Read until a final response head is complete (1xx other than 101 are
+/// skipped), leaving what follows it in `buf`.
+async fn read_head<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut BytesMut,
+    head_request: bool,
+) -> Result<Answer, SendError> {
+    loop {
+        if !buf.is_empty() {
+            if let Some(answer) = parse_head(buf, head_request)? {
+                if answer.head.status.is_informational()
+                    && answer.head.status != StatusCode::SWITCHING_PROTOCOLS
+                {
+                    continue;
+                }
+                return Ok(answer);
+            }
+            if buf.len() >= MAX_HEAD_BYTES {
+                return Err(SendError::Malformed("response head too large"));
+            }
+        }
+        reserve(buf);
+        let n = tokio::io::AsyncReadExt::read_buf(reader, buf)
+            .await
+            .map_err(SendError::Read)?;
+        if n == 0 {
+            return Err(if buf.is_empty() {
+                SendError::Closed
+            } else {
+                SendError::Malformed("connection closed in the response head")
+            });
+        }
+    }
+}
+
+/// Parse a response head at the start of `buf` and consume it; `None` when
+/// more bytes are needed.
+fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Answer>, SendError> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut fields);
+    let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(SendError::Malformed("too many header fields"))
+        }
+        Err(_) => return Err(SendError::Malformed("not an HTTP/1.x response")),
+    };
+    let status = parsed
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or(SendError::Malformed("bad status code"))?;
+    let http11 = parsed.version == Some(1);
+    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    let mut chunked = false;
+    let mut coded = false;
+    let mut length: Option<u64> = None;
+    let mut close = !http11;
+    for field in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(field.name.as_bytes())
+            .map_err(|_| SendError::Malformed("bad header name"))?;
+        let value = HeaderValue::from_bytes(field.value)
+            .map_err(|_| SendError::Malformed("bad header value"))?;
+        if name == hyper::header::TRANSFER_ENCODING {
+            coded = true;
+            chunked = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.rsplit(',').next())
+                .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+        } else if name == CONTENT_LENGTH {
+            let n = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or(SendError::Malformed("bad content-length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(SendError::Malformed("conflicting content-length"));
+            }
+            length = Some(n);
+        } else if name == CONNECTION {
+            for token in value.to_str().unwrap_or_default().split(',') {
+                let token = token.trim();
+                if token.eq_ignore_ascii_case("close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case("keep-alive") && !http11 {
+                    close = false;
+                }
+            }
+        }
+        headers.append(name, value);
+    }
+    buf.advance(len);
+    let bodyless = head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let framing = match (bodyless, coded, chunked, length) {
+        (true, ..) => Framing::Empty,
+        (false, true, true, _) => Framing::Chunked,
+        (false, true, false, _) => Framing::UntilClose,
+        (false, false, _, Some(0)) => Framing::Empty,
+        (false, false, _, Some(n)) => Framing::Length(n),
+        (false, false, _, None) => Framing::UntilClose,
+    };
+    let (mut head, ()) = Response::new(()).into_parts();
+    head.status = status;
+    head.version = Version::HTTP_11;
+    head.headers = headers;
+    Ok(Some(Answer {
+        head,
+        framing,
+        keep_alive: !close && framing != Framing::UntilClose,
+    }))
+}
+
+/// Room for one more read.
+fn reserve(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < READ_SIZE / 4 {
+        buf.reserve(READ_SIZE);
+    }
+}
+
+/// A backend's response body, read from its connection as the client
+/// takes it. At its end the connection can be had back for the pool
+/// ([`Reader::take_reusable`]).
+#[derive(Debug)]
+pub struct Reader {
+    upstream: Option<Upstream>,
+    state: State,
+    keep_alive: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Bytes left of a Content-Length body.
+    Length(u64),
+    /// Expecting a chunk-size line.
+    ChunkSize,
+    /// Bytes left of the current chunk.
+    ChunkData(u64),
+    /// Expecting the CRLF after a chunk.
+    ChunkEnd,
+    /// Reading trailer lines until the empty one.
+    Trailers,
+    /// Until the backend closes.
+    UntilClose,
+    Done,
+}
+
+/// The backend broke off the body.
+#[derive(Debug, thiserror::Error)]
+#[error("the backend closed the connection before the end of the body")]
+struct Truncated;
+
+/// A chunked body that is not.
+#[derive(Debug, thiserror::Error)]
+#[error("bad chunked encoding from the backend: {0}")]
+struct BadChunk(&'static str);
+
+impl Reader {
+    /// The body that follows `answer` on `upstream`.
+    pub fn new(upstream: Upstream, answer: &Answer) -> Self {
+        let state = match answer.framing {
+            Framing::Empty => State::Done,
+            Framing::Length(n) => State::Length(n),
+            Framing::Chunked => State::ChunkSize,
+            Framing::UntilClose => State::UntilClose,
+        };
+        Reader {
+            upstream: Some(upstream),
+            state,
+            keep_alive: answer.keep_alive,
+        }
+    }
+
+    /// True once the whole body was read.
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// The connection, once the body was read to its end and the
+    /// connection can carry another request.
+    pub fn take_reusable(&mut self) -> Option<Upstream> {
+        if self.state != State::Done || !self.keep_alive {
+            return None;
+        }
+        let mut upstream = self.upstream.take()?;
+        if !upstream.buf.is_empty() {
+            return None; // bytes nobody asked for: not a connection to trust
+        }
+        upstream.reused = true;
+        Some(upstream)
+    }
+
+    /// Read more from the socket; `Ok(false)` at its end.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<bool, BoxError>> {
+        let Some(upstream) = self.upstream.as_mut() else {
+            return Poll::Ready(Ok(false));
+        };
+        reserve(&mut upstream.buf);
+        match tokio_util::io::poll_read_buf(Pin::new(&mut upstream.stream), cx, &mut upstream.buf) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(n)) => Poll::Ready(Ok(n > 0)),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
+        }
+    }
+
+    /// Up to `left` body bytes already read, if any.
+    fn take_data(&mut self, left: u64) -> Option<Bytes> {
+        let buf = &mut self.upstream.as_mut()?.buf;
+        if buf.is_empty() {
+            return None;
+        }
+        let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+        Some(buf.split_to(n).freeze())
+    }
+
+    /// The next line (without its CRLF) if a whole one was read.
+    fn take_line(&mut self) -> Result<Option<BytesMut>, BoxError> {
+        let Some(upstream) = self.upstream.as_mut() else {
+            return Ok(None);
+        };
+        let buf = &mut upstream.buf;
+        match buf.windows(2).position(|w| w == b"\r\n") {
+            Some(at) => {
+                let line = buf.split_to(at);
+                buf.advance(2);
+                Ok(Some(line))
+            }
+            None if buf.len() > MAX_LINE => Err(Box::new(BadChunk("line too long"))),
+            None => Ok(None),
+        }
+    }
+
+    /// The next step of the body: a data frame, the end, or a wait.
+    fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BoxError>>> {
+        loop {
+            match self.state {
+                State::Done => return Poll::Ready(None),
+                State::Length(left) | State::ChunkData(left) => {
+                    if let Some(data) = self.take_data(left) {
+                        let left = left - data.len() as u64;
+                        self.state = match (self.state, left) {
+                            (State::Length(_), 0) => State::Done,
+                            (State::Length(_), n) => State::Length(n),
+                            (_, 0) => State::ChunkEnd,
+                            (_, n) => State::ChunkData(n),
+                        };
+                        return Poll::Ready(Some(Ok(data)));
+                    }
+                }
+                State::UntilClose => {
+                    if let Some(data) = self.take_data(u64::MAX) {
+                        return Poll::Ready(Some(Ok(data)));
+                    }
+                }
+                State::ChunkSize => {
+                    if let Some(line) = self.take_line()? {
+                        let size = std::str::from_utf8(&line)
+                            .ok()
+                            .and_then(|l| l.split(';').next())
+                            .and_then(|s| u64::from_str_radix(s.trim(), 16).ok())
+                            .ok_or_else(|| Box::new(BadChunk("bad chunk size")))?;
+                        self.state = if size == 0 {
+                            State::Trailers
+                        } else {
+                            State::ChunkData(size)
+                        };
+                        continue;
+                    }
+                }
+                State::ChunkEnd => {
+                    if let Some(line) = self.take_line()? {
+                        if !line.is_empty() {
+                            return Poll::Ready(Some(Err(Box::new(BadChunk(
+                                "chunk longer than its size",
+                            )))));
+                        }
+                        self.state = State::ChunkSize;
+                        continue;
+                    }
+                }
+                State::Trailers => {
+                    if let Some(line) = self.take_line()? {
+                        if line.is_empty() {
+                            self.state = State::Done;
+                            return Poll::Ready(None);
+                        }
+                        continue;
+                    }
+                }
+            }
+            // Nothing usable buffered: read more.
+            match self.poll_fill(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(true)) => {}
+                Poll::Ready(Ok(false)) if self.state == State::UntilClose => {
+                    self.state = State::Done;
+                    self.keep_alive = false;
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Ok(false)) => return Poll::Ready(Some(Err(Box::new(Truncated)))),
+                Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
+            }
+        }
+    }
+}
+
+impl Body for Reader {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        match this.poll_step(cx) {
+            Poll::Ready(Some(Err(e))) => {
+                this.keep_alive = false;
+                this.upstream = None;
+                Poll::Ready(Some(Err(e)))
+            }
+            other => other.map(|step| step.map(|data| data.map(Frame::data))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.is_done()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.state {
+            State::Done => SizeHint::with_exact(0),
+            State::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(raw: &[u8], head_request: bool) -> (Answer, BytesMut) {
+        let mut buf = BytesMut::from(raw);
+        let answer = parse_head(&mut buf, head_request)
+            .expect("valid")
+            .expect("complete");
+        (answer, buf)
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let (a, rest) = parse(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nabc", false);
+        assert_eq!((a.framing, a.keep_alive), (Framing::Length(3), true));
+        assert_eq!(&rest[..], b"abc");
+        let (a, _) = parse(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\n", true);
+        assert_eq!(a.framing, Framing::Empty, "HEAD has no body");
+        let (a, _) = parse(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 9\r\n\r\n",
+            false,
+        );
+        assert_eq!(a.framing, Framing::Chunked, "chunked wins over a length");
+        let (a, _) = parse(b"HTTP/1.1 200 OK\r\n\r\n", false);
+        assert_eq!((a.framing, a.keep_alive), (Framing::UntilClose, false));
+        let (a, _) = parse(b"HTTP/1.1 204 No Content\r\n\r\n", false);
+        assert_eq!((a.framing, a.keep_alive), (Framing::Empty, true));
+        let (a, _) = parse(
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+            false,
+        );
+        assert!(!a.keep_alive);
+        let (a, _) = parse(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", false);
+        assert!(!a.keep_alive, "HTTP/1.0 closes unless asked");
+        let mut partial = BytesMut::from(&b"HTTP/1.1 200 OK\r\ncontent-le"[..]);
+        assert!(parse_head(&mut partial, false).expect("valid").is_none());
+        let mut bad = BytesMut::from(
+            &b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n"[..],
+        );
+        assert!(parse_head(&mut bad, false).is_err());
+    }
+
+    #[test]
+    fn request_heads_are_origin_form_with_a_host_and_chunked_when_unsized() {
+        let (mut parts, ()) = hyper::Request::builder()
+            .method("POST")
+            .uri("http://web.example/a?b=1")
+            .header("x-one", "1")
+            .body(())
+            .expect("request")
+            .into_parts();
+        let head = encode_head(&parts, "10.0.0.1:80", true);
+        assert_eq!(
+            String::from_utf8(head).expect("utf-8"),
+            "POST /a?b=1 HTTP/1.1\r\nhost: 10.0.0.1:80\r\nx-one: 1\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+        parts
+            .headers
+            .insert(HOST, HeaderValue::from_static("web.localhost"));
+        let head = String::from_utf8(encode_head(&parts, "10.0.0.1:80", false)).expect("utf-8");
+        assert!(head.contains("host: web.localhost\r\n") && !head.contains("10.0.0.1"));
+    }
+}
