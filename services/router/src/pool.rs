@@ -113,8 +113,11 @@ impl Pool {
     /// else an idle one of another worker, else the next one freed within
     /// the connect timeout.
     pub async fn checkout(&self, addr: &str) -> Result<Upstream, CheckoutError> {
-        let deadline = tokio::time::Instant::now() + self.settings.connect_timeout;
         let mine = worker();
+        if let Some(upstream) = self.pop_idle(mine) {
+            return Ok(upstream);
+        }
+        let deadline = tokio::time::Instant::now() + self.settings.connect_timeout;
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);

@@ -15,13 +15,14 @@
 
 use std::fmt::Write as _;
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
-use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, HOST};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, HOST};
 use hyper::http::request::Parts;
 use hyper::http::response;
 use hyper::{Method, Response, StatusCode, Version};
@@ -301,9 +302,11 @@ async fn read_head<R: AsyncRead + Unpin>(
 /// Parse a response head at the start of `buf` and consume it; `None` when
 /// more bytes are needed.
 fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Answer>, SendError> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Response::new(&mut fields);
-    let len = match parsed.parse(buf) {
+    // Uninitialised: zeroing 128 fields per response costs more than parsing.
+    let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let config = httparse::ParserConfig::default();
+    let len = match config.parse_response_with_uninit_headers(&mut parsed, buf, &mut fields) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
@@ -316,26 +319,25 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Answer>, 
         .and_then(|c| StatusCode::from_u16(c).ok())
         .ok_or(SendError::Malformed("bad status code"))?;
     let http11 = parsed.version == Some(1);
-    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
     let mut chunked = false;
     let mut coded = false;
     let mut length: Option<u64> = None;
     let mut close = !http11;
+    // Where each field lies in the head, so that the header values can be
+    // slices of it (no copy, no allocation per value).
+    let start = buf.as_ptr() as usize;
+    let mut spans = Vec::with_capacity(parsed.headers.len());
     for field in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(field.name.as_bytes())
-            .map_err(|_| SendError::Malformed("bad header name"))?;
-        let value = HeaderValue::from_bytes(field.value)
-            .map_err(|_| SendError::Malformed("bad header value"))?;
-        if name == hyper::header::TRANSFER_ENCODING {
+        let name = field.name.as_bytes();
+        let value = field.value;
+        if name.eq_ignore_ascii_case(b"transfer-encoding") {
             coded = true;
             chunked = value
-                .to_str()
-                .ok()
-                .and_then(|v| v.rsplit(',').next())
-                .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
-        } else if name == CONTENT_LENGTH {
-            let n = value
-                .to_str()
+                .rsplit(|b| *b == b',')
+                .next()
+                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            let n = std::str::from_utf8(value)
                 .ok()
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .ok_or(SendError::Malformed("bad content-length"))?;
@@ -343,19 +345,32 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Answer>, 
                 return Err(SendError::Malformed("conflicting content-length"));
             }
             length = Some(n);
-        } else if name == CONNECTION {
-            for token in value.to_str().unwrap_or_default().split(',') {
-                let token = token.trim();
-                if token.eq_ignore_ascii_case("close") {
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in value.split(|b| *b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
                     close = true;
-                } else if token.eq_ignore_ascii_case("keep-alive") && !http11 {
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && !http11 {
                     close = false;
                 }
             }
         }
+        let name_at = name.as_ptr() as usize - start;
+        let value_at = value.as_ptr() as usize - start;
+        spans.push((
+            name_at..name_at + name.len(),
+            value_at..value_at + value.len(),
+        ));
+    }
+    let head_bytes = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    for (name, value) in spans {
+        let name = HeaderName::from_bytes(&head_bytes[name])
+            .map_err(|_| SendError::Malformed("bad header name"))?;
+        let value = HeaderValue::from_maybe_shared(head_bytes.slice(value))
+            .map_err(|_| SendError::Malformed("bad header value"))?;
         headers.append(name, value);
     }
-    buf.advance(len);
     let bodyless = head_request
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -666,5 +681,137 @@ mod tests {
             .insert(HOST, HeaderValue::from_static("web.localhost"));
         let head = String::from_utf8(encode_head(&parts, "10.0.0.1:80", false)).expect("utf-8");
         assert!(head.contains("host: web.localhost\r\n") && !head.contains("10.0.0.1"));
+    }
+
+    /// A backend that answers each request on one connection with the next
+    /// script, written in the given pieces, then closes if told to.
+    async fn scripted(scripts: Vec<(Vec<&'static [u8]>, bool)>) -> std::net::SocketAddr {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.expect("accept");
+            for (pieces, close) in scripts {
+                let mut head = Vec::new();
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let mut byte = [0u8; 1024];
+                    let n = stream.read(&mut byte).await.expect("read");
+                    assert!(n > 0, "request expected");
+                    head.extend_from_slice(&byte[..n]);
+                }
+                for piece in pieces {
+                    stream.write_all(piece).await.expect("write");
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                if close {
+                    return;
+                }
+            }
+        });
+        addr
+    }
+
+    fn get_parts() -> Parts {
+        hyper::Request::get("/")
+            .header(HOST, "web.localhost")
+            .body(())
+            .expect("request")
+            .into_parts()
+            .0
+    }
+
+    /// Send a GET on `upstream` and read the whole answer.
+    async fn exchange(
+        mut upstream: Upstream,
+    ) -> (StatusCode, Result<Vec<u8>, String>, Option<Upstream>) {
+        let answer = upstream
+            .send(&get_parts(), "backend", &RequestBody::Empty)
+            .await
+            .expect("an answer");
+        let status = answer.head.status;
+        let mut reader = Reader::new(upstream, &answer);
+        let mut body = Vec::new();
+        let mut failed = None;
+        while let Some(frame) = reader.frame().await {
+            match frame {
+                Ok(frame) => body.extend_from_slice(&frame.into_data().expect("data")),
+                Err(e) => {
+                    failed = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        let body = match failed {
+            Some(e) => Err(e),
+            None => Ok(body),
+        };
+        (status, body, reader.take_reusable())
+    }
+
+    #[tokio::test]
+    async fn chunked_bodies_in_any_pieces_then_the_connection_is_reused() {
+        let addr = scripted(vec![
+            (
+                vec![
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhel",
+                    b"lo\r",
+                    b"\n6\r\n world\r\n0\r\nx-trailer: 1\r\n",
+                    b"\r\n",
+                ],
+                false,
+            ),
+            (
+                vec![b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok"],
+                false,
+            ),
+        ])
+        .await;
+        let pool = crate::pool::Pool::new(crate::pool::PoolSettings::default());
+        let upstream = pool.checkout(&addr.to_string()).await.expect("connect");
+        let (status, body, again) = exchange(upstream).await;
+        assert_eq!(
+            (status, body.as_deref()),
+            (StatusCode::OK, Ok(&b"hello world"[..]))
+        );
+        let again = again.expect("reusable after the last chunk and trailers");
+        let (status, body, again) = exchange(again).await;
+        assert_eq!(
+            (status, body.as_deref()),
+            (StatusCode::CREATED, Ok(&b"ok"[..]))
+        );
+        assert!(again.is_some_and(|u| u.reused));
+    }
+
+    #[tokio::test]
+    async fn a_body_until_close_ends_at_the_close_and_a_cut_body_is_an_error() {
+        let pool = crate::pool::Pool::new(crate::pool::PoolSettings::default());
+        let addr = scripted(vec![(vec![b"HTTP/1.1 200 OK\r\n\r\nab", b"c"], true)]).await;
+        let upstream = pool.checkout(&addr.to_string()).await.expect("connect");
+        let (_, body, again) = exchange(upstream).await;
+        assert_eq!(body.as_deref(), Ok(&b"abc"[..]));
+        assert!(
+            again.is_none(),
+            "a body that ran to the close leaves no connection"
+        );
+
+        let addr = scripted(vec![(
+            vec![b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"],
+            true,
+        )])
+        .await;
+        let upstream = pool.checkout(&addr.to_string()).await.expect("connect");
+        let (_, body, again) = exchange(upstream).await;
+        assert!(body.is_err_and(|e| e.contains("before the end of the body")));
+        assert!(again.is_none());
+
+        let addr = scripted(vec![(vec![], true)]).await;
+        let mut upstream = pool.checkout(&addr.to_string()).await.expect("connect");
+        let e = upstream
+            .send(&get_parts(), "backend", &RequestBody::Empty)
+            .await
+            .expect_err("no answer");
+        assert!(matches!(e, SendError::Closed) && !e.unsent(), "{e}");
     }
 }
