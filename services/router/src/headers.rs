@@ -128,47 +128,84 @@ pub fn client_addr(client: IpAddr) -> HeaderValue {
     HeaderValue::from_str(&client.to_string()).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-/// Prepare request headers for the backend and return the request id.
-/// `client` is the client's address ([`client_addr`]).
-pub fn forward_request(headers: &mut HeaderMap, client: &HeaderValue) -> HeaderValue {
+/// The headers the router adds to a forwarded request. They are written
+/// after the client's own (see [`Forwarded::fields`]) instead of being
+/// inserted into its header map, which would hash and grow it per request.
+#[derive(Debug, Clone)]
+pub struct Forwarded {
+    /// The request id: the client's, or a new one.
+    pub request_id: HeaderValue,
+    /// Whether the id is new (the client sent none, or an unusable one).
+    new_id: bool,
+    /// `X-Forwarded-For`: the client's chain with this client appended.
+    forwarded_for: HeaderValue,
+    /// `X-Forwarded-Proto: http`, unless the client's request had one.
+    proto: bool,
+    /// `X-Forwarded-Host`, unless the client's request had one.
+    host: Option<HeaderValue>,
+}
+
+impl Forwarded {
+    /// The fields to send after the request's own headers.
+    pub fn fields(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        static HTTP: HeaderValue = HeaderValue::from_static("http");
+        static ID: HeaderName = X_REQUEST_ID;
+        static FOR: HeaderName = X_FORWARDED_FOR;
+        static PROTO: HeaderName = X_FORWARDED_PROTO;
+        static HOST: HeaderName = X_FORWARDED_HOST;
+        let id = self.new_id.then_some((&ID, &self.request_id));
+        let proto = self.proto.then_some((&PROTO, &HTTP));
+        let host = self.host.as_ref().map(|h| (&HOST, h));
+        id.into_iter()
+            .chain(std::iter::once((&FOR, &self.forwarded_for)))
+            .chain(proto)
+            .chain(host)
+    }
+}
+
+/// Prepare a request for the backend: remove its hop-by-hop headers and
+/// say what to add ([`Forwarded`]). `client` is the client's address
+/// ([`client_addr`]). The map changes beyond the hop-by-hop headers only
+/// when the client sent an unusable request id or a forwarding chain.
+pub fn forward_request(headers: &mut HeaderMap, client: &HeaderValue) -> Forwarded {
     strip_hop_by_hop(headers);
-    // Room for the four headers below: the map grows once, not per insert.
-    headers.reserve(4);
-    let host = headers.get(HOST).cloned();
-    let request_id = match headers.entry(X_REQUEST_ID) {
-        Entry::Occupied(id) if !id.get().is_empty() && id.get().to_str().is_ok() => {
-            id.get().clone()
+    let kept_id = headers
+        .get(X_REQUEST_ID)
+        .filter(|id| !id.is_empty() && id.to_str().is_ok())
+        .cloned();
+    let (request_id, new_id) = match kept_id {
+        Some(id) => (id, false),
+        None => {
+            headers.remove(X_REQUEST_ID);
+            (new_request_id(), true)
         }
-        Entry::Occupied(mut other) => {
-            let id = new_request_id();
-            other.insert(id.clone());
-            id
-        }
-        Entry::Vacant(slot) => slot.insert(new_request_id()).clone(),
     };
-    match headers.entry(X_FORWARDED_FOR) {
-        Entry::Vacant(slot) => {
-            slot.insert(client.clone());
-        }
-        Entry::Occupied(mut chain) => {
+    let forwarded_for = match headers.entry(X_FORWARDED_FOR) {
+        Entry::Vacant(_) => client.clone(),
+        Entry::Occupied(chain) => {
             let mut joined: Vec<u8> = Vec::new();
             for v in chain.iter().filter(|v| v.to_str().is_ok()) {
                 joined.extend_from_slice(v.as_bytes());
                 joined.extend_from_slice(b", ");
             }
             joined.extend_from_slice(client.as_bytes());
-            if let Ok(v) = HeaderValue::from_bytes(&joined) {
-                chain.insert(v);
-            }
+            chain.remove_entry_mult().1.for_each(drop);
+            HeaderValue::from_bytes(&joined).unwrap_or_else(|_| client.clone())
         }
+    };
+    let proto = !headers.contains_key(X_FORWARDED_PROTO);
+    let host = if headers.contains_key(X_FORWARDED_HOST) {
+        None
+    } else {
+        headers.get(HOST).cloned()
+    };
+    Forwarded {
+        request_id,
+        new_id,
+        forwarded_for,
+        proto,
+        host,
     }
-    headers
-        .entry(X_FORWARDED_PROTO)
-        .or_insert_with(|| HeaderValue::from_static("http"));
-    if let (Entry::Vacant(slot), Some(host)) = (headers.entry(X_FORWARDED_HOST), host) {
-        slot.insert(host);
-    }
-    request_id
 }
 
 #[cfg(test)]
@@ -212,25 +249,48 @@ mod tests {
 
     #[test]
     fn forwarded_headers_are_added_and_chained() {
+        /// The request's headers as the backend gets them.
+        fn sent(h: &mut HeaderMap, client: &HeaderValue) -> (HeaderValue, HeaderMap) {
+            let forwarded = forward_request(h, client);
+            let mut all = h.clone();
+            for (name, value) in forwarded.fields() {
+                all.append(name.clone(), value.clone());
+            }
+            (forwarded.request_id, all)
+        }
         let client = client_addr([10, 0, 0, 7].into());
         let client = &client;
         let mut h = HeaderMap::new();
         h.insert(HOST, HeaderValue::from_static("web.localhost"));
-        let id = forward_request(&mut h, client);
+        let (id, h) = sent(&mut h, client);
         assert_eq!(h[X_REQUEST_ID], id);
         assert_eq!(h[X_FORWARDED_FOR], "10.0.0.7");
         assert_eq!(h[X_FORWARDED_PROTO], "http");
         assert_eq!(h[X_FORWARDED_HOST], "web.localhost");
-        let next = forward_request(&mut HeaderMap::new(), client);
+        assert_eq!(h.len(), 5);
+        let (next, _) = sent(&mut HeaderMap::new(), client);
         assert_ne!(id, next, "request ids are unique");
         assert_eq!(id.len(), 32);
 
         let mut h = HeaderMap::new();
         h.insert(X_REQUEST_ID, HeaderValue::from_static("abc"));
-        h.insert(X_FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static("5.6.7.8"));
         h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
-        assert_eq!(forward_request(&mut h, client), "abc");
-        assert_eq!(h[X_FORWARDED_FOR], "1.2.3.4, 10.0.0.7");
-        assert_eq!(h[X_FORWARDED_PROTO], "https");
+        let (id, h) = sent(&mut h, client);
+        assert_eq!(id, "abc");
+        assert_eq!(h.get_all(X_REQUEST_ID).iter().count(), 1);
+        let chain: Vec<_> = h.get_all(X_FORWARDED_FOR).iter().collect();
+        assert_eq!(chain, ["1.2.3.4, 5.6.7.8, 10.0.0.7"]);
+        assert_eq!(
+            h.get_all(X_FORWARDED_PROTO).iter().collect::<Vec<_>>(),
+            ["https"]
+        );
+
+        let mut h = HeaderMap::new();
+        h.insert(X_REQUEST_ID, HeaderValue::from_static(""));
+        let (id, h) = sent(&mut h, client);
+        assert_eq!(id.len(), 32, "an empty id is replaced");
+        assert_eq!(h.get_all(X_REQUEST_ID).iter().collect::<Vec<_>>(), [&id]);
     }
 }

@@ -57,6 +57,7 @@ struct Call<'a> {
     direct: Option<&'a str>,
     sticky_key: Option<&'a [u8]>,
     request_id: &'a str,
+    forwarded: &'a headers::Forwarded,
     service: &'a str,
 }
 
@@ -133,7 +134,8 @@ impl Proxy {
             .sticky
             .as_ref()
             .and_then(|s| sticky_key(&parts.headers, s));
-        let request_id = headers::forward_request(&mut parts.headers, client);
+        let forwarded = headers::forward_request(&mut parts.headers, client);
+        let request_id = forwarded.request_id.clone();
         if let Some(protocol) = &upgrade {
             headers::set_upgrade(&mut parts.headers, protocol.clone());
         }
@@ -144,6 +146,7 @@ impl Proxy {
             direct: direct.as_deref(),
             sticky_key: sticky_key.as_deref(),
             request_id: request_id.to_str().unwrap_or_default(),
+            forwarded: &forwarded,
             service: &routes.service,
         };
         let body = RequestBody::new(body, self.max_body_bytes);
@@ -191,7 +194,10 @@ impl Proxy {
                     tracing::warn!(request_id = call.request_id, service = call.service, replica_id = replica, error = %e, retry = may_retry, "cannot reach backend");
                     sent = false;
                 }
-                Ok(mut upstream) => match upstream.send(parts, &endpoint.addr, &body).await {
+                Ok(mut upstream) => match upstream
+                    .send(parts, call.forwarded, &endpoint.addr, &body)
+                    .await
+                {
                     Ok(answer) => {
                         let status = answer.head.status;
                         guard.set_status(status.as_u16());

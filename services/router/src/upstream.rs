@@ -30,6 +30,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::body::{BoxError, OutBody, RequestBody};
+use crate::headers::Forwarded;
 use crate::pool::Slot;
 
 /// Largest response head accepted from a backend.
@@ -130,11 +131,12 @@ impl Upstream {
     pub async fn send(
         &mut self,
         parts: &Parts,
+        forwarded: &Forwarded,
         addr: &str,
         body: &RequestBody,
     ) -> Result<Answer, SendError> {
         let chunked = !body.is_empty() && !parts.headers.contains_key(CONTENT_LENGTH);
-        let head = encode_head(parts, addr, chunked);
+        let head = encode_head(parts, forwarded, addr, chunked);
         self.write_head(&head).await?;
         let head_request = parts.method == Method::HEAD;
         if body.is_empty() {
@@ -207,9 +209,10 @@ impl Upstream {
 }
 
 /// The request head as sent to a backend: origin-form target, HTTP/1.1,
-/// the (already rewritten) headers, `Host` if the client sent none, and
-/// `Transfer-Encoding: chunked` for a body of unknown length.
-fn encode_head(parts: &Parts, addr: &str, chunked: bool) -> Vec<u8> {
+/// the client's headers (hop-by-hop ones already removed), `Host` if the
+/// client sent none, the router's own, and `Transfer-Encoding: chunked`
+/// for a body of unknown length.
+fn encode_head(parts: &Parts, forwarded: &Forwarded, addr: &str, chunked: bool) -> Vec<u8> {
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let mut head = Vec::with_capacity(256 + parts.headers.len() * 32);
     head.extend_from_slice(parts.method.as_str().as_bytes());
@@ -221,7 +224,7 @@ fn encode_head(parts: &Parts, addr: &str, chunked: bool) -> Vec<u8> {
         head.extend_from_slice(addr.as_bytes());
         head.extend_from_slice(b"\r\n");
     }
-    for (name, value) in &parts.headers {
+    for (name, value) in parts.headers.iter().chain(forwarded.fields()) {
         head.extend_from_slice(name.as_str().as_bytes());
         head.extend_from_slice(b": ");
         head.extend_from_slice(value.as_bytes());
@@ -671,16 +674,25 @@ mod tests {
             .body(())
             .expect("request")
             .into_parts();
-        let head = encode_head(&parts, "10.0.0.1:80", true);
+        let client = HeaderValue::from_static("10.9.8.7");
+        let forwarded = crate::headers::forward_request(&mut parts.headers, &client);
+        let id = forwarded.request_id.to_str().expect("ascii");
+        let head = encode_head(&parts, &forwarded, "10.0.0.1:80", true);
         assert_eq!(
             String::from_utf8(head).expect("utf-8"),
-            "POST /a?b=1 HTTP/1.1\r\nhost: 10.0.0.1:80\r\nx-one: 1\r\ntransfer-encoding: chunked\r\n\r\n"
+            format!(
+                "POST /a?b=1 HTTP/1.1\r\nhost: 10.0.0.1:80\r\nx-one: 1\r\nx-request-id: {id}\r\n\
+                 x-forwarded-for: 10.9.8.7\r\nx-forwarded-proto: http\r\ntransfer-encoding: chunked\r\n\r\n"
+            )
         );
         parts
             .headers
             .insert(HOST, HeaderValue::from_static("web.localhost"));
-        let head = String::from_utf8(encode_head(&parts, "10.0.0.1:80", false)).expect("utf-8");
+        let forwarded = crate::headers::forward_request(&mut parts.headers, &client);
+        let head = String::from_utf8(encode_head(&parts, &forwarded, "10.0.0.1:80", false))
+            .expect("utf-8");
         assert!(head.contains("host: web.localhost\r\n") && !head.contains("10.0.0.1"));
+        assert!(head.contains("x-forwarded-host: web.localhost\r\n"));
     }
 
     /// A backend that answers each request on one connection with the next
@@ -713,6 +725,13 @@ mod tests {
         addr
     }
 
+    fn forwarded() -> Forwarded {
+        crate::headers::forward_request(
+            &mut HeaderMap::new(),
+            &HeaderValue::from_static("127.0.0.1"),
+        )
+    }
+
     fn get_parts() -> Parts {
         hyper::Request::get("/")
             .header(HOST, "web.localhost")
@@ -727,7 +746,7 @@ mod tests {
         mut upstream: Upstream,
     ) -> (StatusCode, Result<Vec<u8>, String>, Option<Upstream>) {
         let answer = upstream
-            .send(&get_parts(), "backend", &RequestBody::Empty)
+            .send(&get_parts(), &forwarded(), "backend", &RequestBody::Empty)
             .await
             .expect("an answer");
         let status = answer.head.status;
@@ -809,7 +828,7 @@ mod tests {
         let addr = scripted(vec![(vec![], true)]).await;
         let mut upstream = pool.checkout(&addr.to_string()).await.expect("connect");
         let e = upstream
-            .send(&get_parts(), "backend", &RequestBody::Empty)
+            .send(&get_parts(), &forwarded(), "backend", &RequestBody::Empty)
             .await
             .expect_err("no answer");
         assert!(matches!(e, SendError::Closed) && !e.unsent(), "{e}");
