@@ -14,7 +14,7 @@
 #
 # Environment:
 #   DURATION=10        seconds per load run
-#   REPEAT=3           rounds of load runs (targets interleaved within a
+#   REPEAT=5           rounds of load runs (targets interleaved within a
 #                      round); the tables give each target's median run
 #   CONNS=50           client connections for the max-throughput runs
 #   RATE=2000          requests/s of the fixed-rate runs (oha -q)
@@ -33,7 +33,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 BIN="${BIN:-$ROOT/target/release}"
 DURATION="${DURATION:-10}"
-REPEAT="${REPEAT:-3}"
+REPEAT="${REPEAT:-5}"
 CONNS="${CONNS:-50}"
 RATE="${RATE:-2000}"
 RATE_CONNS="${RATE_CONNS:-20}"
@@ -61,6 +61,10 @@ log() { echo "[$(date +%T)] $*" >&2; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+# CPU time stolen by the hypervisor, in % of all CPUs' time, between two
+# snapshots of /proc/stat: a virtual machine's noise, shown per run.
+cpu_snap() { awk '/^cpu / {print $2+$3+$4+$5+$6+$7+$8+$9, $9}' /proc/stat; }
+steal_since() { cpu_snap | awk -v b="$1" 'BEGIN {split(b, s, " ")} {t = $1 - s[1]; printf "%.0f", t > 0 ? 100 * ($2 - s[2]) / t : 0}'; }
 
 NATS_PORT=$(free_port); A_PORT=$(free_port); B_PORT=$(free_port)
 ROUTER_PORT=$(free_port); ADMIN_PORT=$(free_port); NGINX_PORT=$(free_port); HAPROXY_PORT=$(free_port)
@@ -171,13 +175,15 @@ echo
 for r in $(seq "$REPEAT"); do
     for name in "${ORDER[@]}"; do
         log "round $r/$REPEAT, wrk: $name ($(cut -d' ' -f1-3 /proc/loadavg))"
+        before=$(cpu_snap)
         out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -H "Host: $HOST" "http://${TARGET[$name]}/")
+        steal=$(steal_since "$before")
         echo "$out" >"$TMP/wrk-$name-$r.txt"
         rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
         p50=$(awk '$1=="50%" {print $2}' <<<"$out")
         p99=$(awk '$1=="99%" {print $2}' <<<"$out")
         errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
-        printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$rps" "$p50" "$p99" "${errs:-0}" >>"$TMP/wrk.tsv"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$rps" "$p50" "$p99" "${errs:-0}" "$steal" >>"$TMP/wrk.tsv"
     done
 done
 python3 - "$TMP/wrk.tsv" "${ORDER[@]}" <<'PY'
@@ -185,14 +191,21 @@ import sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
 def ms(v):
     return float(v[:-2]) if v.endswith("ms") else float(v[:-2]) / 1000 if v.endswith("us") else float(v[:-1]) * 1000
-print("| target | requests/s | p50 | p99 | median p99 of the rounds | errors | requests/s of each round |")
+print("| target | requests/s | p50 | p99 | median p99 of the rounds | errors | requests/s of each round (CPU steal %) |")
 print("|---|---:|---:|---:|---:|---:|---|")
 for name in sys.argv[2:]:
     runs = [r for r in rows if r[0] == name]
     med = sorted(runs, key=lambda r: float(r[1]))[len(runs) // 2]
     p99s = sorted(ms(r[3]) for r in runs)
-    each = ", ".join(f"{float(r[1]):,.0f}" for r in runs)
+    each = ", ".join(f"{float(r[1]):,.0f} ({r[5]})" for r in runs)
     print(f"| {name} | {float(med[1]):,.0f} | {med[2]} | {med[3]} | {p99s[len(p99s) // 2]:.2f}ms | {med[4]} | {each} |")
+# Paired within each round (the runs a few seconds apart share the noise).
+rps = lambda name: [float(r[1]) for r in rows if r[0] == name]
+for other in ("nginx", "haproxy"):
+    ratios = [a / b for a, b in zip(rps("mentat-router"), rps(other))]
+    if ratios:
+        each = ", ".join(f"{x:.2f}" for x in ratios)
+        print(f"\nmentat-router ÷ {other}, requests/s of the same round: {each}; median {sorted(ratios)[len(ratios) // 2]:.2f}")
 PY
 echo
 echo "Fixed rate: \`taskset -c $LOAD_CPU oha -z ${DURATION}s -q $RATE -c $RATE_CONNS --latency-correction --no-tui -H 'Host: $HOST'\`, $REPEAT rounds, targets interleaved; each column is the median of the rounds"
@@ -200,22 +213,32 @@ echo
 for r in $(seq "$REPEAT"); do
     for name in "${ORDER[@]}"; do
         log "round $r/$REPEAT, oha -q $RATE: $name ($(cut -d' ' -f1-3 /proc/loadavg))"
+        before=$(cpu_snap)
         taskset -c "$LOAD_CPU" oha -z "${DURATION}s" -q "$RATE" -c "$RATE_CONNS" --latency-correction --no-tui \
             --output-format json -H "Host: $HOST" "http://${TARGET[$name]}/" >"$TMP/oha-$name-$r.json"
+        steal_since "$before" >"$TMP/steal-$name-$r"
     done
 done
 python3 - "$TMP" "$REPEAT" "${ORDER[@]}" <<'PY'
 import json, statistics, sys
 tmp, repeat, names = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 ms = lambda v: f"{v * 1000:.3f} ms"
-print("| target | requests/s | p50 | p90 | p99 | p99.9 | success | p99 of each round |")
+print("| target | requests/s | p50 | p90 | p99 | p99.9 | success | p99 of each round (CPU steal %) |")
 print("|---|---:|---:|---:|---:|---:|---:|---|")
+p99 = {}
 for name in names:
     runs = [json.load(open(f"{tmp}/oha-{name}-{r}.json")) for r in range(1, repeat + 1)]
+    steal = [open(f"{tmp}/steal-{name}-{r}").read().strip() for r in range(1, repeat + 1)]
     med = lambda f: statistics.median(f(d) for d in runs)
     p = lambda k: med(lambda d: d["latencyPercentiles"][k])
-    each = ", ".join(ms(d["latencyPercentiles"]["p99"]) for d in runs)
+    p99[name] = [d["latencyPercentiles"]["p99"] for d in runs]
+    each = ", ".join(f"{ms(d['latencyPercentiles']['p99'])} ({s})" for d, s in zip(runs, steal))
     print(f"| {name} | {med(lambda d: d['summary']['requestsPerSec']):.0f} | {ms(p('p50'))} | {ms(p('p90'))} | {ms(p('p99'))} | {ms(p('p99.9'))} | {med(lambda d: d['summary']['successRate']) * 100:.2f}% | {each} |")
+# Paired within each round, as above.
+for name in names[1:]:
+    added = [a - b for a, b in zip(p99[name], p99["direct"])]
+    each = ", ".join(ms(x) for x in added)
+    print(f"\n{name}: p99 added to direct's p99 of the same round: {each}; median {ms(statistics.median(added))}")
 PY
 echo
 echo "Memory of idle keep-alive client connections (VmRSS of the proxy process; each connection has served one request and stays open; HAProxy gets at most 9,000 as its maxconn must fit the 20,000 descriptor limit):"

@@ -9,7 +9,9 @@
 //!   the replicas leaving rotation; `weights`: the smooth weighted
 //!   round-robin schedule; `sticky`: weighted rendezvous hashing for
 //!   sticky sessions; `endpoint`: a replica's atomic in-flight count,
-//!   rotation state, counters and connection `pool`.
+//!   rotation state, counters and connection `pool` (idle lists per
+//!   worker); `upstream`: the HTTP/1.1 client to backends, driven in the
+//!   client connection's task (no task or channel per backend connection).
 //! - `feed`: the ordered JetStream consumer that keeps the table current,
 //!   starting from the last RouteChanged of every service, and times each
 //!   change's apply latency.

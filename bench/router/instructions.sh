@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# User-space instructions per proxied request, for mentat-router and for
+# nginx configured as in run.sh: each proxy runs under
+# `valgrind --tool=callgrind` (one worker) in front of the same two
+# backends, and serves FEW then MANY requests (`oha -n N -c 10`) in two
+# separate runs; the difference of the two totals divided by MANY - FEW is
+# the cost of one request, start-up and shutdown cancelled out. callgrind
+# counts instructions, not time, so the figure does not move with the
+# machine's load (the kernel's TCP work is not counted; it is about the
+# same for both, four system calls per request).
+#
+# Usage (from anywhere):
+#   cargo build --release -p mentat-router -p mentat-demo-app -p mentat-bench-router
+#   apt-get install -y valgrind nginx ; cargo install oha
+#   bench/router/instructions.sh
+#
+# Environment: FEW=2000, MANY=12000, NATS_SERVER_BIN, BIN=<repo>/target/release
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+BIN="${BIN:-$ROOT/target/release}"
+FEW="${FEW:-2000}"
+MANY="${MANY:-12000}"
+NATS="${NATS_SERVER_BIN:-$(command -v nats-server)}"
+HOST=web.localhost
+
+for tool in valgrind oha nginx "$NATS" "$BIN/mentat-router" "$BIN/mentat-demo-app" "$BIN/mentat-bench-router"; do
+    command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 1; }
+done
+
+TMP="$(mktemp -d)"
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+log() { echo "[$(date +%T)] $*" >&2; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 300); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
+total() { awk '/^(summary|totals):/ {print $2; exit}' "$1"; }
+
+NATS_PORT=$(free_port); A_PORT=$(free_port); B_PORT=$(free_port)
+"$NATS" -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$TMP/js" 2>"$TMP/nats.log" & PIDS+=($!)
+wait_port "$NATS_PORT"
+PORT=$A_PORT "$BIN/mentat-demo-app" >"$TMP/a.log" 2>&1 & PIDS+=($!)
+PORT=$B_PORT "$BIN/mentat-demo-app" >"$TMP/b.log" 2>&1 & PIDS+=($!)
+wait_port "$A_PORT"; wait_port "$B_PORT"
+"$BIN/mentat-bench-router" route "nats://127.0.0.1:$NATS_PORT" web "127.0.0.1:$A_PORT" "127.0.0.1:$B_PORT"
+
+# One callgrind run of a proxy serving $2 requests; prints its total.
+run_router() {
+    local n=$1 port
+    port=$(free_port)
+    RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$TMP/router.$n" \
+        "$BIN/mentat-router" --workers 1 --nats "nats://127.0.0.1:$NATS_PORT" \
+        --listen "127.0.0.1:$port" --admin-listen 127.0.0.1:0 --router-id "cg$n" \
+        --stats-interval-ms 60000 >"$TMP/router.$n.log" 2>&1 & local pid=$!
+    wait_port "$port" || { cat "$TMP/router.$n.log" >&2; return 1; }
+    sleep 1
+    oha -n "$n" -c 10 --no-tui -H "Host: $HOST" "http://127.0.0.1:$port/" >/dev/null
+    kill -INT "$pid"; wait "$pid" || true
+    total "$TMP/router.$n"
+}
+
+run_nginx() {
+    local n=$1 port
+    port=$(free_port)
+    cat >"$TMP/nginx.$n.conf" <<CONF
+master_process off;
+worker_processes 1;
+daemon off;
+pid $TMP/nginx.$n.pid;
+error_log $TMP/nginx.err warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    upstream web {
+        server 127.0.0.1:$A_PORT weight=50;
+        server 127.0.0.1:$B_PORT weight=50;
+        keepalive 64;
+    }
+    server {
+        listen 127.0.0.1:$port;
+        location / {
+            proxy_pass http://web;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$host;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Request-Id \$request_id;
+        }
+    }
+}
+CONF
+    valgrind --tool=callgrind --callgrind-out-file="$TMP/nginx.$n" \
+        nginx -c "$TMP/nginx.$n.conf" -p "$TMP" >"$TMP/nginx.$n.log" 2>&1 & local pid=$!
+    wait_port "$port" || { cat "$TMP/nginx.$n.log" >&2; return 1; }
+    sleep 1
+    oha -n "$n" -c 10 --no-tui -H "Host: $HOST" "http://127.0.0.1:$port/" >/dev/null
+    kill -QUIT "$pid"; wait "$pid" || true
+    total "$TMP/nginx.$n"
+}
+
+echo "User-space instructions per request (\`bench/router/instructions.sh\`, callgrind, $FEW and $MANY requests, \`oha -c 10\`; $(date -u +%F), $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')):"
+echo
+echo "| proxy | total, $FEW requests | total, $MANY requests | per request |"
+echo "|---|---:|---:|---:|"
+for proxy in mentat-router nginx; do
+    log "callgrind: $proxy"
+    fn=run_${proxy#mentat-}
+    few=$("$fn" "$FEW")
+    many=$("$fn" "$MANY")
+    echo "| $proxy | $few | $many | $(( (many - few) / (MANY - FEW) )) |"
+done
