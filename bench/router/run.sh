@@ -49,37 +49,17 @@ for tool in wrk oha nginx haproxy taskset "$NATS" "$BIN/mentat-router" "$BIN/men
 done
 ulimit -n "$(ulimit -Hn)"  # 10,000 idle connections need more than the usual 1024
 
-TMP="$(mktemp -d)"
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-log() { echo "[$(date +%T)] $*" >&2; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+. "$HERE/setup.sh"
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 # CPU time stolen by the hypervisor, in % of all CPUs' time, between two
 # snapshots of /proc/stat: a virtual machine's noise, shown per run.
 cpu_snap() { awk '/^cpu / {print $2+$3+$4+$5+$6+$7+$8+$9, $9}' /proc/stat; }
-steal_since() { cpu_snap | awk -v b="$1" 'BEGIN {split(b, s, " ")} {t = $1 - s[1]; printf "%.0f", t > 0 ? 100 * ($2 - s[2]) / t : 0}'; }
+steal_since() { cpu_snap | awk -v b="$1" 'BEGIN {split(b, s, " ")} {t = $1 - s[1]; printf "%.0f", (t > 0 ? 100 * ($2 - s[2]) / t : 0)}'; }
 
-NATS_PORT=$(free_port); A_PORT=$(free_port); B_PORT=$(free_port)
+start_backends "$LOAD_CPU"
 ROUTER_PORT=$(free_port); ADMIN_PORT=$(free_port); NGINX_PORT=$(free_port); HAPROXY_PORT=$(free_port)
 
-log "nats-server on $NATS_PORT"
-"$NATS" -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$TMP/js" 2>"$TMP/nats.log" & PIDS+=($!)
-wait_port "$NATS_PORT"
-
-log "backends on $A_PORT and $B_PORT (CPU $LOAD_CPU)"
-PORT=$A_PORT taskset -c "$LOAD_CPU" "$BIN/mentat-demo-app" >"$TMP/a.log" 2>&1 & PIDS+=($!)
-PORT=$B_PORT taskset -c "$LOAD_CPU" "$BIN/mentat-demo-app" >"$TMP/b.log" 2>&1 & PIDS+=($!)
-wait_port "$A_PORT"; wait_port "$B_PORT"
-
 log "mentat-router on $ROUTER_PORT (CPU $PROXY_CPU, 1 worker)"
-"$BIN/mentat-bench-router" route "nats://127.0.0.1:$NATS_PORT" web "127.0.0.1:$A_PORT" "127.0.0.1:$B_PORT"
 RUST_LOG=warn taskset -c "$PROXY_CPU" "$BIN/mentat-router" --workers 1 \
     --nats "nats://127.0.0.1:$NATS_PORT" --listen "127.0.0.1:$ROUTER_PORT" \
     --admin-listen "127.0.0.1:$ADMIN_PORT" --router-id bench --max-connections 20000 \
@@ -89,7 +69,8 @@ wait_port "$ROUTER_PORT"
 log "nginx on $NGINX_PORT (CPU $PROXY_CPU, 1 worker)"
 cat >"$TMP/nginx.conf" <<CONF
 worker_processes 1;
-worker_cpu_affinity auto;
+# No worker_cpu_affinity: "auto" would bind the worker to CPU 0 whatever
+# taskset said; the worker inherits the CPU 1 mask from the master.
 daemon off;
 pid $TMP/nginx.pid;
 error_log $TMP/nginx.err warn;
@@ -164,6 +145,17 @@ declare -A TARGET=(
 )
 ORDER=(direct mentat-router nginx haproxy)
 
+# Every proxy's threads must be on PROXY_CPU only (checked, and shown).
+affinity() { for t in /proc/"$1"/task/*; do taskset -pc "${t##*/}" | awk '{print $NF}'; done | sort -u | paste -sd' '; }
+for name in mentat-router nginx haproxy; do
+    pid=$ROUTER_PID
+    [[ $name == nginx ]] && pid=$NGINX_WORKER
+    [[ $name == haproxy ]] && pid=$HAPROXY_PID
+    cpus=$(affinity "$pid")
+    log "$name runs on CPU $cpus"
+    [[ $cpus == "$PROXY_CPU" ]] || { echo "$name is not pinned to CPU $PROXY_CPU alone (CPUs: $cpus)" >&2; exit 1; }
+done
+
 for name in "${ORDER[@]}"; do
     curl -sf -H "Host: $HOST" "http://${TARGET[$name]}/" >/dev/null || { echo "$name does not answer" >&2; exit 1; }
 done
@@ -234,11 +226,15 @@ for name in names:
     p99[name] = [d["latencyPercentiles"]["p99"] for d in runs]
     each = ", ".join(f"{ms(d['latencyPercentiles']['p99'])} ({s})" for d, s in zip(runs, steal))
     print(f"| {name} | {med(lambda d: d['summary']['requestsPerSec']):.0f} | {ms(p('p50'))} | {ms(p('p90'))} | {ms(p('p99'))} | {ms(p('p99.9'))} | {med(lambda d: d['summary']['successRate']) * 100:.2f}% | {each} |")
-# Paired within each round, as above.
+# Paired within each round, as above; then only the rounds in which the
+# hypervisor stole at most 1% of the CPU time during both runs compared.
+steal = {n: [int(open(f"{tmp}/steal-{n}-{r}").read().strip() or 0) for r in range(1, repeat + 1)] for n in names}
 for name in names[1:]:
     added = [a - b for a, b in zip(p99[name], p99["direct"])]
     each = ", ".join(ms(x) for x in added)
-    print(f"\n{name}: p99 added to direct's p99 of the same round: {each}; median {ms(statistics.median(added))}")
+    quiet = [x for x, s, d in zip(added, steal[name], steal["direct"]) if s <= 1 and d <= 1]
+    calm = f"; rounds with no steal: {', '.join(ms(x) for x in quiet)}" if quiet else "; no round without steal"
+    print(f"\n{name}: p99 added to direct's p99 of the same round: {each}; median {ms(statistics.median(added))}{calm}")
 PY
 echo
 echo "Memory of idle keep-alive client connections (VmRSS of the proxy process; each connection has served one request and stays open; HAProxy gets at most 9,000 as its maxconn must fit the 20,000 descriptor limit):"
