@@ -374,6 +374,11 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Answer>, 
             .map_err(|_| SendError::Malformed("bad header value"))?;
         headers.append(name, value);
     }
+    if coded {
+        // RFC 9112 §6.3: the transfer coding decides; a length beside it
+        // would be wrong for the client, who gets the decoded body.
+        headers.remove(CONTENT_LENGTH);
+    }
     let bodyless = head_request
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -646,6 +651,10 @@ mod tests {
             false,
         );
         assert_eq!(a.framing, Framing::Chunked, "chunked wins over a length");
+        assert!(
+            !a.head.headers.contains_key(CONTENT_LENGTH),
+            "and the length goes"
+        );
         let (a, _) = parse(b"HTTP/1.1 200 OK\r\n\r\n", false);
         assert_eq!((a.framing, a.keep_alive), (Framing::UntilClose, false));
         let (a, _) = parse(b"HTTP/1.1 204 No Content\r\n\r\n", false);
