@@ -23,6 +23,9 @@
 #   APPLY=1000         route changes timed for the apply latency
 #   PROXY_CPU=1        CPU the proxy under test is pinned to (taskset)
 #   LOAD_CPU=0         CPU the load generator and the backends share
+#   STALL="5 100"      optional: take CPU PROXY_CPU away for 5 ms of every
+#                      100 ms during the load runs (stall.py at real-time
+#                      priority), the same for every proxy; unset: no stall
 #   NATS_SERVER_BIN    nats-server 2.10+ (default: nats-server on PATH)
 #   BIN=<repo>/target/release
 #
@@ -160,6 +163,12 @@ for name in "${ORDER[@]}"; do
     curl -sf -H "Host: $HOST" "http://${TARGET[$name]}/" >/dev/null || { echo "$name does not answer" >&2; exit 1; }
 done
 
+if [[ -n ${STALL:-} ]]; then
+    # shellcheck disable=SC2086 # two numbers
+    chrt -f 50 taskset -c "$PROXY_CPU" python3 "$HERE/stall.py" $STALL & STALLER=$!; PIDS+=($STALLER)
+    log "stalling CPU $PROXY_CPU: $STALL (busy ms, period ms)"
+fi
+
 echo "## Router benchmark ($(date -u +%F), $(nproc) CPUs, $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'))"
 echo
 echo "Max throughput: \`taskset -c $LOAD_CPU wrk -t1 -c$CONNS -d${DURATION}s --latency -H 'Host: $HOST'\`, $REPEAT rounds, targets interleaved; median of the rounds (by requests/s), then every round's requests/s"
@@ -237,6 +246,12 @@ for name in names[1:]:
     print(f"\n{name}: p99 added to direct's p99 of the same round: {each}; median {ms(statistics.median(added))}{calm}")
 PY
 echo
+if [[ -n ${STALL:-} ]]; then
+    kill "$STALLER"
+    echo
+    echo "The load runs above had CPU $PROXY_CPU taken away by \`bench/router/stall.py $STALL\` (busy ms, period ms) at real-time priority."
+fi
+echo
 echo "Memory of idle keep-alive client connections (VmRSS of the proxy process; each connection has served one request and stays open; HAProxy gets at most 9,000 as its maxconn must fit the 20,000 descriptor limit):"
 echo
 echo "| proxy | idle connections | RSS before | RSS with them | per connection | per 10,000 |"
@@ -262,5 +277,7 @@ log "route-change apply latency: $APPLY changes"
 echo "Route-change apply latency (\`mentat-bench-router apply\`, $APPLY RouteChanged published 10 ms apart through nats-server, read from the router's /metrics):"
 echo
 echo '```'
+before=$(cpu_snap)
 "$BIN/mentat-bench-router" apply "nats://127.0.0.1:$NATS_PORT" "127.0.0.1:$ADMIN_PORT" web-apply "127.0.0.1:$A_PORT" "$APPLY"
+echo "CPU steal during the changes: $(steal_since "$before")%"
 echo '```'
