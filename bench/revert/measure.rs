@@ -54,18 +54,7 @@ pub async fn run() {
         health,
         "strategy: canary, canary_percent: 10",
     ));
-    let v1 = cluster.mt(&[
-        "deploy",
-        "web",
-        "--image",
-        "v1",
-        "--strategy",
-        "rolling",
-        "--wait",
-        "--timeout",
-        "120",
-    ]);
-    assert!(v1.status.success(), "{}", mentat_e2e::text(&v1));
+    cluster.deploy_first("v1");
     let seen: Seen = Arc::default();
     for filter in [
         subject::fact("web", "ThresholdBreached"),

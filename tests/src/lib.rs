@@ -252,6 +252,23 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Deploy `image` of `web` with a rolling deployment and wait until it
+    /// completed: the first release, which canary and blue-green
+    /// deployments compare with.
+    pub fn deploy_first(&self, image: &str) {
+        self.mt_ok(&[
+            "deploy",
+            "web",
+            "--image",
+            image,
+            "--strategy",
+            "rolling",
+            "--wait",
+            "--timeout",
+            "120",
+        ]);
+    }
+
     /// `mt` in the background, for commands that follow a deployment.
     pub fn mt_spawn(&self, args: &[&str]) -> Child {
         Command::new(bin_dir().join("mt"))

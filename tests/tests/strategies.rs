@@ -18,16 +18,7 @@ const HOST: &str = "web.localhost";
 async fn serving_v1(db: Db, replicas: u32, deploy: &str) -> Cluster {
     let cluster = Cluster::start(db).await;
     cluster.apply(&web_config_with(replicas, 0, deploy));
-    cluster.mt_ok(&[
-        "deploy",
-        "web",
-        "--image",
-        "v1",
-        "--strategy",
-        "rolling",
-        "--timeout",
-        "120",
-    ]);
+    cluster.deploy_first("v1");
     cluster
 }
 

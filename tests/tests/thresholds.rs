@@ -32,8 +32,7 @@ const THRESHOLDS: &str = "window_secs: 1, min_requests: 10, error_rate_percent: 
 async fn serving_v1(env: &str, health: &str, deploy: &str) -> Cluster {
     let cluster = Cluster::start_with_router_args(Db::Sqlite, &ROUTER_ARGS).await;
     cluster.apply(&web_config_health(2, env, health, deploy));
-    let args = ["deploy", "web", "--image", "v1", "--strategy", "rolling"];
-    cluster.mt_ok(&[&args[..], &["--wait", "--timeout", "120"]].concat());
+    cluster.deploy_first("v1");
     cluster
 }
 
@@ -220,17 +219,7 @@ async fn a_spike_on_both_versions_does_not_revert_the_canary() {
         health,
         "strategy: canary, canary_percent: 10",
     ));
-    cluster.mt_ok(&[
-        "deploy",
-        "web",
-        "--image",
-        "v1",
-        "--strategy",
-        "rolling",
-        "--wait",
-        "--timeout",
-        "120",
-    ]);
+    cluster.deploy_first("v1");
     let load = Load::start_rate(cluster.router_addr(), HOST, 400, 8);
     cluster.mt_ok(&["deploy", "web", "--image", "v2"]);
     wait_for(

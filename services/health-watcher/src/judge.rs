@@ -136,11 +136,12 @@ pub fn degraded(observed: u64, baseline: u64, floor: u64, pct: u32) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::window::Totals;
 
-    fn thresholds() -> Thresholds {
+    /// The thresholds the unit tests judge by (also those of `traffic`'s).
+    pub(crate) fn thresholds() -> Thresholds {
         Thresholds {
             enabled: true,
             error_rate_percent: 5,

@@ -2,21 +2,9 @@
 //! transitions out.
 
 use super::*;
+use crate::judge::tests::thresholds;
 use mentat_domain::event::Metric;
 use mentat_domain::stats::{bucket_of, InstanceStats, LATENCY_BUCKETS};
-
-fn thresholds() -> Thresholds {
-    Thresholds {
-        enabled: true,
-        error_rate_percent: 5,
-        latency_p99_ms: 500,
-        window_secs: 1,
-        min_requests: 20,
-        compare_to_baseline: true,
-        max_degradation_percent: 50,
-        idle_probe_rps: 0,
-    }
-}
 
 fn traffic_with(t: Thresholds) -> Traffic {
     let mut traffic = Traffic::new(0);

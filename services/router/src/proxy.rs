@@ -56,9 +56,15 @@ struct Call<'a> {
     routes: &'a Arc<ServiceRoutes>,
     direct: Option<&'a str>,
     sticky_key: Option<&'a [u8]>,
-    request_id: &'a str,
     forwarded: &'a headers::Forwarded,
     service: &'a str,
+}
+
+impl Call<'_> {
+    /// The request id, for logs.
+    fn request_id(&self) -> &str {
+        self.forwarded.request_id.to_str().unwrap_or_default()
+    }
 }
 
 impl Proxy {
@@ -135,7 +141,6 @@ impl Proxy {
             .as_ref()
             .and_then(|s| sticky_key(&parts.headers, s));
         let forwarded = headers::forward_request(&mut parts.headers, client);
-        let request_id = forwarded.request_id.clone();
         if let Some(protocol) = &upgrade {
             headers::set_upgrade(&mut parts.headers, protocol.clone());
         }
@@ -145,7 +150,6 @@ impl Proxy {
             routes: &routes,
             direct: direct.as_deref(),
             sticky_key: sticky_key.as_deref(),
-            request_id: request_id.to_str().unwrap_or_default(),
             forwarded: &forwarded,
             service: &routes.service,
         };
@@ -155,7 +159,7 @@ impl Proxy {
             .await;
         resp.headers_mut()
             .entry(X_REQUEST_ID)
-            .or_insert_with(|| request_id.clone());
+            .or_insert_with(|| forwarded.request_id.clone());
         resp
     }
 
@@ -191,7 +195,7 @@ impl Proxy {
                     if matches!(e, CheckoutError::Connect(_) | CheckoutError::Timeout) {
                         endpoint.eject();
                     }
-                    tracing::warn!(request_id = call.request_id, service = call.service, replica_id = replica, error = %e, retry = may_retry, "cannot reach backend");
+                    tracing::warn!(request_id = call.request_id(), service = call.service, replica_id = replica, error = %e, retry = may_retry, "cannot reach backend");
                     sent = false;
                 }
                 Ok(mut upstream) => match upstream
@@ -208,7 +212,7 @@ impl Proxy {
                         if may_retry && retry_status && idempotent && body.replayable() {
                             if let Some(next) = self.choose(call, Some(replica)) {
                                 tracing::info!(
-                                    request_id = call.request_id,
+                                    request_id = call.request_id(),
                                     service = call.service,
                                     replica_id = replica,
                                     status = status.as_u16(),
@@ -220,7 +224,7 @@ impl Proxy {
                             }
                         }
                         tracing::debug!(
-                            request_id = call.request_id,
+                            request_id = call.request_id(),
                             service = call.service,
                             replica_id = replica,
                             status = status.as_u16(),
@@ -241,7 +245,7 @@ impl Proxy {
                             );
                         }
                         let unsent = e.unsent();
-                        tracing::warn!(request_id = call.request_id, service = call.service, replica_id = replica, reused = upstream.reused, unsent, error = %e, "backend request failed");
+                        tracing::warn!(request_id = call.request_id(), service = call.service, replica_id = replica, reused = upstream.reused, unsent, error = %e, "backend request failed");
                         sent = !unsent;
                     }
                 },

@@ -674,6 +674,44 @@ mod tests {
         assert!(parse_head(&mut bad, false).is_err());
     }
 
+    #[tokio::test]
+    async fn heads_skip_1xx_and_fail_clearly() {
+        async fn head(raw: &[u8]) -> Result<(Answer, BytesMut), SendError> {
+            let mut buf = BytesMut::new();
+            let answer = read_head(&mut &raw[..], &mut buf, false).await?;
+            Ok((answer, buf))
+        }
+        let (answer, rest) =
+            head(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await
+                .expect("a final answer");
+        assert_eq!(
+            (answer.head.status, &rest[..]),
+            (StatusCode::OK, &b"ok"[..])
+        );
+        let (answer, _) = head(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n")
+            .await
+            .expect("101 is final");
+        assert_eq!(answer.head.status, StatusCode::SWITCHING_PROTOCOLS);
+        assert!(matches!(head(b"").await, Err(SendError::Closed)));
+        assert!(matches!(
+            head(b"HTTP/1.1 200 OK\r\ncontent-").await,
+            Err(SendError::Malformed(
+                "connection closed in the response head"
+            ))
+        ));
+        let mut huge = b"HTTP/1.1 200 OK\r\nx-big: ".to_vec();
+        huge.resize(MAX_HEAD_BYTES + 10, b'a');
+        assert!(matches!(
+            head(&huge).await,
+            Err(SendError::Malformed("response head too large"))
+        ));
+        assert!(matches!(
+            head(b"SSH-2.0-OpenSSH\r\n\r\n").await,
+            Err(SendError::Malformed("not an HTTP/1.x response"))
+        ));
+    }
+
     #[test]
     fn request_heads_are_origin_form_with_a_host_and_chunked_when_unsized() {
         let (mut parts, ()) = hyper::Request::builder()
