@@ -1,13 +1,15 @@
 //! Body types. Nothing is buffered: request bodies stream to the backend,
 //! response bodies stream back to the client.
 //!
-//! - [`RequestBody`]/[`OutBody`]: the client's body, which can be handed to
-//!   a second attempt as long as the first never started reading it, and
-//!   which is cut when it grows past the body limit.
-//! - [`ProxyBody`]: a response body, either a short local answer or the
-//!   backend's body holding the endpoint's in-flight count until its end,
-//!   when its connection goes back to the pool.
+//! - [`RequestBody`]/[`OutBody`]: the client's body ([`ClientBody`], read
+//!   from the client's connection), which can be handed to a second
+//!   attempt as long as the first never started reading it, and which is
+//!   cut when it grows past the body limit.
+//! - [`ProxyBody`]: a response body: a short local answer, the backend's
+//!   body holding the endpoint's in-flight count until its end (when its
+//!   connection goes back to the pool), or the tunnel that follows a 101.
 
+use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -15,10 +17,13 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::io::AsyncWrite;
 
-use crate::conn::Active;
+use crate::codec::{Decoder, Framing};
+use crate::conn::ClientIo;
 use crate::endpoint::InFlight;
+use crate::tunnel::Tunnel;
 use crate::upstream::Reader;
 
 /// Boxed error of the bodies.
@@ -26,34 +31,35 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The client's request body, shared by the attempts of one request: the
 /// first attempt that polls it takes it, and later attempts can no longer
-/// be made.
+/// be made. The connection takes it back once the answer is in
+/// ([`RequestBody::reclaim`]).
 #[derive(Debug, Clone)]
 pub enum RequestBody {
     /// No body at all: every attempt may be made.
     Empty,
-    /// A body not yet taken by any attempt (or `None` once taken).
+    /// A body, and the limit past which it is cut.
     Streaming(Arc<Shared>, u64),
 }
 
 /// The state of a streaming request body shared by its attempts.
 #[derive(Debug)]
 pub struct Shared {
-    body: Mutex<Option<Incoming>>,
+    /// The body, unless an attempt is reading it.
+    body: Mutex<Option<ClientBody>>,
+    /// Set when an attempt started reading the body.
+    started: AtomicBool,
     too_large: AtomicBool,
 }
 
 impl RequestBody {
     /// Wrap the client's body, to be cut past `limit` bytes.
-    pub fn new(body: Incoming, limit: u64) -> Self {
-        if body.is_end_stream() {
-            RequestBody::Empty
-        } else {
-            let shared = Shared {
-                body: Mutex::new(Some(body)),
-                too_large: AtomicBool::new(false),
-            };
-            RequestBody::Streaming(Arc::new(shared), limit)
-        }
+    pub fn new(body: ClientBody, limit: u64) -> Self {
+        let shared = Shared {
+            body: Mutex::new(Some(body)),
+            started: AtomicBool::new(false),
+            too_large: AtomicBool::new(false),
+        };
+        RequestBody::Streaming(Arc::new(shared), limit)
     }
 
     /// True when the request has no body.
@@ -66,7 +72,7 @@ impl RequestBody {
     pub fn replayable(&self) -> bool {
         match self {
             RequestBody::Empty => true,
-            RequestBody::Streaming(shared, _) => shared.slot().is_some(),
+            RequestBody::Streaming(shared, _) => !shared.started.load(Ordering::Relaxed),
         }
     }
 
@@ -86,11 +92,90 @@ impl RequestBody {
             sent: 0,
         }
     }
+
+    /// The client's body (and with it the client's connection) back, once
+    /// no attempt holds it.
+    pub fn reclaim(&self) -> Option<ClientBody> {
+        match self {
+            RequestBody::Empty => None,
+            RequestBody::Streaming(shared, _) => shared.slot().take(),
+        }
+    }
 }
 
 impl Shared {
-    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Incoming>> {
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<ClientBody>> {
         self.body.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The body of a client's request, read from the client's connection,
+/// which it holds while the request is being forwarded.
+#[derive(Debug)]
+pub struct ClientBody {
+    io: ClientIo,
+    decoder: Decoder,
+    /// Bytes of `100 Continue` still to write before the body is read
+    /// (the client sent `Expect: 100-continue`).
+    continue_left: usize,
+}
+
+/// The interim answer to `Expect: 100-continue`.
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+impl ClientBody {
+    /// The body framed as `framing` on `io`; `expect_continue` when the
+    /// client waits for `100 Continue` before sending it.
+    pub fn new(io: ClientIo, framing: Framing, expect_continue: bool) -> Self {
+        ClientBody {
+            io,
+            decoder: Decoder::new(framing),
+            continue_left: if expect_continue { CONTINUE.len() } else { 0 },
+        }
+    }
+
+    /// The connection, how much of the body is left to read, and whether
+    /// the client is still waiting for `100 Continue` (so never sent it).
+    pub fn into_parts(self) -> (ClientIo, Decoder, bool) {
+        let waiting = self.continue_left == CONTINUE.len();
+        (self.io, self.decoder, waiting)
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        while this.continue_left > 0 {
+            let rest = &CONTINUE[CONTINUE.len() - this.continue_left..];
+            match Pin::new(&mut this.io.stream).poll_write(cx, rest) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Some(Err(io::Error::from(io::ErrorKind::WriteZero).into())))
+                }
+                Poll::Ready(Ok(n)) => this.continue_left -= n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        this.decoder
+            .poll_data(&mut this.io.stream, &mut this.io.buf, cx)
+            .map(|step| step.map(|data| data.map(Frame::data).map_err(Into::into)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.decoder.is_done()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.decoder.remaining() {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
     }
 }
 
@@ -98,8 +183,17 @@ impl Shared {
 #[derive(Debug)]
 pub struct OutBody {
     source: RequestBody,
-    taken: Option<Incoming>,
+    taken: Option<ClientBody>,
     sent: u64,
+}
+
+impl Drop for OutBody {
+    fn drop(&mut self) {
+        // The connection needs its socket back, whatever became of the attempt.
+        if let (Some(body), RequestBody::Streaming(shared, _)) = (self.taken.take(), &self.source) {
+            *shared.slot() = Some(body);
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +218,9 @@ impl Body for OutBody {
             RequestBody::Streaming(shared, limit) => (shared.clone(), *limit),
         };
         if self.taken.is_none() {
+            if shared.started.swap(true, Ordering::Relaxed) {
+                return Poll::Ready(Some(Err(Box::new(BodyGone))));
+            }
             match shared.slot().take() {
                 Some(b) => self.taken = Some(b),
                 None => return Poll::Ready(Some(Err(Box::new(BodyGone)))),
@@ -134,7 +231,7 @@ impl Body for OutBody {
         };
         let frame = match Pin::new(body).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => frame,
-            other => return other.map_err(Into::into),
+            other => return other,
         };
         if let Some(data) = frame.data_ref() {
             self.sent += data.len() as u64;
@@ -151,7 +248,7 @@ impl Body for OutBody {
             (Some(b), _) => b.is_end_stream(),
             (None, RequestBody::Empty) => true,
             (None, RequestBody::Streaming(shared, _)) => {
-                shared.slot().as_ref().is_none_or(Incoming::is_end_stream)
+                shared.slot().as_ref().is_none_or(ClientBody::is_end_stream)
             }
         }
     }
@@ -163,7 +260,7 @@ impl Body for OutBody {
             (None, RequestBody::Streaming(shared, _)) => shared
                 .slot()
                 .as_ref()
-                .map(Incoming::size_hint)
+                .map(ClientBody::size_hint)
                 .unwrap_or_default(),
         }
     }
@@ -173,8 +270,6 @@ impl Body for OutBody {
 #[derive(Debug)]
 pub struct ProxyBody {
     inner: Inner,
-    /// Counts the response as active on its client connection (idle timeout).
-    active: Option<Active>,
 }
 
 #[derive(Debug)]
@@ -185,6 +280,9 @@ enum Inner {
     /// body ends or the client goes away, and the connection goes back to
     /// the pool at the end.
     Upstream { body: Reader, guard: InFlight },
+    /// After a 101: the backend's connection, to splice with the client's
+    /// (`None` once taken).
+    Tunnel(Option<Box<Tunnel>>),
 }
 
 impl ProxyBody {
@@ -192,7 +290,6 @@ impl ProxyBody {
     pub fn local(text: impl Into<Bytes>) -> Self {
         ProxyBody {
             inner: Inner::Local(Full::new(text.into())),
-            active: None,
         }
     }
 
@@ -200,15 +297,22 @@ impl ProxyBody {
     pub fn upstream(body: Reader, guard: InFlight) -> Self {
         let mut inner = Inner::Upstream { body, guard };
         inner.release_if_done();
+        ProxyBody { inner }
+    }
+
+    /// No body: the connection becomes `tunnel` once the 101 is written.
+    pub fn tunnel(tunnel: Tunnel) -> Self {
         ProxyBody {
-            inner,
-            active: None,
+            inner: Inner::Tunnel(Some(Box::new(tunnel))),
         }
     }
 
-    /// Count this response as active on its client connection until dropped.
-    pub fn set_active(&mut self, active: Active) {
-        self.active = Some(active);
+    /// The tunnel that follows this (101) answer, if any.
+    pub fn take_tunnel(&mut self) -> Option<Tunnel> {
+        match &mut self.inner {
+            Inner::Tunnel(tunnel) => tunnel.take().map(|t| *t),
+            _ => None,
+        }
     }
 }
 
@@ -241,6 +345,7 @@ impl Body for ProxyBody {
                 }
                 polled
             }
+            Inner::Tunnel(_) => Poll::Ready(None),
         }
     }
 
@@ -248,6 +353,7 @@ impl Body for ProxyBody {
         match &self.inner {
             Inner::Local(full) => full.is_end_stream(),
             Inner::Upstream { body, .. } => body.is_end_stream(),
+            Inner::Tunnel(_) => true,
         }
     }
 
@@ -255,6 +361,7 @@ impl Body for ProxyBody {
         match &self.inner {
             Inner::Local(full) => full.size_hint(),
             Inner::Upstream { body, .. } => body.size_hint(),
+            Inner::Tunnel(_) => SizeHint::with_exact(0),
         }
     }
 }

@@ -1,29 +1,63 @@
-//! A client connection's socket, wrapped to enforce two timeouts hyper
-//! does not separate:
+//! One client connection: the router's own HTTP/1.1 server side.
+//!
+//! Requests are read one after another (pipelined ones too) with
+//! [`crate::request::parse`], handed to the [`Proxy`], and the answer is
+//! written back: Content-Length when the length is known, else chunked
+//! (or, for an HTTP/1.0 client, until the connection closes); the first
+//! piece of the body goes out in the same write as the head. A 101 turns
+//! the connection into a [`crate::tunnel::Tunnel`].
+//!
+//! An idle connection holds no buffer: one is taken when the client's next
+//! bytes arrive, and the request's state lives in a box that goes with the
+//! answer, so the many idle keep-alive connections of a busy site cost
+//! little more than their sockets.
+//!
+//! Two timeouts:
 //!
 //! - **header timeout** (slowloris): from the connection's start, or from
 //!   the first byte of a later request, the request's head must arrive
 //!   within it, else the connection is closed;
 //! - **idle timeout**: a keep-alive connection with no request in flight
-//!   and no byte received for that long is closed (a clean EOF, as if the
-//!   client had gone).
+//!   and no byte received for that long is closed.
 //!
-//! Requests in flight are counted by [`Active`] guards: the proxy takes one
-//! when a request's head has been read and the response body holds it
-//! until its last byte, so neither timeout cuts a slow backend or a long
-//! download.
+//! Neither applies while a request is in flight, so neither cuts a slow
+//! backend or a long download.
+//!
+//! A request body left unread when the answer is written (the router
+//! answered without forwarding it, or the backend answered early) is read
+//! and dropped, up to [`DRAIN_MAX`] bytes, so that the connection can be
+//! kept; past that the connection is closed after the answer.
 
-use std::future::Future;
-use std::io;
+use std::future::{poll_fn, Future};
+use std::io::{self, IoSlice, Write as _};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+use hyper::body::Body;
+use hyper::header::{HeaderValue, CONTENT_LENGTH};
+use hyper::{Method, Response, StatusCode, Version};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
+use tokio_util::sync::CancellationToken;
+
+use crate::body::{BoxError, ClientBody, ProxyBody, RequestBody};
+use crate::codec::{Decoder, Framing};
+use crate::proxy::{local, Proxy};
+use crate::request::{self, Head, Refusal};
+use crate::server::Limits;
+use crate::tunnel::Tunnel;
+
+/// Room taken for a request head when the client's bytes arrive.
+const HEAD_BUFFER: usize = 4 * 1024;
+/// Most bytes of an unread request body dropped to keep the connection.
+pub const DRAIN_MAX: u64 = 64 * 1024;
+/// Longest wait for an unread request body, or for a closing client.
+const DRAIN_TIME: Duration = Duration::from_secs(1);
 
 /// The two timeouts of a client connection.
 #[derive(Debug, Clone, Copy)]
@@ -34,170 +68,438 @@ pub struct Timeouts {
     pub idle: Duration,
 }
 
-/// Requests in flight on one connection.
-#[derive(Debug, Default)]
-pub struct ConnState {
-    active: AtomicUsize,
-    /// Set once the connection became a tunnel: no timeout applies any more.
-    upgraded: AtomicBool,
-}
-
-impl ConnState {
-    /// Count one request until the guard is dropped.
-    pub fn begin(self: &Arc<Self>) -> Active {
-        self.active.fetch_add(1, Ordering::AcqRel);
-        Active(self.clone())
-    }
-
-    /// The connection is now a tunnel (after a 101).
-    pub fn set_upgraded(&self) {
-        self.upgraded.store(true, Ordering::Release);
-    }
-
-    fn busy(&self) -> bool {
-        self.active.load(Ordering::Acquire) > 0 || self.upgraded.load(Ordering::Acquire)
-    }
-}
-
-/// One request in flight on a client connection.
-#[derive(Debug)]
-pub struct Active(Arc<ConnState>);
-
-impl Drop for Active {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// A request is in flight: no deadline.
-    Busy,
-    /// Waiting for the first byte of the next request.
-    Idle,
-    /// Reading a request head.
-    Head,
-}
-
-/// The socket of a client connection, with its deadlines.
+/// A client connection's socket and the bytes read from it that no
+/// request has consumed yet.
 #[derive(Debug)]
 pub struct ClientIo {
-    stream: TcpStream,
-    state: Arc<ConnState>,
-    timeouts: Timeouts,
-    phase: Phase,
-    /// When the current phase times out.
-    deadline: Instant,
-    /// The timer; re-armed lazily (only when it would fire too late, or
-    /// when it fired early), so a busy connection costs no timer operation
-    /// per request.
-    timer: Pin<Box<Sleep>>,
+    /// The socket.
+    pub stream: TcpStream,
+    /// Read and not yet consumed.
+    pub buf: BytesMut,
 }
 
-impl ClientIo {
-    /// Wrap a freshly accepted socket: its first head is due within the header timeout.
-    pub fn new(stream: TcpStream, state: Arc<ConnState>, timeouts: Timeouts) -> Self {
-        ClientIo {
-            stream,
-            state,
-            timeouts,
-            phase: Phase::Head,
-            deadline: Instant::now() + timeouts.header,
-            timer: Box::pin(tokio::time::sleep(timeouts.header)),
+/// Why no request comes next on a connection.
+enum Stop {
+    /// The client left, stayed idle too long, or the router is stopping.
+    Close,
+    /// A head the router will not take: answered, then the connection closes.
+    Refuse(StatusCode, &'static str),
+}
+
+/// Serve the requests of one client (`client` is its address, as the
+/// proxy writes it) until it leaves, breaks a limit, or `closing` is
+/// cancelled (then at the end of the request in flight, if any).
+pub async fn serve(
+    stream: TcpStream,
+    client: HeaderValue,
+    proxy: Arc<Proxy>,
+    limits: Limits,
+    closing: CancellationToken,
+) {
+    let mut io = ClientIo {
+        stream,
+        buf: BytesMut::new(),
+    };
+    let mut deadline = Deadline::after(limits.timeouts.header);
+    let mut first = true;
+    loop {
+        let head = match next_head(&mut io, &mut deadline, &limits, &closing, first).await {
+            Ok(head) => head,
+            Err(Stop::Close) => return,
+            Err(Stop::Refuse(status, why)) => {
+                tracing::debug!(status = status.as_u16(), why, "request refused");
+                let mut keep = false;
+                let text = match status {
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "request head too large\n",
+                    _ => "bad request\n",
+                };
+                if respond(&mut io, local(status, text), Reply::default(), &mut keep)
+                    .await
+                    .is_ok()
+                {
+                    linger(io).await;
+                }
+                return;
+            }
+        };
+        first = false;
+        // Boxed: the state of a request exists only while one is in flight.
+        let exchange = Box::pin(exchange(io, head, &proxy, &client, &closing)).await;
+        match exchange {
+            Some(next) => io = next,
+            None => return,
+        }
+    }
+}
+
+/// Answer one request; the connection back when it can carry another.
+async fn exchange(
+    mut io: ClientIo,
+    head: Head,
+    proxy: &Proxy,
+    client: &HeaderValue,
+    closing: &CancellationToken,
+) -> Option<ClientIo> {
+    let Head {
+        parts,
+        framing,
+        keep_alive,
+        expect_continue,
+    } = head;
+    let reply = Reply {
+        head_request: parts.method == Method::HEAD,
+        http10: parts.version == Version::HTTP_10,
+    };
+    let (resp, unread) = if framing == Framing::Empty {
+        (proxy.handle(parts, RequestBody::Empty, client).await, None)
+    } else {
+        let body = ClientBody::new(io, framing, expect_continue);
+        let body = RequestBody::new(body, proxy.max_body_bytes());
+        let resp = proxy.handle(parts, body.clone(), client).await;
+        let Some(body) = body.reclaim() else {
+            // Every attempt gives the body back when it ends.
+            tracing::error!("a request body was not given back; closing its connection");
+            return None;
+        };
+        let (back, decoder, waiting) = body.into_parts();
+        io = back;
+        (resp, (!decoder.is_done()).then_some((decoder, waiting)))
+    };
+    let mut keep = keep_alive && !closing.is_cancelled();
+    let drain = match unread {
+        None => None,
+        // Never asked for: the client may or may not send it.
+        Some((_, true)) => {
+            keep = false;
+            None
+        }
+        Some((decoder, false)) => {
+            if decoder.remaining().is_some_and(|left| left > DRAIN_MAX) {
+                keep = false;
+            }
+            Some(decoder)
+        }
+    };
+    let tunnel = match respond(&mut io, resp, reply, &mut keep).await {
+        Ok(tunnel) => tunnel,
+        Err(e) => {
+            tracing::debug!(error = %e, "answer not sent in full; closing the client connection");
+            return None;
+        }
+    };
+    if let Some(tunnel) = tunnel {
+        let ClientIo { stream, buf } = io;
+        tunnel.run(stream, buf).await;
+        return None;
+    }
+    if let Some(decoder) = drain {
+        if keep && !drain_body(&mut io, decoder).await {
+            keep = false;
+        }
+        if !keep {
+            linger(io).await;
+            return None;
+        }
+    }
+    keep.then_some(io)
+}
+
+/// Wait for the next request head.
+async fn next_head(
+    io: &mut ClientIo,
+    deadline: &mut Deadline,
+    limits: &Limits,
+    closing: &CancellationToken,
+    first: bool,
+) -> Result<Head, Stop> {
+    // A new connection's first head is due within the header timeout
+    // (set at its start); a later one's first byte within the idle timeout.
+    let mut head_started = first;
+    if io.buf.is_empty() {
+        // Idle: hold no buffer until the client sends something.
+        io.buf = BytesMut::new();
+        if !first {
+            deadline.set(Instant::now() + limits.timeouts.idle);
+        }
+        tokio::select! {
+            biased;
+            () = closing.cancelled() => return Err(Stop::Close),
+            ready = io.stream.readable() => if ready.is_err() { return Err(Stop::Close) },
+            () = deadline.wait() => return Err(Stop::Close),
+        }
+    }
+    loop {
+        if !io.buf.is_empty() {
+            match request::parse(&mut io.buf) {
+                Ok(Some(head)) => return Ok(head),
+                Ok(None) => {}
+                Err(Refusal::TooManyHeaders) => {
+                    return Err(Stop::Refuse(
+                        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                        "too many header fields",
+                    ))
+                }
+                Err(Refusal::Bad(why)) => return Err(Stop::Refuse(StatusCode::BAD_REQUEST, why)),
+            }
+            if io.buf.len() >= limits.max_header_bytes {
+                return Err(Stop::Refuse(
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    "request head too large",
+                ));
+            }
+            if !head_started {
+                deadline.set(Instant::now() + limits.timeouts.header);
+                head_started = true;
+            }
+        }
+        if io.buf.capacity() - io.buf.len() < HEAD_BUFFER / 4 {
+            io.buf.reserve(HEAD_BUFFER);
+        }
+        tokio::select! {
+            biased;
+            read = io.stream.read_buf(&mut io.buf) => match read {
+                Ok(0) | Err(_) => return Err(Stop::Close),
+                Ok(_) => {}
+            },
+            () = deadline.wait() => {
+                if head_started {
+                    tracing::debug!("request head not received in time; closing the client connection");
+                }
+                return Err(Stop::Close);
+            }
+        }
+    }
+}
+
+/// What the answer depends on in the request.
+#[derive(Debug, Default, Clone, Copy)]
+struct Reply {
+    /// A HEAD request: the answer has no body, whatever its headers say.
+    head_request: bool,
+    /// An HTTP/1.0 client: no chunked coding, keep-alive only if asked.
+    http10: bool,
+}
+
+/// How the body goes out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Coding {
+    /// No body.
+    None,
+    /// As is (its length was given, or it runs to the close).
+    Raw,
+    /// Chunked.
+    Chunked,
+}
+
+/// Write `resp` to the client; `keep` says whether the connection stays
+/// open and is cleared when the answer can only end with the close. The
+/// tunnel, if the answer is a 101 that opens one.
+async fn respond(
+    io: &mut ClientIo,
+    resp: Response<ProxyBody>,
+    reply: Reply,
+    keep: &mut bool,
+) -> Result<Option<Tunnel>, BoxError> {
+    let (parts, mut body) = resp.into_parts();
+    let status = parts.status;
+    let tunnel = if status == StatusCode::SWITCHING_PROTOCOLS {
+        body.take_tunnel()
+    } else {
+        None
+    };
+    let mut head = Vec::with_capacity(128 + parts.headers.len() * 48);
+    head.extend_from_slice(b"HTTP/1.1 ");
+    head.extend_from_slice(status.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    head.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    // RFC 9112 §6.3: 1xx, 204 and 304 never have a body nor framing of
+    // their own; a HEAD answer keeps the length the GET would have.
+    let no_framing = status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let coding = if no_framing {
+        Coding::None
+    } else if parts.headers.contains_key(CONTENT_LENGTH) {
+        Coding::Raw
+    } else if let Some(n) = body.size_hint().exact() {
+        let _ = write!(head, "content-length: {n}\r\n");
+        Coding::Raw
+    } else if reply.head_request {
+        Coding::None
+    } else if reply.http10 {
+        *keep = false;
+        Coding::Raw
+    } else {
+        head.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        Coding::Chunked
+    };
+    let coding = if reply.head_request {
+        Coding::None
+    } else {
+        coding
+    };
+    if tunnel.is_none() {
+        if !*keep {
+            head.extend_from_slice(b"connection: close\r\n");
+        } else if reply.http10 {
+            head.extend_from_slice(b"connection: keep-alive\r\n");
+        }
+    }
+    head.extend_from_slice(b"\r\n");
+    if coding == Coding::None {
+        write_all(&mut io.stream, &[&head]).await?;
+        return Ok(tunnel);
+    }
+    // The first piece of the body, if it is already there, goes with the head.
+    let mut ready = match poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await {
+        Poll::Ready(frame) => Some(frame),
+        Poll::Pending => {
+            write_all(&mut io.stream, &[&head]).await?;
+            head.clear();
+            None
+        }
+    };
+    loop {
+        let frame = match ready.take() {
+            Some(frame) => frame,
+            None => body.frame().await,
+        };
+        let data = match frame {
+            None => Bytes::new(),
+            Some(Err(e)) => return Err(e),
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) if !data.is_empty() => data,
+                _ => continue, // trailers: not forwarded; empty frames
+            },
+        };
+        let end = data.is_empty() || body.is_end_stream();
+        if coding == Coding::Raw {
+            write_all(&mut io.stream, &[&head, &data]).await?;
+        } else {
+            let mut size = [0u8; 20];
+            let size = chunk_size(&data, &mut size);
+            let tail: &[u8] = match (data.is_empty(), end) {
+                (true, _) => b"0\r\n\r\n",
+                (false, true) => b"\r\n0\r\n\r\n",
+                (false, false) => b"\r\n",
+            };
+            write_all(&mut io.stream, &[&head, size, &data, tail]).await?;
+        }
+        head.clear();
+        if end {
+            return Ok(None);
+        }
+    }
+}
+
+/// The chunk-size line of `data` (nothing for the last, empty chunk).
+fn chunk_size<'a>(data: &[u8], out: &'a mut [u8; 20]) -> &'a [u8] {
+    if data.is_empty() {
+        return &[];
+    }
+    let mut cursor = io::Cursor::new(&mut out[..]);
+    let _ = write!(cursor, "{:x}\r\n", data.len());
+    let len = usize::try_from(cursor.position()).unwrap_or(0);
+    &out[..len]
+}
+
+/// Write every piece, in as few system calls as the socket allows.
+async fn write_all(stream: &mut TcpStream, pieces: &[&[u8]]) -> io::Result<()> {
+    let mut slices = [IoSlice::new(&[]); 4];
+    for (slice, piece) in slices.iter_mut().zip(pieces) {
+        *slice = IoSlice::new(piece);
+    }
+    let mut left = &mut slices[..pieces.len().min(4)];
+    IoSlice::advance_slices(&mut left, 0);
+    while !left.is_empty() {
+        let n = stream.write_vectored(left).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut left, n);
+    }
+    Ok(())
+}
+
+/// Read and drop the rest of a request body; false when it is longer
+/// than [`DRAIN_MAX`], slower than [`DRAIN_TIME`], or broken.
+async fn drain_body(io: &mut ClientIo, mut decoder: Decoder) -> bool {
+    let mut left = DRAIN_MAX;
+    let drained = poll_fn(|cx| loop {
+        match decoder.poll_data(&mut io.stream, &mut io.buf, cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(None) => return Poll::Ready(true),
+            Poll::Ready(Some(Ok(data))) if (data.len() as u64) <= left => {
+                left -= data.len() as u64;
+            }
+            Poll::Ready(Some(_)) => return Poll::Ready(false),
+        }
+    });
+    tokio::time::timeout(DRAIN_TIME, drained)
+        .await
+        .unwrap_or(false)
+}
+
+/// Close after an answer, reading (and dropping) what the client still
+/// sends for a while: closing a socket with unread bytes would reset the
+/// connection, and the reset can destroy the answer before the client
+/// reads it.
+async fn linger(mut io: ClientIo) {
+    let _ = io.stream.shutdown().await;
+    let mut scratch = [0u8; 2048];
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while matches!(io.stream.read(&mut scratch).await, Ok(n) if n > 0) {}
+    })
+    .await;
+}
+
+/// A deadline with one timer per connection, re-armed lazily (only when it
+/// would fire too late, or when it fired early), so that a busy connection
+/// costs no timer operation per request.
+struct Deadline {
+    timer: Pin<Box<Sleep>>,
+    at: Instant,
+}
+
+impl Deadline {
+    fn after(wait: Duration) -> Self {
+        let at = Instant::now() + wait;
+        Deadline {
+            timer: Box::pin(tokio::time::sleep_until(at)),
+            at,
         }
     }
 
-    fn enter(&mut self, phase: Phase) {
-        self.phase = phase;
-        let wait = match phase {
-            Phase::Busy => return,
-            Phase::Idle => self.timeouts.idle,
-            Phase::Head => self.timeouts.header,
-        };
-        self.deadline = Instant::now() + wait;
+    fn set(&mut self, at: Instant) {
+        self.at = at;
     }
 
-    /// Ready once the current phase's deadline has passed.
-    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    /// Ready once the deadline has passed.
+    fn wait(&mut self) -> impl Future<Output = ()> + '_ {
+        poll_fn(|cx| self.poll(cx))
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
-            if self.timer.deadline() > self.deadline {
-                let at = self.deadline;
+            if self.timer.deadline() > self.at {
+                let at = self.at;
                 self.timer.as_mut().reset(at);
             }
             match self.timer.as_mut().poll(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(()) if Instant::now() >= self.deadline => return Poll::Ready(()),
+                Poll::Ready(()) if Instant::now() >= self.at => return Poll::Ready(()),
                 Poll::Ready(()) => {
-                    let at = self.deadline;
+                    let at = self.at;
                     self.timer.as_mut().reset(at);
                 }
             }
         }
-    }
-}
-
-impl AsyncRead for ClientIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.state.busy() {
-            this.phase = Phase::Busy;
-            return Pin::new(&mut this.stream).poll_read(cx, buf);
-        }
-        if this.phase == Phase::Busy {
-            this.enter(Phase::Idle);
-        }
-        let before = buf.filled().len();
-        match Pin::new(&mut this.stream).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                if this.phase == Phase::Idle && buf.filled().len() > before {
-                    this.enter(Phase::Head);
-                }
-                Poll::Ready(Ok(()))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => match this.poll_deadline(cx) {
-                Poll::Pending => Poll::Pending,
-                // Idle: end the connection like a client that left.
-                Poll::Ready(()) if this.phase == Phase::Idle => Poll::Ready(Ok(())),
-                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "request head not received in time",
-                ))),
-            },
-        }
-    }
-}
-
-impl AsyncWrite for ClientIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
     }
 }

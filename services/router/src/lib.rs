@@ -46,6 +46,7 @@
 
 mod admin;
 mod body;
+mod codec;
 pub mod config;
 mod conn;
 mod drain;
@@ -57,6 +58,7 @@ mod host;
 pub mod metrics;
 mod pool;
 mod proxy;
+mod request;
 mod server;
 mod sticky;
 mod table;

@@ -18,10 +18,9 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST, RETRY_AFTER};
 use hyper::http::request::Parts;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Response, StatusCode};
 use mentat_domain::spec::{Sticky, DEFAULT_ENVIRONMENT};
 use tokio_util::sync::CancellationToken;
 
@@ -83,21 +82,28 @@ impl Proxy {
         }
     }
 
-    /// Answer one client request; `client` is the client's address
+    /// The largest request body forwarded, in bytes.
+    pub fn max_body_bytes(&self) -> u64 {
+        self.max_body_bytes
+    }
+
+    /// Answer one client request (`parts`, with `body` cut past
+    /// [`Proxy::max_body_bytes`]); `client` is the client's address
     /// ([`headers::client_addr`]).
     pub async fn handle(
         &self,
-        req: Request<Incoming>,
+        mut parts: Parts,
+        body: RequestBody,
         client: &HeaderValue,
     ) -> Response<ProxyBody> {
-        if req.method() == Method::CONNECT {
+        if parts.method == Method::CONNECT {
             return local(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n");
         }
         // Owned copies (reference counts, no copy of the bytes), so that the
         // names borrowed from them outlive the rewriting of the headers.
-        let host_header = req.headers().get(HOST).cloned();
-        let authority = req.uri().authority().cloned();
-        let environment_header = req.headers().get(X_ENVIRONMENT).cloned();
+        let host_header = parts.headers.get(HOST).cloned();
+        let authority = parts.uri.authority().cloned();
+        let environment_header = parts.headers.get(X_ENVIRONMENT).cloned();
         let header_host = host_header.as_ref().and_then(|h| h.to_str().ok());
         let host = match (authority.as_ref(), header_host) {
             // Absolute form (RFC 9112 §3.2.2): the target's authority wins,
@@ -125,8 +131,8 @@ impl Proxy {
                 return local(StatusCode::NOT_FOUND, "no such replica\n");
             }
         }
-        let too_long = req
-            .headers()
+        let too_long = parts
+            .headers
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok())
@@ -134,7 +140,6 @@ impl Proxy {
         if too_long {
             return local(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
         }
-        let (mut parts, body) = req.into_parts();
         let upgrade = headers::upgrade_of(&parts.headers);
         let sticky_key = routes
             .sticky
@@ -153,7 +158,6 @@ impl Proxy {
             forwarded: &forwarded,
             service: &routes.service,
         };
-        let body = RequestBody::new(body, self.max_body_bytes);
         let mut resp = self
             .forward(&call, &mut parts, body, upgrade.is_some())
             .await;
@@ -232,7 +236,7 @@ impl Proxy {
                             "proxied"
                         );
                         if upgrade && status == StatusCode::SWITCHING_PROTOCOLS {
-                            return tunnel::splice(parts, answer.head, upstream, guard, &self.stop);
+                            return tunnel::splice(answer.head, upstream, guard, &self.stop);
                         }
                         return upstream_response(answer, upstream, guard);
                     }

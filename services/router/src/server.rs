@@ -1,18 +1,15 @@
-//! The accept loop: HTTP/1.1 with keep-alive and upgrades, a head size
-//! limit, header and idle timeouts (see [`crate::conn`]), a cap on open
-//! connections, and a graceful stop.
+//! The accept loop: a task per client connection (see [`crate::conn`]),
+//! a cap on open connections, and a graceful stop.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::conn::{ClientIo, ConnState, Timeouts};
+use crate::conn::{self, Timeouts};
 use crate::proxy::Proxy;
 
 /// Pause after a failed accept (out of file descriptors and the like).
@@ -23,7 +20,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 pub struct Limits {
     /// Header and idle timeouts.
     pub timeouts: Timeouts,
-    /// Largest request head, in bytes (hyper answers 431 beyond it).
+    /// Largest request head, in bytes (431 beyond it).
     pub max_header_bytes: usize,
     /// Longest wait for in-flight requests once stopped.
     pub grace: Duration,
@@ -40,10 +37,6 @@ pub async fn serve(
     slots: Arc<Semaphore>,
     stop: CancellationToken,
 ) {
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .keep_alive(true)
-        .max_buf_size(limits.max_header_bytes);
     let mut connections = JoinSet::new();
     let closing = stop.child_token();
     loop {
@@ -57,38 +50,10 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let state = Arc::new(ConnState::default());
-        let io = ClientIo::new(stream, state.clone(), limits.timeouts);
-        let proxy = proxy.clone();
         let client = crate::headers::client_addr(peer.ip());
-        let service = hyper::service::service_fn(move |req| {
-            let (proxy, state, client) = (proxy.clone(), state.clone(), client.clone());
-            let active = state.begin();
-            async move {
-                let mut resp = proxy.handle(req, &client).await;
-                if resp.status() == hyper::StatusCode::SWITCHING_PROTOCOLS {
-                    state.set_upgraded();
-                }
-                resp.body_mut().set_active(active);
-                Ok::<_, Infallible>(resp)
-            }
-        });
-        let conn = http
-            .serve_connection(TokioIo::new(io), service)
-            .with_upgrades();
-        let closing = closing.clone();
+        let (proxy, closing) = (proxy.clone(), closing.clone());
         connections.spawn(async move {
-            tokio::pin!(conn);
-            let ended = tokio::select! {
-                ended = conn.as_mut() => ended,
-                () = closing.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = ended {
-                tracing::debug!(%peer, error = %e, "client connection ended with an error");
-            }
+            conn::serve(stream, client, proxy, limits, closing).await;
             drop(slot);
         });
     }

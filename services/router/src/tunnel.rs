@@ -1,6 +1,8 @@
 //! Upgraded connections (WebSockets and other `Upgrade` protocols): once
-//! the backend answers 101, the client's and the backend's connections are
-//! spliced and bytes are copied both ways until either side closes.
+//! the backend answers 101, the client's connection, after the 101 is
+//! written to it, and the backend's are spliced, and bytes are copied both
+//! ways until either side closes. Bytes either side sent after its head
+//! (and that were already read) go first.
 //!
 //! A tunnel counts as a request in flight on its endpoint for its whole
 //! life, so draining waits for it; at the end of the drain timeout (and at
@@ -9,27 +11,33 @@
 
 use std::time::Duration;
 
-use hyper::http::request::Parts;
+use bytes::BytesMut;
 use hyper::http::response;
-use hyper::upgrade::OnUpgrade;
-use hyper::{Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::Response;
 use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::body::ProxyBody;
 use crate::endpoint::InFlight;
 use crate::headers;
-use crate::proxy::local;
 use crate::upstream::Upstream;
 
 /// How long a closed tunnel waits for both FINs to be written.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// Answer the client's upgrade with the backend's 101 (`head`, read on
-/// `upstream`) and splice the two connections in a task that holds `guard`.
+/// The backend's side of an upgraded connection, waiting for the client's.
+#[derive(Debug)]
+pub struct Tunnel {
+    upstream: Upstream,
+    guard: InFlight,
+    stop: CancellationToken,
+}
+
+/// The client's answer to an upgrade: the backend's 101 (`head`, read on
+/// `upstream`), whose body is the tunnel the connection becomes once the
+/// head is written. `guard` counts the tunnel in flight for its life.
 pub fn splice(
-    parts: &mut Parts,
     mut head: response::Parts,
     upstream: Upstream,
     mut guard: InFlight,
@@ -37,27 +45,36 @@ pub fn splice(
 ) -> Response<ProxyBody> {
     // The handshake is the request; the tunnel's lifetime is not a latency.
     guard.record_now();
-    let Some(client) = parts.extensions.remove::<OnUpgrade>() else {
-        return local(StatusCode::BAD_GATEWAY, "upgrade not possible\n");
+    let protocol = head.headers.get(hyper::header::UPGRADE).cloned();
+    headers::strip_hop_by_hop(&mut head.headers);
+    if let Some(protocol) = protocol {
+        headers::set_upgrade(&mut head.headers, protocol);
+    }
+    let tunnel = Tunnel {
+        upstream,
+        guard,
+        stop: stop.clone(),
     };
-    let mut closer = guard.endpoint().tunnel_closer();
-    let stop = stop.clone();
-    let (service, replica) = (
-        guard.endpoint().service.clone(),
-        guard.endpoint().replica.clone(),
-    );
-    tokio::spawn(async move {
-        let client = match client.await {
-            Ok(client) => client,
-            Err(e) => {
-                tracing::debug!(service, replica_id = %replica, error = %e, "upgrade failed");
-                return;
-            }
-        };
-        let mut client = TokioIo::new(client);
+    Response::from_parts(head, ProxyBody::tunnel(tunnel))
+}
+
+impl Tunnel {
+    /// Copy bytes between `client` (whose unread bytes are `early`) and the
+    /// backend until either closes, the backend is drained or the router stops.
+    pub async fn run(self, mut client: TcpStream, early: BytesMut) {
+        let Tunnel {
+            upstream,
+            guard,
+            stop,
+        } = self;
+        let mut closer = guard.endpoint().tunnel_closer();
+        let (service, replica) = (&guard.endpoint().service, &guard.endpoint().replica);
         // The slot keeps the tunnel counted under the backend's connection cap.
-        let (mut backend, early, _slot) = upstream.into_parts();
-        if !early.is_empty() && client.write_all(&early).await.is_err() {
+        let (mut backend, backend_early, _slot) = upstream.into_parts();
+        if !backend_early.is_empty() && client.write_all(&backend_early).await.is_err() {
+            return;
+        }
+        if !early.is_empty() && backend.write_all(&early).await.is_err() {
             return;
         }
         tokio::select! {
@@ -77,12 +94,5 @@ pub fn splice(
             let _ = backend.shutdown().await;
         };
         let _ = tokio::time::timeout(CLOSE_GRACE, close).await;
-        drop(guard);
-    });
-    let protocol = head.headers.get(hyper::header::UPGRADE).cloned();
-    headers::strip_hop_by_hop(&mut head.headers);
-    if let Some(protocol) = protocol {
-        headers::set_upgrade(&mut head.headers, protocol);
     }
-    Response::from_parts(head, ProxyBody::local(""))
 }

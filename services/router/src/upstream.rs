@@ -19,7 +19,7 @@ use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, HOST};
@@ -30,6 +30,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::body::{BoxError, OutBody, RequestBody};
+use crate::codec::{reserve, Decoder, Framing};
 use crate::headers::Forwarded;
 use crate::pool::Slot;
 
@@ -37,10 +38,6 @@ use crate::pool::Slot;
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Most header fields in a response head.
 const MAX_HEADERS: usize = 128;
-/// Bytes asked of the socket per read.
-const READ_SIZE: usize = 8 * 1024;
-/// Longest chunk-size or trailer line.
-const MAX_LINE: usize = 4 * 1024;
 
 /// An open connection to a backend, idle in its pool or carrying one request.
 #[derive(Debug)]
@@ -95,14 +92,6 @@ pub struct Answer {
     framing: Framing,
     /// The connection may carry another request after this body.
     keep_alive: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    Empty,
-    Length(u64),
-    Chunked,
-    UntilClose,
 }
 
 impl Upstream {
@@ -402,75 +391,35 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Answer>, 
     }))
 }
 
-/// Room for one more read.
-fn reserve(buf: &mut BytesMut) {
-    if buf.capacity() - buf.len() < READ_SIZE / 4 {
-        buf.reserve(READ_SIZE);
-    }
-}
-
 /// A backend's response body, read from its connection as the client
 /// takes it. At its end the connection can be had back for the pool
 /// ([`Reader::take_reusable`]).
 #[derive(Debug)]
 pub struct Reader {
     upstream: Option<Upstream>,
-    state: State,
+    decoder: Decoder,
     keep_alive: bool,
 }
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    /// Bytes left of a Content-Length body.
-    Length(u64),
-    /// Expecting a chunk-size line.
-    ChunkSize,
-    /// Bytes left of the current chunk.
-    ChunkData(u64),
-    /// Expecting the CRLF after a chunk.
-    ChunkEnd,
-    /// Reading trailer lines until the empty one.
-    Trailers,
-    /// Until the backend closes.
-    UntilClose,
-    Done,
-}
-
-/// The backend broke off the body.
-#[derive(Debug, thiserror::Error)]
-#[error("the backend closed the connection before the end of the body")]
-struct Truncated;
-
-/// A chunked body that is not.
-#[derive(Debug, thiserror::Error)]
-#[error("bad chunked encoding from the backend: {0}")]
-struct BadChunk(&'static str);
 
 impl Reader {
     /// The body that follows `answer` on `upstream`.
     pub fn new(upstream: Upstream, answer: &Answer) -> Self {
-        let state = match answer.framing {
-            Framing::Empty => State::Done,
-            Framing::Length(n) => State::Length(n),
-            Framing::Chunked => State::ChunkSize,
-            Framing::UntilClose => State::UntilClose,
-        };
         Reader {
             upstream: Some(upstream),
-            state,
+            decoder: Decoder::new(answer.framing),
             keep_alive: answer.keep_alive,
         }
     }
 
     /// True once the whole body was read.
     pub fn is_done(&self) -> bool {
-        self.state == State::Done
+        self.decoder.is_done()
     }
 
     /// The connection, once the body was read to its end and the
     /// connection can carry another request.
     pub fn take_reusable(&mut self) -> Option<Upstream> {
-        if self.state != State::Done || !self.keep_alive {
+        if !self.decoder.is_done() || !self.keep_alive {
             return None;
         }
         let mut upstream = self.upstream.take()?;
@@ -479,119 +428,6 @@ impl Reader {
         }
         upstream.reused = true;
         Some(upstream)
-    }
-
-    /// Read more from the socket; `Ok(false)` at its end.
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<bool, BoxError>> {
-        let Some(upstream) = self.upstream.as_mut() else {
-            return Poll::Ready(Ok(false));
-        };
-        reserve(&mut upstream.buf);
-        match tokio_util::io::poll_read_buf(Pin::new(&mut upstream.stream), cx, &mut upstream.buf) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(n)) => Poll::Ready(Ok(n > 0)),
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
-        }
-    }
-
-    /// Up to `left` body bytes already read, if any.
-    fn take_data(&mut self, left: u64) -> Option<Bytes> {
-        let buf = &mut self.upstream.as_mut()?.buf;
-        if buf.is_empty() {
-            return None;
-        }
-        let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
-        Some(buf.split_to(n).freeze())
-    }
-
-    /// The next line (without its CRLF) if a whole one was read.
-    fn take_line(&mut self) -> Result<Option<BytesMut>, BoxError> {
-        let Some(upstream) = self.upstream.as_mut() else {
-            return Ok(None);
-        };
-        let buf = &mut upstream.buf;
-        match buf.windows(2).position(|w| w == b"\r\n") {
-            Some(at) => {
-                let line = buf.split_to(at);
-                buf.advance(2);
-                Ok(Some(line))
-            }
-            None if buf.len() > MAX_LINE => Err(Box::new(BadChunk("line too long"))),
-            None => Ok(None),
-        }
-    }
-
-    /// The next step of the body: a data frame, the end, or a wait.
-    fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BoxError>>> {
-        loop {
-            match self.state {
-                State::Done => return Poll::Ready(None),
-                State::Length(left) | State::ChunkData(left) => {
-                    if let Some(data) = self.take_data(left) {
-                        let left = left - data.len() as u64;
-                        self.state = match (self.state, left) {
-                            (State::Length(_), 0) => State::Done,
-                            (State::Length(_), n) => State::Length(n),
-                            (_, 0) => State::ChunkEnd,
-                            (_, n) => State::ChunkData(n),
-                        };
-                        return Poll::Ready(Some(Ok(data)));
-                    }
-                }
-                State::UntilClose => {
-                    if let Some(data) = self.take_data(u64::MAX) {
-                        return Poll::Ready(Some(Ok(data)));
-                    }
-                }
-                State::ChunkSize => {
-                    if let Some(line) = self.take_line()? {
-                        let size = std::str::from_utf8(&line)
-                            .ok()
-                            .and_then(|l| l.split(';').next())
-                            .and_then(|s| u64::from_str_radix(s.trim(), 16).ok())
-                            .ok_or_else(|| Box::new(BadChunk("bad chunk size")))?;
-                        self.state = if size == 0 {
-                            State::Trailers
-                        } else {
-                            State::ChunkData(size)
-                        };
-                        continue;
-                    }
-                }
-                State::ChunkEnd => {
-                    if let Some(line) = self.take_line()? {
-                        if !line.is_empty() {
-                            return Poll::Ready(Some(Err(Box::new(BadChunk(
-                                "chunk longer than its size",
-                            )))));
-                        }
-                        self.state = State::ChunkSize;
-                        continue;
-                    }
-                }
-                State::Trailers => {
-                    if let Some(line) = self.take_line()? {
-                        if line.is_empty() {
-                            self.state = State::Done;
-                            return Poll::Ready(None);
-                        }
-                        continue;
-                    }
-                }
-            }
-            // Nothing usable buffered: read more.
-            match self.poll_fill(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(true)) => {}
-                Poll::Ready(Ok(false)) if self.state == State::UntilClose => {
-                    self.state = State::Done;
-                    self.keep_alive = false;
-                    return Poll::Ready(None);
-                }
-                Poll::Ready(Ok(false)) => return Poll::Ready(Some(Err(Box::new(Truncated)))),
-                Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
-            }
-        }
     }
 }
 
@@ -604,13 +440,19 @@ impl Body for Reader {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        match this.poll_step(cx) {
+        let Some(upstream) = this.upstream.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match this
+            .decoder
+            .poll_data(&mut upstream.stream, &mut upstream.buf, cx)
+        {
             Poll::Ready(Some(Err(e))) => {
                 this.keep_alive = false;
                 this.upstream = None;
-                Poll::Ready(Some(Err(e)))
+                Poll::Ready(Some(Err(Box::new(e))))
             }
-            other => other.map(|step| step.map(|data| data.map(Frame::data))),
+            other => other.map(|step| step.map(|data| data.map(Frame::data).map_err(Into::into))),
         }
     }
 
@@ -619,10 +461,9 @@ impl Body for Reader {
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self.state {
-            State::Done => SizeHint::with_exact(0),
-            State::Length(n) => SizeHint::with_exact(n),
-            _ => SizeHint::default(),
+        match self.decoder.remaining() {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
         }
     }
 }
