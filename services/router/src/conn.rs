@@ -107,18 +107,8 @@ pub async fn serve(
             Ok(head) => head,
             Err(Stop::Close) => return,
             Err(Stop::Refuse(status, why)) => {
-                tracing::debug!(status = status.as_u16(), why, "request refused");
-                let mut keep = false;
-                let text = match status {
-                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "request head too large\n",
-                    _ => "bad request\n",
-                };
-                if respond(&mut io, local(status, text), Reply::default(), &mut keep)
-                    .await
-                    .is_ok()
-                {
-                    linger(io).await;
-                }
+                // Boxed, like a request: rare, and no weight on idle connections.
+                Box::pin(refuse(io, status, why)).await;
                 return;
             }
         };
@@ -129,6 +119,22 @@ pub async fn serve(
             Some(next) => io = next,
             None => return,
         }
+    }
+}
+
+/// Answer a head the router will not take, then close.
+async fn refuse(mut io: ClientIo, status: StatusCode, why: &'static str) {
+    tracing::debug!(status = status.as_u16(), why, "request refused");
+    let text = match status {
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "request head too large\n",
+        _ => "bad request\n",
+    };
+    let mut keep = false;
+    if respond(&mut io, local(status, text), Reply::default(), &mut keep)
+        .await
+        .is_ok()
+    {
+        linger(io).await;
     }
 }
 
@@ -221,11 +227,21 @@ async fn next_head(
         if !first {
             deadline.set(Instant::now() + limits.timeouts.idle);
         }
-        tokio::select! {
-            biased;
-            () = closing.cancelled() => return Err(Stop::Close),
-            ready = io.stream.readable() => if ready.is_err() { return Err(Stop::Close) },
-            () = deadline.wait() => return Err(Stop::Close),
+        // Polled by hand rather than with `select!`: the state of this wait
+        // is what every idle connection carries.
+        let mut cancelled = std::pin::pin!(closing.cancelled());
+        let ready = poll_fn(|cx| {
+            if cancelled.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(false);
+            }
+            if let Poll::Ready(ready) = io.stream.poll_read_ready(cx) {
+                return Poll::Ready(ready.is_ok());
+            }
+            deadline.poll(cx).map(|()| false)
+        })
+        .await;
+        if !ready {
+            return Err(Stop::Close);
         }
     }
     loop {
@@ -255,15 +271,23 @@ async fn next_head(
         if io.buf.capacity() - io.buf.len() < HEAD_BUFFER / 4 {
             io.buf.reserve(HEAD_BUFFER);
         }
-        tokio::select! {
-            biased;
-            read = io.stream.read_buf(&mut io.buf) => match read {
-                Ok(0) | Err(_) => return Err(Stop::Close),
-                Ok(_) => {}
-            },
-            () = deadline.wait() => {
+        let read = poll_fn(|cx| {
+            if let Poll::Ready(read) =
+                tokio_util::io::poll_read_buf(Pin::new(&mut io.stream), cx, &mut io.buf)
+            {
+                return Poll::Ready(Some(read));
+            }
+            deadline.poll(cx).map(|()| None)
+        })
+        .await;
+        match read {
+            Some(Ok(n)) if n > 0 => {}
+            Some(_) => return Err(Stop::Close),
+            None => {
                 if head_started {
-                    tracing::debug!("request head not received in time; closing the client connection");
+                    tracing::debug!(
+                        "request head not received in time; closing the client connection"
+                    );
                 }
                 return Err(Stop::Close);
             }
@@ -482,10 +506,6 @@ impl Deadline {
     }
 
     /// Ready once the deadline has passed.
-    fn wait(&mut self) -> impl Future<Output = ()> + '_ {
-        poll_fn(|cx| self.poll(cx))
-    }
-
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
             if self.timer.deadline() > self.at {

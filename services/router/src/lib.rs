@@ -21,7 +21,10 @@
 //!   what it rewrites and streams; `tunnel` splices upgraded connections.
 //! - `server`: the accept loop and its graceful stop, one per worker
 //!   (a thread with a single-threaded runtime and its own `SO_REUSEPORT`
-//!   listener); `conn`: the header and idle timeouts of client connections.
+//!   listener); `conn`: the HTTP/1.1 server side of one client connection
+//!   (requests parsed by `request`, answers written back, header and idle
+//!   timeouts); `codec`: message bodies off a socket (Content-Length,
+//!   chunked, until close), for requests and answers alike.
 //! - `metrics`: lock-free counters and histograms; `traffic`: the
 //!   per-interval `TrafficStats` publisher; `admin`: `GET /metrics`.
 //!

@@ -426,6 +426,8 @@ impl Reader {
         if !upstream.buf.is_empty() {
             return None; // bytes nobody asked for: not a connection to trust
         }
+        // An idle connection holds no buffer; the next answer takes one.
+        upstream.buf = BytesMut::new();
         upstream.reused = true;
         Some(upstream)
     }
