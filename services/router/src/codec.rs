@@ -1,14 +1,18 @@
-//! HTTP/1.1 message bodies as they come off a socket (RFC 9112 §6 and
-//! §7.1): a Content-Length body, a chunked one (chunk extensions and
-//! trailers are read and dropped), or one that runs until the peer closes.
-//! Shared by the backends' response bodies ([`crate::upstream::Reader`])
-//! and the clients' request bodies ([`crate::body::ClientBody`]).
+//! HTTP/1.1 framing, for requests and answers alike: the header fields
+//! a message's framing depends on ([`Fields`]), and its body as it comes
+//! off a socket (RFC 9112 §6 and §7.1): a Content-Length body, a chunked
+//! one (chunk extensions and trailers are read and dropped), or one that
+//! runs until the peer closes. Shared by the backends' answers
+//! ([`crate::upstream`]) and the clients' requests ([`crate::request`],
+//! [`crate::body::ClientBody`]).
 
 use std::io;
+use std::ops::Range;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use tokio::io::AsyncRead;
 
 /// Bytes asked of a socket per read.
@@ -199,5 +203,93 @@ fn take_line(buf: &mut BytesMut) -> Result<Option<BytesMut>, DecodeError> {
         }
         None if buf.len() > MAX_LINE => Err(DecodeError::BadChunk("line too long")),
         None => Ok(None),
+    }
+}
+
+/// What a message's framing depends on in its header fields (RFC 9112
+/// §6.1-§6.3, §9.3), gathered in one pass over the parsed head, and where
+/// each field lies in the head, so that the header values can be slices of
+/// it (no copy, no allocation per value).
+#[derive(Debug)]
+pub struct Fields {
+    /// A Transfer-Encoding was sent.
+    pub coded: bool,
+    /// Its last coding is chunked.
+    pub chunked: bool,
+    /// The Content-Length, if any (several must agree).
+    pub length: Option<u64>,
+    /// `Connection: close`.
+    pub close: bool,
+    /// `Connection: keep-alive` (meaningful for HTTP/1.0).
+    pub keep_alive: bool,
+    /// `Expect: 100-continue`.
+    pub expect_continue: bool,
+    /// Name and value of each field, as offsets into the head.
+    spans: Vec<(Range<usize>, Range<usize>)>,
+}
+
+impl Fields {
+    /// Read `fields`, parsed out of `head`.
+    pub fn read(head: &[u8], fields: &[httparse::Header<'_>]) -> Result<Self, &'static str> {
+        let start = head.as_ptr() as usize;
+        let span = |s: &[u8]| {
+            let at = s.as_ptr() as usize - start;
+            at..at + s.len()
+        };
+        let mut out = Fields {
+            coded: false,
+            chunked: false,
+            length: None,
+            close: false,
+            keep_alive: false,
+            expect_continue: false,
+            spans: Vec::with_capacity(fields.len()),
+        };
+        for field in fields {
+            let name = field.name.as_bytes();
+            let value = field.value;
+            if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                out.coded = true;
+                out.chunked = value
+                    .rsplit(|b| *b == b',')
+                    .next()
+                    .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            } else if name.eq_ignore_ascii_case(b"content-length") {
+                let n = std::str::from_utf8(value)
+                    .ok()
+                    .map(str::trim)
+                    .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .ok_or("bad content-length")?;
+                if out.length.is_some_and(|l| l != n) {
+                    return Err("conflicting content-length");
+                }
+                out.length = Some(n);
+            } else if name.eq_ignore_ascii_case(b"connection") {
+                for token in value.split(|b| *b == b',') {
+                    let token = token.trim_ascii();
+                    out.close |= token.eq_ignore_ascii_case(b"close");
+                    out.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                }
+            } else if name.eq_ignore_ascii_case(b"expect") {
+                out.expect_continue = value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+            }
+            out.spans.push((span(name), span(value)));
+        }
+        Ok(out)
+    }
+
+    /// The header map, its values slices of `head` (the same bytes
+    /// [`Fields::read`] was given, now frozen).
+    pub fn header_map(&self, head: &Bytes) -> Result<HeaderMap, &'static str> {
+        let mut headers = HeaderMap::with_capacity(self.spans.len());
+        for (name, value) in &self.spans {
+            let name =
+                HeaderName::from_bytes(&head[name.clone()]).map_err(|_| "bad header name")?;
+            let value = HeaderValue::from_maybe_shared(head.slice(value.clone()))
+                .map_err(|_| "bad header value")?;
+            headers.append(name, value);
+        }
+        Ok(headers)
     }
 }

@@ -6,11 +6,11 @@
 use std::mem::MaybeUninit;
 
 use bytes::BytesMut;
-use hyper::header::{HeaderMap, HeaderName, HeaderValue, EXPECT};
+use hyper::header::EXPECT;
 use hyper::http::request::Parts;
 use hyper::{Method, Request, Uri, Version};
 
-use crate::codec::Framing;
+use crate::codec::{Fields, Framing};
 
 /// Most header fields in a request head.
 const MAX_HEADERS: usize = 128;
@@ -59,54 +59,16 @@ pub fn parse(buf: &mut BytesMut) -> Result<Option<Head>, Refusal> {
         _ => Version::HTTP_11,
     };
     let path = parsed.path.unwrap_or_default();
-    let start = buf.as_ptr() as usize;
-    let span = |s: &[u8]| {
-        let at = s.as_ptr() as usize - start;
-        at..at + s.len()
+    let target = {
+        let at = path.as_ptr() as usize - buf.as_ptr() as usize;
+        at..at + path.len()
     };
-    let target = span(path.as_bytes());
-    let mut chunked = false;
-    let mut coded = false;
-    let mut length: Option<u64> = None;
-    let mut keep_alive = version == Version::HTTP_11;
-    let mut expect_continue = false;
-    // Where each field lies in the head, so that the header values can be
-    // slices of it.
-    let mut spans = Vec::with_capacity(parsed.headers.len());
-    for field in parsed.headers.iter() {
-        let name = field.name.as_bytes();
-        let value = field.value;
-        if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            coded = true;
-            chunked = value
-                .rsplit(|b| *b == b',')
-                .next()
-                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        } else if name.eq_ignore_ascii_case(b"content-length") {
-            let n = std::str::from_utf8(value)
-                .ok()
-                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|v| v.parse::<u64>().ok())
-                .ok_or(Refusal::Bad("bad content-length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(Refusal::Bad("conflicting content-length"));
-            }
-            length = Some(n);
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            for token in value.split(|b| *b == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    keep_alive = false;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
-                    keep_alive = true;
-                }
-            }
-        } else if name.eq_ignore_ascii_case(b"expect") {
-            expect_continue = value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
-        }
-        spans.push((span(name), span(value)));
-    }
-    let framing = match (coded, chunked, length) {
+    let fields = Fields::read(buf, parsed.headers).map_err(Refusal::Bad)?;
+    let keep_alive = match version {
+        Version::HTTP_10 => fields.keep_alive && !fields.close,
+        _ => !fields.close,
+    };
+    let framing = match (fields.coded, fields.chunked, fields.length) {
         // A length beside a transfer coding is how requests are smuggled.
         (true, _, Some(_)) => {
             return Err(Refusal::Bad("both transfer-encoding and content-length"))
@@ -118,14 +80,8 @@ pub fn parse(buf: &mut BytesMut) -> Result<Option<Head>, Refusal> {
     };
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target)).map_err(|_| Refusal::Bad("bad target"))?;
-    let mut headers = HeaderMap::with_capacity(spans.len());
-    for (name, value) in spans {
-        let name =
-            HeaderName::from_bytes(&head[name]).map_err(|_| Refusal::Bad("bad header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value))
-            .map_err(|_| Refusal::Bad("bad header value"))?;
-        headers.append(name, value);
-    }
+    let mut headers = fields.header_map(&head).map_err(Refusal::Bad)?;
+    let expect_continue = fields.expect_continue;
     if expect_continue {
         // Answered here: the router asks for the body when a backend reads it.
         headers.remove(EXPECT);

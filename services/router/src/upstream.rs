@@ -22,7 +22,7 @@ use std::task::{Context, Poll};
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
-use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, HOST};
+use hyper::header::{CONTENT_LENGTH, HOST};
 use hyper::http::request::Parts;
 use hyper::http::response;
 use hyper::{Method, Response, StatusCode, Version};
@@ -30,7 +30,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::body::{BoxError, OutBody, RequestBody};
-use crate::codec::{reserve, Decoder, Framing};
+use crate::codec::{reserve, Decoder, Fields, Framing};
 use crate::headers::Forwarded;
 use crate::pool::Slot;
 
@@ -311,58 +311,13 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Answer>, 
         .and_then(|c| StatusCode::from_u16(c).ok())
         .ok_or(SendError::Malformed("bad status code"))?;
     let http11 = parsed.version == Some(1);
-    let mut chunked = false;
-    let mut coded = false;
-    let mut length: Option<u64> = None;
-    let mut close = !http11;
-    // Where each field lies in the head, so that the header values can be
-    // slices of it (no copy, no allocation per value).
-    let start = buf.as_ptr() as usize;
-    let mut spans = Vec::with_capacity(parsed.headers.len());
-    for field in parsed.headers.iter() {
-        let name = field.name.as_bytes();
-        let value = field.value;
-        if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            coded = true;
-            chunked = value
-                .rsplit(|b| *b == b',')
-                .next()
-                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        } else if name.eq_ignore_ascii_case(b"content-length") {
-            let n = std::str::from_utf8(value)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .ok_or(SendError::Malformed("bad content-length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(SendError::Malformed("conflicting content-length"));
-            }
-            length = Some(n);
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            for token in value.split(|b| *b == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") && !http11 {
-                    close = false;
-                }
-            }
-        }
-        let name_at = name.as_ptr() as usize - start;
-        let value_at = value.as_ptr() as usize - start;
-        spans.push((
-            name_at..name_at + name.len(),
-            value_at..value_at + value.len(),
-        ));
-    }
+    let fields = Fields::read(buf, parsed.headers).map_err(SendError::Malformed)?;
+    let close = fields.close || (!http11 && !fields.keep_alive);
+    let (coded, chunked, length) = (fields.coded, fields.chunked, fields.length);
     let head_bytes = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(spans.len());
-    for (name, value) in spans {
-        let name = HeaderName::from_bytes(&head_bytes[name])
-            .map_err(|_| SendError::Malformed("bad header name"))?;
-        let value = HeaderValue::from_maybe_shared(head_bytes.slice(value))
-            .map_err(|_| SendError::Malformed("bad header value"))?;
-        headers.append(name, value);
-    }
+    let mut headers = fields
+        .header_map(&head_bytes)
+        .map_err(SendError::Malformed)?;
     if coded {
         // RFC 9112 §6.3: the transfer coding decides; a length beside it
         // would be wrong for the client, who gets the decoded body.
@@ -473,6 +428,7 @@ impl Body for Reader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hyper::header::{HeaderMap, HeaderValue};
 
     fn parse(raw: &[u8], head_request: bool) -> (Answer, BytesMut) {
         let mut buf = BytesMut::from(raw);
