@@ -15,6 +15,16 @@ use tokio::net::{TcpListener, TcpStream};
 
 const WAIT: Duration = Duration::from_secs(3);
 
+/// A router whose service `web` is one backend, `a`.
+async fn web() -> (NatsServer, Backend, TestRouter) {
+    let nats = NatsServer::start();
+    let bus = bus(&nats.url()).await;
+    let a = Backend::start("a").await;
+    publish_routes(&bus, "web", vec![a.route(1)]).await;
+    let router = TestRouter::start(&nats.url()).await;
+    (nats, a, router)
+}
+
 /// Read from `stream` until `text` has arrived (or fail after [`WAIT`]).
 async fn read_until(stream: &mut TcpStream, seen: &mut Vec<u8>, text: &str) {
     let found = tokio::time::timeout(WAIT, async {
@@ -39,11 +49,7 @@ async fn read_until(stream: &mut TcpStream, seen: &mut Vec<u8>, text: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expect_100_continue_is_answered_once_a_backend_reads_the_body() {
-    let nats = NatsServer::start();
-    let bus = bus(&nats.url()).await;
-    let a = Backend::start("a").await;
-    publish_routes(&bus, "web", vec![a.route(1)]).await;
-    let router = TestRouter::start(&nats.url()).await;
+    let (_nats, _a, router) = web().await;
 
     let mut stream = TcpStream::connect(router.addr).await.expect("connect");
     stream
@@ -70,11 +76,7 @@ async fn expect_100_continue_is_answered_once_a_backend_reads_the_body() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_requests_and_http_1_0_clients_are_served_in_order() {
-    let nats = NatsServer::start();
-    let bus = bus(&nats.url()).await;
-    let a = Backend::start("a").await;
-    publish_routes(&bus, "web", vec![a.route(1)]).await;
-    let router = TestRouter::start(&nats.url()).await;
+    let (_nats, _a, router) = web().await;
 
     let answer = raw(
         router.addr,
@@ -199,11 +201,7 @@ async fn an_answer_of_unknown_length_is_chunked_or_runs_to_the_close_for_http_1_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_answered_without_reading_it_is_dropped_and_the_connection_kept() {
-    let nats = NatsServer::start();
-    let bus = bus(&nats.url()).await;
-    let a = Backend::start("a").await;
-    publish_routes(&bus, "web", vec![a.route(1)]).await;
-    let router = TestRouter::start(&nats.url()).await;
+    let (_nats, _a, router) = web().await;
 
     let answer = raw(
         router.addr,
@@ -224,11 +222,7 @@ async fn a_body_answered_without_reading_it_is_dropped_and_the_connection_kept()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bytes_sent_right_after_an_upgrade_request_reach_the_backend() {
-    let nats = NatsServer::start();
-    let bus = bus(&nats.url()).await;
-    let a = Backend::start("a").await;
-    publish_routes(&bus, "web", vec![a.route(1)]).await;
-    let router = TestRouter::start(&nats.url()).await;
+    let (_nats, _a, router) = web().await;
 
     let mut stream = TcpStream::connect(router.addr).await.expect("connect");
     stream
@@ -243,11 +237,7 @@ async fn bytes_sent_right_after_an_upgrade_request_reach_the_backend() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heads_that_could_be_read_two_ways_are_refused() {
-    let nats = NatsServer::start();
-    let bus = bus(&nats.url()).await;
-    let a = Backend::start("a").await;
-    publish_routes(&bus, "web", vec![a.route(1)]).await;
-    let router = TestRouter::start(&nats.url()).await;
+    let (_nats, a, router) = web().await;
 
     for head in [
         &b"POST /echo HTTP/1.1\r\nHost: web.localhost\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n"[..],
