@@ -178,7 +178,7 @@ fi
 
 echo "## Router benchmark ($(date -u +%F), $(nproc) CPUs, $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'))"
 echo
-echo "Max throughput: \`taskset -c $LOAD_CPU wrk -t1 -c$CONNS -d${DURATION}s --latency -H 'Host: $HOST'\`, $REPEAT rounds, targets interleaved; median of the rounds (by requests/s), then every round's requests/s"
+echo "Max throughput: \`taskset -c $LOAD_CPU wrk -t1 -c$CONNS -d${DURATION}s --latency -H 'Host: $HOST'\`, $REPEAT rounds, targets interleaved; median of the rounds (by requests/s), then every round's requests/s and p99"
 echo
 for r in $(seq "$REPEAT"); do
     for name in "${ORDER[@]}"; do
@@ -199,13 +199,13 @@ import sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
 def ms(v):
     return float(v[:-2]) if v.endswith("ms") else float(v[:-2]) / 1000 if v.endswith("us") else float(v[:-1]) * 1000
-print("| target | requests/s | p50 | p99 | median p99 of the rounds | errors | requests/s of each round (CPU steal %) |")
+print("| target | requests/s | p50 | p99 | median p99 of the rounds | errors | requests/s / p99 of each round (CPU steal %) |")
 print("|---|---:|---:|---:|---:|---:|---|")
 for name in sys.argv[2:]:
     runs = [r for r in rows if r[0] == name]
     med = sorted(runs, key=lambda r: float(r[1]))[len(runs) // 2]
     p99s = sorted(ms(r[3]) for r in runs)
-    each = ", ".join(f"{float(r[1]):,.0f} ({r[5]})" for r in runs)
+    each = ", ".join(f"{float(r[1]):,.0f} / {ms(r[3]):.2f}ms ({r[5]})" for r in runs)
     print(f"| {name} | {float(med[1]):,.0f} | {med[2]} | {med[3]} | {p99s[len(p99s) // 2]:.2f}ms | {med[4]} | {each} |")
 # Paired within each round (the runs a few seconds apart share the noise).
 rps = lambda name: [float(r[1]) for r in rows if r[0] == name]

@@ -30,7 +30,7 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9180";
 pub const DEFAULT_STATS_INTERVAL_MS: u64 = 1_000;
 /// Default limit on the size of a request's head (request line and headers), in bytes.
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
-/// Smallest head limit hyper accepts.
+/// Smallest head limit accepted: less would refuse ordinary browsers' heads.
 pub const MIN_MAX_HEADER_BYTES: usize = 8 * 1024;
 /// Default limit on a request body, in bytes (10 MiB).
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
@@ -89,7 +89,7 @@ pub struct Config {
     pub idle_timeout_secs: u64,
 
     /// Largest request head (request line and headers), in bytes; larger
-    /// ones get 431. At least 8192 (hyper's floor).
+    /// ones get 431. At least 8192.
     #[arg(long, env = "MENTAT_ROUTER_MAX_HEADER_BYTES", default_value_t = DEFAULT_MAX_HEADER_BYTES)]
     pub max_header_bytes: usize,
 

@@ -246,7 +246,15 @@ async fn next_head(
     }
     loop {
         if !io.buf.is_empty() {
+            let buffered = io.buf.len();
             match request::parse(&mut io.buf) {
+                // A whole head can arrive in one read past the limit.
+                Ok(Some(_)) if buffered - io.buf.len() > limits.max_header_bytes => {
+                    return Err(Stop::Refuse(
+                        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                        "request head too large",
+                    ))
+                }
                 Ok(Some(head)) => return Ok(head),
                 Ok(None) => {}
                 Err(Refusal::TooManyHeaders) => {

@@ -31,15 +31,30 @@ async fn oversized_heads_get_431_and_oversized_bodies_413() {
     let a = Backend::start("a").await;
     publish_routes(&bus, "web", vec![a.route(1)]).await;
     let router = router_with(&nats, |c| {
-        c.max_header_bytes = 8192;
+        // Not a power of two: the read buffer's capacity steps past it.
+        c.max_header_bytes = 10_000;
         c.max_body_bytes = 1000;
     })
     .await;
 
-    let big = "x".repeat(10_000);
+    let big = "x".repeat(20_000);
     let head = format!("GET / HTTP/1.1\r\nHost: web.localhost\r\nX-Big: {big}\r\n\r\n");
     let answer = raw(router.addr, head.as_bytes(), Duration::from_secs(3)).await;
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    // Just past the limit, and whole in one write.
+    for over in [1, 300] {
+        let big = "x".repeat(10_000 - 48 + over);
+        let head = format!("GET / HTTP/1.1\r\nHost: web.localhost\r\nX-Big: {big}\r\n\r\n");
+        assert_eq!(head.len(), 10_000 + over);
+        let answer = raw(router.addr, head.as_bytes(), Duration::from_secs(3)).await;
+        assert!(answer.starts_with("HTTP/1.1 431"), "{over} over: {answer}");
+    }
+    let fits = format!(
+        "GET / HTTP/1.1\r\nHost: web.localhost\r\nConnection: close\r\nX-Big: {}\r\n\r\n",
+        "x".repeat(9_900)
+    );
+    let answer = raw(router.addr, fits.as_bytes(), Duration::from_secs(3)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 
     let client = client();
     let answer = send(
