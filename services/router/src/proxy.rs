@@ -18,7 +18,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST, RETRY_AFTER};
+use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, DATE, HOST, RETRY_AFTER};
 use hyper::http::request::Parts;
 use hyper::{Method, Response, StatusCode};
 use mentat_domain::spec::{Sticky, DEFAULT_ENVIRONMENT};
@@ -341,14 +341,19 @@ fn upstream_response(answer: Answer, upstream: Upstream, guard: InFlight) -> Res
     Response::from_parts(head, ProxyBody::upstream(body, guard))
 }
 
-/// A short plain-text answer of the router itself.
+/// A short plain-text answer of the router itself, dated (RFC 9110 §6.6.1).
 pub fn local(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
     let mut resp = Response::new(ProxyBody::local(text));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(
+    let headers = resp.headers_mut();
+    headers.insert(
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    let now = httpdate::fmt_http_date(std::time::SystemTime::now());
+    if let Ok(date) = HeaderValue::from_str(&now) {
+        headers.insert(DATE, date);
+    }
     resp
 }
 

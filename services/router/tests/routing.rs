@@ -70,6 +70,12 @@ async fn unknown_hosts_get_404_and_empty_tables_503_with_retry_after() {
     let answer = get(&client, router.addr, "nope.localhost", "/").await;
     assert_eq!(answer.status, StatusCode::NOT_FOUND);
     assert_eq!(answer.body, "no such service\n");
+    let date = answer.headers.get("date").expect("a Date header");
+    let date = httpdate::parse_http_date(date.to_str().expect("ascii")).expect("an HTTP date");
+    let age = std::time::SystemTime::now()
+        .duration_since(date)
+        .unwrap_or_default();
+    assert!(age < std::time::Duration::from_secs(60), "{age:?}");
     let answer = get(&client, router.addr, "example.com", "/").await;
     assert_eq!(answer.status, StatusCode::NOT_FOUND);
 
