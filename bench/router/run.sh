@@ -184,8 +184,11 @@ for r in $(seq "$REPEAT"); do
     for name in "${ORDER[@]}"; do
         log "round $r/$REPEAT, wrk: $name ($(cut -d' ' -f1-3 /proc/loadavg))"
         before=$(cpu_snap)
+        # The router's own request-duration histogram around its run.
+        [[ $name == mentat-router ]] && curl -sf "http://127.0.0.1:$ADMIN_PORT/metrics" >"$TMP/metrics-$r-before"
         out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -H "Host: $HOST" "http://${TARGET[$name]}/")
         steal=$(steal_since "$before")
+        [[ $name == mentat-router ]] && curl -sf "http://127.0.0.1:$ADMIN_PORT/metrics" >"$TMP/metrics-$r-after"
         echo "$out" >"$TMP/wrk-$name-$r.txt"
         rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
         p50=$(awk '$1=="50%" {print $2}' <<<"$out")
@@ -209,6 +212,30 @@ for name in sys.argv[2:]:
     print(f"| {name} | {float(med[1]):,.0f} | {med[2]} | {med[3]} | {p99s[len(p99s) // 2]:.2f}ms | {med[4]} | {each} |")
 # Paired within each round (the runs a few seconds apart share the noise).
 rps = lambda name: [float(r[1]) for r in rows if r[0] == name]
+# What the router itself measured in each of its runs: from choosing a
+# backend to the answer's last byte (mentat_router_request_duration_seconds,
+# all instances), as the upper bound of the bucket holding the p99.
+import os, re
+def buckets(path):
+    counts = {}
+    for line in open(path):
+        m = re.match(r'mentat_router_request_duration_seconds_bucket\{.*le="([^"]+)"\} (\S+)', line)
+        if m:
+            le = float("inf") if m.group(1) == "+Inf" else float(m.group(1))
+            counts[le] = counts.get(le, 0) + float(m.group(2))
+    return counts
+own = []
+tmp = os.path.dirname(sys.argv[1])
+for r in range(1, len(rps("mentat-router")) + 1):
+    try:
+        a, b = buckets(f"{tmp}/metrics-{r}-before"), buckets(f"{tmp}/metrics-{r}-after")
+    except OSError:
+        continue
+    delta = sorted((le, b[le] - a.get(le, 0)) for le in b)
+    if delta and delta[-1][1] > 0:
+        own.append(next(f"{le * 1000:.2f}ms" for le, n in delta if n >= 0.99 * delta[-1][1]))
+if own:
+    print(f"\nmentat-router's own p99 in each round (its request-duration histogram, bucket upper bound; wrk's p99 above adds the time before the router routes a request and the load generator's side): {', '.join(own)}")
 for other in ("nginx", "haproxy"):
     ratios = [a / b for a, b in zip(rps("mentat-router"), rps(other))]
     if ratios:
