@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # User-space instructions per proxied request, for mentat-router and for
-# nginx configured as in run.sh: each proxy runs under
+# nginx configured as in run.sh (setup.sh's nginx_conf): each proxy runs under
 # `valgrind --tool=callgrind` (one worker) in front of the same two
 # backends, and serves FEW then MANY requests (`oha -n N -c 10`) in two
 # separate runs; the difference of the two totals divided by MANY - FEW is
@@ -18,18 +18,11 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-ROOT="$(cd "$HERE/../.." && pwd)"
-BIN="${BIN:-$ROOT/target/release}"
 FEW="${FEW:-2000}"
 MANY="${MANY:-12000}"
-NATS="${NATS_SERVER_BIN:-$(command -v nats-server)}"
-HOST=web.localhost
-
-for tool in valgrind oha nginx "$NATS" "$BIN/mentat-router" "$BIN/mentat-demo-app" "$BIN/mentat-bench-router"; do
-    command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 1; }
-done
 
 . "$HERE/setup.sh"
+require valgrind oha nginx
 total() { awk '/^(summary|totals):/ {print $2; exit}' "$1"; }
 start_backends
 
@@ -51,35 +44,7 @@ run_router() {
 run_nginx() {
     local n=$1 port
     port=$(free_port)
-    cat >"$TMP/nginx.$n.conf" <<CONF
-master_process off;
-worker_processes 1;
-daemon off;
-pid $TMP/nginx.$n.pid;
-error_log $TMP/nginx.err warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    upstream web {
-        server 127.0.0.1:$A_PORT weight=50;
-        server 127.0.0.1:$B_PORT weight=50;
-        keepalive 64;
-    }
-    server {
-        listen 127.0.0.1:$port;
-        location / {
-            proxy_pass http://web;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host \$host;
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto \$scheme;
-            proxy_set_header X-Request-Id \$request_id;
-        }
-    }
-}
-CONF
+    nginx_conf "$TMP/nginx.$n.conf" "$port" 4096 "master_process off;"
     valgrind --tool=callgrind --callgrind-out-file="$TMP/nginx.$n" \
         nginx -c "$TMP/nginx.$n.conf" -p "$TMP" >"$TMP/nginx.$n.log" 2>&1 & local pid=$!
     wait_port "$port" || { cat "$TMP/nginx.$n.log" >&2; return 1; }

@@ -33,8 +33,6 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-ROOT="$(cd "$HERE/../.." && pwd)"
-BIN="${BIN:-$ROOT/target/release}"
 DURATION="${DURATION:-10}"
 REPEAT="${REPEAT:-5}"
 CONNS="${CONNS:-50}"
@@ -44,15 +42,10 @@ IDLE="${IDLE:-10000}"
 APPLY="${APPLY:-1000}"
 PROXY_CPU="${PROXY_CPU:-1}"
 LOAD_CPU="${LOAD_CPU:-0}"
-NATS="${NATS_SERVER_BIN:-$(command -v nats-server)}"
-HOST=web.localhost
-
-for tool in wrk oha nginx haproxy taskset "$NATS" "$BIN/mentat-router" "$BIN/mentat-demo-app" "$BIN/mentat-bench-router"; do
-    command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 1; }
-done
-ulimit -n "$(ulimit -Hn)"  # 10,000 idle connections need more than the usual 1024
 
 . "$HERE/setup.sh"
+require wrk oha nginx haproxy taskset
+ulimit -n "$(ulimit -Hn)"  # 10,000 idle connections need more than the usual 1024
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 # CPU time stolen by the hypervisor, in % of all CPUs' time, between two
 # snapshots of /proc/stat: a virtual machine's noise, shown per run.
@@ -75,41 +68,7 @@ wait_port "$ROUTER_PORT"
 # run gets 30,000. Sets NGINX_PID (master) and NGINX_WORKER.
 start_nginx() {
 log "nginx on $2 (CPU $PROXY_CPU, 1 worker, $1 connections)"
-cat >"$TMP/nginx-$1.conf" <<CONF
-worker_processes 1;
-# No worker_cpu_affinity: "auto" would bind the worker to CPU 0 whatever
-# taskset said; the worker inherits the CPU 1 mask from the master.
-daemon off;
-pid $TMP/nginx-$1.pid;
-error_log $TMP/nginx.err warn;
-worker_rlimit_nofile 20000;
-events { worker_connections $1; }
-http {
-    access_log off;
-    keepalive_timeout 60s;
-    keepalive_requests 1000000;
-    upstream web {
-        server 127.0.0.1:$A_PORT weight=50;
-        server 127.0.0.1:$B_PORT weight=50;
-        keepalive 64;
-    }
-    server {
-        listen 127.0.0.1:$2;
-        client_header_timeout 10s;
-        client_max_body_size 10m;
-        location / {
-            proxy_pass http://web;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host \$host;
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto \$scheme;
-            proxy_set_header X-Request-Id \$request_id;
-            proxy_next_upstream error timeout http_502 http_503;
-        }
-    }
-}
-CONF
+nginx_conf "$TMP/nginx-$1.conf" "$2" "$1"
 taskset -c "$PROXY_CPU" nginx -c "$TMP/nginx-$1.conf" -p "$TMP" & NGINX_PID=$!; PIDS+=($NGINX_PID)
 wait_port "$2"
 NGINX_WORKER=$(pgrep -P "$NGINX_PID" | head -1)

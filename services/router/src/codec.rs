@@ -162,7 +162,7 @@ impl Decoder {
                 }
             }
             // Nothing usable buffered: read more.
-            reserve(buf);
+            reserve(buf, READ_SIZE);
             match tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, buf) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(n)) if n > 0 => {}
@@ -177,10 +177,11 @@ impl Decoder {
     }
 }
 
-/// Room for one more read.
-pub fn reserve(buf: &mut BytesMut) {
-    if buf.capacity() - buf.len() < READ_SIZE / 4 {
-        buf.reserve(READ_SIZE);
+/// Room for one more read: `size` more bytes when less than a quarter of
+/// that is left.
+pub fn reserve(buf: &mut BytesMut, size: usize) {
+    if buf.capacity() - buf.len() < size / 4 {
+        buf.reserve(size);
     }
 }
 

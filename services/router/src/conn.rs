@@ -46,7 +46,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
 use crate::body::{BoxError, ClientBody, ProxyBody, RequestBody};
-use crate::codec::{Decoder, Framing};
+use crate::codec::{self, Decoder, Framing};
 use crate::proxy::{local, Proxy};
 use crate::request::{self, Head, Refusal};
 use crate::server::Limits;
@@ -276,9 +276,7 @@ async fn next_head(
                 head_started = true;
             }
         }
-        if io.buf.capacity() - io.buf.len() < HEAD_BUFFER / 4 {
-            io.buf.reserve(HEAD_BUFFER);
-        }
+        codec::reserve(&mut io.buf, HEAD_BUFFER);
         let read = poll_fn(|cx| {
             if let Poll::Ready(read) =
                 tokio_util::io::poll_read_buf(Pin::new(&mut io.stream), cx, &mut io.buf)

@@ -30,7 +30,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::body::{BoxError, OutBody, RequestBody};
-use crate::codec::{reserve, Decoder, Fields, Framing};
+use crate::codec::{reserve, Decoder, Fields, Framing, READ_SIZE};
 use crate::headers::Forwarded;
 use crate::pool::Slot;
 
@@ -277,7 +277,7 @@ async fn read_head<R: AsyncRead + Unpin>(
                 return Err(SendError::Malformed("response head too large"));
             }
         }
-        reserve(buf);
+        reserve(buf, READ_SIZE);
         let n = tokio::io::AsyncReadExt::read_buf(reader, buf)
             .await
             .map_err(SendError::Read)?;

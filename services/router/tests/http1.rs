@@ -1,6 +1,7 @@
 //! The router's HTTP/1.1 server side on the wire: `Expect: 100-continue`,
 //! pipelined requests, HTTP/1.0 clients, the framing of answers whose
-//! length is unknown, request bodies the router answered without reading,
+//! length is unknown, request bodies the router answered without reading
+//! (dropped when short, the connection closed when long),
 //! bytes sent right after an upgrade request, and heads it refuses.
 
 mod common;
@@ -217,6 +218,26 @@ async fn a_body_answered_without_reading_it_is_dropped_and_the_connection_kept()
     assert!(
         answer.ends_with("\r\n\r\na"),
         "the last request answered: {answer}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_too_long_to_drain_closes_the_connection_after_the_answer() {
+    let (_nats, a, router) = web().await;
+
+    // 100,000 bytes announced, past what the router reads and drops.
+    let started = std::time::Instant::now();
+    let mut request =
+        b"POST / HTTP/1.1\r\nHost: nope.localhost\r\nContent-Length: 100000\r\n\r\n".to_vec();
+    request.extend_from_slice(&[b'x'; 1000]);
+    let answer = raw(router.addr, &request, WAIT).await;
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    assert!(answer.contains("connection: close\r\n"), "{answer}");
+    assert!(started.elapsed() < WAIT, "the router closed the connection");
+    assert_eq!(
+        a.started.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "nothing was forwarded"
     );
 }
 
