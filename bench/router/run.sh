@@ -47,6 +47,8 @@ LOAD_CPU="${LOAD_CPU:-0}"
 require wrk oha nginx haproxy taskset
 ulimit -n "$(ulimit -Hn)"  # 10,000 idle connections need more than the usual 1024
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+# CPU time (user + system, all threads) a process has used, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # CPU time stolen by the hypervisor, in % of all CPUs' time, between two
 # snapshots of /proc/stat: a virtual machine's noise, shown per run.
 cpu_snap() { awk '/^cpu / {print $2+$3+$4+$5+$6+$7+$8+$9, $9}' /proc/stat; }
@@ -139,21 +141,26 @@ echo "## Router benchmark ($(date -u +%F), $(nproc) CPUs, $(git -C "$ROOT" rev-p
 echo
 echo "Max throughput: \`taskset -c $LOAD_CPU wrk -t1 -c$CONNS -d${DURATION}s --latency -H 'Host: $HOST'\`, $REPEAT rounds, targets interleaved; median of the rounds (by requests/s), then every round's requests/s and p99"
 echo
+declare -A PROC=([mentat-router]=$ROUTER_PID [nginx]=$NGINX_WORKER [haproxy]=$HAPROXY_PID)
 for r in $(seq "$REPEAT"); do
     for name in "${ORDER[@]}"; do
         log "round $r/$REPEAT, wrk: $name ($(cut -d' ' -f1-3 /proc/loadavg))"
         before=$(cpu_snap)
+        # The proxy's own CPU time over the run (none for direct).
+        ticks=$( [[ -n ${PROC[$name]:-} ]] && cpu_ticks "${PROC[$name]}" || echo)
         # The router's own request-duration histogram around its run.
         [[ $name == mentat-router ]] && curl -sf "http://127.0.0.1:$ADMIN_PORT/metrics" >"$TMP/metrics-$r-before"
         out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -H "Host: $HOST" "http://${TARGET[$name]}/")
         steal=$(steal_since "$before")
+        cpu_us=$( [[ -n $ticks ]] && awk -v t="$(( $(cpu_ticks "${PROC[$name]}") - ticks ))" -v hz="$(getconf CLK_TCK)" -v n="$(awk '/requests in/ {print $1}' <<<"$out")" \
+            'BEGIN {printf "%.2f", t / hz / n * 1e6}' || echo -)
         [[ $name == mentat-router ]] && curl -sf "http://127.0.0.1:$ADMIN_PORT/metrics" >"$TMP/metrics-$r-after"
         echo "$out" >"$TMP/wrk-$name-$r.txt"
         rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
         p50=$(awk '$1=="50%" {print $2}' <<<"$out")
         p99=$(awk '$1=="99%" {print $2}' <<<"$out")
         errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
-        printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$rps" "$p50" "$p99" "${errs:-0}" "$steal" >>"$TMP/wrk.tsv"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$rps" "$p50" "$p99" "${errs:-0}" "$steal" "$cpu_us" >>"$TMP/wrk.tsv"
     done
 done
 python3 - "$TMP/wrk.tsv" "${ORDER[@]}" <<'PY'
@@ -200,6 +207,18 @@ for other in ("nginx", "haproxy"):
     if ratios:
         each = ", ".join(f"{x:.2f}" for x in ratios)
         print(f"\nmentat-router ÷ {other}, requests/s of the same round: {each}; median {sorted(ratios)[len(ratios) // 2]:.2f}")
+# The proxy's CPU time (user + system, from /proc/PID/stat) per request
+# served: what a request costs the proxy, whichever CPU bounds the run.
+cpu = lambda name: [float(r[6]) for r in rows if r[0] == name and r[6] != "-"]
+print("\nProxy CPU time per request (user + system, µs; median of the rounds, then each round):")
+for name in sys.argv[2:]:
+    if cpu(name):
+        each = ", ".join(f"{x:.2f}" for x in cpu(name))
+        print(f"- {name}: {sorted(cpu(name))[len(cpu(name)) // 2]:.2f} µs ({each})")
+for other in ("nginx", "haproxy"):
+    ratios = [a / b for a, b in zip(cpu("mentat-router"), cpu(other))]
+    if ratios:
+        print(f"- mentat-router ÷ {other}, CPU per request of the same round: {', '.join(f'{x:.2f}' for x in ratios)}; median {sorted(ratios)[len(ratios) // 2]:.2f}")
 PY
 echo
 echo "Fixed rate: \`taskset -c $LOAD_CPU oha -z ${DURATION}s -q $RATE -c $RATE_CONNS --latency-correction --no-tui -H 'Host: $HOST'\`, $REPEAT rounds, targets interleaved; each column is the median of the rounds"
@@ -253,7 +272,7 @@ kill "$NGINX_PID"; wait "$NGINX_PID" 2>/dev/null || true
 NGINX_PORT=$(free_port)
 start_nginx 30000 "$NGINX_PORT"
 TARGET[nginx]="127.0.0.1:$NGINX_PORT"
-declare -A PROC=([mentat-router]=$ROUTER_PID [nginx]=$NGINX_WORKER [haproxy]=$HAPROXY_PID)
+PROC[nginx]=$NGINX_WORKER
 for name in mentat-router nginx haproxy; do
     n=$IDLE
     [[ $name == haproxy && $n -gt 9000 ]] && n=9000
