@@ -480,12 +480,18 @@ async fn drain_body(io: &mut ClientIo, mut decoder: Decoder) -> bool {
 /// Close after an answer, reading (and dropping) what the client still
 /// sends for a while: closing a socket with unread bytes would reset the
 /// connection, and the reset can destroy the answer before the client
-/// reads it.
+/// reads it. The bytes go through the connection's buffer, not an array
+/// in this future: the future is part of every request's state.
 async fn linger(mut io: ClientIo) {
     let _ = io.stream.shutdown().await;
-    let mut scratch = [0u8; 2048];
     let _ = tokio::time::timeout(DRAIN_TIME, async {
-        while matches!(io.stream.read(&mut scratch).await, Ok(n) if n > 0) {}
+        loop {
+            io.buf.clear();
+            codec::reserve(&mut io.buf, HEAD_BUFFER);
+            if !matches!(io.stream.read_buf(&mut io.buf).await, Ok(n) if n > 0) {
+                break;
+            }
+        }
     })
     .await;
 }
