@@ -47,12 +47,19 @@ LOAD_CPU="${LOAD_CPU:-0}"
 require wrk oha nginx haproxy taskset
 ulimit -n "$(ulimit -Hn)"  # 10,000 idle connections need more than the usual 1024
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
-# CPU time (user + system, all threads) a process has used, in clock ticks.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# CPU time (all threads) a process has used, in clock ticks: user, system.
+cpu_ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
+# per_request "BEFORE" "AFTER" N: the user and system µs per request
+# between two cpu_ticks readings, N requests apart.
+per_request() {
+    awk -v b="$1" -v a="$2" -v n="$3" -v hz="$(getconf CLK_TCK)" 'BEGIN {
+        split(b, x, " "); split(a, y, " ")
+        printf "%.2f\t%.2f", (y[1] - x[1]) / hz / n * 1e6, (y[2] - x[2]) / hz / n * 1e6 }'
+}
 # CPU time stolen by the hypervisor, in % of all CPUs' time, between two
 # snapshots of /proc/stat: a virtual machine's noise, shown per run.
 cpu_snap() { awk '/^cpu / {print $2+$3+$4+$5+$6+$7+$8+$9, $9}' /proc/stat; }
-steal_since() { cpu_snap | awk -v b="$1" 'BEGIN {split(b, s, " ")} {t = $1 - s[1]; printf "%.0f", (t > 0 ? 100 * ($2 - s[2]) / t : 0)}'; }
+steal_since() { cpu_snap | awk -v b="$1" 'BEGIN {split(b, s, " ")} {t = $1 - s[1]; printf "%.1f", (t > 0 ? 100 * ($2 - s[2]) / t : 0)}'; }
 
 start_backends "$LOAD_CPU"
 ROUTER_PORT=$(free_port); ADMIN_PORT=$(free_port); NGINX_PORT=$(free_port); HAPROXY_PORT=$(free_port)
@@ -152,8 +159,7 @@ for r in $(seq "$REPEAT"); do
         [[ $name == mentat-router ]] && curl -sf "http://127.0.0.1:$ADMIN_PORT/metrics" >"$TMP/metrics-$r-before"
         out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -H "Host: $HOST" "http://${TARGET[$name]}/")
         steal=$(steal_since "$before")
-        cpu_us=$( [[ -n $ticks ]] && awk -v t="$(( $(cpu_ticks "${PROC[$name]}") - ticks ))" -v hz="$(getconf CLK_TCK)" -v n="$(awk '/requests in/ {print $1}' <<<"$out")" \
-            'BEGIN {printf "%.2f", t / hz / n * 1e6}' || echo -)
+        cpu_us=$( [[ -n $ticks ]] && per_request "$ticks" "$(cpu_ticks "${PROC[$name]}")" "$(awk '/requests in/ {print $1}' <<<"$out")" || printf -- '-\t-')
         [[ $name == mentat-router ]] && curl -sf "http://127.0.0.1:$ADMIN_PORT/metrics" >"$TMP/metrics-$r-after"
         echo "$out" >"$TMP/wrk-$name-$r.txt"
         rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
@@ -209,12 +215,15 @@ for other in ("nginx", "haproxy"):
         print(f"\nmentat-router ÷ {other}, requests/s of the same round: {each}; median {sorted(ratios)[len(ratios) // 2]:.2f}")
 # The proxy's CPU time (user + system, from /proc/PID/stat) per request
 # served: what a request costs the proxy, whichever CPU bounds the run.
-cpu = lambda name: [float(r[6]) for r in rows if r[0] == name and r[6] != "-"]
-print("\nProxy CPU time per request (user + system, µs; median of the rounds, then each round):")
+runs = lambda name: [r for r in rows if r[0] == name and r[6] != "-"]
+cpu = lambda name: [float(r[6]) + float(r[7]) for r in runs(name)]
+median = lambda xs: sorted(xs)[len(xs) // 2]
+print("\nProxy CPU time per request (µs; median of the rounds: user + system = total, then each round's total):")
 for name in sys.argv[2:]:
     if cpu(name):
+        user, system = median([float(r[6]) for r in runs(name)]), median([float(r[7]) for r in runs(name)])
         each = ", ".join(f"{x:.2f}" for x in cpu(name))
-        print(f"- {name}: {sorted(cpu(name))[len(cpu(name)) // 2]:.2f} µs ({each})")
+        print(f"- {name}: {user:.2f} + {system:.2f} = {median(cpu(name)):.2f} µs ({each})")
 for other in ("nginx", "haproxy"):
     ratios = [a / b for a, b in zip(cpu("mentat-router"), cpu(other))]
     if ratios:
@@ -249,7 +258,7 @@ for name in names:
     print(f"| {name} | {med(lambda d: d['summary']['requestsPerSec']):.0f} | {ms(p('p50'))} | {ms(p('p90'))} | {ms(p('p99'))} | {ms(p('p99.9'))} | {med(lambda d: d['summary']['successRate']) * 100:.2f}% | {each} |")
 # Paired within each round, as above; then only the rounds in which the
 # hypervisor stole at most 1% of the CPU time during both runs compared.
-steal = {n: [int(open(f"{tmp}/steal-{n}-{r}").read().strip() or 0) for r in range(1, repeat + 1)] for n in names}
+steal = {n: [float(open(f"{tmp}/steal-{n}-{r}").read().strip() or 0) for r in range(1, repeat + 1)] for n in names}
 for name in names[1:]:
     added = [a - b for a, b in zip(p99[name], p99["direct"])]
     each = ", ".join(ms(x) for x in added)
