@@ -15,7 +15,8 @@
 # Environment:
 #   DURATION=10        seconds per load run
 #   REPEAT=5           rounds of load runs (targets interleaved within a
-#                      round); the tables give each target's median run
+#                      round, each round starting one target later); the
+#                      tables give each target's median run
 #   CONNS=50           client connections for the max-throughput runs
 #   RATE=2000          requests/s of the fixed-rate runs (oha -q)
 #   RATE_CONNS=20      client connections of the fixed-rate runs
@@ -122,6 +123,9 @@ declare -A TARGET=(
     [haproxy]="127.0.0.1:$HAPROXY_PORT"
 )
 ORDER=(direct mentat-router nginx haproxy)
+# The targets of round R, ORDER rotated by R - 1: steal comes in bursts,
+# and a fixed order would give one target the same slot in every round.
+rotated() { for i in "${!ORDER[@]}"; do echo "${ORDER[(i + $1 - 1) % ${#ORDER[@]}]}"; done; }
 
 # Every proxy's threads must be on PROXY_CPU only (checked, and shown).
 affinity() { for t in /proc/"$1"/task/*; do taskset -pc "${t##*/}" | awk '{print $NF}'; done | sort -u | paste -sd' '; }
@@ -146,11 +150,11 @@ fi
 
 echo "## Router benchmark ($(date -u +%F), $(nproc) CPUs, $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'))"
 echo
-echo "Max throughput: \`taskset -c $LOAD_CPU wrk -t1 -c$CONNS -d${DURATION}s --latency -H 'Host: $HOST'\`, $REPEAT rounds, targets interleaved; median of the rounds (by requests/s), then every round's requests/s and p99"
+echo "Max throughput: \`taskset -c $LOAD_CPU wrk -t1 -c$CONNS -d${DURATION}s --latency -H 'Host: $HOST'\`, $REPEAT rounds, targets interleaved (order rotated each round); median of the rounds (by requests/s), then every round's requests/s and p99"
 echo
 declare -A PROC=([mentat-router]=$ROUTER_PID [nginx]=$NGINX_WORKER [haproxy]=$HAPROXY_PID)
 for r in $(seq "$REPEAT"); do
-    for name in "${ORDER[@]}"; do
+    for name in $(rotated "$r"); do
         log "round $r/$REPEAT, wrk: $name ($(cut -d' ' -f1-3 /proc/loadavg))"
         before=$(cpu_snap)
         # The proxy's own CPU time over the run (none for direct).
@@ -230,10 +234,10 @@ for other in ("nginx", "haproxy"):
         print(f"- mentat-router ÷ {other}, CPU per request of the same round: {', '.join(f'{x:.2f}' for x in ratios)}; median {sorted(ratios)[len(ratios) // 2]:.2f}")
 PY
 echo
-echo "Fixed rate: \`taskset -c $LOAD_CPU oha -z ${DURATION}s -q $RATE -c $RATE_CONNS --latency-correction --no-tui -H 'Host: $HOST'\`, $REPEAT rounds, targets interleaved; each column is the median of the rounds"
+echo "Fixed rate: \`taskset -c $LOAD_CPU oha -z ${DURATION}s -q $RATE -c $RATE_CONNS --latency-correction --no-tui -H 'Host: $HOST'\`, $REPEAT rounds, targets interleaved (order rotated each round); each column is the median of the rounds"
 echo
 for r in $(seq "$REPEAT"); do
-    for name in "${ORDER[@]}"; do
+    for name in $(rotated "$r"); do
         log "round $r/$REPEAT, oha -q $RATE: $name ($(cut -d' ' -f1-3 /proc/loadavg))"
         before=$(cpu_snap)
         taskset -c "$LOAD_CPU" oha -z "${DURATION}s" -q "$RATE" -c "$RATE_CONNS" --latency-correction --no-tui \
