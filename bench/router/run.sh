@@ -231,7 +231,7 @@ for name in sys.argv[2:]:
 for other in ("nginx", "haproxy"):
     ratios = [a / b for a, b in zip(cpu("mentat-router"), cpu(other))]
     if ratios:
-        print(f"- mentat-router ÷ {other}, CPU per request of the same round: {', '.join(f'{x:.2f}' for x in ratios)}; median {sorted(ratios)[len(ratios) // 2]:.2f}")
+        print(f"- mentat-router ÷ {other}, CPU per request of the same round: {', '.join(f'{x:.2f}' for x in ratios)}; median {median(ratios):.2f}")
 PY
 echo
 echo "Fixed rate: \`taskset -c $LOAD_CPU oha -z ${DURATION}s -q $RATE -c $RATE_CONNS --latency-correction --no-tui -H 'Host: $HOST'\`, $REPEAT rounds, targets interleaved (order rotated each round); each column is the median of the rounds"
