@@ -176,6 +176,7 @@ done
 python3 - "$TMP/wrk.tsv" "${ORDER[@]}" <<'PY'
 import sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
+median = lambda xs: sorted(xs)[len(xs) // 2]
 def ms(v):
     return float(v[:-2]) if v.endswith("ms") else float(v[:-2]) / 1000 if v.endswith("us") else float(v[:-1]) * 1000
 print("| target | requests/s | p50 | p99 | median p99 of the rounds | errors | requests/s / p99 of each round (CPU steal %) |")
@@ -183,10 +184,16 @@ print("|---|---:|---:|---:|---:|---:|---|")
 for name in sys.argv[2:]:
     runs = [r for r in rows if r[0] == name]
     med = sorted(runs, key=lambda r: float(r[1]))[len(runs) // 2]
-    p99s = sorted(ms(r[3]) for r in runs)
     each = ", ".join(f"{float(r[1]):,.0f} / {ms(r[3]):.2f}ms ({r[5]})" for r in runs)
-    print(f"| {name} | {float(med[1]):,.0f} | {med[2]} | {med[3]} | {p99s[len(p99s) // 2]:.2f}ms | {med[4]} | {each} |")
-# Paired within each round (the runs a few seconds apart share the noise).
+    print(f"| {name} | {float(med[1]):,.0f} | {med[2]} | {med[3]} | {median([ms(r[3]) for r in runs]):.2f}ms | {med[4]} | {each} |")
+# Paired within each round (the runs a few seconds apart share the noise):
+# the router's VALUES(name) over nginx's and HAProxy's.
+def against_router(what, values, lead):
+    for other in ("nginx", "haproxy"):
+        ratios = [a / b for a, b in zip(values("mentat-router"), values(other))]
+        if ratios:
+            each = ", ".join(f"{x:.2f}" for x in ratios)
+            print(f"{lead}mentat-router ÷ {other}, {what} of the same round: {each}; median {median(ratios):.2f}")
 rps = lambda name: [float(r[1]) for r in rows if r[0] == name]
 # What the router itself measured in each of its runs: from choosing a
 # backend to the answer's last byte (mentat_router_request_duration_seconds,
@@ -212,26 +219,18 @@ for r in range(1, len(rps("mentat-router")) + 1):
         own.append(next(f"{le * 1000:.2f}ms" for le, n in delta if n >= 0.99 * delta[-1][1]))
 if own:
     print(f"\nmentat-router's own p99 in each round (its request-duration histogram, bucket upper bound; wrk's p99 above adds the time before the router routes a request and the load generator's side): {', '.join(own)}")
-for other in ("nginx", "haproxy"):
-    ratios = [a / b for a, b in zip(rps("mentat-router"), rps(other))]
-    if ratios:
-        each = ", ".join(f"{x:.2f}" for x in ratios)
-        print(f"\nmentat-router ÷ {other}, requests/s of the same round: {each}; median {sorted(ratios)[len(ratios) // 2]:.2f}")
+against_router("requests/s", rps, "\n")
 # The proxy's CPU time (user + system, from /proc/PID/stat) per request
 # served: what a request costs the proxy, whichever CPU bounds the run.
-runs = lambda name: [r for r in rows if r[0] == name and r[6] != "-"]
-cpu = lambda name: [float(r[6]) + float(r[7]) for r in runs(name)]
-median = lambda xs: sorted(xs)[len(xs) // 2]
+measured = lambda name: [r for r in rows if r[0] == name and r[6] != "-"]
+cpu = lambda name: [float(r[6]) + float(r[7]) for r in measured(name)]
 print("\nProxy CPU time per request (µs; median of the rounds: user + system = total, then each round's total):")
 for name in sys.argv[2:]:
     if cpu(name):
-        user, system = median([float(r[6]) for r in runs(name)]), median([float(r[7]) for r in runs(name)])
+        user, system = (median([float(r[i]) for r in measured(name)]) for i in (6, 7))
         each = ", ".join(f"{x:.2f}" for x in cpu(name))
         print(f"- {name}: {user:.2f} + {system:.2f} = {median(cpu(name)):.2f} µs ({each})")
-for other in ("nginx", "haproxy"):
-    ratios = [a / b for a, b in zip(cpu("mentat-router"), cpu(other))]
-    if ratios:
-        print(f"- mentat-router ÷ {other}, CPU per request of the same round: {', '.join(f'{x:.2f}' for x in ratios)}; median {median(ratios):.2f}")
+against_router("CPU per request", cpu, "- ")
 PY
 echo
 echo "Fixed rate: \`taskset -c $LOAD_CPU oha -z ${DURATION}s -q $RATE -c $RATE_CONNS --latency-correction --no-tui -H 'Host: $HOST'\`, $REPEAT rounds, targets interleaved (order rotated each round); each column is the median of the rounds"
