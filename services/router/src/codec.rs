@@ -280,6 +280,11 @@ impl Fields {
         Ok(out)
     }
 
+    /// Name and value of each field, as offsets into the head.
+    pub fn into_spans(self) -> Vec<(Range<usize>, Range<usize>)> {
+        self.spans
+    }
+
     /// The header map, its values slices of `head` (the same bytes
     /// [`Fields::read`] was given, now frozen).
     pub fn header_map(&self, head: &Bytes) -> Result<HeaderMap, &'static str> {

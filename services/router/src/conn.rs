@@ -39,15 +39,16 @@ use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::Body;
 use hyper::header::{HeaderValue, CONTENT_LENGTH};
-use hyper::{Method, Response, StatusCode, Version};
+use hyper::{Method, StatusCode, Version};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
-use crate::body::{BoxError, ClientBody, ProxyBody, RequestBody};
+use crate::body::{BoxError, ClientBody, RequestBody};
 use crate::codec::{self, Decoder, Framing};
-use crate::proxy::{local, Proxy};
+use crate::headers::{push_field, X_REQUEST_ID};
+use crate::proxy::{local, Outgoing, Proxy};
 use crate::request::{self, Head, Refusal};
 use crate::server::Limits;
 use crate::tunnel::Tunnel;
@@ -326,28 +327,34 @@ enum Coding {
 /// tunnel, if the answer is a 101 that opens one.
 async fn respond(
     io: &mut ClientIo,
-    resp: Response<ProxyBody>,
+    resp: Outgoing,
     reply: Reply,
     keep: &mut bool,
 ) -> Result<Option<Tunnel>, BoxError> {
-    let (parts, mut body) = resp.into_parts();
-    let status = parts.status;
+    let Outgoing {
+        status,
+        headers,
+        passed,
+        request_id,
+        mut body,
+    } = resp;
     let tunnel = if status == StatusCode::SWITCHING_PROTOCOLS {
         body.take_tunnel()
     } else {
         None
     };
-    let mut head = Vec::with_capacity(128 + parts.headers.len() * 48);
+    let mut head = Vec::with_capacity(128 + (headers.len() + passed.len()) * 48);
     head.extend_from_slice(b"HTTP/1.1 ");
     head.extend_from_slice(status.as_str().as_bytes());
     head.push(b' ');
     head.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     head.extend_from_slice(b"\r\n");
-    for (name, value) in &parts.headers {
-        head.extend_from_slice(name.as_str().as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
-        head.extend_from_slice(b"\r\n");
+    for (name, value) in &headers {
+        push_field(&mut head, name.as_str().as_bytes(), value.as_bytes());
+    }
+    passed.write_to(&mut head);
+    if let Some(id) = request_id {
+        push_field(&mut head, X_REQUEST_ID.as_str().as_bytes(), id.as_bytes());
     }
     // RFC 9112 §6.3: 1xx, 204 and 304 never have a body nor framing of
     // their own; a HEAD answer keeps the length the GET would have.
@@ -356,7 +363,7 @@ async fn respond(
         || status == StatusCode::NOT_MODIFIED;
     let coding = if no_framing {
         Coding::None
-    } else if parts.headers.contains_key(CONTENT_LENGTH) {
+    } else if headers.contains_key(CONTENT_LENGTH) || passed.contains(&CONTENT_LENGTH) {
         Coding::Raw
     } else if let Some(n) = body.size_hint().exact() {
         let _ = write!(head, "content-length: {n}\r\n");

@@ -3,9 +3,11 @@
 //! `Upgrade` handshake kept for upgrades (WebSockets).
 
 use std::net::IpAddr;
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
+use bytes::Bytes;
 use hyper::header::{
     Entry, HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, PROXY_AUTHENTICATE,
     PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
@@ -80,6 +82,108 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// A name [`strip_hop_by_hop`] removes whatever the `Connection` header says.
 fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(name) || name.as_str().starts_with("proxy-")
+}
+
+/// Append one `name: value` line of a message head to `out`.
+pub fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Whether `name` (as sent, any case) is one [`strip_hop_by_hop`] removes
+/// whatever the `Connection` header says.
+fn is_hop_by_hop_bytes(name: &[u8]) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h.as_str().as_bytes()))
+        || name
+            .get(..6)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"proxy-"))
+}
+
+/// A backend's header fields on their way to a client: the fields of its
+/// response head as they came (names in the backend's case), less the
+/// hop-by-hop ones. They are written out as slices of the head, with no
+/// header map built and dropped per answer.
+#[derive(Debug, Default)]
+pub struct Passed {
+    head: Bytes,
+    /// Name and value of each field kept, as offsets into `head`.
+    fields: Vec<(Range<usize>, Range<usize>)>,
+    /// The `Upgrade` field's value: hop-by-hop, left out of `fields`, but
+    /// an upgrade's answer sends it on (see [`set_upgrade`]).
+    upgrade: Option<HeaderValue>,
+}
+
+impl Passed {
+    /// The fields at `spans` of `head` (as [`crate::codec::Fields`] found
+    /// them), without the hop-by-hop ones (those [`strip_hop_by_hop`]
+    /// removes) and, if `drop_length`, without `Content-Length`.
+    pub fn new(
+        head: Bytes,
+        mut spans: Vec<(Range<usize>, Range<usize>)>,
+        drop_length: bool,
+    ) -> Self {
+        let mut named: Vec<&[u8]> = Vec::new();
+        let mut upgrade = None;
+        for (name, value) in &spans {
+            let name = &head[name.clone()];
+            if name.eq_ignore_ascii_case(b"upgrade") && upgrade.is_none() {
+                upgrade = HeaderValue::from_maybe_shared(head.slice(value.clone())).ok();
+            } else if name.eq_ignore_ascii_case(b"connection") {
+                named.extend(
+                    head[value.clone()]
+                        .split(|b| *b == b',')
+                        .map(<[u8]>::trim_ascii)
+                        .filter(|n| !n.is_empty()),
+                );
+            }
+        }
+        let dropped = |name: &[u8]| {
+            is_hop_by_hop_bytes(name)
+                || (drop_length && name.eq_ignore_ascii_case(b"content-length"))
+                || named.iter().any(|n| n.eq_ignore_ascii_case(name))
+        };
+        spans.retain(|(name, _)| !dropped(&head[name.clone()]));
+        Passed {
+            head,
+            fields: spans,
+            upgrade,
+        }
+    }
+
+    /// The protocol the backend's `Upgrade` field names, if it sent one.
+    pub fn upgrade(&self) -> Option<HeaderValue> {
+        self.upgrade.clone()
+    }
+
+    /// The value of the first field called `name` (lower case), if any.
+    pub fn get(&self, name: &HeaderName) -> Option<&[u8]> {
+        let name = name.as_str().as_bytes();
+        self.fields
+            .iter()
+            .find(|(n, _)| self.head[n.clone()].eq_ignore_ascii_case(name))
+            .map(|(_, v)| &self.head[v.clone()])
+    }
+
+    /// Whether a field called `name` (lower case) is there.
+    pub fn contains(&self, name: &HeaderName) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// How many fields there are.
+    pub fn len(&self) -> usize {
+        self.fields.len()
+    }
+
+    /// Append the fields to `out`, one `name: value` line each.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        for (name, value) in &self.fields {
+            push_field(out, &self.head[name.clone()], &self.head[value.clone()]);
+        }
+    }
 }
 
 /// The protocol a request asks to upgrade to (`Connection: upgrade` and an
@@ -211,6 +315,7 @@ pub fn forward_request(headers: &mut HeaderMap, client: &HeaderValue) -> Forward
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hyper::header::CONTENT_LENGTH;
 
     #[test]
     fn hop_by_hop_headers_go_including_those_connection_names() {
@@ -227,6 +332,49 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("content-length"));
+    }
+
+    /// `raw`'s fields as a backend's answer passes them on, written out.
+    fn passed(raw: &[u8], drop_length: bool) -> (Passed, String) {
+        let mut fields = [httparse::EMPTY_HEADER; 16];
+        let httparse::Status::Complete((_, parsed)) =
+            httparse::parse_headers(raw, &mut fields).expect("valid")
+        else {
+            panic!("complete");
+        };
+        let spans = crate::codec::Fields::read(raw, parsed)
+            .expect("fields")
+            .into_spans();
+        let passed = Passed::new(Bytes::copy_from_slice(raw), spans, drop_length);
+        let mut out = Vec::new();
+        passed.write_to(&mut out);
+        (passed, String::from_utf8(out).expect("utf-8"))
+    }
+
+    #[test]
+    fn passed_fields_keep_their_case_and_lose_the_hop_by_hop_ones() {
+        let (p, out) = passed(
+            b"Content-Type: text/plain\r\nConnection: keep-alive, X-Secret\r\n\
+              Keep-Alive: timeout=5\r\nx-secret: 1\r\nTransfer-Encoding: chunked\r\n\
+              Upgrade: websocket\r\nContent-Length: 3\r\nProxy-Foo: 1\r\nTE: trailers\r\n\
+              Set-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n",
+            false,
+        );
+        assert_eq!(
+            out,
+            "Content-Type: text/plain\r\nContent-Length: 3\r\n\
+             Set-Cookie: a=1\r\nSet-Cookie: b=2\r\n"
+        );
+        assert_eq!(p.len(), 4);
+        assert_eq!(p.get(&CONTENT_LENGTH), Some(&b"3"[..]), "any case");
+        assert!(!p.contains(&X_REQUEST_ID));
+        assert_eq!(p.upgrade().expect("kept aside"), "websocket");
+
+        let (p, out) = passed(b"content-length: 3\r\nx-request-id: r1\r\n\r\n", true);
+        assert_eq!(out, "x-request-id: r1\r\n", "the length dropped when asked");
+        assert!(p.contains(&X_REQUEST_ID) && p.upgrade().is_none());
+        let (p, out) = passed(b"\r\n", false);
+        assert!(p.len() == 0 && out.is_empty());
     }
 
     #[test]

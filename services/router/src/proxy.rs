@@ -18,15 +18,17 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, DATE, HOST, RETRY_AFTER};
+use hyper::header::{
+    HeaderMap, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, DATE, HOST, RETRY_AFTER,
+};
 use hyper::http::request::Parts;
-use hyper::{Method, Response, StatusCode};
+use hyper::{Method, StatusCode};
 use mentat_domain::spec::{Sticky, DEFAULT_ENVIRONMENT};
 use tokio_util::sync::CancellationToken;
 
 use crate::body::{ProxyBody, RequestBody};
 use crate::endpoint::InFlight;
-use crate::headers::{self, X_ENVIRONMENT, X_REQUEST_ID};
+use crate::headers::{self, Passed, X_ENVIRONMENT, X_REQUEST_ID};
 use crate::host::{self, Target};
 use crate::pool::CheckoutError;
 use crate::table::{ServiceRoutes, SharedTable};
@@ -45,6 +47,24 @@ pub struct Proxy {
     max_body_bytes: u64,
     /// Cancelled at shutdown: closes tunnels.
     stop: CancellationToken,
+}
+
+/// What goes back to a client: the status, the router's own header fields,
+/// the backend's fields passed as they came (none in the router's own
+/// answers), and the body.
+#[derive(Debug)]
+pub struct Outgoing {
+    /// The status.
+    pub status: StatusCode,
+    /// Fields the router sets: those of its own answers, or an upgrade's
+    /// handshake.
+    pub headers: HeaderMap,
+    /// The backend's fields.
+    pub passed: Passed,
+    /// The request's id, sent as `X-Request-Id` unless the backend sent one.
+    pub request_id: Option<HeaderValue>,
+    /// The body.
+    pub body: ProxyBody,
 }
 
 /// What one client request is for.
@@ -95,7 +115,7 @@ impl Proxy {
         mut parts: Parts,
         body: RequestBody,
         client: &HeaderValue,
-    ) -> Response<ProxyBody> {
+    ) -> Outgoing {
         if parts.method == Method::CONNECT {
             return local(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n");
         }
@@ -161,9 +181,9 @@ impl Proxy {
         let mut resp = self
             .forward(&call, &mut parts, body, upgrade.is_some())
             .await;
-        resp.headers_mut()
-            .entry(X_REQUEST_ID)
-            .or_insert_with(|| forwarded.request_id.clone());
+        if !resp.passed.contains(&X_REQUEST_ID) {
+            resp.request_id = Some(forwarded.request_id);
+        }
         resp
     }
 
@@ -174,7 +194,7 @@ impl Proxy {
         parts: &mut Parts,
         body: RequestBody,
         upgrade: bool,
-    ) -> Response<ProxyBody> {
+    ) -> Outgoing {
         let idempotent = matches!(
             parts.method,
             Method::GET
@@ -207,7 +227,7 @@ impl Proxy {
                     .await
                 {
                     Ok(answer) => {
-                        let status = answer.head.status;
+                        let status = answer.status;
                         guard.set_status(status.as_u16());
                         let retry_status = matches!(
                             status,
@@ -236,7 +256,7 @@ impl Proxy {
                             "proxied"
                         );
                         if upgrade && status == StatusCode::SWITCHING_PROTOCOLS {
-                            return tunnel::splice(answer.head, upstream, guard, &self.stop);
+                            return tunnel::splice(answer.fields, upstream, guard, &self.stop);
                         }
                         return upstream_response(answer, upstream, guard);
                     }
@@ -334,18 +354,20 @@ fn sticky_key(headers: &hyper::HeaderMap, sticky: &Sticky) -> Option<Vec<u8>> {
     }
 }
 
-fn upstream_response(answer: Answer, upstream: Upstream, guard: InFlight) -> Response<ProxyBody> {
+fn upstream_response(answer: Answer, upstream: Upstream, guard: InFlight) -> Outgoing {
     let body = Reader::new(upstream, &answer);
-    let mut head = answer.head;
-    headers::strip_hop_by_hop(&mut head.headers);
-    Response::from_parts(head, ProxyBody::upstream(body, guard))
+    Outgoing {
+        status: answer.status,
+        headers: HeaderMap::new(),
+        passed: answer.fields,
+        request_id: None,
+        body: ProxyBody::upstream(body, guard),
+    }
 }
 
 /// A short plain-text answer of the router itself, dated (RFC 9110 §6.6.1).
-pub fn local(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
-    let mut resp = Response::new(ProxyBody::local(text));
-    *resp.status_mut() = status;
-    let headers = resp.headers_mut();
+pub fn local(status: StatusCode, text: &'static str) -> Outgoing {
+    let mut headers = HeaderMap::with_capacity(3);
     headers.insert(
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
@@ -354,13 +376,19 @@ pub fn local(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
     if let Ok(date) = HeaderValue::from_str(&now) {
         headers.insert(DATE, date);
     }
-    resp
+    Outgoing {
+        status,
+        headers,
+        passed: Passed::default(),
+        request_id: None,
+        body: ProxyBody::local(text),
+    }
 }
 
 /// 503 with `Retry-After`: nothing in rotation, or nothing reachable.
-fn unavailable() -> Response<ProxyBody> {
+fn unavailable() -> Outgoing {
     let mut resp = local(StatusCode::SERVICE_UNAVAILABLE, "no backend available\n");
-    resp.headers_mut()
+    resp.headers
         .insert(RETRY_AFTER, HeaderValue::from_static("1"));
     resp
 }

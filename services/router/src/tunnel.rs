@@ -12,15 +12,15 @@
 use std::time::Duration;
 
 use bytes::BytesMut;
-use hyper::http::response;
-use hyper::Response;
+use hyper::{HeaderMap, StatusCode};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::body::ProxyBody;
 use crate::endpoint::InFlight;
-use crate::headers;
+use crate::headers::{self, Passed};
+use crate::proxy::Outgoing;
 use crate::upstream::Upstream;
 
 /// How long a closed tunnel waits for both FINs to be written.
@@ -34,28 +34,34 @@ pub struct Tunnel {
     stop: CancellationToken,
 }
 
-/// The client's answer to an upgrade: the backend's 101 (`head`, read on
+/// The client's answer to an upgrade: the backend's 101 (its `fields`, read on
 /// `upstream`), whose body is the tunnel the connection becomes once the
 /// head is written. `guard` counts the tunnel in flight for its life.
 pub fn splice(
-    mut head: response::Parts,
+    fields: Passed,
     upstream: Upstream,
     mut guard: InFlight,
     stop: &CancellationToken,
-) -> Response<ProxyBody> {
+) -> Outgoing {
     // The handshake is the request; the tunnel's lifetime is not a latency.
     guard.record_now();
-    let protocol = head.headers.get(hyper::header::UPGRADE).cloned();
-    headers::strip_hop_by_hop(&mut head.headers);
-    if let Some(protocol) = protocol {
-        headers::set_upgrade(&mut head.headers, protocol);
+    // `Passed` leaves out the hop-by-hop fields: the handshake's go back in.
+    let mut headers = HeaderMap::new();
+    if let Some(protocol) = fields.upgrade() {
+        headers::set_upgrade(&mut headers, protocol);
     }
     let tunnel = Tunnel {
         upstream,
         guard,
         stop: stop.clone(),
     };
-    Response::from_parts(head, ProxyBody::tunnel(tunnel))
+    Outgoing {
+        status: StatusCode::SWITCHING_PROTOCOLS,
+        headers,
+        passed: fields,
+        request_id: None,
+        body: ProxyBody::tunnel(tunnel),
+    }
 }
 
 impl Tunnel {

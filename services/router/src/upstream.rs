@@ -24,14 +24,13 @@ use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
 use hyper::header::{CONTENT_LENGTH, HOST};
 use hyper::http::request::Parts;
-use hyper::http::response;
-use hyper::{Method, Response, StatusCode, Version};
+use hyper::{Method, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::body::{BoxError, OutBody, RequestBody};
 use crate::codec::{reserve, Decoder, Fields, Framing, READ_SIZE};
-use crate::headers::Forwarded;
+use crate::headers::{push_field, Forwarded, Passed};
 use crate::pool::Slot;
 
 /// Largest response head accepted from a backend.
@@ -87,8 +86,10 @@ impl SendError {
 /// The response head and how to read the body that follows it.
 #[derive(Debug)]
 pub struct Answer {
-    /// Status, headers (as the backend sent them).
-    pub head: response::Parts,
+    /// The status the backend sent.
+    pub status: StatusCode,
+    /// Its header fields, less the hop-by-hop ones.
+    pub fields: Passed,
     framing: Framing,
     /// The connection may carry another request after this body.
     keep_alive: bool,
@@ -209,15 +210,10 @@ fn encode_head(parts: &Parts, forwarded: &Forwarded, addr: &str, chunked: bool) 
     head.extend_from_slice(target.as_bytes());
     head.extend_from_slice(b" HTTP/1.1\r\n");
     if !parts.headers.contains_key(HOST) {
-        head.extend_from_slice(b"host: ");
-        head.extend_from_slice(addr.as_bytes());
-        head.extend_from_slice(b"\r\n");
+        push_field(&mut head, b"host", addr.as_bytes());
     }
     for (name, value) in parts.headers.iter().chain(forwarded.fields()) {
-        head.extend_from_slice(name.as_str().as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
-        head.extend_from_slice(b"\r\n");
+        push_field(&mut head, name.as_str().as_bytes(), value.as_bytes());
     }
     if chunked {
         head.extend_from_slice(b"transfer-encoding: chunked\r\n");
@@ -266,8 +262,8 @@ async fn read_head<R: AsyncRead + Unpin>(
     loop {
         if !buf.is_empty() {
             if let Some(answer) = parse_head(buf, head_request)? {
-                if answer.head.status.is_informational()
-                    && answer.head.status != StatusCode::SWITCHING_PROTOCOLS
+                if answer.status.is_informational()
+                    && answer.status != StatusCode::SWITCHING_PROTOCOLS
                 {
                     continue;
                 }
@@ -314,15 +310,10 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Answer>, 
     let fields = Fields::read(buf, parsed.headers).map_err(SendError::Malformed)?;
     let close = fields.close || (!http11 && !fields.keep_alive);
     let (coded, chunked, length) = (fields.coded, fields.chunked, fields.length);
-    let head_bytes = buf.split_to(len).freeze();
-    let mut headers = fields
-        .header_map(&head_bytes)
-        .map_err(SendError::Malformed)?;
-    if coded {
-        // RFC 9112 §6.3: the transfer coding decides; a length beside it
-        // would be wrong for the client, who gets the decoded body.
-        headers.remove(CONTENT_LENGTH);
-    }
+    let head = buf.split_to(len).freeze();
+    // RFC 9112 §6.3: the transfer coding decides; a length beside it would
+    // be wrong for the client, who gets the decoded body.
+    let fields = Passed::new(head, fields.into_spans(), coded);
     let bodyless = head_request
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -335,12 +326,9 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Answer>, 
         (false, false, _, Some(n)) => Framing::Length(n),
         (false, false, _, None) => Framing::UntilClose,
     };
-    let (mut head, ()) = Response::new(()).into_parts();
-    head.status = status;
-    head.version = Version::HTTP_11;
-    head.headers = headers;
     Ok(Some(Answer {
-        head,
+        status,
+        fields,
         framing,
         keep_alive: !close && framing != Framing::UntilClose,
     }))
@@ -450,10 +438,7 @@ mod tests {
             false,
         );
         assert_eq!(a.framing, Framing::Chunked, "chunked wins over a length");
-        assert!(
-            !a.head.headers.contains_key(CONTENT_LENGTH),
-            "and the length goes"
-        );
+        assert!(!a.fields.contains(&CONTENT_LENGTH), "and the length goes");
         let (a, _) = parse(b"HTTP/1.1 200 OK\r\n\r\n", false);
         assert_eq!((a.framing, a.keep_alive), (Framing::UntilClose, false));
         let (a, _) = parse(b"HTTP/1.1 204 No Content\r\n\r\n", false);
@@ -484,14 +469,11 @@ mod tests {
             head(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
                 .await
                 .expect("a final answer");
-        assert_eq!(
-            (answer.head.status, &rest[..]),
-            (StatusCode::OK, &b"ok"[..])
-        );
+        assert_eq!((answer.status, &rest[..]), (StatusCode::OK, &b"ok"[..]));
         let (answer, _) = head(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n")
             .await
             .expect("101 is final");
-        assert_eq!(answer.head.status, StatusCode::SWITCHING_PROTOCOLS);
+        assert_eq!(answer.status, StatusCode::SWITCHING_PROTOCOLS);
         assert!(matches!(head(b"").await, Err(SendError::Closed)));
         assert!(matches!(
             head(b"HTTP/1.1 200 OK\r\ncontent-").await,
@@ -595,7 +577,7 @@ mod tests {
             .send(&get_parts(), &forwarded(), "backend", &RequestBody::Empty)
             .await
             .expect("an answer");
-        let status = answer.head.status;
+        let status = answer.status;
         let mut reader = Reader::new(upstream, &answer);
         let mut body = Vec::new();
         let mut failed = None;

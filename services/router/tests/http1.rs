@@ -2,7 +2,8 @@
 //! pipelined requests, HTTP/1.0 clients, the framing of answers whose
 //! length is unknown, request bodies the router answered without reading
 //! (dropped when short, the connection closed when long),
-//! bytes sent right after an upgrade request, and heads it refuses.
+//! bytes sent right after an upgrade request, heads it refuses, and the
+//! backend's header fields as the client gets them.
 
 mod common;
 
@@ -15,6 +16,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const WAIT: Duration = Duration::from_secs(3);
+/// A GET of `web` that asks the router to close after the answer.
+const GET_AND_CLOSE: &[u8] = b"GET / HTTP/1.1\r\nHost: web.localhost\r\nConnection: close\r\n\r\n";
 
 /// A router whose service `web` is one backend, `a`.
 async fn web() -> (NatsServer, Backend, TestRouter) {
@@ -118,9 +121,8 @@ async fn pipelined_requests_and_http_1_0_clients_are_served_in_order() {
     read_until(&mut stream, &mut seen, "HTTP/1.1 203").await;
 }
 
-/// A backend that answers every request with a chunked body ("hello",
-/// "world") and keeps the connection.
-async fn chunked_backend() -> SocketAddr {
+/// A backend that answers every request with `answer` and keeps the connection.
+async fn backend_answering(answer: &'static [u8]) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
@@ -138,7 +140,6 @@ async fn chunked_backend() -> SocketAddr {
                     head.extend_from_slice(&buf[..n]);
                     if head.windows(4).any(|w| w == b"\r\n\r\n") {
                         head.clear();
-                        let answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n5\r\nworld\r\n0\r\n\r\n";
                         if stream.write_all(answer).await.is_err() {
                             return;
                         }
@@ -150,26 +151,30 @@ async fn chunked_backend() -> SocketAddr {
     addr
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_answer_of_unknown_length_is_chunked_or_runs_to_the_close_for_http_1_0() {
+/// A router whose service `web` is the backend at `addr`.
+async fn router_to(addr: SocketAddr) -> (NatsServer, TestRouter) {
     let nats = NatsServer::start();
     let bus = bus(&nats.url()).await;
-    let backend = chunked_backend().await;
     let route = mentat_domain::event::Backend {
         replica: "c".into(),
-        addr: backend.to_string(),
+        addr: addr.to_string(),
         image: "v1".into(),
         weight: 1,
     };
     publish_routes(&bus, "web", vec![route]).await;
     let router = TestRouter::start(&nats.url()).await;
+    (nats, router)
+}
 
-    let answer = raw(
-        router.addr,
-        b"GET / HTTP/1.1\r\nHost: web.localhost\r\nConnection: close\r\n\r\n",
-        WAIT,
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_of_unknown_length_is_chunked_or_runs_to_the_close_for_http_1_0() {
+    let backend = backend_answering(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n5\r\nworld\r\n0\r\n\r\n",
     )
     .await;
+    let (_nats, router) = router_to(backend).await;
+
+    let answer = raw(router.addr, GET_AND_CLOSE, WAIT).await;
     assert!(
         answer.contains("transfer-encoding: chunked\r\n"),
         "{answer}"
@@ -198,6 +203,49 @@ async fn an_answer_of_unknown_length_is_chunked_or_runs_to_the_close_for_http_1_
     assert!(!answer.contains("transfer-encoding"), "{answer}");
     assert!(answer.contains("connection: close\r\n"), "{answer}");
     assert!(answer.ends_with("\r\n\r\nhelloworld"), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backends_fields_reach_the_client_as_sent_less_the_hop_by_hop_ones() {
+    let backend = backend_answering(
+        b"HTTP/1.1 200 OK\r\nX-Custom: One\r\nConnection: X-Internal\r\nX-Internal: secret\r\n\
+          Keep-Alive: timeout=5\r\nProxy-Foo: 1\r\nX-Request-Id: from-backend\r\n\
+          Set-Cookie: a=1\r\nSet-Cookie: b=2\r\nContent-Length: 2\r\n\r\nok",
+    )
+    .await;
+    let (_nats, router) = router_to(backend).await;
+
+    let answer = raw(router.addr, GET_AND_CLOSE, WAIT).await;
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head");
+    assert_eq!(body, "ok");
+    let fields: Vec<&str> = head.lines().skip(1).collect();
+    assert_eq!(
+        fields,
+        [
+            "X-Custom: One",
+            "X-Request-Id: from-backend",
+            "Set-Cookie: a=1",
+            "Set-Cookie: b=2",
+            "Content-Length: 2",
+            "connection: close",
+        ],
+        "{answer}"
+    );
+
+    // Without an id from the backend, the client gets the request's.
+    let backend = backend_answering(b"HTTP/1.1 204 No Content\r\n\r\n").await;
+    let (_nats, router) = router_to(backend).await;
+    let answer = raw(
+        router.addr,
+        b"GET / HTTP/1.1\r\nHost: web.localhost\r\nX-Request-Id: mine\r\nConnection: close\r\n\r\n",
+        WAIT,
+    )
+    .await;
+    assert!(
+        answer.starts_with("HTTP/1.1 204 No Content\r\n"),
+        "{answer}"
+    );
+    assert!(answer.contains("\r\nx-request-id: mine\r\n"), "{answer}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
