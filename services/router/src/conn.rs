@@ -363,7 +363,7 @@ async fn respond(
         || status == StatusCode::NOT_MODIFIED;
     let coding = if no_framing {
         Coding::None
-    } else if headers.contains_key(CONTENT_LENGTH) || passed.contains(&CONTENT_LENGTH) {
+    } else if headers.contains_key(CONTENT_LENGTH) || passed.has_length() {
         Coding::Raw
     } else if let Some(n) = body.size_hint().exact() {
         let _ = write!(head, "content-length: {n}\r\n");

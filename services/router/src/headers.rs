@@ -32,7 +32,7 @@ const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection")
 
 /// Headers that concern one connection only (RFC 9110 §7.6.1), never
 /// forwarded; every other `Proxy-*` header goes too.
-const HOP_BY_HOP: [HeaderName; 9] = [
+static HOP_BY_HOP: [HeaderName; 9] = [
     CONNECTION,
     KEEP_ALIVE,
     PROXY_CONNECTION,
@@ -64,7 +64,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
     if headers.keys().any(|k| k.as_str().starts_with("proxy-")) {
@@ -85,6 +85,7 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 }
 
 /// Append one `name: value` line of a message head to `out`.
+#[inline]
 pub fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
@@ -115,6 +116,10 @@ pub struct Passed {
     /// The `Upgrade` field's value: hop-by-hop, left out of `fields`, but
     /// an upgrade's answer sends it on (see [`set_upgrade`]).
     upgrade: Option<HeaderValue>,
+    /// A `Content-Length` is among the fields.
+    length: bool,
+    /// An `X-Request-Id` is among the fields.
+    request_id: bool,
 }
 
 impl Passed {
@@ -128,8 +133,11 @@ impl Passed {
     ) -> Self {
         let mut named: Vec<&[u8]> = Vec::new();
         let mut upgrade = None;
-        for (name, value) in &spans {
+        spans.retain(|(name, value)| {
             let name = &head[name.clone()];
+            if !is_hop_by_hop_bytes(name) {
+                return !(drop_length && name.eq_ignore_ascii_case(b"content-length"));
+            }
             if name.eq_ignore_ascii_case(b"upgrade") && upgrade.is_none() {
                 upgrade = HeaderValue::from_maybe_shared(head.slice(value.clone())).ok();
             } else if name.eq_ignore_ascii_case(b"connection") {
@@ -140,17 +148,27 @@ impl Passed {
                         .filter(|n| !n.is_empty()),
                 );
             }
+            false
+        });
+        if !named.is_empty() {
+            spans.retain(|(name, _)| {
+                !named
+                    .iter()
+                    .any(|n| n.eq_ignore_ascii_case(&head[name.clone()]))
+            });
         }
-        let dropped = |name: &[u8]| {
-            is_hop_by_hop_bytes(name)
-                || (drop_length && name.eq_ignore_ascii_case(b"content-length"))
-                || named.iter().any(|n| n.eq_ignore_ascii_case(name))
+        let has = |wanted: &[u8]| {
+            spans
+                .iter()
+                .any(|(name, _)| head[name.clone()].eq_ignore_ascii_case(wanted))
         };
-        spans.retain(|(name, _)| !dropped(&head[name.clone()]));
+        let (length, request_id) = (has(b"content-length"), has(b"x-request-id"));
         Passed {
             head,
             fields: spans,
             upgrade,
+            length,
+            request_id,
         }
     }
 
@@ -159,18 +177,14 @@ impl Passed {
         self.upgrade.clone()
     }
 
-    /// The value of the first field called `name` (lower case), if any.
-    pub fn get(&self, name: &HeaderName) -> Option<&[u8]> {
-        let name = name.as_str().as_bytes();
-        self.fields
-            .iter()
-            .find(|(n, _)| self.head[n.clone()].eq_ignore_ascii_case(name))
-            .map(|(_, v)| &self.head[v.clone()])
+    /// Whether a `Content-Length` is among the fields.
+    pub fn has_length(&self) -> bool {
+        self.length
     }
 
-    /// Whether a field called `name` (lower case) is there.
-    pub fn contains(&self, name: &HeaderName) -> bool {
-        self.get(name).is_some()
+    /// Whether an `X-Request-Id` is among the fields.
+    pub fn has_request_id(&self) -> bool {
+        self.request_id
     }
 
     /// How many fields there are.
@@ -178,10 +192,27 @@ impl Passed {
         self.fields.len()
     }
 
-    /// Append the fields to `out`, one `name: value` line each.
+    /// Append the fields to `out`, one `name: value` line each. Fields
+    /// that were whole adjacent lines of the head go out in one copy.
     pub fn write_to(&self, out: &mut Vec<u8>) {
+        let mut run: Option<Range<usize>> = None;
         for (name, value) in &self.fields {
-            push_field(out, &self.head[name.clone()], &self.head[value.clone()]);
+            match &mut run {
+                Some(lines) if self.head.get(lines.end..name.start) == Some(b"\r\n") => {
+                    lines.end = value.end;
+                }
+                _ => {
+                    if let Some(lines) = run.take() {
+                        out.extend_from_slice(&self.head[lines]);
+                        out.extend_from_slice(b"\r\n");
+                    }
+                    run = Some(name.start..value.end);
+                }
+            }
+        }
+        if let Some(lines) = run {
+            out.extend_from_slice(&self.head[lines]);
+            out.extend_from_slice(b"\r\n");
         }
     }
 }
@@ -315,7 +346,6 @@ pub fn forward_request(headers: &mut HeaderMap, client: &HeaderValue) -> Forward
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hyper::header::CONTENT_LENGTH;
 
     #[test]
     fn hop_by_hop_headers_go_including_those_connection_names() {
@@ -366,13 +396,14 @@ mod tests {
              Set-Cookie: a=1\r\nSet-Cookie: b=2\r\n"
         );
         assert_eq!(p.len(), 4);
-        assert_eq!(p.get(&CONTENT_LENGTH), Some(&b"3"[..]), "any case");
-        assert!(!p.contains(&X_REQUEST_ID));
+        assert!(p.has_length() && !p.has_request_id(), "names in any case");
         assert_eq!(p.upgrade().expect("kept aside"), "websocket");
 
         let (p, out) = passed(b"content-length: 3\r\nx-request-id: r1\r\n\r\n", true);
         assert_eq!(out, "x-request-id: r1\r\n", "the length dropped when asked");
-        assert!(p.contains(&X_REQUEST_ID) && p.upgrade().is_none());
+        assert!(!p.has_length() && p.has_request_id() && p.upgrade().is_none());
+        let (_, out) = passed(b"X-A:  1 \nX-B: 2\n\n", false);
+        assert_eq!(out, "X-A:  1\r\nX-B: 2\r\n", "lines end with CRLF");
         let (p, out) = passed(b"\r\n", false);
         assert!(p.len() == 0 && out.is_empty());
     }

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::body::{ProxyBody, RequestBody};
 use crate::endpoint::InFlight;
-use crate::headers::{self, Passed, X_ENVIRONMENT, X_REQUEST_ID};
+use crate::headers::{self, Passed, X_ENVIRONMENT};
 use crate::host::{self, Target};
 use crate::pool::CheckoutError;
 use crate::table::{ServiceRoutes, SharedTable};
@@ -181,7 +181,7 @@ impl Proxy {
         let mut resp = self
             .forward(&call, &mut parts, body, upgrade.is_some())
             .await;
-        if !resp.passed.contains(&X_REQUEST_ID) {
+        if !resp.passed.has_request_id() {
             resp.request_id = Some(forwarded.request_id);
         }
         resp
