@@ -94,11 +94,18 @@ pub fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 }
 
 /// Whether `name` (as sent, any case) is one [`strip_hop_by_hop`] removes
-/// whatever the `Connection` header says.
+/// whatever the `Connection` header says: [`HOP_BY_HOP`] as bytes, the
+/// `proxy-` prefix covering three of them.
 fn is_hop_by_hop_bytes(name: &[u8]) -> bool {
-    HOP_BY_HOP
-        .iter()
-        .any(|h| name.eq_ignore_ascii_case(h.as_str().as_bytes()))
+    const NAMES: [&[u8]; 6] = [
+        b"connection",
+        b"keep-alive",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    ];
+    NAMES.iter().any(|n| name.eq_ignore_ascii_case(n))
         || name
             .get(..6)
             .is_some_and(|p| p.eq_ignore_ascii_case(b"proxy-"))
@@ -133,10 +140,16 @@ impl Passed {
     ) -> Self {
         let mut named: Vec<&[u8]> = Vec::new();
         let mut upgrade = None;
+        let (mut length, mut request_id) = (false, false);
         spans.retain(|(name, value)| {
             let name = &head[name.clone()];
             if !is_hop_by_hop_bytes(name) {
-                return !(drop_length && name.eq_ignore_ascii_case(b"content-length"));
+                if name.eq_ignore_ascii_case(b"content-length") {
+                    length = !drop_length;
+                    return !drop_length;
+                }
+                request_id |= name.eq_ignore_ascii_case(b"x-request-id");
+                return true;
             }
             if name.eq_ignore_ascii_case(b"upgrade") && upgrade.is_none() {
                 upgrade = HeaderValue::from_maybe_shared(head.slice(value.clone())).ok();
@@ -151,18 +164,18 @@ impl Passed {
             false
         });
         if !named.is_empty() {
+            // Rare: fields the Connection header names go too.
             spans.retain(|(name, _)| {
-                !named
-                    .iter()
-                    .any(|n| n.eq_ignore_ascii_case(&head[name.clone()]))
+                let name = &head[name.clone()];
+                let keep = !named.iter().any(|n| n.eq_ignore_ascii_case(name));
+                if !keep && name.eq_ignore_ascii_case(b"content-length") {
+                    length = false;
+                } else if !keep && name.eq_ignore_ascii_case(b"x-request-id") {
+                    request_id = false;
+                }
+                keep
             });
         }
-        let has = |wanted: &[u8]| {
-            spans
-                .iter()
-                .any(|(name, _)| head[name.clone()].eq_ignore_ascii_case(wanted))
-        };
-        let (length, request_id) = (has(b"content-length"), has(b"x-request-id"));
         Passed {
             head,
             fields: spans,
@@ -406,6 +419,15 @@ mod tests {
         assert_eq!(out, "X-A:  1\r\nX-B: 2\r\n", "lines end with CRLF");
         let (p, out) = passed(b"\r\n", false);
         assert!(p.len() == 0 && out.is_empty());
+    }
+
+    #[test]
+    fn the_byte_names_are_the_hop_by_hop_names() {
+        for name in &HOP_BY_HOP {
+            assert!(is_hop_by_hop_bytes(name.as_str().to_uppercase().as_bytes()));
+        }
+        assert!(is_hop_by_hop_bytes(b"Proxy-Foo"));
+        assert!(!is_hop_by_hop_bytes(b"content-length") && !is_hop_by_hop_bytes(b"proxy"));
     }
 
     #[test]
