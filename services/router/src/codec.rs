@@ -12,7 +12,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
-use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use tokio::io::AsyncRead;
 
 /// Bytes asked of a socket per read.
@@ -209,8 +208,9 @@ fn take_line(buf: &mut BytesMut) -> Result<Option<BytesMut>, DecodeError> {
 
 /// What a message's framing depends on in its header fields (RFC 9112
 /// §6.1-§6.3, §9.3), gathered in one pass over the parsed head, and where
-/// each field lies in the head, so that the header values can be slices of
-/// it (no copy, no allocation per value).
+/// each field lies in the head, so that the fields can be passed on as
+/// slices of it ([`crate::headers::RawFields`]: no copy, no allocation per
+/// field).
 #[derive(Debug)]
 pub struct Fields {
     /// A Transfer-Encoding was sent.
@@ -283,19 +283,5 @@ impl Fields {
     /// Name and value of each field, as offsets into the head.
     pub fn into_spans(self) -> Vec<(Range<usize>, Range<usize>)> {
         self.spans
-    }
-
-    /// The header map, its values slices of `head` (the same bytes
-    /// [`Fields::read`] was given, now frozen).
-    pub fn header_map(&self, head: &Bytes) -> Result<HeaderMap, &'static str> {
-        let mut headers = HeaderMap::with_capacity(self.spans.len());
-        for (name, value) in &self.spans {
-            let name =
-                HeaderName::from_bytes(&head[name.clone()]).map_err(|_| "bad header name")?;
-            let value = HeaderValue::from_maybe_shared(head.slice(value.clone()))
-                .map_err(|_| "bad header value")?;
-            headers.append(name, value);
-        }
-        Ok(headers)
     }
 }

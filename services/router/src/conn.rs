@@ -149,6 +149,7 @@ async fn exchange(
 ) -> Option<ClientIo> {
     let Head {
         parts,
+        fields,
         framing,
         keep_alive,
         expect_continue,
@@ -158,11 +159,12 @@ async fn exchange(
         http10: parts.version == Version::HTTP_10,
     };
     let (resp, unread) = if framing == Framing::Empty {
-        (proxy.handle(parts, RequestBody::Empty, client).await, None)
+        let resp = proxy.handle(parts, fields, RequestBody::Empty, client);
+        (resp.await, None)
     } else {
         let body = ClientBody::new(io, framing, expect_continue);
         let body = RequestBody::new(body, proxy.max_body_bytes());
-        let resp = proxy.handle(parts, body.clone(), client).await;
+        let resp = proxy.handle(parts, fields, body.clone(), client).await;
         let Some(body) = body.reclaim() else {
             // Every attempt gives the body back when it ends.
             tracing::error!("a request body was not given back; closing its connection");
@@ -354,7 +356,7 @@ async fn respond(
     }
     passed.write_to(&mut head);
     if let Some(id) = request_id {
-        push_field(&mut head, X_REQUEST_ID.as_str().as_bytes(), id.as_bytes());
+        push_field(&mut head, X_REQUEST_ID, id.as_bytes());
     }
     // RFC 9112 §6.3: 1xx, 204 and 304 never have a body nor framing of
     // their own; a HEAD answer keeps the length the GET would have.

@@ -18,9 +18,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use hyper::header::{
-    HeaderMap, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, DATE, HOST, RETRY_AFTER,
-};
+use hyper::header::{HeaderMap, HeaderValue, CONTENT_TYPE, DATE, RETRY_AFTER};
 use hyper::http::request::Parts;
 use hyper::{Method, StatusCode};
 use mentat_domain::spec::{Sticky, DEFAULT_ENVIRONMENT};
@@ -28,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::body::{ProxyBody, RequestBody};
 use crate::endpoint::InFlight;
-use crate::headers::{self, Passed, X_ENVIRONMENT};
+use crate::headers::{self, Passed, RawFields, X_ENVIRONMENT};
 use crate::host::{self, Target};
 use crate::pool::CheckoutError;
 use crate::table::{ServiceRoutes, SharedTable};
@@ -75,6 +73,8 @@ struct Call<'a> {
     routes: &'a Arc<ServiceRoutes>,
     direct: Option<&'a str>,
     sticky_key: Option<&'a [u8]>,
+    /// The client's fields, ready to be sent on.
+    fields: &'a RawFields,
     forwarded: &'a headers::Forwarded,
     service: &'a str,
 }
@@ -107,12 +107,13 @@ impl Proxy {
         self.max_body_bytes
     }
 
-    /// Answer one client request (`parts`, with `body` cut past
+    /// Answer one client request (`parts` and `fields`, with `body` cut past
     /// [`Proxy::max_body_bytes`]); `client` is the client's address
     /// ([`headers::client_addr`]).
     pub async fn handle(
         &self,
-        mut parts: Parts,
+        parts: Parts,
+        mut fields: RawFields,
         body: RequestBody,
         client: &HeaderValue,
     ) -> Outgoing {
@@ -120,10 +121,10 @@ impl Proxy {
             return local(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n");
         }
         // Owned copies (reference counts, no copy of the bytes), so that the
-        // names borrowed from them outlive the rewriting of the headers.
-        let host_header = parts.headers.get(HOST).cloned();
+        // names borrowed from them outlive the rewriting of the fields.
+        let host_header = fields.value(b"host");
         let authority = parts.uri.authority().cloned();
-        let environment_header = parts.headers.get(X_ENVIRONMENT).cloned();
+        let environment_header = fields.value(X_ENVIRONMENT);
         let header_host = host_header.as_ref().and_then(|h| h.to_str().ok());
         let host = match (authority.as_ref(), header_host) {
             // Absolute form (RFC 9112 §3.2.2): the target's authority wins,
@@ -151,36 +152,28 @@ impl Proxy {
                 return local(StatusCode::NOT_FOUND, "no such replica\n");
             }
         }
-        let too_long = parts
-            .headers
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
+        let too_long = fields
+            .get(b"content-length")
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
             .is_some_and(|n| n > self.max_body_bytes);
         if too_long {
             return local(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
         }
-        let upgrade = headers::upgrade_of(&parts.headers);
-        let sticky_key = routes
-            .sticky
-            .as_ref()
-            .and_then(|s| sticky_key(&parts.headers, s));
-        let forwarded = headers::forward_request(&mut parts.headers, client);
-        if let Some(protocol) = &upgrade {
-            headers::set_upgrade(&mut parts.headers, protocol.clone());
-        }
+        let sticky_key = routes.sticky.as_ref().and_then(|s| sticky_key(&fields, s));
+        let forwarded = headers::forward_request(&mut fields, client);
+        let upgrade = forwarded.upgrade.is_some();
         let call = Call {
             environment: &environment,
             host: &name,
             routes: &routes,
             direct: direct.as_deref(),
             sticky_key: sticky_key.as_deref(),
+            fields: &fields,
             forwarded: &forwarded,
             service: &routes.service,
         };
-        let mut resp = self
-            .forward(&call, &mut parts, body, upgrade.is_some())
-            .await;
+        let mut resp = self.forward(&call, &parts, body, upgrade).await;
         if !resp.passed.has_request_id() {
             resp.request_id = Some(forwarded.request_id);
         }
@@ -191,7 +184,7 @@ impl Proxy {
     async fn forward(
         &self,
         call: &Call<'_>,
-        parts: &mut Parts,
+        parts: &Parts,
         body: RequestBody,
         upgrade: bool,
     ) -> Outgoing {
@@ -223,7 +216,7 @@ impl Proxy {
                     sent = false;
                 }
                 Ok(mut upstream) => match upstream
-                    .send(parts, call.forwarded, &endpoint.addr, &body)
+                    .send(parts, call.fields, call.forwarded, &endpoint.addr, &body)
                     .await
                 {
                     Ok(answer) => {
@@ -336,16 +329,15 @@ fn environment_of(header: Option<&HeaderValue>) -> Cow<'_, str> {
 }
 
 /// The client's sticky-session key, from the cookie or header the route names.
-fn sticky_key(headers: &hyper::HeaderMap, sticky: &Sticky) -> Option<Vec<u8>> {
+fn sticky_key(fields: &RawFields, sticky: &Sticky) -> Option<Vec<u8>> {
     match sticky {
-        Sticky::Header(name) => headers
-            .get(name.as_str())
-            .map(|v| v.as_bytes().to_vec())
+        Sticky::Header(name) => fields
+            .get(name.as_bytes())
+            .map(<[u8]>::to_vec)
             .filter(|v| !v.is_empty()),
-        Sticky::Cookie(name) => headers
-            .get_all(COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
+        Sticky::Cookie(name) => fields
+            .get_all(b"cookie")
+            .filter_map(|v| std::str::from_utf8(v).ok())
             .flat_map(|v| v.split(';'))
             .filter_map(|pair| pair.trim().split_once('='))
             .find(|(k, _)| *k == name)

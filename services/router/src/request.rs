@@ -1,16 +1,16 @@
 //! Request heads from clients (RFC 9112 §2-§3, §6.3): parsed with httparse
-//! out of the connection's buffer; header values are slices of the head,
-//! not copies. Bodies are framed by Transfer-Encoding (chunked last) or
+//! out of the connection's buffer; header fields stay where they are in
+//! the head ([`RawFields`]), not copied. Bodies are framed by Transfer-Encoding (chunked last) or
 //! Content-Length; a request that could be read two ways is refused.
 
 use std::mem::MaybeUninit;
 
 use bytes::BytesMut;
-use hyper::header::EXPECT;
 use hyper::http::request::Parts;
 use hyper::{Method, Request, Uri, Version};
 
 use crate::codec::{Fields, Framing};
+use crate::headers::RawFields;
 
 /// Most header fields in a request head.
 const MAX_HEADERS: usize = 128;
@@ -18,8 +18,10 @@ const MAX_HEADERS: usize = 128;
 /// A request head, and what the connection needs to know of it.
 #[derive(Debug)]
 pub struct Head {
-    /// Method, target, version and headers.
+    /// Method, target and version (its header map is empty).
     pub parts: Parts,
+    /// The header fields, as sent.
+    pub fields: RawFields,
     /// How the body is delimited.
     pub framing: Framing,
     /// The client wants the connection kept open after the answer.
@@ -80,19 +82,19 @@ pub fn parse(buf: &mut BytesMut) -> Result<Option<Head>, Refusal> {
     };
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target)).map_err(|_| Refusal::Bad("bad target"))?;
-    let mut headers = fields.header_map(&head).map_err(Refusal::Bad)?;
     let expect_continue = fields.expect_continue;
+    let mut fields = RawFields::new(head, fields.into_spans());
     if expect_continue {
         // Answered here: the router asks for the body when a backend reads it.
-        headers.remove(EXPECT);
+        fields.remove(b"expect");
     }
     let (mut parts, ()) = Request::new(()).into_parts();
     parts.method = method;
     parts.uri = uri;
     parts.version = version;
-    parts.headers = headers;
     Ok(Some(Head {
         parts,
+        fields,
         framing,
         keep_alive,
         expect_continue: expect_continue && framing != Framing::Empty,
@@ -119,8 +121,8 @@ mod tests {
             .expect("complete");
         assert_eq!(h.parts.method, Method::POST);
         assert_eq!(h.parts.uri, "/a?b=1");
-        assert_eq!(h.parts.headers["host"], "web");
-        assert_eq!(h.parts.headers.get_all("x-a").iter().count(), 2);
+        assert_eq!(h.fields.get(b"host"), Some(&b"web"[..]));
+        assert_eq!(h.fields.get_all(b"x-a").count(), 2);
         assert_eq!((h.framing, h.keep_alive), (Framing::Length(3), true));
         assert_eq!(&rest[..], b"abcGET", "the body and what follows stay");
 
@@ -134,7 +136,7 @@ mod tests {
             b"PUT / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\nExpect: 100-continue\r\n\r\n",
         );
         assert_eq!(h.framing, Framing::Chunked);
-        assert!(h.expect_continue && !h.parts.headers.contains_key(EXPECT));
+        assert!(h.expect_continue && !h.fields.contains(b"expect"));
         let h = complete(b"GET http://web.localhost/x HTTP/1.1\r\n\r\n");
         assert_eq!(h.parts.uri.host(), Some("web.localhost"));
         assert!(head(b"GET / HTTP/1.1\r\nHost: we")

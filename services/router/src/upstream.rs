@@ -22,7 +22,6 @@ use std::task::{Context, Poll};
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
-use hyper::header::{CONTENT_LENGTH, HOST};
 use hyper::http::request::Parts;
 use hyper::{Method, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -30,7 +29,7 @@ use tokio::net::TcpStream;
 
 use crate::body::{BoxError, OutBody, RequestBody};
 use crate::codec::{reserve, Decoder, Fields, Framing, READ_SIZE};
-use crate::headers::{push_field, Forwarded, Passed};
+use crate::headers::{push_field, Forwarded, Passed, RawFields};
 use crate::pool::Slot;
 
 /// Largest response head accepted from a backend.
@@ -114,19 +113,21 @@ impl Upstream {
         matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
-    /// Send the request (`parts` with `body`) and read the answer's head.
+    /// Send the request (`parts` and `fields`, with `body`) and read the
+    /// answer's head.
     /// The body is streamed while the answer is awaited: a backend that
     /// answers early (a 413, say) is heard, and the connection is then not
     /// reused.
     pub async fn send(
         &mut self,
         parts: &Parts,
+        fields: &RawFields,
         forwarded: &Forwarded,
         addr: &str,
         body: &RequestBody,
     ) -> Result<Answer, SendError> {
-        let chunked = !body.is_empty() && !parts.headers.contains_key(CONTENT_LENGTH);
-        let head = encode_head(parts, forwarded, addr, chunked);
+        let chunked = !body.is_empty() && !fields.contains(b"content-length");
+        let head = encode_head(parts, fields, forwarded, addr, chunked);
         self.write_head(&head).await?;
         let head_request = parts.method == Method::HEAD;
         if body.is_empty() {
@@ -199,21 +200,28 @@ impl Upstream {
 }
 
 /// The request head as sent to a backend: origin-form target, HTTP/1.1,
-/// the client's headers (hop-by-hop ones already removed), `Host` if the
+/// the client's fields (hop-by-hop ones already removed), `Host` if the
 /// client sent none, the router's own, and `Transfer-Encoding: chunked`
 /// for a body of unknown length.
-fn encode_head(parts: &Parts, forwarded: &Forwarded, addr: &str, chunked: bool) -> Vec<u8> {
+fn encode_head(
+    parts: &Parts,
+    fields: &RawFields,
+    forwarded: &Forwarded,
+    addr: &str,
+    chunked: bool,
+) -> Vec<u8> {
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut head = Vec::with_capacity(256 + parts.headers.len() * 32);
+    let mut head = Vec::with_capacity(256 + fields.len() * 32);
     head.extend_from_slice(parts.method.as_str().as_bytes());
     head.push(b' ');
     head.extend_from_slice(target.as_bytes());
     head.extend_from_slice(b" HTTP/1.1\r\n");
-    if !parts.headers.contains_key(HOST) {
+    if !fields.contains(b"host") {
         push_field(&mut head, b"host", addr.as_bytes());
     }
-    for (name, value) in parts.headers.iter().chain(forwarded.fields()) {
-        push_field(&mut head, name.as_str().as_bytes(), value.as_bytes());
+    fields.write_to(&mut head);
+    for (name, value) in forwarded.fields() {
+        push_field(&mut head, name, value.as_bytes());
     }
     if chunked {
         head.extend_from_slice(b"transfer-encoding: chunked\r\n");
@@ -313,7 +321,7 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Answer>, 
     let head = buf.split_to(len).freeze();
     // RFC 9112 §6.3: the transfer coding decides; a length beside it would
     // be wrong for the client, who gets the decoded body.
-    let fields = Passed::new(head, fields.into_spans(), coded);
+    let fields = Passed::new(RawFields::new(head, fields.into_spans()), coded);
     let bodyless = head_request
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -416,7 +424,7 @@ impl Body for Reader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hyper::header::{HeaderMap, HeaderValue};
+    use hyper::header::HeaderValue;
 
     fn parse(raw: &[u8], head_request: bool) -> (Answer, BytesMut) {
         let mut buf = BytesMut::from(raw);
@@ -495,31 +503,35 @@ mod tests {
 
     #[test]
     fn request_heads_are_origin_form_with_a_host_and_chunked_when_unsized() {
-        let (mut parts, ()) = hyper::Request::builder()
+        let (parts, ()) = hyper::Request::builder()
             .method("POST")
             .uri("http://web.example/a?b=1")
-            .header("x-one", "1")
             .body(())
             .expect("request")
             .into_parts();
         let client = HeaderValue::from_static("10.9.8.7");
-        let forwarded = crate::headers::forward_request(&mut parts.headers, &client);
+        let mut fields = RawFields::parse(b"X-One: 1\r\n\r\n");
+        let forwarded = crate::headers::forward_request(&mut fields, &client);
         let id = forwarded.request_id.to_str().expect("ascii");
-        let head = encode_head(&parts, &forwarded, "10.0.0.1:80", true);
+        let head = encode_head(&parts, &fields, &forwarded, "10.0.0.1:80", true);
         assert_eq!(
             String::from_utf8(head).expect("utf-8"),
             format!(
-                "POST /a?b=1 HTTP/1.1\r\nhost: 10.0.0.1:80\r\nx-one: 1\r\nx-request-id: {id}\r\n\
+                "POST /a?b=1 HTTP/1.1\r\nhost: 10.0.0.1:80\r\nX-One: 1\r\nx-request-id: {id}\r\n\
                  x-forwarded-for: 10.9.8.7\r\nx-forwarded-proto: http\r\ntransfer-encoding: chunked\r\n\r\n"
             )
         );
-        parts
-            .headers
-            .insert(HOST, HeaderValue::from_static("web.localhost"));
-        let forwarded = crate::headers::forward_request(&mut parts.headers, &client);
-        let head = String::from_utf8(encode_head(&parts, &forwarded, "10.0.0.1:80", false))
-            .expect("utf-8");
-        assert!(head.contains("host: web.localhost\r\n") && !head.contains("10.0.0.1"));
+        let mut fields = RawFields::parse(b"Host: web.localhost\r\n\r\n");
+        let forwarded = crate::headers::forward_request(&mut fields, &client);
+        let head = String::from_utf8(encode_head(
+            &parts,
+            &fields,
+            &forwarded,
+            "10.0.0.1:80",
+            false,
+        ))
+        .expect("utf-8");
+        assert!(head.contains("Host: web.localhost\r\n") && !head.contains("10.0.0.1"));
         assert!(head.contains("x-forwarded-host: web.localhost\r\n"));
     }
 
@@ -553,30 +565,33 @@ mod tests {
         addr
     }
 
-    fn forwarded() -> Forwarded {
-        crate::headers::forward_request(
-            &mut HeaderMap::new(),
-            &HeaderValue::from_static("127.0.0.1"),
-        )
+    fn forwarded(fields: &mut RawFields) -> Forwarded {
+        crate::headers::forward_request(fields, &HeaderValue::from_static("127.0.0.1"))
     }
 
-    fn get_parts() -> Parts {
-        hyper::Request::get("/")
-            .header(HOST, "web.localhost")
+    /// A GET of `/` with a Host: its head and fields.
+    fn get() -> (Parts, RawFields) {
+        let (parts, ()) = hyper::Request::get("/")
             .body(())
             .expect("request")
-            .into_parts()
-            .0
+            .into_parts();
+        (parts, RawFields::parse(b"Host: web.localhost\r\n\r\n"))
+    }
+
+    /// Send a GET on `upstream`.
+    async fn send_get(upstream: &mut Upstream) -> Result<Answer, SendError> {
+        let (parts, mut fields) = get();
+        let forwarded = forwarded(&mut fields);
+        upstream
+            .send(&parts, &fields, &forwarded, "backend", &RequestBody::Empty)
+            .await
     }
 
     /// Send a GET on `upstream` and read the whole answer.
     async fn exchange(
         mut upstream: Upstream,
     ) -> (StatusCode, Result<Vec<u8>, String>, Option<Upstream>) {
-        let answer = upstream
-            .send(&get_parts(), &forwarded(), "backend", &RequestBody::Empty)
-            .await
-            .expect("an answer");
+        let answer = send_get(&mut upstream).await.expect("an answer");
         let status = answer.status;
         let mut reader = Reader::new(upstream, &answer);
         let mut body = Vec::new();
@@ -655,10 +670,7 @@ mod tests {
 
         let addr = scripted(vec![(vec![], true)]).await;
         let mut upstream = pool.checkout(&addr.to_string()).await.expect("connect");
-        let e = upstream
-            .send(&get_parts(), &forwarded(), "backend", &RequestBody::Empty)
-            .await
-            .expect_err("no answer");
+        let e = send_get(&mut upstream).await.expect_err("no answer");
         assert!(matches!(e, SendError::Closed) && !e.unsent(), "{e}");
     }
 }
