@@ -61,6 +61,10 @@ per_request() {
 # snapshots of /proc/stat: a virtual machine's noise, shown per run.
 cpu_snap() { awk '/^cpu / {print $2+$3+$4+$5+$6+$7+$8+$9, $9}' /proc/stat; }
 steal_since() { cpu_snap | awk -v b="$1" 'BEGIN {split(b, s, " ")} {t = $1 - s[1]; printf "%.1f", (t > 0 ? 100 * ($2 - s[2]) / t : 0)}'; }
+# How busy LOAD_CPU and PROXY_CPU were (user, system, interrupts), in % of
+# their time, between two snapshots: which side bounds a run.
+busy_snap() { awk -v c="^cpu($LOAD_CPU|$PROXY_CPU)\$" '$1 ~ c {printf "%d %d ", $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
+busy_since() { busy_snap | awk -v b="$1" 'BEGIN {split(b, s, " ")} {printf "%.0f\t%.0f", 100 * ($1 - s[1]) / ($2 - s[2]), 100 * ($3 - s[3]) / ($4 - s[4])}'; }
 
 start_backends "$LOAD_CPU"
 ROUTER_PORT=$(free_port); ADMIN_PORT=$(free_port); NGINX_PORT=$(free_port); HAPROXY_PORT=$(free_port)
@@ -156,13 +160,13 @@ declare -A PROC=([mentat-router]=$ROUTER_PID [nginx]=$NGINX_WORKER [haproxy]=$HA
 for r in $(seq "$REPEAT"); do
     for name in $(rotated "$r"); do
         log "round $r/$REPEAT, wrk: $name ($(cut -d' ' -f1-3 /proc/loadavg))"
-        before=$(cpu_snap)
+        before=$(cpu_snap); busy_before=$(busy_snap)
         # The proxy's own CPU time over the run (none for direct).
         ticks=$( [[ -n ${PROC[$name]:-} ]] && cpu_ticks "${PROC[$name]}" || echo)
         # The router's own request-duration histogram around its run.
         [[ $name == mentat-router ]] && curl -sf "http://127.0.0.1:$ADMIN_PORT/metrics" >"$TMP/metrics-$r-before"
         out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -H "Host: $HOST" "http://${TARGET[$name]}/")
-        steal=$(steal_since "$before")
+        steal=$(steal_since "$before"); busy=$(busy_since "$busy_before")
         cpu_us=$( [[ -n $ticks ]] && per_request "$ticks" "$(cpu_ticks "${PROC[$name]}")" "$(awk '/requests in/ {print $1}' <<<"$out")" || printf -- '-\t-')
         [[ $name == mentat-router ]] && curl -sf "http://127.0.0.1:$ADMIN_PORT/metrics" >"$TMP/metrics-$r-after"
         echo "$out" >"$TMP/wrk-$name-$r.txt"
@@ -170,11 +174,13 @@ for r in $(seq "$REPEAT"); do
         p50=$(awk '$1=="50%" {print $2}' <<<"$out")
         p99=$(awk '$1=="99%" {print $2}' <<<"$out")
         errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$rps" "$p50" "$p99" "${errs:-0}" "$steal" "$cpu_us" >>"$TMP/wrk.tsv"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$rps" "$p50" "$p99" "${errs:-0}" "$steal" "$cpu_us" "$busy" >>"$TMP/wrk.tsv"
     done
 done
-python3 - "$TMP/wrk.tsv" "${ORDER[@]}" <<'PY'
+python3 - "$TMP/wrk.tsv" "$LOAD_CPU" "$PROXY_CPU" "${ORDER[@]}" <<'PY'
 import sys
+load_cpu, proxy_cpu = sys.argv[2:4]
+del sys.argv[2:4]
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
 median = lambda xs: sorted(xs)[len(xs) // 2]
 def ms(v):
@@ -231,6 +237,12 @@ for name in sys.argv[2:]:
         each = ", ".join(f"{x:.2f}" for x in cpu(name))
         print(f"- {name}: {user:.2f} + {system:.2f} = {median(cpu(name)):.2f} µs ({each})")
 against_router("CPU per request", cpu, "- ")
+# A run is bounded by whichever CPU is full: the proxy's, or the one the
+# load generator and the backends share.
+print(f"\nBusy share of CPU {load_cpu} (load generator, backends) / CPU {proxy_cpu} (proxy) during the wrk runs, median of the rounds:")
+for name in sys.argv[2:]:
+    load, proxy = (median([float(r[i]) for r in rows if r[0] == name]) for i in (8, 9))
+    print(f"- {name}: {load:.0f}% / {proxy:.0f}%")
 PY
 echo
 echo "Fixed rate: \`taskset -c $LOAD_CPU oha -z ${DURATION}s -q $RATE -c $RATE_CONNS --latency-correction --no-tui -H 'Host: $HOST'\`, $REPEAT rounds, targets interleaved (order rotated each round); each column is the median of the rounds"
