@@ -63,7 +63,11 @@ cpu_snap() { awk '/^cpu / {print $2+$3+$4+$5+$6+$7+$8+$9, $9}' /proc/stat; }
 steal_since() { cpu_snap | awk -v b="$1" 'BEGIN {split(b, s, " ")} {t = $1 - s[1]; printf "%.1f", (t > 0 ? 100 * ($2 - s[2]) / t : 0)}'; }
 # How busy LOAD_CPU and PROXY_CPU were (user, system, interrupts), in % of
 # their time, between two snapshots: which side bounds a run.
-busy_snap() { awk -v c="^cpu($LOAD_CPU|$PROXY_CPU)\$" '$1 ~ c {printf "%d %d ", $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
+busy_snap() {
+    for c in "$LOAD_CPU" "$PROXY_CPU"; do
+        awk -v c="cpu$c" '$1 == c {printf "%d %d ", $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat
+    done
+}
 busy_since() { busy_snap | awk -v b="$1" 'BEGIN {split(b, s, " ")} {printf "%.0f\t%.0f", 100 * ($1 - s[1]) / ($2 - s[2]), 100 * ($3 - s[3]) / ($4 - s[4])}'; }
 
 start_backends "$LOAD_CPU"
