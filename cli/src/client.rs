@@ -23,9 +23,17 @@ pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 pub async fn connect(url: &str) -> Result<Bus> {
     Bus::connect(url, "mt", CONNECT_WAIT)
         .await
-        .map_err(|e| Error::Unreachable {
-            url: url.to_owned(),
-            detail: e.to_string(),
+        .map_err(|e| match e {
+            mentat_bus::Error::ServerTooOld { .. } => Error::Runtime(format!(
+                "{e}\nupgrade it, or have `mt up` start its own on a free port: \
+                 `export MENTAT_NATS_URL=nats://127.0.0.1:4322` before `mt up` and every \
+                 other command; {}",
+                crate::supervisor::NATS_HOW_TO_GET
+            )),
+            e => Error::Unreachable {
+                url: url.to_owned(),
+                detail: e.to_string(),
+            },
         })
 }
 

@@ -8,7 +8,7 @@ pub mod exit {
     pub const OK: u8 = 0;
     /// The deployment failed or was reverted, or the command was rejected.
     pub const FAILED: u8 = 1;
-    /// NATS could not be reached, or another error at run time.
+    /// NATS could not be reached or is older than 2.10, or another error at run time.
     pub const RUNTIME: u8 = 2;
     /// The planner did not answer.
     pub const NO_PLANNER: u8 = 3;
@@ -23,7 +23,7 @@ pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0   success
   1   the deployment failed or was reverted, or the command was rejected
-  2   NATS could not be reached, or another error at run time
+  2   NATS could not be reached or is older than 2.10, or another error at run time
   3   the planner did not answer (a command stays queued in JetStream)
   4   --timeout passed while the deployment was still running
   64  bad config file or command-line usage";

@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
 pub use child::ChildSpec;
+pub use nats::HOW_TO_GET as NATS_HOW_TO_GET;
 pub use ready::DEFAULT_NATS_URL;
 
 /// The four services, in the order they are stopped.
@@ -94,8 +95,7 @@ pub async fn run(plan: Plan) -> Result<()> {
         .into_iter()
         .map(|spec| Supervised::start(spec, &kill))
         .collect();
-    let external = nats.server.is_none();
-    let applier = tokio::spawn(ready::apply_when_ready(plan.clone(), services, external));
+    let applier = tokio::spawn(ready::apply_when_ready(plan.clone(), services));
 
     signals.recv().await;
     say("stopping (press Ctrl-C again to kill at once)");
@@ -240,6 +240,16 @@ async fn start_nats(
         ))
     })?;
     if nats::answers(&host, port, Duration::from_secs(1)).await {
+        // A server Mentat cannot work with stops `mt up` here, before any
+        // service starts against it.
+        crate::client::connect(&plan.nats_url)
+            .await
+            .map_err(|e| match e {
+                Error::Unreachable { url, detail } => Error::Runtime(format!(
+                    "something answers at {url}, but not as a NATS server Mentat can use: {detail}"
+                )),
+                e => e,
+            })?;
         say(&format!("using the NATS server at {}", plan.nats_url));
         return Ok(Some(NatsChild {
             server: None,

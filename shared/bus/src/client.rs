@@ -18,6 +18,27 @@ use crate::{streams, subject, Error, Result};
 /// Header carrying the id of a message for JetStream de-duplication.
 pub const MSG_ID: &str = "Nats-Msg-Id";
 
+/// Oldest nats-server release Mentat works with: its consumers filter on
+/// several subjects at once (`filter_subjects`), which came in 2.10.
+pub const MIN_SERVER_VERSION: (u32, u32) = (2, 10);
+
+/// The first `major.minor.patch` in `text` (`nats-server: v2.12.8`, `2.9.10`).
+pub fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
+    text.split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .find_map(|word| {
+            let mut parts = word.split('.').map(str::parse::<u32>);
+            match (parts.next(), parts.next(), parts.next()) {
+                (Some(Ok(a)), Some(Ok(b)), Some(Ok(c))) => Some((a, b, c)),
+                _ => None,
+            }
+        })
+}
+
+/// True when `version` is older than [`MIN_SERVER_VERSION`].
+pub fn is_too_old((major, minor, _): (u32, u32, u32)) -> bool {
+    (major, minor) < MIN_SERVER_VERSION
+}
+
 /// A connection to the bus.
 #[derive(Clone, Debug)]
 pub struct Bus {
@@ -33,7 +54,8 @@ pub struct Bus {
 
 impl Bus {
     /// Connect to `url`, retrying until `wait` has passed, and make sure the
-    /// streams exist.
+    /// streams exist. A server older than [`MIN_SERVER_VERSION`] is refused
+    /// ([`Error::ServerTooOld`]) before anything is created on it.
     pub async fn connect(url: &str, name: &str, wait: Duration) -> Result<Self> {
         let deadline = tokio::time::Instant::now() + wait;
         let (connected, connections) = watch::channel(0u64);
@@ -64,6 +86,13 @@ impl Bus {
                 }
             }
         };
+        let version = client.server_info().version;
+        if parse_version(&version).is_some_and(is_too_old) {
+            return Err(Error::ServerTooOld {
+                url: url.to_owned(),
+                version,
+            });
+        }
         let js = jetstream::new(client.clone());
         let bus = Bus {
             client,
@@ -170,5 +199,22 @@ impl Bus {
             .publish_with_headers(subject, Encoding::MsgPack.headers(), payload)
             .await
             .map_err(Error::nats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_read_and_old_ones_refused() {
+        assert_eq!(parse_version("nats-server: v2.12.8\n"), Some((2, 12, 8)));
+        assert_eq!(parse_version("2.9.10"), Some((2, 9, 10)));
+        assert_eq!(parse_version("2.11.0-RC.1"), Some((2, 11, 0)));
+        assert_eq!(parse_version("nats-server: unknown"), None);
+        assert!(is_too_old((2, 9, 10)));
+        assert!(is_too_old((1, 99, 0)));
+        assert!(!is_too_old((2, 10, 0)));
+        assert!(!is_too_old((3, 0, 0)));
     }
 }

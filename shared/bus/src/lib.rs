@@ -24,6 +24,20 @@ pub enum Error {
     /// The NATS server could not be reached or refused the operation; retry later.
     #[error("nats: {0}")]
     Nats(String),
+    /// The NATS server is older than [`client::MIN_SERVER_VERSION`]; nothing
+    /// was created on it. Retrying does not help.
+    #[error(
+        "the NATS server at {url} is version {version}; Mentat needs {}.{} or newer \
+         (its consumers filter on several subjects at once)",
+        client::MIN_SERVER_VERSION.0,
+        client::MIN_SERVER_VERSION.1
+    )]
+    ServerTooOld {
+        /// The URL connected to.
+        url: String,
+        /// The version the server announced.
+        version: String,
+    },
     /// A payload could not be decoded; reject the message, naming the problem.
     #[error("could not decode {what}: {detail}")]
     Decode {
