@@ -1,0 +1,210 @@
+//! `mt up`, as a user runs it from the README: the whole system from one
+//! command, a deploy through it, and Ctrl-C stopping everything; and a
+//! nats-server Mentat cannot work with refused before any service starts.
+
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use mentat_e2e::{bin_dir, load, text, SERVICES};
+use mentat_testkit::free_port;
+
+fn example_config() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/mentat.yaml")
+}
+
+/// `mt up` with the example config, its own NATS URL, data directory and
+/// ports, so that it shares nothing with other tests.
+fn up(nats_url: &str, data: &Path, http: &str) -> Command {
+    let mut cmd = Command::new(bin_dir().join("mt"));
+    cmd.arg("up")
+        .arg("--config")
+        .arg(example_config())
+        .args(["--nats", nats_url, "--http", http])
+        .arg("--data-dir")
+        .arg(data)
+        .env(
+            "MENTAT_ROUTER_ADMIN_LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        )
+        .env("RUST_LOG", "warn")
+        .env("USER", "tester");
+    cmd
+}
+
+/// `mt ARGS` against `nats_url`.
+fn mt(nats_url: &str, args: &[&str]) -> Output {
+    Command::new(bin_dir().join("mt"))
+        .args(args)
+        .env("MENTAT_NATS_URL", nats_url)
+        .env("USER", "tester")
+        .output()
+        .expect("run mt")
+}
+
+fn closed(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+}
+
+/// Lines of `stream`, as they come, on a channel.
+fn lines(stream: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Wait, collecting lines, for one that contains `wanted`.
+fn wait_for(rx: &mpsc::Receiver<String>, seen: &mut Vec<String>, wanted: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                let found = line.contains(wanted);
+                seen.push(line);
+                if found {
+                    return;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    panic!(
+        "{wanted:?} not printed within {within:?}; printed:\n{}",
+        seen.join("\n")
+    );
+}
+
+/// Stops `mt up` if the test fails half-way.
+struct Up(Child);
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_runs_the_whole_system_deploys_through_it_and_stops_on_ctrl_c() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nats_port = free_port();
+    let nats_url = format!("nats://127.0.0.1:{nats_port}");
+    let http_port = free_port();
+    let http = format!("127.0.0.1:{http_port}");
+    let mut up = Up(up(&nats_url, dir.path(), &http)
+        .env("NATS_SERVER_BIN", mentat_testkit::nats::server_bin())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start mt up"));
+    let out = lines(up.0.stdout.take().expect("stdout"));
+    let err = lines(up.0.stderr.take().expect("stderr"));
+    let mut said = Vec::new();
+
+    // It starts a nats-server where none answers, then the four services,
+    // and applies the config once the planner answers.
+    wait_for(
+        &err,
+        &mut said,
+        &format!("on 127.0.0.1:{nats_port}"),
+        Duration::from_secs(30),
+    );
+    wait_for(
+        &err,
+        &mut said,
+        "accepted: applied web",
+        Duration::from_secs(60),
+    );
+    wait_for(&out, &mut said, "Mentat is up", Duration::from_secs(60));
+
+    let deploy = mt(
+        &nats_url,
+        &["deploy", "web", "--image", "v1", "--timeout", "60"],
+    );
+    assert!(deploy.status.success(), "{}", text(&deploy));
+    let (status, body) = load::get(&http, "web.localhost")
+        .await
+        .expect("GET through the router");
+    assert_eq!((status, body.trim()), (200, "v1"));
+    for service in SERVICES {
+        let log = dir.path().join("logs").join(format!("{service}.log"));
+        assert!(log.exists(), "no log for the {service}: {}", log.display());
+    }
+
+    let pid = up.0.id().to_string();
+    let signalled = Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill");
+    assert!(signalled.success());
+    wait_for(&err, &mut said, "stopped", Duration::from_secs(40));
+    let exit = up.0.wait().expect("wait for mt up");
+    assert!(
+        exit.success(),
+        "mt up exited {exit}; printed:\n{}",
+        said.join("\n")
+    );
+    // Everything it started is gone: the NATS server, the router, the replicas.
+    assert!(
+        closed(nats_port),
+        "nats-server still listens on {nats_port}"
+    );
+    assert!(closed(http_port), "the router still listens on {http_port}");
+}
+
+#[test]
+fn up_refuses_a_nats_server_older_than_2_10_and_starts_no_service() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A nats-server binary that says it is 2.9.10 (Debian 12's), and leaves
+    // a mark if it is ever started.
+    let started = dir.path().join("started");
+    let fake = dir.path().join("nats-server");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = --version ]; then echo 'nats-server: v2.9.10'; exit 0; fi\n\
+             touch '{}'\nsleep 30\n",
+            started.display()
+        ),
+    )
+    .expect("write");
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let data = dir.path().join("data");
+    let nats_url = format!("nats://127.0.0.1:{}", free_port());
+
+    let out = up(&nats_url, &data, &format!("127.0.0.1:{}", free_port()))
+        .env("NATS_SERVER_BIN", &fake)
+        .output()
+        .expect("run mt up");
+
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let said = text(&out);
+    for expected in [
+        "version 2.9.10",
+        "Mentat needs 2.10 or newer",
+        "nats-server-bin",
+    ] {
+        assert!(
+            said.contains(expected),
+            "{expected:?} missing from:\n{said}"
+        );
+    }
+    assert!(!started.exists(), "the old nats-server was started");
+    for service in SERVICES {
+        let log = data.join("logs").join(format!("{service}.log"));
+        assert!(
+            !log.exists(),
+            "the {service} was started: {}",
+            log.display()
+        );
+    }
+}
