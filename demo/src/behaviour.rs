@@ -21,6 +21,11 @@
 //! - `ERROR_FILE`: while a file exists at this path, `GET /` answers 500 to
 //!   every request, whatever the version (a spike that hits every version
 //!   alike, for example a shared database going down).
+//!
+//! And one for the draining tests: `SHUTDOWN_GRACE_MS` (default 10000), how
+//! long in-flight requests may take to finish after SIGTERM; `0` exits at
+//! once and cuts them, like an application with no graceful shutdown, so
+//! that only the router's draining keeps them whole.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -30,6 +35,8 @@ use std::time::Duration;
 pub const DEFAULT_ERROR_RATE: f64 = 0.5;
 /// Default added latency for a `slow` version, in milliseconds.
 pub const DEFAULT_SLOW_MS: u64 = 300;
+/// Default time in-flight requests get to finish after SIGTERM, in milliseconds.
+pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 10_000;
 
 /// A configuration value that cannot be used; the process exits with status 2.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +70,8 @@ pub struct Settings {
     pub error_after: Duration,
     /// While this file exists, every `GET /` answers 500.
     pub error_file: Option<PathBuf>,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    pub shutdown_grace: Duration,
 }
 
 /// How a version misbehaves.
@@ -139,6 +148,9 @@ impl Settings {
         let slow_ms = millis(&env, "SLOW_MS")?.unwrap_or(DEFAULT_SLOW_MS);
         let ready_delay = Duration::from_millis(millis(&env, "READY_DELAY_MS")?.unwrap_or(0));
         let error_after = Duration::from_millis(millis(&env, "ERROR_AFTER_MS")?.unwrap_or(0));
+        let shutdown_grace = Duration::from_millis(
+            millis(&env, "SHUTDOWN_GRACE_MS")?.unwrap_or(DEFAULT_SHUTDOWN_GRACE_MS),
+        );
         let error_file = env("ERROR_FILE")
             .filter(|f| !f.trim().is_empty())
             .map(PathBuf::from);
@@ -149,6 +161,7 @@ impl Settings {
             behaviour: Behaviour::of(&version, error_rate, slow_ms),
             version,
             ready_delay,
+            shutdown_grace,
         })
     }
 }
@@ -331,6 +344,18 @@ mod tests {
         assert_eq!(
             with(("READY_DELAY_MS", "250")).map(|s| s.ready_delay),
             Ok(Duration::from_millis(250))
+        );
+        assert_eq!(
+            with(("SHUTDOWN_GRACE_MS", "0")).map(|s| s.shutdown_grace),
+            Ok(Duration::ZERO)
+        );
+        assert_eq!(
+            settings(&[], &[("PORT", "1")]).map(|s| s.shutdown_grace),
+            Ok(Duration::from_millis(DEFAULT_SHUTDOWN_GRACE_MS))
+        );
+        assert_eq!(
+            with(("SHUTDOWN_GRACE_MS", "soon")).map_err(|e| e.field),
+            Err("SHUTDOWN_GRACE_MS")
         );
     }
 }

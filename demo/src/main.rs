@@ -2,7 +2,8 @@
 //! misbehaves according to its version string.
 //!
 //! - [`behaviour`]: settings from `PORT`, `APP_VERSION` / `--version`,
-//!   `ERROR_RATE`, `SLOW_MS`, `READY_DELAY_MS`, and what each version does.
+//!   `ERROR_RATE`, `SLOW_MS`, `READY_DELAY_MS`, `SHUTDOWN_GRACE_MS`, and
+//!   what each version does.
 //! - [`server`]: `GET /`, `GET /health`, graceful shutdown on SIGTERM.
 //!
 //! Exit status: 0 after a clean shutdown, 1 for a `crash` version or a

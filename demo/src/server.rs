@@ -19,8 +19,6 @@ use tokio::time::Instant;
 
 use crate::behaviour::Settings;
 
-/// How long in-flight requests may take to finish after SIGTERM.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// A client must send its request headers within this time (slowloris).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -101,8 +99,8 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
 }
 
 /// Serve on `listener` until `stop` resolves, then stop accepting, let
-/// in-flight requests finish (at most [`SHUTDOWN_GRACE`]) and close idle
-/// keep-alive connections.
+/// in-flight requests finish (at most the settings' `shutdown_grace`; none
+/// when it is zero) and close idle keep-alive connections.
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
@@ -144,11 +142,12 @@ pub async fn serve(
         "mentat-demo-app: shutting down, waiting for {} connection(s)",
         graceful.count()
     );
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+    let grace = app.settings.shutdown_grace;
+    if tokio::time::timeout(grace, graceful.shutdown())
         .await
         .is_err()
     {
-        eprintln!("mentat-demo-app: grace of {SHUTDOWN_GRACE:?} passed, exiting anyway");
+        eprintln!("mentat-demo-app: grace of {grace:?} passed, exiting anyway");
     }
 }
 
