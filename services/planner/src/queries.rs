@@ -46,7 +46,7 @@ fn service_status(name: &str, s: &ServiceState) -> ServiceStatus {
         Some(record)
     });
     let shares = planner::routes::shares(&s.routes);
-    let instances = s
+    let instances: Vec<ReplicaStatus> = s
         .replicas
         .values()
         .filter(|r| r.phase != Phase::Exited)
@@ -66,6 +66,31 @@ fn service_status(name: &str, s: &ServiceState) -> ServiceStatus {
             started_at_ms: r.started_at_ms,
         })
         .collect();
+    // A version none of whose replicas is left has no traffic to judge.
+    let health = s
+        .verdicts
+        .iter()
+        .filter(|(version, _)| instances.iter().any(|r| &r.image == *version))
+        .map(|(version, v)| {
+            let (verdict, detail) = match &v.kind {
+                VerdictKind::Pass => ("pass", "within every threshold".to_owned()),
+                VerdictKind::NoData {
+                    requests,
+                    min_requests,
+                } => (
+                    "no_data",
+                    format!("{requests} requests in the window, {min_requests} needed"),
+                ),
+                VerdictKind::Breach(j) => ("breach", j.to_string()),
+            };
+            VersionHealth {
+                version: version.clone(),
+                verdict: verdict.to_owned(),
+                detail,
+                since_ms: v.since_ms,
+            }
+        })
+        .collect();
     ServiceStatus {
         service: name.to_owned(),
         image: s.image.clone(),
@@ -73,29 +98,7 @@ fn service_status(name: &str, s: &ServiceState) -> ServiceStatus {
         deployment,
         instances,
         routes: s.routes.clone(),
-        health: s
-            .verdicts
-            .iter()
-            .map(|(version, v)| {
-                let (verdict, detail) = match &v.kind {
-                    VerdictKind::Pass => ("pass", "within every threshold".to_owned()),
-                    VerdictKind::NoData {
-                        requests,
-                        min_requests,
-                    } => (
-                        "no_data",
-                        format!("{requests} requests in the window, {min_requests} needed"),
-                    ),
-                    VerdictKind::Breach(j) => ("breach", j.to_string()),
-                };
-                VersionHealth {
-                    version: version.clone(),
-                    verdict: verdict.to_owned(),
-                    detail,
-                    since_ms: v.since_ms,
-                }
-            })
-            .collect(),
+        health,
     }
 }
 
@@ -130,5 +133,52 @@ pub async fn history(log: &Log, query: &HistoryQuery) -> HistoryReply {
     HistoryReply::Ok {
         deployments: state.history.clone(),
         events,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mentat_domain::planner::state::{Replica, Verdict};
+    use mentat_domain::spec::HealthSpec;
+
+    use super::*;
+
+    fn replica(id: &str, image: &str, phase: Phase) -> Replica {
+        Replica {
+            id: id.into(),
+            image: image.into(),
+            host: "vm".into(),
+            addr: None,
+            phase,
+            drain_since_ms: None,
+            drained: false,
+            health: HealthSpec::default(),
+            exit: None,
+            spawned: false,
+            started_at_ms: None,
+            retiring: false,
+        }
+    }
+
+    #[test]
+    fn status_gives_verdicts_only_for_versions_with_replicas_left() {
+        let mut s = ServiceState::default();
+        for r in [
+            replica("web-1", "v1", Phase::Exited),
+            replica("web-2", "v2", Phase::Healthy),
+            replica("web-3", "v3", Phase::Draining),
+        ] {
+            s.replicas.insert(r.id.clone(), r);
+        }
+        for version in ["v0", "v1", "v2", "v3"] {
+            let verdict = Verdict {
+                kind: VerdictKind::Pass,
+                since_ms: 1,
+            };
+            s.verdicts.insert(version.into(), verdict);
+        }
+        let status = service_status("web", &s);
+        let versions: Vec<&str> = status.health.iter().map(|h| h.version.as_str()).collect();
+        assert_eq!(versions, ["v2", "v3"]);
     }
 }
