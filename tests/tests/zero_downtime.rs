@@ -6,10 +6,14 @@
 //! each request, so that replicas leave rotation with requests in flight
 //! and only the draining keeps them from being cut: the backends exit at
 //! once on SIGTERM (`SHUTDOWN_GRACE_MS: 0`), so a replica stopped before
-//! the router has drained it cuts the requests it still holds.
+//! the router has drained it cuts the requests it still holds. And a
+//! revert the health-watcher starts, under the same load: a canary whose
+//! answers are too slow breaches the latency threshold while it serves its
+//! share, and its traffic goes back to the stable version.
 
 use std::time::{Duration, Instant};
 
+use mentat_domain::Event;
 use mentat_e2e::{text, Cluster, Db, Load};
 
 const HOST: &str = "web.localhost";
@@ -126,4 +130,85 @@ async fn fast_backends_every_strategy_at_2000_rps() {
 async fn slow_backends_drain_every_strategy_at_2000_rps() {
     // 2,000/s of 50 ms requests keep about 100 in flight.
     every_strategy_under_constant_load(Db::Postgres, 50, 160).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_latency_breach_is_reverted_at_2000_rps_with_every_request_answered() {
+    // A v2-slow answers in 300 ms; the threshold is a p99 of 150 ms over 1 s.
+    let config = r#"services:
+  web:
+    replicas: 3
+    run:
+      command: ["mentat-demo-app"]
+      env: { APP_VERSION: "{image}", SLOW_MS: "300", SHUTDOWN_GRACE_MS: "0" }
+    health:
+      path: /health
+      interval_ms: 100
+      healthy_after: 2
+      unhealthy_after: 3
+      bake_secs: 0
+      thresholds: { window_secs: 1, min_requests: 10, latency_p99_ms: 150, error_rate_percent: 5 }
+    deploy: { strategy: canary, canary_percent: 10, health_timeout_secs: 10 }
+"#;
+    let cluster =
+        Cluster::start_with_router_args(Db::Sqlite, &["--stats-interval-ms", "100"]).await;
+    cluster.apply(config);
+    cluster.deploy_first("v1");
+    // The canary's tenth of 2,000/s keeps about 60 slow requests in flight.
+    let connections = 160;
+    let load = Load::start_rate(cluster.router_addr(), HOST, RATE, connections);
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let out = cluster.mt(&[
+        "deploy",
+        "web",
+        "--image",
+        "v2-slow",
+        "--wait",
+        "--timeout",
+        "120",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "v2-slow must be reverted: {}",
+        text(&out)
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let elapsed = started.elapsed();
+    let tally = load.stop().await;
+    let rate = tally.total() as f64 / elapsed.as_secs_f64();
+    println!(
+        "latency breach: {} requests in {:.1}s ({rate:.0}/s over {connections} connections), by status {:?}, by version {:?}",
+        tally.total(),
+        elapsed.as_secs_f64(),
+        tally.statuses,
+        tally.per_version
+    );
+    let breached =
+        cluster.events("web").await.into_iter().any(
+            |e| matches!(e, Event::ThresholdBreached { ref version, .. } if version == "v2-slow"),
+        );
+    assert!(
+        breached,
+        "the revert must come from a threshold breach: {}",
+        text(&out)
+    );
+    assert!(
+        tally.per_version.get("v2-slow").copied().unwrap_or(0) > 0,
+        "the canary served no request: {:?}",
+        tally.per_version
+    );
+    assert_eq!(
+        tally.ok(),
+        tally.total(),
+        "every request must be answered 200: by status {:?}, first failures {:?}",
+        tally.statuses,
+        tally.failures
+    );
+    assert!(
+        rate >= f64::from(RATE) * 0.95,
+        "the load fell to {rate:.0} requests/s"
+    );
+    assert_eq!(tally.versions.last().map(String::as_str), Some("v1"));
 }
