@@ -239,9 +239,12 @@ async fn a_spike_on_both_versions_does_not_revert_the_canary() {
         "the spike happened: {tally:?}"
     );
     let status = cluster.status("web").await;
-    let d = status.deployment.expect("the canary still in flight");
-    assert_eq!(d.outcome, Outcome::InProgress, "{d:#?}");
     let events = cluster.events("web").await;
+    let Some(d) = status.deployment else {
+        let history = cluster.mt_ok(&["history", "web"]);
+        panic!("the canary is no longer in flight:\n{history}\n{events:#?}");
+    };
+    assert_eq!(d.outcome, Outcome::InProgress, "{d:#?}");
     assert!(breaches(&events, "v2").is_empty(), "{events:#?}");
     assert!(breaches(&events, "v1").is_empty(), "{events:#?}");
 }
