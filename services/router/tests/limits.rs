@@ -57,6 +57,7 @@ async fn oversized_heads_get_431_and_oversized_bodies_413() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 
     let client = client();
+    let reached = a.started.load(Ordering::SeqCst);
     let answer = send(
         &client,
         router.addr,
@@ -67,6 +68,8 @@ async fn oversized_heads_get_431_and_oversized_bodies_413() {
     )
     .await;
     assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
+    // Refused on its Content-Length: the backend never saw it.
+    assert_eq!(a.started.load(Ordering::SeqCst), reached);
     let answer = send(
         &client,
         router.addr,
@@ -108,6 +111,40 @@ async fn a_client_too_slow_with_its_headers_is_disconnected() {
         waited >= Duration::from_millis(900) && waited < Duration::from_secs(3),
         "{waited:?}"
     );
+    assert_eq!(a.started.load(Ordering::SeqCst), 0);
+
+    // A client that trickles its head, a byte every 200 ms, is cut all the
+    // same: the timeout runs from the head's first byte, not between reads.
+    let started = Instant::now();
+    let mut stream = tokio::net::TcpStream::connect(router.addr)
+        .await
+        .expect("connect");
+    let head = b"GET / HTTP/1.1\r\nHost: web.localhost\r\nX-Slow: ";
+    let mut cut = None;
+    for byte in head.iter().chain(std::iter::repeat(&b'x')).take(50) {
+        if tokio::io::AsyncWriteExt::write_all(&mut stream, &[*byte])
+            .await
+            .is_err()
+        {
+            cut = Some(started.elapsed());
+            break;
+        }
+        let mut buf = [0u8; 64];
+        match tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::io::AsyncReadExt::read(&mut stream, &mut buf),
+        )
+        .await
+        {
+            Ok(Ok(0) | Err(_)) => {
+                cut = Some(started.elapsed());
+                break;
+            }
+            Ok(Ok(_)) | Err(_) => {}
+        }
+    }
+    let cut = cut.expect("a trickling client was never cut off");
+    assert!(cut < Duration::from_secs(3), "cut only after {cut:?}");
     assert_eq!(a.started.load(Ordering::SeqCst), 0);
 }
 
