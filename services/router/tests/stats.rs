@@ -60,9 +60,7 @@ async fn traffic_is_published_per_interval_and_exposed_on_metrics() {
             .expect("stats within 5 s")
             .expect("stream open")
             .expect("message");
-        let stats: TrafficStats =
-            mentat_bus::codec::decode(&msg.payload, mentat_bus::Encoding::MsgPack, "TrafficStats")
-                .expect("decodes");
+        let stats = decode(&msg.payload);
         assert_eq!((stats.router.as_str(), stats.interval_ms), (ROUTER_ID, 200));
         for i in stats.instances {
             assert_eq!(i.latency_buckets.len(), LATENCY_BUCKETS);
@@ -105,6 +103,45 @@ async fn traffic_is_published_per_interval_and_exposed_on_metrics() {
         Some(6.0)
     );
     assert!(text.contains("mentat_router_request_duration_seconds_bucket{service=\"web\",replica=\"b\",image=\"v2\",le=\"+Inf\"} 6"));
+
+    // Intervals without traffic publish nothing.
+    let quiet = tokio::time::timeout(Duration::from_millis(700), messages.next()).await;
+    assert!(quiet.is_err(), "published without new traffic");
+    // Under steady traffic, a message every interval, each with only what
+    // came since the one before.
+    let started = tokio::time::Instant::now();
+    let mut sent = 0u64;
+    while started.elapsed() < Duration::from_millis(1200) {
+        get(&client, router.addr, "a.web.localhost", "/").await;
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (mut seen, mut published) = (0u64, 0u32);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while seen < sent {
+        let msg = tokio::time::timeout_at(deadline, messages.next())
+            .await
+            .expect("stats within 5 s")
+            .expect("stream open")
+            .expect("message");
+        seen += decode(&msg.payload)
+            .instances
+            .iter()
+            .map(|i| i.requests)
+            .sum::<u64>();
+        published += 1;
+        let _ = msg.ack().await;
+    }
+    assert_eq!(seen, sent, "the deltas add up to the requests sent");
+    assert!(
+        published >= 3,
+        "{published} messages over 1.2 s of traffic at a 200 ms interval"
+    );
+}
+
+fn decode(payload: &[u8]) -> TrafficStats {
+    mentat_bus::codec::decode(payload, mentat_bus::Encoding::MsgPack, "TrafficStats")
+        .expect("decodes")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
