@@ -556,4 +556,38 @@ mod tests {
         }
         assert!((800..=1200).contains(&to_v2), "{to_v2}");
     }
+
+    /// The replica each of 2,000 keys is sent to once `backends` apply.
+    fn sticky_picks(
+        shared: &SharedTable,
+        w: &mut TableWriter,
+        backends: &[Backend],
+    ) -> Vec<String> {
+        apply(w, "web", backends);
+        let table = shared.load();
+        let web = table.service("web").expect("web");
+        (0..2_000)
+            .map(|i| {
+                let key = format!("user-{i}");
+                let r = web.pick_sticky(key.as_bytes(), None).expect("a route");
+                r.endpoint.replica.clone()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_sticky_key_does_not_depend_on_the_order_of_the_backends() {
+        let shared = SharedTable::default();
+        let mut w = writer(&shared);
+        let v = |replica: &str, image: &str, weight| Backend {
+            image: image.into(),
+            ..backend(replica, weight)
+        };
+        let listed = [v("a1", "v1", 45), v("a2", "v1", 45), v("b1", "v2", 10)];
+        let first = sticky_picks(&shared, &mut w, &listed);
+        // The same weights, the canary listed first and the stable replicas
+        // the other way round: not one key moves.
+        let reordered = [v("b1", "v2", 10), v("a2", "v1", 45), v("a1", "v1", 45)];
+        assert_eq!(sticky_picks(&shared, &mut w, &reordered), first);
+    }
 }
