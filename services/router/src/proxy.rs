@@ -384,3 +384,50 @@ fn unavailable() -> Outgoing {
         .insert(RETRY_AFTER, HeaderValue::from_static("1"));
     resp
 }
+
+#[cfg(test)]
+mod tests {
+    use mentat_domain::event::Backend;
+    use mentat_domain::spec::RouteSpec;
+
+    use super::*;
+    use crate::pool::PoolSettings;
+    use crate::table::TableWriter;
+
+    #[test]
+    fn a_request_that_looked_its_routes_up_before_a_replica_left_is_not_sent_to_it() {
+        let shared = SharedTable::default();
+        let mut writer = TableWriter::new(shared.clone(), PoolSettings::default());
+        let backend = |replica: &str| Backend {
+            replica: replica.into(),
+            addr: "127.0.0.1:9".into(),
+            image: "v1".into(),
+            weight: 1,
+        };
+        let _ = writer.apply("web", &[backend("a"), backend("b")], &RouteSpec::default());
+        let proxy = Proxy::new(shared.clone(), "localhost", 1000, CancellationToken::new());
+        // The routes a request found as it arrived...
+        let table = shared.load();
+        let stale = table.lookup(DEFAULT_ENVIRONMENT, "web").expect("web");
+        // ...then `a` leaves rotation and starts draining.
+        let drains = writer.apply("web", &[backend("b")], &RouteSpec::default());
+        assert_eq!(drains.len(), 1);
+        let mut fields = RawFields::parse(b"Host: web.localhost\r\n\r\n");
+        let forwarded =
+            headers::forward_request(&mut fields, &HeaderValue::from_static("127.0.0.1"));
+        let call = Call {
+            environment: DEFAULT_ENVIRONMENT,
+            host: "web",
+            routes: stale,
+            direct: None,
+            sticky_key: None,
+            fields: &fields,
+            forwarded: &forwarded,
+            service: "web",
+        };
+        for i in 0..20 {
+            let guard = proxy.choose(&call, None).expect("a backend in rotation");
+            assert_eq!(guard.endpoint().replica, "b", "pick {i}");
+        }
+    }
+}
