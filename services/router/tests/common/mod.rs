@@ -360,6 +360,12 @@ pub async fn get(client: &HttpClient, router: SocketAddr, host: &str, path: &str
     send(client, router, Method::GET, host, path, "").await
 }
 
+/// POST `body` to `/echo` of `web.localhost` (the test backends answer
+/// `<name>:<body>`).
+pub async fn post_echo(client: &HttpClient, router: SocketAddr, body: &str) -> Answer {
+    send(client, router, Method::POST, "web.localhost", "/echo", body).await
+}
+
 /// GET with extra headers.
 pub async fn get_with(
     client: &HttpClient,
