@@ -673,4 +673,31 @@ mod tests {
         let e = send_get(&mut upstream).await.expect_err("no answer");
         assert!(matches!(e, SendError::Closed) && !e.unsent(), "{e}");
     }
+
+    #[tokio::test]
+    async fn a_connection_reset_before_the_request_left_is_unsent() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (reset_tx, reset_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.expect("accept");
+            // Closing with a zero linger resets the connection.
+            stream.set_zero_linger().expect("linger");
+            drop(stream);
+            let _ = reset_tx.send(());
+        });
+        let pool = crate::pool::Pool::new(crate::pool::PoolSettings::default());
+        let mut upstream = pool.checkout(&addr.to_string()).await.expect("connect");
+        reset_rx.await.expect("reset");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let e = send_get(&mut upstream)
+            .await
+            .expect_err("the connection was reset");
+        assert!(
+            e.unsent(),
+            "nothing left the router, so it may be retried: {e}"
+        );
+    }
 }
