@@ -197,6 +197,49 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_canary_within_the_allowed_degradation_of_its_baseline_passes() {
+        // Baseline 10 % errors; 50 % worse is 15 %.
+        let baseline = traffic(900, 90, 1_000);
+        let v = judge(&thresholds(), &traffic(100, 14, 1_000), Some(&baseline));
+        assert_eq!(v, Verdict::Pass { requests: 100 });
+        let v = judge(&thresholds(), &traffic(100, 16, 1_000), Some(&baseline));
+        let Verdict::Breach(j) = v else {
+            panic!("expected a breach, got {v:?}");
+        };
+        assert_eq!((j.observed, j.baseline), (1_600, Some(1_000)));
+    }
+
+    #[test]
+    fn a_near_perfect_baseline_counts_as_its_floors() {
+        // Errors: a 0.1 % baseline counts as 1 %, so 50 % worse is 1.5 %.
+        let t = Thresholds {
+            error_rate_percent: 1,
+            ..thresholds()
+        };
+        let baseline = traffic(1_000, 1, 1_000);
+        let v = judge(&t, &traffic(1_000, 14, 1_000), Some(&baseline));
+        assert_eq!(v, Verdict::Pass { requests: 1_000 });
+        let v = judge(&t, &traffic(1_000, 16, 1_000), Some(&baseline));
+        assert!(
+            matches!(v, Verdict::Breach(ref j) if j.metric == Metric::ErrorRate),
+            "{v:?}"
+        );
+        // Latency: a 1 ms baseline counts as 10 ms, so 50 % worse is 15 ms.
+        let t = Thresholds {
+            latency_p99_ms: 5,
+            ..thresholds()
+        };
+        let baseline = traffic(100, 0, 1_000);
+        let v = judge(&t, &traffic(100, 0, 12_000), Some(&baseline));
+        assert_eq!(v, Verdict::Pass { requests: 100 });
+        let v = judge(&t, &traffic(100, 0, 30_000), Some(&baseline));
+        assert!(
+            matches!(v, Verdict::Breach(ref j) if j.metric == Metric::LatencyP99),
+            "{v:?}"
+        );
+    }
+
+    #[test]
     fn given_a_canary_worse_than_a_healthy_baseline_then_breach() {
         let baseline = traffic(900, 1, 1_000);
         let v = judge(&thresholds(), &traffic(100, 30, 1_000), Some(&baseline));
