@@ -241,6 +241,57 @@ fn without_auto_revert_a_breach_holds_the_deployment() {
 }
 
 #[test]
+fn a_breach_in_the_middle_of_a_rolling_update_reverts_at_once() {
+    let mut sim = serving_v1(DeploySpec::default(), 30);
+    let id = sim.deploy("v2").expect("accepted");
+    let mut rounds = 0;
+    while !(sim.running("v2") >= 1 && sim.running("v1") >= 2) {
+        sim.run(1);
+        rounds += 1;
+        assert!(rounds < 200, "the first batch never took traffic");
+    }
+    let from = sim.log.len();
+    breach(&mut sim, "v2");
+    assert!(
+        sim.types_since(from).contains(&"DeploymentReverting"),
+        "{:?}",
+        sim.types_since(from)
+    );
+    sim.run(200);
+    assert_eq!(sim.outcome(&id).0, Outcome::Reverted);
+    assert_eq!((sim.running("v1"), sim.running("v2")), (3, 0));
+}
+
+#[test]
+fn without_auto_revert_a_breach_holds_a_rolling_update_too() {
+    let deploy = DeploySpec {
+        auto_revert: false,
+        ..DeploySpec::default()
+    };
+    let mut sim = serving_v1(deploy, 30);
+    let id = sim.deploy("v2").expect("accepted");
+    sim.run(200);
+    assert_eq!(sim.outcome(&id).0, Outcome::InProgress, "baking");
+    let from = sim.log.len();
+    breach(&mut sim, "v2");
+    let since = sim.types_since(from);
+    assert!(
+        !since.contains(&"DeploymentReverting") && !since.contains(&"DeploymentFailed"),
+        "{since:?}"
+    );
+    assert_eq!(sim.outcome(&id).0, Outcome::InProgress);
+    let d = sim.world.services["web"]
+        .deployment
+        .clone()
+        .expect("in flight");
+    assert!(d
+        .paused
+        .expect("held")
+        .reason
+        .contains("threshold breached by v2"));
+}
+
+#[test]
 fn breaches_of_the_old_version_or_outside_a_deployment_revert_nothing() {
     let mut sim = serving_v1(stepped(), 0);
     breach(&mut sim, "v1");
