@@ -391,15 +391,8 @@ fn without_auto_revert_a_phase_past_its_deadline_is_held() {
     sim.run(40);
     sim.wait(6_000);
     assert_eq!(sim.outcome(&id).0, Outcome::InProgress);
-    let d = sim.world.services["web"]
-        .deployment
-        .clone()
-        .expect("in flight");
-    assert!(d
-        .paused
-        .expect("held")
-        .reason
-        .contains("no progress within 5s"));
+    let held = sim.held_because().expect("held");
+    assert!(held.contains("no progress within 5s"), "{held}");
     // Still at its canary share while held.
     assert!((sim.share_by_image()["v2"] - 10.0).abs() < 1e-9);
 }

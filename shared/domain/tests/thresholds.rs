@@ -212,15 +212,8 @@ fn without_auto_revert_a_breach_holds_the_deployment() {
     sim.run(40);
     breach(&mut sim, "v2");
     assert_eq!(sim.outcome(&id).0, Outcome::InProgress);
-    let d = sim.world.services["web"]
-        .deployment
-        .clone()
-        .expect("in flight");
-    assert!(d
-        .paused
-        .expect("held")
-        .reason
-        .contains("threshold breached by v2"));
+    let held = sim.held_because().expect("held");
+    assert!(held.contains("threshold breached by v2"), "{held}");
     // Resuming acknowledges the breach; a new one holds it again.
     sim.control(Command::Resume).expect("resume");
     sim.settle();
@@ -280,15 +273,8 @@ fn without_auto_revert_a_breach_holds_a_rolling_update_too() {
         "{since:?}"
     );
     assert_eq!(sim.outcome(&id).0, Outcome::InProgress);
-    let d = sim.world.services["web"]
-        .deployment
-        .clone()
-        .expect("in flight");
-    assert!(d
-        .paused
-        .expect("held")
-        .reason
-        .contains("threshold breached by v2"));
+    let held = sim.held_because().expect("held");
+    assert!(held.contains("threshold breached by v2"), "{held}");
 }
 
 #[test]

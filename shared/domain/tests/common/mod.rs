@@ -349,6 +349,12 @@ impl Sim {
         self.world.services["web"].deployment.is_some()
     }
 
+    /// Why the deployment in flight is held, if it is.
+    pub fn held_because(&self) -> Option<String> {
+        let d = self.world.services["web"].deployment.as_ref()?;
+        d.paused.as_ref().map(|p| p.reason.clone())
+    }
+
     /// Move time on by `ms`, letting the cluster and planner act every 100 ms.
     pub fn wait(&mut self, ms: i64) {
         let until = self.now + ms;
