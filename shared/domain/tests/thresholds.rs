@@ -256,6 +256,36 @@ fn a_breach_in_the_middle_of_a_rolling_update_reverts_at_once() {
 }
 
 #[test]
+fn a_breach_while_a_promoted_canary_rolls_out_reverts_at_once() {
+    let deploy = DeploySpec {
+        strategy: Strategy::Canary,
+        canary_percent: 10,
+        ..DeploySpec::default()
+    };
+    let mut sim = serving_v1(deploy, 30);
+    let id = sim.deploy("v2").expect("accepted");
+    sim.run(60);
+    assert_eq!((sim.running("v2"), sim.running("v1")), (1, 3), "the canary");
+    sim.control(Command::Promote).expect("promote accepted");
+    let mut rounds = 0;
+    while !(sim.running("v2") >= 2 && sim.running("v1") >= 1) {
+        sim.run(1);
+        rounds += 1;
+        assert!(rounds < 200, "the roll-out never went on");
+    }
+    let from = sim.log.len();
+    breach(&mut sim, "v2");
+    assert!(
+        sim.types_since(from).contains(&"DeploymentReverting"),
+        "{:?}",
+        sim.types_since(from)
+    );
+    sim.run(200);
+    assert_eq!(sim.outcome(&id).0, Outcome::Reverted);
+    assert_eq!((sim.running("v1"), sim.running("v2")), (3, 0));
+}
+
+#[test]
 fn without_auto_revert_a_breach_holds_a_rolling_update_too() {
     let deploy = DeploySpec {
         auto_revert: false,
