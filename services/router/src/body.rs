@@ -52,12 +52,14 @@ pub struct Shared {
 }
 
 impl RequestBody {
-    /// Wrap the client's body, to be cut past `limit` bytes.
+    /// Wrap the client's body, to be cut past `limit` bytes. A body whose
+    /// Content-Length is past the limit is too large from the start.
     pub fn new(body: ClientBody, limit: u64) -> Self {
+        let declared_too_large = body.decoder.remaining().is_some_and(|n| n > limit);
         let shared = Shared {
             body: Mutex::new(Some(body)),
             started: AtomicBool::new(false),
-            too_large: AtomicBool::new(false),
+            too_large: AtomicBool::new(declared_too_large),
         };
         RequestBody::Streaming(Arc::new(shared), limit)
     }
@@ -76,7 +78,8 @@ impl RequestBody {
         }
     }
 
-    /// True once the body was cut for being larger than the limit.
+    /// True once the body was cut for being larger than the limit, or from
+    /// the start when its Content-Length is.
     pub fn too_large(&self) -> bool {
         match self {
             RequestBody::Empty => false,

@@ -152,12 +152,7 @@ impl Proxy {
                 return local(StatusCode::NOT_FOUND, "no such replica\n");
             }
         }
-        let too_long = fields
-            .get(b"content-length")
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .is_some_and(|n| n > self.max_body_bytes);
-        if too_long {
+        if body.too_large() {
             return local(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
         }
         let sticky_key = routes.sticky.as_ref().and_then(|s| sticky_key(&fields, s));
