@@ -233,26 +233,36 @@ fn without_auto_revert_a_breach_holds_the_deployment() {
         .is_some());
 }
 
+/// Run round by round until `reached` holds, within 200 rounds.
+fn run_until(sim: &mut Sim, what: &str, reached: impl Fn(&Sim) -> bool) {
+    for _ in 0..200 {
+        if reached(sim) {
+            return;
+        }
+        sim.run(1);
+    }
+    panic!("{what} never happened");
+}
+
+/// Breach v2 now: the revert starts at once, and v1 is back on every replica.
+fn breach_reverts_at_once(sim: &mut Sim, id: &str) {
+    let from = sim.log.len();
+    breach(sim, "v2");
+    let since = sim.types_since(from);
+    assert!(since.contains(&"DeploymentReverting"), "{since:?}");
+    sim.run(200);
+    assert_eq!(sim.outcome(id).0, Outcome::Reverted);
+    assert_eq!((sim.running("v1"), sim.running("v2")), (3, 0));
+}
+
 #[test]
 fn a_breach_in_the_middle_of_a_rolling_update_reverts_at_once() {
     let mut sim = serving_v1(DeploySpec::default(), 30);
     let id = sim.deploy("v2").expect("accepted");
-    let mut rounds = 0;
-    while !(sim.running("v2") >= 1 && sim.running("v1") >= 2) {
-        sim.run(1);
-        rounds += 1;
-        assert!(rounds < 200, "the first batch never took traffic");
-    }
-    let from = sim.log.len();
-    breach(&mut sim, "v2");
-    assert!(
-        sim.types_since(from).contains(&"DeploymentReverting"),
-        "{:?}",
-        sim.types_since(from)
-    );
-    sim.run(200);
-    assert_eq!(sim.outcome(&id).0, Outcome::Reverted);
-    assert_eq!((sim.running("v1"), sim.running("v2")), (3, 0));
+    run_until(&mut sim, "the first batch taking traffic", |s| {
+        s.running("v2") >= 1 && s.running("v1") >= 2
+    });
+    breach_reverts_at_once(&mut sim, &id);
 }
 
 #[test]
@@ -267,22 +277,10 @@ fn a_breach_while_a_promoted_canary_rolls_out_reverts_at_once() {
     sim.run(60);
     assert_eq!((sim.running("v2"), sim.running("v1")), (1, 3), "the canary");
     sim.control(Command::Promote).expect("promote accepted");
-    let mut rounds = 0;
-    while !(sim.running("v2") >= 2 && sim.running("v1") >= 1) {
-        sim.run(1);
-        rounds += 1;
-        assert!(rounds < 200, "the roll-out never went on");
-    }
-    let from = sim.log.len();
-    breach(&mut sim, "v2");
-    assert!(
-        sim.types_since(from).contains(&"DeploymentReverting"),
-        "{:?}",
-        sim.types_since(from)
-    );
-    sim.run(200);
-    assert_eq!(sim.outcome(&id).0, Outcome::Reverted);
-    assert_eq!((sim.running("v1"), sim.running("v2")), (3, 0));
+    run_until(&mut sim, "the roll-out going on", |s| {
+        s.running("v2") >= 2 && s.running("v1") >= 1
+    });
+    breach_reverts_at_once(&mut sim, &id);
 }
 
 #[test]
