@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use mentat_bus::client::{is_too_old, parse_version, MIN_SERVER_VERSION};
+use mentat_bus::client::{is_too_old, parse_version, too_old_message};
 
 use super::{say, ChildSpec};
 
@@ -90,12 +90,11 @@ pub fn server_spec(
     let bin = server_bin()?;
     match binary_version(&bin) {
         Some(version @ (major, minor, patch)) if is_too_old(version) => {
-            return Err(format!(
-                "{} is version {major}.{minor}.{patch}; Mentat needs {}.{} or newer; {HOW_TO_GET}",
-                bin.display(),
-                MIN_SERVER_VERSION.0,
-                MIN_SERVER_VERSION.1
-            ))
+            let why = too_old_message(
+                &bin.display().to_string(),
+                &format!("{major}.{minor}.{patch}"),
+            );
+            return Err(format!("{why}; {HOW_TO_GET}"));
         }
         Some(_) => {}
         None => say(&format!(

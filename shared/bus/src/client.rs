@@ -34,6 +34,15 @@ pub fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
         })
 }
 
+/// Why `what` (a server, or a nats-server binary) of `version` will not do.
+pub fn too_old_message(what: &str, version: &str) -> String {
+    format!(
+        "{what} is version {version}; Mentat needs {}.{} or newer \
+         (its consumers filter on several subjects at once)",
+        MIN_SERVER_VERSION.0, MIN_SERVER_VERSION.1
+    )
+}
+
 /// True when `version` is older than [`MIN_SERVER_VERSION`].
 pub fn is_too_old((major, minor, _): (u32, u32, u32)) -> bool {
     (major, minor) < MIN_SERVER_VERSION

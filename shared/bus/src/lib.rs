@@ -26,12 +26,7 @@ pub enum Error {
     Nats(String),
     /// The NATS server is older than [`client::MIN_SERVER_VERSION`]; nothing
     /// was created on it. Retrying does not help.
-    #[error(
-        "the NATS server at {url} is version {version}; Mentat needs {}.{} or newer \
-         (its consumers filter on several subjects at once)",
-        client::MIN_SERVER_VERSION.0,
-        client::MIN_SERVER_VERSION.1
-    )]
+    #[error("{}", client::too_old_message(&format!("the NATS server at {url}"), version))]
     ServerTooOld {
         /// The URL connected to.
         url: String,
