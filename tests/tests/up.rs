@@ -141,8 +141,9 @@ async fn up_runs_the_whole_system_deploys_through_it_and_stops_on_ctrl_c() {
     }
 
     let pid = up.0.id().to_string();
-    let signalled = Command::new("kill")
-        .args(["-INT", &pid])
+    // The shell's own kill: no procps needed.
+    let signalled = Command::new("sh")
+        .args(["-c", &format!("kill -INT {pid}")])
         .status()
         .expect("kill");
     assert!(signalled.success());

@@ -1,7 +1,8 @@
 //! Request heads from clients (RFC 9112 §2-§3, §6.3): parsed with httparse
 //! out of the connection's buffer; header fields stay where they are in
-//! the head ([`RawFields`]), not copied. Bodies are framed by Transfer-Encoding (chunked last) or
-//! Content-Length; a request that could be read two ways is refused.
+//! the head ([`RawFields`]), not copied. Bodies are framed by
+//! Transfer-Encoding (chunked last) or Content-Length; a request that
+//! could be read two ways is refused.
 
 use std::mem::MaybeUninit;
 
