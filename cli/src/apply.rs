@@ -39,7 +39,7 @@ pub async fn run(nats: &str, args: Args) -> Result<()> {
             Ok(())
         }
         Reply::Accepted { .. } => Ok(()),
-        Reply::Rejected { reason } => Err(Error::Rejected(reason)),
+        Reply::Rejected { kind, reason } => Err(Error::Rejected { kind, reason }),
     }
 }
 

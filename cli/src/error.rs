@@ -1,5 +1,6 @@
 //! The errors of `mt`, each with the exit code it ends the process with.
 
+use mentat_domain::command::RejectKind;
 use mentat_runtime::config::ConfigError;
 
 /// Exit codes, as documented in `mt --help`.
@@ -62,8 +63,13 @@ pub enum Error {
         queued: bool,
     },
     /// The planner refused the command or query. Exit 1.
-    #[error("rejected: {0}")]
-    Rejected(String),
+    #[error("rejected ({kind}): {reason}")]
+    Rejected {
+        /// What kind of refusal.
+        kind: RejectKind,
+        /// Why, as the planner said.
+        reason: String,
+    },
     /// The deployment ended without completing. Exit 1.
     #[error("deployment {deployment_id} {outcome}: {reason}")]
     DeploymentFailed {
@@ -119,7 +125,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Config(_) | Error::Usage(_) => exit::USAGE,
-            Error::Rejected(_) | Error::DeploymentFailed { .. } => exit::FAILED,
+            Error::Rejected { .. } | Error::DeploymentFailed { .. } => exit::FAILED,
             Error::PlannerSilent { .. } => exit::NO_PLANNER,
             Error::WaitTimedOut { .. } => exit::WAIT_TIMED_OUT,
             Error::Unreachable { .. } | Error::Runtime(_) => exit::RUNTIME,
@@ -156,7 +162,11 @@ mod tests {
         };
         assert_eq!(silent.exit_code(), 3);
         assert!(silent.to_string().contains("queued in JetStream"));
-        assert_eq!(Error::Rejected("no".into()).exit_code(), 1);
+        let rejected = Error::Rejected {
+            kind: RejectKind::Invalid,
+            reason: "no".into(),
+        };
+        assert_eq!(rejected.exit_code(), 1);
         assert_eq!(Error::Usage("bad".into()).exit_code(), 64);
         for code in [0, 1, 2, 3, 4, 64] {
             assert!(

@@ -40,6 +40,6 @@ pub async fn run(nats: &str, args: Args) -> Result<()> {
             }
             Ok(())
         }
-        HistoryReply::Rejected { reason } => Err(Error::Rejected(reason)),
+        HistoryReply::Rejected { kind, reason } => Err(Error::Rejected { kind, reason }),
     }
 }

@@ -35,7 +35,7 @@ pub async fn run(nats: &str, args: Args) -> Result<()> {
             output::print(output::ps_table(&services, now_ms()));
             Ok(())
         }
-        StatusReply::Rejected { reason } => Err(Error::Rejected(reason)),
+        StatusReply::Rejected { kind, reason } => Err(Error::Rejected { kind, reason }),
     }
 }
 

@@ -79,7 +79,10 @@ fn print_reply(reply: &Reply, json: bool) -> Result<Option<String>> {
         output::print(output::json(reply));
     }
     match reply {
-        Reply::Rejected { reason } => Err(Error::Rejected(reason.clone())),
+        Reply::Rejected { kind, reason } => Err(Error::Rejected {
+            kind: *kind,
+            reason: reason.clone(),
+        }),
         Reply::Accepted { deployment_id, .. } => {
             if !json {
                 output::print(output::reply(reply));

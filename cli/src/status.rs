@@ -30,6 +30,6 @@ pub async fn run(nats: &str, args: Args) -> Result<()> {
             }
             Ok(())
         }
-        StatusReply::Rejected { reason } => Err(Error::Rejected(reason)),
+        StatusReply::Rejected { kind, reason } => Err(Error::Rejected { kind, reason }),
     }
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use mentat_bus::{codec, subject, Encoding};
-use mentat_domain::command::{Outcome, Reply};
+use mentat_domain::command::{Outcome, RejectKind, Reply};
 use mentat_e2e::{text, web_config, web_config_ready_after, Cluster, Db, Load};
 
 const HOST: &str = "web.localhost";
@@ -302,7 +302,7 @@ async fn json_deploy_from_any_client(db: Db) {
     let reply = json_deploy(&cluster, br#"{"service":"web"}"#).await;
     let reply: Reply = codec::decode(&reply, Encoding::Json, "Reply").expect("JSON reply");
     assert!(
-        matches!(&reply, Reply::Rejected { reason } if reason.contains("image")),
+        matches!(&reply, Reply::Rejected { kind: RejectKind::Invalid, reason } if reason.contains("image")),
         "{reply:?}"
     );
     // So is an unknown verb.
@@ -314,7 +314,7 @@ async fn json_deploy_from_any_client(db: Db) {
         .expect("a reply");
     let reply: Reply = codec::decode(&reply.payload, Encoding::MsgPack, "Reply").expect("reply");
     assert!(
-        matches!(&reply, Reply::Rejected { reason } if reason.contains("unknown command `launch`")),
+        matches!(&reply, Reply::Rejected { kind: RejectKind::Invalid, reason } if reason.contains("launch")),
         "{reply:?}"
     );
 }

@@ -95,7 +95,7 @@ pub fn reply(reply: &Reply) -> String {
             deployment_id: None,
             message,
         } => format!("accepted: {message}"),
-        Reply::Rejected { reason } => format!("rejected: {reason}"),
+        Reply::Rejected { kind, reason } => format!("rejected ({kind}): {reason}"),
     }
 }
 
@@ -194,8 +194,11 @@ mod tests {
             "accepted: deploying web v2 (deployment d-1)"
         );
         assert_eq!(
-            reply(&Reply::rejected("unknown service")),
-            "rejected: unknown service"
+            reply(&Reply::rejected(
+                mentat_domain::command::RejectKind::UnknownService,
+                "unknown service"
+            )),
+            "rejected (unknown_service): unknown service"
         );
         assert!(json(&accepted).contains("\"status\":\"accepted\""));
     }

@@ -37,7 +37,7 @@ pub async fn apply_when_ready(plan: Plan, services: Vec<ServiceSpec>) {
             plan.config.display(),
             output::reply(&reply)
         )),
-        Ok(Reply::Rejected { reason }) => {
+        Ok(Reply::Rejected { reason, .. }) => {
             say(&format!(
                 "the planner rejected {}: {reason}",
                 plan.config.display()

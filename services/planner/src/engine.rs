@@ -9,7 +9,7 @@ use async_nats::jetstream::AckKind;
 use futures::StreamExt;
 use mentat_bus::consumer::{ack, Durable, DurableSpec};
 use mentat_bus::{codec, new_id, now_ms, streams, subject, Bus, Encoding};
-use mentat_domain::command::{Command, HistoryQuery, Reply, StatusQuery};
+use mentat_domain::command::{Command, HistoryQuery, RejectKind, Reply, StatusQuery};
 use mentat_domain::event::{Event, HostHeartbeat, Meta, HOSTS_STREAM};
 use mentat_domain::planner::{self, Decision, Settings};
 use mentat_domain::Fact;
@@ -124,7 +124,7 @@ impl Engine {
             Ok(command) => self.execute(&command).await?,
             Err(reason) => {
                 tracing::warn!(subject, %reason, "rejected a malformed command");
-                Reply::rejected(reason)
+                Reply::rejected(RejectKind::Invalid, reason)
             }
         };
         if let Some((request, reply)) = self.pairing.handled(subject, payload, reply) {
@@ -137,8 +137,9 @@ impl Engine {
         let command_id = command.command_id().map(str::to_owned);
         if let Some(id) = &command_id {
             if let Some(first) = self.log.store().command_outcome(id).await? {
-                return Ok(serde_json::from_str(&first)
-                    .unwrap_or_else(|_| Reply::rejected("duplicate command")));
+                return Ok(serde_json::from_str(&first).unwrap_or_else(|_| {
+                    Reply::rejected(RejectKind::Invalid, "duplicate command")
+                }));
             }
         }
         let deployment_id = new_id();
@@ -146,7 +147,7 @@ impl Engine {
         let (actor, reason) = command.actor_reason();
         let decision = planner::handle(&self.log.world, command, &deployment_id, now);
         let (reply, appends) = match decision {
-            Decision::Reject(reason) => (Reply::rejected(reason), Vec::new()),
+            Decision::Reject(rejection) => (rejection.into(), Vec::new()),
             Decision::Accept {
                 appends,
                 deployment_id,
@@ -282,6 +283,7 @@ impl Engine {
                     match codec::decode::<StatusQuery>(&msg.payload, encoding, "StatusQuery") {
                         Ok(q) => queries::status(&self.log.world, &q),
                         Err(e) => mentat_domain::command::StatusReply::Rejected {
+                            kind: RejectKind::Invalid,
                             reason: e.to_string(),
                         },
                     };
@@ -292,6 +294,7 @@ impl Engine {
                     match codec::decode::<HistoryQuery>(&msg.payload, encoding, "HistoryQuery") {
                         Ok(q) => queries::history(&self.log, &q).await,
                         Err(e) => mentat_domain::command::HistoryReply::Rejected {
+                            kind: RejectKind::Invalid,
                             reason: e.to_string(),
                         },
                     };
@@ -299,7 +302,8 @@ impl Engine {
             }
             other => {
                 let reason = format!("unknown query `{other}`; known queries: status, history");
-                self.send_reply(msg, &Reply::rejected(reason)).await;
+                self.send_reply(msg, &Reply::rejected(RejectKind::Invalid, reason))
+                    .await;
             }
         }
     }

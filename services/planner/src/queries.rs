@@ -2,7 +2,7 @@
 //! the world the log folded into (and, for raw events, the log itself).
 
 use mentat_domain::command::{
-    HistoryQuery, HistoryReply, ReplicaStatus, ServiceStatus, StatusQuery, StatusReply,
+    HistoryQuery, HistoryReply, RejectKind, ReplicaStatus, ServiceStatus, StatusQuery, StatusReply,
     VersionHealth,
 };
 use mentat_domain::planner::state::VerdictKind;
@@ -15,6 +15,7 @@ pub fn status(world: &World, query: &StatusQuery) -> StatusReply {
     if let Some(name) = &query.service {
         if !world.services.contains_key(name) {
             return StatusReply::Rejected {
+                kind: RejectKind::UnknownService,
                 reason: format!("unknown service `{name}`"),
             };
         }
@@ -106,6 +107,7 @@ fn service_status(name: &str, s: &ServiceState) -> ServiceStatus {
 pub async fn history(log: &Log, query: &HistoryQuery) -> HistoryReply {
     let Some(state) = log.world.services.get(&query.service) else {
         return HistoryReply::Rejected {
+            kind: RejectKind::UnknownService,
             reason: format!("unknown service `{}`", query.service),
         };
     };
@@ -115,6 +117,7 @@ pub async fn history(log: &Log, query: &HistoryQuery) -> HistoryReply {
             Ok(r) => r,
             Err(e) => {
                 return HistoryReply::Rejected {
+                    kind: RejectKind::Unavailable,
                     reason: format!("cannot read the log: {e}"),
                 }
             }
@@ -124,6 +127,7 @@ pub async fn history(log: &Log, query: &HistoryQuery) -> HistoryReply {
                 Ok(env) => events.push(env),
                 Err(e) => {
                     return HistoryReply::Rejected {
+                        kind: RejectKind::Unavailable,
                         reason: format!("{e:#}"),
                     }
                 }

@@ -274,6 +274,94 @@ impl Command {
     }
 }
 
+/// What kind of refusal a rejection is: what the sender can do about it.
+/// Clients and tests match on the kind; the reason is for people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectKind {
+    /// The command itself is wrong: a field is missing, malformed or out of
+    /// its bound (the reason names it). Fix the command; retrying it as it
+    /// is fails the same way.
+    Invalid,
+    /// The service is not defined: apply a config that defines it first.
+    UnknownService,
+    /// The service has no instance by that id, version or image.
+    UnknownInstance,
+    /// A deployment of the service is in flight (or owns the instance):
+    /// wait for it to end, or steer it.
+    DeploymentInFlight,
+    /// The service has no deployment in flight to steer.
+    NoDeployment,
+    /// The deployment in flight is not where the command applies (already
+    /// paused, not paused, reverting, nothing to promote).
+    WrongPhase,
+    /// The command asks for what already is.
+    NothingToDo,
+    /// No live executor host has room: start one, or wait for one to come back.
+    NoCapacity,
+    /// The planner cannot reach its log now: retry later; nothing changed.
+    Unavailable,
+    /// This planner is a standby: the command goes to the leader.
+    NotLeader,
+    /// The sender may not do this.
+    Unauthorised,
+}
+
+impl RejectKind {
+    /// The kind's name on the wire (`unknown_service`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectKind::Invalid => "invalid",
+            RejectKind::UnknownService => "unknown_service",
+            RejectKind::UnknownInstance => "unknown_instance",
+            RejectKind::DeploymentInFlight => "deployment_in_flight",
+            RejectKind::NoDeployment => "no_deployment",
+            RejectKind::WrongPhase => "wrong_phase",
+            RejectKind::NothingToDo => "nothing_to_do",
+            RejectKind::NoCapacity => "no_capacity",
+            RejectKind::Unavailable => "unavailable",
+            RejectKind::NotLeader => "not_leader",
+            RejectKind::Unauthorised => "unauthorised",
+        }
+    }
+}
+
+impl std::fmt::Display for RejectKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A refusal: its kind, and the reason a person can act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// What kind of refusal.
+    pub kind: RejectKind,
+    /// Why, and what to do about it.
+    pub reason: String,
+}
+
+impl Rejection {
+    /// A rejection of the given kind.
+    pub fn new(kind: RejectKind, reason: impl Into<String>) -> Self {
+        Rejection {
+            kind,
+            reason: reason.into(),
+        }
+    }
+
+    /// The command is wrong: the reason names the field.
+    pub fn invalid(reason: impl Into<String>) -> Self {
+        Rejection::new(RejectKind::Invalid, reason)
+    }
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.reason, self.kind)
+    }
+}
+
 /// Reply to every command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "status", rename_all = "snake_case")]
@@ -288,16 +376,36 @@ pub enum Reply {
     },
     /// The command was refused; nothing changed.
     Rejected {
+        /// What kind of refusal: match on this, not on the reason.
+        kind: RejectKind,
         /// Why, and what to do about it.
         reason: String,
     },
 }
 
 impl Reply {
-    /// A rejection with the given reason.
-    pub fn rejected(reason: impl Into<String>) -> Self {
+    /// A rejection of the given kind.
+    pub fn rejected(kind: RejectKind, reason: impl Into<String>) -> Self {
         Reply::Rejected {
+            kind,
             reason: reason.into(),
+        }
+    }
+
+    /// The kind of a rejection; `None` when accepted.
+    pub fn rejection_kind(&self) -> Option<RejectKind> {
+        match self {
+            Reply::Rejected { kind, .. } => Some(*kind),
+            Reply::Accepted { .. } => None,
+        }
+    }
+}
+
+impl From<Rejection> for Reply {
+    fn from(r: Rejection) -> Self {
+        Reply::Rejected {
+            kind: r.kind,
+            reason: r.reason,
         }
     }
 }
@@ -335,6 +443,8 @@ pub enum StatusReply {
     },
     /// The query could not be answered.
     Rejected {
+        /// What kind of refusal.
+        kind: RejectKind,
         /// Why.
         reason: String,
     },
@@ -354,6 +464,8 @@ pub enum HistoryReply {
     },
     /// The query could not be answered.
     Rejected {
+        /// What kind of refusal.
+        kind: RejectKind,
         /// Why.
         reason: String,
     },

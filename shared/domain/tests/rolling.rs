@@ -4,7 +4,7 @@
 mod common;
 
 use common::{Sim, SETTINGS};
-use mentat_domain::command::{Command, Outcome, Rollback};
+use mentat_domain::command::{Command, Outcome, RejectKind, Rollback};
 use mentat_domain::event::{Event, ExitStatus};
 use mentat_domain::planner::{self, World};
 use proptest::prelude::*;
@@ -100,8 +100,13 @@ fn an_unhealthy_release_is_reverted_after_the_health_timeout() {
 fn a_second_deploy_while_one_is_in_flight_is_rejected_naming_it() {
     let mut sim = Sim::new(3, 1);
     let id = sim.deploy("v1").expect("accepted");
-    let reason = sim.deploy("v2").expect_err("must be rejected");
-    assert!(reason.contains(&id), "{reason}");
+    let rejection = sim.deploy("v2").expect_err("must be rejected");
+    assert_eq!(
+        rejection.kind,
+        RejectKind::DeploymentInFlight,
+        "{rejection}"
+    );
+    assert!(rejection.reason.contains(&id), "names it: {rejection}");
 }
 
 #[test]
@@ -256,5 +261,5 @@ fn with_no_live_host_a_deploy_is_rejected_with_the_reason() {
         }],
     );
     let reason = sim.deploy("v1").expect_err("must be rejected");
-    assert!(reason.contains("no executor host is alive"), "{reason}");
+    assert_eq!(reason.kind, RejectKind::NoCapacity, "{reason}");
 }

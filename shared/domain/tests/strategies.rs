@@ -5,7 +5,9 @@
 mod common;
 
 use common::Sim;
-use mentat_domain::command::{Command, Outcome, Rollback, Route, Spawn, Stop, Weight};
+use mentat_domain::command::{
+    Command, Outcome, RejectKind, Rejection, Rollback, Route, Spawn, Stop, Weight,
+};
 use mentat_domain::event::Event;
 use mentat_domain::planner::World;
 use mentat_domain::spec::{CanaryStep, DeploySpec, Strategy};
@@ -282,8 +284,8 @@ fn a_canary_that_turns_unhealthy_while_baking_is_reverted() {
 #[test]
 fn a_canary_needs_a_serving_version_and_a_share() {
     let mut sim = Sim::with(3, canary(10, &[]));
-    let reason = sim.deploy("v1").expect_err("no serving version");
-    assert!(reason.contains("no serving version"), "{reason}");
+    let rejection = sim.deploy("v1").expect_err("no serving version");
+    assert_eq!(rejection.kind, RejectKind::WrongPhase, "{rejection}");
     let mut sim = serving_v1(
         3,
         DeploySpec {
@@ -294,7 +296,11 @@ fn a_canary_needs_a_serving_version_and_a_share() {
     let reason = sim
         .deploy_with("v2", Some(Strategy::Canary))
         .expect_err("canary_percent 0");
-    assert!(reason.contains("canary_percent"), "{reason}");
+    assert_eq!(reason.kind, RejectKind::Invalid, "{reason}");
+    assert!(
+        reason.reason.contains("canary_percent"),
+        "names the field: {reason}"
+    );
     assert!(!sim.in_flight());
 }
 
@@ -306,7 +312,11 @@ fn pause_holds_a_rolling_deployment_and_resume_carries_on() {
     let id = sim.deploy("v2").expect("accepted");
     sim.settle();
     sim.control(Command::Pause).expect("pause accepted");
-    assert!(sim.control(Command::Pause).is_err(), "already paused");
+    assert_eq!(
+        sim.control(Command::Pause).map_err(|r| r.kind),
+        Err(RejectKind::WrongPhase),
+        "already paused"
+    );
     let batches = |sim: &Sim| {
         sim.log
             .iter()
@@ -337,7 +347,11 @@ fn abort_mid_rolling_reverts_to_the_previous_image() {
     }
     assert!(sim.in_flight());
     sim.control(Command::Abort).expect("abort accepted");
-    assert!(sim.control(Command::Abort).is_err(), "already reverting");
+    assert_eq!(
+        sim.control(Command::Abort).map_err(|r| r.kind),
+        Err(RejectKind::WrongPhase),
+        "already reverting"
+    );
     sim.run(200);
     assert_eq!(sim.outcome(&id).0, Outcome::Reverted);
     assert_eq!(sim.running("v1"), 3);
@@ -354,7 +368,7 @@ fn control_commands_without_a_deployment_are_rejected() {
         Command::Promote,
     ] {
         let reason = sim.control(make).expect_err("nothing in flight");
-        assert!(reason.contains("no deployment in flight"), "{reason}");
+        assert_eq!(reason.kind, RejectKind::NoDeployment, "{reason}");
     }
 }
 
@@ -424,7 +438,7 @@ fn a_pause_stops_the_deadline_clock() {
 
 // ---- traffic commands ----
 
-fn spawn(sim: &mut Sim, id: &str, image: Option<&str>) -> Result<Option<String>, String> {
+fn spawn(sim: &mut Sim, id: &str, image: Option<&str>) -> Result<Option<String>, Rejection> {
     sim.command(&Command::Spawn(Spawn {
         command_id: None,
         service: "web".into(),
@@ -435,7 +449,7 @@ fn spawn(sim: &mut Sim, id: &str, image: Option<&str>) -> Result<Option<String>,
     }))
 }
 
-fn weight(sim: &mut Sim, instance: &str, weight: u32) -> Result<Option<String>, String> {
+fn weight(sim: &mut Sim, instance: &str, weight: u32) -> Result<Option<String>, Rejection> {
     sim.command(&Command::Weight(Weight {
         command_id: None,
         service: "web".into(),
@@ -497,28 +511,22 @@ fn a_spawned_instance_starts_at_weight_zero_and_takes_the_weight_it_is_given() {
 fn traffic_commands_reject_impossible_requests_and_change_nothing() {
     let mut sim = serving_v1(2, DeploySpec::default());
     let before = sim.log.len();
-    assert!(weight(&mut sim, "web-1", 101)
-        .expect_err("over 100")
-        .contains("over 100"));
-    assert!(weight(&mut sim, "nope", 10)
-        .expect_err("unknown")
-        .contains("no instance `nope`"));
-    assert!(spawn(&mut sim, "web-9", None)
-        .expect_err("reserved")
-        .contains("reserved"));
-    assert!(spawn(&mut sim, "Bad_Id", None)
-        .expect_err("invalid")
-        .contains("must be"));
+    let kind = |r: Result<Option<String>, Rejection>| r.expect_err("rejected").kind;
+    assert_eq!(kind(weight(&mut sim, "web-1", 101)), RejectKind::Invalid);
+    assert_eq!(
+        kind(weight(&mut sim, "nope", 10)),
+        RejectKind::UnknownInstance
+    );
+    assert_eq!(kind(spawn(&mut sim, "web-9", None)), RejectKind::Invalid);
+    assert_eq!(kind(spawn(&mut sim, "Bad_Id", None)), RejectKind::Invalid);
     spawn(&mut sim, "green", None).expect("spawn");
     let after_spawn = sim.log.len();
-    assert!(spawn(&mut sim, "green", None)
-        .expect_err("twice")
-        .contains("already has"));
+    assert_eq!(kind(spawn(&mut sim, "green", None)), RejectKind::Invalid);
     assert_eq!(after_spawn, before + 1);
     sim.deploy("v2").expect("deploy");
     sim.settle();
     let reason = weight(&mut sim, "web-1", 10).expect_err("owned by the deployment");
-    assert!(reason.contains("while it runs"), "{reason}");
+    assert_eq!(reason.kind, RejectKind::DeploymentInFlight, "{reason}");
 }
 
 // ---- replay and interleavings ----
@@ -618,9 +626,9 @@ fn promote_and_resume_that_do_not_apply_are_rejected() {
     sim.deploy("v2").expect("accepted");
     sim.settle();
     let reason = sim.control(Command::Promote).expect_err("rolling");
-    assert!(reason.contains("no canary or standby"), "{reason}");
+    assert_eq!(reason.kind, RejectKind::WrongPhase, "{reason}");
     let reason = sim.control(Command::Resume).expect_err("not paused");
-    assert!(reason.contains("is not paused"), "{reason}");
+    assert_eq!(reason.kind, RejectKind::WrongPhase, "{reason}");
 }
 
 #[test]
@@ -635,6 +643,6 @@ fn spawn_without_a_live_host_is_rejected_and_changes_nothing() {
     );
     let before = sim.log.len();
     let reason = spawn(&mut sim, "green", Some("v2")).expect_err("no host");
-    assert!(reason.contains("no live executor host"), "{reason}");
+    assert_eq!(reason.kind, RejectKind::NoCapacity, "{reason}");
     assert_eq!(sim.log.len(), before);
 }

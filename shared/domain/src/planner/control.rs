@@ -3,19 +3,21 @@
 //! the events' metadata) and is rejected, changing nothing, when it does
 //! not apply to where the deployment stands.
 
-use crate::command::Control;
+use crate::command::{Control, RejectKind, Rejection};
 use crate::event::Event;
-use crate::planner::decide::{defined, Append, Decision};
+use crate::planner::decide::{defined, reject, Append, Decision};
 use crate::planner::state::{Deployment, World};
 use crate::spec::Strategy;
 
 /// The deployment in flight for the command's service, or why there is none.
-fn in_flight<'w>(world: &'w World, c: &Control) -> Result<&'w Deployment, String> {
+fn in_flight<'w>(world: &'w World, c: &Control) -> Result<&'w Deployment, Rejection> {
     let (state, _) = defined(world, &c.service)?;
-    state
-        .deployment
-        .as_ref()
-        .ok_or_else(|| format!("{} has no deployment in flight", c.service))
+    state.deployment.as_ref().ok_or_else(|| {
+        Rejection::new(
+            RejectKind::NoDeployment,
+            format!("{} has no deployment in flight", c.service),
+        )
+    })
 }
 
 fn accept(c: &Control, d: &Deployment, event: Event, message: String) -> Decision {
@@ -44,17 +46,20 @@ pub(crate) fn pause(world: &World, c: &Control) -> Decision {
         Err(reason) => return Decision::Reject(reason),
     };
     if let Some(p) = &d.paused {
-        return Decision::Reject(format!(
-            "deployment {} is already paused ({})",
-            d.id, p.reason
-        ));
+        return reject(
+            RejectKind::WrongPhase,
+            format!("deployment {} is already paused ({})", d.id, p.reason),
+        );
     }
     if d.reverting.is_some() {
-        return Decision::Reject(format!(
-            "deployment {} is reverting to {}; a revert is not held",
-            d.id,
-            d.previous_image.as_deref().unwrap_or("the previous image")
-        ));
+        return reject(
+            RejectKind::WrongPhase,
+            format!(
+                "deployment {} is reverting to {}; a revert is not held",
+                d.id,
+                d.previous_image.as_deref().unwrap_or("the previous image")
+            ),
+        );
     }
     let event = Event::DeploymentPaused {
         deployment_id: d.id.clone(),
@@ -69,7 +74,10 @@ pub(crate) fn resume(world: &World, c: &Control, now_ms: i64) -> Decision {
         Err(reason) => return Decision::Reject(reason),
     };
     let Some(p) = &d.paused else {
-        return Decision::Reject(format!("deployment {} is not paused", d.id));
+        return reject(
+            RejectKind::WrongPhase,
+            format!("deployment {} is not paused", d.id),
+        );
     };
     let event = Event::DeploymentResumed {
         deployment_id: d.id.clone(),
@@ -86,11 +94,14 @@ pub(crate) fn abort(world: &World, c: &Control, verb: &str, now_ms: i64) -> Deci
         Err(reason) => return Decision::Reject(reason),
     };
     if d.reverting.is_some() {
-        return Decision::Reject(format!(
-            "deployment {} is already reverting to {}",
-            d.id,
-            d.previous_image.as_deref().unwrap_or("the previous image")
-        ));
+        return reject(
+            RejectKind::WrongPhase,
+            format!(
+                "deployment {} is already reverting to {}",
+                d.id,
+                d.previous_image.as_deref().unwrap_or("the previous image")
+            ),
+        );
     }
     let reason = format!("{verb} {}", who(c));
     match &d.previous_image {
@@ -125,13 +136,19 @@ pub(crate) fn promote(world: &World, c: &Control) -> Decision {
         Err(reason) => return Decision::Reject(reason),
     };
     if d.reverting.is_some() {
-        return Decision::Reject(format!("deployment {} is reverting", d.id));
+        return reject(
+            RejectKind::WrongPhase,
+            format!("deployment {} is reverting", d.id),
+        );
     }
     if let Some(p) = &d.paused {
-        return Decision::Reject(format!(
-            "deployment {} is paused ({}); mt resume it first",
-            d.id, p.reason
-        ));
+        return reject(
+            RejectKind::WrongPhase,
+            format!(
+                "deployment {} is paused ({}); mt resume it first",
+                d.id, p.reason
+            ),
+        );
     }
     match d.strategy {
         Strategy::Canary if !d.canary.promoted => accept(
@@ -146,7 +163,10 @@ pub(crate) fn promote(world: &World, c: &Control) -> Decision {
                 d.id, d.image
             ),
         ),
-        Strategy::Canary => Decision::Reject(format!("canary {} is already promoted", d.id)),
+        Strategy::Canary => reject(
+            RejectKind::WrongPhase,
+            format!("canary {} is already promoted", d.id),
+        ),
         Strategy::BlueGreen if d.standby_until_ms.is_some() && !d.standby_ended => accept(
             c,
             d,
@@ -156,16 +176,23 @@ pub(crate) fn promote(world: &World, c: &Control) -> Decision {
             },
             format!("standby of deployment {} ended: retiring the old set", d.id),
         ),
-        Strategy::BlueGreen if d.standby_ended => {
-            Decision::Reject(format!("deployment {} has already ended its standby", d.id))
-        }
-        Strategy::BlueGreen => Decision::Reject(format!(
-            "deployment {} has not switched traffic yet: the new set is not healthy",
-            d.id
-        )),
-        Strategy::Rolling => Decision::Reject(format!(
-            "deployment {} is rolling: there is no canary or standby to promote",
-            d.id
-        )),
+        Strategy::BlueGreen if d.standby_ended => reject(
+            RejectKind::WrongPhase,
+            format!("deployment {} has already ended its standby", d.id),
+        ),
+        Strategy::BlueGreen => reject(
+            RejectKind::WrongPhase,
+            format!(
+                "deployment {} has not switched traffic yet: the new set is not healthy",
+                d.id
+            ),
+        ),
+        Strategy::Rolling => reject(
+            RejectKind::WrongPhase,
+            format!(
+                "deployment {} is rolling: there is no canary or standby to promote",
+                d.id
+            ),
+        ),
     }
 }

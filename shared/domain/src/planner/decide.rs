@@ -6,7 +6,7 @@
 //! of keeping the service at its declared size): it is level-triggered, so a
 //! planner restarted from the log simply calls it again and carries on.
 
-use crate::command::{Apply, Command, Deploy, Rollback};
+use crate::command::{Apply, Command, Deploy, RejectKind, Rejection, Rollback};
 use crate::event::{Event, EventEnvelope, Meta, Plan};
 use crate::planner::routes::route_change;
 use crate::planner::state::{Phase, ServiceState, World};
@@ -51,7 +51,12 @@ pub enum Decision {
         message: String,
     },
     /// Reply rejected; nothing changes.
-    Reject(String),
+    Reject(Rejection),
+}
+
+/// A rejection of the given kind, as a decision.
+pub(crate) fn reject(kind: RejectKind, reason: impl Into<String>) -> Decision {
+    Decision::Reject(Rejection::new(kind, reason))
 }
 
 /// Decide about a command. `deployment_id` is the id a deployment started by
@@ -74,7 +79,7 @@ pub fn handle(world: &World, command: &Command, deployment_id: &str, now_ms: i64
 
 fn handle_apply(world: &World, apply: &Apply) -> Decision {
     if apply.services.is_empty() {
-        return Decision::Reject("the config defines no services".into());
+        return Decision::Reject(Rejection::invalid("the config defines no services"));
     }
     let mut errors: Vec<String> = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
@@ -85,11 +90,14 @@ fn handle_apply(world: &World, apply: &Apply) -> Decision {
         errors.extend(spec.validate().iter().map(ToString::to_string));
     }
     if !errors.is_empty() {
-        return Decision::Reject(format!(
-            "nothing applied; the config has {} error(s):\n{}",
-            errors.len(),
-            errors.join("\n")
-        ));
+        return reject(
+            RejectKind::Invalid,
+            format!(
+                "nothing applied; the config has {} error(s):\n{}",
+                errors.len(),
+                errors.join("\n")
+            ),
+        );
     }
     let changed: Vec<&ServiceSpec> = apply
         .services
@@ -124,7 +132,7 @@ fn handle_apply(world: &World, apply: &Apply) -> Decision {
 pub(crate) fn defined<'w>(
     world: &'w World,
     service: &str,
-) -> Result<(&'w ServiceState, &'w ServiceSpec), String> {
+) -> Result<(&'w ServiceState, &'w ServiceSpec), Rejection> {
     let Some((state, spec)) = world
         .services
         .get(service)
@@ -136,10 +144,10 @@ pub(crate) fn defined<'w>(
             .filter(|(_, s)| s.spec.is_some())
             .map(|(n, _)| n.as_str())
             .collect();
-        return Err(format!(
+        return Err(Rejection::new(RejectKind::UnknownService, format!(
             "unknown service `{service}`: apply a config that defines it first (mt apply -f mentat.yaml); known services: {}",
             if known.is_empty() { "none".to_owned() } else { known.join(", ") }
-        ));
+        )));
     };
     Ok((state, spec))
 }
@@ -148,19 +156,22 @@ pub(crate) fn defined<'w>(
 fn deployable<'w>(
     world: &'w World,
     service: &str,
-) -> Result<(&'w ServiceState, &'w ServiceSpec), String> {
+) -> Result<(&'w ServiceState, &'w ServiceSpec), Rejection> {
     let (state, spec) = defined(world, service)?;
     if let Some(d) = &state.deployment {
-        return Err(format!(
-            "deployment {} of {service} (image {}) is in flight; wait for it to finish",
-            d.id, d.image
+        return Err(Rejection::new(
+            RejectKind::DeploymentInFlight,
+            format!(
+                "deployment {} of {service} (image {}) is in flight; wait for it to finish",
+                d.id, d.image
+            ),
         ));
     }
     if !world.hosts.values().any(|h| h.live) {
-        return Err(
-            "no executor host is alive to run replicas: start mentat-executor (mt up starts one)"
-                .into(),
-        );
+        return Err(Rejection::new(
+            RejectKind::NoCapacity,
+            "no executor host is alive to run replicas: start mentat-executor (mt up starts one)",
+        ));
     }
     Ok((state, spec))
 }
@@ -171,17 +182,20 @@ fn handle_deploy(world: &World, deploy: &Deploy, deployment_id: &str, now_ms: i6
         Err(reason) => return Decision::Reject(reason),
     };
     if deploy.image.trim().is_empty() {
-        return Decision::Reject("image must not be empty".into());
+        return Decision::Reject(Rejection::invalid("image must not be empty"));
     }
     let strategy = deploy.strategy.unwrap_or(spec.deploy.strategy);
     if let Some((field, message)) = spec.deploy.unusable_for(strategy) {
-        return Decision::Reject(format!(
-            "cannot deploy {} with strategy {strategy}: services.{}.deploy.{field} {message}",
-            deploy.service, deploy.service
-        ));
+        return reject(
+            RejectKind::Invalid,
+            format!(
+                "cannot deploy {} with strategy {strategy}: services.{}.deploy.{field} {message}",
+                deploy.service, deploy.service
+            ),
+        );
     }
     if strategy == Strategy::Canary && state.image.is_none() {
-        return Decision::Reject(format!(
+        return reject(RejectKind::WrongPhase, format!(
             "{} has no serving version for a canary to run beside; deploy the first image with --strategy rolling or blue-green",
             deploy.service
         ));
@@ -189,10 +203,13 @@ fn handle_deploy(world: &World, deploy: &Deploy, deployment_id: &str, now_ms: i6
     let up_to_date = state.image.as_deref() == Some(deploy.image.as_str())
         && serving(state).filter(|r| r.image == deploy.image).count() as u32 >= spec.replicas;
     if up_to_date {
-        return Decision::Reject(format!(
-            "{} already runs image {} on all {} replicas; nothing to do",
-            deploy.service, deploy.image, spec.replicas
-        ));
+        return reject(
+            RejectKind::NothingToDo,
+            format!(
+                "{} already runs image {} on all {} replicas; nothing to do",
+                deploy.service, deploy.image, spec.replicas
+            ),
+        );
     }
     start_deployment(
         state,
@@ -227,10 +244,13 @@ fn handle_rollback(
         Err(reason) => return Decision::Reject(reason),
     };
     let Some(previous) = state.previous_image() else {
-        return Decision::Reject(format!(
-            "{} has no previous image in its history to roll back to",
-            rollback.service
-        ));
+        return reject(
+            RejectKind::NothingToDo,
+            format!(
+                "{} has no previous image in its history to roll back to",
+                rollback.service
+            ),
+        );
     };
     // A rollback goes straight to every replica: a canary of the old image
     // would wait for a decision nobody needs.

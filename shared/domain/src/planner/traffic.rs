@@ -7,9 +7,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::command::{Spawn, Stop, Weight};
+use crate::command::{RejectKind, Rejection, Spawn, Stop, Weight};
 use crate::event::Event;
-use crate::planner::decide::{defined, Append, Decision};
+use crate::planner::decide::{defined, reject, Append, Decision};
 use crate::planner::state::{Replica, ServiceState, World};
 use crate::planner::steady::place;
 use crate::spec::{is_valid_name, ServiceSpec};
@@ -50,24 +50,27 @@ fn instance<'s>(
     state: &'s ServiceState,
     spec: &ServiceSpec,
     id: &str,
-) -> Result<&'s Replica, String> {
+) -> Result<&'s Replica, Rejection> {
     live(state).find(|r| r.id == id).ok_or_else(|| {
-        format!(
-            "{} has no instance `{id}`; instances: {}",
-            spec.name,
-            known_instances(state)
+        Rejection::new(
+            RejectKind::UnknownInstance,
+            format!(
+                "{} has no instance `{id}`; instances: {}",
+                spec.name,
+                known_instances(state)
+            ),
         )
     })
 }
 
 /// Why the strategy of a deployment in flight owns `r`, if it does.
-fn owned_by_deployment(state: &ServiceState, r: &Replica) -> Option<String> {
+fn owned_by_deployment(state: &ServiceState, r: &Replica) -> Option<Rejection> {
     let d = state.deployment.as_ref()?;
     (!r.spawned).then(|| {
-        format!(
+        Rejection::new(RejectKind::DeploymentInFlight, format!(
             "deployment {} sets the weights and lifecycle of {}'s declared replicas while it runs; wait for it, or mt abort it (spawned instances can be changed)",
             d.id, r.id
-        )
+        ))
     })
 }
 
@@ -77,10 +80,13 @@ pub(crate) fn weight(world: &World, c: &Weight) -> Decision {
         Err(reason) => return Decision::Reject(reason),
     };
     if c.weight > MAX_WEIGHT {
-        return Decision::Reject(format!(
-            "weight {} is over {MAX_WEIGHT}: give 0 (no traffic, kept running) to {MAX_WEIGHT}",
-            c.weight
-        ));
+        return reject(
+            RejectKind::Invalid,
+            format!(
+                "weight {} is over {MAX_WEIGHT}: give 0 (no traffic, kept running) to {MAX_WEIGHT}",
+                c.weight
+            ),
+        );
     }
     let r = match instance(state, spec, &c.instance) {
         Ok(r) => r,
@@ -106,16 +112,19 @@ fn resolve<'s>(
     state: &'s ServiceState,
     spec: &ServiceSpec,
     name: &str,
-) -> Result<Vec<&'s Replica>, String> {
+) -> Result<Vec<&'s Replica>, Rejection> {
     if let Some(r) = live(state).find(|r| r.id == name) {
         return Ok(vec![r]);
     }
     let by_image: Vec<&Replica> = live(state).filter(|r| r.image == name).collect();
     if by_image.is_empty() {
-        return Err(format!(
-            "{} has no instance or image `{name}`; instances: {}",
-            spec.name,
-            known_instances(state)
+        return Err(Rejection::new(
+            RejectKind::UnknownInstance,
+            format!(
+                "{} has no instance or image `{name}`; instances: {}",
+                spec.name,
+                known_instances(state)
+            ),
         ));
     }
     Ok(by_image)
@@ -131,10 +140,10 @@ pub(crate) fn route(world: &World, c: &crate::command::Route) -> Decision {
         (Err(reason), _) | (_, Err(reason)) => return Decision::Reject(reason),
     };
     if from.iter().any(|a| to.iter().any(|b| a.id == b.id)) {
-        return Decision::Reject(format!(
-            "`{}` and `{}` name the same instance",
-            c.from, c.to
-        ));
+        return reject(
+            RejectKind::Invalid,
+            format!("`{}` and `{}` name the same instance", c.from, c.to),
+        );
     }
     if let Some(reason) = from
         .iter()
@@ -164,39 +173,51 @@ pub(crate) fn spawn(world: &World, c: &Spawn) -> Decision {
         Err(reason) => return Decision::Reject(reason),
     };
     if !is_valid_name(&c.id) {
-        return Decision::Reject(format!(
+        return reject(
+            RejectKind::Invalid,
+            format!(
             "instance id `{}` must be 1-63 characters of a-z, 0-9 and -, starting with a letter",
             c.id
-        ));
+        ),
+        );
     }
     let numbered =
         c.id.strip_prefix(&format!("{}-", spec.name))
             .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
     if numbered {
-        return Decision::Reject(format!(
-            "instance ids `{}-<number>` are reserved for declared replicas; choose another id",
-            spec.name
-        ));
+        return reject(
+            RejectKind::Invalid,
+            format!(
+                "instance ids `{}-<number>` are reserved for declared replicas; choose another id",
+                spec.name
+            ),
+        );
     }
     if state.replicas.contains_key(&c.id) {
-        return Decision::Reject(format!(
-            "{} already has an instance `{}`; mt stop {}:{} first, or choose another id",
-            spec.name, c.id, spec.name, c.id
-        ));
+        return reject(
+            RejectKind::Invalid,
+            format!(
+                "{} already has an instance `{}`; mt stop {}:{} first, or choose another id",
+                spec.name, c.id, spec.name, c.id
+            ),
+        );
     }
     let Some(image) = c.image.clone().or_else(|| state.image.clone()) else {
-        return Decision::Reject(format!(
-            "{} has no serving image yet; give one with --image",
-            spec.name
-        ));
+        return reject(
+            RejectKind::Invalid,
+            format!(
+                "{} has no serving image yet; give one with --image",
+                spec.name
+            ),
+        );
     };
     if image.trim().is_empty() {
-        return Decision::Reject("image must not be empty".into());
+        return Decision::Reject(Rejection::invalid("image must not be empty"));
     }
     let Some(host) = place(world, 1).into_iter().next() else {
-        return Decision::Reject(
-            "no live executor host has room for another replica: start mentat-executor (mt up starts one)"
-                .into(),
+        return reject(
+            RejectKind::NoCapacity,
+            "no live executor host has room for another replica: start mentat-executor (mt up starts one)",
         );
     };
     let mut event = crate::planner::steady::start_request(spec, &image, &c.id, host, None);

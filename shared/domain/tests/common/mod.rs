@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use mentat_domain::command::{Apply, Command, Control, Deploy, Outcome};
+use mentat_domain::command::{Apply, Command, Control, Deploy, Outcome, Rejection};
 use mentat_domain::event::{Backend, Event, EventEnvelope, ExitStatus, Meta};
 use mentat_domain::planner::{self, Decision, Settings, World};
 use mentat_domain::spec::{DeploySpec, HealthSpec, RunSpec, ServiceSpec, Strategy, Thresholds};
@@ -128,7 +128,7 @@ impl Sim {
         }
     }
 
-    pub fn command(&mut self, command: &Command) -> Result<Option<String>, String> {
+    pub fn command(&mut self, command: &Command) -> Result<Option<String>, Rejection> {
         let id = format!("d{}", self.log.len());
         match planner::handle(&self.world, command, &id, self.now) {
             Decision::Accept {
@@ -145,7 +145,7 @@ impl Sim {
         }
     }
 
-    pub fn deploy(&mut self, image: &str) -> Result<String, String> {
+    pub fn deploy(&mut self, image: &str) -> Result<String, Rejection> {
         self.deploy_with(image, None)
     }
 
@@ -153,7 +153,7 @@ impl Sim {
         &mut self,
         image: &str,
         strategy: Option<Strategy>,
-    ) -> Result<String, String> {
+    ) -> Result<String, Rejection> {
         let cmd = Command::Deploy(Deploy {
             command_id: None,
             service: "web".into(),
@@ -298,7 +298,7 @@ impl Sim {
     }
 
     /// A control command (pause, resume, abort, promote) from `ana`.
-    pub fn control(&mut self, make: fn(Control) -> Command) -> Result<Option<String>, String> {
+    pub fn control(&mut self, make: fn(Control) -> Command) -> Result<Option<String>, Rejection> {
         self.command(&make(Control {
             command_id: None,
             service: "web".into(),
