@@ -15,7 +15,7 @@ use crate::hash::{event_hash, GENESIS_HASH};
 use crate::store::stream_version;
 use crate::{
     Appended, Backend, CommandRecord, Error, ExpectedVersion, NewEvent, RecordedEvent, Result,
-    Store,
+    Store, StreamAppend,
 };
 
 impl Store {
@@ -42,17 +42,46 @@ impl Store {
         command: Option<CommandRecord>,
         events: Vec<NewEvent>,
     ) -> Result<Appended> {
+        let batch = vec![StreamAppend {
+            stream: stream.to_owned(),
+            expected,
+            events,
+        }];
+        // One stream in, one result out (a duplicate too).
+        Ok(self.append_batch(batch, command).await?.swap_remove(0))
+    }
+
+    /// Appends to several streams, all or nothing, in one transaction: one
+    /// decision that touches several streams is recorded whole or not at
+    /// all, with its command.
+    ///
+    /// The same steps as [`Store::append`], for each stream in order: the
+    /// command is looked up once, first (a duplicate returns one
+    /// [`Appended`] per stream, each carrying the first outcome and the
+    /// numbers the command was recorded with); every stream's `expected` is
+    /// checked ([`Error::Conflict`] on the first that does not hold,
+    /// nothing appended); the events of all streams take consecutive
+    /// positions and one unbroken hash chain; the command is recorded with
+    /// the whole range. Returns one [`Appended`] per stream, in order.
+    pub async fn append_batch(
+        &self,
+        batch: Vec<StreamAppend>,
+        command: Option<CommandRecord>,
+    ) -> Result<Vec<Appended>> {
+        let streams = batch.len();
         let _turn = self.write_gate.lock().await;
         let mut tx = self.begin_write().await?;
-        let result = append_in(&mut tx, stream, expected, command.as_ref(), events).await;
+        let result = append_in(&mut tx, batch, command.as_ref()).await;
         let appended = finish(tx, result).await?;
-        if appended.duplicate.is_none() {
-            tracing::debug!(
-                stream,
-                first_position = appended.first_position,
-                last_position = appended.last_position,
-                "appended"
-            );
+        if let (Some(first), Some(last)) = (appended.first(), appended.last()) {
+            if first.duplicate.is_none() {
+                tracing::debug!(
+                    streams,
+                    first_position = first.first_position,
+                    last_position = last.last_position,
+                    "appended"
+                );
+            }
         }
         Ok(appended)
     }
@@ -109,45 +138,59 @@ async fn finish<T>(tx: Transaction<'static, Any>, result: Result<T>) -> Result<T
     }
 }
 
-/// Steps 1–4 of [`Store::append`], inside the locked transaction.
+/// The steps of [`Store::append_batch`], inside the locked transaction.
 async fn append_in(
     tx: &mut AnyConnection,
-    stream: &str,
-    expected: ExpectedVersion,
+    batch: Vec<StreamAppend>,
     command: Option<&CommandRecord>,
-    events: Vec<NewEvent>,
-) -> Result<Appended> {
+) -> Result<Vec<Appended>> {
     if let Some(command) = command {
         if let Some(first) = find_command(tx, &command.id).await? {
-            return Ok(first);
+            return Ok(vec![first; batch.len().max(1)]);
         }
     }
-    let actual = stream_version(&mut *tx, stream).await?;
-    if !expected.admits(actual) {
-        return Err(Error::Conflict {
-            stream: stream.to_owned(),
-            expected,
-            actual,
-        });
+    let mut actual = Vec::with_capacity(batch.len());
+    for append in &batch {
+        let version = stream_version(&mut *tx, &append.stream).await?;
+        if !append.expected.admits(version) {
+            return Err(Error::Conflict {
+                stream: append.stream.clone(),
+                expected: append.expected,
+                actual: version,
+            });
+        }
+        actual.push(version);
     }
     let (head, mut prev_hash) = last_link(tx).await?;
-    let mut appended = Appended {
-        first_position: head + 1,
-        last_position: head,
-        stream_version: actual,
-        duplicate: None,
-    };
-    for new in events {
-        appended.last_position += 1;
-        appended.stream_version += 1;
-        let event = chain(new, stream, &appended, prev_hash);
-        insert_event(tx, &event).await?;
-        prev_hash = event.hash;
+    let mut position = head;
+    let mut result = Vec::with_capacity(batch.len());
+    for (append, version) in batch.into_iter().zip(actual) {
+        let mut appended = Appended {
+            first_position: position + 1,
+            last_position: position,
+            stream_version: version,
+            duplicate: None,
+        };
+        for new in append.events {
+            appended.last_position += 1;
+            appended.stream_version += 1;
+            let event = chain(new, &append.stream, &appended, prev_hash);
+            insert_event(tx, &event).await?;
+            prev_hash = event.hash;
+        }
+        position = appended.last_position;
+        result.push(appended);
     }
     if let Some(command) = command {
-        insert_command(tx, command, Some(&appended)).await?;
+        let whole = Appended {
+            first_position: head + 1,
+            last_position: position,
+            stream_version: result.last().map_or(0, |a| a.stream_version),
+            duplicate: None,
+        };
+        insert_command(tx, command, Some(&whole)).await?;
     }
-    Ok(appended)
+    Ok(result)
 }
 
 /// The position and hash of the last event: what the next one chains to.

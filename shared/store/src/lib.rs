@@ -17,6 +17,9 @@
 //!   no-op that returns the first outcome ([`Appended::duplicate`]).
 //!   [`Store::record_command`] does the same for commands that produced no
 //!   events.
+//! - **One decision, one transaction.** [`Store::append_batch`] appends to
+//!   several streams at once, each with its expected version, and records
+//!   the command with them: all of it is in the log, or none.
 //! - **A gap-free global order.** Appends are serialised, so positions are
 //!   1, 2, 3… with no gaps, in commit order: a reader that has processed up
 //!   to position `p` resumes with [`Store::read_all`]`(p, …)` and misses
@@ -47,5 +50,6 @@ mod types;
 pub use error::{Error, Result};
 pub use store::Store;
 pub use types::{
-    Appended, Backend, CommandRecord, ExpectedVersion, NewEvent, RecordedEvent, Verified,
+    Appended, Backend, CommandRecord, ExpectedVersion, NewEvent, RecordedEvent, StreamAppend,
+    Verified,
 };

@@ -105,6 +105,17 @@ pub struct RecordedEvent {
     pub hash: String,
 }
 
+/// The events of one stream in a [`Store::append_batch`](crate::Store::append_batch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamAppend {
+    /// The stream appended to.
+    pub stream: String,
+    /// What the writer believes the stream's version to be.
+    pub expected: ExpectedVersion,
+    /// The events, in order (may be empty: the version is still checked).
+    pub events: Vec<NewEvent>,
+}
+
 /// What an append did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Appended {

@@ -37,6 +37,7 @@ macro_rules! on_both_backends {
 
 // After the macro, so that they can use it.
 mod append;
+mod batch;
 mod commands;
 mod integrity;
 mod lifecycle;
