@@ -24,9 +24,17 @@ pub async fn run(nats: &str, args: Args) -> Result<()> {
         output::print(output::json_pretty(&reply));
     }
     match reply {
-        StatusReply::Ok { services, hosts } => {
+        StatusReply::Ok {
+            services,
+            hosts,
+            log_unavailable_since_ms,
+        } => {
             if !args.json {
-                output::print(output::status_report(&services, &hosts));
+                output::print(output::status_report(
+                    &services,
+                    &hosts,
+                    log_unavailable_since_ms,
+                ));
             }
             Ok(())
         }

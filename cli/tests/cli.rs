@@ -146,8 +146,10 @@ async fn status_and_history_print_the_planners_answers() {
             instances: vec![],
             routes: vec![],
             health: vec![],
+            broken: None,
         }],
         hosts: vec!["host-a".into()],
+        log_unavailable_since_ms: None,
     };
     let asked = answer_once(&bus, subject::QUERY_STATUS, status).await;
     let out = mt(&server.url(), &["status", "web"]).await;

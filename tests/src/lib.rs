@@ -10,6 +10,7 @@
 #![allow(clippy::unwrap_used)] // fixtures fail the test loudly on purpose
 
 pub mod load;
+pub mod proxy;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -33,6 +34,9 @@ pub enum Db {
     Sqlite,
     /// A fresh PostgreSQL database.
     Postgres,
+    /// A fresh PostgreSQL database that the planner reaches through a
+    /// [`proxy::Proxy`] the test can cut ([`Cluster::db_proxy`]).
+    PostgresBehindProxy,
 }
 
 /// The four services.
@@ -66,6 +70,8 @@ pub struct Cluster {
     /// The database URL of the log.
     pub database_url: String,
     _pg: Option<PgDatabase>,
+    /// The proxy in front of the database, with [`Db::PostgresBehindProxy`].
+    pub db_proxy: Option<proxy::Proxy>,
     procs: BTreeMap<&'static str, Child>,
     /// Port the router listens on.
     pub router_port: u16,
@@ -94,10 +100,19 @@ impl Cluster {
                 format!("sqlite://{}", dir.path().join("mentat.db").display()),
                 None,
             ),
-            Db::Postgres => {
+            Db::Postgres | Db::PostgresBehindProxy => {
                 let pg = PgDatabase::create().await;
                 (pg.url.clone(), Some(pg))
             }
+        };
+        let (database_url, db_proxy) = if db == Db::PostgresBehindProxy {
+            let (before, after) = database_url.split_once('@').unwrap();
+            let (server, rest) = after.split_once('/').unwrap();
+            let proxy = proxy::Proxy::start(server).await;
+            let url = format!("{before}@127.0.0.1:{}/{rest}", proxy.port);
+            (url, Some(proxy))
+        } else {
+            (database_url, None)
         };
         let bus = Bus::connect(&nats.url(), "e2e", Duration::from_secs(10))
             .await
@@ -107,6 +122,7 @@ impl Cluster {
             dir,
             database_url,
             _pg: pg,
+            db_proxy,
             procs: BTreeMap::new(),
             router_port: free_port(),
             admin_port: free_port(),
@@ -178,6 +194,13 @@ impl Cluster {
             .spawn()
             .unwrap();
         self.procs.insert(service, child);
+    }
+
+    /// Whether `service` was started and has not exited.
+    pub fn is_running(&mut self, service: &'static str) -> bool {
+        self.procs
+            .get_mut(service)
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
     }
 
     /// SIGKILL one service, as a crash would.
@@ -350,7 +373,10 @@ impl Cluster {
     }
 
     /// `mentat.query.status` for one service or all.
-    async fn status_query(&self, service: Option<&str>) -> Result<StatusReply, mentat_bus::Error> {
+    pub async fn status_query(
+        &self,
+        service: Option<&str>,
+    ) -> Result<StatusReply, mentat_bus::Error> {
         let query = StatusQuery {
             service: service.map(str::to_owned),
         };

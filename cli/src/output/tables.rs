@@ -6,9 +6,20 @@ use mentat_domain::EventEnvelope;
 use super::progress::paused_line;
 use super::{clock, details, or_dash, short_id, table, utc};
 
-/// `mt status`: one block per service, then the hosts alive.
-pub fn status_report(services: &[ServiceStatus], hosts: &[String]) -> String {
+/// `mt status`: one block per service, then the hosts alive; first, when
+/// the planner cannot reach its log, since when (the rest is stale).
+pub fn status_report(
+    services: &[ServiceStatus],
+    hosts: &[String],
+    log_unavailable_since_ms: Option<i64>,
+) -> String {
     let mut out = Vec::new();
+    if let Some(since) = log_unavailable_since_ms {
+        out.push(format!(
+            "log unavailable since {} UTC: the planner cannot reach its database; what follows is the last known state, and commands wait until it is back",
+            utc(since)
+        ));
+    }
     if services.is_empty() {
         out.push("no services defined yet: apply a config with `mt apply -f mentat.yaml`".into());
     }
@@ -32,6 +43,12 @@ fn service_block(s: &ServiceStatus) -> String {
         s.replicas,
         healthy
     )];
+    if let Some(b) = &s.broken {
+        lines.push(format!(
+            "  BROKEN at log position {}: {}; the planner leaves it alone until it is re-applied, aborted or rolled back",
+            b.position, b.error
+        ));
+    }
     match &s.deployment {
         Some(d) => {
             lines.push(format!("  {}", deployment_line(d)));
@@ -262,8 +279,9 @@ mod tests {
             }],
             routes: vec![],
             health: vec![],
+            broken: None,
         };
-        let text = status_report(&[status], &["h1".to_owned()]);
+        let text = status_report(&[status], &["h1".to_owned()], None);
         assert!(
             text.starts_with("web  image v1  replicas 2 wanted, 1 healthy"),
             "{text}"
@@ -281,7 +299,34 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("hosts alive: h1"), "{text}");
-        assert!(status_report(&[], &[]).contains("mt apply"));
+        assert!(!text.contains("log unavailable"), "{text}");
+    }
+
+    #[test]
+    fn status_says_when_the_log_is_unavailable_and_which_service_is_broken() {
+        let status = ServiceStatus {
+            service: "web".into(),
+            image: Some("v1".into()),
+            replicas: 1,
+            deployment: None,
+            instances: vec![],
+            routes: vec![],
+            health: vec![],
+            broken: Some(mentat_domain::command::BrokenStatus {
+                position: 42,
+                error: "deciding: attempt to multiply with overflow".into(),
+            }),
+        };
+        let text = status_report(&[status], &[], Some(1_714_564_803_000));
+        assert!(
+            text.starts_with("log unavailable since 2024-05-01 12:00:03 UTC"),
+            "{text}"
+        );
+        assert!(
+            text.contains("BROKEN at log position 42: deciding: attempt to multiply"),
+            "{text}"
+        );
+        assert!(status_report(&[], &[], None).contains("mt apply"));
     }
 
     #[test]
@@ -299,8 +344,9 @@ mod tests {
             instances: vec![],
             routes: vec![],
             health: vec![],
+            broken: None,
         };
-        let text = status_report(&[status(d.clone())], &[]);
+        let text = status_report(&[status(d.clone())], &[], None);
         assert!(
             text.contains(
                 "\n    now: canary at 10%: waiting for mt canary promote or mt canary abort\n"
@@ -309,7 +355,7 @@ mod tests {
         );
         d.paused = Some("paused by ana: error rate up".into());
         d.phase = Some("paused: paused by ana: error rate up".into());
-        let text = status_report(&[status(d)], &[]);
+        let text = status_report(&[status(d)], &[], None);
         assert!(
             text.contains("\n    paused by ana: error rate up; `mt resume web` carries on, `mt abort web` reverts\n"),
             "{text}"
@@ -337,8 +383,9 @@ mod tests {
                 detail: "error rate 12.34% over 1s".into(),
                 since_ms: 1_714_564_803_000,
             }],
+            broken: None,
         };
-        let text = status_report(&[status], &[]);
+        let text = status_report(&[status], &[], None);
         assert!(
             text.contains("\n    breach: v2: error rate 12.34% over 1s (412 requests), threshold 5.00%, baseline 0.10%\n"),
             "{text}"

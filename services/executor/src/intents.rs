@@ -114,6 +114,7 @@ pub async fn open(bus: &Bus, host: &str) -> Result<Durable> {
             subject::events_of_type("ReplicaStopRequested"),
         ],
         deliver: DeliverPolicy::New,
+        max_ack_pending: 0,
         ack_wait: ACK_WAIT,
     };
     Durable::open(bus, spec).await.map_err(|e| Error::Consumer {

@@ -4,25 +4,63 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
 use async_nats::jetstream::consumer::DeliverPolicy;
-use async_nats::jetstream::AckKind;
+use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
 use mentat_bus::consumer::{ack, Durable, DurableSpec};
 use mentat_bus::{codec, new_id, now_ms, streams, subject, Bus, Encoding};
-use mentat_domain::command::{Command, HistoryQuery, RejectKind, Reply, StatusQuery};
+use mentat_domain::command::{Command, HistoryQuery, RejectKind, Rejection, Reply, StatusQuery};
 use mentat_domain::event::{Event, HostHeartbeat, Meta, HOSTS_STREAM};
 use mentat_domain::planner::{self, Decision, Settings};
 use mentat_domain::Fact;
 use mentat_runtime::Shutdown;
 use mentat_store::CommandRecord;
 
+use crate::error::{Error, Result};
 use crate::intake::{self, Pairing};
-use crate::log::Log;
+use crate::log::{panic_message, Log};
 use crate::{queries, Config};
 
 /// Upper bound on decisions taken in a row for one service before yielding;
-/// reaching it means a decision does not change the state (a bug).
+/// reaching it means a decision does not change the state (a bug): the
+/// service is marked broken.
 const MAX_STEPS: usize = 500;
+
+/// How many times a command or fact is decided again after its stream moved.
+const MAX_REDECIDE: usize = 3;
+
+/// The first and the longest pause between probes of an unreachable log.
+const PROBE_FIRST: Duration = Duration::from_millis(250);
+const PROBE_MAX: Duration = Duration::from_secs(5);
+
+/// How often a message held while the log is unreachable is reported to
+/// JetStream as in progress, well inside its acknowledgement wait.
+const HOLD_PROGRESS: Duration = Duration::from_secs(10);
+
+/// A JetStream message taken but not yet carried out.
+enum Held {
+    Command(jetstream::Message),
+    Fact(jetstream::Message),
+}
+
+impl Held {
+    fn message(&self) -> &jetstream::Message {
+        match self {
+            Held::Command(m) | Held::Fact(m) => m,
+        }
+    }
+}
+
+/// Since when the log has been unreachable, and when to look again.
+struct Outage {
+    since_ms: i64,
+    since: Instant,
+    backoff: Duration,
+    next_probe: Instant,
+    last_progress: Instant,
+}
 
 /// The planner's state and connections.
 pub struct Engine {
@@ -33,6 +71,8 @@ pub struct Engine {
     pairing: Pairing,
     heartbeats: HashMap<String, Instant>,
     started: Instant,
+    held: Option<Held>,
+    outage: Option<Outage>,
 }
 
 impl Engine {
@@ -49,11 +89,15 @@ impl Engine {
             pairing: Pairing::default(),
             heartbeats: HashMap::new(),
             started: Instant::now(),
+            held: None,
+            outage: None,
         }
     }
 
-    /// Take inputs until `shutdown` fires.
-    pub async fn run(mut self, shutdown: Shutdown) -> anyhow::Result<()> {
+    /// Take inputs until `shutdown` fires. Returns an error only for what
+    /// the planner cannot go on from ([`Error::Fatal`]); an unreachable log
+    /// is waited for.
+    pub async fn run(mut self, shutdown: Shutdown) -> Result<()> {
         let client = self.bus.client.clone();
         let mut requests = client
             .queue_subscribe(subject::CMD_ALL, "mentat-planner".into())
@@ -68,9 +112,11 @@ impl Engine {
         let mut commands = self.durable(streams::COMMANDS, "planner-commands").await?;
         let mut facts = self.durable(streams::FACTS, "planner-facts").await?;
         // Whatever was in flight when the planner stopped carries on now.
-        self.react_all().await?;
+        let resumed = self.react_all().await;
+        self.settle(resumed)?;
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         loop {
+            let taking = self.outage.is_none() && self.held.is_none();
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 Some(msg) = requests.next() => {
@@ -78,30 +124,99 @@ impl Engine {
                         self.send_reply(&m, &reply).await;
                     }
                 }
-                msg = commands.next() => {
-                    self.on_command(&msg.subject, &msg.payload, Encoding::of(msg.headers.as_ref())).await?;
-                    ack(&msg, AckKind::Ack).await;
+                msg = commands.next(), if taking => self.held = Some(Held::Command(msg)),
+                msg = facts.next(), if taking => self.held = Some(Held::Fact(msg)),
+                Some(msg) = heartbeats.next() => {
+                    let r = self.on_heartbeat(&msg).await;
+                    self.settle(r)?;
                 }
-                msg = facts.next() => {
-                    self.on_fact(&msg.payload, Encoding::of(msg.headers.as_ref())).await?;
-                    ack(&msg, AckKind::Ack).await;
-                }
-                Some(msg) = heartbeats.next() => self.on_heartbeat(&msg).await?,
                 Some(msg) = queries.next() => self.on_query(&msg).await,
-                _ = tick.tick() => self.on_tick().await?,
+                _ = tick.tick() => {
+                    let r = self.on_tick().await;
+                    self.settle(r)?;
+                }
             }
+            self.carry_out_held().await?;
         }
         tracing::info!("planner stopping");
         Ok(())
     }
 
-    async fn durable(&self, stream: &'static str, name: &str) -> anyhow::Result<Durable> {
+    /// What the main loop does with a handler's error: an unreachable log
+    /// starts (or continues) an outage; a fatal error ends the planner.
+    /// Conflicts and duplicates are handled where they happen.
+    fn settle(&mut self, result: Result<()>) -> Result<()> {
+        match result {
+            Ok(()) => Ok(()),
+            Err(Error::Unavailable(e)) => {
+                self.outage_begins(&e);
+                Ok(())
+            }
+            Err(e @ Error::Fatal(_)) => Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "left to the next decision");
+                Ok(())
+            }
+        }
+    }
+
+    fn outage_begins(&mut self, error: &str) {
+        if self.outage.is_some() {
+            return;
+        }
+        tracing::error!(
+            error,
+            "the log is unreachable; holding commands and facts in JetStream"
+        );
+        let now = Instant::now();
+        self.outage = Some(Outage {
+            since_ms: now_ms(),
+            since: now,
+            backoff: PROBE_FIRST,
+            next_probe: now + PROBE_FIRST,
+            last_progress: now,
+        });
+    }
+
+    /// Carry out the message taken from JetStream, unless the log is
+    /// unreachable: then it stays held, unacknowledged, and nothing after
+    /// it is taken (the consumers deliver one at a time).
+    async fn carry_out_held(&mut self) -> Result<()> {
+        if self.outage.is_some() {
+            return Ok(());
+        }
+        let Some(held) = self.held.take() else {
+            return Ok(());
+        };
+        let msg = held.message();
+        let encoding = Encoding::of(msg.headers.as_ref());
+        let result = match &held {
+            Held::Command(m) => self.on_command(&m.subject, &m.payload, encoding).await,
+            Held::Fact(m) => self.on_fact(&m.payload, encoding).await,
+        };
+        match result {
+            Err(Error::Unavailable(e)) => {
+                self.outage_begins(&e);
+                self.held = Some(held);
+                Ok(())
+            }
+            // Not acknowledged: JetStream hands it to the next planner.
+            Err(e @ Error::Fatal(_)) => Err(e),
+            _ => {
+                ack(held.message(), AckKind::Ack).await;
+                Ok(())
+            }
+        }
+    }
+
+    async fn durable(&self, stream: &'static str, name: &str) -> Result<Durable> {
         let spec = DurableSpec {
             stream,
             name: name.to_owned(),
             filters: Vec::new(),
             deliver: DeliverPolicy::All,
             ack_wait: Duration::from_secs(30),
+            max_ack_pending: 1,
         };
         Ok(Durable::open(&self.bus, spec).await?)
     }
@@ -119,7 +234,7 @@ impl Engine {
         subject: &str,
         payload: &[u8],
         encoding: Encoding,
-    ) -> anyhow::Result<()> {
+    ) -> Result<()> {
         let reply = match intake::decode(subject, payload, encoding) {
             Ok(command) => self.execute(&command).await?,
             Err(reason) => {
@@ -133,21 +248,50 @@ impl Engine {
         Ok(())
     }
 
-    async fn execute(&mut self, command: &Command) -> anyhow::Result<Reply> {
-        let command_id = command.command_id().map(str::to_owned);
-        if let Some(id) = &command_id {
+    /// Decide about `command` and record the decision with it, deciding
+    /// again when a stream moved meanwhile.
+    async fn execute(&mut self, command: &Command) -> Result<Reply> {
+        if let Some(id) = command.command_id() {
             if let Some(first) = self.log.store().command_outcome(id).await? {
-                return Ok(serde_json::from_str(&first).unwrap_or_else(|_| {
-                    Reply::rejected(RejectKind::Invalid, "duplicate command")
-                }));
+                return Ok(first_reply(&first));
             }
         }
+        for _ in 0..MAX_REDECIDE {
+            match self.decide_and_record(command).await {
+                Err(Error::Conflict { stream, detail }) => {
+                    tracing::info!(%stream, %detail, "deciding again on the stream as it is now");
+                    self.log.catch_up().await?;
+                }
+                other => return other,
+            }
+        }
+        Ok(Reply::rejected(
+            RejectKind::Unavailable,
+            "the log kept changing while the command was decided; retry it",
+        ))
+    }
+
+    async fn decide_and_record(&mut self, command: &Command) -> Result<Reply> {
         let deployment_id = new_id();
         let now = now_ms();
         let (actor, reason) = command.actor_reason();
-        let decision = planner::handle(&self.log.world, command, &deployment_id, now);
+        let world = &self.log.world;
+        let decided = catch_unwind(AssertUnwindSafe(|| {
+            planner::handle(world, command, &deployment_id, now)
+        }));
+        let decision = match decided {
+            Ok(decision) => decision,
+            Err(panic) => {
+                let error = format!("deciding `{}`: {}", command.verb(), panic_message(&panic));
+                let position = self.log.world.position;
+                for service in command.services() {
+                    self.log.mark_broken(service, position, error.clone());
+                }
+                Decision::Reject(Rejection::new(RejectKind::ServiceBroken, error))
+            }
+        };
         let (reply, appends) = match decision {
-            Decision::Reject(rejection) => (rejection.into(), Vec::new()),
+            Decision::Reject(rejection) => (Reply::from(rejection), Vec::new()),
             Decision::Accept {
                 appends,
                 deployment_id,
@@ -161,8 +305,11 @@ impl Engine {
             ),
         };
         tracing::info!(verb = command.verb(), ?reply, "command handled");
-        let outcome = serde_json::to_string(&reply)?;
-        let mut record = command_id.map(|id| CommandRecord { id, outcome });
+        let outcome = serde_json::to_string(&reply).map_err(|e| Error::fatal("a reply", e))?;
+        let record = command.command_id().map(|id| CommandRecord {
+            id: id.to_owned(),
+            outcome,
+        });
         let meta = Meta {
             actor: actor.map(str::to_owned),
             reason: reason.map(str::to_owned),
@@ -172,30 +319,33 @@ impl Engine {
             },
             causation_id: command.command_id().map(str::to_owned),
         };
-        let mut touched = Vec::new();
-        for append in appends {
-            let events = append.events.into_iter().map(|e| (new_id(), e)).collect();
-            // The command record rides with the first append, atomically.
-            if let Some(first) = self
-                .log
-                .append(&append.stream, events, &meta, record.take(), now)
-                .await?
-            {
-                return Ok(serde_json::from_str(&first).unwrap_or(reply));
-            }
-            touched.push(append.stream);
-        }
-        if let Some(record) = record {
-            self.log.store().record_command(record).await?;
+        let touched: Vec<String> = appends.iter().map(|a| a.stream.clone()).collect();
+        let batch = appends
+            .into_iter()
+            .map(|a| {
+                (
+                    a.stream,
+                    a.events.into_iter().map(|e| (new_id(), e)).collect(),
+                )
+            })
+            .collect();
+        // One decision, one transaction: every stream and the command record.
+        if let Some(first) = self.log.append_batch(batch, &meta, record, now).await? {
+            return Ok(first_reply(&first));
         }
         for service in touched {
-            self.react(&service).await?;
+            // An operator acted on a broken service: decide about it again.
+            self.log.broken.remove(&service);
+            // The command is recorded: what follows from it is decided
+            // again by the next tick, whatever happens to this reaction.
+            let reacted = self.react(&service).await;
+            self.settle(reacted)?;
         }
         Ok(reply)
     }
 
     /// Record a fact from another service with its own id, then react.
-    async fn on_fact(&mut self, payload: &[u8], encoding: Encoding) -> anyhow::Result<()> {
+    async fn on_fact(&mut self, payload: &[u8], encoding: Encoding) -> Result<()> {
         let fact: Fact = match codec::decode(payload, encoding, "Fact") {
             Ok(f) => f,
             Err(e) => {
@@ -219,23 +369,33 @@ impl Engine {
             id: fact.id.clone(),
             outcome: "fact".into(),
         };
-        let duplicate = self
-            .log
-            .append(
-                &stream,
-                vec![(fact.id, fact.event)],
-                &meta,
-                Some(record),
-                now_ms(),
-            )
-            .await?;
-        if duplicate.is_none() {
-            self.react(&stream).await?;
+        for _ in 0..MAX_REDECIDE {
+            let events = vec![(fact.id.clone(), fact.event.clone())];
+            match self
+                .log
+                .append(&stream, events, &meta, Some(record.clone()), now_ms())
+                .await
+            {
+                Ok(None) => {
+                    let reacted = self.react(&stream).await;
+                    return self.settle(reacted);
+                }
+                Ok(Some(_)) => return Ok(()),
+                Err(Error::Duplicate { id }) => {
+                    tracing::warn!(%id, %stream, "a fact reused the id of an event in the log; acknowledged, not recorded");
+                    return Ok(());
+                }
+                Err(Error::Conflict { .. }) => self.log.catch_up().await?,
+                Err(e) => return Err(e),
+            }
         }
-        Ok(())
+        Err(Error::Conflict {
+            stream,
+            detail: "kept moving while a fact was recorded".into(),
+        })
     }
 
-    async fn on_heartbeat(&mut self, msg: &async_nats::Message) -> anyhow::Result<()> {
+    async fn on_heartbeat(&mut self, msg: &async_nats::Message) -> Result<()> {
         let beat: HostHeartbeat = match codec::decode(
             &msg.payload,
             Encoding::of(msg.headers.as_ref()),
@@ -249,7 +409,7 @@ impl Engine {
         };
         self.heartbeats.insert(beat.host.clone(), Instant::now());
         let known = self.log.world.hosts.get(&beat.host);
-        if known.is_some_and(|h| h.live && h.capacity == beat.capacity) {
+        if self.outage.is_some() || known.is_some_and(|h| h.live && h.capacity == beat.capacity) {
             return Ok(());
         }
         tracing::info!(host = %beat.host, capacity = beat.capacity, "host joined");
@@ -262,26 +422,28 @@ impl Engine {
     }
 
     /// Append a host event (joined or lost) to the hosts stream.
-    async fn record_host(&mut self, event: Event) -> anyhow::Result<()> {
-        self.log
-            .append(
-                HOSTS_STREAM,
-                vec![(new_id(), event)],
-                &Meta::default(),
-                None,
-                now_ms(),
-            )
+    async fn record_host(&mut self, event: Event) -> Result<()> {
+        let events = vec![(new_id(), event)];
+        match self
+            .log
+            .append(HOSTS_STREAM, events, &Meta::default(), None, now_ms())
             .await
-            .map(drop)
+        {
+            Ok(_) => Ok(()),
+            // Decided on a stale view: the next heartbeat or tick decides again.
+            Err(Error::Conflict { .. } | Error::Duplicate { .. }) => self.log.catch_up().await,
+            Err(e) => Err(e),
+        }
     }
 
     async fn on_query(&mut self, msg: &async_nats::Message) {
         let encoding = Encoding::of(msg.headers.as_ref());
         match subject::last_token(&msg.subject) {
             "status" => {
+                let stale = self.outage.as_ref().map(|o| o.since_ms);
                 let reply =
                     match codec::decode::<StatusQuery>(&msg.payload, encoding, "StatusQuery") {
-                        Ok(q) => queries::status(&self.log.world, &q),
+                        Ok(q) => queries::status(&self.log, &q, stale),
                         Err(e) => mentat_domain::command::StatusReply::Rejected {
                             kind: RejectKind::Invalid,
                             reason: e.to_string(),
@@ -308,9 +470,52 @@ impl Engine {
         }
     }
 
+    /// While the log is unreachable: probe it with a growing pause, and
+    /// keep the held message's lease. When it answers again: fold what was
+    /// committed meanwhile and carry on.
+    async fn probe_log(&mut self) -> Result<()> {
+        let Some(outage) = self.outage.as_mut() else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        if now.duration_since(outage.last_progress) >= HOLD_PROGRESS {
+            outage.last_progress = now;
+            if let Some(held) = &self.held {
+                ack(held.message(), AckKind::Progress).await;
+            }
+        }
+        let Some(outage) = self.outage.as_mut() else {
+            return Ok(());
+        };
+        if now < outage.next_probe {
+            return Ok(());
+        }
+        match self.log.catch_up().await {
+            Ok(()) => {
+                let down = self.outage.take().map(|o| o.since.elapsed());
+                tracing::info!(?down, "the log is reachable again; carrying on");
+                self.heartbeats.clear();
+                self.started = Instant::now();
+                self.react_all().await
+            }
+            Err(Error::Unavailable(e)) => {
+                if let Some(outage) = self.outage.as_mut() {
+                    outage.backoff = (outage.backoff * 2).min(PROBE_MAX);
+                    outage.next_probe = now + outage.backoff;
+                    tracing::debug!(error = %e, next_in = ?outage.backoff, "the log is still unreachable");
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Timers: lost hosts, deadlines that passed, stale pairings.
-    async fn on_tick(&mut self) -> anyhow::Result<()> {
+    async fn on_tick(&mut self) -> Result<()> {
         self.pairing.prune();
+        if self.outage.is_some() {
+            return self.probe_log().await;
+        }
         let timeout = Duration::from_secs(self.config.host_timeout_secs);
         let lost: Vec<String> = self
             .log
@@ -338,6 +543,7 @@ impl Engine {
             .world
             .services
             .keys()
+            .filter(|s| !self.log.broken.contains_key(*s))
             .filter(|s| {
                 planner::next_deadline(&self.log.world, s, self.settings).is_some_and(|d| d <= now)
             })
@@ -349,7 +555,7 @@ impl Engine {
         Ok(())
     }
 
-    async fn react_all(&mut self) -> anyhow::Result<()> {
+    async fn react_all(&mut self) -> Result<()> {
         let services: Vec<String> = self.log.world.services.keys().cloned().collect();
         for service in services {
             self.react(&service).await?;
@@ -357,11 +563,29 @@ impl Engine {
         Ok(())
     }
 
-    /// Take every decision the pure core has for `service` now.
-    async fn react(&mut self, service: &str) -> anyhow::Result<()> {
+    /// Take every decision the pure core has for `service` now. A decision
+    /// that panics, or that never converges, marks the service broken; the
+    /// others go on.
+    async fn react(&mut self, service: &str) -> Result<()> {
+        if self.log.broken.contains_key(service) {
+            return Ok(());
+        }
         for _ in 0..MAX_STEPS {
             let now = now_ms();
-            let events = planner::react(&self.log.world, service, now, self.settings);
+            let world = &self.log.world;
+            let settings = self.settings;
+            let decided = catch_unwind(AssertUnwindSafe(|| {
+                planner::react(world, service, now, settings)
+            }));
+            let events = match decided {
+                Ok(events) => events,
+                Err(panic) => {
+                    let error = format!("deciding: {}", panic_message(&panic));
+                    let position = self.log.world.position;
+                    self.log.mark_broken(service, position, error);
+                    return Ok(());
+                }
+            };
             if events.is_empty() {
                 return Ok(());
             }
@@ -379,8 +603,33 @@ impl Engine {
                 tracing::info!(%service, kind = e.type_name(), "decided");
             }
             let events = events.into_iter().map(|e| (new_id(), e)).collect();
-            self.log.append(service, events, &meta, None, now).await?;
+            match self.log.append(service, events, &meta, None, now).await {
+                Ok(_) => {}
+                // Decided on a stale view: fold what is there, decide again.
+                Err(Error::Conflict { .. } | Error::Duplicate { .. }) => {
+                    self.log.catch_up().await?
+                }
+                Err(e) => return Err(e),
+            }
         }
-        anyhow::bail!("planner core kept deciding for {service} without converging")
+        let position = self.log.world.position;
+        self.log.mark_broken(
+            service,
+            position,
+            format!(
+                "the planner kept deciding for {service} without converging ({MAX_STEPS} steps)"
+            ),
+        );
+        Ok(())
     }
+}
+
+/// The reply recorded for a command the first time it was handled.
+fn first_reply(outcome: &str) -> Reply {
+    serde_json::from_str(outcome).unwrap_or_else(|_| {
+        Reply::rejected(
+            RejectKind::Invalid,
+            "this command id was used before, by a command whose reply is not on record",
+        )
+    })
 }

@@ -10,12 +10,14 @@
 //!
 //! - [`Config`] and [`run`]: start the planner.
 //! - [`engine`]: the main loop.
+//! - [`error`]: what can go wrong, by what the planner does about it.
 //! - [`log`]: the log as domain events, with the world kept in step.
 //! - [`intake`]: decoding commands and pairing replies with requests.
 //! - [`queries`]: status and history.
 //! - [`relay`]: the log, published to JetStream.
 
 pub mod engine;
+pub mod error;
 pub mod intake;
 pub mod log;
 pub mod queries;
@@ -72,15 +74,15 @@ impl Config {
     }
 }
 
-/// Run the planner until `shutdown` is cancelled.
+/// Run the planner until `shutdown` is cancelled. A log that cannot be
+/// reached at start is waited for, as it is later.
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let url = config.database_url();
-    let store = mentat_store::Store::open(&url)
-        .await
-        .with_context(|| format!("opening the event log at {url}"))?;
+    let Some((store, log)) = open_log(&url, &shutdown).await? else {
+        return Ok(());
+    };
     let bus =
         mentat_bus::Bus::connect(&config.nats, "mentat-planner", Duration::from_secs(30)).await?;
-    let log = log::Log::open(store.clone()).await?;
     let relay = tokio::spawn(relay::run(
         store.clone(),
         bus.clone(),
@@ -94,7 +96,37 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     shutdown.cancel();
     let _ = relay.await;
     store.close().await;
-    result
+    Ok(result?)
+}
+
+/// Open the store and replay the log, retrying while the database cannot
+/// be reached; `None` when `shutdown` came first.
+async fn open_log(
+    url: &str,
+    shutdown: &Shutdown,
+) -> anyhow::Result<Option<(mentat_store::Store, log::Log)>> {
+    let mut pause = Duration::from_millis(250);
+    loop {
+        let opened = match mentat_store::Store::open(url).await {
+            Ok(store) => log::Log::open(store.clone()).await.map(|log| (store, log)),
+            Err(e) => Err(error::Error::from(e)),
+        };
+        match opened {
+            Ok(opened) => return Ok(Some(opened)),
+            Err(error::Error::Unavailable(e)) => {
+                tracing::warn!(database = %redact(url), error = %e, retry_in = ?pause, "the log is unreachable; waiting for it");
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e))
+                    .with_context(|| format!("opening the event log at {}", redact(url)))
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(None),
+            _ = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(Duration::from_secs(5));
+    }
 }
 
 /// A URL without its password, for logs.

@@ -1,16 +1,36 @@
 //! The planner's view of the event log: domain events in, recorded
 //! envelopes out, with the world state kept in step with every append.
+//!
+//! Folding is contained per stream: an event that does not decode, or whose
+//! fold panics, marks its stream [`Broken`] (with the position and the
+//! error) and the rest of the world goes on, so the planner never
+//! crash-loops on its own log.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use anyhow::Context as _;
 use mentat_domain::event::{Event, EventEnvelope, Meta, SCHEMA_VERSION};
 use mentat_domain::planner::World;
-use mentat_store::{CommandRecord, ExpectedVersion, NewEvent, RecordedEvent, Store};
+use mentat_store::{CommandRecord, ExpectedVersion, NewEvent, RecordedEvent, Store, StreamAppend};
 use tokio::sync::Notify;
+
+use crate::error::{Error, Result};
 
 /// Page size when replaying the log.
 const REPLAY_PAGE: i64 = 1_000;
+
+/// Why a stream is not folded or decided any more until an operator acts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broken {
+    /// The position of the event being folded, or the log's position when
+    /// a decision failed.
+    pub position: i64,
+    /// What went wrong.
+    pub error: String,
+}
+
+/// The events of one decision for one stream.
+pub type StreamEvents = (String, Vec<(String, Event)>);
 
 /// The log and the state folded from it. Only the planner's main task owns
 /// one, so appends are decided against the state they were folded into.
@@ -19,38 +39,76 @@ pub struct Log {
     versions: HashMap<String, i64>,
     /// The world as of the last event appended or replayed.
     pub world: World,
+    /// Streams whose fold or decision failed, by stream.
+    pub broken: BTreeMap<String, Broken>,
     /// Woken after every append, for the relay.
     pub appended: std::sync::Arc<Notify>,
 }
 
 impl Log {
     /// Open the log and replay it into a fresh world.
-    pub async fn open(store: Store) -> anyhow::Result<Self> {
+    pub async fn open(store: Store) -> Result<Self> {
         let mut log = Log {
             store,
             versions: HashMap::new(),
             world: World::default(),
+            broken: BTreeMap::new(),
             appended: std::sync::Arc::new(Notify::new()),
         };
-        let mut after = 0;
-        loop {
-            let page = log.store.read_all(after, REPLAY_PAGE).await?;
-            let Some(last) = page.last() else { break };
-            after = last.position;
-            for recorded in &page {
-                let envelope = envelope(recorded)?;
-                log.versions
-                    .insert(envelope.stream.clone(), envelope.version);
-                log.world.apply(&envelope);
-            }
-        }
+        log.catch_up().await?;
         tracing::info!(position = log.world.position, "log replayed");
         Ok(log)
+    }
+
+    /// Fold every event recorded after the world's position: after a
+    /// replay, a conflict, or an append whose commit was not confirmed.
+    pub async fn catch_up(&mut self) -> Result<()> {
+        loop {
+            let page = self
+                .store
+                .read_all(self.world.position, REPLAY_PAGE)
+                .await?;
+            if page.is_empty() {
+                return Ok(());
+            }
+            for recorded in &page {
+                self.versions
+                    .insert(recorded.stream.clone(), recorded.version);
+                match envelope(recorded) {
+                    Ok(envelope) => self.fold(&envelope),
+                    Err(error) => {
+                        self.world.position = recorded.position;
+                        self.mark_broken(&recorded.stream, recorded.position, error);
+                    }
+                }
+            }
+        }
     }
 
     /// The store underneath (for reads that the world does not keep).
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Fold one event, containing a panic to its stream.
+    fn fold(&mut self, envelope: &EventEnvelope) {
+        let world = &mut self.world;
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| world.apply(envelope))) {
+            self.world.position = envelope.position;
+            let error = format!(
+                "folding {}: {}",
+                envelope.event.type_name(),
+                panic_message(&panic)
+            );
+            self.mark_broken(&envelope.stream, envelope.position, error);
+        }
+    }
+
+    /// Record that `stream` is broken at `position`.
+    pub fn mark_broken(&mut self, stream: &str, position: i64, error: String) {
+        tracing::error!(%stream, position, %error, "stream marked broken; the others go on");
+        self.broken
+            .insert(stream.to_owned(), Broken { position, error });
     }
 
     /// Append `events` to `stream` in one transaction and fold them into the
@@ -63,60 +121,91 @@ impl Log {
         meta: &Meta,
         command: Option<CommandRecord>,
         now_ms: i64,
-    ) -> anyhow::Result<Option<String>> {
-        let version = self.versions.get(stream).copied().unwrap_or(0);
-        let metadata = serde_json::to_string(meta)?;
-        let new: Vec<NewEvent> = events
-            .iter()
-            .map(|(id, event)| {
-                Ok(NewEvent {
-                    id: id.clone(),
-                    event_type: event.type_name().to_owned(),
-                    schema_version: SCHEMA_VERSION,
-                    payload: serde_json::to_string(event)?,
-                    metadata: metadata.clone(),
-                    recorded_at_ms: now_ms,
-                })
-            })
-            .collect::<anyhow::Result<_>>()?;
-        let expected = if version == 0 {
-            ExpectedVersion::NoStream
-        } else {
-            ExpectedVersion::Exact(version)
-        };
-        let appended = self
-            .store
-            .append(stream, expected, command, new)
+    ) -> Result<Option<String>> {
+        self.append_batch(vec![(stream.to_owned(), events)], meta, command, now_ms)
             .await
-            .with_context(|| format!("appending to stream {stream}"))?;
-        if appended.duplicate.is_some() {
-            return Ok(appended.duplicate);
+    }
+
+    /// Append the events of one decision to several streams, all or
+    /// nothing, with `command` recorded in the same transaction; then fold
+    /// them. Returns the first outcome when `command` was already recorded
+    /// (nothing appended).
+    pub async fn append_batch(
+        &mut self,
+        batch: Vec<StreamEvents>,
+        meta: &Meta,
+        command: Option<CommandRecord>,
+        now_ms: i64,
+    ) -> Result<Option<String>> {
+        let metadata = serde_json::to_string(meta).map_err(|e| Error::fatal("metadata", e))?;
+        let mut appends = Vec::with_capacity(batch.len());
+        for (stream, events) in &batch {
+            let version = self.versions.get(stream).copied().unwrap_or(0);
+            let events = events
+                .iter()
+                .map(|(id, event)| new_event(id, event, &metadata, now_ms))
+                .collect::<Result<_>>()?;
+            appends.push(StreamAppend {
+                stream: stream.clone(),
+                expected: if version == 0 {
+                    ExpectedVersion::NoStream
+                } else {
+                    ExpectedVersion::Exact(version)
+                },
+                events,
+            });
         }
-        for (i, (id, event)) in events.into_iter().enumerate() {
-            let envelope = EventEnvelope {
-                id,
-                position: appended.first_position + i as i64,
-                stream: stream.to_owned(),
-                version: version + 1 + i as i64,
-                schema_version: SCHEMA_VERSION,
-                recorded_at_ms: now_ms,
-                meta: meta.clone(),
-                event,
-            };
-            self.world.apply(&envelope);
+        let appended = self.store.append_batch(appends, command).await?;
+        if let Some(first) = appended.first().and_then(|a| a.duplicate.clone()) {
+            return Ok(Some(first));
         }
-        self.versions
-            .insert(stream.to_owned(), appended.stream_version);
+        for ((stream, events), done) in batch.into_iter().zip(appended) {
+            let version = done.stream_version - events.len() as i64;
+            for (i, (id, event)) in events.into_iter().enumerate() {
+                let envelope = EventEnvelope {
+                    id,
+                    position: done.first_position + i as i64,
+                    stream: stream.clone(),
+                    version: version + 1 + i as i64,
+                    schema_version: SCHEMA_VERSION,
+                    recorded_at_ms: now_ms,
+                    meta: meta.clone(),
+                    event,
+                };
+                self.fold(&envelope);
+            }
+            self.versions.insert(stream, done.stream_version);
+        }
         self.appended.notify_one();
         Ok(None)
     }
 }
 
-/// The domain envelope of a recorded event.
-pub fn envelope(recorded: &RecordedEvent) -> anyhow::Result<EventEnvelope> {
-    let event: Event = serde_json::from_str(&recorded.payload).with_context(|| {
+fn new_event(id: &str, event: &Event, metadata: &str, now_ms: i64) -> Result<NewEvent> {
+    Ok(NewEvent {
+        id: id.to_owned(),
+        event_type: event.type_name().to_owned(),
+        schema_version: SCHEMA_VERSION,
+        payload: serde_json::to_string(event).map_err(|e| Error::fatal("encoding an event", e))?,
+        metadata: metadata.to_owned(),
+        recorded_at_ms: now_ms,
+    })
+}
+
+/// What a caught panic said.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
+/// The domain envelope of a recorded event, or why it does not decode.
+pub fn envelope(recorded: &RecordedEvent) -> std::result::Result<EventEnvelope, String> {
+    let event: Event = serde_json::from_str(&recorded.payload).map_err(|e| {
         format!(
-            "event at position {} ({}) does not decode",
+            "event at position {} ({}) does not decode: {e}",
             recorded.position, recorded.event_type
         )
     })?;

@@ -2,16 +2,18 @@
 //! the world the log folded into (and, for raw events, the log itself).
 
 use mentat_domain::command::{
-    HistoryQuery, HistoryReply, RejectKind, ReplicaStatus, ServiceStatus, StatusQuery, StatusReply,
-    VersionHealth,
+    BrokenStatus, HistoryQuery, HistoryReply, RejectKind, ReplicaStatus, ServiceStatus,
+    StatusQuery, StatusReply, VersionHealth,
 };
 use mentat_domain::planner::state::VerdictKind;
-use mentat_domain::planner::{self, Phase, ServiceState, World};
+use mentat_domain::planner::{self, Phase, ServiceState};
 
 use crate::log::{envelope, Log};
 
-/// The status of one service or of all.
-pub fn status(world: &World, query: &StatusQuery) -> StatusReply {
+/// The status of one service or of all, from `log`'s world; stale (and
+/// marked so) while the log has been unreachable since `unavailable_since_ms`.
+pub fn status(log: &Log, query: &StatusQuery, unavailable_since_ms: Option<i64>) -> StatusReply {
+    let world = &log.world;
     if let Some(name) = &query.service {
         if !world.services.contains_key(name) {
             return StatusReply::Rejected {
@@ -24,7 +26,13 @@ pub fn status(world: &World, query: &StatusQuery) -> StatusReply {
         .services
         .iter()
         .filter(|(name, s)| s.spec.is_some() && query.service.as_ref().is_none_or(|q| q == *name))
-        .map(|(name, s)| service_status(name, s))
+        .map(|(name, s)| ServiceStatus {
+            broken: log.broken.get(name).map(|b| BrokenStatus {
+                position: b.position,
+                error: b.error.clone(),
+            }),
+            ..service_status(name, s)
+        })
         .collect();
     let hosts = world
         .hosts
@@ -32,7 +40,11 @@ pub fn status(world: &World, query: &StatusQuery) -> StatusReply {
         .filter(|(_, h)| h.live)
         .map(|(id, _)| id.clone())
         .collect();
-    StatusReply::Ok { services, hosts }
+    StatusReply::Ok {
+        services,
+        hosts,
+        log_unavailable_since_ms: unavailable_since_ms,
+    }
 }
 
 fn service_status(name: &str, s: &ServiceState) -> ServiceStatus {
@@ -100,6 +112,7 @@ fn service_status(name: &str, s: &ServiceState) -> ServiceStatus {
         instances,
         routes: s.routes.clone(),
         health,
+        broken: None,
     }
 }
 
@@ -127,8 +140,8 @@ pub async fn history(log: &Log, query: &HistoryQuery) -> HistoryReply {
                 Ok(env) => events.push(env),
                 Err(e) => {
                     return HistoryReply::Rejected {
-                        kind: RejectKind::Unavailable,
-                        reason: format!("{e:#}"),
+                        kind: RejectKind::ServiceBroken,
+                        reason: e,
                     }
                 }
             }

@@ -61,7 +61,16 @@ pub async fn run(store: Store, bus: Bus, appended: Arc<Notify>, cancel: Cancella
 async fn publish_after(store: &Store, bus: &Bus, checkpoint: i64) -> anyhow::Result<i64> {
     let mut last = checkpoint;
     for recorded in store.read_all(checkpoint, PAGE).await? {
-        let env = envelope(&recorded)?;
+        let env = match envelope(&recorded) {
+            Ok(env) => env,
+            Err(error) => {
+                // The planner has marked its stream broken; the rest of the
+                // log is still published.
+                tracing::error!(%error, "relay skipped an event that does not decode");
+                last = recorded.position;
+                continue;
+            }
+        };
         let subject = subject::event(&env.stream, env.event.type_name());
         bus.publish_durable(subject, &env.id, &env).await?;
         last = env.position;

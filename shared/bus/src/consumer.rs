@@ -37,6 +37,11 @@ pub struct DurableSpec {
     /// How long the server waits for an acknowledgement before delivering
     /// a message again.
     pub ack_wait: Duration,
+    /// How many delivered messages may wait for their acknowledgement; 0
+    /// for the server's default. 1 delivers strictly in order, one at a
+    /// time: a message held back (while the planner's log is unreachable)
+    /// holds back every later one instead of being overtaken.
+    pub max_ack_pending: i64,
 }
 
 /// A durable pull consumer that re-opens itself.
@@ -83,6 +88,7 @@ impl Durable {
                     deliver_policy: spec.deliver,
                     ack_policy: AckPolicy::Explicit,
                     ack_wait: spec.ack_wait,
+                    max_ack_pending: spec.max_ack_pending,
                     filter_subjects: spec.filters.clone(),
                     ..Default::default()
                 },

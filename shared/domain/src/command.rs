@@ -230,6 +230,22 @@ impl Command {
         "spawn", "stop",
     ];
 
+    /// The services this command is about (every service of an apply).
+    pub fn services(&self) -> Vec<&str> {
+        match self {
+            Command::Deploy(c) => vec![c.service.as_str()],
+            Command::Rollback(c) => vec![c.service.as_str()],
+            Command::Apply(c) => c.services.iter().map(|s| s.name.as_str()).collect(),
+            Command::Pause(c) | Command::Resume(c) | Command::Abort(c) | Command::Promote(c) => {
+                vec![c.service.as_str()]
+            }
+            Command::Weight(c) => vec![c.service.as_str()],
+            Command::Route(c) => vec![c.service.as_str()],
+            Command::Spawn(c) => vec![c.service.as_str()],
+            Command::Stop(c) => vec![c.service.as_str()],
+        }
+    }
+
     /// The verb of this command.
     pub fn verb(&self) -> &'static str {
         match self {
@@ -301,6 +317,9 @@ pub enum RejectKind {
     NoCapacity,
     /// The planner cannot reach its log now: retry later; nothing changed.
     Unavailable,
+    /// The planner could not decide about this service (see `mt status`);
+    /// re-apply it, abort or roll it back.
+    ServiceBroken,
     /// This planner is a standby: the command goes to the leader.
     NotLeader,
     /// The sender may not do this.
@@ -320,6 +339,7 @@ impl RejectKind {
             RejectKind::NothingToDo => "nothing_to_do",
             RejectKind::NoCapacity => "no_capacity",
             RejectKind::Unavailable => "unavailable",
+            RejectKind::ServiceBroken => "service_broken",
             RejectKind::NotLeader => "not_leader",
             RejectKind::Unauthorised => "unauthorised",
         }
@@ -440,6 +460,10 @@ pub enum StatusReply {
         services: Vec<ServiceStatus>,
         /// Executor hosts currently alive.
         hosts: Vec<String>,
+        /// Set while the planner cannot reach its log: since when (ms since
+        /// the epoch). The rest of the reply is the last known state, stale.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        log_unavailable_since_ms: Option<i64>,
     },
     /// The query could not be answered.
     Rejected {
@@ -489,6 +513,21 @@ pub struct ServiceStatus {
     /// The health-watcher's latest verdict on each running version's traffic.
     #[serde(default)]
     pub health: Vec<VersionHealth>,
+    /// Set when the planner could not fold or decide this service: it is
+    /// left alone (every other service goes on) until an operator
+    /// re-applies it, aborts or rolls it back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broken: Option<BrokenStatus>,
+}
+
+/// Why a service is broken, in `mt status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct BrokenStatus {
+    /// Position in the log of the event being folded, or the log's position
+    /// when a decision failed.
+    pub position: i64,
+    /// What went wrong.
+    pub error: String,
 }
 
 /// The health-watcher's latest verdict on one version, in `mt status`.

@@ -1,0 +1,171 @@
+//! End to end: a control plane that survives its inputs and its database.
+//! The planner handles errors by kind: a fact that repeats an id in the log
+//! is acknowledged and ignored, and a database that cannot be reached is
+//! waited for while commands wait in JetStream.
+
+use std::time::{Duration, Instant};
+
+use mentat_bus::{now_ms, subject, Encoding};
+use mentat_domain::command::{Deploy, Outcome, StatusReply};
+use mentat_domain::event::{Event, Fact};
+use mentat_e2e::{on_both_databases, text, web_config, Cluster, Db};
+
+on_both_databases!(a_fact_repeating_an_event_id_leaves_the_planner_up);
+
+async fn cluster_with_v1(db: Db) -> Cluster {
+    let cluster = Cluster::start(db).await;
+    cluster.apply(&web_config(2, 5));
+    cluster.deploy_first("v1");
+    cluster
+}
+
+/// Any NATS client can publish a fact. One whose id is already in the log
+/// (here: the id of the event that started the first deployment) used to
+/// end the planner, and JetStream redelivered it to every restart.
+async fn a_fact_repeating_an_event_id_leaves_the_planner_up(db: Db) {
+    let mut cluster = cluster_with_v1(db).await;
+    let taken = cluster.envelopes("web").await.remove(0).id;
+    let forged = Fact {
+        id: taken.clone(),
+        observed_at_ms: now_ms(),
+        event: Event::ReplicaHealthy {
+            replica: "web-1".into(),
+            service: "web".into(),
+        },
+    };
+    cluster.bus.publish_fact(&forged).await.expect("published");
+    // The planner has consumed it when a later command is answered: the
+    // consumer delivers facts and commands one at a time, in order.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        cluster.is_running("planner"),
+        "the planner exited on a repeated id:\n{}",
+        cluster.logs()
+    );
+    let out = cluster.mt(&["deploy", "web", "--image", "v2", "--timeout", "120"]);
+    assert!(
+        out.status.success(),
+        "deploy v2: {}\n{}",
+        text(&out),
+        cluster.logs()
+    );
+    let envelopes = cluster.envelopes("web").await;
+    assert_eq!(
+        envelopes.iter().filter(|e| e.id == taken).count(),
+        1,
+        "the repeated id is in the log once"
+    );
+    assert!(cluster.is_running("planner"));
+}
+
+/// The database goes away in the middle of a steady state (a partition:
+/// the proxy in front of PostgreSQL closes every connection and refuses new
+/// ones). The planner stays up, answers status from what it knows, marked
+/// stale; a deploy sent meanwhile waits in JetStream and is carried out,
+/// once, when the database is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_is_waited_out_and_nothing_is_lost() {
+    let mut cluster = cluster_with_v1(Db::PostgresBehindProxy).await;
+    let before = cluster.history("web").await.len();
+    let proxy = cluster.db_proxy.as_ref().expect("a proxy");
+    proxy.cut();
+    // A deploy published while the log is unreachable.
+    let deploy = Deploy {
+        command_id: Some("deploy-during-outage".into()),
+        service: "web".into(),
+        image: "v2".into(),
+        strategy: None,
+        actor: Some("e2e".into()),
+        reason: Some("sent while the database is away".into()),
+    };
+    let payload = mentat_bus::codec::encode(&deploy, Encoding::MsgPack).expect("encode");
+    // Fire and forget, as any client may: MENTAT_COMMANDS keeps it.
+    cluster
+        .bus
+        .client
+        .publish_with_headers(
+            subject::command("deploy"),
+            Encoding::MsgPack.headers(),
+            payload.into(),
+        )
+        .await
+        .expect("publish");
+    cluster.bus.client.flush().await.expect("flush");
+    // Status says the log is unavailable, from the last known state.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let since = loop {
+        if let Ok(StatusReply::Ok {
+            log_unavailable_since_ms: Some(since),
+            services,
+            ..
+        }) = cluster.status_query(None).await
+        {
+            assert_eq!(services.len(), 1, "the last known state is still shown");
+            break since;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status never said the log is unavailable:\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(since <= now_ms());
+    let out = cluster.mt(&["status"]);
+    assert!(
+        text(&out).contains("log unavailable since"),
+        "mt status: {}",
+        text(&out)
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        cluster.is_running("planner"),
+        "the planner exited while its database was away:\n{}",
+        cluster.logs()
+    );
+
+    let proxy = cluster.db_proxy.as_ref().expect("a proxy");
+    let back = Instant::now();
+    proxy.restore();
+    // The deploy sent meanwhile is carried out, once.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let record = loop {
+        if let Ok(records) = cluster.try_history("web").await {
+            if records.len() > before {
+                let r = records.last().cloned().expect("a record");
+                if r.outcome.is_final() {
+                    break r;
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the deploy sent during the outage was not carried out:\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    println!(
+        "database back to the deploy recorded and completed: {:?}",
+        back.elapsed()
+    );
+    assert_eq!(record.image, "v2");
+    assert_eq!(record.outcome, Outcome::Completed, "{record:?}");
+    let records = cluster.history("web").await;
+    assert_eq!(records.len(), before + 1, "carried out once: {records:?}");
+    let started = cluster
+        .events("web")
+        .await
+        .into_iter()
+        .filter(|e| matches!(e, Event::DeploymentStarted { .. }))
+        .count();
+    assert_eq!(started, before + 1, "one DeploymentStarted per deployment");
+    match cluster.status_query(None).await {
+        Ok(StatusReply::Ok {
+            log_unavailable_since_ms,
+            ..
+        }) => assert_eq!(log_unavailable_since_ms, None, "no longer stale"),
+        other => panic!("status: {other:?}"),
+    }
+    assert!(cluster.is_running("planner"));
+}
