@@ -86,7 +86,7 @@ async fn a_database_outage_is_waited_out_and_nothing_is_lost() {
         .publish_with_headers(
             subject::command("deploy"),
             Encoding::MsgPack.headers(),
-            payload.into(),
+            payload,
         )
         .await
         .expect("publish");
