@@ -7,6 +7,7 @@ use crate::command::{Control, RejectKind, Rejection};
 use crate::event::Event;
 use crate::planner::decide::{defined, reject, Append, Decision};
 use crate::planner::policy::{self, Cause, TurnBack};
+use crate::planner::rolling;
 use crate::planner::state::{Deployment, World};
 use crate::spec::Strategy;
 
@@ -69,6 +70,8 @@ pub(crate) fn pause(world: &World, c: &Control) -> Decision {
     accept(c, d, event, format!("deployment {} paused", d.id))
 }
 
+/// Resume a held deployment; one held because its batch failed starts
+/// that batch again, in the same decision.
 pub(crate) fn resume(world: &World, c: &Control, now_ms: i64) -> Decision {
     let d = match in_flight(world, c) {
         Ok(d) => d,
@@ -80,11 +83,29 @@ pub(crate) fn resume(world: &World, c: &Control, now_ms: i64) -> Decision {
             format!("deployment {} is not paused", d.id),
         );
     };
-    let event = Event::DeploymentResumed {
+    let mut events = vec![Event::DeploymentResumed {
         deployment_id: d.id.clone(),
         paused_ms: (now_ms - p.since_ms).max(0),
-    };
-    accept(c, d, event, format!("deployment {} resumed", d.id))
+    }];
+    let mut message = format!("deployment {} resumed", d.id);
+    if let Ok((state, spec)) = defined(world, &c.service) {
+        let retry = rolling::retry_failed_batch(world, state, spec, d, now_ms);
+        if retry
+            .iter()
+            .any(|e| matches!(e, Event::BatchStarted { .. }))
+        {
+            message.push_str(": its failed batch starts again");
+        }
+        events.extend(retry);
+    }
+    Decision::Accept {
+        appends: vec![Append {
+            stream: c.service.clone(),
+            events,
+        }],
+        deployment_id: Some(d.id.clone()),
+        message,
+    }
 }
 
 /// Abort (or a rollback while a deployment is in flight): turn back as

@@ -4,10 +4,10 @@
 //! the deployment back by the rule of [`super::policy`].
 
 use crate::event::Event;
-use crate::planner::policy::{self, Cause};
+use crate::planner::policy::{self, Cause, TurnBack};
 use crate::planner::state::{Batch, Deployment, Phase, Replica, ServiceState, World};
 use crate::planner::steady::{place, serving, start_request, stop_request};
-use crate::spec::ServiceSpec;
+use crate::spec::{ServiceSpec, Strategy};
 
 /// The next events of a rolling deployment, of the roll-out after a canary
 /// is promoted, and of every revert.
@@ -201,6 +201,44 @@ pub(crate) fn fail_batch(
     let mut events = stop_batch(state, d, "its batch failed");
     events.push(policy::event(choice, d, reason, now_ms));
     events
+}
+
+/// The batch of `d` failed and is stopped: it never switched traffic and a
+/// replica it started has exited, is stopping or is gone.
+fn has_failed(state: &ServiceState, batch: &Batch) -> bool {
+    !batch.switched
+        && batch.start.iter().any(|id| {
+            state
+                .replicas
+                .get(id)
+                .is_none_or(|r| matches!(r.phase, Phase::Exited | Phase::Stopping))
+        })
+}
+
+/// When an operator resumes a deployment held because its batch failed
+/// (the rule holds a failed batch when `auto_revert` is off), the batch
+/// starts again: new replicas of its image, replacing the same ones.
+/// Empty when the batch in progress, if any, has not failed, and for the
+/// canary's first batch.
+pub(crate) fn retry_failed_batch(
+    world: &World,
+    state: &ServiceState,
+    spec: &ServiceSpec,
+    d: &Deployment,
+    now_ms: i64,
+) -> Vec<Event> {
+    let Some(batch) = d.batch.as_ref().filter(|b| has_failed(state, b)) else {
+        return Vec::new();
+    };
+    // The canary's own replicas are named by its first batch: a failed
+    // canary is held again until an operator aborts it.
+    let canary_batch = d.strategy == Strategy::Canary && !d.canary.promoted;
+    if canary_batch || policy::turn_back(Cause::BatchFailed, d.into()) != TurnBack::Hold {
+        return Vec::new();
+    }
+    let count = batch.start.len() as u32;
+    let replace = batch.replace.clone();
+    start_batch(world, state, spec, d, &batch.image, count, replace, now_ms)
 }
 
 /// Stop requests for the replicas the batch of `d` started that are not in
