@@ -6,6 +6,8 @@
 use crate::command::{Control, RejectKind, Rejection};
 use crate::event::Event;
 use crate::planner::decide::{defined, reject, Append, Decision};
+use crate::planner::policy::{self, Cause, TurnBack};
+use crate::planner::rolling;
 use crate::planner::state::{Deployment, World};
 use crate::spec::Strategy;
 
@@ -68,6 +70,8 @@ pub(crate) fn pause(world: &World, c: &Control) -> Decision {
     accept(c, d, event, format!("deployment {} paused", d.id))
 }
 
+/// Resume a held deployment; one held because its batch failed starts
+/// that batch again, in the same decision.
 pub(crate) fn resume(world: &World, c: &Control, now_ms: i64) -> Decision {
     let d = match in_flight(world, c) {
         Ok(d) => d,
@@ -79,15 +83,35 @@ pub(crate) fn resume(world: &World, c: &Control, now_ms: i64) -> Decision {
             format!("deployment {} is not paused", d.id),
         );
     };
-    let event = Event::DeploymentResumed {
+    let mut events = vec![Event::DeploymentResumed {
         deployment_id: d.id.clone(),
         paused_ms: (now_ms - p.since_ms).max(0),
-    };
-    accept(c, d, event, format!("deployment {} resumed", d.id))
+    }];
+    let mut message = format!("deployment {} resumed", d.id);
+    if let Ok((state, spec)) = defined(world, &c.service) {
+        let retry = rolling::retry_failed_batch(world, state, spec, d, now_ms);
+        if retry
+            .iter()
+            .any(|e| matches!(e, Event::BatchStarted { .. }))
+        {
+            message.push_str(": its failed batch starts again");
+        }
+        events.extend(retry);
+    }
+    Decision::Accept {
+        appends: vec![Append {
+            stream: c.service.clone(),
+            events,
+        }],
+        deployment_id: Some(d.id.clone()),
+        message,
+    }
 }
 
-/// Abort (or a rollback while a deployment is in flight): revert to the
-/// previous image. `verb` says which, in the log.
+/// Abort (or a rollback while a deployment is in flight): turn back as
+/// [`policy::turn_back`] says for an operator's abort, which reverts to the
+/// previous image, or fails a deployment that has none. `verb` says which
+/// command it was, in the log. A revert is not aborted.
 pub(crate) fn abort(world: &World, c: &Control, verb: &str, now_ms: i64) -> Decision {
     let d = match in_flight(world, c) {
         Ok(d) => d,
@@ -103,31 +127,19 @@ pub(crate) fn abort(world: &World, c: &Control, verb: &str, now_ms: i64) -> Deci
             ),
         );
     }
-    let reason = format!("{verb} {}", who(c));
-    match &d.previous_image {
-        Some(previous) => accept(
-            c,
-            d,
-            Event::DeploymentReverting {
-                deployment_id: d.id.clone(),
-                reason,
-            },
-            format!("deployment {} {verb}: reverting to {previous}", d.id),
+    let choice = policy::turn_back(Cause::Abort, d.into());
+    let message = match (choice, &d.previous_image) {
+        (TurnBack::Revert, Some(previous)) => {
+            format!("deployment {} {verb}: reverting to {previous}", d.id)
+        }
+        (TurnBack::Hold, _) => format!("deployment {} {verb}: held", d.id),
+        _ => format!(
+            "deployment {} {verb}; {} had no previous image, so its replicas keep running",
+            d.id, c.service
         ),
-        None => accept(
-            c,
-            d,
-            Event::DeploymentFailed {
-                deployment_id: d.id.clone(),
-                reason: format!("{reason}; there was no previous image to revert to"),
-                at_ms: now_ms,
-            },
-            format!(
-                "deployment {} {verb}; {} had no previous image, so its replicas keep running",
-                d.id, c.service
-            ),
-        ),
-    }
+    };
+    let event = policy::event(choice, d, format!("{verb} {}", who(c)), now_ms);
+    accept(c, d, event, message)
 }
 
 pub(crate) fn promote(world: &World, c: &Control) -> Decision {

@@ -3,11 +3,13 @@
 //!
 //! Every phase has a deadline, `progress_deadline_secs` after it began
 //! (after a timed wait, such as a canary step's bake or the blue-green
-//! standby, ends). When it passes the deployment is reverted, or held when
-//! `auto_revert` is off; a revert that passes its own deadline fails. So no
-//! deployment waits forever, and the log says which phase ran out of time.
+//! standby, ends). When it passes the deployment turns back by the rule of
+//! [`super::policy`]: reverted, or held when `auto_revert` is off; a revert
+//! that passes its own deadline fails. So no deployment waits forever, and
+//! the log says which phase ran out of time.
 
 use crate::event::{Event, Judgement};
+use crate::planner::policy::{self, Cause, TurnBack};
 use crate::planner::state::{Deployment, ServiceState, VerdictKind, World};
 use crate::planner::{blue_green, canary, rolling};
 use crate::spec::{ServiceSpec, Strategy};
@@ -88,52 +90,32 @@ fn breach(state: &ServiceState, d: &Deployment) -> Option<Judgement> {
     }
 }
 
-/// A breach reverts at once with `auto_revert` (in any phase: batches,
-/// canary steps, standby, bake); without it the deployment is held.
+/// A breach turns the deployment back at once, in any phase (batches,
+/// canary steps, standby, bake), as [`policy::turn_back`] says. Unless it
+/// is held, the batch in progress is abandoned and its new replicas stop.
 fn breached(state: &ServiceState, d: &Deployment, j: &Judgement, now_ms: i64) -> Vec<Event> {
     let reason = format!("threshold breached by {}: {j}", d.image);
-    if d.auto_revert && d.previous_image.is_some() {
-        return rolling::fail_batch(state, d, reason, now_ms);
-    }
-    vec![Event::DeploymentPaused {
-        deployment_id: d.id.clone(),
-        reason: format!(
-            "{reason}; auto_revert is off, so it is held: mt abort reverts, mt resume carries on"
-        ),
-    }]
-}
-
-fn deadline_passed(d: &Deployment, now_ms: i64) -> Vec<Event> {
-    let secs = d.plan.progress_deadline_secs;
-    let phase = describe(d);
-    if d.reverting.is_some() {
-        return vec![Event::DeploymentFailed {
-            deployment_id: d.id.clone(),
-            reason: format!("the revert made no progress within {secs}s ({phase})"),
-            at_ms: now_ms,
-        }];
-    }
-    let reason = format!("no progress within {secs}s ({phase})");
-    let event = if d.auto_revert && d.previous_image.is_some() {
-        Event::DeploymentReverting {
-            deployment_id: d.id.clone(),
-            reason,
-        }
-    } else if d.previous_image.is_some() {
-        Event::DeploymentPaused {
-            deployment_id: d.id.clone(),
-            reason: format!(
-                "{reason}; auto_revert is off, so it is held: mt abort reverts, mt resume carries on"
-            ),
-        }
-    } else {
-        Event::DeploymentFailed {
-            deployment_id: d.id.clone(),
-            reason: format!("{reason}; there is no previous image to revert to"),
-            at_ms: now_ms,
+    let choice = policy::turn_back(Cause::Breach, d.into());
+    let mut events = match choice {
+        TurnBack::Hold => Vec::new(),
+        TurnBack::Revert | TurnBack::Fail => {
+            rolling::stop_batch(state, d, "its version breached a threshold")
         }
     };
-    vec![event]
+    events.push(policy::event(choice, d, reason, now_ms));
+    events
+}
+
+/// The current phase of `d` ran out of time: turn back as
+/// [`policy::turn_back`] says, naming the phase.
+fn deadline_passed(d: &Deployment, now_ms: i64) -> Vec<Event> {
+    let reason = format!(
+        "no progress within {}s ({})",
+        d.plan.progress_deadline_secs,
+        describe(d)
+    );
+    let choice = policy::turn_back(Cause::Deadline, d.into());
+    vec![policy::event(choice, d, reason, now_ms)]
 }
 
 /// What `d` is doing or waiting for, in a few words.

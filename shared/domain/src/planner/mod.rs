@@ -6,6 +6,9 @@
 //!   [`next_deadline`] for when to look again.
 //! - `deployment`: pause, phase deadlines, and the strategy of the
 //!   deployment in flight: `rolling`, `canary`, `blue_green`.
+//! - [`policy`]: the one rule for turning back (revert, hold or fail) when
+//!   a batch fails, a threshold is breached, a deadline passes or an
+//!   operator aborts.
 //! - `control`: pause, resume, abort and promote commands; `traffic`: the
 //!   weight, route, spawn and stop commands.
 //! - [`routes`]: the routing table and its weights.
@@ -16,6 +19,7 @@ pub mod canary;
 mod control;
 pub mod decide;
 pub mod deployment;
+pub mod policy;
 mod rolling;
 pub mod routes;
 pub mod state;

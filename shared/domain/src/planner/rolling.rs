@@ -1,9 +1,10 @@
 //! The rolling strategy: batches of `max_unavailable` new replicas; a batch
 //! switches traffic once all its replicas are healthy, retires the replicas
-//! it replaces, and completes when they have exited. A failed batch reverts
-//! the deployment to the previous image (or fails it).
+//! it replaces, and completes when they have exited. A failed batch turns
+//! the deployment back by the rule of [`super::policy`].
 
 use crate::event::Event;
+use crate::planner::policy::{self, Cause, TurnBack};
 use crate::planner::state::{Batch, Deployment, Phase, Replica, ServiceState, World};
 use crate::planner::steady::{place, serving, start_request, stop_request};
 use crate::spec::{ServiceSpec, Strategy};
@@ -188,67 +189,78 @@ pub(crate) fn react_batch(
     events
 }
 
-/// A failure of the deployment: stop the replicas its batch started, then
-/// revert (with `auto_revert` and a previous image), else fail a rolling
-/// deployment or hold a canary or blue-green one, whose old set still
-/// serves, for an operator to decide.
+/// A batch of `d` failed: stop the new replicas it started that are not in
+/// rotation, and turn back as [`policy::turn_back`] says.
 pub(crate) fn fail_batch(
     state: &ServiceState,
     d: &Deployment,
     reason: String,
     now_ms: i64,
 ) -> Vec<Event> {
+    let choice = policy::turn_back(Cause::BatchFailed, d.into());
+    let mut events = stop_batch(state, d, "its batch failed");
+    events.push(policy::event(choice, d, reason, now_ms));
+    events
+}
+
+/// The batch of `d` failed and is stopped: it never switched traffic and a
+/// replica it started has exited, is stopping or is gone.
+fn has_failed(state: &ServiceState, batch: &Batch) -> bool {
+    !batch.switched
+        && batch.start.iter().any(|id| {
+            state
+                .replicas
+                .get(id)
+                .is_none_or(|r| matches!(r.phase, Phase::Exited | Phase::Stopping))
+        })
+}
+
+/// When an operator resumes a deployment held because its batch failed
+/// (the rule holds a failed batch when `auto_revert` is off), the batch
+/// starts again: new replicas of its image, replacing the same ones.
+/// Empty when the batch in progress, if any, has not failed, and for the
+/// canary's first batch.
+pub(crate) fn retry_failed_batch(
+    world: &World,
+    state: &ServiceState,
+    spec: &ServiceSpec,
+    d: &Deployment,
+    now_ms: i64,
+) -> Vec<Event> {
+    let Some(batch) = d.batch.as_ref().filter(|b| has_failed(state, b)) else {
+        return Vec::new();
+    };
+    // The canary's own replicas are named by its first batch: a failed
+    // canary is held again until an operator aborts it.
+    let canary_batch = d.strategy == Strategy::Canary && !d.canary.promoted;
+    if canary_batch || policy::turn_back(Cause::BatchFailed, d.into()) != TurnBack::Hold {
+        return Vec::new();
+    }
+    let count = batch.start.len() as u32;
+    let replace = batch.replace.clone();
+    start_batch(world, state, spec, d, &batch.image, count, replace, now_ms)
+}
+
+/// Stop requests for the replicas the batch of `d` started that are not in
+/// rotation: those in rotation leave it through the revert, which drains them.
+pub(crate) fn stop_batch(state: &ServiceState, d: &Deployment, why: &str) -> Vec<Event> {
     let spec_name = state
         .spec
         .as_ref()
         .map(|s| s.name.clone())
         .unwrap_or_default();
-    let mut events: Vec<Event> = d
-        .batch
+    d.batch
         .iter()
         .flat_map(|b| b.start.iter())
         .filter_map(|id| state.replicas.get(id))
-        // Those in rotation leave it through the revert, which drains them.
         .filter(|r| r.phase.is_serving_candidate() && !state.is_routed(&r.id))
         .map(|r| Event::ReplicaStopRequested {
             replica: r.id.clone(),
             service: spec_name.clone(),
             host: r.host.clone(),
-            reason: "its batch failed".into(),
+            reason: why.to_owned(),
         })
-        .collect();
-    let event = if d.reverting.is_some() {
-        Event::DeploymentFailed {
-            deployment_id: d.id.clone(),
-            reason: format!("revert failed: {reason}"),
-            at_ms: now_ms,
-        }
-    } else if d.auto_revert && d.previous_image.is_some() {
-        Event::DeploymentReverting {
-            deployment_id: d.id.clone(),
-            reason,
-        }
-    } else if d.strategy != Strategy::Rolling && d.previous_image.is_some() {
-        Event::DeploymentPaused {
-            deployment_id: d.id.clone(),
-            reason: format!(
-                "{reason}; auto_revert is off, so it is held: mt abort reverts, mt resume carries on"
-            ),
-        }
-    } else {
-        let reason = if d.auto_revert {
-            format!("{reason}; no previous image to revert to")
-        } else {
-            format!("{reason}; auto_revert is off, so nothing was rolled back")
-        };
-        Event::DeploymentFailed {
-            deployment_id: d.id.clone(),
-            reason,
-            at_ms: now_ms,
-        }
-    };
-    events.push(event);
-    events
+        .collect()
 }
 
 /// Once the new version serves every replica, watch it for `bake_secs`
