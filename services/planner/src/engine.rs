@@ -120,7 +120,7 @@ impl Engine {
         payload: &[u8],
         encoding: Encoding,
     ) -> anyhow::Result<()> {
-        let reply = match intake::decode(subject, payload, encoding) {
+        let reply = match intake::decode(subject, payload, encoding).map_err(|r| r.reason) {
             Ok(command) => self.execute(&command).await?,
             Err(reason) => {
                 tracing::warn!(subject, %reason, "rejected a malformed command");
