@@ -237,9 +237,9 @@ impl Engine {
     ) -> Result<()> {
         let reply = match intake::decode(subject, payload, encoding) {
             Ok(command) => self.execute(&command).await?,
-            Err(reason) => {
-                tracing::warn!(subject, %reason, "rejected a malformed command");
-                Reply::rejected(RejectKind::Invalid, reason)
+            Err(rejection) => {
+                tracing::warn!(subject, %rejection, "rejected a malformed command");
+                Reply::from(rejection)
             }
         };
         if let Some((request, reply)) = self.pairing.handled(subject, payload, reply) {

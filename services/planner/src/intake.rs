@@ -11,15 +11,25 @@ use std::time::{Duration, Instant};
 use async_nats::Message;
 use mentat_bus::{codec, Encoding};
 use mentat_domain::command::{
-    Apply, Command, Control, Deploy, Reply, Rollback, Route, Spawn, Stop, Weight,
+    Apply, Command, Control, Deploy, Rejection, Reply, Rollback, Route, Spawn, Stop, Weight,
 };
+use mentat_domain::limits::MAX_COMMAND_BYTES;
 use sha2::{Digest, Sha256};
 
 /// How long an unmatched request or reply is kept.
 const PAIRING_TTL: Duration = Duration::from_secs(60);
 
-/// Decode a command from its subject's verb and its payload, or say what is wrong.
-pub fn decode(subject: &str, payload: &[u8], encoding: Encoding) -> Result<Command, String> {
+/// Decode a command from its subject's verb and its payload, or say what
+/// is wrong (every refusal here is of kind
+/// [`Invalid`](mentat_domain::command::RejectKind::Invalid)). A payload
+/// over [`MAX_COMMAND_BYTES`] is refused before it is decoded.
+pub fn decode(subject: &str, payload: &[u8], encoding: Encoding) -> Result<Command, Rejection> {
+    if payload.len() > MAX_COMMAND_BYTES {
+        return Err(Rejection::invalid(format!(
+            "message: {} bytes, at most {MAX_COMMAND_BYTES}",
+            payload.len()
+        )));
+    }
     let verb = mentat_bus::subject::last_token(subject);
     let result = match verb {
         "deploy" => codec::decode::<Deploy>(payload, encoding, "Deploy").map(Command::Deploy),
@@ -36,13 +46,13 @@ pub fn decode(subject: &str, payload: &[u8], encoding: Encoding) -> Result<Comma
         "spawn" => codec::decode::<Spawn>(payload, encoding, "Spawn").map(Command::Spawn),
         "stop" => codec::decode::<Stop>(payload, encoding, "Stop").map(Command::Stop),
         other => {
-            return Err(format!(
+            return Err(Rejection::invalid(format!(
                 "unknown command `{other}` on {subject}; known commands: {}",
                 Command::VERBS.join(", ")
-            ))
+            )))
         }
     };
-    result.map_err(|e| e.to_string())
+    result.map_err(|e| Rejection::invalid(e.to_string()))
 }
 
 type Key = [u8; 32];
@@ -112,18 +122,50 @@ impl Pairing {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mentat_domain::command::RejectKind;
 
     #[test]
     fn unknown_verbs_and_bad_payloads_are_named() {
         let e = decode("mentat.cmd.launch", b"{}", Encoding::Json).expect_err("unknown");
-        assert!(e.contains("unknown command `launch`"), "{e}");
+        assert_eq!(e.kind, RejectKind::Invalid);
+        assert!(e.reason.contains("unknown command `launch`"), "{e}");
         let e = decode("mentat.cmd.deploy", b"{\"service\":1}", Encoding::Json).expect_err("bad");
-        assert!(e.contains("Deploy"), "{e}");
+        assert_eq!(e.kind, RejectKind::Invalid);
+        assert!(e.reason.contains("Deploy"), "{e}");
         let ok = decode(
             "mentat.cmd.deploy",
             br#"{"service":"web","image":"v2"}"#,
             Encoding::Json,
         );
         assert!(matches!(ok, Ok(Command::Deploy(_))));
+    }
+
+    /// A deploy of `size` bytes: valid JSON, padded with spaces.
+    fn deploy_of(size: usize) -> Vec<u8> {
+        let mut payload = br#"{"service":"web","image":"v2"}"#.to_vec();
+        payload.resize(size, b' ');
+        payload
+    }
+
+    #[test]
+    fn a_payload_over_the_bound_is_refused_before_decoding() {
+        // Given a deploy one byte over the bound
+        let payload = deploy_of(MAX_COMMAND_BYTES + 1);
+        // When it arrives
+        let e = decode("mentat.cmd.deploy", &payload, Encoding::Json).expect_err("too large");
+        // Then it is invalid, naming the message and the bound
+        assert_eq!(e.kind, RejectKind::Invalid);
+        assert_eq!(e.reason, "message: 262145 bytes, at most 262144");
+        // And refused before decoding: even bytes that are no command at all
+        let junk = vec![0xc1; MAX_COMMAND_BYTES + 1];
+        let e = decode("mentat.cmd.deploy", &junk, Encoding::MsgPack).expect_err("too large");
+        assert!(e.reason.starts_with("message: "), "{e}");
+        // And a deploy at the bound decodes
+        let ok = decode(
+            "mentat.cmd.deploy",
+            &deploy_of(MAX_COMMAND_BYTES),
+            Encoding::Json,
+        );
+        assert!(matches!(ok, Ok(Command::Deploy(_))), "{ok:?}");
     }
 }

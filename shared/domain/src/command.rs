@@ -9,6 +9,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::event::{Backend, EventEnvelope};
+use crate::limits::{
+    MAX_ACTOR_BYTES, MAX_COMMAND_ID_BYTES, MAX_IMAGE_BYTES, MAX_INSTANCE_BYTES, MAX_NAME_BYTES,
+    MAX_REASON_BYTES, MAX_SERVICES_PER_APPLY, MAX_SOURCE_BYTES, MAX_WEIGHT,
+};
 use crate::spec::{ServiceSpec, Strategy};
 
 /// `mentat.cmd.deploy`: roll a service out to a new image.
@@ -17,19 +21,24 @@ use crate::spec::{ServiceSpec, Strategy};
 pub struct Deploy {
     /// Idempotency key: a retry with the same id returns the first reply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_COMMAND_ID_BYTES))]
     pub command_id: Option<String>,
     /// Service to deploy (as applied with `mentat.cmd.apply`).
+    #[schemars(length(max = MAX_NAME_BYTES))]
     pub service: String,
     /// Image reference (for the process driver, the version string given to the app).
+    #[schemars(length(max = MAX_IMAGE_BYTES))]
     pub image: String,
     /// Strategy for this deployment only; the service's configured one otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<Strategy>,
     /// Who asks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_ACTOR_BYTES))]
     pub actor: Option<String>,
     /// Why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_REASON_BYTES))]
     pub reason: Option<String>,
 }
 
@@ -39,14 +48,18 @@ pub struct Deploy {
 pub struct Rollback {
     /// Idempotency key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_COMMAND_ID_BYTES))]
     pub command_id: Option<String>,
     /// Service to roll back.
+    #[schemars(length(max = MAX_NAME_BYTES))]
     pub service: String,
     /// Who asks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_ACTOR_BYTES))]
     pub actor: Option<String>,
     /// Why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_REASON_BYTES))]
     pub reason: Option<String>,
 }
 
@@ -56,17 +69,22 @@ pub struct Rollback {
 pub struct Apply {
     /// Idempotency key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_COMMAND_ID_BYTES))]
     pub command_id: Option<String>,
     /// Every service of the config, validated before anything is applied.
+    #[schemars(length(max = MAX_SERVICES_PER_APPLY))]
     pub services: Vec<ServiceSpec>,
     /// The file they came from, recorded in the log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_SOURCE_BYTES))]
     pub source: Option<String>,
     /// Who asks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_ACTOR_BYTES))]
     pub actor: Option<String>,
     /// Why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_REASON_BYTES))]
     pub reason: Option<String>,
 }
 
@@ -84,14 +102,18 @@ pub struct Apply {
 pub struct Control {
     /// Idempotency key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_COMMAND_ID_BYTES))]
     pub command_id: Option<String>,
     /// Service whose deployment is steered.
+    #[schemars(length(max = MAX_NAME_BYTES))]
     pub service: String,
     /// Who asks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_ACTOR_BYTES))]
     pub actor: Option<String>,
     /// Why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_REASON_BYTES))]
     pub reason: Option<String>,
 }
 
@@ -103,18 +125,24 @@ pub struct Control {
 pub struct Weight {
     /// Idempotency key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_COMMAND_ID_BYTES))]
     pub command_id: Option<String>,
     /// Service.
+    #[schemars(length(max = MAX_NAME_BYTES))]
     pub service: String,
     /// Instance (replica id).
+    #[schemars(length(max = MAX_INSTANCE_BYTES))]
     pub instance: String,
     /// Weight, 0 to 100.
+    #[schemars(range(max = MAX_WEIGHT))]
     pub weight: u32,
     /// Who asks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_ACTOR_BYTES))]
     pub actor: Option<String>,
     /// Why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_REASON_BYTES))]
     pub reason: Option<String>,
 }
 
@@ -126,18 +154,24 @@ pub struct Weight {
 pub struct Route {
     /// Idempotency key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_COMMAND_ID_BYTES))]
     pub command_id: Option<String>,
     /// Service.
+    #[schemars(length(max = MAX_NAME_BYTES))]
     pub service: String,
     /// Instance or image that stops receiving traffic.
+    #[schemars(length(max = MAX_IMAGE_BYTES))]
     pub from: String,
     /// Instance or image that receives it all.
+    #[schemars(length(max = MAX_IMAGE_BYTES))]
     pub to: String,
     /// Who asks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_ACTOR_BYTES))]
     pub actor: Option<String>,
     /// Why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_REASON_BYTES))]
     pub reason: Option<String>,
 }
 
@@ -149,19 +183,25 @@ pub struct Route {
 pub struct Spawn {
     /// Idempotency key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_COMMAND_ID_BYTES))]
     pub command_id: Option<String>,
     /// Service.
+    #[schemars(length(max = MAX_NAME_BYTES))]
     pub service: String,
     /// Instance id: 1-63 characters of a-z, 0-9 and -, starting with a letter.
+    #[schemars(length(max = MAX_NAME_BYTES))]
     pub id: String,
     /// Image to run; the service's serving image when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_IMAGE_BYTES))]
     pub image: Option<String>,
     /// Who asks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_ACTOR_BYTES))]
     pub actor: Option<String>,
     /// Why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_REASON_BYTES))]
     pub reason: Option<String>,
 }
 
@@ -172,16 +212,21 @@ pub struct Spawn {
 pub struct Stop {
     /// Idempotency key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_COMMAND_ID_BYTES))]
     pub command_id: Option<String>,
     /// Service.
+    #[schemars(length(max = MAX_NAME_BYTES))]
     pub service: String,
     /// Instance (replica id).
+    #[schemars(length(max = MAX_INSTANCE_BYTES))]
     pub instance: String,
     /// Who asks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_ACTOR_BYTES))]
     pub actor: Option<String>,
     /// Why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_REASON_BYTES))]
     pub reason: Option<String>,
 }
 

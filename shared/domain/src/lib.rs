@@ -6,12 +6,14 @@
 //!
 //! - [`spec`]: service definitions and their validation.
 //! - [`command`]: commands, queries and their replies.
+//! - [`limits`]: the bound of every number and string a command carries.
 //! - [`event`]: every event of the log, and the envelopes that carry them.
 //! - [`planner`]: the planner's state and decisions (rolling deployments).
 //! - [`stats`]: traffic statistics the routers publish.
 
 pub mod command;
 pub mod event;
+pub mod limits;
 pub mod planner;
 pub mod spec;
 pub mod stats;

@@ -12,6 +12,13 @@ use std::fmt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::limits::{
+    shown, too_long, MAX_ARGV_BYTES, MAX_ARGV_ENTRIES, MAX_CANARY_STEPS, MAX_CONSECUTIVE_PROBES,
+    MAX_DEGRADATION_PERCENT, MAX_DURATION_MS, MAX_DURATION_SECS, MAX_ENV_BYTES, MAX_ENV_ENTRIES,
+    MAX_HEALTH_PATH_BYTES, MAX_IDLE_PROBE_RPS, MAX_IMAGE_PLACEHOLDERS, MAX_MIN_REQUESTS,
+    MAX_PERCENT, MAX_REPLICAS, MAX_STICKY_KEY_BYTES,
+};
+
 /// One service as declared in the config file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -313,17 +320,41 @@ impl DeploySpec {
         if self.health_timeout_secs == 0 {
             err("health_timeout_secs", "must be at least 1".into());
         }
-        if self.canary_percent > 100 {
+        if self.canary_percent > MAX_PERCENT {
             err(
                 "canary_percent",
-                format!("{} is over 100", self.canary_percent),
+                format!("{} is over {MAX_PERCENT}", self.canary_percent),
             );
         }
         if self.progress_deadline_secs == 0 {
             err("progress_deadline_secs", "must be at least 1".into());
         }
+        for (field, secs) in [
+            ("health_timeout_secs", self.health_timeout_secs),
+            ("standby_secs", self.standby_secs),
+            ("progress_deadline_secs", self.progress_deadline_secs),
+        ] {
+            over(&mut out, field, secs, MAX_DURATION_SECS);
+        }
+        // Too many steps is one problem, not one per step.
+        let steps: &[CanaryStep] = if self.steps.len() > MAX_CANARY_STEPS {
+            out.push((
+                "steps".into(),
+                format!("{} steps, at most {MAX_CANARY_STEPS}", self.steps.len()),
+            ));
+            &[]
+        } else {
+            &self.steps
+        };
+        let mut err = |field: &str, message: String| out.push((field.to_owned(), message));
         let mut last = 0;
-        for (i, step) in self.steps.iter().enumerate() {
+        for (i, step) in steps.iter().enumerate() {
+            if step.bake_secs > MAX_DURATION_SECS {
+                err(
+                    &format!("steps[{i}].bake_secs"),
+                    format!("{} is over {MAX_DURATION_SECS}", step.bake_secs),
+                );
+            }
             if step.percent == 0 || step.percent > 100 {
                 err(
                     &format!("steps[{i}].percent"),
@@ -373,132 +404,279 @@ pub fn is_valid_name(name: &str) -> bool {
         && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '-'))
 }
 
+/// What a service name must be, for the reasons that reject one.
+const NAME_RULE: &str = "must be 1-63 characters of a-z, 0-9 and -, starting with a letter";
+
+/// Impossible values of part of a spec, as `(field, message)` with the
+/// field's path below the service.
+type Problems = Vec<(String, String)>;
+
+/// `value` over its bound `max` is a problem of `field`.
+fn over<T: PartialOrd + fmt::Display>(out: &mut Problems, field: &str, value: T, max: T) {
+    if value > max {
+        out.push((field.to_owned(), format!("{value} is over {max}")));
+    }
+}
+
+/// A list of strings over `max_entries` entries or `max_bytes` bytes in
+/// all is a problem of `field`.
+fn list_over(
+    out: &mut Problems,
+    field: &str,
+    list: &[String],
+    max_entries: usize,
+    max_bytes: usize,
+) {
+    let bytes: usize = list.iter().map(String::len).sum();
+    if list.len() > max_entries {
+        out.push((
+            field.to_owned(),
+            format!("{} entries, at most {max_entries}", list.len()),
+        ));
+    } else if bytes > max_bytes {
+        out.push((
+            field.to_owned(),
+            format!("{bytes} bytes, at most {max_bytes}"),
+        ));
+    }
+}
+
 impl ServiceSpec {
-    /// Every impossible value in this spec; empty when the spec is valid.
+    /// Every impossible value in this spec, each out-of-bounds value
+    /// included (see [`crate::limits`]); empty when the spec is valid.
     pub fn validate(&self) -> Vec<FieldError> {
-        let mut errors = Vec::new();
-        let base = format!("services.{}", self.name);
-        let mut err = |field: &str, message: String| {
-            errors.push(FieldError {
+        let mut out: Problems = Vec::new();
+        if !is_valid_name(&self.name) {
+            out.push((
+                String::new(),
+                format!("service name `{}` {NAME_RULE}", shown(&self.name)),
+            ));
+        }
+        if !(1..=MAX_REPLICAS).contains(&self.replicas) {
+            out.push((
+                "replicas".into(),
+                format!("must be 1-{MAX_REPLICAS}, not {}", self.replicas),
+            ));
+        }
+        self.run.problems(&mut out);
+        self.health.problems(&self.deploy.steps, &mut out);
+        for (field, message) in self.deploy.problems(self.replicas) {
+            out.push((format!("deploy.{field}"), message));
+        }
+        self.route.problems(&mut out);
+        let base = format!("services.{}", shown(&self.name));
+        out.into_iter()
+            .map(|(field, message)| FieldError {
                 path: format!("{base}.{field}"),
                 message,
             })
-        };
-        if !is_valid_name(&self.name) {
-            err(
-                "",
+            .collect()
+    }
+}
+
+impl RunSpec {
+    fn problems(&self, out: &mut Problems) {
+        if self.command.is_empty() || self.command[0].trim().is_empty() {
+            out.push(("run.command".into(), "must name a program to run".into()));
+        }
+        list_over(
+            out,
+            "run.command",
+            &self.command,
+            MAX_ARGV_ENTRIES,
+            MAX_ARGV_BYTES,
+        );
+        list_over(
+            out,
+            "run.args",
+            &self.args,
+            MAX_ARGV_ENTRIES,
+            MAX_ARGV_BYTES,
+        );
+        let bytes: usize = self.env.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if self.env.len() > MAX_ENV_ENTRIES {
+            out.push((
+                "run.env".into(),
+                format!("{} variables, at most {MAX_ENV_ENTRIES}", self.env.len()),
+            ));
+        } else if bytes > MAX_ENV_BYTES {
+            out.push((
+                "run.env".into(),
+                format!("{bytes} bytes, at most {MAX_ENV_BYTES}"),
+            ));
+        }
+        let placeholders: usize = (self.command.iter())
+            .chain(&self.args)
+            .chain(self.env.values())
+            .map(|s| s.matches("{image}").count())
+            .sum();
+        if placeholders > MAX_IMAGE_PLACEHOLDERS {
+            out.push((
+                "run".into(),
                 format!(
-                    "service name `{}` must be 1-63 characters of a-z, 0-9 and -, starting with a letter",
-                    self.name
+                    "`{{image}}` appears {placeholders} times, at most {MAX_IMAGE_PLACEHOLDERS}"
                 ),
-            );
+            ));
         }
-        if self.replicas == 0 {
-            err("replicas", "must be at least 1".into());
+    }
+}
+
+impl HealthSpec {
+    /// Problems of the health block, and of the canary `steps` that must
+    /// bake long enough for it to judge them.
+    fn problems(&self, steps: &[CanaryStep], out: &mut Problems) {
+        let mut err = |field: &str, message: String| out.push((field.to_owned(), message));
+        if let Some(problem) = too_long(&self.path, MAX_HEALTH_PATH_BYTES) {
+            err("health.path", problem);
+        } else if !self.path.starts_with('/') {
+            err("health.path", format!("`{}` must start with /", self.path));
         }
-        if self.run.command.is_empty() || self.run.command[0].trim().is_empty() {
-            err("run.command", "must name a program to run".into());
-        }
-        let h = &self.health;
-        if !h.path.starts_with('/') {
-            err("health.path", format!("`{}` must start with /", h.path));
-        }
-        if h.interval_ms < 10 {
+        if self.interval_ms < 10 {
             err("health.interval_ms", "must be at least 10".into());
         }
-        if h.healthy_after == 0 {
+        if self.healthy_after == 0 {
             err("health.healthy_after", "must be at least 1".into());
         }
-        if h.unhealthy_after == 0 {
+        if self.unhealthy_after == 0 {
             err("health.unhealthy_after", "must be at least 1".into());
         }
-        let t = &h.thresholds;
-        if t.enabled {
-            if t.error_rate_percent == 0 || t.error_rate_percent > 100 {
-                err(
-                    "health.thresholds.error_rate_percent",
-                    format!("{} must be 1 to 100", t.error_rate_percent),
-                );
-            }
-            if t.latency_p99_ms == 0 {
-                err(
-                    "health.thresholds.latency_p99_ms",
-                    "must be at least 1".into(),
-                );
-            }
-            if t.window_secs == 0 {
-                err("health.thresholds.window_secs", "must be at least 1".into());
-            }
-            if t.min_requests == 0 {
-                err(
-                    "health.thresholds.min_requests",
-                    "must be at least 1".into(),
-                );
-            }
-            if t.compare_to_baseline && t.max_degradation_percent == 0 {
-                err(
-                    "health.thresholds.max_degradation_percent",
-                    "must be at least 1 when compare_to_baseline is on".into(),
-                );
-            }
-            if h.bake_secs > 0 && h.bake_secs < t.window_secs {
-                err(
-                    "health.bake_secs",
+        over(out, "health.interval_ms", self.interval_ms, MAX_DURATION_MS);
+        over(
+            out,
+            "health.healthy_after",
+            self.healthy_after,
+            MAX_CONSECUTIVE_PROBES,
+        );
+        over(
+            out,
+            "health.unhealthy_after",
+            self.unhealthy_after,
+            MAX_CONSECUTIVE_PROBES,
+        );
+        self.thresholds.problems(out);
+        over(out, "health.bake_secs", self.bake_secs, MAX_DURATION_SECS);
+        let t = &self.thresholds;
+        if !t.enabled {
+            return;
+        }
+        if self.bake_secs > 0 && self.bake_secs < t.window_secs {
+            out.push((
+                "health.bake_secs".into(),
+                format!(
+                    "{} is shorter than one window (thresholds.window_secs {}): nothing could be judged",
+                    self.bake_secs, t.window_secs
+                ),
+            ));
+        }
+        // Too many steps is one problem of `deploy.steps`, not one per step.
+        let steps = if steps.len() > MAX_CANARY_STEPS {
+            &[]
+        } else {
+            steps
+        };
+        for (i, step) in steps.iter().enumerate() {
+            if step.bake_secs < t.window_secs {
+                out.push((
+                    format!("deploy.steps[{i}].bake_secs"),
                     format!(
-                        "{} is shorter than one window (thresholds.window_secs {}): nothing could be judged",
-                        h.bake_secs, t.window_secs
+                        "{} is shorter than one window (health.thresholds.window_secs {}): the step could never be judged",
+                        step.bake_secs, t.window_secs
                     ),
-                );
-            }
-            for (i, step) in self.deploy.steps.iter().enumerate() {
-                if step.bake_secs < t.window_secs {
-                    err(
-                        &format!("deploy.steps[{i}].bake_secs"),
-                        format!(
-                            "{} is shorter than one window (health.thresholds.window_secs {}): the step could never be judged",
-                            step.bake_secs, t.window_secs
-                        ),
-                    );
-                }
+                ));
             }
         }
-        for (field, message) in self.deploy.problems(self.replicas) {
-            err(&format!("deploy.{field}"), message);
+    }
+}
+
+impl Thresholds {
+    /// Problems of the thresholds: the bounds always, the values that could
+    /// judge nothing only when they are enabled.
+    fn problems(&self, out: &mut Problems) {
+        let on = self.enabled;
+        let field = |name: &str| format!("health.thresholds.{name}");
+        if self.error_rate_percent > MAX_PERCENT || (on && self.error_rate_percent == 0) {
+            out.push((
+                field("error_rate_percent"),
+                format!("{} must be 1 to 100", self.error_rate_percent),
+            ));
         }
-        let r = &self.route;
-        if !r.environment.is_empty() && !is_valid_name(&r.environment) {
-            err(
-                "route.environment",
-                format!(
-                    "`{}` must be 1-63 characters of a-z, 0-9 and -, starting with a letter",
-                    r.environment
-                ),
-            );
+        if on && self.latency_p99_ms == 0 {
+            out.push((field("latency_p99_ms"), "must be at least 1".into()));
         }
-        if !r.host.is_empty() && !is_valid_name(&r.host) {
-            err(
-                "route.host",
-                format!(
-                    "`{}` must be 1-63 characters of a-z, 0-9 and -, starting with a letter",
-                    r.host
-                ),
-            );
+        over(
+            out,
+            &field("latency_p99_ms"),
+            self.latency_p99_ms,
+            MAX_DURATION_MS,
+        );
+        if on && self.window_secs == 0 {
+            out.push((field("window_secs"), "must be at least 1".into()));
         }
-        match &r.sticky {
-            Some(Sticky::Cookie(name)) | Some(Sticky::Header(name))
-                if name.is_empty()
-                    || !name
-                        .bytes()
-                        .all(|b| b.is_ascii_graphic() && b != b';' && b != b'=' && b != b':') =>
-            {
-                err(
-                    "route.sticky",
-                    format!("`{name}` is not a usable cookie or header name"),
-                );
-            }
-            _ => {}
+        over(
+            out,
+            &field("window_secs"),
+            self.window_secs,
+            MAX_DURATION_SECS,
+        );
+        if on && self.min_requests == 0 {
+            out.push((field("min_requests"), "must be at least 1".into()));
         }
-        errors
+        over(
+            out,
+            &field("min_requests"),
+            self.min_requests,
+            MAX_MIN_REQUESTS,
+        );
+        if on && self.compare_to_baseline && self.max_degradation_percent == 0 {
+            out.push((
+                field("max_degradation_percent"),
+                "must be at least 1 when compare_to_baseline is on".into(),
+            ));
+        }
+        over(
+            out,
+            &field("max_degradation_percent"),
+            self.max_degradation_percent,
+            MAX_DEGRADATION_PERCENT,
+        );
+        over(
+            out,
+            &field("idle_probe_rps"),
+            self.idle_probe_rps,
+            MAX_IDLE_PROBE_RPS,
+        );
+    }
+}
+
+impl RouteSpec {
+    fn problems(&self, out: &mut Problems) {
+        if !self.environment.is_empty() && !is_valid_name(&self.environment) {
+            out.push((
+                "route.environment".into(),
+                format!("`{}` {NAME_RULE}", shown(&self.environment)),
+            ));
+        }
+        if !self.host.is_empty() && !is_valid_name(&self.host) {
+            out.push((
+                "route.host".into(),
+                format!("`{}` {NAME_RULE}", shown(&self.host)),
+            ));
+        }
+        let (Some(Sticky::Cookie(name)) | Some(Sticky::Header(name))) = &self.sticky else {
+            return;
+        };
+        if let Some(problem) = too_long(name, MAX_STICKY_KEY_BYTES) {
+            out.push(("route.sticky".into(), problem));
+        } else if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b';' && b != b'=' && b != b':')
+        {
+            out.push((
+                "route.sticky".into(),
+                format!("`{name}` is not a usable cookie or header name"),
+            ));
+        }
     }
 }
 
@@ -623,6 +801,155 @@ mod tests {
         );
         assert_eq!(RouteSpec::default().environment(), "production");
         assert_eq!(RouteSpec::default().host("web"), "web");
+    }
+
+    #[test]
+    fn replicas_of_4294967295_are_rejected_naming_replicas() {
+        // Given a spec declaring u32::MAX replicas
+        let mut s = spec();
+        s.replicas = u32::MAX;
+        s.deploy.max_unavailable = 1;
+        // When it is validated
+        let errors = s.validate();
+        // Then the one error names replicas and its bound
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].path, "services.web.replicas");
+        assert!(
+            errors[0].message.starts_with("must be 1-1000"),
+            "{}",
+            errors[0]
+        );
+        s.replicas = MAX_REPLICAS;
+        assert!(s.validate().is_empty(), "the bound itself is allowed");
+    }
+
+    #[test]
+    fn every_value_over_its_bound_is_named() {
+        // Given a spec with every bounded field one past its bound
+        let mut s = spec();
+        let long = |n: usize| "a".repeat(n + 1);
+        s.run.command = vec![long(MAX_ARGV_BYTES)];
+        s.run.args = vec![String::new(); MAX_ARGV_ENTRIES + 1];
+        s.run.env = (0..=MAX_ENV_ENTRIES)
+            .map(|i| (format!("V{i}"), String::new()))
+            .collect();
+        s.health.path = format!("/{}", long(MAX_HEALTH_PATH_BYTES));
+        s.health.interval_ms = MAX_DURATION_MS + 1;
+        s.health.healthy_after = MAX_CONSECUTIVE_PROBES + 1;
+        s.health.unhealthy_after = MAX_CONSECUTIVE_PROBES + 1;
+        let t = &mut s.health.thresholds;
+        t.error_rate_percent = MAX_PERCENT + 1;
+        t.latency_p99_ms = MAX_DURATION_MS + 1;
+        t.window_secs = MAX_DURATION_SECS + 1;
+        t.min_requests = MAX_MIN_REQUESTS + 1;
+        t.max_degradation_percent = MAX_DEGRADATION_PERCENT + 1;
+        t.idle_probe_rps = MAX_IDLE_PROBE_RPS + 1;
+        s.health.bake_secs = MAX_DURATION_SECS + 2;
+        s.deploy.health_timeout_secs = MAX_DURATION_SECS + 1;
+        s.deploy.standby_secs = MAX_DURATION_SECS + 1;
+        s.deploy.progress_deadline_secs = MAX_DURATION_SECS + 1;
+        s.route.sticky = Some(Sticky::Header(long(MAX_STICKY_KEY_BYTES)));
+        // When it is validated
+        let paths: Vec<_> = s.validate().into_iter().map(|e| e.path).collect();
+        // Then each of them is named, once
+        assert_eq!(
+            paths,
+            [
+                "services.web.run.command",
+                "services.web.run.args",
+                "services.web.run.env",
+                "services.web.health.path",
+                "services.web.health.interval_ms",
+                "services.web.health.healthy_after",
+                "services.web.health.unhealthy_after",
+                "services.web.health.thresholds.error_rate_percent",
+                "services.web.health.thresholds.latency_p99_ms",
+                "services.web.health.thresholds.window_secs",
+                "services.web.health.thresholds.min_requests",
+                "services.web.health.thresholds.max_degradation_percent",
+                "services.web.health.thresholds.idle_probe_rps",
+                "services.web.health.bake_secs",
+                "services.web.deploy.health_timeout_secs",
+                "services.web.deploy.standby_secs",
+                "services.web.deploy.progress_deadline_secs",
+                "services.web.route.sticky",
+            ]
+        );
+    }
+
+    #[test]
+    fn values_at_their_bounds_are_valid() {
+        // Given a spec with every bounded field at its bound
+        let mut s = spec();
+        s.replicas = MAX_REPLICAS;
+        s.run.command = vec!["a".repeat(MAX_ARGV_BYTES)];
+        s.run.args = vec![String::new(); MAX_ARGV_ENTRIES];
+        s.run.env = (0..MAX_ENV_ENTRIES)
+            .map(|i| (format!("V{i}"), String::new()))
+            .collect();
+        s.health.path = "/".repeat(MAX_HEALTH_PATH_BYTES);
+        s.health.interval_ms = MAX_DURATION_MS;
+        s.health.healthy_after = MAX_CONSECUTIVE_PROBES;
+        s.health.unhealthy_after = MAX_CONSECUTIVE_PROBES;
+        let t = &mut s.health.thresholds;
+        t.error_rate_percent = MAX_PERCENT;
+        t.latency_p99_ms = MAX_DURATION_MS;
+        t.window_secs = MAX_DURATION_SECS;
+        t.min_requests = MAX_MIN_REQUESTS;
+        t.max_degradation_percent = MAX_DEGRADATION_PERCENT;
+        t.idle_probe_rps = MAX_IDLE_PROBE_RPS;
+        s.health.bake_secs = MAX_DURATION_SECS;
+        s.deploy.health_timeout_secs = MAX_DURATION_SECS;
+        s.deploy.standby_secs = MAX_DURATION_SECS;
+        s.deploy.progress_deadline_secs = MAX_DURATION_SECS;
+        s.deploy.steps = (1..=MAX_CANARY_STEPS as u32)
+            .map(|percent| CanaryStep {
+                percent,
+                bake_secs: MAX_DURATION_SECS,
+            })
+            .collect();
+        s.route.sticky = Some(Sticky::Header("h".repeat(MAX_STICKY_KEY_BYTES)));
+        // When it is validated, then nothing is wrong
+        assert_eq!(s.validate(), []);
+    }
+
+    #[test]
+    fn lists_over_their_bound_are_one_error_each() {
+        // Given more canary steps than the bound, each of them wrong too
+        let mut s = spec();
+        s.deploy.steps = vec![
+            CanaryStep {
+                percent: 0,
+                bake_secs: 0,
+            };
+            MAX_CANARY_STEPS + 1
+        ];
+        // And a run that substitutes the image more often than allowed
+        s.run.env = (0..=MAX_IMAGE_PLACEHOLDERS)
+            .map(|i| (format!("V{i}"), "{image}".to_owned()))
+            .collect();
+        // When it is validated
+        let errors = s.validate();
+        // Then each list is one error
+        let paths: Vec<_> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["services.web.run", "services.web.deploy.steps"]);
+        assert_eq!(errors[1].message, "21 steps, at most 20");
+    }
+
+    #[test]
+    fn a_huge_name_is_not_echoed_into_every_error() {
+        // Given a spec whose name is 300 KB, and another error
+        let mut s = spec();
+        s.name = "w".repeat(300_000);
+        s.replicas = 0;
+        s.deploy.max_unavailable = 0;
+        // When it is validated
+        let errors = s.validate();
+        // Then the name and the replicas are named, in a few hundred bytes
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(errors[1].path.ends_with(".replicas"), "{}", errors[1].path);
+        let size: usize = errors.iter().map(|e| e.to_string().len()).sum();
+        assert!(size < 1000, "{size} bytes of errors");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! become healthy, blue never stops serving and green is stopped.
 
 use crate::event::Event;
+use crate::limits::secs_to_ms;
 use crate::planner::rolling;
 use crate::planner::state::{Deployment, Phase, ServiceState, World};
 use crate::spec::ServiceSpec;
@@ -50,7 +51,7 @@ pub(crate) fn react(
             deployment_id: d.id.clone(),
             image: d.image.clone(),
             standby_image: d.previous_image.clone(),
-            standby_until_ms: now_ms + (d.plan.standby_secs as i64) * 1000,
+            standby_until_ms: now_ms.saturating_add(secs_to_ms(d.plan.standby_secs)),
         }],
         Some(until) if !d.standby_ended => {
             if now_ms >= until {

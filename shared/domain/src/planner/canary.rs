@@ -12,13 +12,16 @@
 //! the deployment.
 
 use crate::event::Event;
+use crate::limits::secs_to_ms;
 use crate::planner::rolling;
 use crate::planner::state::{Deployment, Phase, ServiceState, VerdictKind, World};
 use crate::spec::{CanaryStep, ServiceSpec};
 
-/// Replicas a canary of `percent` percent needs out of `replicas`.
+/// Replicas a canary of `percent` percent needs out of `replicas` (never
+/// more than `replicas`, whatever the numbers: the product is taken in u64).
 pub fn replicas_for(replicas: u32, percent: u32) -> u32 {
-    (replicas * percent).div_ceil(100).max(1)
+    let share = (u64::from(replicas) * u64::from(percent.min(100))).div_ceil(100);
+    u32::try_from(share).unwrap_or(replicas).max(1)
 }
 
 /// The steps of `d`: its plan's, or one held at `canary_percent`.
@@ -93,7 +96,10 @@ pub(crate) fn react(
     if d.canary.step == 0 {
         return shift(1);
     }
-    let baked = now_ms >= d.canary.step_since_ms + (d.canary.bake_secs as i64) * 1000;
+    let baked = now_ms
+        >= d.canary
+            .step_since_ms
+            .saturating_add(secs_to_ms(d.canary.bake_secs));
     if !is_automatic(d) || !baked {
         return Vec::new();
     }
@@ -127,5 +133,15 @@ mod tests {
         assert_eq!(replicas_for(10, 11), 2);
         assert_eq!(replicas_for(3, 50), 2);
         assert_eq!(replicas_for(4, 100), 4);
+    }
+
+    #[test]
+    fn canary_replicas_cannot_overflow() {
+        // Given numbers whose u32 product overflows, when the canary is
+        // sized, then it is the share of the replicas, never more than all
+        assert_eq!(replicas_for(u32::MAX, 10), 429_496_730);
+        assert_eq!(replicas_for(u32::MAX, 100), u32::MAX);
+        assert_eq!(replicas_for(u32::MAX, u32::MAX), u32::MAX);
+        assert_eq!(replicas_for(1000, u32::MAX), 1000);
     }
 }

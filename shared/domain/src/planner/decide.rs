@@ -8,6 +8,7 @@
 
 use crate::command::{Apply, Command, Deploy, RejectKind, Rejection, Rollback};
 use crate::event::{Event, EventEnvelope, Meta, Plan};
+use crate::limits::{check_command, shown};
 use crate::planner::routes::route_change;
 use crate::planner::state::{Phase, ServiceState, World};
 use crate::planner::steady::{reconcile, serving, stop_drained, stop_retired};
@@ -61,7 +62,11 @@ pub(crate) fn reject(kind: RejectKind, reason: impl Into<String>) -> Decision {
 
 /// Decide about a command. `deployment_id` is the id a deployment started by
 /// this command will have; `now_ms` is the time the command is handled.
+/// A command out of the bounds of [`crate::limits`] is rejected first.
 pub fn handle(world: &World, command: &Command, deployment_id: &str, now_ms: i64) -> Decision {
+    if let Err(rejection) = check_command(command) {
+        return Decision::Reject(rejection);
+    }
     match command {
         Command::Apply(apply) => handle_apply(world, apply),
         Command::Deploy(deploy) => handle_deploy(world, deploy, deployment_id, now_ms),
@@ -85,7 +90,7 @@ fn handle_apply(world: &World, apply: &Apply) -> Decision {
     let mut seen = std::collections::BTreeSet::new();
     for spec in &apply.services {
         if !seen.insert(spec.name.as_str()) {
-            errors.push(format!("services.{}: defined twice", spec.name));
+            errors.push(format!("services.{}: defined twice", shown(&spec.name)));
         }
         errors.extend(spec.validate().iter().map(ToString::to_string));
     }
@@ -166,6 +171,12 @@ fn deployable<'w>(
                 d.id, d.image
             ),
         ));
+    }
+    // A spec recorded before the bounds of `limits` may be out of them.
+    if let Some(error) = spec.validate().first() {
+        return Err(Rejection::invalid(format!(
+            "the spec of {service} in the log is not valid ({error}); apply a corrected config first"
+        )));
     }
     if !world.hosts.values().any(|h| h.live) {
         return Err(Rejection::new(

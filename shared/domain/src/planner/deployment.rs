@@ -9,6 +9,7 @@
 //! the log says which phase ran out of time.
 
 use crate::event::{Event, Judgement};
+use crate::limits::secs_to_ms;
 use crate::planner::policy::{self, Cause, TurnBack};
 use crate::planner::state::{Deployment, ServiceState, VerdictKind, World};
 use crate::planner::{blue_green, canary, rolling};
@@ -46,13 +47,13 @@ pub(crate) fn deadline(d: &Deployment) -> Option<i64> {
     if d.paused.is_some() {
         return None;
     }
-    let progress = (d.plan.progress_deadline_secs.max(1) as i64) * 1000;
+    let progress = secs_to_ms(d.plan.progress_deadline_secs.max(1));
     let since = if let Some(until) = timed_wait_until(d) {
         until.max(d.phase_since_ms)
     } else {
         d.phase_since_ms
     };
-    Some(since + progress)
+    Some(since.saturating_add(progress))
 }
 
 /// The end of the timed wait `d` is in, if any: a canary step that bakes
@@ -66,7 +67,11 @@ pub(crate) fn timed_wait_until(d: &Deployment) -> Option<i64> {
     }
     match d.strategy {
         Strategy::Canary if !d.canary.promoted && d.canary.step > 0 && canary::is_automatic(d) => {
-            Some(d.canary.step_since_ms + (d.canary.bake_secs as i64) * 1000)
+            Some(
+                d.canary
+                    .step_since_ms
+                    .saturating_add(secs_to_ms(d.canary.bake_secs)),
+            )
         }
         Strategy::BlueGreen if !d.standby_ended => d.standby_until_ms,
         _ => None,

@@ -4,6 +4,7 @@
 //! the deployment back by the rule of [`super::policy`].
 
 use crate::event::Event;
+use crate::limits::secs_to_ms;
 use crate::planner::policy::{self, Cause, TurnBack};
 use crate::planner::state::{Batch, Deployment, Phase, Replica, ServiceState, World};
 use crate::planner::steady::{place, serving, start_request, stop_request};
@@ -99,7 +100,7 @@ pub(crate) fn start_batch(
             image: image.to_owned(),
             start,
             replace,
-            deadline_ms: now_ms + (d.plan.health_timeout_secs as i64) * 1000,
+            deadline_ms: now_ms.saturating_add(secs_to_ms(d.plan.health_timeout_secs)),
         },
     );
     events
@@ -273,7 +274,7 @@ fn bake_then_finish(d: &Deployment, now_ms: i64) -> Vec<Event> {
     match d.bake_until_ms {
         None => vec![Event::BakeStarted {
             deployment_id: d.id.clone(),
-            until_ms: now_ms + (d.plan.bake_secs as i64) * 1000,
+            until_ms: now_ms.saturating_add(secs_to_ms(d.plan.bake_secs)),
         }],
         Some(until) if now_ms < until => Vec::new(),
         Some(_) => vec![finish(d, now_ms)],

@@ -112,13 +112,16 @@ pub fn split(percent: u32, n_canary: u32, n_stable: u32) -> (u32, u32) {
         // Nobody to share with: whoever is there takes what there is.
         return (if percent > 0 { DEFAULT_WEIGHT } else { 0 }, DEFAULT_WEIGHT);
     }
-    let canary = percent * n_stable;
-    let stable = (100 - percent) * n_canary;
+    // In u64, so no count of replicas overflows; a reduced weight that
+    // still does not fit a u32 saturates.
+    let canary = u64::from(percent) * u64::from(n_stable);
+    let stable = u64::from(100 - percent) * u64::from(n_canary);
     let g = gcd(canary, stable).max(1);
-    (canary / g, stable / g)
+    let weight = |w: u64| u32::try_from(w / g).unwrap_or(u32::MAX);
+    (weight(canary), weight(stable))
 }
 
-fn gcd(a: u32, b: u32) -> u32 {
+fn gcd(a: u64, b: u64) -> u64 {
     if b == 0 {
         a
     } else {
@@ -164,6 +167,14 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn canary_weights_cannot_overflow() {
+        // Given counts of replicas whose product with a percent overflows a
+        // u32, when the weights are split, then they keep the percent
+        assert_eq!(split(10, u32::MAX, u32::MAX), (1, 9));
+        assert_eq!(split(50, 1, u32::MAX), (u32::MAX, 1));
     }
 
     #[test]

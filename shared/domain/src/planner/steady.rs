@@ -3,6 +3,7 @@
 //! replicas of the serving image, and placement on live hosts.
 
 use crate::event::Event;
+use crate::limits::MAX_REPLICAS;
 use crate::planner::decide::Settings;
 use crate::planner::state::{Phase, Replica, ServiceState, World};
 use crate::spec::ServiceSpec;
@@ -78,7 +79,9 @@ pub(crate) fn stop_retired(state: &ServiceState, spec: &ServiceSpec) -> Vec<Even
         .collect()
 }
 
-/// Hosts for `count` new replicas: live hosts with the fewest replicas first.
+/// Hosts for `count` new replicas: live hosts with the fewest replicas
+/// first. Fewer when the hosts have no more room, and never more than
+/// [`MAX_REPLICAS`] (a spec recorded before the bounds may ask for more).
 pub(crate) fn place(world: &World, count: usize) -> Vec<String> {
     let mut load: Vec<(u32, u32, String)> = world
         .hosts
@@ -94,8 +97,8 @@ pub(crate) fn place(world: &World, count: usize) -> Vec<String> {
             (used, h.capacity, id.clone())
         })
         .collect();
-    let mut out = Vec::with_capacity(count);
-    for _ in 0..count {
+    let mut out = Vec::new();
+    for _ in 0..count.min(MAX_REPLICAS as usize) {
         load.sort();
         let Some(slot) = load.iter_mut().find(|(used, cap, _)| used < cap) else {
             break;

@@ -15,7 +15,7 @@ use crate::planner::steady::place;
 use crate::spec::{is_valid_name, ServiceSpec};
 
 /// Highest weight an operator can give.
-pub const MAX_WEIGHT: u32 = 100;
+pub use crate::limits::MAX_WEIGHT;
 
 fn accept(service: &str, events: Vec<Event>, message: String) -> Decision {
     Decision::Accept {

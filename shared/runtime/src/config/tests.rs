@@ -96,13 +96,22 @@ fn wrong_type_names_file_line_and_field() {
 }
 
 #[test]
+fn replicas_over_the_bound_are_named_at_their_line() {
+    let text = MINIMAL.replace("replicas: 3", "replicas: 4294967295");
+    assert_eq!(
+        one_error(&text),
+        "mentat.yaml:3: services.web.replicas: must be 1-1000, not 4294967295"
+    );
+}
+
+#[test]
 fn zero_replicas_is_impossible() {
     let text = MINIMAL.replace("replicas: 3", "replicas: 0");
     // The default max_unavailable (1) is then larger than replicas too,
     // but the file does not write it: only replicas is reported.
     assert_eq!(
         one_error(&text),
-        "mentat.yaml:3: services.web.replicas: must be at least 1"
+        "mentat.yaml:3: services.web.replicas: must be 1-1000, not 0"
     );
     let only_defaults = format!("{}    deploy: {{ strategy: canary }}\n", text);
     assert_eq!(problems(&only_defaults).len(), 1);
