@@ -4,6 +4,7 @@
 //! the deployment to the previous image (or fails it).
 
 use crate::event::Event;
+use crate::planner::ids::next_replica_ids;
 use crate::planner::state::{Batch, Deployment, Phase, Replica, ServiceState, World};
 use crate::planner::steady::{place, serving, start_request, stop_request};
 use crate::spec::{ServiceSpec, Strategy};
@@ -81,12 +82,10 @@ pub(crate) fn start_batch(
         );
     }
     let number = d.batches_started + 1;
-    let mut seq = state.replica_seq;
+    let ids = next_replica_ids(world, state, spec, count);
     let mut events = Vec::new();
     let mut start = Vec::new();
-    for host in placements {
-        seq += 1;
-        let replica = format!("{}-{seq}", spec.name);
+    for (host, replica) in placements.into_iter().zip(ids) {
         start.push(replica.clone());
         events.push(start_request(spec, image, &replica, host, Some(&d.id)));
     }
