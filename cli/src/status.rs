@@ -24,7 +24,9 @@ pub async fn run(nats: &str, args: Args) -> Result<()> {
         output::print(output::json_pretty(&reply));
     }
     match reply {
-        StatusReply::Ok { services, hosts } => {
+        StatusReply::Ok {
+            services, hosts, ..
+        } => {
             if !args.json {
                 output::print(output::status_report(&services, &hosts));
             }

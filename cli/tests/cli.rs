@@ -146,8 +146,10 @@ async fn status_and_history_print_the_planners_answers() {
             instances: vec![],
             routes: vec![],
             health: vec![],
+            truncated: None,
         }],
         hosts: vec!["host-a".into()],
+        next: None,
     };
     let asked = answer_once(&bus, subject::QUERY_STATUS, status).await;
     let out = mt(&server.url(), &["status", "web"]).await;
@@ -164,6 +166,7 @@ async fn status_and_history_print_the_planners_answers() {
     let history = HistoryReply::Ok {
         deployments: vec![record(Outcome::Completed)],
         events: vec![],
+        next: None,
     };
     let _asked = answer_once(&bus, subject::QUERY_HISTORY, history).await;
     let out = mt(&server.url(), &["history", "web", "--json"]).await;

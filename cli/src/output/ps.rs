@@ -97,6 +97,7 @@ mod tests {
             instances,
             routes: vec![],
             health: vec![],
+            truncated: None,
         }
     }
 

@@ -76,6 +76,9 @@ fn service_block(s: &ServiceStatus) -> String {
         let header = ["REPLICA", "IMAGE", "HOST", "ADDRESS", "PHASE", "WEIGHT"];
         lines.push(table("  ", &header, &rows));
     }
+    if let Some(cut) = &s.truncated {
+        lines.push(format!("  (cut short) {cut}"));
+    }
     lines.join("\n")
 }
 
@@ -262,6 +265,7 @@ mod tests {
             }],
             routes: vec![],
             health: vec![],
+            truncated: None,
         };
         let text = status_report(&[status], &["h1".to_owned()]);
         assert!(
@@ -299,6 +303,7 @@ mod tests {
             instances: vec![],
             routes: vec![],
             health: vec![],
+            truncated: None,
         };
         let text = status_report(&[status(d.clone())], &[]);
         assert!(
@@ -337,6 +342,7 @@ mod tests {
                 detail: "error rate 12.34% over 1s".into(),
                 since_ms: 1_714_564_803_000,
             }],
+            truncated: None,
         };
         let text = status_report(&[status], &[]);
         assert!(
