@@ -42,24 +42,91 @@ pub async fn command<C: Serialize>(bus: &Bus, verb: &str, cmd: &C) -> Result<Rep
     request(bus, &subject::command(verb), cmd, COMMAND_TIMEOUT, true).await
 }
 
-/// Ask `mentat.query.status`.
+/// Ask `mentat.query.status`, page after page, and return every service
+/// in one reply.
 pub async fn status(bus: &Bus, service: Option<String>) -> Result<StatusReply> {
-    let query = StatusQuery { service };
-    request(bus, subject::QUERY_STATUS, &query, QUERY_TIMEOUT, false).await
+    let mut query = StatusQuery {
+        service,
+        after: None,
+        limit: None,
+    };
+    let mut all = Vec::new();
+    loop {
+        let reply = request(bus, subject::QUERY_STATUS, &query, QUERY_TIMEOUT, false).await?;
+        let StatusReply::Ok {
+            services,
+            hosts,
+            log_unavailable_since_ms,
+            next,
+        } = reply
+        else {
+            return Ok(reply);
+        };
+        all.extend(services);
+        match moved_on(query.after, next)? {
+            Some(after) => query.after = Some(after),
+            None => {
+                return Ok(StatusReply::Ok {
+                    services: all,
+                    hosts,
+                    log_unavailable_since_ms,
+                    next: None,
+                })
+            }
+        }
+    }
 }
 
-/// Ask `mentat.query.history`.
+/// Ask `mentat.query.history`, page after page (each within `timeout`),
+/// and return the whole history in one reply.
 pub async fn history(
     bus: &Bus,
     service: &str,
     events: bool,
     timeout: Duration,
 ) -> Result<HistoryReply> {
-    let query = HistoryQuery {
+    let mut query = HistoryQuery {
         service: service.to_owned(),
         events,
+        after: None,
+        limit: None,
     };
-    request(bus, subject::QUERY_HISTORY, &query, timeout, false).await
+    let (mut all_deployments, mut all_events) = (Vec::new(), Vec::new());
+    loop {
+        let reply = request(bus, subject::QUERY_HISTORY, &query, timeout, false).await?;
+        let HistoryReply::Ok {
+            deployments,
+            events,
+            next,
+        } = reply
+        else {
+            return Ok(reply);
+        };
+        all_deployments.extend(deployments);
+        all_events.extend(events);
+        match moved_on(query.after, next)? {
+            Some(after) => query.after = Some(after),
+            None => {
+                return Ok(HistoryReply::Ok {
+                    deployments: all_deployments,
+                    events: all_events,
+                    next: None,
+                })
+            }
+        }
+    }
+}
+
+/// The cursor of the next page, or why paging cannot go on (a planner
+/// that answered with a cursor that does not move forward).
+fn moved_on(after: Option<u64>, next: Option<u64>) -> Result<Option<u64>> {
+    match next {
+        Some(n) if n <= after.unwrap_or(0) => Err(Error::Runtime(format!(
+            "the planner's next page ({n}) does not move past the last one ({})",
+            after.unwrap_or(0)
+        ))),
+        next => Ok(next),
+    }
 }
 
 /// [`Bus::request`] in MessagePack, where a request nobody answers (in

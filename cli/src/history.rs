@@ -32,6 +32,7 @@ pub async fn run(nats: &str, args: Args) -> Result<()> {
         HistoryReply::Ok {
             deployments,
             events,
+            ..
         } => {
             if args.events {
                 output::print(output::events_table(&events));

@@ -28,6 +28,7 @@ pub async fn run(nats: &str, args: Args) -> Result<()> {
             services,
             hosts,
             log_unavailable_since_ms,
+            ..
         } => {
             if !args.json {
                 output::print(output::status_report(

@@ -147,9 +147,11 @@ async fn status_and_history_print_the_planners_answers() {
             routes: vec![],
             health: vec![],
             broken: None,
+            truncated: None,
         }],
         hosts: vec!["host-a".into()],
         log_unavailable_since_ms: None,
+        next: None,
     };
     let asked = answer_once(&bus, subject::QUERY_STATUS, status).await;
     let out = mt(&server.url(), &["status", "web"]).await;
@@ -166,6 +168,7 @@ async fn status_and_history_print_the_planners_answers() {
     let history = HistoryReply::Ok {
         deployments: vec![record(Outcome::Completed)],
         events: vec![],
+        next: None,
     };
     let _asked = answer_once(&bus, subject::QUERY_HISTORY, history).await;
     let out = mt(&server.url(), &["history", "web", "--json"]).await;

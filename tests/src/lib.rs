@@ -319,24 +319,50 @@ impl Cluster {
         }
     }
 
-    /// `mentat.query.history` for `service`, with its raw events when `events`.
+    /// `mentat.query.history` for `service`, with its raw events when
+    /// `events`: every page, in one reply.
     async fn history_query(
         &self,
         service: &str,
         events: bool,
     ) -> Result<HistoryReply, mentat_bus::Error> {
-        let query = HistoryQuery {
+        let mut query = HistoryQuery {
             service: service.into(),
             events,
+            after: None,
+            limit: None,
         };
-        self.bus
-            .request(
-                subject::QUERY_HISTORY,
-                &query,
-                Encoding::MsgPack,
-                Duration::from_secs(5),
-            )
-            .await
+        let (mut all_deployments, mut all_events) = (Vec::new(), Vec::new());
+        loop {
+            let reply: HistoryReply = self
+                .bus
+                .request(
+                    subject::QUERY_HISTORY,
+                    &query,
+                    Encoding::MsgPack,
+                    Duration::from_secs(5),
+                )
+                .await?;
+            let HistoryReply::Ok {
+                deployments,
+                events,
+                next,
+            } = reply
+            else {
+                return Ok(reply);
+            };
+            all_deployments.extend(deployments);
+            all_events.extend(events);
+            if next.is_none() {
+                return Ok(HistoryReply::Ok {
+                    deployments: all_deployments,
+                    events: all_events,
+                    next: None,
+                });
+            }
+            assert!(next > query.after, "the next page must move on: {next:?}");
+            query.after = next;
+        }
     }
 
     /// Wait until deployment `id` has ended, and return its record.
@@ -377,8 +403,10 @@ impl Cluster {
         &self,
         service: Option<&str>,
     ) -> Result<StatusReply, mentat_bus::Error> {
+        // One service, or the first page of them (a test has a few).
         let query = StatusQuery {
             service: service.map(str::to_owned),
+            ..StatusQuery::default()
         };
         self.bus
             .request(

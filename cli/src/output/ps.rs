@@ -98,6 +98,7 @@ mod tests {
             routes: vec![],
             health: vec![],
             broken: None,
+            truncated: None,
         }
     }
 

@@ -93,6 +93,9 @@ fn service_block(s: &ServiceStatus) -> String {
         let header = ["REPLICA", "IMAGE", "HOST", "ADDRESS", "PHASE", "WEIGHT"];
         lines.push(table("  ", &header, &rows));
     }
+    if let Some(cut) = &s.truncated {
+        lines.push(format!("  (cut short) {cut}"));
+    }
     lines.join("\n")
 }
 
@@ -280,6 +283,7 @@ mod tests {
             routes: vec![],
             health: vec![],
             broken: None,
+            truncated: None,
         };
         let text = status_report(&[status], &["h1".to_owned()], None);
         assert!(
@@ -316,6 +320,7 @@ mod tests {
                 position: 42,
                 error: "deciding: attempt to multiply with overflow".into(),
             }),
+            truncated: None,
         };
         let text = status_report(&[status], &[], Some(1_714_564_803_000));
         assert!(
@@ -345,6 +350,7 @@ mod tests {
             routes: vec![],
             health: vec![],
             broken: None,
+            truncated: None,
         };
         let text = status_report(&[status(d.clone())], &[], None);
         assert!(
@@ -384,6 +390,7 @@ mod tests {
                 since_ms: 1_714_564_803_000,
             }],
             broken: None,
+            truncated: None,
         };
         let text = status_report(&[status], &[], None);
         assert!(

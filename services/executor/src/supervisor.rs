@@ -122,10 +122,16 @@ impl Supervisor {
         self.flush().await;
     }
 
-    /// Start a replica; idempotent by replica id.
+    /// Start a replica; idempotent by (service, replica id). The planner
+    /// keeps ids unique across the cluster, so a start naming the id of
+    /// another service's running replica is refused, not taken for it.
     pub async fn start(&mut self, intent: StartIntent) -> Result<()> {
         let replica = intent.replica.clone();
-        if self.running.contains_key(&replica) {
+        if let Some(running) = self.running.get(&replica) {
+            if running.service != intent.service {
+                tracing::error!(replica_id = %replica, service = %intent.service, running_for = %running.service, "start refused: this id runs for another service here");
+                return Ok(());
+            }
             if let Some(record) = self.state.get(&replica) {
                 tracing::info!(replica_id = %replica, "already running; reporting it again");
                 let event = started_event(&replica, &self.settings.host, record);
@@ -192,9 +198,14 @@ impl Supervisor {
 
     /// Stop a replica: SIGTERM now, SIGKILL after the grace, exit reported by
     /// its watcher. A replica that is not running is answered with its last
-    /// exit when it is remembered, and otherwise ignored.
+    /// exit when it is remembered, and otherwise ignored; so is a stop that
+    /// names another service than the one the replica runs for.
     pub async fn stop(&mut self, replica: &str, service: &str, reason: &str) -> Result<()> {
         if let Some(running) = self.running.get_mut(replica) {
+            if running.service != service {
+                tracing::error!(replica_id = %replica, service, running_for = %running.service, "stop refused: this id runs for another service here");
+                return Ok(());
+            }
             tracing::info!(replica_id = %replica, service, reason, "stop requested");
             running.requested = true;
             self.state.mark_stopping(replica)?;

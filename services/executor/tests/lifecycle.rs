@@ -177,6 +177,39 @@ async fn intents_for_another_host_are_ignored() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intents_naming_another_services_replica_are_refused() {
+    let mut h = Harness::new().await;
+    let executor = h.start(h.config("h1")).await;
+    h.start_replica("h1", "web-23", &["sh", "-c", "exec sleep 60"])
+        .await;
+    let (_, pid, _) = started(h.next_fact().await);
+    // Another service asks for the same id: neither started as web's
+    // replica again nor reported as its own.
+    let mut intent = start_requested("h1", "web-23", &["sh", "-c", "exec sleep 60"]);
+    if let Event::ReplicaStartRequested { service, .. } = &mut intent {
+        *service = "rec".into();
+    }
+    h.publish_event(intent).await;
+    // ...and a stop of rec:web-23 does not reach web's process.
+    h.publish_event(Event::ReplicaStopRequested {
+        replica: "web-23".into(),
+        service: "rec".into(),
+        host: "h1".into(),
+        reason: "test".into(),
+    })
+    .await;
+    h.assert_no_fact(Duration::from_millis(500)).await;
+    assert!(alive(pid), "web's replica was signalled");
+    // Its own service still stops it.
+    h.stop_replica("h1", "web-23").await;
+    let (replica, status, requested) = exited(h.next_fact().await);
+    assert_eq!(replica, "web-23");
+    assert_eq!(status.signal, Some(SIGTERM));
+    assert!(requested);
+    executor.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_shutdown_stops_every_replica() {
     let mut h = Harness::new().await;
     let executor = h.start(h.config("h1")).await;

@@ -443,7 +443,7 @@ impl Engine {
                 let stale = self.outage.as_ref().map(|o| o.since_ms);
                 let reply =
                     match codec::decode::<StatusQuery>(&msg.payload, encoding, "StatusQuery") {
-                        Ok(q) => queries::status(&self.log, &q, stale),
+                        Ok(q) => queries::status(&self.log.world, &self.log.broken, &q, stale),
                         Err(e) => mentat_domain::command::StatusReply::Rejected {
                             kind: RejectKind::Invalid,
                             reason: e.to_string(),

@@ -1,19 +1,29 @@
 //! Answers to `mentat.query.status` and `mentat.query.history`, read from
 //! the world the log folded into (and, for raw events, the log itself).
 
+use std::collections::BTreeMap;
+
 use mentat_domain::command::{
     BrokenStatus, HistoryQuery, HistoryReply, RejectKind, ReplicaStatus, ServiceStatus,
     StatusQuery, StatusReply, VersionHealth,
 };
+use mentat_domain::paging;
 use mentat_domain::planner::state::VerdictKind;
-use mentat_domain::planner::{self, Phase, ServiceState};
+use mentat_domain::planner::{self, Phase, ServiceState, World};
 
-use crate::log::{envelope, Log};
+use crate::log::{envelope, Broken, Log};
 
-/// The status of one service or of all, from `log`'s world; stale (and
-/// marked so) while the log has been unreachable since `unavailable_since_ms`.
-pub fn status(log: &Log, query: &StatusQuery, unavailable_since_ms: Option<i64>) -> StatusReply {
-    let world = &log.world;
+/// The status of one service or of all, a page of services at a time;
+/// each service is cut to [`paging::SERVICE_BYTES`] so that one with huge
+/// fields cannot break the answer for every other. `broken` services say
+/// why; the whole reply is stale (and marked so) while the log has been
+/// unreachable since `unavailable_since_ms`.
+pub fn status(
+    world: &World,
+    broken: &BTreeMap<String, Broken>,
+    query: &StatusQuery,
+    unavailable_since_ms: Option<i64>,
+) -> StatusReply {
     if let Some(name) = &query.service {
         if !world.services.contains_key(name) {
             return StatusReply::Rejected {
@@ -22,18 +32,23 @@ pub fn status(log: &Log, query: &StatusQuery, unavailable_since_ms: Option<i64>)
             };
         }
     }
-    let services = world
+    let all: Vec<ServiceStatus> = world
         .services
         .iter()
         .filter(|(name, s)| s.spec.is_some() && query.service.as_ref().is_none_or(|q| q == *name))
-        .map(|(name, s)| ServiceStatus {
-            broken: log.broken.get(name).map(|b| BrokenStatus {
-                position: b.position,
-                error: b.error.clone(),
-            }),
-            ..service_status(name, s)
+        .map(|(name, s)| {
+            let mut status = ServiceStatus {
+                broken: broken.get(name).map(|b| BrokenStatus {
+                    position: b.position,
+                    error: b.error.clone(),
+                }),
+                ..service_status(name, s)
+            };
+            cap(&mut status, paging::SERVICE_BYTES);
+            status
         })
         .collect();
+    let (services, next) = paging::page(&all, query.after, query.limit, json_size);
     let hosts = world
         .hosts
         .iter()
@@ -44,7 +59,59 @@ pub fn status(log: &Log, query: &StatusQuery, unavailable_since_ms: Option<i64>)
         services,
         hosts,
         log_unavailable_since_ms: unavailable_since_ms,
+        next,
     }
+}
+
+/// The size of `item` as JSON, never smaller than its MessagePack.
+fn json_size<T: serde::Serialize>(item: &T) -> usize {
+    serde_json::to_vec(item).map_or(usize::MAX, |v| v.len())
+}
+
+/// Cut the lists of `status` from their ends, longest first, until it
+/// weighs at most `max` bytes, and say in `truncated` what was left out.
+fn cap(status: &mut ServiceStatus, max: usize) {
+    let mut size = json_size(status);
+    if size <= max {
+        return;
+    }
+    let mut cut = [0usize; 4];
+    const LISTS: [&str; 4] = ["instances", "routes", "breaches", "version verdicts"];
+    while size > max {
+        let breaches = status.deployment.as_ref().map_or(0, |d| d.breaches.len());
+        let lens = [
+            status.instances.len(),
+            status.routes.len(),
+            breaches,
+            status.health.len(),
+        ];
+        let Some(longest) = (0..4).filter(|i| lens[*i] > 0).max_by_key(|i| lens[*i]) else {
+            break;
+        };
+        let freed = match longest {
+            0 => status.instances.pop().map(|i| json_size(&i)),
+            1 => status.routes.pop().map(|b| json_size(&b)),
+            2 => status
+                .deployment
+                .as_mut()
+                .and_then(|d| d.breaches.pop())
+                .map(|b| json_size(&b)),
+            _ => status.health.pop().map(|h| json_size(&h)),
+        };
+        size = size.saturating_sub(freed.unwrap_or(0) + 1);
+        cut[longest] += 1;
+    }
+    let what: Vec<String> = cut
+        .iter()
+        .zip(LISTS)
+        .filter(|(n, _)| **n > 0)
+        .map(|(n, list)| format!("{n} {list}"))
+        .collect();
+    status.truncated = Some(format!(
+        "left out to keep the service's status under {} KiB: {}",
+        max / 1024,
+        what.join(", ")
+    ));
 }
 
 fn service_status(name: &str, s: &ServiceState) -> ServiceStatus {
@@ -113,10 +180,11 @@ fn service_status(name: &str, s: &ServiceState) -> ServiceStatus {
         routes: s.routes.clone(),
         health,
         broken: None,
+        truncated: None,
     }
 }
 
-/// The deployments of a service, and its raw events when asked.
+/// A page of the deployments of a service, or of its raw events when asked.
 pub async fn history(log: &Log, query: &HistoryQuery) -> HistoryReply {
     let Some(state) = log.world.services.get(&query.service) else {
         return HistoryReply::Rejected {
@@ -124,32 +192,43 @@ pub async fn history(log: &Log, query: &HistoryQuery) -> HistoryReply {
             reason: format!("unknown service `{}`", query.service),
         };
     };
-    let mut events = Vec::new();
-    if query.events {
-        let recorded = match log.store().read_stream(&query.service).await {
-            Ok(r) => r,
+    if !query.events {
+        let (deployments, next) = paging::page(&state.history, query.after, query.limit, json_size);
+        return HistoryReply::Ok {
+            deployments,
+            events: Vec::new(),
+            next,
+        };
+    }
+    let recorded = match log.store().read_stream(&query.service).await {
+        Ok(r) => r,
+        Err(e) => {
+            return HistoryReply::Rejected {
+                kind: RejectKind::Unavailable,
+                reason: format!("cannot read the log: {e}"),
+            }
+        }
+    };
+    // Stream versions run 1, 2, 3... with no gap: `after` versions are skipped.
+    let (page, next) = paging::page(&recorded, query.after, query.limit, |r| {
+        r.payload.len() + r.metadata.len() + 512
+    });
+    let mut events = Vec::with_capacity(page.len());
+    for r in &page {
+        match envelope(r) {
+            Ok(env) => events.push(env),
             Err(e) => {
                 return HistoryReply::Rejected {
-                    kind: RejectKind::Unavailable,
-                    reason: format!("cannot read the log: {e}"),
-                }
-            }
-        };
-        for r in &recorded {
-            match envelope(r) {
-                Ok(env) => events.push(env),
-                Err(e) => {
-                    return HistoryReply::Rejected {
-                        kind: RejectKind::ServiceBroken,
-                        reason: e,
-                    }
+                    kind: RejectKind::ServiceBroken,
+                    reason: e,
                 }
             }
         }
     }
     HistoryReply::Ok {
-        deployments: state.history.clone(),
+        deployments: Vec::new(),
         events,
+        next,
     }
 }
 
@@ -175,6 +254,90 @@ mod tests {
             started_at_ms: None,
             retiring: false,
         }
+    }
+
+    fn defined(name: &str) -> ServiceState {
+        let spec = serde_json::json!({"name": name, "replicas": 1, "run": {"command": ["app"]}});
+        ServiceState {
+            spec: Some(serde_json::from_value(spec).expect("a spec")),
+            ..ServiceState::default()
+        }
+    }
+
+    #[test]
+    fn one_service_with_huge_fields_is_cut_with_a_marker_and_status_still_answers() {
+        let mut world = World::default();
+        let mut big = defined("big");
+        // 3,000 spawned instances with 1 KiB images: about 3 MiB of status.
+        for n in 0..3_000 {
+            let r = replica(&format!("i{n}"), &"x".repeat(1024), Phase::Healthy);
+            big.replicas.insert(r.id.clone(), r);
+        }
+        world.services.insert("big".into(), big);
+        let mut small = defined("small");
+        let r = replica("small-1", "v1", Phase::Healthy);
+        small.replicas.insert(r.id.clone(), r);
+        world.services.insert("small".into(), small);
+
+        let reply = status(&world, &BTreeMap::new(), &StatusQuery::default(), None);
+        assert!(
+            json_size(&reply) < paging::PAGE_BYTES,
+            "{}",
+            json_size(&reply)
+        );
+        let StatusReply::Ok { services, next, .. } = reply else {
+            panic!("not answered: {reply:?}");
+        };
+        assert_eq!(next, None);
+        let [big, small] = services.as_slice() else {
+            panic!("both services: {services:?}");
+        };
+        assert!(
+            json_size(big) <= paging::SERVICE_BYTES,
+            "{}",
+            json_size(big)
+        );
+        let cut = big.truncated.as_deref().expect("a marker");
+        assert!(
+            cut.contains(&format!("{} instances", 3_000 - big.instances.len())),
+            "{cut}"
+        );
+        assert!(!big.instances.is_empty());
+        assert_eq!(small.truncated, None);
+        assert_eq!(small.instances.len(), 1);
+    }
+
+    #[test]
+    fn status_pages_services_by_name() {
+        let mut world = World::default();
+        for name in ["a", "b", "c"] {
+            world.services.insert(name.into(), defined(name));
+        }
+        let names = |reply: &StatusReply| match reply {
+            StatusReply::Ok { services, next, .. } => (
+                services
+                    .iter()
+                    .map(|s| s.service.clone())
+                    .collect::<Vec<_>>(),
+                *next,
+            ),
+            other => panic!("{other:?}"),
+        };
+        let query = StatusQuery {
+            limit: Some(2),
+            ..StatusQuery::default()
+        };
+        let (first, next) = names(&status(&world, &BTreeMap::new(), &query, None));
+        assert_eq!(
+            (first, next),
+            (vec!["a".to_owned(), "b".to_owned()], Some(2))
+        );
+        let query = StatusQuery {
+            after: next,
+            ..query
+        };
+        let (rest, next) = names(&status(&world, &BTreeMap::new(), &query, None));
+        assert_eq!((rest, next), (vec!["c".to_owned()], None));
     }
 
     #[test]

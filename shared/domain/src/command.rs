@@ -475,24 +475,43 @@ impl From<Rejection> for Reply {
     }
 }
 
-/// `mentat.query.status`: current state of one service or of all.
+/// `mentat.query.status`: current state of one service or of all, a page
+/// of services at a time (see [`crate::paging`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StatusQuery {
     /// Only this service; every service when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
+    /// Services after this many, in name order: the `next` of the previous
+    /// page; from the first when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<u64>,
+    /// At most this many services in the page (default 100, at most
+    /// 1000); a page also ends before 256 KiB of services.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
 }
 
-/// `mentat.query.history`: deployments of a service, optionally with raw events.
+/// `mentat.query.history`: deployments of a service, or the raw events of
+/// its stream, a page at a time (see [`crate::paging`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
     /// Service.
     pub service: String,
-    /// Include every event of the service's stream.
+    /// Page the events of the service's stream instead of its deployments.
     #[serde(default)]
     pub events: bool,
+    /// Items after this many (deployments oldest first, or events by
+    /// stream version): the `next` of the previous page; from the first
+    /// when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<u64>,
+    /// At most this many items in the page (default 100, at most 1000); a
+    /// page also ends before 256 KiB of items.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
 }
 
 /// Reply to `mentat.query.status`.
@@ -501,7 +520,7 @@ pub struct HistoryQuery {
 pub enum StatusReply {
     /// The services asked for.
     Ok {
-        /// One entry per service.
+        /// One entry per service, in name order.
         services: Vec<ServiceStatus>,
         /// Executor hosts currently alive.
         hosts: Vec<String>,
@@ -509,6 +528,9 @@ pub enum StatusReply {
         /// the epoch). The rest of the reply is the last known state, stale.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         log_unavailable_since_ms: Option<i64>,
+        /// More services remain: ask again with `after` set to this.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next: Option<u64>,
     },
     /// The query could not be answered.
     Rejected {
@@ -523,13 +545,16 @@ pub enum StatusReply {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum HistoryReply {
-    /// The service's history.
+    /// A page of the service's history.
     Ok {
-        /// Deployments, oldest first.
+        /// Deployments, oldest first (empty when events were asked for).
         deployments: Vec<DeploymentRecord>,
         /// Raw events, when asked for.
         #[serde(default)]
         events: Vec<EventEnvelope>,
+        /// More items remain: ask again with `after` set to this.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next: Option<u64>,
     },
     /// The query could not be answered.
     Rejected {
@@ -563,6 +588,10 @@ pub struct ServiceStatus {
     /// re-applies it, aborts or rolls it back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub broken: Option<BrokenStatus>,
+    /// Set when the service's status passed 64 KiB and lists were cut
+    /// short to stay under it: what was left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<String>,
 }
 
 /// Why a service is broken, in `mt status`.

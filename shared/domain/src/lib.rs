@@ -8,12 +8,14 @@
 //! - [`command`]: commands, queries and their replies.
 //! - [`limits`]: the bound of every number and string a command carries.
 //! - [`event`]: every event of the log, and the envelopes that carry them.
+//! - [`paging`]: pages of query replies, so none outgrows NATS's payload limit.
 //! - [`planner`]: the planner's state and decisions (rolling deployments).
 //! - [`stats`]: traffic statistics the routers publish.
 
 pub mod command;
 pub mod event;
 pub mod limits;
+pub mod paging;
 pub mod planner;
 pub mod spec;
 pub mod stats;

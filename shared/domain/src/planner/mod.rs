@@ -13,12 +13,14 @@
 //!   weight, route, spawn and stop commands.
 //! - [`routes`]: the routing table and its weights.
 //! - `steady`: drained and retired replicas, replica count, placement.
+//! - `ids`: replica ids, unique across the cluster.
 
 mod blue_green;
 pub mod canary;
 mod control;
 pub mod decide;
 pub mod deployment;
+mod ids;
 pub mod policy;
 mod rolling;
 pub mod routes;

@@ -5,6 +5,7 @@
 
 use crate::event::Event;
 use crate::limits::secs_to_ms;
+use crate::planner::ids::next_replica_ids;
 use crate::planner::policy::{self, Cause, TurnBack};
 use crate::planner::state::{Batch, Deployment, Phase, Replica, ServiceState, World};
 use crate::planner::steady::{place, serving, start_request, stop_request};
@@ -83,12 +84,10 @@ pub(crate) fn start_batch(
         );
     }
     let number = d.batches_started + 1;
-    let mut seq = state.replica_seq;
+    let ids = next_replica_ids(world, state, spec, count);
     let mut events = Vec::new();
     let mut start = Vec::new();
-    for host in placements {
-        seq += 1;
-        let replica = format!("{}-{seq}", spec.name);
+    for (host, replica) in placements.into_iter().zip(ids) {
         start.push(replica.clone());
         events.push(start_request(spec, image, &replica, host, Some(&d.id)));
     }

@@ -227,7 +227,9 @@ pub struct ServiceState {
     pub deployment: Option<Deployment>,
     /// Every deployment, oldest first.
     pub history: Vec<DeploymentRecord>,
-    /// Replicas requested so far; numbers new replica ids.
+    /// The highest number of a declared replica's id `<service>-<n>` so
+    /// far (at least the number of declared replicas requested); new ids
+    /// go on from it.
     pub replica_seq: u64,
 }
 
@@ -383,6 +385,7 @@ fn apply_service(s: &mut ServiceState, event: &Event, at: i64, meta: &crate::Met
         }
         Event::ReplicaStartRequested {
             replica,
+            service,
             host,
             image,
             health,
@@ -390,7 +393,10 @@ fn apply_service(s: &mut ServiceState, event: &Event, at: i64, meta: &crate::Met
             ..
         } => {
             if !spawned {
-                s.replica_seq += 1;
+                // Numbering skips ids in use elsewhere: it goes on from
+                // the highest number given.
+                let n = crate::planner::ids::number_of(service, replica).unwrap_or(0);
+                s.replica_seq = s.replica_seq.saturating_add(1).max(n);
             }
             s.replicas.insert(
                 replica.clone(),

@@ -5,6 +5,7 @@
 use crate::event::Event;
 use crate::limits::MAX_REPLICAS;
 use crate::planner::decide::Settings;
+use crate::planner::ids;
 use crate::planner::state::{Phase, Replica, ServiceState, World};
 use crate::spec::ServiceSpec;
 
@@ -31,8 +32,10 @@ pub(crate) fn reconcile(world: &World, state: &ServiceState, spec: &ServiceSpec)
     let Some(host) = place(world, 1).into_iter().next() else {
         return Vec::new();
     };
-    let replica = format!("{}-{}", spec.name, state.replica_seq + 1);
-    vec![start_request(spec, image, &replica, host, None)]
+    ids::next_replica_ids(world, state, spec, 1)
+        .into_iter()
+        .map(|replica| start_request(spec, image, &replica, host.clone(), None))
+        .collect()
 }
 
 /// Replicas out of rotation whose drain finished (or timed out) are stopped.

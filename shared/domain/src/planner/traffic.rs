@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use crate::command::{RejectKind, Rejection, Spawn, Stop, Weight};
 use crate::event::Event;
 use crate::planner::decide::{defined, reject, Append, Decision};
+use crate::planner::ids;
 use crate::planner::state::{Replica, ServiceState, World};
 use crate::planner::steady::place;
 use crate::spec::{is_valid_name, ServiceSpec};
@@ -181,26 +182,8 @@ pub(crate) fn spawn(world: &World, c: &Spawn) -> Decision {
         ),
         );
     }
-    let numbered =
-        c.id.strip_prefix(&format!("{}-", spec.name))
-            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-    if numbered {
-        return reject(
-            RejectKind::Invalid,
-            format!(
-                "instance ids `{}-<number>` are reserved for declared replicas; choose another id",
-                spec.name
-            ),
-        );
-    }
-    if state.replicas.contains_key(&c.id) {
-        return reject(
-            RejectKind::Invalid,
-            format!(
-                "{} already has an instance `{}`; mt stop {}:{} first, or choose another id",
-                spec.name, c.id, spec.name, c.id
-            ),
-        );
+    if let Some(reason) = id_taken(world, &c.id) {
+        return Decision::Reject(reason);
     }
     let Some(image) = c.image.clone().or_else(|| state.image.clone()) else {
         return reject(
@@ -235,6 +218,21 @@ pub(crate) fn spawn(world: &World, c: &Spawn) -> Decision {
             spec.route.host(&spec.name)
         ),
     )
+}
+
+/// Why a new instance may not be called `id`: a replica of some service
+/// holds it, or a defined service numbers its declared replicas that way.
+fn id_taken(world: &World, id: &str) -> Option<Rejection> {
+    if let Some(service) = ids::holder(world, id) {
+        return Some(Rejection::invalid(format!(
+            "id `{id}` is in use by {service}:{id}; replica ids are unique across the cluster: choose another id (or mt stop {service}:{id} first)"
+        )));
+    }
+    ids::numbering_service(world, id).map(|service| {
+        Rejection::invalid(format!(
+            "id `{id}` has the form {service}-<number>, kept for the declared replicas of {service}; choose another id"
+        ))
+    })
 }
 
 pub(crate) fn stop(world: &World, c: &Stop) -> Decision {
