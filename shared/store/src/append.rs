@@ -71,7 +71,7 @@ impl Store {
         let streams = batch.len();
         let _turn = self.write_gate.lock().await;
         let mut tx = self.begin_write().await?;
-        let result = append_in(&mut tx, batch, command.as_ref()).await;
+        let result = append_in(&mut tx, self.epoch, batch, command.as_ref()).await;
         let appended = finish(tx, result).await?;
         if let (Some(first), Some(last)) = (appended.first(), appended.last()) {
             if first.duplicate.is_none() {
@@ -96,6 +96,9 @@ impl Store {
         let _turn = self.write_gate.lock().await;
         let mut tx = self.begin_write().await?;
         let result = async {
+            if let Some(ours) = self.epoch {
+                crate::leader::check_fence(&mut tx, ours).await?;
+            }
             if let Some(first) = find_command(&mut tx, &command.id).await? {
                 return Ok(first.duplicate);
             }
@@ -107,7 +110,7 @@ impl Store {
     }
 
     /// Begins a transaction holding the log's write lock.
-    async fn begin_write(&self) -> Result<Transaction<'static, Any>> {
+    pub(crate) async fn begin_write(&self) -> Result<Transaction<'static, Any>> {
         match self.backend {
             Backend::Sqlite => Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?),
             Backend::Postgres => {
@@ -123,7 +126,7 @@ impl Store {
 
 /// Commits if `result` is `Ok`, rolls back otherwise, before the write lock
 /// is handed to the next writer.
-async fn finish<T>(tx: Transaction<'static, Any>, result: Result<T>) -> Result<T> {
+pub(crate) async fn finish<T>(tx: Transaction<'static, Any>, result: Result<T>) -> Result<T> {
     match result {
         Ok(value) => {
             tx.commit().await?;
@@ -141,9 +144,13 @@ async fn finish<T>(tx: Transaction<'static, Any>, result: Result<T>) -> Result<T
 /// The steps of [`Store::append_batch`], inside the locked transaction.
 async fn append_in(
     tx: &mut AnyConnection,
+    fence: Option<i64>,
     batch: Vec<StreamAppend>,
     command: Option<&CommandRecord>,
 ) -> Result<Vec<Appended>> {
+    if let Some(ours) = fence {
+        crate::leader::check_fence(tx, ours).await?;
+    }
     if let Some(command) = command {
         if let Some(first) = find_command(tx, &command.id).await? {
             return Ok(vec![first; batch.len().max(1)]);

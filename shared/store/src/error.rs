@@ -49,6 +49,25 @@ pub enum Error {
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
 
+    /// **Stop leading.** The write was fenced by planner epoch `ours`, but
+    /// epoch `current` has been taken since: another planner leads. Nothing
+    /// was written; this planner must not write again.
+    #[error("planner epoch {ours} is stale: epoch {current} leads now")]
+    StaleEpoch {
+        /// The epoch the write was fenced by.
+        ours: i64,
+        /// The newest epoch in the log.
+        current: i64,
+    },
+
+    /// **Fatal (configuration).** Another planner already runs on this
+    /// SQLite log file; with SQLite one planner runs per file.
+    #[error("another planner already runs on the log file {path}: with SQLite, one planner runs per log file; stop the other one, or put the log on PostgreSQL to run standbys")]
+    LogInUse {
+        /// The lock file held by the other planner.
+        path: String,
+    },
+
     /// **Fatal (configuration).** The URL is neither `sqlite:` nor
     /// `postgres:`; fix the configuration.
     #[error("invalid store URL {0:?}: expected sqlite://path or postgres://…")]

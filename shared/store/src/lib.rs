@@ -26,6 +26,12 @@
 //!   nothing.
 //! - **Tamper evidence.** Each event carries the hash of the one before it
 //!   ([`hash`]); [`Store::verify`] recomputes the chain.
+//! - **One writing planner.** Planners take epochs with a lease
+//!   ([`Store::try_lead`], [`Store::renew_lease`]); a handle from
+//!   [`Store::fenced`] checks its epoch inside every write transaction and
+//!   writes nothing once a newer epoch was taken ([`Error::StaleEpoch`]).
+//!   With SQLite, [`Store::claim_log_file`] keeps a second planner off the
+//!   file (`leader.rs`).
 //! - **No rewriting.** Database triggers refuse every `UPDATE` and `DELETE`
 //!   on `events` (and `commands`), and `TRUNCATE` on PostgreSQL.
 //!
@@ -43,11 +49,13 @@
 mod append;
 mod error;
 pub mod hash;
+mod leader;
 mod open;
 mod store;
 mod types;
 
 pub use error::{Error, Result};
+pub use leader::{Leader, LogFileLock};
 pub use store::Store;
 pub use types::{
     Appended, Backend, CommandRecord, ExpectedVersion, NewEvent, RecordedEvent, StreamAppend,

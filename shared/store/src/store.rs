@@ -51,6 +51,11 @@ pub struct Store {
     /// waiting append holds no connection. Across processes the database
     /// lock taken by each write transaction does the same job.
     pub(crate) write_gate: Arc<Mutex<()>>,
+    /// The planner epoch every write of this handle is fenced by, if any
+    /// ([`Store::fenced`]).
+    pub(crate) epoch: Option<i64>,
+    /// The SQLite file, when the log is one.
+    pub(crate) sqlite_file: Option<String>,
 }
 
 impl Store {
@@ -72,6 +77,8 @@ impl Store {
             pool,
             backend: target.backend,
             write_gate: Arc::new(Mutex::new(())),
+            epoch: None,
+            sqlite_file: target.file.clone(),
         })
     }
 

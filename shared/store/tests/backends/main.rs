@@ -40,6 +40,7 @@ mod append;
 mod batch;
 mod commands;
 mod integrity;
+mod leadership;
 mod lifecycle;
 
 /// An empty database for one test, removed when dropped.
