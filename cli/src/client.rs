@@ -58,6 +58,7 @@ pub async fn status(bus: &Bus, service: Option<String>) -> Result<StatusReply> {
             hosts,
             log_unavailable_since_ms,
             next,
+            planners,
         } = reply
         else {
             return Ok(reply);
@@ -71,6 +72,7 @@ pub async fn status(bus: &Bus, service: Option<String>) -> Result<StatusReply> {
                     hosts,
                     log_unavailable_since_ms,
                     next: None,
+                    planners,
                 })
             }
         }

@@ -28,6 +28,7 @@ pub async fn run(nats: &str, args: Args) -> Result<()> {
             services,
             hosts,
             log_unavailable_since_ms,
+            planners,
             ..
         } => {
             if !args.json {
@@ -35,6 +36,7 @@ pub async fn run(nats: &str, args: Args) -> Result<()> {
                     &services,
                     &hosts,
                     log_unavailable_since_ms,
+                    planners.as_ref(),
                 ));
             }
             Ok(())

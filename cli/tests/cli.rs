@@ -152,6 +152,7 @@ async fn status_and_history_print_the_planners_answers() {
         hosts: vec!["host-a".into()],
         log_unavailable_since_ms: None,
         next: None,
+        planners: None,
     };
     let asked = answer_once(&bus, subject::QUERY_STATUS, status).await;
     let out = mt(&server.url(), &["status", "web"]).await;

@@ -142,8 +142,11 @@ impl Cluster {
         let data = self.dir.path().display().to_string();
         let mut args: Vec<String> = vec!["--nats".into(), nats];
         match service {
-            "planner" => {
+            // `standby`: a second planner on the same log, standing by.
+            "planner" | "standby" => {
                 args.extend([
+                    "--planner-id".into(),
+                    service.into(),
                     "--database-url".into(),
                     self.database_url.clone(),
                     "--data-dir".into(),
@@ -185,7 +188,11 @@ impl Cluster {
             bins.display(),
             std::env::var("PATH").unwrap_or_default()
         );
-        let child = Command::new(bins.join(format!("mentat-{service}")))
+        let binary = match service {
+            "standby" => "planner",
+            other => other,
+        };
+        let child = Command::new(bins.join(format!("mentat-{binary}")))
             .args(&args)
             .env("PATH", path)
             .env("RUST_LOG", "info")
@@ -201,6 +208,21 @@ impl Cluster {
         self.procs
             .get_mut(service)
             .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+    }
+
+    /// Send `signal` (`STOP`, `CONT`, `KILL`...) to a service's process.
+    pub fn signal(&self, service: &'static str, signal: &str) {
+        let child = self.procs.get(service).unwrap();
+        let sent = Command::new("kill")
+            .args([format!("-{signal}"), child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -{signal} {service}");
+    }
+
+    /// The tail of one service's log.
+    pub fn log_of(&self, service: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{service}.log"))).unwrap_or_default()
     }
 
     /// SIGKILL one service, as a crash would.
@@ -232,7 +254,7 @@ impl Cluster {
     /// The tail of every service's log, for failure messages.
     pub fn logs(&self) -> String {
         let mut out = String::new();
-        for service in SERVICES {
+        for service in SERVICES.iter().chain(&["standby"]) {
             let text = std::fs::read_to_string(self.dir.path().join(format!("{service}.log")))
                 .unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();

@@ -16,6 +16,7 @@ pub fn details(event: &Event) -> String {
         ),
         Event::HostJoined { host, capacity } => format!("host={host} capacity={capacity}"),
         Event::HostLost { host, reason } => format!("host={host} reason={reason:?}"),
+        Event::PlannerLeaderElected { planner, epoch } => format!("planner={planner} epoch={epoch}"),
         Event::DeploymentStarted {
             deployment_id,
             image,

@@ -269,6 +269,7 @@ pub fn progress(event: &Event, known: &Known) -> Option<String> {
         Event::ServiceDefined { .. }
         | Event::HostJoined { .. }
         | Event::HostLost { .. }
+        | Event::PlannerLeaderElected { .. }
         | Event::WeightsSet { .. }
         | Event::ReplicaStartRequested { .. } => return None,
     })

@@ -1,6 +1,6 @@
 //! `mt status` and `mt history` as tables.
 
-use mentat_domain::command::{DeploymentRecord, ServiceStatus};
+use mentat_domain::command::{DeploymentRecord, PlannersStatus, ServiceStatus};
 use mentat_domain::EventEnvelope;
 
 use super::progress::paused_line;
@@ -12,6 +12,7 @@ pub fn status_report(
     services: &[ServiceStatus],
     hosts: &[String],
     log_unavailable_since_ms: Option<i64>,
+    planners: Option<&PlannersStatus>,
 ) -> String {
     let mut out = Vec::new();
     if let Some(since) = log_unavailable_since_ms {
@@ -26,12 +27,27 @@ pub fn status_report(
     for s in services {
         out.push(service_block(s));
     }
+    out.extend(planners.map(planners_line));
     out.push(if hosts.is_empty() {
         "hosts alive: none (is an executor running?)".to_owned()
     } else {
         format!("hosts alive: {}", hosts.join(", "))
     });
     out.join("\n\n")
+}
+
+/// `planners: leader p-1 (epoch 3); standbys: p-2`.
+fn planners_line(p: &PlannersStatus) -> String {
+    let leader = match (&p.leader, p.epoch) {
+        (Some(leader), Some(epoch)) => format!("leader {leader} (epoch {epoch})"),
+        _ => "no leader elected yet".to_owned(),
+    };
+    let standbys = if p.standbys.is_empty() {
+        "none".to_owned()
+    } else {
+        p.standbys.join(", ")
+    };
+    format!("planners: {leader}; standbys: {standbys}")
 }
 
 fn service_block(s: &ServiceStatus) -> String {
@@ -285,7 +301,17 @@ mod tests {
             broken: None,
             truncated: None,
         };
-        let text = status_report(&[status], &["h1".to_owned()], None);
+        let planners = PlannersStatus {
+            leader: Some("p-1".into()),
+            epoch: Some(3),
+            standbys: vec!["p-2".into()],
+            answered_by: "p-2".into(),
+        };
+        let text = status_report(&[status], &["h1".to_owned()], None, Some(&planners));
+        assert!(
+            text.contains("\n\nplanners: leader p-1 (epoch 3); standbys: p-2\n\n"),
+            "{text}"
+        );
         assert!(
             text.starts_with("web  image v1  replicas 2 wanted, 1 healthy"),
             "{text}"
@@ -322,7 +348,7 @@ mod tests {
             }),
             truncated: None,
         };
-        let text = status_report(&[status], &[], Some(1_714_564_803_000));
+        let text = status_report(&[status], &[], Some(1_714_564_803_000), None);
         assert!(
             text.starts_with("log unavailable since 2024-05-01 12:00:03 UTC"),
             "{text}"
@@ -331,7 +357,7 @@ mod tests {
             text.contains("BROKEN at log position 42: deciding: attempt to multiply"),
             "{text}"
         );
-        assert!(status_report(&[], &[], None).contains("mt apply"));
+        assert!(status_report(&[], &[], None, None).contains("mt apply"));
     }
 
     #[test]
@@ -352,7 +378,7 @@ mod tests {
             broken: None,
             truncated: None,
         };
-        let text = status_report(&[status(d.clone())], &[], None);
+        let text = status_report(&[status(d.clone())], &[], None, None);
         assert!(
             text.contains(
                 "\n    now: canary at 10%: waiting for mt canary promote or mt canary abort\n"
@@ -361,7 +387,7 @@ mod tests {
         );
         d.paused = Some("paused by ana: error rate up".into());
         d.phase = Some("paused: paused by ana: error rate up".into());
-        let text = status_report(&[status(d)], &[], None);
+        let text = status_report(&[status(d)], &[], None, None);
         assert!(
             text.contains("\n    paused by ana: error rate up; `mt resume web` carries on, `mt abort web` reverts\n"),
             "{text}"
@@ -392,7 +418,7 @@ mod tests {
             broken: None,
             truncated: None,
         };
-        let text = status_report(&[status], &[], None);
+        let text = status_report(&[status], &[], None, None);
         assert!(
             text.contains("\n    breach: v2: error rate 12.34% over 1s (412 requests), threshold 5.00%, baseline 0.10%\n"),
             "{text}"

@@ -87,13 +87,16 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     supervisor.adopt_all().await;
     tracing::info!(host_id = %host, dir = %host_dir.display(), running = supervisor.running(), "executor ready");
 
+    // The newest planner epoch seen on an intent: intents arrive in log
+    // order, so one from an older epoch was not decided by the leader.
+    let mut newest_epoch = 0;
     let mut heartbeat = tokio::time::interval(config.heartbeat_interval());
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Skip);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             Some(exit) = exits.recv() => supervisor.exited(exit).await,
-            msg = intents.next() => handle(&mut supervisor, &host, msg).await,
+            msg = intents.next() => handle(&mut supervisor, &host, &mut newest_epoch, msg).await,
             _ = heartbeat.tick() => {
                 if let Err(e) = supervisor.heartbeat().await {
                     tracing::warn!(error = %e, "cannot publish heartbeat");
@@ -117,12 +120,25 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
 
 /// Handle one intent message and acknowledge it: `Ack` when done, `Nak`
 /// (delivered again after a delay) when the bus failed, `Term` when it can
-/// never be understood.
-async fn handle(supervisor: &mut Supervisor, host: &str, msg: async_nats::jetstream::Message) {
+/// never be understood or comes from a planner epoch older than
+/// `newest_epoch` (which it updates).
+async fn handle(
+    supervisor: &mut Supervisor,
+    host: &str,
+    newest_epoch: &mut i64,
+    msg: async_nats::jetstream::Message,
+) {
     let Some(envelope) = intents::decode(&msg) else {
         ack(&msg, AckKind::Term).await;
         return;
     };
+    let (admitted, newest) = envelope.meta.admit_epoch(*newest_epoch);
+    if !admitted {
+        tracing::warn!(event_id = %envelope.id, epoch = ?envelope.meta.epoch, newest, "ignoring an intent from an older planner epoch");
+        ack(&msg, AckKind::Term).await;
+        return;
+    }
+    *newest_epoch = newest;
     let result = match Intent::of(envelope.event, host) {
         Intent::Start(start) => supervisor.start(start).await,
         Intent::Stop {

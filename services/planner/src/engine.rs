@@ -11,7 +11,7 @@ use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
 use mentat_bus::consumer::{ack, Durable, DurableSpec};
 use mentat_bus::{codec, new_id, now_ms, streams, subject, Bus, Encoding};
-use mentat_domain::command::{Command, HistoryQuery, RejectKind, Rejection, Reply, StatusQuery};
+use mentat_domain::command::{Command, RejectKind, Rejection, Reply};
 use mentat_domain::event::{Event, HostHeartbeat, Meta, HOSTS_STREAM};
 use mentat_domain::planner::{self, Decision, Settings};
 use mentat_domain::Fact;
@@ -21,6 +21,7 @@ use mentat_store::CommandRecord;
 use crate::error::{Error, Result};
 use crate::intake::{self, Pairing};
 use crate::log::{panic_message, Log};
+use crate::roster::{self, Roster};
 use crate::{queries, Config};
 
 /// Upper bound on decisions taken in a row for one service before yielding;
@@ -35,9 +36,15 @@ const MAX_REDECIDE: usize = 3;
 const PROBE_FIRST: Duration = Duration::from_millis(250);
 const PROBE_MAX: Duration = Duration::from_secs(5);
 
+/// How long JetStream waits for the planner to acknowledge a command or a
+/// fact before delivering it again. Short, because the consumers deliver one
+/// at a time: a leader that died or froze holding a message holds up every
+/// later one for this long, until a standby that took over gets it.
+const ACK_WAIT: Duration = Duration::from_secs(5);
+
 /// How often a message held while the log is unreachable is reported to
-/// JetStream as in progress, well inside its acknowledgement wait.
-const HOLD_PROGRESS: Duration = Duration::from_secs(10);
+/// JetStream as in progress, well inside [`ACK_WAIT`].
+const HOLD_PROGRESS: Duration = Duration::from_secs(1);
 
 /// A JetStream message taken but not yet carried out.
 enum Held {
@@ -73,11 +80,13 @@ pub struct Engine {
     started: Instant,
     held: Option<Held>,
     outage: Option<Outage>,
+    roster: Roster,
+    last_renewal: Instant,
 }
 
 impl Engine {
     /// An engine over a replayed log.
-    pub fn new(config: Config, bus: Bus, log: Log) -> Self {
+    pub fn new(config: Config, bus: Bus, log: Log, roster: Roster) -> Self {
         let settings = Settings {
             drain_timeout_ms: (config.drain_timeout_secs * 1000) as i64,
         };
@@ -91,6 +100,8 @@ impl Engine {
             started: Instant::now(),
             held: None,
             outage: None,
+            roster,
+            last_renewal: Instant::now(),
         }
     }
 
@@ -109,6 +120,8 @@ impl Engine {
             )
             .await?;
         let mut heartbeats = client.subscribe(subject::HEARTBEAT_ALL).await?;
+        let mut planners = client.subscribe(roster::HEARTBEAT_ALL).await?;
+        let mut announce = tokio::time::interval(roster::EVERY);
         let mut commands = self.durable(streams::COMMANDS, "planner-commands").await?;
         let mut facts = self.durable(streams::FACTS, "planner-facts").await?;
         // Whatever was in flight when the planner stopped carries on now.
@@ -131,6 +144,8 @@ impl Engine {
                     self.settle(r)?;
                 }
                 Some(msg) = queries.next() => self.on_query(&msg).await,
+                Some(msg) = planners.next() => self.roster.heard(&msg),
+                _ = announce.tick() => self.roster.announce(&self.bus, self.log.store().epoch()).await,
                 _ = tick.tick() => {
                     let r = self.on_tick().await;
                     self.settle(r)?;
@@ -139,6 +154,12 @@ impl Engine {
             self.carry_out_held().await?;
         }
         tracing::info!("planner stopping");
+        // Hand over at once rather than after the lease runs out.
+        if let Some(epoch) = self.log.store().epoch() {
+            if let Err(e) = self.log.store().resign(epoch).await {
+                tracing::warn!(error = %e, "could not give up the lease; a standby takes over when it runs out");
+            }
+        }
         Ok(())
     }
 
@@ -152,7 +173,7 @@ impl Engine {
                 self.outage_begins(&e);
                 Ok(())
             }
-            Err(e @ Error::Fatal(_)) => Err(e),
+            Err(e @ (Error::Fatal(_) | Error::StaleEpoch { .. })) => Err(e),
             Err(e) => {
                 tracing::warn!(error = %e, "left to the next decision");
                 Ok(())
@@ -201,7 +222,7 @@ impl Engine {
                 Ok(())
             }
             // Not acknowledged: JetStream hands it to the next planner.
-            Err(e @ Error::Fatal(_)) => Err(e),
+            Err(e @ (Error::Fatal(_) | Error::StaleEpoch { .. })) => Err(e),
             _ => {
                 ack(held.message(), AckKind::Ack).await;
                 Ok(())
@@ -215,7 +236,7 @@ impl Engine {
             name: name.to_owned(),
             filters: Vec::new(),
             deliver: DeliverPolicy::All,
-            ack_wait: Duration::from_secs(30),
+            ack_wait: ACK_WAIT,
             max_ack_pending: 1,
         };
         Ok(Durable::open(&self.bus, spec).await?)
@@ -318,6 +339,7 @@ impl Engine {
                 Reply::Rejected { .. } => None,
             },
             causation_id: command.command_id().map(str::to_owned),
+            epoch: None,
         };
         let touched: Vec<String> = appends.iter().map(|a| a.stream.clone()).collect();
         let batch = appends
@@ -437,37 +459,12 @@ impl Engine {
     }
 
     async fn on_query(&mut self, msg: &async_nats::Message) {
-        let encoding = Encoding::of(msg.headers.as_ref());
-        match subject::last_token(&msg.subject) {
-            "status" => {
-                let stale = self.outage.as_ref().map(|o| o.since_ms);
-                let reply =
-                    match codec::decode::<StatusQuery>(&msg.payload, encoding, "StatusQuery") {
-                        Ok(q) => queries::status(&self.log.world, &self.log.broken, &q, stale),
-                        Err(e) => mentat_domain::command::StatusReply::Rejected {
-                            kind: RejectKind::Invalid,
-                            reason: e.to_string(),
-                        },
-                    };
-                self.send_reply(msg, &reply).await;
-            }
-            "history" => {
-                let reply =
-                    match codec::decode::<HistoryQuery>(&msg.payload, encoding, "HistoryQuery") {
-                        Ok(q) => queries::history(&self.log, &q).await,
-                        Err(e) => mentat_domain::command::HistoryReply::Rejected {
-                            kind: RejectKind::Invalid,
-                            reason: e.to_string(),
-                        },
-                    };
-                self.send_reply(msg, &reply).await;
-            }
-            other => {
-                let reason = format!("unknown query `{other}`; known queries: status, history");
-                self.send_reply(msg, &Reply::rejected(RejectKind::Invalid, reason))
-                    .await;
-            }
-        }
+        let on = queries::Answering {
+            log: &self.log,
+            unavailable_since_ms: self.outage.as_ref().map(|o| o.since_ms),
+            planners: self.roster.status(&self.log.world),
+        };
+        queries::answer(&self.bus, msg, on).await;
     }
 
     /// While the log is unreachable: probe it with a growing pause, and
@@ -510,12 +507,28 @@ impl Engine {
         }
     }
 
-    /// Timers: lost hosts, deadlines that passed, stale pairings.
+    /// Keep the lease: renewed every quarter of it. A newer epoch ends
+    /// this planner ([`Error::StaleEpoch`]).
+    async fn renew_lease(&mut self) -> Result<()> {
+        let lease = self.config.lease();
+        let Some(epoch) = self.log.store().epoch() else {
+            return Ok(());
+        };
+        if self.last_renewal.elapsed() < lease / 4 {
+            return Ok(());
+        }
+        self.log.store().renew_lease(epoch, lease).await?;
+        self.last_renewal = Instant::now();
+        Ok(())
+    }
+
+    /// Timers: the lease, lost hosts, deadlines that passed, stale pairings.
     async fn on_tick(&mut self) -> Result<()> {
         self.pairing.prune();
         if self.outage.is_some() {
             return self.probe_log().await;
         }
+        self.renew_lease().await?;
         let timeout = Duration::from_secs(self.config.host_timeout_secs);
         let lost: Vec<String> = self
             .log

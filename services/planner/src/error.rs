@@ -36,6 +36,17 @@ pub enum Error {
     #[error("the log is unavailable: {0}")]
     Unavailable(String),
 
+    /// **Stop leading.** Another planner took a newer epoch: this one was
+    /// paused or cut off past its lease. Nothing was written; it must not
+    /// write again, and stops.
+    #[error("StaleEpoch: this planner's epoch {ours} is over, epoch {current} leads now; stopping without writing")]
+    StaleEpoch {
+        /// This planner's epoch.
+        ours: i64,
+        /// The newest epoch.
+        current: i64,
+    },
+
     /// **Stop.** The log cannot be trusted or used by this build (tampered,
     /// schema from a newer build, a bad URL), or the planner's own state
     /// cannot be encoded. An operator has to look.
@@ -59,10 +70,12 @@ impl From<mentat_store::Error> for Error {
                 detail: e.to_string(),
             },
             Store::DuplicateEvent { id } => Error::Duplicate { id },
+            Store::StaleEpoch { ours, current } => Error::StaleEpoch { ours, current },
             Store::Database(db) => Error::Unavailable(db.to_string()),
-            Store::Tampered { .. } | Store::InvalidUrl(_) | Store::Migration(_) => {
-                Error::Fatal(e.to_string())
-            }
+            Store::Tampered { .. }
+            | Store::InvalidUrl(_)
+            | Store::Migration(_)
+            | Store::LogInUse { .. } => Error::Fatal(e.to_string()),
         }
     }
 }

@@ -15,6 +15,13 @@
 //! - [`intake`]: decoding commands and pairing replies with requests.
 //! - [`queries`]: status and history.
 //! - [`relay`]: the log, published to JetStream.
+//! - [`standby`], [`roster`]: waiting to lead, and who else plans.
+//!
+//! Leadership: several planners may run against one PostgreSQL log. Each
+//! stands by until the newest epoch's lease has run out, then takes the
+//! next epoch (`PlannerLeaderElected`), and from then on every append is
+//! fenced by it: a planner that lost its lease cannot write, and stops with
+//! `StaleEpoch`. With SQLite one planner runs per log file.
 
 pub mod engine;
 pub mod error;
@@ -22,6 +29,8 @@ pub mod intake;
 pub mod log;
 pub mod queries;
 pub mod relay;
+pub mod roster;
+pub mod standby;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -52,6 +61,13 @@ pub struct Config {
     /// A host that sent no heartbeat for this long is considered lost.
     #[arg(long, default_value_t = 5)]
     pub host_timeout_secs: u64,
+    /// This planner's id among the planners of one log [default: HOST-PID].
+    #[arg(long, env = "MENTAT_PLANNER_ID")]
+    pub planner_id: Option<String>,
+    /// The leader's lease: a standby takes over this long after the leader
+    /// last renewed it (renewed every quarter of it). 500 to 60000.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(500..=60_000))]
+    pub lease_ms: u64,
 }
 
 impl Config {
@@ -63,7 +79,25 @@ impl Config {
             data_dir: PathBuf::from(".mentat"),
             drain_timeout_secs: 30,
             host_timeout_secs: 5,
+            planner_id: None,
+            lease_ms: 2000,
         }
+    }
+
+    /// This planner's id: `--planner-id`, else `HOST-PID`.
+    pub fn planner_id(&self) -> String {
+        self.planner_id.clone().unwrap_or_else(|| {
+            let host = nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "planner".to_owned());
+            format!("{host}-{}", std::process::id())
+        })
+    }
+
+    /// The leader's lease.
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(self.lease_ms)
     }
 
     /// The database URL in effect.
@@ -78,11 +112,33 @@ impl Config {
 /// reached at start is waited for, as it is later.
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let url = config.database_url();
-    let Some((store, log)) = open_log(&url, &shutdown).await? else {
+    let Some((store, mut log)) = open_log(&url, &shutdown).await? else {
         return Ok(());
     };
+    // With SQLite, one planner per log file, held until this process ends.
+    let _file = store.claim_log_file()?;
     let bus =
         mentat_bus::Bus::connect(&config.nats, "mentat-planner", Duration::from_secs(30)).await?;
+    let mut roster = roster::Roster::new(config.planner_id());
+    let lease = config.lease();
+    let Some(epoch) = standby::until_leading(&bus, &mut log, &mut roster, lease, &shutdown).await?
+    else {
+        return Ok(());
+    };
+    log.fence(epoch);
+    let elected = mentat_domain::Event::PlannerLeaderElected {
+        planner: roster.me().to_owned(),
+        epoch,
+    };
+    log.append(
+        mentat_domain::event::PLANNERS_STREAM,
+        vec![(mentat_bus::new_id(), elected)],
+        &mentat_domain::Meta::default(),
+        None,
+        mentat_bus::now_ms(),
+    )
+    .await?;
+    tracing::info!(planner = roster.me(), epoch, "leading");
     let relay = tokio::spawn(relay::run(
         store.clone(),
         bus.clone(),
@@ -90,7 +146,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         shutdown.child(),
     ));
     tracing::info!(database = %redact(&url), nats = %config.nats, "planner started");
-    let result = engine::Engine::new(config, bus, log)
+    let result = engine::Engine::new(config, bus, log, roster)
         .run(shutdown.clone())
         .await;
     shutdown.cancel();

@@ -85,6 +85,12 @@ impl Log {
         }
     }
 
+    /// From now on, write only as the leader of `epoch`: every append is
+    /// fenced by it.
+    pub fn fence(&mut self, epoch: i64) {
+        self.store = self.store.fenced(epoch);
+    }
+
     /// The store underneath (for reads that the world does not keep).
     pub fn store(&self) -> &Store {
         &self.store
@@ -137,6 +143,11 @@ impl Log {
         command: Option<CommandRecord>,
         now_ms: i64,
     ) -> Result<Option<String>> {
+        // Every event carries the epoch it was decided under.
+        let meta = &Meta {
+            epoch: self.store.epoch(),
+            ..meta.clone()
+        };
         let metadata = serde_json::to_string(meta).map_err(|e| Error::fatal("metadata", e))?;
         let mut appends = Vec::with_capacity(batch.len());
         for (stream, events) in &batch {

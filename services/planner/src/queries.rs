@@ -3,15 +3,77 @@
 
 use std::collections::BTreeMap;
 
+use mentat_bus::{codec, subject, Bus, Encoding};
 use mentat_domain::command::{
-    BrokenStatus, HistoryQuery, HistoryReply, RejectKind, ReplicaStatus, ServiceStatus,
-    StatusQuery, StatusReply, VersionHealth,
+    BrokenStatus, HistoryQuery, HistoryReply, PlannersStatus, RejectKind, ReplicaStatus, Reply,
+    ServiceStatus, StatusQuery, StatusReply, VersionHealth,
 };
 use mentat_domain::paging;
 use mentat_domain::planner::state::VerdictKind;
 use mentat_domain::planner::{self, Phase, ServiceState, World};
 
 use crate::log::{envelope, Broken, Log};
+
+/// What a planner, leading or standing by, answers queries from.
+pub struct Answering<'a> {
+    /// The log and the world folded from it.
+    pub log: &'a Log,
+    /// Since when the log has been unreachable, if it is.
+    pub unavailable_since_ms: Option<i64>,
+    /// Who leads, and the standbys.
+    pub planners: PlannersStatus,
+}
+
+/// Answer a query on `mentat.query.<what>`.
+pub async fn answer(bus: &Bus, msg: &async_nats::Message, on: Answering<'_>) {
+    let encoding = Encoding::of(msg.headers.as_ref());
+    let sent = match subject::last_token(&msg.subject) {
+        "status" => {
+            let reply = match codec::decode::<StatusQuery>(&msg.payload, encoding, "StatusQuery") {
+                Ok(q) => match status(&on.log.world, &on.log.broken, &q, on.unavailable_since_ms) {
+                    StatusReply::Ok {
+                        services,
+                        hosts,
+                        log_unavailable_since_ms,
+                        next,
+                        ..
+                    } => StatusReply::Ok {
+                        services,
+                        hosts,
+                        log_unavailable_since_ms,
+                        next,
+                        planners: Some(on.planners),
+                    },
+                    rejected => rejected,
+                },
+                Err(e) => StatusReply::Rejected {
+                    kind: RejectKind::Invalid,
+                    reason: e.to_string(),
+                },
+            };
+            bus.reply(msg, &reply).await
+        }
+        "history" => {
+            let reply = match codec::decode::<HistoryQuery>(&msg.payload, encoding, "HistoryQuery")
+            {
+                Ok(q) => history(on.log, &q).await,
+                Err(e) => HistoryReply::Rejected {
+                    kind: RejectKind::Invalid,
+                    reason: e.to_string(),
+                },
+            };
+            bus.reply(msg, &reply).await
+        }
+        other => {
+            let reason = format!("unknown query `{other}`; known queries: status, history");
+            bus.reply(msg, &Reply::rejected(RejectKind::Invalid, reason))
+                .await
+        }
+    };
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, subject = %msg.subject, "could not send reply");
+    }
+}
 
 /// The status of one service or of all, a page of services at a time;
 /// each service is cut to [`paging::SERVICE_BYTES`] so that one with huge
@@ -60,6 +122,7 @@ pub fn status(
         hosts,
         log_unavailable_since_ms: unavailable_since_ms,
         next,
+        planners: None,
     }
 }
 

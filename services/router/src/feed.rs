@@ -7,6 +7,7 @@
 //! measured: from the time JetStream stored the event (its `published`
 //! timestamp) to the moment the new table is swapped in.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -39,6 +40,10 @@ pub struct Feed {
     live: bool,
     registry: Arc<Registry>,
     metrics: Arc<RouterMetrics>,
+    /// The newest planner epoch applied per service: a route change from an
+    /// older epoch is ignored. Per service, because a re-opened feed
+    /// replays each service's last change, whatever epoch decided it.
+    epochs: HashMap<String, i64>,
 }
 
 impl Feed {
@@ -58,6 +63,7 @@ impl Feed {
             backlog: messages.backlog,
             messages,
             live: false,
+            epochs: HashMap::new(),
             registry,
             metrics,
         })
@@ -115,6 +121,13 @@ impl Feed {
             tracing::debug!(event_id = %envelope.id, event_type = envelope.event.type_name(), "skipping an event that is not RouteChanged");
             return;
         };
+        let newest = self.epochs.get(service).copied().unwrap_or(0);
+        let (admitted, newest) = envelope.meta.admit_epoch(newest);
+        if !admitted {
+            tracing::warn!(event_id = %envelope.id, service, epoch = ?envelope.meta.epoch, newest, "ignoring a route change from an older planner epoch");
+            return;
+        }
+        self.epochs.insert(service.clone(), newest);
         let drains = self.writer.apply(service, backends, route);
         let apply_us = self.live.then(|| apply_latency_us(msg)).flatten();
         self.registry.add(self.writer.take_created());

@@ -531,6 +531,9 @@ pub enum StatusReply {
         /// More services remain: ask again with `after` set to this.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         next: Option<u64>,
+        /// The planners: who leads, in which epoch, and the standbys.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        planners: Option<PlannersStatus>,
     },
     /// The query could not be answered.
     Rejected {
@@ -592,6 +595,19 @@ pub struct ServiceStatus {
     /// short to stay under it: what was left out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub truncated: Option<String>,
+}
+
+/// The planners, in `mt status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PlannersStatus {
+    /// The planner elected last (`PlannerLeaderElected`), if any.
+    pub leader: Option<String>,
+    /// Its epoch.
+    pub epoch: Option<i64>,
+    /// Planners waiting to take over, heard from in the last few seconds.
+    pub standbys: Vec<String>,
+    /// The planner that answered this query.
+    pub answered_by: String,
 }
 
 /// Why a service is broken, in `mt status`.

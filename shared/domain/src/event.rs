@@ -29,6 +29,21 @@ pub struct Meta {
     /// Id of the command or event that directly caused this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub causation_id: Option<String>,
+    /// The planner epoch the event was decided under (see
+    /// `PlannerLeaderElected`). Executors and routers act on an intent only
+    /// if its epoch is not older than the newest they have seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<i64>,
+}
+
+impl Meta {
+    /// Whether an intent with this metadata may be acted on by a consumer
+    /// that has seen epochs up to `newest`, and the newest epoch after it.
+    /// Events from before leadership existed carry no epoch and count as 0.
+    pub fn admit_epoch(&self, newest: i64) -> (bool, i64) {
+        let epoch = self.epoch.unwrap_or(0);
+        (epoch >= newest, epoch.max(newest))
+    }
 }
 
 /// How a replica's process ended.
@@ -82,6 +97,14 @@ pub enum Event {
         host: String,
         /// How many replicas it can run.
         capacity: u32,
+    },
+    /// A planner took the lead: `epoch` is one more than any before it, and
+    /// every event it appends carries it (`Meta::epoch`).
+    PlannerLeaderElected {
+        /// The planner's id (`--planner-id`).
+        planner: String,
+        /// Its epoch.
+        epoch: i64,
     },
     /// An executor host stopped sending heartbeats.
     HostLost {
@@ -511,6 +534,7 @@ impl Event {
             Event::ServiceDefined { .. } => "ServiceDefined",
             Event::HostJoined { .. } => "HostJoined",
             Event::HostLost { .. } => "HostLost",
+            Event::PlannerLeaderElected { .. } => "PlannerLeaderElected",
             Event::DeploymentStarted { .. } => "DeploymentStarted",
             Event::BatchStarted { .. } => "BatchStarted",
             Event::ReplicaStartRequested { .. } => "ReplicaStartRequested",
@@ -548,6 +572,7 @@ impl Event {
     pub fn stream(&self) -> Option<String> {
         Some(match self {
             Event::HostJoined { .. } | Event::HostLost { .. } => HOSTS_STREAM.to_owned(),
+            Event::PlannerLeaderElected { .. } => PLANNERS_STREAM.to_owned(),
             Event::ServiceDefined { spec, .. } => spec.name.clone(),
             Event::DeploymentStarted { service, .. }
             | Event::ReplicaStartRequested { service, .. }
@@ -583,6 +608,8 @@ impl Event {
 /// Name of the log stream that holds host events. Service names start with
 /// a letter, so it cannot collide with one.
 pub const HOSTS_STREAM: &str = "_hosts";
+/// The stream of planner elections.
+pub const PLANNERS_STREAM: &str = "_planners";
 
 /// An event as recorded in the log and published by the relay.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -628,4 +655,22 @@ pub struct HostHeartbeat {
     pub running: u32,
     /// Time of the heartbeat (ms since epoch).
     pub at_ms: i64,
+}
+
+#[cfg(test)]
+mod epoch_tests {
+    use super::Meta;
+
+    #[test]
+    fn an_intent_from_an_older_epoch_is_not_admitted() {
+        let at = |epoch| Meta {
+            epoch,
+            ..Meta::default()
+        };
+        assert_eq!(at(Some(2)).admit_epoch(1), (true, 2), "a newer epoch");
+        assert_eq!(at(Some(2)).admit_epoch(2), (true, 2), "the same epoch");
+        assert_eq!(at(Some(1)).admit_epoch(2), (false, 2), "an older epoch");
+        assert_eq!(at(None).admit_epoch(0), (true, 0), "from before epochs");
+        assert_eq!(at(None).admit_epoch(1), (false, 1));
+    }
 }

@@ -127,6 +127,23 @@ impl Store {
         finish(tx, result).await
     }
 
+    /// Give up the lease of `epoch` now, so that a standby (or this
+    /// planner, restarted) takes over at once. Does nothing when a newer
+    /// epoch leads already.
+    pub async fn resign(&self, epoch: i64) -> Result<()> {
+        let _turn = self.write_gate.lock().await;
+        let mut tx = self.begin_write().await?;
+        let result = async {
+            sqlx::query("UPDATE planner_epochs SET lease_until_ms = 0 WHERE epoch = $1")
+                .bind(epoch)
+                .execute(&mut *tx)
+                .await?;
+            Ok(())
+        }
+        .await;
+        finish(tx, result).await
+    }
+
     /// With SQLite, lock the log file for this process (a file
     /// `<log>.planner.lock` beside it), or fail with [`Error::LogInUse`]
     /// when another process holds it. `None` on PostgreSQL and for an

@@ -271,6 +271,8 @@ pub struct World {
     pub hosts: BTreeMap<String, Host>,
     /// Position of the last event applied.
     pub position: i64,
+    /// The planner elected last, and its epoch.
+    pub leader: Option<(String, i64)>,
 }
 
 impl World {
@@ -293,6 +295,9 @@ impl World {
                 if let Some(h) = self.hosts.get_mut(host) {
                     h.live = false;
                 }
+            }
+            Event::PlannerLeaderElected { planner, epoch } => {
+                self.leader = Some((planner.clone(), *epoch));
             }
             Event::ServiceDefined { spec, .. } => {
                 self.services.entry(spec.name.clone()).or_default().spec = Some(spec.clone());
@@ -647,7 +652,10 @@ fn apply_service(s: &mut ServiceState, event: &Event, at: i64, meta: &crate::Met
                 r.retiring = true;
             }
         }
-        Event::HostJoined { .. } | Event::HostLost { .. } | Event::ServiceDefined { .. } => {}
+        Event::HostJoined { .. }
+        | Event::HostLost { .. }
+        | Event::PlannerLeaderElected { .. }
+        | Event::ServiceDefined { .. } => {}
     }
 }
 
