@@ -179,3 +179,48 @@ async fn a_leader_paused_past_its_lease_appends_nothing_when_it_wakes() {
         text(&out)
     );
 }
+
+/// The takeover benchmark (`bench/takeover/run.sh`): `RUNS` times (20 by
+/// default), SIGKILL the leading planner of an idle cluster on PostgreSQL
+/// and time how long until `mt status` names the standby as the leader of
+/// the next epoch; restart the killed planner as the new standby. Prints
+/// each time and the p50, p99 and max.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run by bench/takeover/run.sh"]
+async fn takeover_benchmark() {
+    let runs: usize = std::env::var("RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(20);
+    let mut cluster = cluster_with_standby().await;
+    let mut times = Vec::new();
+    let (mut leader, mut standby) = ("planner", "standby");
+    for run in 0..runs {
+        let epoch = planners(&cluster)
+            .await
+            .and_then(|p| p.epoch)
+            .expect("epoch");
+        cluster.kill(leader);
+        let took = wait_planners(&cluster, "takeover", |p| {
+            p.leader.as_deref() == Some(standby) && p.epoch == Some(epoch + 1)
+        })
+        .await;
+        println!("run {run}: takeover {} ms", took.as_millis());
+        times.push(took);
+        cluster.start_service(leader);
+        wait_planners(&cluster, "the killed planner stands by again", |p| {
+            p.standbys.iter().any(|s| s == leader)
+        })
+        .await;
+        std::mem::swap(&mut leader, &mut standby);
+    }
+    times.sort();
+    let at = |q: f64| times[((times.len() as f64 * q).ceil() as usize).clamp(1, times.len()) - 1];
+    println!(
+        "takeover over {} runs: p50 {} ms, p99 {} ms, max {} ms",
+        times.len(),
+        at(0.50).as_millis(),
+        at(0.99).as_millis(),
+        times[times.len() - 1].as_millis()
+    );
+}

@@ -8,6 +8,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::{self, AckKind};
+use async_nats::Subscriber;
 use futures::StreamExt;
 use mentat_bus::consumer::{ack, Durable, DurableSpec};
 use mentat_bus::{codec, new_id, now_ms, streams, subject, Bus, Encoding};
@@ -108,16 +109,13 @@ impl Engine {
     /// Take inputs until `shutdown` fires. Returns an error only for what
     /// the planner cannot go on from ([`Error::Fatal`]); an unreachable log
     /// is waited for.
-    pub async fn run(mut self, shutdown: Shutdown) -> Result<()> {
+    ///
+    /// `queries` is the subscription to `mentat.query.>` it answered on
+    /// while standing by.
+    pub async fn run(mut self, mut queries: Subscriber, shutdown: Shutdown) -> Result<()> {
         let client = self.bus.client.clone();
         let mut requests = client
             .queue_subscribe(subject::CMD_ALL, "mentat-planner".into())
-            .await?;
-        let mut queries = client
-            .queue_subscribe(
-                format!("{}.>", subject::QUERY_PREFIX),
-                "mentat-planner".into(),
-            )
             .await?;
         let mut heartbeats = client.subscribe(subject::HEARTBEAT_ALL).await?;
         let mut planners = client.subscribe(roster::HEARTBEAT_ALL).await?;

@@ -121,8 +121,18 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         mentat_bus::Bus::connect(&config.nats, "mentat-planner", Duration::from_secs(30)).await?;
     let mut roster = roster::Roster::new(config.planner_id());
     let lease = config.lease();
-    let Some(epoch) = standby::until_leading(&bus, &mut log, &mut roster, lease, &shutdown).await?
-    else {
+    // One subscription to queries, from standing by to leading: none waiting
+    // in it is dropped at the handover.
+    let mut queries = bus
+        .client
+        .queue_subscribe(
+            format!("{}.>", mentat_bus::subject::QUERY_PREFIX),
+            "mentat-planner".into(),
+        )
+        .await?;
+    let leading =
+        standby::until_leading(&bus, &mut log, &mut roster, lease, &mut queries, &shutdown);
+    let Some(epoch) = leading.await? else {
         return Ok(());
     };
     log.fence(epoch);
@@ -147,7 +157,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     ));
     tracing::info!(database = %redact(&url), nats = %config.nats, "planner started");
     let result = engine::Engine::new(config, bus, log, roster)
-        .run(shutdown.clone())
+        .run(queries, shutdown.clone())
         .await;
     shutdown.cancel();
     let _ = relay.await;

@@ -5,8 +5,9 @@
 
 use std::time::Duration;
 
+use async_nats::Subscriber;
 use futures::StreamExt;
-use mentat_bus::{subject, Bus};
+use mentat_bus::Bus;
 use mentat_runtime::Shutdown;
 
 use crate::error::{Error, Result};
@@ -19,20 +20,18 @@ const POLL: Duration = Duration::from_millis(250);
 
 /// Wait until this planner leads; its epoch, or `None` when `shutdown`
 /// came first. On return the world holds every event of the log.
+///
+/// `queries` is the planner's subscription to `mentat.query.>`, kept from
+/// standing by to leading so that no query waiting in it is dropped.
 pub async fn until_leading(
     bus: &Bus,
     log: &mut Log,
     roster: &mut Roster,
     lease: Duration,
+    queries: &mut Subscriber,
     shutdown: &Shutdown,
 ) -> Result<Option<i64>> {
     let client = bus.client.clone();
-    let mut queries = client
-        .queue_subscribe(
-            format!("{}.>", subject::QUERY_PREFIX),
-            "mentat-planner".into(),
-        )
-        .await?;
     let mut heartbeats = client.subscribe(roster::HEARTBEAT_ALL).await?;
     let mut poll = tokio::time::interval(POLL);
     let mut announce = tokio::time::interval(roster::EVERY);
