@@ -127,6 +127,24 @@ async fn a_database_outage_is_waited_out_and_nothing_is_lost() {
     let proxy = cluster.db_proxy.as_ref().expect("a proxy");
     let back = Instant::now();
     proxy.restore();
+    // The first event after the outage, read from the database itself.
+    let store = mentat_store::Store::open(&cluster.database_url)
+        .await
+        .expect("the log opens");
+    let head = store.head().await.expect("head");
+    while store.head().await.expect("head") == head {
+        assert!(
+            back.elapsed() < Duration::from_secs(60),
+            "nothing appended after the outage:\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!(
+        "database back to the first new event: {} ms",
+        back.elapsed().as_millis()
+    );
+    store.close().await;
     // The deploy sent meanwhile is carried out, once.
     let deadline = Instant::now() + Duration::from_secs(120);
     let record = loop {
