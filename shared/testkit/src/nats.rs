@@ -85,10 +85,14 @@ impl NatsServer {
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
-    /// Start it again on the same port with the same data.
+    /// Start it again on the same port with the same data (a cluster node:
+    /// and wait until it reports JetStream healthy).
     pub fn restart(&mut self) {
         self.stop();
         self.spawn();
+        if self.membership.is_some() {
+            self.wait_healthy();
+        }
     }
 
     /// The client connections it holds, by the name they gave (from its
@@ -163,12 +167,20 @@ impl NatsServer {
         }
     }
 
-    /// True when its `/healthz` says JetStream is up and current (a cluster
-    /// node only).
-    fn healthy(&self) -> bool {
-        self.membership.as_ref().is_some_and(|m| {
-            http_get(m.monitor_port, "/healthz").is_some_and(|b| b.contains("\"ok\""))
-        })
+    /// Wait until its `/healthz` says JetStream is up and current (a
+    /// cluster node: a meta leader elected, the node caught up).
+    fn wait_healthy(&self) {
+        let Some(m) = &self.membership else { return };
+        let deadline = Instant::now() + START_WITHIN;
+        while !http_get(m.monitor_port, "/healthz").is_some_and(|b| b.contains("\"ok\"")) {
+            assert!(
+                Instant::now() < deadline,
+                "nats-server {} did not report JetStream healthy; see {}",
+                m.name,
+                self.dir.path().join("nats.log").display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
@@ -214,9 +226,11 @@ impl NatsCluster {
         for node in &mut nodes {
             node.spawn();
         }
-        let cluster = NatsCluster { nodes };
-        cluster.wait_healthy(0..size);
-        cluster
+        // Every node first: none is healthy before a majority runs.
+        for node in &nodes {
+            node.wait_healthy();
+        }
+        NatsCluster { nodes }
     }
 
     /// Every node's URL, comma-separated: what `--nats` takes.
@@ -243,30 +257,24 @@ impl NatsCluster {
     /// Start node `i` again with its data, and wait until it is healthy.
     pub fn restart(&mut self, i: usize) {
         self.nodes[i].restart();
-        self.wait_healthy(i..i + 1);
     }
 
     /// The node a client that connected with `name` is connected to, if any.
     pub fn serving(&self, name: &str) -> Option<usize> {
-        self.nodes
-            .iter()
-            .position(|n| n.client_names().iter().any(|c| c == name))
+        serving(&self.nodes, name)
     }
 
-    fn wait_healthy(&self, nodes: std::ops::Range<usize>) {
-        let deadline = Instant::now() + START_WITHIN;
-        for i in nodes {
-            while !self.nodes[i].healthy() {
-                assert!(
-                    Instant::now() < deadline,
-                    "nats-server node {} did not report JetStream healthy; see {}",
-                    i + 1,
-                    self.nodes[i].dir.path().join("nats.log").display()
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
+    /// The nodes, first to last, for a fixture that owns them itself.
+    pub fn into_nodes(self) -> Vec<NatsServer> {
+        self.nodes
     }
+}
+
+/// Which of `nodes` holds a client connection named `name`.
+pub fn serving<'a>(nodes: impl IntoIterator<Item = &'a NatsServer>, name: &str) -> Option<usize> {
+    nodes
+        .into_iter()
+        .position(|n| n.client_names().iter().any(|c| c == name))
 }
 
 /// `n` ports on 127.0.0.1, each free a moment ago and all different.
