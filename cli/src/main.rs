@@ -35,7 +35,7 @@ use error::{exit, Result, EXIT_CODES_HELP};
 #[derive(Debug, Parser)]
 #[command(name = "mt", version, after_help = EXIT_CODES_HELP)]
 struct Cli {
-    /// NATS server to talk to.
+    /// NATS server to talk to; several URLs separated by commas for a cluster.
     #[arg(
         long,
         global = true,

@@ -20,6 +20,12 @@ pub struct Args {
     /// Address the router listens on.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     pub http: String,
+    /// Run N nats-server nodes (3 to 5) clustered with JetStream on this
+    /// machine instead of one: client ports from the --nats port up, route
+    /// ports 2000 above them, a store each under <data-dir>/nats/. The
+    /// services get every node's URL and streams get 3 replicas.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(3..=5))]
+    pub nats_cluster: Option<u16>,
 }
 
 /// Run the whole system in the foreground until Ctrl-C.
@@ -30,6 +36,7 @@ pub async fn run(nats: &str, args: Args) -> Result<()> {
         data_dir: args.data_dir,
         database_url: args.database_url,
         http: args.http,
+        nats_cluster: args.nats_cluster.map(usize::from),
     })
     .await
 }

@@ -3,6 +3,8 @@
 //! on a free port and a real database, SQLite or a fresh PostgreSQL one.
 //!
 //! - [`Cluster`]: starts and stops the four services; kills and restarts one.
+//!   [`Cluster::start_on_nats_cluster`] runs them on a three-node NATS
+//!   cluster instead of one server.
 //! - [`Load`]: a client that sends requests through the router without pause
 //!   and counts every answer.
 //! - [`mt`]: runs the CLI against the cluster.
@@ -22,7 +24,7 @@ use mentat_domain::command::{
     DeploymentRecord, HistoryQuery, HistoryReply, ServiceStatus, StatusQuery, StatusReply,
 };
 use mentat_domain::event::{Event, EventEnvelope};
-use mentat_testkit::{free_port, pg::PgDatabase, NatsServer};
+use mentat_testkit::{free_port, pg::PgDatabase, NatsCluster, NatsServer};
 use tempfile::TempDir;
 
 pub use load::Load;
@@ -81,6 +83,9 @@ pub struct Cluster {
     pub bus: Bus,
     /// Extra flags for the router (see [`Cluster::start_with_router_args`]).
     router_args: Vec<String>,
+    /// On a NATS cluster ([`Cluster::start_on_nats_cluster`]): its other
+    /// nodes, `nats` being the first. Empty on a single server.
+    pub nats_peers: Vec<NatsServer>,
 }
 
 impl Cluster {
@@ -93,7 +98,24 @@ impl Cluster {
     /// As [`Cluster::start`], with extra flags for the router (kept when it
     /// is restarted), for example `["--stats-interval-ms", "100"]`.
     pub async fn start_with_router_args(db: Db, router_args: &[&str]) -> Cluster {
-        let nats = NatsServer::start();
+        Self::start_on(NatsServer::start(), Vec::new(), db, router_args).await
+    }
+
+    /// As [`Cluster::start`], on a three-node NATS cluster: every service
+    /// (and `mt`) gets all three URLs, and the streams three replicas.
+    /// [`Cluster::nats_node`] reaches each node, to kill and restart it.
+    pub async fn start_on_nats_cluster(db: Db) -> Cluster {
+        let mut nodes = NatsCluster::start(3).into_nodes();
+        let first = nodes.remove(0);
+        Self::start_on(first, nodes, db, &[]).await
+    }
+
+    async fn start_on(
+        nats: NatsServer,
+        nats_peers: Vec<NatsServer>,
+        db: Db,
+        router_args: &[&str],
+    ) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let (database_url, pg) = match db {
             Db::Sqlite => (
@@ -114,7 +136,11 @@ impl Cluster {
         } else {
             (database_url, None)
         };
-        let bus = Bus::connect(&nats.url(), "e2e", Duration::from_secs(10))
+        let urls: Vec<String> = std::iter::once(&nats)
+            .chain(&nats_peers)
+            .map(NatsServer::url)
+            .collect();
+        let bus = Bus::connect(&urls.join(","), "e2e", Duration::from_secs(30))
             .await
             .unwrap();
         let mut cluster = Cluster {
@@ -128,6 +154,7 @@ impl Cluster {
             admin_port: free_port(),
             bus,
             router_args: router_args.iter().map(|a| (*a).to_owned()).collect(),
+            nats_peers,
         };
         for service in SERVICES {
             cluster.start_service(service);
@@ -138,7 +165,7 @@ impl Cluster {
 
     /// Start (or restart) one service.
     pub fn start_service(&mut self, service: &'static str) {
-        let nats = self.nats.url();
+        let nats = self.nats_urls();
         let data = self.dir.path().display().to_string();
         let mut args: Vec<String> = vec!["--nats".into(), nats];
         match service {
@@ -277,7 +304,7 @@ impl Cluster {
     pub fn mt(&self, args: &[&str]) -> Output {
         Command::new(bin_dir().join("mt"))
             .args(args)
-            .args(["--nats", &self.nats.url()])
+            .args(["--nats", &self.nats_urls()])
             .env("MENTAT_ACTOR", "e2e")
             .output()
             .unwrap()
@@ -318,7 +345,7 @@ impl Cluster {
     pub fn mt_spawn(&self, args: &[&str]) -> Child {
         Command::new(bin_dir().join("mt"))
             .args(args)
-            .args(["--nats", &self.nats.url()])
+            .args(["--nats", &self.nats_urls()])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -478,6 +505,30 @@ impl Cluster {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Every NATS node's URL, comma-separated (one on a single server).
+    pub fn nats_urls(&self) -> String {
+        let urls: Vec<String> = self.nats_nodes().map(NatsServer::url).collect();
+        urls.join(",")
+    }
+
+    /// NATS node `i` (0 is `nats`, then `nats_peers`).
+    pub fn nats_node(&mut self, i: usize) -> &mut NatsServer {
+        match i {
+            0 => &mut self.nats,
+            i => &mut self.nats_peers[i - 1],
+        }
+    }
+
+    /// The NATS node (as for [`Cluster::nats_node`]) a service is connected
+    /// to, by the name it connects with (`mentat-planner`), when known.
+    pub fn nats_serving(&self, client_name: &str) -> Option<usize> {
+        mentat_testkit::nats::serving(self.nats_nodes(), client_name)
+    }
+
+    fn nats_nodes(&self) -> impl Iterator<Item = &NatsServer> {
+        std::iter::once(&self.nats).chain(&self.nats_peers)
     }
 
     /// The router's address.

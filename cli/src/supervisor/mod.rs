@@ -2,7 +2,8 @@
 //!
 //! 1. The config is validated first (exit 64 on error).
 //! 2. When nothing answers at the NATS URL, a nats-server child is started
-//!    with JetStream in `<data-dir>/nats`.
+//!    with JetStream in `<data-dir>/nats`; with `--nats-cluster N`, N of
+//!    them clustered, each restarted like a service when it dies.
 //! 3. The four services run as child processes, each restarted with backoff
 //!    when it dies; their output is prefixed with their name and kept in
 //!    `<data-dir>/logs/<service>.log`.
@@ -26,6 +27,7 @@ use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
 pub use child::ChildSpec;
+use mentat_bus::streams::CLUSTER_REPLICAS;
 pub use nats::HOW_TO_GET as NATS_HOW_TO_GET;
 pub use ready::DEFAULT_NATS_URL;
 
@@ -51,6 +53,8 @@ pub struct Plan {
     pub database_url: Option<String>,
     /// Address the router listens on.
     pub http: String,
+    /// Run this many clustered nats-server nodes instead of one.
+    pub nats_cluster: Option<usize>,
 }
 
 /// A line from `mt` itself, in the same column as the children's output.
@@ -73,8 +77,16 @@ fn find_program(exe_dir: &Path, name: &str) -> Option<PathBuf> {
 }
 
 /// Run everything until Ctrl-C or SIGTERM.
-pub async fn run(plan: Plan) -> Result<()> {
+pub async fn run(mut plan: Plan) -> Result<()> {
     let services = config::load(&plan.config)?;
+    let cluster = match plan.nats_cluster {
+        Some(size) => Some(nats::Cluster::on(&plan.nats_url, size).map_err(Error::Usage)?),
+        None => None,
+    };
+    if let Some(cluster) = &cluster {
+        // Everything from here on (services, applying the config) uses every node.
+        plan.nats_url = cluster.urls();
+    }
     let exe_dir = std::env::current_exe()?
         .parent()
         .map(Path::to_owned)
@@ -87,7 +99,10 @@ pub async fn run(plan: Plan) -> Result<()> {
     let mut signals = Signals::new()?;
     let kill = CancellationToken::new();
 
-    let nats = start_nats(&plan, &data_dir, &log_dir, &kill, &mut signals).await?;
+    let nats = match &cluster {
+        Some(cluster) => start_cluster(cluster, &data_dir, &log_dir, &kill, &mut signals).await?,
+        None => start_nats(&plan, &data_dir, &log_dir, &kill, &mut signals).await?,
+    };
     let Some(nats) = nats else {
         return Ok(()); // interrupted while NATS was starting
     };
@@ -153,6 +168,13 @@ fn service_specs(
     let data = data_dir.as_os_str().to_owned();
     let specs = SERVICES.iter().zip(programs).map(|(name, program)| {
         let mut args: Vec<OsString> = vec!["--nats".into(), plan.nats_url.clone().into()];
+        if plan.nats_cluster.is_some() && std::env::var_os("MENTAT_STREAM_REPLICAS").is_none() {
+            // Known, not guessed: the cluster may still be forming when a service connects.
+            args.extend([
+                "--stream-replicas".into(),
+                CLUSTER_REPLICAS.to_string().into(),
+            ]);
+        }
         match *name {
             "planner" => {
                 args.extend(["--database-url".into(), database_url.clone().into()]);
@@ -213,14 +235,14 @@ impl Supervised {
 async fn shutdown(children: Vec<Supervised>, nats: NatsChild) {
     let kill = nats.kill.clone();
     Supervised::stop_all(children, STOP_GRACE, &kill).await;
-    if let Some(server) = nats.server {
-        Supervised::stop_all(vec![server], NATS_GRACE, &kill).await;
+    if !nats.servers.is_empty() {
+        Supervised::stop_all(nats.servers, NATS_GRACE, &kill).await;
     }
 }
 
-/// The nats-server we started, if any, and the shared kill token.
+/// The nats-servers we started, if any, and the shared kill token.
 struct NatsChild {
-    server: Option<Supervised>,
+    servers: Vec<Supervised>,
     kill: CancellationToken,
 }
 
@@ -252,7 +274,7 @@ async fn start_nats(
             })?;
         say(&format!("using the NATS server at {}", plan.nats_url));
         return Ok(Some(NatsChild {
-            server: None,
+            servers: Vec::new(),
             kill: kill.clone(),
         }));
     }
@@ -272,7 +294,7 @@ async fn start_nats(
     ));
     let server = Supervised::start(spec, kill);
     let started = NatsChild {
-        server: Some(server),
+        servers: vec![server],
         kill: kill.clone(),
     };
     let ready = tokio::select! {
@@ -288,6 +310,67 @@ async fn start_nats(
             "nats-server did not accept connections on {host}:{port} within {}s; see {}",
             NATS_READY.as_secs(),
             log_dir.join("nats.log").display()
+        )));
+    }
+    Ok(Some(started))
+}
+
+/// Start the nodes of `cluster` and wait until each accepts connections.
+/// `None` when a signal came first (they are stopped again).
+async fn start_cluster(
+    cluster: &nats::Cluster,
+    data_dir: &Path,
+    log_dir: &Path,
+    kill: &CancellationToken,
+    signals: &mut Signals,
+) -> Result<Option<NatsChild>> {
+    for (port, what) in cluster.ports() {
+        if nats::answers(&cluster.host, port, Duration::from_secs(1)).await {
+            return Err(Error::Runtime(format!(
+                "something already listens on {}:{port}, which --nats-cluster {} needs as {what}; \
+                 stop it or pick other ports with --nats",
+                cluster.host, cluster.size
+            )));
+        }
+    }
+    let specs = cluster
+        .specs(data_dir, log_dir)
+        .map_err(|why| Error::Runtime(format!("cannot start a NATS cluster: {why}")))?;
+    say(&format!(
+        "starting a {}-node NATS cluster: {} (logs: {})",
+        cluster.size,
+        cluster.urls(),
+        log_dir.join("nats-*.log").display()
+    ));
+    let started = NatsChild {
+        servers: specs
+            .into_iter()
+            .map(|s| Supervised::start(s, kill))
+            .collect(),
+        kill: kill.clone(),
+    };
+    let all_ready = async {
+        for port in cluster.client_ports() {
+            if !nats::wait_ready(&cluster.host, port, NATS_READY).await {
+                return Some(port);
+            }
+        }
+        None
+    };
+    let not_ready = tokio::select! {
+        not_ready = all_ready => not_ready,
+        () = signals.recv() => {
+            shutdown(Vec::new(), started).await;
+            return Ok(None);
+        }
+    };
+    if let Some(port) = not_ready {
+        shutdown(Vec::new(), started).await;
+        return Err(Error::Runtime(format!(
+            "a nats-server of the cluster did not accept connections on {}:{port} within {}s; see {}",
+            cluster.host,
+            NATS_READY.as_secs(),
+            log_dir.display()
         )));
     }
     Ok(Some(started))

@@ -122,6 +122,7 @@ mod tests {
             data_dir: ".mentat".into(),
             database_url: None,
             http: "127.0.0.1:8080".into(),
+            nats_cluster: None,
         };
         let text = next_steps(&plan, "web");
         assert!(text.contains("\n  mt deploy web --image v1\n"), "{text}");

@@ -20,9 +20,16 @@ use crate::Error;
     about = "Runs the replicas of one host: starts and stops processes on request from the planner and reports what happens to them."
 )]
 pub struct Config {
-    /// NATS server to connect to.
+    /// NATS server to connect to; several URLs separated by commas for a
+    /// cluster (the executor moves to another when the one it uses goes away).
     #[arg(long, env = "MENTAT_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats: String,
+    /// Copies JetStream keeps of each of Mentat's streams: `auto` (3 when
+    /// the NATS cluster announces three or more servers, else 1; streams
+    /// that exist are left as they are) or 1 to 5 (streams that exist are
+    /// updated to it). Give every service the same value.
+    #[arg(long, env = "MENTAT_STREAM_REPLICAS", default_value = "auto")]
+    pub stream_replicas: mentat_bus::Replicas,
 
     /// Id of this host: 1 to 63 characters of a-z, 0-9 and `-`. Intents for
     /// other hosts are ignored. Defaults to the machine's hostname, lowercased
@@ -71,6 +78,7 @@ impl Config {
     pub fn new(nats: impl Into<String>, host_id: impl Into<String>, data_dir: PathBuf) -> Self {
         Self {
             nats: nats.into(),
+            stream_replicas: mentat_bus::Replicas::Auto,
             host_id: host_id.into(),
             data_dir,
             capacity: 64,
@@ -91,10 +99,10 @@ impl Config {
                 ),
             });
         }
-        if self.nats.trim().is_empty() {
+        if let Err(e) = mentat_bus::client::server_addrs(&self.nats) {
             return Err(Error::Config {
                 field: "nats",
-                message: "must name a NATS server".into(),
+                message: format!("must name one NATS server or several separated by commas: {e}"),
             });
         }
         if self.capacity == 0 {

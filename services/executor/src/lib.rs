@@ -66,7 +66,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
 
     let client_name = format!("mentat-executor-{host}");
     let bus = tokio::select! {
-        bus = Bus::connect(&config.nats, &client_name, CONNECT_WAIT) => bus?,
+        bus = Bus::connect_with(&config.nats, &client_name, CONNECT_WAIT, config.stream_replicas) => bus?,
         _ = shutdown.cancelled() => return Ok(()),
     };
     let mut intents = tokio::select! {

@@ -15,9 +15,16 @@ use crate::Error;
     about = "Probes every running replica's readiness endpoint and reports when one becomes healthy or unhealthy."
 )]
 pub struct Config {
-    /// NATS server to connect to.
+    /// NATS server to connect to; several URLs separated by commas for a
+    /// cluster (the watcher moves to another when the one it uses goes away).
     #[arg(long, env = "MENTAT_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats: String,
+    /// Copies JetStream keeps of each of Mentat's streams: `auto` (3 when
+    /// the NATS cluster announces three or more servers, else 1; streams
+    /// that exist are left as they are) or 1 to 5 (streams that exist are
+    /// updated to it). Give every service the same value.
+    #[arg(long, env = "MENTAT_STREAM_REPLICAS", default_value = "auto")]
+    pub stream_replicas: mentat_bus::Replicas,
 
     /// Milliseconds a probe may take (connect, send, read the status line)
     /// before it counts as a failure.
@@ -51,6 +58,7 @@ impl Config {
     pub fn new(nats: impl Into<String>) -> Self {
         Self {
             nats: nats.into(),
+            stream_replicas: mentat_bus::Replicas::Auto,
             probe_timeout_ms: 1000,
             verdict_queue: 256,
             probe_answer_queue: 1024,
@@ -59,10 +67,10 @@ impl Config {
 
     /// Check every value; the error names the first bad field.
     pub fn validate(&self) -> Result<(), Error> {
-        if self.nats.trim().is_empty() {
+        if let Err(e) = mentat_bus::client::server_addrs(&self.nats) {
             return Err(Error::Config {
                 field: "nats",
-                message: "must name a NATS server".into(),
+                message: format!("must name one NATS server or several separated by commas: {e}"),
             });
         }
         if self.probe_timeout_ms == 0 {

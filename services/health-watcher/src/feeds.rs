@@ -31,7 +31,7 @@ pub const VERDICTS: [&str; 3] = ["ThresholdBreached", "NoData", "ThresholdsMet"]
 /// Router statistics stored at or after `start_ms` (ms since epoch), then
 /// every new interval.
 pub async fn open_stats(bus: &Bus, start_ms: i64) -> Result<Replay> {
-    streams::ensure_stats(&bus.js).await?;
+    streams::ensure_stats(bus).await?;
     let start_time =
         time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(start_ms) * 1_000_000)
             .map_err(|e| Error::Consumer(format!("start time {start_ms}: {e}")))?;

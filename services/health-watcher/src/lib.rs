@@ -72,7 +72,12 @@ const REOPEN_DELAY: Duration = Duration::from_secs(1);
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     config.validate()?;
     let bus = tokio::select! {
-        bus = Bus::connect(&config.nats, "mentat-health-watcher", CONNECT_WAIT) => bus?,
+        bus = Bus::connect_with(
+            &config.nats,
+            "mentat-health-watcher",
+            CONNECT_WAIT,
+            config.stream_replicas,
+        ) => bus?,
         _ = shutdown.cancelled() => return Ok(()),
     };
     let mut probes = Probes::new(bus.clone(), config.probe_timeout());

@@ -29,7 +29,7 @@ impl Harness {
     async fn new() -> Self {
         let nats = NatsServer::start();
         let bus = Bus::connect(&nats.url(), "test", WAIT).await.unwrap();
-        streams::ensure_stats(&bus.js).await.unwrap();
+        streams::ensure_stats(&bus).await.unwrap();
         let verdicts = bus.client.subscribe(subject::FACT_ALL).await.unwrap();
         let h = Harness {
             nats,

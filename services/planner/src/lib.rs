@@ -46,9 +46,16 @@ use mentat_runtime::Shutdown;
     about = "Mentat's planner: owns the event log and decides every deployment step"
 )]
 pub struct Config {
-    /// NATS server URL.
+    /// NATS server URL; several separated by commas for a cluster (the
+    /// planner moves to another when the one it uses goes away).
     #[arg(long, env = "MENTAT_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats: String,
+    /// Copies JetStream keeps of each of Mentat's streams: `auto` (3 when
+    /// the NATS cluster announces three or more servers, else 1; streams
+    /// that exist are left as they are) or 1 to 5 (streams that exist are
+    /// updated to it). Give every service the same value.
+    #[arg(long, env = "MENTAT_STREAM_REPLICAS", default_value = "auto")]
+    pub stream_replicas: mentat_bus::Replicas,
     /// Event log: sqlite://PATH (default: DATA_DIR/mentat.db) or postgres://...
     #[arg(long, env = "MENTAT_DATABASE_URL")]
     pub database_url: Option<String>,
@@ -75,6 +82,7 @@ impl Config {
     pub fn new(nats: impl Into<String>, database_url: impl Into<String>) -> Self {
         Config {
             nats: nats.into(),
+            stream_replicas: mentat_bus::Replicas::Auto,
             database_url: Some(database_url.into()),
             data_dir: PathBuf::from(".mentat"),
             drain_timeout_secs: 30,
@@ -117,8 +125,13 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     };
     // With SQLite, one planner per log file, held until this process ends.
     let _file = store.claim_log_file()?;
-    let bus =
-        mentat_bus::Bus::connect(&config.nats, "mentat-planner", Duration::from_secs(30)).await?;
+    let bus = mentat_bus::Bus::connect_with(
+        &config.nats,
+        "mentat-planner",
+        Duration::from_secs(30),
+        config.stream_replicas,
+    )
+    .await?;
     let mut roster = roster::Roster::new(config.planner_id());
     let lease = config.lease();
     // One subscription to queries, from standing by to leading: none waiting

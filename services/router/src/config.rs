@@ -51,9 +51,16 @@ pub const MAX_WORKERS: usize = 1024;
              latest RouteChanged event, weighted, with draining."
 )]
 pub struct Config {
-    /// URL of the NATS server.
+    /// URL of the NATS server; several separated by commas for a cluster
+    /// (the router moves to another when the one it uses goes away).
     #[arg(long = "nats", env = "MENTAT_NATS_URL", default_value = DEFAULT_NATS_URL)]
     pub nats_url: String,
+    /// Copies JetStream keeps of each of Mentat's streams: `auto` (3 when
+    /// the NATS cluster announces three or more servers, else 1; streams
+    /// that exist are left as they are) or 1 to 5 (streams that exist are
+    /// updated to it). Give every service the same value.
+    #[arg(long, env = "MENTAT_STREAM_REPLICAS", default_value = "auto")]
+    pub stream_replicas: mentat_bus::Replicas,
 
     /// Address the proxy listens on (`host:port`; port 0 picks a free port).
     #[arg(long, env = "MENTAT_ROUTER_LISTEN", default_value = DEFAULT_LISTEN)]
@@ -143,6 +150,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             nats_url: DEFAULT_NATS_URL.to_owned(),
+            stream_replicas: mentat_bus::Replicas::Auto,
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             domain: DEFAULT_DOMAIN.to_owned(),
             router_id: default_router_id(),
@@ -167,8 +175,11 @@ impl Config {
     /// Check every field; the error names the first one that is wrong.
     /// Also normalises the domain (lower case, no surrounding dots).
     pub fn validate(&mut self) -> Result<(), Error> {
-        if self.nats_url.trim().is_empty() {
-            return Err(invalid("nats", "must not be empty"));
+        if let Err(e) = mentat_bus::client::server_addrs(&self.nats_url) {
+            return Err(invalid(
+                "nats",
+                format!("must name one NATS server or several separated by commas: {e}"),
+            ));
         }
         let domain = self.domain.trim().trim_matches('.').to_ascii_lowercase();
         let label_ok =

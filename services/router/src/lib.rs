@@ -158,8 +158,14 @@ impl Router {
             addr: config.admin_listen,
             source,
         })?;
-        let bus = Bus::connect(&config.nats_url, "router", config.nats_wait()).await?;
-        mentat_bus::streams::ensure_stats(&bus.js).await?;
+        let bus = Bus::connect_with(
+            &config.nats_url,
+            "router",
+            config.nats_wait(),
+            config.stream_replicas,
+        )
+        .await?;
+        mentat_bus::streams::ensure_stats(&bus).await?;
         let table = SharedTable::default();
         let drainer = Drainer::new(bus.clone(), &config.router_id, config.drain_timeout());
         let pool = PoolSettings {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use async_nats::{HeaderMap, Message};
+use async_nats::{HeaderMap, Message, ServerAddr};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::watch;
@@ -13,7 +13,8 @@ use tokio::sync::watch;
 use mentat_domain::Fact;
 
 use crate::codec::{self, Encoding};
-use crate::{streams, subject, Error, Result};
+use crate::streams::{self, Replicas};
+use crate::{subject, Error, Result};
 
 /// Header carrying the id of a message for JetStream de-duplication.
 pub const MSG_ID: &str = "Nats-Msg-Id";
@@ -48,6 +49,38 @@ pub fn is_too_old((major, minor, _): (u32, u32, u32)) -> bool {
     (major, minor) < MIN_SERVER_VERSION
 }
 
+/// The servers of a NATS URL list: one URL, or several separated by commas
+/// (`nats://a:4222,nats://b:4222`), as `--nats` and `MENTAT_NATS_URL` take
+/// them. The client connects to any of them and moves to another when the
+/// one it uses goes away.
+pub fn server_addrs(urls: &str) -> Result<Vec<ServerAddr>> {
+    let addrs = urls
+        .split(',')
+        .map(str::trim)
+        .map(|url| {
+            if url.is_empty() {
+                return Err(Error::InvalidUrl {
+                    url: urls.to_owned(),
+                    detail: "an empty entry in the list".into(),
+                });
+            }
+            url.parse::<ServerAddr>().map_err(|e| Error::InvalidUrl {
+                url: url.to_owned(),
+                detail: e.to_string(),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(addrs)
+}
+
+/// How many servers `info` announces in its cluster (its own client URL
+/// and those of the servers it has routes to); 1 for a server alone.
+pub fn cluster_servers(info: &async_nats::ServerInfo) -> usize {
+    let urls: std::collections::BTreeSet<&str> =
+        info.connect_urls.iter().map(String::as_str).collect();
+    urls.len().max(1)
+}
+
 /// A connection to the bus.
 #[derive(Clone, Debug)]
 pub struct Bus {
@@ -59,13 +92,30 @@ pub struct Bus {
     /// reconnect by themselves; JetStream consumers re-open on it rather than
     /// wait for their idle heartbeats to run out (tens of seconds).
     connections: watch::Receiver<u64>,
+    /// The replicas of the streams this connection creates.
+    replication: streams::Replication,
 }
 
 impl Bus {
-    /// Connect to `url`, retrying until `wait` has passed, and make sure the
-    /// streams exist. A server older than [`MIN_SERVER_VERSION`] is refused
-    /// ([`Error::ServerTooOld`]) before anything is created on it.
-    pub async fn connect(url: &str, name: &str, wait: Duration) -> Result<Self> {
+    /// [`Bus::connect_with`] with [`Replicas::Auto`]: what `mt` and tests use.
+    pub async fn connect(urls: &str, name: &str, wait: Duration) -> Result<Self> {
+        Self::connect_with(urls, name, wait, Replicas::Auto).await
+    }
+
+    /// Connect to any server of `urls` (one URL or several separated by
+    /// commas, see [`server_addrs`]), retrying until `wait` has passed, and
+    /// make sure the streams exist with `replicas`. A server older than
+    /// [`MIN_SERVER_VERSION`] is refused ([`Error::ServerTooOld`]) before
+    /// anything is created on it. Once connected, the client reconnects by
+    /// itself for as long as it lives, to whichever server of the list (or
+    /// of the cluster, which the servers announce) answers.
+    pub async fn connect_with(
+        urls: &str,
+        name: &str,
+        wait: Duration,
+        replicas: Replicas,
+    ) -> Result<Self> {
+        let addrs = server_addrs(urls)?;
         let deadline = tokio::time::Instant::now() + wait;
         let (connected, connections) = watch::channel(0u64);
         let connected = Arc::new(connected);
@@ -75,41 +125,75 @@ impl Bus {
                 .event_callback(move |event| {
                     let connected = connected.clone();
                     async move {
-                        if matches!(event, async_nats::Event::Connected) {
-                            connected.send_modify(|n| *n += 1);
+                        match event {
+                            async_nats::Event::Connected => connected.send_modify(|n| *n += 1),
+                            async_nats::Event::Disconnected => {
+                                tracing::warn!("disconnected from NATS; reconnecting")
+                            }
+                            _ => {}
                         }
                     }
                 })
                 .name(name)
                 .connection_timeout(Duration::from_secs(2))
-                .connect(url)
+                // Never give up reconnecting: a service outlives any one server.
+                .max_reconnects(None)
+                .connect(addrs.as_slice())
                 .await;
             match attempt {
                 Ok(c) => break c,
                 Err(e) if tokio::time::Instant::now() >= deadline => {
-                    return Err(Error::Nats(format!("cannot connect to NATS at {url}: {e}")))
+                    return Err(Error::Nats(format!(
+                        "cannot connect to NATS at {urls}: {e}"
+                    )))
                 }
                 Err(e) => {
-                    tracing::debug!(url, error = %e, "NATS not reachable yet, retrying");
+                    tracing::debug!(urls, error = %e, "NATS not reachable yet, retrying");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
         };
-        let version = client.server_info().version;
-        if parse_version(&version).is_some_and(is_too_old) {
+        let info = client.server_info();
+        if parse_version(&info.version).is_some_and(is_too_old) {
             return Err(Error::ServerTooOld {
-                url: url.to_owned(),
-                version,
+                url: urls.to_owned(),
+                version: info.version,
             });
         }
+        let replication = streams::Replication {
+            replicas,
+            servers: cluster_servers(&info),
+        };
+        tracing::info!(
+            server = %info.server_name,
+            servers = replication.servers,
+            stream_replicas = replication.count(),
+            "connected to NATS"
+        );
         let js = jetstream::new(client.clone());
         let bus = Bus {
             client,
             js,
             connections,
+            replication,
         };
-        streams::ensure(&bus.js).await?;
-        Ok(bus)
+        // A cluster that has just started answers before it has elected its
+        // JetStream leader: keep trying until `wait` has passed.
+        loop {
+            match streams::ensure(&bus.js, replication).await {
+                Ok(()) => return Ok(bus),
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+                Err(e) => {
+                    tracing::debug!(error = %e, "JetStream not ready yet, retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+
+    /// The replicas of the streams this connection creates, and why.
+    pub fn replication(&self) -> streams::Replication {
+        self.replication
     }
 
     /// Resolves at the next reconnection to the server after this call.
@@ -225,5 +309,37 @@ mod tests {
         assert!(is_too_old((1, 99, 0)));
         assert!(!is_too_old((2, 10, 0)));
         assert!(!is_too_old((3, 0, 0)));
+    }
+
+    #[test]
+    fn a_url_list_gives_every_server_and_a_bad_entry_is_named() {
+        let one = server_addrs("nats://127.0.0.1:4222").expect("one URL");
+        assert_eq!(one.len(), 1);
+        let three = server_addrs("nats://127.0.0.1:4222, nats://127.0.0.1:4223,127.0.0.1:4224")
+            .expect("three URLs");
+        let ports: Vec<u16> = three.iter().map(ServerAddr::port).collect();
+        assert_eq!(ports, [4222, 4223, 4224]);
+        for bad in ["", "nats://a:1,,nats://b:2", "nats://a:1,"] {
+            assert!(
+                matches!(server_addrs(bad), Err(Error::InvalidUrl { .. })),
+                "{bad:?}"
+            );
+        }
+        match server_addrs("nats://a:1,nats://b:port") {
+            Err(Error::InvalidUrl { url, .. }) => assert_eq!(url, "nats://b:port"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_servers_of_a_cluster_are_counted_once_each() {
+        let info = |urls: &[&str]| async_nats::ServerInfo {
+            connect_urls: urls.iter().map(|u| (*u).to_owned()).collect(),
+            ..Default::default()
+        };
+        assert_eq!(cluster_servers(&info(&[])), 1);
+        assert_eq!(cluster_servers(&info(&["127.0.0.1:4222"])), 1);
+        let three = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3", "127.0.0.1:2"];
+        assert_eq!(cluster_servers(&info(&three)), 3);
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! - [`Durable`]: a named pull consumer whose position survives restarts
 //!   (the planner's commands and facts, an executor's intents). It re-opens
-//!   itself when the server ends or loses it, so a NATS restart is a pause,
-//!   not a crash.
+//!   itself when the server ends or loses it, or its heartbeats stop (a
+//!   NATS node lost under it), so a NATS restart is a pause, not a crash.
 //! - [`ordered`]: an ephemeral ordered consumer for replays (the router's
 //!   route tables, the health-watcher's replicas), with the number of
 //!   messages that were waiting when it was created; it ends at a
@@ -21,6 +21,14 @@ use crate::{Bus, Error, Result};
 
 /// Pause before re-opening a consumer that failed.
 pub const REOPEN_DELAY: Duration = Duration::from_secs(1);
+/// How often the server says a durable consumer's pull is alive while no
+/// message comes. Two missed in a row re-open the consumer: on a cluster,
+/// a pull sent while the consumer was changing leader is never answered,
+/// and would otherwise hold every message back until it expires.
+pub const PULL_HEARTBEAT: Duration = Duration::from_secs(1);
+/// How long one pull request lasts before the client sends a new one
+/// (more than twice [`PULL_HEARTBEAT`], as the server requires).
+pub const PULL_EXPIRES: Duration = Duration::from_secs(5);
 
 /// What a durable consumer reads and how.
 #[derive(Debug, Clone)]
@@ -95,7 +103,13 @@ impl Durable {
             )
             .await
             .map_err(|e| err(&e))?;
-        consumer.messages().await.map_err(|e| err(&e))
+        consumer
+            .stream()
+            .heartbeat(PULL_HEARTBEAT)
+            .expires(PULL_EXPIRES)
+            .messages()
+            .await
+            .map_err(|e| err(&e))
     }
 
     /// The next message. Transient errors are logged and skipped; when the
@@ -130,9 +144,11 @@ impl Durable {
                         e.kind(),
                         pull::MessagesErrorKind::ConsumerDeleted
                             | pull::MessagesErrorKind::NoResponders
+                            | pull::MessagesErrorKind::MissingHeartbeat
                     ) {
-                        // Deleted by an operator, or the server lost it:
-                        // create it again rather than failing forever.
+                        // Deleted by an operator, lost by the server, or
+                        // its pull went unanswered (a new leader on a
+                        // cluster): create it again rather than wait.
                         self.messages = None;
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -146,11 +162,36 @@ impl Durable {
     }
 }
 
-/// Acknowledge `msg` with `kind`, logging a failure: the server then
-/// delivers it again, and every handler is idempotent.
+/// How many times an acknowledgement is sent until the server confirms it.
+pub const ACK_ATTEMPTS: u32 = 10;
+
+/// Acknowledge `msg` with `kind`. A final [`AckKind::Ack`] waits for the
+/// server to confirm it and is sent again until it does (up to
+/// [`ACK_ATTEMPTS`]): on a cluster an acknowledgement sent while the
+/// consumer changes leader is lost, and the message would come back only
+/// after its acknowledgement wait, holding back every message behind it.
+/// A failure is logged: the server then delivers the message again, and
+/// every handler is idempotent.
 pub async fn ack(msg: &jetstream::Message, kind: AckKind) {
-    if let Err(e) = msg.ack_with(kind).await {
-        tracing::warn!(subject = %msg.subject, error = %e, "cannot acknowledge a message");
+    if !matches!(kind, AckKind::Ack) {
+        if let Err(e) = msg.ack_with(kind).await {
+            tracing::warn!(subject = %msg.subject, error = %e, "cannot acknowledge a message");
+        }
+        return;
+    }
+    let mut pause = Duration::from_millis(100);
+    for attempt in 1..=ACK_ATTEMPTS {
+        match msg.double_ack().await {
+            Ok(()) => return,
+            Err(e) if attempt == ACK_ATTEMPTS => {
+                tracing::warn!(subject = %msg.subject, error = %e, "the server never confirmed an acknowledgement");
+            }
+            Err(e) => {
+                tracing::debug!(subject = %msg.subject, error = %e, "acknowledgement not confirmed; again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(REOPEN_DELAY);
+            }
+        }
     }
 }
 

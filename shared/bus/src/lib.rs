@@ -4,8 +4,9 @@
 //! - [`codec`]: MessagePack with named fields, or JSON when the message says
 //!   `Content-Type: application/json`.
 //! - [`streams`]: the JetStream streams that make commands, facts and events
-//!   survive a restart.
-//! - [`client`]: connecting, requesting and publishing with the codec.
+//!   survive a restart, replicated on a cluster.
+//! - [`client`]: connecting (to one server or any of a cluster, reconnecting
+//!   to another when one goes away), requesting and publishing with the codec.
 //! - [`consumer`]: durable consumers that re-open themselves, and ordered
 //!   consumers for replays.
 
@@ -17,6 +18,7 @@ pub mod subject;
 
 pub use client::Bus;
 pub use codec::Encoding;
+pub use streams::Replicas;
 
 /// Errors of the bus, by how a caller handles them.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +26,15 @@ pub enum Error {
     /// The NATS server could not be reached or refused the operation; retry later.
     #[error("nats: {0}")]
     Nats(String),
+    /// A NATS URL (of the comma-separated list) cannot be read; fix the
+    /// configuration, retrying does not help.
+    #[error("invalid NATS URL {url}: {detail}")]
+    InvalidUrl {
+        /// The entry that cannot be read.
+        url: String,
+        /// Why.
+        detail: String,
+    },
     /// The NATS server is older than [`client::MIN_SERVER_VERSION`]; nothing
     /// was created on it. Retrying does not help.
     #[error("{}", client::too_old_message(&format!("the NATS server at {url}"), version))]

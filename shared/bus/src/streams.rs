@@ -1,12 +1,99 @@
 //! JetStream streams. They make the bus durable: a command published while
 //! the planner is down, a fact published while it restarts, and every event
 //! the log has recorded are kept until a consumer takes them.
+//!
+//! On a NATS cluster of three or more servers the streams are replicated on
+//! three of them, so that losing one server loses nothing and stops
+//! nothing: see [`Replicas`].
 
+use std::fmt;
+use std::str::FromStr;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 
 use crate::{subject, Error, Result};
+
+/// Most replicas JetStream keeps of a stream.
+pub const MAX_REPLICAS: usize = 5;
+/// Replicas of every stream on a cluster of at least this many servers,
+/// under [`Replicas::Auto`]: a majority survives the loss of one server.
+pub const CLUSTER_REPLICAS: usize = 3;
+
+/// How many copies of each stream JetStream keeps (`--stream-replicas`,
+/// `MENTAT_STREAM_REPLICAS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Replicas {
+    /// [`CLUSTER_REPLICAS`] when the server connected to announces three or
+    /// more servers in its cluster, else 1. A stream that exists already is
+    /// left as it is: a difference is logged, never changed by a guess (a
+    /// client that starts while a server is down sees fewer servers).
+    #[default]
+    Auto,
+    /// This many (1 to [`MAX_REPLICAS`]), and a stream that exists with
+    /// another count is updated to it.
+    Exactly(usize),
+}
+
+impl Replicas {
+    /// The replicas to create a stream with, on a cluster that announces
+    /// `servers` servers (1 for a server alone).
+    pub fn count(self, servers: usize) -> usize {
+        match self {
+            Replicas::Exactly(n) => n,
+            Replicas::Auto if servers >= CLUSTER_REPLICAS => CLUSTER_REPLICAS,
+            Replicas::Auto => 1,
+        }
+    }
+}
+
+impl FromStr for Replicas {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim() {
+            "auto" => Ok(Replicas::Auto),
+            n => match n.parse::<usize>() {
+                Ok(n @ 1..=MAX_REPLICAS) => Ok(Replicas::Exactly(n)),
+                _ => Err(format!(
+                    "`{s}` is neither `auto` nor a number of replicas from 1 to {MAX_REPLICAS}"
+                )),
+            },
+        }
+    }
+}
+
+impl fmt::Display for Replicas {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Replicas::Auto => f.write_str("auto"),
+            Replicas::Exactly(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// What decides the replicas of the streams a [`crate::Bus`] creates: the
+/// setting, and how many servers the cluster announced at connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replication {
+    /// The setting.
+    pub replicas: Replicas,
+    /// Servers the cluster announced (1 for a server alone).
+    pub servers: usize,
+}
+
+impl Replication {
+    /// A server alone, one replica: what tests of a single server use.
+    pub const SINGLE: Replication = Replication {
+        replicas: Replicas::Auto,
+        servers: 1,
+    };
+
+    /// The replicas a stream is created with.
+    pub fn count(&self) -> usize {
+        self.replicas.count(self.servers)
+    }
+}
 
 /// Commands (`mentat.cmd.>`), kept so that none is lost while the planner is
 /// down. `no_ack` so that request/reply on the same subjects still reaches
@@ -58,14 +145,64 @@ pub fn configs() -> [stream::Config; 3] {
     ]
 }
 
-/// Create the streams that do not exist yet. Every service calls this at
-/// start-up, so the order in which they start does not matter.
-pub async fn ensure(js: &jetstream::Context) -> Result<()> {
+/// Create the streams that do not exist yet, with the replicas
+/// `replication` asks for, and bring the replicas of existing ones in line
+/// when the setting is explicit (see [`Replicas`]). Every service calls
+/// this at start-up, so the order in which they start does not matter.
+pub async fn ensure(js: &jetstream::Context, replication: Replication) -> Result<()> {
     for config in configs() {
-        let name = config.name.clone();
-        js.get_or_create_stream(config)
-            .await
-            .map_err(|e| Error::Nats(format!("creating stream {name}: {e}")))?;
+        ensure_one(js, config, replication).await?;
+    }
+    Ok(())
+}
+
+/// Create one stream if it does not exist yet, and reconcile its replicas.
+async fn ensure_one(
+    js: &jetstream::Context,
+    mut config: stream::Config,
+    replication: Replication,
+) -> Result<()> {
+    let name = config.name.clone();
+    let wanted = replication.count();
+    config.num_replicas = wanted;
+    let stream = js
+        .get_or_create_stream(config)
+        .await
+        .map_err(|e| Error::Nats(format!("creating stream {name} ({wanted} replicas): {e}")))?;
+    let existing = stream.cached_info().config.clone();
+    if existing.num_replicas.max(1) == wanted {
+        return Ok(());
+    }
+    let had = existing.num_replicas.max(1);
+    if replication.replicas == Replicas::Auto {
+        if had < wanted {
+            tracing::warn!(
+                stream = %name,
+                replicas = had,
+                servers = replication.servers,
+                "the stream has {had} replica(s) although the cluster announces {} servers; \
+                 start a service with --stream-replicas {wanted} (MENTAT_STREAM_REPLICAS) to replicate it",
+                replication.servers
+            );
+        } else {
+            // Fewer servers than replicas: one is down, or the cluster shrank.
+            tracing::info!(stream = %name, replicas = had, servers = replication.servers, "stream replicas kept");
+        }
+        return Ok(());
+    }
+    let update = stream::Config {
+        num_replicas: wanted,
+        ..existing
+    };
+    match js.update_stream(update).await {
+        Ok(_) => tracing::info!(stream = %name, from = had, to = wanted, "stream replicas changed"),
+        Err(e) => tracing::error!(
+            stream = %name,
+            replicas = had,
+            wanted,
+            error = %e,
+            "the server refused to change the stream's replicas; it keeps {had}"
+        ),
     }
     Ok(())
 }
@@ -83,10 +220,35 @@ pub fn stats_config() -> stream::Config {
 }
 
 /// Create the [`STATS`] stream if it does not exist yet (routers call it at
-/// start-up, and so may its consumers).
-pub async fn ensure_stats(js: &jetstream::Context) -> Result<()> {
-    js.get_or_create_stream(stats_config())
-        .await
-        .map_err(|e| Error::Nats(format!("creating stream {STATS}: {e}")))?;
-    Ok(())
+/// start-up, and so may its consumers), replicated like the others.
+pub async fn ensure_stats(bus: &crate::Bus) -> Result<()> {
+    ensure_one(&bus.js, stats_config(), bus.replication()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replicas_are_read_from_auto_or_a_count() {
+        assert_eq!("auto".parse(), Ok(Replicas::Auto));
+        assert_eq!(" 3 ".parse(), Ok(Replicas::Exactly(3)));
+        assert_eq!("1".parse(), Ok(Replicas::Exactly(1)));
+        assert_eq!("5".parse(), Ok(Replicas::Exactly(5)));
+        for bad in ["0", "6", "-1", "three", ""] {
+            assert!(bad.parse::<Replicas>().is_err(), "{bad:?}");
+        }
+        assert_eq!(Replicas::Auto.to_string(), "auto");
+        assert_eq!(Replicas::Exactly(3).to_string(), "3");
+    }
+
+    #[test]
+    fn auto_replicates_on_three_servers_or_more_and_a_count_is_kept() {
+        assert_eq!(Replicas::Auto.count(1), 1);
+        assert_eq!(Replicas::Auto.count(2), 1);
+        assert_eq!(Replicas::Auto.count(3), 3);
+        assert_eq!(Replicas::Auto.count(5), 3);
+        assert_eq!(Replicas::Exactly(1).count(5), 1);
+        assert_eq!(Replicas::Exactly(3).count(1), 3);
+    }
 }

@@ -2,7 +2,8 @@
 //!
 //! - [`nats`]: a nats-server child process on a free port with JetStream in
 //!   a temporary directory, stopped and removed on drop; it can be stopped
-//!   and restarted on the same port.
+//!   and restarted on the same port; [`NatsCluster`], three of them
+//!   clustered with JetStream, any node killed and restarted.
 //! - [`pg`]: a fresh PostgreSQL database per test, dropped afterwards.
 //! - [`free_port`]: a TCP port nobody listens on.
 
@@ -11,7 +12,7 @@
 pub mod nats;
 pub mod pg;
 
-pub use nats::NatsServer;
+pub use nats::{NatsCluster, NatsServer};
 pub use pg::PgDatabase;
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
