@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use mentat_bus::{now_ms, subject, Encoding};
-use mentat_domain::command::{Deploy, Outcome, StatusReply};
+use mentat_domain::command::{Apply, Deploy, Outcome, Reply, StatusReply};
 use mentat_domain::event::{Event, Fact};
 use mentat_e2e::{on_both_databases, text, web_config, Cluster, Db};
 
@@ -186,4 +186,131 @@ async fn a_database_outage_is_waited_out_and_nothing_is_lost() {
         other => panic!("status: {other:?}"),
     }
     assert!(cluster.is_running("planner"));
+}
+
+/// Waits until `mt status` says the log is unavailable.
+async fn wait_unavailable(cluster: &Cluster) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(StatusReply::Ok {
+            log_unavailable_since_ms: Some(_),
+            ..
+        }) = cluster.status_query(None).await
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status never said the log is unavailable:\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One decision is one transaction. An apply of three services is held by
+/// a planner whose database is away; the planner is killed holding it and
+/// the database comes back; the restarted planner carries the apply out
+/// whole (every service once, the command recorded once), and the same
+/// command sent again answers the first outcome and appends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apply_of_many_services_is_recorded_whole_once() {
+    let mut cluster = Cluster::start(Db::PostgresBehindProxy).await;
+    let spec = |name: &str| {
+        serde_json::from_value(serde_json::json!({
+            "name": name,
+            "replicas": 1,
+            "run": { "command": ["mentat-demo-app"] },
+        }))
+        .expect("a service spec")
+    };
+    let apply = Apply {
+        command_id: Some("apply-three".into()),
+        services: vec![spec("alpha"), spec("beta"), spec("gamma")],
+        source: None,
+        actor: Some("e2e".into()),
+        reason: None,
+    };
+    cluster.db_proxy.as_ref().expect("a proxy").cut();
+    let payload = mentat_bus::codec::encode(&apply, Encoding::MsgPack).expect("encode");
+    cluster
+        .bus
+        .client
+        .publish_with_headers(
+            subject::command("apply"),
+            Encoding::MsgPack.headers(),
+            payload,
+        )
+        .await
+        .expect("publish");
+    cluster.bus.client.flush().await.expect("flush");
+    wait_unavailable(&cluster).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.kill("planner");
+    cluster.db_proxy.as_ref().expect("a proxy").restore();
+    cluster.start_service("planner");
+
+    let store = mentat_store::Store::open(&cluster.database_url)
+        .await
+        .expect("the log opens");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while store
+        .command_outcome("apply-three")
+        .await
+        .expect("read")
+        .is_none()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the held apply was not carried out:\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let defined = |log: &[mentat_store::RecordedEvent]| -> Vec<String> {
+        let mut names: Vec<String> = log
+            .iter()
+            .filter(|e| e.event_type == "ServiceDefined")
+            .map(|e| e.stream.clone())
+            .collect();
+        names.sort();
+        names
+    };
+    let log = store.read_all(0, 100_000).await.expect("read");
+    assert_eq!(
+        defined(&log),
+        ["alpha", "beta", "gamma"],
+        "every service once"
+    );
+    let positions: Vec<i64> = log
+        .iter()
+        .filter(|e| e.event_type == "ServiceDefined")
+        .map(|e| e.position)
+        .collect();
+    assert_eq!(
+        positions[2] - positions[0],
+        2,
+        "in one run of positions: {positions:?}"
+    );
+
+    // The same command again: its first outcome, nothing appended.
+    let head = store.head().await.expect("head");
+    let reply: Reply = cluster
+        .bus
+        .request(
+            &subject::command("apply"),
+            &apply,
+            Encoding::MsgPack,
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("a reply");
+    assert!(matches!(reply, Reply::Accepted { .. }), "{reply:?}");
+    assert_eq!(
+        store.head().await.expect("head"),
+        head,
+        "nothing appended again"
+    );
+    store.verify().await.expect("the chain holds");
+    store.close().await;
 }

@@ -35,7 +35,7 @@ const MAX_REDECIDE: usize = 3;
 
 /// The first and the longest pause between probes of an unreachable log.
 const PROBE_FIRST: Duration = Duration::from_millis(250);
-const PROBE_MAX: Duration = Duration::from_secs(5);
+const PROBE_MAX: Duration = Duration::from_secs(1);
 
 /// How long JetStream waits for the planner to acknowledge a command or a
 /// fact before delivering it again. Short, because the consumers deliver one
