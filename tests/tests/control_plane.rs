@@ -10,7 +10,10 @@ use mentat_domain::command::{Apply, Deploy, Outcome, Reply, StatusReply};
 use mentat_domain::event::{Event, Fact};
 use mentat_e2e::{on_both_databases, text, web_config, Cluster, Db};
 
-on_both_databases!(a_fact_repeating_an_event_id_leaves_the_planner_up);
+on_both_databases!(
+    a_fact_repeating_an_event_id_leaves_the_planner_up,
+    an_event_that_does_not_decode_breaks_its_service_only,
+);
 
 async fn cluster_with_v1(db: Db) -> Cluster {
     let cluster = Cluster::start(db).await;
@@ -313,4 +316,93 @@ async fn an_apply_of_many_services_is_recorded_whole_once() {
     );
     store.verify().await.expect("the chain holds");
     store.close().await;
+}
+
+/// Nothing in the log can keep the planner down. An event that does not
+/// decode (written behind the planner's back, or by a newer build) is in
+/// web's stream: the restarted planner marks web broken, at that position,
+/// in `mt status`, and every other service goes on; re-applying web clears
+/// the mark.
+async fn an_event_that_does_not_decode_breaks_its_service_only(db: Db) {
+    let mut cluster = Cluster::start(db).await;
+    let two = format!(
+        "{}  api:\n    replicas: 1\n    run:\n      command: [\"mentat-demo-app\"]\n      env: {{ APP_VERSION: \"{{image}}\" }}\n    health: {{ path: /health, interval_ms: 100, healthy_after: 2 }}\n    route: {{ host: api }}\n",
+        web_config(1, 10)
+    );
+    cluster.apply(&two);
+    cluster.deploy_first("v1");
+    cluster.kill("planner");
+    let store = mentat_store::Store::open(&cluster.database_url)
+        .await
+        .expect("the log opens");
+    let bad = mentat_store::NewEvent {
+        id: "not-a-real-event".into(),
+        event_type: "ReplicaStarted".into(),
+        schema_version: 99,
+        payload: r#"{"written_by":"a newer build"}"#.into(),
+        metadata: "{}".into(),
+        recorded_at_ms: now_ms(),
+    };
+    let at = store
+        .append("web", mentat_store::ExpectedVersion::Any, None, vec![bad])
+        .await
+        .expect("appended")
+        .first_position;
+    store.close().await;
+    cluster.start_service("planner");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let web = loop {
+        if let Ok(StatusReply::Ok { services, .. }) = cluster.status_query(Some("web")).await {
+            if let Some(web) = services.into_iter().find(|s| s.broken.is_some()) {
+                break web;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "web was not marked broken:\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(web.broken.as_ref().map(|b| b.position), Some(at), "{web:?}");
+    assert!(cluster.is_running("planner"));
+    let out = cluster.mt(&["status"]);
+    assert!(
+        text(&out).contains(&format!("BROKEN at log position {at}")),
+        "{}",
+        text(&out)
+    );
+
+    // Every other service goes on, once the restarted planner leads (the
+    // killed one's lease runs out first; commands meanwhile wait in
+    // JetStream).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !matches!(
+        cluster.status_query(None).await,
+        Ok(StatusReply::Ok { planners: Some(ref p), .. }) if p.epoch == Some(2)
+    ) {
+        assert!(Instant::now() < deadline, "the planner does not lead");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = cluster.mt(&["deploy", "api", "--image", "a1", "--timeout", "120"]);
+    assert!(
+        out.status.success(),
+        "deploy api: {}\n{}",
+        text(&out),
+        cluster.logs()
+    );
+    // An operator re-applies web: the mark is cleared and web is decided again.
+    let three = two.replacen("replicas: 1", "replicas: 2", 1);
+    cluster.apply(&three);
+    cluster
+        .wait_status(
+            "web",
+            Duration::from_secs(60),
+            "web re-applied and scaled",
+            |s| {
+                s.broken.is_none()
+                    && s.instances.iter().filter(|r| r.phase == "healthy").count() == 2
+            },
+        )
+        .await;
 }
