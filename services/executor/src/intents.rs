@@ -21,8 +21,12 @@ use crate::{Error, Result};
 
 /// How long the server waits for an acknowledgement before delivering an
 /// intent again. Handling an intent never waits for a process to stop (the
-/// watcher does that), so this is generous.
-pub const ACK_WAIT: Duration = Duration::from_secs(30);
+/// watcher does that) and starting one is quick, so this is short: an
+/// intent taken by an executor that was killed before acknowledging it
+/// reaches the restarted executor this long after, well inside a batch's
+/// health timeout. Handling an intent twice is harmless (a replica already
+/// running is reported again).
+pub const ACK_WAIT: Duration = Duration::from_secs(5);
 
 /// Delay before an intent whose handling failed (the bus was unreachable)
 /// is delivered again.

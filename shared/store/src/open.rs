@@ -22,8 +22,12 @@ const MAX_CONNECTIONS: u32 = 8;
 /// before giving up with a `database is locked` error.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long to wait for a free pooled connection.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long to wait for a pooled connection, connecting included. Writers
+/// queue on the store's write gate, not here, so a healthy database never
+/// comes near it; an unreachable one (a refused connection is retried
+/// until then) fails every call after this long, and the planner, which
+/// awaits its appends inline, tells it apart as an outage that soon.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
