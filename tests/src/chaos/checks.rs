@@ -74,7 +74,7 @@ pub fn running_per_log(events: &[Event]) -> BTreeMap<String, String> {
 /// Wait until the service has settled (no deployment, every replica of
 /// the status healthy) and then check that the log, the planner's status
 /// and the live processes name the same `replicas` replicas, all running
-/// `image`. Returns how many run.
+/// `image`.
 pub async fn replicas_match(cluster: &Cluster, tag: &str, image: &str, replicas: usize) {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {

@@ -12,7 +12,9 @@
 //! 2. wait for the step, read from the events the planner publishes (its
 //!    relay to `MENTAT_EVENTS`) and from the answers the client gets —
 //!    never from a sleep;
-//! 3. SIGKILL the component, leave it down for [`DOWN`], start it again;
+//! 3. SIGKILL the component, leave it down for [`DOWN`] (PostgreSQL: and
+//!    until the planner reports its log unavailable, for at most 10 s),
+//!    start it again;
 //! 4. check ([`checks`]): the deployment ends as its rules say (completed;
 //!    or reverted, naming the abort); every replica the log says runs is a
 //!    live process, and no other process of the cluster runs; the log's

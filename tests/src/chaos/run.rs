@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mentat_bus::{new_id, subject, Encoding};
-use mentat_domain::command::{Control, Deploy, Outcome};
+use mentat_domain::command::{Control, Deploy, Outcome, StatusReply};
 use mentat_domain::{Event, Reply};
 
 use super::checks::{self, LogSummary, Served};
@@ -19,6 +19,9 @@ const REPLICAS: u32 = 3;
 /// The longest a deployment may take to end after the kill; past it, it
 /// is stuck.
 const END_WITHIN: Duration = Duration::from_secs(300);
+
+/// The longest PostgreSQL stays down waiting for the planner to notice.
+const OUTAGE_WAIT: Duration = Duration::from_secs(10);
 
 /// The service file: three replicas of mentat-demo-app that get ready
 /// 300 ms after they start (so every batch lasts a while), tagged with
@@ -60,6 +63,9 @@ pub struct Row {
     pub time_to_end: Option<Duration>,
     /// What the log held.
     pub log: LogSummary,
+    /// For a PostgreSQL kill: whether the planner reported the log
+    /// unavailable before the server was started again.
+    pub outage_seen: Option<bool>,
     /// The verdict.
     pub verdict: Verdict,
 }
@@ -92,8 +98,15 @@ impl Row {
             .map_or("–".to_owned(), |d| format!("{:.1} s", d.as_secs_f64()));
         let result = match &self.verdict {
             Verdict::Pass => format!(
-                "pass ({} events, {} facts, {} commands)",
-                self.log.events, self.log.facts, self.log.commands
+                "pass ({} events, {} facts, {} commands{})",
+                self.log.events,
+                self.log.facts,
+                self.log.commands,
+                match self.outage_seen {
+                    Some(true) => "; the planner reported the log unavailable",
+                    Some(false) => "; the planner did not notice the outage",
+                    None => "",
+                }
             ),
             Verdict::Fail(why) => format!("**FAIL**: {}", why.replace('|', "\\|")),
             Verdict::Unavailable(why) => (*why).to_owned(),
@@ -112,6 +125,7 @@ struct Found {
     served: Served,
     time_to_end: Option<Duration>,
     log: LogSummary,
+    outage_seen: Option<bool>,
 }
 
 /// Play `scenario` on a fresh cluster and return its row. A failed check
@@ -124,6 +138,7 @@ pub async fn run(scenario: Scenario) -> Row {
         served: found.served,
         time_to_end: found.time_to_end,
         log: found.log,
+        outage_seen: found.outage_seen,
         verdict,
     };
     if let Some(why) = scenario.component.unavailable() {
@@ -202,6 +217,10 @@ async fn play(scenario: Scenario, found: Arc<Mutex<Found>>) {
     let killed = Instant::now();
     kill(&mut cluster, scenario.component);
     tokio::time::sleep(DOWN).await;
+    if scenario.component == Component::Postgres {
+        let seen = outage_seen(&cluster).await;
+        note(&|f| f.outage_seen = Some(seen));
+    }
     let restarted = Instant::now();
     restart(&mut cluster, scenario.component);
 
@@ -215,11 +234,21 @@ async fn play(scenario: Scenario, found: Arc<Mutex<Found>>) {
     });
     let image = match scenario.expected() {
         Expected::Completed => {
-            assert_eq!(record.outcome, Outcome::Completed, "{record:?}");
+            assert_eq!(
+                record.outcome,
+                Outcome::Completed,
+                "{record:?}\n{}",
+                cluster.logs()
+            );
             "v2"
         }
         Expected::Reverted => {
-            assert_eq!(record.outcome, Outcome::Reverted, "{record:?}");
+            assert_eq!(
+                record.outcome,
+                Outcome::Reverted,
+                "{record:?}\n{}",
+                cluster.logs()
+            );
             let why = record.failure.clone().unwrap_or_default();
             assert!(
                 why.contains("aborted by chaos"),
@@ -381,6 +410,24 @@ async fn wait_for(
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// With PostgreSQL down: wait until the planner reports its log
+/// unavailable (it does on its next append), for at most
+/// [`OUTAGE_WAIT`]; whether it did.
+async fn outage_seen(cluster: &Cluster) -> bool {
+    let deadline = Instant::now() + OUTAGE_WAIT;
+    while Instant::now() < deadline {
+        if let Ok(StatusReply::Ok {
+            log_unavailable_since_ms: Some(_),
+            ..
+        }) = cluster.status_query(None).await
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
 }
 
 /// SIGKILL the component.
