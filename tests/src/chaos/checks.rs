@@ -337,3 +337,90 @@ async fn consumed(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `n` answers with `status`, 5 ms apart from `from`.
+    fn answers(from: Instant, n: usize, status: u16) -> Vec<Answer> {
+        (0..n)
+            .map(|i| Answer {
+                at: from + Duration::from_millis(5 * i as u64),
+                status,
+                body: if status == 200 { "v1" } else { "connect" }.to_owned(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn failures_are_allowed_only_while_the_router_is_down() {
+        // Given 200 answers, a kill, 10 failures, a restart, 200 answers
+        let t0 = Instant::now();
+        let killed = t0 + Duration::from_secs(1);
+        let restarted = killed + Duration::from_millis(100);
+        let mut all = answers(t0, 200, 200);
+        all.extend(answers(killed, 10, 0));
+        all.extend(answers(restarted, 200, 200));
+        // When they are checked with the router's downtime
+        let served = traffic(&all, Some((killed, restarted)));
+        // Then the failures are counted, and the downtime runs to the first answer
+        assert_eq!((served.ok, served.failed), (400, 10));
+        assert_eq!(served.router_down, Some(Duration::from_millis(100)));
+    }
+
+    #[test]
+    #[should_panic(expected = "after the restarted router had answered again")]
+    fn a_failure_after_the_router_answered_again_fails() {
+        let t0 = Instant::now();
+        let restarted = t0 + Duration::from_secs(2);
+        let mut all = answers(t0, 200, 200);
+        all.extend(answers(restarted, 150, 200));
+        all.extend(answers(restarted + Duration::from_secs(1), 1, 0));
+        all.extend(answers(restarted + Duration::from_secs(2), 150, 200));
+        traffic(&all, Some((t0 + Duration::from_secs(1), restarted)));
+    }
+
+    #[test]
+    #[should_panic(expected = "router never down")]
+    fn any_failure_fails_when_the_router_was_not_killed() {
+        let t0 = Instant::now();
+        let mut all = answers(t0, 200, 200);
+        all.extend(answers(t0 + Duration::from_secs(2), 1, 502));
+        traffic(&all, None);
+    }
+
+    #[test]
+    fn the_log_says_a_replica_runs_until_it_exits() {
+        let started = |replica: &str, addr: &str| Event::ReplicaStarted {
+            replica: replica.into(),
+            service: "web".into(),
+            host: "h".into(),
+            pid: 1,
+            addr: addr.into(),
+            health: Default::default(),
+        };
+        let exited = Event::ReplicaExited {
+            replica: "web-1".into(),
+            service: "web".into(),
+            host: "h".into(),
+            status: mentat_domain::event::ExitStatus {
+                code: Some(0),
+                signal: None,
+            },
+            requested: true,
+        };
+        let events = [
+            started("web-1", "a:1"),
+            started("web-2", "a:2"),
+            exited,
+            // re-published by a restarted executor that re-adopted it
+            started("web-2", "a:2"),
+        ];
+        let running = running_per_log(&events);
+        assert_eq!(
+            running,
+            BTreeMap::from([("web-2".to_owned(), "a:2".to_owned())])
+        );
+    }
+}
