@@ -48,7 +48,7 @@ async fn postgres_killed_in_the_middle_of_a_blue_green_revert() {
     play(Rollout::BlueGreen, Step::Revert, Component::Postgres).await;
 }
 
-/// A known bug (docs/RELIABILITY.md, "What the failures are", 1): the
+/// A known bug (docs/RELIABILITY.md, "Findings", 1): the
 /// restarted planner takes no fact for up to 30 s (the acknowledgement
 /// wait of the message the killed one held), the batch back to `v1`
 /// passes its health timeout, and the revert ends as `failed`.
@@ -61,7 +61,7 @@ async fn planner_killed_in_the_middle_of_a_rolling_revert() {
 /// Every scenario, one after the other; prints the matrix and writes it to
 /// `target/chaos-matrix.md`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the whole matrix takes most of an hour: run it on purpose"]
+#[ignore = "the whole matrix takes about 20 minutes: run it on purpose"]
 async fn full_matrix() {
     let only = std::env::var("MENTAT_CHAOS_ONLY").unwrap_or_default();
     let started = std::time::Instant::now();
