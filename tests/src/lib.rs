@@ -8,10 +8,15 @@
 //! - [`Load`]: a client that sends requests through the router without pause
 //!   and counts every answer.
 //! - [`mt`]: runs the CLI against the cluster.
+//! - [`pg_server::PgServer`]: a private PostgreSQL server that a test may
+//!   kill and restart ([`Db::PrivatePostgres`]).
+//! - [`chaos`]: the chaos suite's scenarios, checks and matrix.
 
 #![allow(clippy::unwrap_used)] // fixtures fail the test loudly on purpose
 
+pub mod chaos;
 pub mod load;
+pub mod pg_server;
 pub mod proxy;
 
 use std::collections::BTreeMap;
@@ -39,6 +44,9 @@ pub enum Db {
     /// A fresh PostgreSQL database that the planner reaches through a
     /// [`proxy::Proxy`] the test can cut ([`Cluster::db_proxy`]).
     PostgresBehindProxy,
+    /// A private PostgreSQL server of this cluster alone
+    /// ([`Cluster::pg_server`]), which the test may kill and restart.
+    PrivatePostgres,
 }
 
 /// The four services.
@@ -74,6 +82,8 @@ pub struct Cluster {
     _pg: Option<PgDatabase>,
     /// The proxy in front of the database, with [`Db::PostgresBehindProxy`].
     pub db_proxy: Option<proxy::Proxy>,
+    /// The private server, with [`Db::PrivatePostgres`].
+    pub pg_server: Option<pg_server::PgServer>,
     procs: BTreeMap<&'static str, Child>,
     /// Port the router listens on.
     pub router_port: u16,
@@ -126,6 +136,13 @@ impl Cluster {
                 let pg = PgDatabase::create().await;
                 (pg.url.clone(), Some(pg))
             }
+            Db::PrivatePostgres => (String::new(), None),
+        };
+        let pg_server = (db == Db::PrivatePostgres)
+            .then(|| tokio::task::block_in_place(pg_server::PgServer::start));
+        let database_url = match &pg_server {
+            Some(server) => server.url(),
+            None => database_url,
         };
         let (database_url, db_proxy) = if db == Db::PostgresBehindProxy {
             let (before, after) = database_url.split_once('@').unwrap();
@@ -149,6 +166,7 @@ impl Cluster {
             database_url,
             _pg: pg,
             db_proxy,
+            pg_server,
             procs: BTreeMap::new(),
             router_port: free_port(),
             admin_port: free_port(),

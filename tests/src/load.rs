@@ -207,7 +207,10 @@ fn record(tally: &Mutex<Tally>, result: Result<(u16, String, bool), String>) -> 
 
 /// One HTTP/1.1 request on a kept-alive connection: status, body, and
 /// whether the connection stays open.
-async fn request(c: &mut BufReader<TcpStream>, host: &str) -> Result<(u16, String, bool), String> {
+pub async fn request(
+    c: &mut BufReader<TcpStream>,
+    host: &str,
+) -> Result<(u16, String, bool), String> {
     let req = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
     c.get_mut()
         .write_all(req.as_bytes())

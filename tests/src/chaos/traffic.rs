@@ -1,0 +1,108 @@
+//! Constant load through the router, every answer kept with the time it
+//! came, so that failures can be placed before, during and after the
+//! router's own downtime.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::BufReader;
+use tokio::net::TcpStream;
+
+/// Time between two requests: 200 requests per second, one keep-alive
+/// connection, one request at a time.
+const PERIOD: Duration = Duration::from_millis(5);
+
+/// One answer (status 0: none at all).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// When it was read, or the request failed.
+    pub at: Instant,
+    /// HTTP status; 0 when there was no answer.
+    pub status: u16,
+    /// The body of a 200 (the version), else what went wrong.
+    pub body: String,
+}
+
+/// A running load.
+pub struct Traffic {
+    stop: Arc<AtomicBool>,
+    answers: Arc<Mutex<Vec<Answer>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Traffic {
+    /// Start sending `GET /` for `host` to the router at `addr`.
+    pub fn start(addr: String, host: &str) -> Traffic {
+        let stop = Arc::new(AtomicBool::new(false));
+        let answers = Arc::new(Mutex::new(Vec::new()));
+        let host = host.to_owned();
+        let task = tokio::spawn({
+            let (stop, answers) = (stop.clone(), answers.clone());
+            async move {
+                let mut tick = tokio::time::interval(PERIOD);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut conn: Option<BufReader<TcpStream>> = None;
+                while !stop.load(Ordering::Relaxed) {
+                    tick.tick().await;
+                    let result = match conn.as_mut() {
+                        Some(c) => crate::load::request(c, &host).await,
+                        None => match TcpStream::connect(&addr).await {
+                            Ok(s) => {
+                                let c = conn.insert(BufReader::new(s));
+                                crate::load::request(c, &host).await
+                            }
+                            Err(e) => Err(format!("connect: {e}")),
+                        },
+                    };
+                    let answer = match result {
+                        Ok((status, body, keep)) => {
+                            if !keep {
+                                conn = None;
+                            }
+                            Answer {
+                                at: Instant::now(),
+                                status,
+                                body: body.trim().to_owned(),
+                            }
+                        }
+                        Err(e) => {
+                            conn = None;
+                            Answer {
+                                at: Instant::now(),
+                                status: 0,
+                                body: e,
+                            }
+                        }
+                    };
+                    answers
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(answer);
+                }
+            }
+        });
+        Traffic {
+            stop,
+            answers,
+            task,
+        }
+    }
+
+    /// Whether some request was answered 200 with `version`.
+    pub fn saw(&self, version: &str) -> bool {
+        self.answers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|a| a.status == 200 && a.body == version)
+    }
+
+    /// Stop; every answer, in order.
+    pub async fn stop(self) -> Vec<Answer> {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.task.await;
+        let answers = self.answers.lock().unwrap_or_else(|p| p.into_inner());
+        answers.clone()
+    }
+}
