@@ -48,6 +48,16 @@ async fn postgres_killed_in_the_middle_of_a_blue_green_revert() {
     play(Rollout::BlueGreen, Step::Revert, Component::Postgres).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_node_killed_mid_batch_of_a_rolling_update() {
+    play(Rollout::Rolling, Step::MidBatch, Component::NatsNode).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leading_planner_killed_while_a_canary_step_bakes() {
+    play(Rollout::Canary, Step::Wait, Component::LeadingPlanner).await;
+}
+
 /// Finding 1 of docs/RELIABILITY.md: the restarted planner took no fact
 /// for up to 30 s (the acknowledgement wait of the message the killed one
 /// held), the batch back to `v1` passed its health timeout, and the revert

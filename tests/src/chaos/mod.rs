@@ -132,9 +132,9 @@ pub enum Component {
     Router,
     /// The PostgreSQL server holding the log (the postmaster and every backend).
     Postgres,
-    /// One node of a three-node NATS cluster: not yet available.
+    /// The node of a three-node NATS cluster the planner is connected to.
     NatsNode,
-    /// The leading planner while a standby waits: not yet available.
+    /// The leading planner while a standby planner waits to take over.
     LeadingPlanner,
 }
 
@@ -150,21 +150,10 @@ impl Component {
         Component::LeadingPlanner,
     ];
 
-    /// Why the suite cannot kill it yet, if it cannot.
-    pub fn unavailable(self) -> Option<&'static str> {
-        match self {
-            Component::NatsNode => Some("not yet available: needs the 3-node NATS cluster fixture"),
-            Component::LeadingPlanner => {
-                Some("not yet available: needs planner leader election with a standby")
-            }
-            _ => None,
-        }
-    }
-
     /// The service name in [`Cluster`](crate::Cluster), for the four services.
     pub fn service(self) -> Option<&'static str> {
         match self {
-            Component::Planner => Some("planner"),
+            Component::Planner | Component::LeadingPlanner => Some("planner"),
             Component::Executor => Some("executor"),
             Component::HealthWatcher => Some("health-watcher"),
             Component::Router => Some("router"),

@@ -141,9 +141,6 @@ pub async fn run(scenario: Scenario) -> Row {
         outage_seen: found.outage_seen,
         verdict,
     };
-    if let Some(why) = scenario.component.unavailable() {
-        return row(Found::default(), Verdict::Unavailable(why));
-    }
     let found = Arc::new(Mutex::new(Found::default()));
     let result = tokio::spawn(play(scenario, found.clone())).await;
     let found = found.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -176,7 +173,14 @@ pub async fn run(scenario: Scenario) -> Row {
 
 async fn play(scenario: Scenario, found: Arc<Mutex<Found>>) {
     let note = |f: &dyn Fn(&mut Found)| f(&mut found.lock().unwrap_or_else(|p| p.into_inner()));
-    let mut cluster = Cluster::start(Db::PrivatePostgres).await;
+    let mut cluster = match scenario.component {
+        Component::NatsNode => Cluster::start_on_nats_cluster(Db::PrivatePostgres).await,
+        _ => Cluster::start(Db::PrivatePostgres).await,
+    };
+    if scenario.component == Component::LeadingPlanner {
+        cluster.start_service("standby");
+        wait_for_standby(&cluster).await;
+    }
     let tag = cluster
         .path()
         .file_name()
@@ -215,14 +219,14 @@ async fn play(scenario: Scenario, found: Arc<Mutex<Found>>) {
     let step = move |events: &[Event], traffic: &Traffic| reached(scenario, events, traffic);
     wait_for(&cluster, &watch, &traffic, &id, "the step", step).await;
     let killed = Instant::now();
-    kill(&mut cluster, scenario.component);
+    let node = kill(&mut cluster, scenario.component);
     tokio::time::sleep(DOWN).await;
     if scenario.component == Component::Postgres {
         let seen = outage_seen(&cluster).await;
         note(&|f| f.outage_seen = Some(seen));
     }
     let restarted = Instant::now();
-    restart(&mut cluster, scenario.component);
+    restart(&mut cluster, scenario.component, node);
 
     let record = cluster.wait_deployment("web", &id, END_WITHIN).await;
     let time_to_end = record
@@ -434,21 +438,49 @@ async fn outage_seen(cluster: &Cluster) -> bool {
 }
 
 /// SIGKILL the component.
-fn kill(cluster: &mut Cluster, component: Component) {
-    match component.service() {
-        Some(service) => cluster.kill(service),
-        None => {
+/// Kill the component; for a NATS node, which one (the planner's).
+fn kill(cluster: &mut Cluster, component: Component) -> Option<usize> {
+    match (component, component.service()) {
+        (_, Some(service)) => cluster.kill(service),
+        (Component::NatsNode, None) => {
+            let node = cluster.nats_serving("mentat-planner").unwrap_or(0);
+            tokio::task::block_in_place(|| cluster.nats_node(node).stop());
+            return Some(node);
+        }
+        (_, None) => {
             let pg = cluster.pg_server.as_mut().expect("a private PostgreSQL");
             tokio::task::block_in_place(|| pg.kill());
         }
     }
+    None
+}
+
+/// Wait until the standby planner has announced itself to the leader.
+async fn wait_for_standby(cluster: &Cluster) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(mentat_domain::command::StatusReply::Ok {
+            planners: Some(p), ..
+        }) = cluster.status_query(None).await
+        {
+            if p.standbys.iter().any(|s| s == "standby") {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the standby planner never announced itself"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Start the component again.
-fn restart(cluster: &mut Cluster, component: Component) {
-    match component.service() {
-        Some(service) => cluster.start_service(service),
-        None => {
+fn restart(cluster: &mut Cluster, component: Component, node: Option<usize>) {
+    match (component.service(), node) {
+        (Some(service), _) => cluster.start_service(service),
+        (None, Some(node)) => tokio::task::block_in_place(|| cluster.nats_node(node).restart()),
+        (None, None) => {
             let pg = cluster.pg_server.as_mut().expect("a private PostgreSQL");
             tokio::task::block_in_place(|| pg.restart());
         }
