@@ -22,9 +22,7 @@
 //!    in the log exactly once; every request was answered 200, except
 //!    while the router itself was down.
 //!
-//! [`Row`]s print as a matrix ([`matrix`]). Components that do not exist
-//! yet (a node of a NATS cluster, a leading planner with a standby) are
-//! rows marked "not yet available".
+//! [`Row`]s print as a matrix ([`matrix`]).
 
 mod checks;
 mod run;
