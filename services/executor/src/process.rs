@@ -58,13 +58,19 @@ pub fn file_name_for(replica: &str) -> String {
     name
 }
 
-/// Start `run` for one replica on a free port, as the leader of a new
-/// process group, with stdout and stderr appended to `log`.
+/// The variable naming a replica's start, given to its process so that an
+/// executor killed between spawning it and recording its pid can still find
+/// it (see [`find_started`]).
+pub const START_TOKEN_VAR: &str = "MENTAT_START_TOKEN";
+
+/// Start `run` for one replica on `port`, as the leader of a new process
+/// group, with stdout and stderr appended to `log`.
 ///
 /// The child inherits the executor's environment, then gets `run.env` and
 /// finally `PORT`, which always wins: the executor reports that port as the
-/// replica's address.
-pub fn spawn(run: &RunSpec, image: &str, log: &Path) -> Result<Spawned> {
+/// replica's address; and [`START_TOKEN_VAR`] set to `token`, which the
+/// state file recorded before this call.
+pub fn spawn(run: &RunSpec, image: &str, port: u16, token: &str, log: &Path) -> Result<Spawned> {
     let program = run.command.first().map(String::as_str).unwrap_or("");
     let spawn_error = |detail: String| Error::Spawn {
         program: program.to_owned(),
@@ -73,7 +79,6 @@ pub fn spawn(run: &RunSpec, image: &str, log: &Path) -> Result<Spawned> {
     if program.trim().is_empty() {
         return Err(spawn_error("the run command is empty".into()));
     }
-    let port = free_port().map_err(|e| spawn_error(format!("no free port: {e}")))?;
     let sub = |s: &String| substitute(s, image, port);
 
     let out = OpenOptions::new()
@@ -88,6 +93,7 @@ pub fn spawn(run: &RunSpec, image: &str, log: &Path) -> Result<Spawned> {
         .args(run.args.iter().map(sub))
         .envs(run.env.iter().map(|(k, v)| (k, sub(v))))
         .env("PORT", port.to_string())
+        .env(START_TOKEN_VAR, token)
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
@@ -114,6 +120,36 @@ pub fn spawn(run: &RunSpec, image: &str, log: &Path) -> Result<Spawned> {
         start_ticks,
         port,
     })
+}
+
+/// The process started with `token` in [`START_TOKEN_VAR`], when it still
+/// runs and leads its own process group: its pid and start time.
+///
+/// A replica's environment as it was at `exec` is in `/proc/<pid>/environ`,
+/// so scanning every process finds one whose executor was killed before it
+/// could record the pid. Only a restarted executor does this, and only for
+/// a start it had recorded as in progress.
+pub fn find_started(token: &str) -> Option<(u32, u64)> {
+    let wanted = format!("{START_TOKEN_VAR}={token}");
+    let entries = std::fs::read_dir("/proc").ok()?;
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(environ) = std::fs::read(proc_path(pid, "environ")) else {
+            continue;
+        };
+        if !environ.split(|b| *b == 0).any(|var| var == wanted.as_bytes()) {
+            continue;
+        }
+        match stat(pid) {
+            Some(s) if s.pgrp == i64::from(pid) && !matches!(s.state, 'Z' | 'X') => {
+                return Some((pid, s.start_ticks))
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// The fields of `/proc/<pid>/stat` the executor needs.
@@ -217,6 +253,26 @@ mod tests {
         assert_eq!(file_name_for("../etc/passwd"), "_.._etc_passwd");
         assert_eq!(file_name_for(".hidden"), "_.hidden");
         assert_eq!(file_name_for(""), "_");
+    }
+
+    #[test]
+    fn a_started_process_is_found_by_its_token_and_only_by_it() {
+        use std::os::unix::process::CommandExt;
+        let token = format!("test-{}-{}", std::process::id(), mentat_bus::now_ms());
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .env(START_TOKEN_VAR, &token)
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let ticks = stat(pid).unwrap().start_ticks;
+        let found = find_started(&token);
+        let other = find_started(&format!("{token}-other"));
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(found, Some((pid, ticks)));
+        assert_eq!(other, None);
     }
 
     #[test]

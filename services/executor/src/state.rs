@@ -25,7 +25,9 @@ const FORMAT_VERSION: u32 = 1;
 pub struct Record {
     /// Service it belongs to.
     pub service: String,
-    /// Process id; also the id of its process group.
+    /// Process id; also the id of its process group. 0 while the start is
+    /// in progress: recorded before the spawn, so that an executor killed
+    /// in between leaves a record a restarted one resolves with `token`.
     pub pid: u32,
     /// Start time of the process in clock ticks since boot (field 22 of
     /// `/proc/<pid>/stat`). With the pid it identifies the process: a pid
@@ -45,6 +47,17 @@ pub struct Record {
     /// finishes the stop and reports the exit as requested.
     #[serde(default)]
     pub stopping: bool,
+    /// The value of `MENTAT_START_TOKEN` its process was started with,
+    /// unique to this start (see `process::find_started`).
+    #[serde(default)]
+    pub token: String,
+}
+
+impl Record {
+    /// True while the start is in progress: recorded, pid not yet known.
+    pub fn is_starting(&self) -> bool {
+        self.pid == 0
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -193,6 +206,7 @@ mod tests {
             log: PathBuf::from("/tmp/x.log"),
             started_at_ms: 1,
             stopping: false,
+            token: String::new(),
         }
     }
 

@@ -94,9 +94,25 @@ impl Supervisor {
             .iter()
             .map(|(id, r)| (id.clone(), r.clone()))
             .collect();
-        for (replica, record) in records {
+        for (replica, mut record) in records {
             let span = tracing::info_span!("adopt", replica_id = %replica, service = %record.service, pid = record.pid);
             let _enter = span.enter();
+            if record.is_starting() {
+                let Some((pid, start_ticks)) = process::find_started(&record.token) else {
+                    // Never ran: its intent was not acknowledged and comes again.
+                    tracing::info!("a start left unfinished by a previous executor never ran");
+                    if let Err(e) = self.state.remove(&replica) {
+                        tracing::error!(error = %e, "cannot update the state file");
+                    }
+                    continue;
+                };
+                tracing::info!(pid, "found a replica a previous executor started but did not finish recording");
+                record.pid = pid;
+                record.start_ticks = start_ticks;
+                if let Err(e) = self.state.insert(replica.clone(), record.clone()) {
+                    tracing::error!(error = %e, "cannot update the state file");
+                }
+            }
             if process::is_same_process_alive(record.pid, record.start_ticks) {
                 tracing::info!("re-adopting a replica left by a previous executor");
                 let proc = Proc::Adopted {
@@ -154,36 +170,54 @@ impl Supervisor {
             .settings
             .logs_dir
             .join(format!("{}.log", process::file_name_for(&replica)));
-        let spawned = match process::spawn(&intent.run, &intent.image, &log) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(replica_id = %replica, service = %intent.service, error = %e, "replica did not start");
-                let status = ExitStatus {
-                    code: Some(EXIT_NOT_STARTED),
-                    signal: None,
-                };
-                self.queue_exit(&replica, &intent.service, status, false);
-                self.flush().await;
-                return Ok(());
-            }
+        let port = match process::free_port() {
+            Ok(port) => port,
+            Err(e) => return self.not_started(&replica, &intent.service, &e).await,
         };
-        let record = Record {
+        // Recorded before the spawn: an executor killed between the spawn
+        // and the pid being recorded leaves this record, and the next one
+        // finds the process by its token instead of starting a second one.
+        let mut record = Record {
             service: intent.service.clone(),
-            pid: spawned.pid,
-            start_ticks: spawned.start_ticks,
-            addr: format!("127.0.0.1:{}", spawned.port),
+            pid: 0,
+            start_ticks: 0,
+            addr: format!("127.0.0.1:{port}"),
             health: intent.health,
             image: intent.image,
             log,
             started_at_ms: mentat_bus::now_ms(),
             stopping: false,
+            token: format!(
+                "{}/{replica}/{}",
+                self.settings.host,
+                mentat_bus::new_id()
+            ),
         };
+        self.state.insert(replica.clone(), record.clone())?;
+        let spawned = match process::spawn(
+            &intent.run,
+            &record.image,
+            port,
+            &record.token,
+            &record.log,
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                if let Err(e) = self.state.remove(&replica) {
+                    tracing::error!(replica_id = %replica, error = %e, "cannot update the state file");
+                }
+                return self.not_started(&replica, &intent.service, &e).await;
+            }
+        };
+        record.pid = spawned.pid;
+        record.start_ticks = spawned.start_ticks;
         tracing::info!(replica_id = %replica, service = %record.service, pid = record.pid, addr = %record.addr, deployment_id = ?intent.deployment_id, "replica started");
         let event = started_event(&replica, &self.settings.host, &record);
         let pid = record.pid;
         if let Err(e) = self.state.insert(replica.clone(), record) {
             // Unrecorded, the process could outlive us unnoticed: stop it.
             let _ = process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = self.state.remove(&replica);
             return Err(e);
         }
         self.watch(
@@ -194,6 +228,24 @@ impl Supervisor {
             false,
         );
         self.publish(event).await
+    }
+
+    /// A replica whose program could not be started: reported as exited
+    /// with [`EXIT_NOT_STARTED`], as a shell would.
+    async fn not_started(
+        &mut self,
+        replica: &str,
+        service: &str,
+        error: &(dyn std::fmt::Display + Sync),
+    ) -> Result<()> {
+        tracing::error!(replica_id = %replica, service, error = %error, "replica did not start");
+        let status = ExitStatus {
+            code: Some(EXIT_NOT_STARTED),
+            signal: None,
+        };
+        self.queue_exit(replica, service, status, false);
+        self.flush().await;
+        Ok(())
     }
 
     /// Stop a replica: SIGTERM now, SIGKILL after the grace, exit reported by

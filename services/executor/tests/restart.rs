@@ -127,3 +127,80 @@ async fn two_executors_cannot_share_a_host_directory() {
     ));
     first.stop().await;
 }
+
+/// An executor killed between spawning a replica and recording its pid
+/// leaves a start in progress in its state file. The next executor finds
+/// the process by its start token and adopts it; the redelivered intent then
+/// starts nothing more. A start whose program never ran is dropped quietly:
+/// its intent comes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_cut_short_by_a_kill_is_adopted_not_run_twice() {
+    use std::os::unix::process::CommandExt;
+
+    use mentat_executor::process::START_TOKEN_VAR;
+    use mentat_executor::state::{Record, StateFile};
+
+    let mut h = Harness::new().await;
+    let host_dir = h.host_dir("h1");
+    std::fs::create_dir_all(&host_dir).unwrap();
+    let in_progress = |token: &str| Record {
+        service: "web".into(),
+        pid: 0,
+        start_ticks: 0,
+        addr: "127.0.0.1:1".into(),
+        health: Default::default(),
+        image: "v1".into(),
+        log: host_dir.join("x.log"),
+        started_at_ms: mentat_bus::now_ms(),
+        stopping: false,
+        token: token.into(),
+    };
+    // What a killed executor leaves: the process it spawned, and its record
+    // without a pid; and a record of a start whose spawn never happened.
+    let token = format!("h1/spawned/{}", mentat_bus::new_id());
+    let orphan = std::process::Command::new("sleep")
+        .arg("60")
+        .env(START_TOKEN_VAR, &token)
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let orphan_pid = orphan.id();
+    let mut state = StateFile::load(host_dir.join("replicas.json")).unwrap();
+    state
+        .insert("spawned".into(), in_progress(&token))
+        .unwrap();
+    state
+        .insert("never-ran".into(), in_progress("h1/never-ran/x"))
+        .unwrap();
+    drop(state);
+
+    let running = h.start(h.config("h1")).await;
+    match h.next_fact().await {
+        Event::ReplicaStarted { replica, pid, .. } => {
+            assert_eq!(replica, "spawned");
+            assert_eq!(pid, orphan_pid, "the orphan is adopted");
+        }
+        other => panic!("expected the orphan adopted, got {other:?}"),
+    }
+    h.assert_no_fact(Duration::from_millis(300)).await;
+    let state = StateFile::load(host_dir.join("replicas.json")).unwrap();
+    assert_eq!(
+        state.replicas().keys().collect::<Vec<_>>(),
+        ["spawned"],
+        "the start that never ran is dropped"
+    );
+    assert_eq!(state.get("spawned").unwrap().pid, orphan_pid);
+
+    // The intent that was never acknowledged comes again: no second process.
+    h.start_replica("h1", "spawned", &["sh", "-c", "exec sleep 60"])
+        .await;
+    match h.next_fact().await {
+        Event::ReplicaStarted { replica, pid, .. } => {
+            assert_eq!(replica, "spawned");
+            assert_eq!(pid, orphan_pid, "reported again, not started again");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    running.stop().await;
+    wait_gone(orphan_pid).await;
+}
