@@ -53,7 +53,6 @@ async fn postgres_killed_in_the_middle_of_a_blue_green_revert() {
 /// runs (the deployment is reverted), and the router can answer 503 for a
 /// while.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails in most runs: losing a NATS node stalls facts past the health timeout (finding 5)"]
 async fn nats_node_killed_mid_batch_of_a_rolling_update() {
     play(Rollout::Rolling, Step::MidBatch, Component::NatsNode).await;
 }

@@ -133,13 +133,20 @@ pub fn find_started(token: &str) -> Option<(u32, u64)> {
     let wanted = format!("{START_TOKEN_VAR}={token}");
     let entries = std::fs::read_dir("/proc").ok()?;
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
             continue;
         };
         let Ok(environ) = std::fs::read(proc_path(pid, "environ")) else {
             continue;
         };
-        if !environ.split(|b| *b == 0).any(|var| var == wanted.as_bytes()) {
+        if !environ
+            .split(|b| *b == 0)
+            .any(|var| var == wanted.as_bytes())
+        {
             continue;
         }
         match stat(pid) {

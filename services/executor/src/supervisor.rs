@@ -106,7 +106,10 @@ impl Supervisor {
                     }
                     continue;
                 };
-                tracing::info!(pid, "found a replica a previous executor started but did not finish recording");
+                tracing::info!(
+                    pid,
+                    "found a replica a previous executor started but did not finish recording"
+                );
                 record.pid = pid;
                 record.start_ticks = start_ticks;
                 if let Err(e) = self.state.insert(replica.clone(), record.clone()) {
@@ -187,11 +190,7 @@ impl Supervisor {
             log,
             started_at_ms: mentat_bus::now_ms(),
             stopping: false,
-            token: format!(
-                "{}/{replica}/{}",
-                self.settings.host,
-                mentat_bus::new_id()
-            ),
+            token: format!("{}/{replica}/{}", self.settings.host, mentat_bus::new_id()),
         };
         self.state.insert(replica.clone(), record.clone())?;
         let spawned = match process::spawn(

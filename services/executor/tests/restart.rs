@@ -166,9 +166,7 @@ async fn a_start_cut_short_by_a_kill_is_adopted_not_run_twice() {
         .unwrap();
     let orphan_pid = orphan.id();
     let mut state = StateFile::load(host_dir.join("replicas.json")).unwrap();
-    state
-        .insert("spawned".into(), in_progress(&token))
-        .unwrap();
+    state.insert("spawned".into(), in_progress(&token)).unwrap();
     state
         .insert("never-ran".into(), in_progress("h1/never-ran/x"))
         .unwrap();

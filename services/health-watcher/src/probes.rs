@@ -19,8 +19,10 @@ use crate::tracker::{Tracker, Transition};
 /// Shortest probe interval honoured, whatever a spec says.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
 
-/// Longest wait between two attempts to publish a transition.
-const MAX_RETRY: Duration = Duration::from_secs(5);
+/// Longest wait between two attempts to publish a fact or a verdict. Short:
+/// on a NATS cluster that lost a node, a stream has a new leader within a
+/// few seconds, and a fact that waits longer eats the planner's deadlines.
+pub(crate) const MAX_RETRY: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 struct Probe {

@@ -34,8 +34,6 @@ pub const TICK: Duration = Duration::from_millis(100);
 pub const REPLAY_MARGIN_MS: i64 = 2_000;
 /// Pause before re-opening a consumer that failed.
 const REOPEN_DELAY: Duration = Duration::from_millis(500);
-/// Longest wait between two attempts to publish a verdict.
-const MAX_RETRY: Duration = Duration::from_secs(5);
 
 /// The thresholds of every service; `None` until the replica facts have
 /// been replayed.
@@ -261,7 +259,7 @@ async fn publish_all(bus: Bus, mut verdicts: mpsc::Receiver<Fact>, stop: Cancell
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep(wait) => {}
             }
-            wait = (wait * 2).min(MAX_RETRY);
+            wait = (wait * 2).min(crate::probes::MAX_RETRY);
         }
     }
 }

@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::pull::{self, Ordered, OrderedConfig};
+use async_nats::jetstream::consumer::pull;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy};
 use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
@@ -195,10 +195,29 @@ pub async fn ack(msg: &jetstream::Message, kind: AckKind) {
     }
 }
 
-/// An ordered consumer for a replay: its messages, and how many matching
-/// messages were waiting when it was created (0: nothing to replay).
+/// An ordered consumer for a replay: its messages, in stream order with
+/// none missing, and how many matching messages were waiting when it was
+/// created (0: nothing to replay).
+///
+/// It is an ephemeral pull consumer (one replica, in memory, no acks) whose
+/// server says every [`PULL_HEARTBEAT`] that its pull is alive. When the
+/// heartbeats stop (the NATS node holding it died), the server loses it, or
+/// a message comes out of order, it is created again from the stream
+/// sequence after the last one delivered, so its owner sees neither a gap
+/// nor a pause longer than a few heartbeats. (The library's own ordered
+/// consumer waits for two missed 15 s heartbeats, a minute, before it
+/// notices a lost node.)
 pub struct Replay {
-    messages: Ordered,
+    js: jetstream::Context,
+    stream: &'static str,
+    filters: Vec<String>,
+    /// Where the consumer starts when it is created the first time.
+    deliver: DeliverPolicy,
+    messages: Option<pull::Stream>,
+    /// Stream sequence of the last message delivered, once there is one.
+    delivered: Option<u64>,
+    /// Consumer sequence of the last message taken from the current consumer.
+    consumer_sequence: u64,
     reconnections: watch::Receiver<u64>,
     /// Matching messages waiting when the consumer was created.
     pub backlog: u64,
@@ -207,22 +226,128 @@ pub struct Replay {
 impl std::fmt::Debug for Replay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Replay")
+            .field("stream", &self.stream)
             .field("backlog", &self.backlog)
+            .field("delivered", &self.delivered)
             .finish()
     }
 }
 
 impl Replay {
-    /// The next message; `None` when the server ended the consumer or the
-    /// connection was re-established: open a new one with [`ordered`].
+    /// The next message; `None` when the connection was re-established:
+    /// open a new one with [`ordered`]. Errors are transient.
     /// Cancel-safe.
     pub async fn next(&mut self) -> Option<Result<jetstream::Message>> {
-        tokio::select! {
-            next = self.messages.next() => next.map(|r| r.map_err(Error::nats)),
-            Ok(()) = self.reconnections.changed() => None,
+        loop {
+            let Some(messages) = self.messages.as_mut() else {
+                let deliver = match self.delivered {
+                    Some(seq) => DeliverPolicy::ByStartSequence {
+                        start_sequence: seq + 1,
+                    },
+                    None => self.deliver,
+                };
+                let created = tokio::select! {
+                    created = create(&self.js, self.stream, &self.filters, deliver) => created,
+                    Ok(()) = self.reconnections.changed() => return None,
+                };
+                match created {
+                    Ok((messages, _)) => {
+                        self.messages = Some(messages);
+                        self.consumer_sequence = 0;
+                    }
+                    Err(e) => {
+                        tracing::warn!(stream = self.stream, error = %e, "cannot re-create an ordered consumer; retrying");
+                        tokio::time::sleep(RECREATE_DELAY).await;
+                    }
+                }
+                continue;
+            };
+            let next = tokio::select! {
+                next = messages.next() => next,
+                Ok(()) = self.reconnections.changed() => return None,
+            };
+            match next {
+                Some(Ok(msg)) => {
+                    let info = match msg.info() {
+                        Ok(info) => (info.consumer_sequence, info.stream_sequence),
+                        Err(e) => return Some(Err(Error::nats(e))),
+                    };
+                    let (consumer_sequence, stream_sequence) = info;
+                    if consumer_sequence != self.consumer_sequence + 1 {
+                        tracing::info!(
+                            stream = self.stream,
+                            expected = self.consumer_sequence + 1,
+                            got = consumer_sequence,
+                            "ordered consumer out of order; re-creating it"
+                        );
+                        self.messages = None;
+                        continue;
+                    }
+                    self.consumer_sequence = consumer_sequence;
+                    self.delivered = Some(stream_sequence);
+                    return Some(Ok(msg));
+                }
+                Some(Err(e)) => match e.kind() {
+                    pull::MessagesErrorKind::MissingHeartbeat
+                    | pull::MessagesErrorKind::NoResponders
+                    | pull::MessagesErrorKind::ConsumerDeleted => {
+                        tracing::warn!(stream = self.stream, error = %e, "ordered consumer lost; re-creating it");
+                        self.messages = None;
+                    }
+                    _ => return Some(Err(Error::nats(e))),
+                },
+                None => {
+                    tracing::warn!(
+                        stream = self.stream,
+                        "ordered consumer ended; re-creating it"
+                    );
+                    self.messages = None;
+                }
+            }
         }
     }
 }
+
+/// Create an ordered consumer of `filters` on `stream` from `deliver` and
+/// start pulling; with the number of its matching messages waiting.
+async fn create(
+    js: &jetstream::Context,
+    stream: &'static str,
+    filters: &[String],
+    deliver: DeliverPolicy,
+) -> Result<(pull::Stream, u64)> {
+    let err = |e: &dyn std::fmt::Display| Error::Nats(format!("ordered consumer on {stream}: {e}"));
+    let consumer = js
+        .get_stream(stream)
+        .await
+        .map_err(|e| err(&e))?
+        .create_consumer(pull::Config {
+            deliver_policy: deliver,
+            ack_policy: AckPolicy::None,
+            max_deliver: 1,
+            filter_subjects: filters.to_vec(),
+            num_replicas: 1,
+            memory_storage: true,
+            inactive_threshold: ORDERED_INACTIVE,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| err(&e))?;
+    let backlog = consumer.cached_info().num_pending;
+    let messages = consumer
+        .stream()
+        .heartbeat(PULL_HEARTBEAT)
+        .expires(PULL_EXPIRES)
+        .messages()
+        .await
+        .map_err(|e| err(&e))?;
+    Ok((messages, backlog))
+}
+
+/// Pause before creating a lost ordered consumer again.
+pub const RECREATE_DELAY: Duration = Duration::from_millis(250);
+/// How long the server keeps an ordered consumer nobody pulls from.
+const ORDERED_INACTIVE: Duration = Duration::from_secs(30);
 
 /// An ordered consumer of `filters` on `stream` from `deliver`.
 pub async fn ordered(
@@ -231,25 +356,19 @@ pub async fn ordered(
     filters: Vec<String>,
     deliver: DeliverPolicy,
 ) -> Result<Replay> {
-    let reconnections = bus.reconnections();
-    let err = |e: &dyn std::fmt::Display| Error::Nats(format!("ordered consumer on {stream}: {e}"));
-    let consumer = bus
-        .js
-        .get_stream(stream)
-        .await
-        .map_err(|e| err(&e))?
-        .create_consumer(OrderedConfig {
-            filter_subjects: filters,
-            deliver_policy: deliver,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| err(&e))?;
-    let backlog = consumer.cached_info().num_pending;
-    let messages = consumer.messages().await.map_err(|e| err(&e))?;
-    Ok(Replay {
-        messages,
-        reconnections,
-        backlog,
-    })
+    let mut replay = Replay {
+        js: bus.js.clone(),
+        stream,
+        filters,
+        deliver,
+        messages: None,
+        delivered: None,
+        consumer_sequence: 0,
+        reconnections: bus.reconnections(),
+        backlog: 0,
+    };
+    let (messages, backlog) = create(&bus.js, stream, &replay.filters, deliver).await?;
+    replay.messages = Some(messages);
+    replay.backlog = backlog;
+    Ok(replay)
 }

@@ -304,16 +304,11 @@ async fn consumed(
     consumer: &str,
 ) -> Vec<(bytes::Bytes, Encoding)> {
     let js = &cluster.bus.js;
-    let mut handle = js.get_stream(stream).await.expect("the stream");
-    let last = handle
-        .info()
-        .await
-        .expect("stream info")
-        .state
-        .last_sequence;
+    let handle = retrying("the stream", || js.get_stream(stream)).await;
+    let last = handle.cached_info().state.last_sequence;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let info = handle.consumer_info(consumer).await.expect("consumer info");
+        let info = retrying("consumer info", || handle.consumer_info(consumer)).await;
         if info.ack_floor.stream_sequence >= last {
             break;
         }
@@ -328,14 +323,35 @@ async fn consumed(
     }
     let mut out = Vec::new();
     for seq in 1..=last {
-        let msg = handle
-            .get_raw_message(seq)
-            .await
-            .unwrap_or_else(|e| panic!("{stream} message {seq}: {e}"));
+        let msg = retrying(&format!("{stream} message {seq}"), || {
+            handle.get_raw_message(seq)
+        })
+        .await;
         let encoding = Encoding::of(Some(&msg.headers));
         out.push((msg.payload, encoding));
     }
     out
+}
+
+/// The answer of a JetStream API request, asked again for up to 30 s: just
+/// after a NATS node was killed, a request can time out while the stream
+/// elects a new leader, and the check only observes.
+async fn retrying<T, E, F, Fut>(what: &str, mut request: F) -> T
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match request().await {
+            Ok(answer) => return answer,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => panic!("{what}: {e}"),
+        }
+    }
 }
 
 #[cfg(test)]

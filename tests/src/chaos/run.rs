@@ -229,6 +229,9 @@ async fn play(scenario: Scenario, found: Arc<Mutex<Found>>) {
     restart(&mut cluster, scenario.component, node);
 
     let record = cluster.wait_deployment("web", &id, END_WITHIN).await;
+    if std::env::var_os("MENTAT_CHAOS_LOGS").is_some() {
+        eprintln!("--- {scenario} ---\n{}", cluster.logs());
+    }
     let time_to_end = record
         .ended_at_ms
         .map(|end| Duration::from_millis((end - record.started_at_ms).max(0) as u64));
