@@ -13,6 +13,11 @@ use tokio::net::TcpStream;
 /// connection, one request at a time.
 const PERIOD: Duration = Duration::from_millis(5);
 
+/// Longest wait for one answer; past it the request counts as failed and
+/// the connection is dropped, so a hung request shows as a failure instead
+/// of silence.
+const ANSWER_WITHIN: Duration = Duration::from_secs(5);
+
 /// One answer (status 0: none at all).
 #[derive(Debug, Clone)]
 pub struct Answer {
@@ -45,16 +50,23 @@ impl Traffic {
                 let mut conn: Option<BufReader<TcpStream>> = None;
                 while !stop.load(Ordering::Relaxed) {
                     tick.tick().await;
-                    let result = match conn.as_mut() {
-                        Some(c) => crate::load::request(c, &host).await,
-                        None => match TcpStream::connect(&addr).await {
-                            Ok(s) => {
-                                let c = conn.insert(BufReader::new(s));
-                                crate::load::request(c, &host).await
-                            }
-                            Err(e) => Err(format!("connect: {e}")),
-                        },
+                    let attempt = async {
+                        match conn.as_mut() {
+                            Some(c) => crate::load::request(c, &host).await,
+                            None => match TcpStream::connect(&addr).await {
+                                Ok(s) => {
+                                    let c = conn.insert(BufReader::new(s));
+                                    crate::load::request(c, &host).await
+                                }
+                                Err(e) => Err(format!("connect: {e}")),
+                            },
+                        }
                     };
+                    let result = tokio::time::timeout(ANSWER_WITHIN, attempt)
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(format!("no answer within {}s", ANSWER_WITHIN.as_secs()))
+                        });
                     let answer = match result {
                         Ok((status, body, keep)) => {
                             if !keep {
