@@ -23,6 +23,11 @@
 //! Neither applies while a request is in flight, so neither cuts a slow
 //! backend or a long download.
 //!
+//! A chunked request body is checked on the bytes the client already sent
+//! before the request is forwarded ([`crate::codec::Decoder::check`]): a
+//! body broken from its start gets 400 and reaches no backend. A HEAD
+//! answer from a backend keeps its length fields and gets none invented.
+//!
 //! A request body left unread when the answer is written (the router
 //! answered without forwarding it, or the backend answered early) is read
 //! and dropped, up to [`DRAIN_MAX`] bytes, so that the connection can be
@@ -59,6 +64,9 @@ const HEAD_BUFFER: usize = 4 * 1024;
 pub const DRAIN_MAX: u64 = 64 * 1024;
 /// Longest wait for an unread request body, or for a closing client.
 const DRAIN_TIME: Duration = Duration::from_secs(1);
+/// Most bytes of a chunked request body read ahead, without waiting, to
+/// check its framing before the request is forwarded.
+const CHECK_AHEAD: usize = 16 * 1024;
 
 /// The two timeouts of a client connection.
 #[derive(Debug, Clone, Copy)]
@@ -114,6 +122,12 @@ pub async fn serve(
             }
         };
         first = false;
+        if let Err(e) = check_body(&mut io, head.framing) {
+            // Broken from its first bytes: refused before anything is forwarded.
+            tracing::debug!(error = %e, "request body refused");
+            Box::pin(refuse(io, StatusCode::BAD_REQUEST, "bad request body")).await;
+            return;
+        }
         // Boxed: the state of a request exists only while one is in flight.
         let exchange = Box::pin(exchange(io, head, &proxy, &client, &closing)).await;
         match exchange {
@@ -123,11 +137,34 @@ pub async fn serve(
     }
 }
 
+/// Check the framing of a chunked request body on the bytes the client
+/// already sent (those buffered, and what the socket holds, up to
+/// [`CHECK_AHEAD`], without waiting): a body broken from the start is
+/// refused before anything of the request is forwarded. A body broken
+/// later is found while it is forwarded (then 400, and the backend
+/// connection closed).
+fn check_body(io: &mut ClientIo, framing: Framing) -> Result<(), codec::DecodeError> {
+    if framing != Framing::Chunked {
+        return Ok(());
+    }
+    let decoder = Decoder::new(framing);
+    while !decoder.check(&io.buf)? && io.buf.len() < CHECK_AHEAD {
+        codec::reserve(&mut io.buf, codec::READ_SIZE);
+        match io.stream.try_read_buf(&mut io.buf) {
+            Ok(n) if n > 0 => {}
+            // Nothing more yet, the end, or an error the body's reader will meet.
+            _ => break,
+        }
+    }
+    Ok(())
+}
+
 /// Answer a head the router will not take, then close.
 async fn refuse(mut io: ClientIo, status: StatusCode, why: &'static str) {
     tracing::debug!(status = status.as_u16(), why, "request refused");
     let text = match status {
         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "request head too large\n",
+        StatusCode::NOT_IMPLEMENTED => "not implemented\n",
         _ => "bad request\n",
     };
     let mut keep = false;
@@ -179,6 +216,11 @@ async fn exchange(
         None => None,
         // Never asked for: the client may or may not send it.
         Some((_, true)) => {
+            keep = false;
+            None
+        }
+        // Broken framing: nothing more can be read on this connection.
+        Some((decoder, _)) if decoder.is_broken() => {
             keep = false;
             None
         }
@@ -267,6 +309,9 @@ async fn next_head(
                     ))
                 }
                 Err(Refusal::Bad(why)) => return Err(Stop::Refuse(StatusCode::BAD_REQUEST, why)),
+                Err(Refusal::NotImplemented(why)) => {
+                    return Err(Stop::Refuse(StatusCode::NOT_IMPLEMENTED, why))
+                }
             }
             if io.buf.len() >= limits.max_header_bytes {
                 return Err(Stop::Refuse(
@@ -367,6 +412,14 @@ async fn respond(
         Coding::None
     } else if headers.contains_key(CONTENT_LENGTH) || passed.has_length() {
         Coding::Raw
+    } else if reply.head_request && !body.is_local() {
+        // The backend's answer to HEAD: its length fields go as they came
+        // (above), none is invented, and a coded body is announced as the
+        // router would send it.
+        if passed.is_coded() && !reply.http10 {
+            head.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        }
+        Coding::None
     } else if let Some(n) = body.size_hint().exact() {
         let _ = write!(head, "content-length: {n}\r\n");
         Coding::Raw

@@ -214,22 +214,31 @@ pub struct Passed {
     length: bool,
     /// An `X-Request-Id` is among the fields.
     request_id: bool,
+    /// The backend sent a Transfer-Encoding (left out of `fields`).
+    coded: bool,
 }
 
 impl Passed {
-    /// `fields` without the hop-by-hop ones and, if `drop_length`, without
-    /// `Content-Length`.
-    pub fn new(mut fields: RawFields, drop_length: bool) -> Self {
+    /// `fields` without the hop-by-hop ones and, if the backend sent a
+    /// transfer coding (`coded`), without `Content-Length`: the coding wins.
+    pub fn new(mut fields: RawFields, coded: bool) -> Self {
         let upgrade = fields.strip_hop_by_hop().protocol;
-        if drop_length {
+        if coded {
             fields.remove(b"content-length");
         }
         Passed {
-            length: !drop_length && fields.contains(b"content-length"),
+            length: !coded && fields.contains(b"content-length"),
             request_id: fields.contains(X_REQUEST_ID),
             fields,
             upgrade,
+            coded,
         }
+    }
+
+    /// Whether the backend sent a Transfer-Encoding: its body (or, for
+    /// HEAD, a GET's) has no length of its own.
+    pub fn is_coded(&self) -> bool {
+        self.coded
     }
 
     /// The protocol the backend's `Upgrade` field names, if it sent one.

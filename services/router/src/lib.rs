@@ -25,6 +25,8 @@
 //!   (requests parsed by `request`, answers written back, header and idle
 //!   timeouts); `codec`: message bodies off a socket (Content-Length,
 //!   chunked, until close), for requests and answers alike.
+//! - `grammar`: the lexical rules of HTTP/1.1 framing (lengths, chunk
+//!   lines, trailers, CRLF), pure and bounded, used by `codec`.
 //! - `metrics`: lock-free counters and histograms; `traffic`: the
 //!   per-interval `TrafficStats` publisher; `admin`: `GET /metrics`.
 //!
@@ -56,6 +58,7 @@ mod drain;
 mod endpoint;
 mod error;
 mod feed;
+mod grammar;
 mod headers;
 mod host;
 pub mod metrics;

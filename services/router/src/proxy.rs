@@ -14,6 +14,11 @@
 //!   read (bodies are streamed, never buffered);
 //! - never more than one retry. When no attempt reached any backend the
 //!   answer is 503 with `Retry-After`, else 502.
+//!
+//! A request body the client breaks (too large, bad chunks) is the
+//! client's fault: 413 or 400, never retried, and the backend connection
+//! that got part of it is closed. A 101 to a request that asked no
+//! upgrade is a 502, and its backend connection is closed.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -152,8 +157,8 @@ impl Proxy {
                 return local(StatusCode::NOT_FOUND, "no such replica\n");
             }
         }
-        if body.too_large() {
-            return local(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
+        if let Some(fault) = body.fault() {
+            return local(fault.status(), fault.text());
         }
         let sticky_key = routes.sticky.as_ref().and_then(|s| sticky_key(&fields, s));
         let forwarded = headers::forward_request(&mut fields, client);
@@ -243,18 +248,30 @@ impl Proxy {
                             attempt,
                             "proxied"
                         );
-                        if upgrade && status == StatusCode::SWITCHING_PROTOCOLS {
-                            return tunnel::splice(answer.fields, upstream, guard, &self.stop);
+                        if status == StatusCode::SWITCHING_PROTOCOLS {
+                            if upgrade {
+                                return tunnel::splice(answer.fields, upstream, guard, &self.stop);
+                            }
+                            // The connection now speaks something else, which
+                            // the client never asked for: neither side can
+                            // go on with HTTP. Dropping `upstream` closes it.
+                            tracing::warn!(
+                                request_id = call.request_id(),
+                                service = call.service,
+                                replica_id = replica,
+                                "backend answered 101 to a request that asked no upgrade"
+                            );
+                            guard.set_status(StatusCode::BAD_GATEWAY.as_u16());
+                            return local(StatusCode::BAD_GATEWAY, "bad gateway\n");
                         }
                         return upstream_response(answer, upstream, guard);
                     }
                     Err(e) => {
-                        if body.too_large() {
-                            guard.set_status(413);
-                            return local(
-                                StatusCode::PAYLOAD_TOO_LARGE,
-                                "request body too large\n",
-                            );
+                        if let Some(fault) = body.fault() {
+                            // The client's doing; the backend connection,
+                            // which got part of the body, closes here.
+                            guard.set_status(fault.status().as_u16());
+                            return local(fault.status(), fault.text());
                         }
                         let unsent = e.unsent();
                         tracing::warn!(request_id = call.request_id(), service = call.service, replica_id = replica, reused = upstream.reused, unsent, error = %e, "backend request failed");
