@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::trust::TrustedProxies;
 use crate::Error;
 
 /// Default NATS URL.
@@ -111,6 +112,20 @@ pub struct Config {
     #[arg(long, env = "MENTAT_ROUTER_MAX_BACKEND_CONNECTIONS", default_value_t = DEFAULT_MAX_BACKEND_CONNECTIONS)]
     pub max_backend_connections: usize,
 
+    /// Clients trusted as proxies in front of the router, as CIDRs
+    /// separated by commas (`10.0.0.0/8,fd00::/8`; a bare address is that
+    /// one address). From a trusted proxy, `X-Forwarded-For` is extended
+    /// with its address and `X-Forwarded-Proto`, `X-Forwarded-Host` and
+    /// `X-Request-Id` are kept; from any other client all four are replaced
+    /// by the router's own values. Default: none (no client is trusted).
+    #[arg(
+        long,
+        env = "MENTAT_ROUTER_TRUSTED_PROXIES",
+        default_value = "",
+        value_name = "CIDRS"
+    )]
+    pub trusted_proxies: String,
+
     /// Address of the admin server (`GET /metrics` in Prometheus text format).
     #[arg(long, env = "MENTAT_ROUTER_ADMIN_LISTEN", default_value = DEFAULT_ADMIN_LISTEN)]
     pub admin_listen: SocketAddr,
@@ -164,6 +179,7 @@ impl Default for Config {
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_backend_connections: DEFAULT_MAX_BACKEND_CONNECTIONS,
+            trusted_proxies: String::new(),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9180)),
             stats_interval_ms: DEFAULT_STATS_INTERVAL_MS,
             workers: default_workers(),
@@ -240,10 +256,17 @@ impl Config {
                 format!("{} is not between 1 and {MAX_WORKERS}", self.workers),
             ));
         }
+        self.trusted_proxies()?;
         if self.admin_listen == self.listen && self.listen.port() != 0 {
             return Err(invalid("admin-listen", "must differ from --listen"));
         }
         Ok(())
+    }
+
+    /// [`Config::trusted_proxies`] parsed; the error names the entry that
+    /// is not a CIDR.
+    pub fn trusted_proxies(&self) -> Result<TrustedProxies, Error> {
+        TrustedProxies::parse(&self.trusted_proxies).map_err(|e| invalid("trusted-proxies", e))
     }
 
     /// [`Config::drain_timeout_secs`] as a duration.
@@ -388,5 +411,38 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(field(&mut c), "workers");
+    }
+
+    #[test]
+    fn trusted_proxies_are_cidrs_and_a_bad_one_is_named() {
+        let c = Config::try_parse_from([
+            "mentat-router",
+            "--trusted-proxies",
+            "10.0.0.0/8, 192.168.1.7,fd00::/16",
+        ]);
+        let mut c = c.expect("flags parse");
+        c.validate().expect("valid");
+        let trusted = c.trusted_proxies().expect("parsed");
+        assert!(trusted.trusts("10.2.3.4".parse().expect("ip")));
+        assert!(!trusted.trusts("127.0.0.1".parse().expect("ip")));
+        assert!(Config::default()
+            .trusted_proxies()
+            .expect("none")
+            .is_empty());
+
+        let mut c = Config {
+            trusted_proxies: "10.0.0.0/8,10.0.0.0/33".into(),
+            ..Config::default()
+        };
+        match c.validate() {
+            Err(Error::Config { field, problem }) => {
+                assert_eq!(field, "trusted-proxies");
+                assert!(
+                    problem.contains("`10.0.0.0/33`"),
+                    "names the entry: {problem}"
+                );
+            }
+            other => panic!("expected a config error, got {other:?}"),
+        }
     }
 }

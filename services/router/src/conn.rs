@@ -43,7 +43,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::Body;
-use hyper::header::{HeaderValue, CONTENT_LENGTH};
+use hyper::header::CONTENT_LENGTH;
 use hyper::{Method, StatusCode, Version};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -52,7 +52,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::body::{BoxError, ClientBody, RequestBody};
 use crate::codec::{self, Decoder, Framing};
-use crate::headers::{push_field, X_REQUEST_ID};
+use crate::headers::{push_field, Peer, X_REQUEST_ID};
 use crate::proxy::{local, Outgoing, Proxy};
 use crate::request::{self, Head, Refusal};
 use crate::server::Limits;
@@ -95,12 +95,13 @@ enum Stop {
     Refuse(StatusCode, &'static str),
 }
 
-/// Serve the requests of one client (`client` is its address, as the
-/// proxy writes it) until it leaves, breaks a limit, or `closing` is
-/// cancelled (then at the end of the request in flight, if any).
+/// Serve the requests of one client (`client`: its address, as the proxy
+/// writes it, and whether it is a trusted proxy) until it leaves, breaks a
+/// limit, or `closing` is cancelled (then at the end of the request in
+/// flight, if any).
 pub async fn serve(
     stream: TcpStream,
-    client: HeaderValue,
+    client: Peer,
     proxy: Arc<Proxy>,
     limits: Limits,
     closing: CancellationToken,
@@ -181,7 +182,7 @@ async fn exchange(
     mut io: ClientIo,
     head: Head,
     proxy: &Proxy,
-    client: &HeaderValue,
+    client: &Peer,
     closing: &CancellationToken,
 ) -> Option<ClientIo> {
     let Head {

@@ -69,6 +69,7 @@ mod server;
 mod sticky;
 mod table;
 mod traffic;
+pub mod trust;
 mod tunnel;
 mod upstream;
 mod weights;
@@ -93,6 +94,7 @@ use pool::PoolSettings;
 use proxy::Proxy;
 use table::{SharedTable, TableWriter};
 use traffic::Registry;
+use trust::TrustedProxies;
 
 /// Longest wait at start for the current table before serving anyway
 /// (requests for services not loaded yet get 404 meanwhile).
@@ -123,6 +125,8 @@ pub struct Router {
     feed: JoinHandle<()>,
     registry: Arc<Registry>,
     metrics: Arc<RouterMetrics>,
+    /// `--trusted-proxies`, parsed.
+    trusted: TrustedProxies,
     shutdown: Shutdown,
 }
 
@@ -131,6 +135,7 @@ impl Router {
     /// routing table (the last RouteChanged of every service).
     pub async fn bind(mut config: Config, shutdown: Shutdown) -> Result<Self, Error> {
         config.validate()?;
+        let trusted = config.trusted_proxies()?;
         let listen_error = |source| Error::Listen {
             addr: config.listen,
             source,
@@ -210,6 +215,7 @@ impl Router {
             feed,
             registry,
             metrics,
+            trusted,
             shutdown,
         })
     }
@@ -258,6 +264,7 @@ impl Router {
             self.table.clone(),
             &self.config.domain,
             self.config.max_body_bytes,
+            self.trusted.clone(),
             self.shutdown.token(),
         ));
         let limits = server::Limits {

@@ -31,10 +31,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::body::{ProxyBody, RequestBody};
 use crate::endpoint::InFlight;
-use crate::headers::{self, Passed, RawFields, X_ENVIRONMENT};
+use crate::headers::{self, Passed, Peer, RawFields, X_ENVIRONMENT};
 use crate::host::{self, Target};
 use crate::pool::CheckoutError;
 use crate::table::{ServiceRoutes, SharedTable};
+use crate::trust::TrustedProxies;
 use crate::tunnel;
 use crate::upstream::{Answer, Reader, Upstream};
 
@@ -48,6 +49,8 @@ pub struct Proxy {
     table: SharedTable,
     domain: String,
     max_body_bytes: u64,
+    /// The clients whose forwarding fields are kept.
+    trusted: TrustedProxies,
     /// Cancelled at shutdown: closes tunnels.
     stop: CancellationToken,
 }
@@ -92,19 +95,27 @@ impl Call<'_> {
 }
 
 impl Proxy {
-    /// A proxy for `<host>.<domain>` reading `table`.
+    /// A proxy for `<host>.<domain>` reading `table`, trusting the
+    /// forwarding fields of the clients in `trusted`.
     pub fn new(
         table: SharedTable,
         domain: &str,
         max_body_bytes: u64,
+        trusted: TrustedProxies,
         stop: CancellationToken,
     ) -> Self {
         Proxy {
             table,
             domain: domain.to_owned(),
             max_body_bytes,
+            trusted,
             stop,
         }
+    }
+
+    /// Whether a client at `ip` is a trusted proxy.
+    pub fn trusts(&self, ip: std::net::IpAddr) -> bool {
+        !self.trusted.is_empty() && self.trusted.trusts(ip)
     }
 
     /// The largest request body forwarded, in bytes.
@@ -113,14 +124,13 @@ impl Proxy {
     }
 
     /// Answer one client request (`parts` and `fields`, with `body` cut past
-    /// [`Proxy::max_body_bytes`]); `client` is the client's address
-    /// ([`headers::client_addr`]).
+    /// [`Proxy::max_body_bytes`]); `client` is the client ([`Peer`]).
     pub async fn handle(
         &self,
         parts: Parts,
         mut fields: RawFields,
         body: RequestBody,
-        client: &HeaderValue,
+        client: &Peer,
     ) -> Outgoing {
         if parts.method == Method::CONNECT {
             return local(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n");
@@ -417,7 +427,13 @@ mod tests {
             weight: 1,
         };
         let _ = writer.apply("web", &[backend("a"), backend("b")], &RouteSpec::default());
-        let proxy = Proxy::new(shared.clone(), "localhost", 1000, CancellationToken::new());
+        let proxy = Proxy::new(
+            shared.clone(),
+            "localhost",
+            1000,
+            TrustedProxies::default(),
+            CancellationToken::new(),
+        );
         // The routes a request found as it arrived...
         let table = shared.load();
         let stale = table.lookup(DEFAULT_ENVIRONMENT, "web").expect("web");
@@ -426,7 +442,7 @@ mod tests {
         assert_eq!(drains.len(), 1);
         let mut fields = RawFields::parse(b"Host: web.localhost\r\n\r\n");
         let forwarded =
-            headers::forward_request(&mut fields, &HeaderValue::from_static("127.0.0.1"));
+            headers::forward_request(&mut fields, &Peer::new([127, 0, 0, 1].into(), false));
         let call = Call {
             environment: DEFAULT_ENVIRONMENT,
             host: "web",

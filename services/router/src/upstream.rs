@@ -424,7 +424,6 @@ impl Body for Reader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hyper::header::HeaderValue;
 
     fn parse(raw: &[u8], head_request: bool) -> (Answer, BytesMut) {
         let mut buf = BytesMut::from(raw);
@@ -509,7 +508,7 @@ mod tests {
             .body(())
             .expect("request")
             .into_parts();
-        let client = HeaderValue::from_static("10.9.8.7");
+        let client = crate::headers::Peer::new([10, 9, 8, 7].into(), false);
         let mut fields = RawFields::parse(b"X-One: 1\r\n\r\n");
         let forwarded = crate::headers::forward_request(&mut fields, &client);
         let id = forwarded.request_id.to_str().expect("ascii");
@@ -566,7 +565,10 @@ mod tests {
     }
 
     fn forwarded(fields: &mut RawFields) -> Forwarded {
-        crate::headers::forward_request(fields, &HeaderValue::from_static("127.0.0.1"))
+        crate::headers::forward_request(
+            fields,
+            &crate::headers::Peer::new([127, 0, 0, 1].into(), false),
+        )
     }
 
     /// A GET of `/` with a Host: its head and fields.
