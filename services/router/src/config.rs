@@ -64,6 +64,8 @@ pub struct Config {
     pub stream_replicas: mentat_bus::Replicas,
 
     /// Address the proxy listens on (`host:port`; port 0 picks a free port).
+    /// The router refuses to start when another process already listens
+    /// there (its own `--workers` share the port; no one else does).
     #[arg(long, env = "MENTAT_ROUTER_LISTEN", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
 

@@ -140,6 +140,7 @@ impl Router {
             addr: config.listen,
             source,
         };
+        refuse_shared_address(config.listen)?;
         let (listener, local_addr, more_listeners) = if config.workers == 1 {
             let listener = TcpListener::bind(config.listen)
                 .await
@@ -305,6 +306,43 @@ impl Router {
         }
         self.drainer.finish(DRAIN_REPORT_GRACE).await;
         tracing::info!("router stopped");
+    }
+}
+
+/// Fail with [`Error::AddrInUse`] when another process already listens on
+/// `addr`, before this router's workers bind it with `SO_REUSEPORT` (which
+/// would otherwise join that process's sockets and split the traffic).
+///
+/// The probe binds `addr` once *without* `SO_REUSEPORT`: the kernel then
+/// refuses it if any socket listens there, whether or not that socket set
+/// `SO_REUSEPORT`. It sets `SO_REUSEADDR`, like the workers, so that the
+/// TIME_WAIT connections of a router that just stopped do not count. The
+/// probe is closed at once, and the first worker socket is bound right
+/// after. What remains is the window between the two (a few system calls):
+/// two routers started on one address in the same instant could both pass.
+/// Closing it would need the probe held while the workers bind, which the
+/// kernel refuses (a socket without `SO_REUSEPORT` excludes those with it);
+/// a probe by connecting instead could not see overlapping addresses (a
+/// router on `0.0.0.0:80` and one on `10.0.0.5:80`) and would wait on a
+/// full backlog. Port 0 asks for a free port, which no one else holds: no
+/// probe.
+fn refuse_shared_address(addr: SocketAddr) -> Result<(), Error> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let probe = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    };
+    let bound = probe.and_then(|probe| {
+        probe.set_reuseaddr(true)?;
+        probe.bind(addr)
+    });
+    match bound {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(Error::AddrInUse { addr }),
+        Err(source) => Err(Error::Listen { addr, source }),
     }
 }
 
