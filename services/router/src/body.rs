@@ -61,6 +61,9 @@ pub enum Fault {
     TooLarge = 1,
     /// Its framing is broken: a bad chunk (400).
     Malformed = 2,
+    /// It came too slowly: a pause past the body idle bound, or the whole
+    /// body past the request body bound (408).
+    TimedOut = 3,
 }
 
 impl Fault {
@@ -69,6 +72,7 @@ impl Fault {
         match self {
             Fault::TooLarge => hyper::StatusCode::PAYLOAD_TOO_LARGE,
             Fault::Malformed => hyper::StatusCode::BAD_REQUEST,
+            Fault::TimedOut => hyper::StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -77,6 +81,7 @@ impl Fault {
         match self {
             Fault::TooLarge => "request body too large\n",
             Fault::Malformed => "bad request body\n",
+            Fault::TimedOut => "request body timed out\n",
         }
     }
 
@@ -84,6 +89,7 @@ impl Fault {
         match n {
             1 => Some(Fault::TooLarge),
             2 => Some(Fault::Malformed),
+            3 => Some(Fault::TimedOut),
             _ => None,
         }
     }
@@ -248,10 +254,26 @@ impl Drop for OutBody {
 #[error("the request body was already sent to another backend")]
 struct BodyGone;
 
+/// The client sent its request body too slowly ([`Fault::TimedOut`]).
+#[derive(Debug, thiserror::Error)]
+#[error("the request body came too slowly")]
+pub struct BodyTimedOut;
+
 /// The request body grew past the limit.
 #[derive(Debug, thiserror::Error)]
 #[error("the request body is larger than the limit")]
 pub struct BodyTooLarge;
+
+impl OutBody {
+    /// Give up on the body because the client sent it too slowly: the
+    /// error the attempt ends with, the fault noted for the answer.
+    pub fn timed_out(&self) -> BoxError {
+        if let RequestBody::Streaming(shared, _) = &self.source {
+            shared.fault.store(Fault::TimedOut as u8, Ordering::Relaxed);
+        }
+        Box::new(BodyTimedOut)
+    }
+}
 
 impl Body for OutBody {
     type Data = Bytes;

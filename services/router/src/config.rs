@@ -39,6 +39,14 @@ pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
 pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;
 /// Default cap on connections from the router to one backend.
 pub const DEFAULT_MAX_BACKEND_CONNECTIONS: usize = 512;
+/// Default time from a request's last byte sent to a backend to its
+/// answer's head, in seconds (then 504).
+pub const DEFAULT_RESPONSE_TIMEOUT_SECS: u64 = 60;
+/// Default longest pause between two pieces of a body, either way, in seconds.
+pub const DEFAULT_BODY_IDLE_TIMEOUT_SECS: u64 = 30;
+/// Default longest time to receive a whole request body, in seconds: five
+/// minutes, 300 MB at 1 MB/s, or the 10 MiB default body limit at 35 KB/s.
+pub const DEFAULT_REQUEST_BODY_TIMEOUT_SECS: u64 = 300;
 /// Most request workers accepted by `--workers`.
 pub const MAX_WORKERS: usize = 1024;
 
@@ -97,6 +105,26 @@ pub struct Config {
     /// no request in flight and no byte received; then it is closed.
     #[arg(long, env = "MENTAT_ROUTER_IDLE_TIMEOUT_SECS", default_value_t = DEFAULT_IDLE_TIMEOUT_SECS)]
     pub idle_timeout_secs: u64,
+
+    /// Time, in seconds, a backend has to send its answer's head once the
+    /// whole request was written to it; past it the client gets 504 and
+    /// the backend connection is closed. Not retried.
+    #[arg(long, env = "MENTAT_ROUTER_RESPONSE_TIMEOUT_SECS", default_value_t = DEFAULT_RESPONSE_TIMEOUT_SECS)]
+    pub response_timeout_secs: u64,
+
+    /// Longest pause, in seconds, between two pieces of a body in either
+    /// direction: a request body from the client (then 408), or an answer
+    /// from the backend or to the client (then the answer is cut). Both
+    /// connections of the request are closed. Upgraded connections
+    /// (WebSockets) are not bounded.
+    #[arg(long, env = "MENTAT_ROUTER_BODY_IDLE_TIMEOUT_SECS", default_value_t = DEFAULT_BODY_IDLE_TIMEOUT_SECS)]
+    pub body_idle_timeout_secs: u64,
+
+    /// Longest time, in seconds, to receive a whole request body from the
+    /// client, however steadily it trickles in; past it the client gets 408
+    /// and the backend connection that was receiving it is closed.
+    #[arg(long, env = "MENTAT_ROUTER_REQUEST_BODY_TIMEOUT_SECS", default_value_t = DEFAULT_REQUEST_BODY_TIMEOUT_SECS)]
+    pub request_body_timeout_secs: u64,
 
     /// Largest request head (request line and headers), in bytes; larger
     /// ones get 431. At least 8192.
@@ -178,6 +206,9 @@ impl Default for Config {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             nats_wait_secs: DEFAULT_NATS_WAIT_SECS,
             idle_timeout_secs: DEFAULT_IDLE_TIMEOUT_SECS,
+            response_timeout_secs: DEFAULT_RESPONSE_TIMEOUT_SECS,
+            body_idle_timeout_secs: DEFAULT_BODY_IDLE_TIMEOUT_SECS,
+            request_body_timeout_secs: DEFAULT_REQUEST_BODY_TIMEOUT_SECS,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_backend_connections: DEFAULT_MAX_BACKEND_CONNECTIONS,
@@ -220,6 +251,9 @@ impl Config {
             ("shutdown-grace-secs", self.shutdown_grace_secs),
             ("header-timeout-secs", self.header_timeout_secs),
             ("idle-timeout-secs", self.idle_timeout_secs),
+            ("response-timeout-secs", self.response_timeout_secs),
+            ("body-idle-timeout-secs", self.body_idle_timeout_secs),
+            ("request-body-timeout-secs", self.request_body_timeout_secs),
         ] {
             if !(1..=3600).contains(&value) {
                 return Err(invalid(field, format!("{value} is not between 1 and 3600")));
@@ -289,6 +323,17 @@ impl Config {
     /// [`Config::idle_timeout_secs`] as a duration.
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.idle_timeout_secs)
+    }
+
+    /// The in-flight bounds: [`Config::response_timeout_secs`],
+    /// [`Config::body_idle_timeout_secs`] and
+    /// [`Config::request_body_timeout_secs`] as durations.
+    pub fn bounds(&self) -> crate::bounds::Bounds {
+        crate::bounds::Bounds {
+            response_head: Duration::from_secs(self.response_timeout_secs),
+            body_idle: Duration::from_secs(self.body_idle_timeout_secs),
+            request_body: Duration::from_secs(self.request_body_timeout_secs),
+        }
     }
 
     /// [`Config::stats_interval_ms`] as a duration.
@@ -413,6 +458,32 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(field(&mut c), "workers");
+        let mut c = Config {
+            response_timeout_secs: 0,
+            ..Config::default()
+        };
+        assert_eq!(field(&mut c), "response-timeout-secs");
+        let mut c = Config {
+            body_idle_timeout_secs: 3601,
+            ..Config::default()
+        };
+        assert_eq!(field(&mut c), "body-idle-timeout-secs");
+        let mut c = Config {
+            request_body_timeout_secs: 0,
+            ..Config::default()
+        };
+        assert_eq!(field(&mut c), "request-body-timeout-secs");
+    }
+
+    #[test]
+    fn in_flight_bounds_default_to_60_30_and_300_seconds() {
+        let c = Config::try_parse_from(["mentat-router", "--body-idle-timeout-secs", "5"])
+            .expect("flags parse");
+        let bounds = c.bounds();
+        assert_eq!(bounds.response_head, Duration::from_secs(60));
+        assert_eq!(bounds.body_idle, Duration::from_secs(5));
+        assert_eq!(bounds.request_body, Duration::from_secs(300));
+        assert_eq!(Config::default().bounds(), crate::bounds::Bounds::default());
     }
 
     #[test]

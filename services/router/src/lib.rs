@@ -18,7 +18,10 @@
 //! - `drain`: waiting for in-flight requests, closing idle connections and
 //!   tunnels, then `ReplicaDrained`.
 //! - `proxy`: the request path, retries included; `headers` and `body` hold
-//!   what it rewrites and streams; `tunnel` splices upgraded connections.
+//!   what it rewrites and streams; `tunnel` splices upgraded connections;
+//!   `bounds`: how long a request may stay in flight (the backend's answer
+//!   head, pauses in a body either way, the whole request body); `trust`:
+//!   the `--trusted-proxies` whose forwarding fields are kept.
 //! - `server`: the accept loop and its graceful stop, one per worker
 //!   (a thread with a single-threaded runtime and its own `SO_REUSEPORT`
 //!   listener); `conn`: the HTTP/1.1 server side of one client connection
@@ -51,6 +54,7 @@
 
 mod admin;
 mod body;
+pub mod bounds;
 mod codec;
 pub mod config;
 mod conn;
@@ -266,6 +270,7 @@ impl Router {
             &self.config.domain,
             self.config.max_body_bytes,
             self.trusted.clone(),
+            self.config.bounds(),
             self.shutdown.token(),
         ));
         let limits = server::Limits {

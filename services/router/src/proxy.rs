@@ -15,9 +15,11 @@
 //! - never more than one retry. When no attempt reached any backend the
 //!   answer is 503 with `Retry-After`, else 502.
 //!
-//! A request body the client breaks (too large, bad chunks) is the
-//! client's fault: 413 or 400, never retried, and the backend connection
-//! that got part of it is closed. A 101 to a request that asked no
+//! A request body the client breaks (too large, bad chunks, too slow) is
+//! the client's fault: 413, 400 or 408, never retried, and the backend
+//! connection that got part of it is closed. A backend that does not
+//! answer within the response head bound gets the request a 504, not
+//! retried, and its connection closed ([`crate::bounds`]). A 101 to a request that asked no
 //! upgrade is a 502, and its backend connection is closed.
 
 use std::borrow::Cow;
@@ -30,6 +32,7 @@ use mentat_domain::spec::{Sticky, DEFAULT_ENVIRONMENT};
 use tokio_util::sync::CancellationToken;
 
 use crate::body::{ProxyBody, RequestBody};
+use crate::bounds::Bounds;
 use crate::endpoint::InFlight;
 use crate::headers::{self, Passed, Peer, RawFields, X_ENVIRONMENT};
 use crate::host::{self, Target};
@@ -37,7 +40,7 @@ use crate::pool::CheckoutError;
 use crate::table::{ServiceRoutes, SharedTable};
 use crate::trust::TrustedProxies;
 use crate::tunnel;
-use crate::upstream::{Answer, Reader, Upstream};
+use crate::upstream::{Answer, Reader, SendError, Upstream};
 
 /// Attempts at picking a backend in rotation when the table changes under
 /// the request (a picked replica started draining).
@@ -51,6 +54,8 @@ pub struct Proxy {
     max_body_bytes: u64,
     /// The clients whose forwarding fields are kept.
     trusted: TrustedProxies,
+    /// How long a request may take in flight.
+    bounds: Bounds,
     /// Cancelled at shutdown: closes tunnels.
     stop: CancellationToken,
 }
@@ -96,12 +101,14 @@ impl Call<'_> {
 
 impl Proxy {
     /// A proxy for `<host>.<domain>` reading `table`, trusting the
-    /// forwarding fields of the clients in `trusted`.
+    /// forwarding fields of the clients in `trusted`, holding requests in
+    /// flight within `bounds`.
     pub fn new(
         table: SharedTable,
         domain: &str,
         max_body_bytes: u64,
         trusted: TrustedProxies,
+        bounds: Bounds,
         stop: CancellationToken,
     ) -> Self {
         Proxy {
@@ -109,6 +116,7 @@ impl Proxy {
             domain: domain.to_owned(),
             max_body_bytes,
             trusted,
+            bounds,
             stop,
         }
     }
@@ -116,6 +124,11 @@ impl Proxy {
     /// Whether a client at `ip` is a trusted proxy.
     pub fn trusts(&self, ip: std::net::IpAddr) -> bool {
         !self.trusted.is_empty() && self.trusted.trusts(ip)
+    }
+
+    /// How long a request may take in flight.
+    pub fn bounds(&self) -> &Bounds {
+        &self.bounds
     }
 
     /// The largest request body forwarded, in bytes.
@@ -226,7 +239,14 @@ impl Proxy {
                     sent = false;
                 }
                 Ok(mut upstream) => match upstream
-                    .send(parts, call.fields, call.forwarded, &endpoint.addr, &body)
+                    .send(
+                        parts,
+                        call.fields,
+                        call.forwarded,
+                        &endpoint.addr,
+                        &body,
+                        &self.bounds,
+                    )
                     .await
                 {
                     Ok(answer) => {
@@ -282,6 +302,12 @@ impl Proxy {
                             // which got part of the body, closes here.
                             guard.set_status(fault.status().as_u16());
                             return local(fault.status(), fault.text());
+                        }
+                        if matches!(e, SendError::TimedOut) {
+                            // Not retried: the backend may be working on it.
+                            tracing::warn!(request_id = call.request_id(), service = call.service, replica_id = replica, error = %e, "backend request timed out");
+                            guard.set_status(StatusCode::GATEWAY_TIMEOUT.as_u16());
+                            return local(StatusCode::GATEWAY_TIMEOUT, "gateway timeout\n");
                         }
                         let unsent = e.unsent();
                         tracing::warn!(request_id = call.request_id(), service = call.service, replica_id = replica, reused = upstream.reused, unsent, error = %e, "backend request failed");
@@ -432,6 +458,7 @@ mod tests {
             "localhost",
             1000,
             TrustedProxies::default(),
+            Bounds::default(),
             CancellationToken::new(),
         );
         // The routes a request found as it arrived...
