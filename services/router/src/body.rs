@@ -11,7 +11,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
@@ -20,7 +20,7 @@ use http_body_util::Full;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWrite;
 
-use crate::codec::{Decoder, Framing};
+use crate::codec::{DecodeError, Decoder, Framing};
 use crate::conn::ClientIo;
 use crate::endpoint::InFlight;
 use crate::tunnel::Tunnel;
@@ -48,7 +48,51 @@ pub struct Shared {
     body: Mutex<Option<ClientBody>>,
     /// Set when an attempt started reading the body.
     started: AtomicBool,
-    too_large: AtomicBool,
+    /// What went wrong with the body, if anything ([`Fault`] as a number, 0 for nothing).
+    fault: AtomicU8,
+}
+
+/// Why a client's request body could not be forwarded: the client's
+/// doing, so the client gets a 4xx ([`Fault::status`]) and the backend
+/// connection that got part of it is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Larger than the body limit (413).
+    TooLarge = 1,
+    /// Its framing is broken: a bad chunk (400).
+    Malformed = 2,
+    /// It came too slowly: a pause past the body idle bound, or the whole
+    /// body past the request body bound (408).
+    TimedOut = 3,
+}
+
+impl Fault {
+    /// The status the client gets.
+    pub fn status(self) -> hyper::StatusCode {
+        match self {
+            Fault::TooLarge => hyper::StatusCode::PAYLOAD_TOO_LARGE,
+            Fault::Malformed => hyper::StatusCode::BAD_REQUEST,
+            Fault::TimedOut => hyper::StatusCode::REQUEST_TIMEOUT,
+        }
+    }
+
+    /// The text of the client's answer.
+    pub fn text(self) -> &'static str {
+        match self {
+            Fault::TooLarge => "request body too large\n",
+            Fault::Malformed => "bad request body\n",
+            Fault::TimedOut => "request body timed out\n",
+        }
+    }
+
+    fn from_u8(n: u8) -> Option<Self> {
+        match n {
+            1 => Some(Fault::TooLarge),
+            2 => Some(Fault::Malformed),
+            3 => Some(Fault::TimedOut),
+            _ => None,
+        }
+    }
 }
 
 impl RequestBody {
@@ -56,10 +100,15 @@ impl RequestBody {
     /// Content-Length is past the limit is too large from the start.
     pub fn new(body: ClientBody, limit: u64) -> Self {
         let declared_too_large = body.decoder.remaining().is_some_and(|n| n > limit);
+        let fault = if declared_too_large {
+            Fault::TooLarge as u8
+        } else {
+            0
+        };
         let shared = Shared {
             body: Mutex::new(Some(body)),
             started: AtomicBool::new(false),
-            too_large: AtomicBool::new(declared_too_large),
+            fault: AtomicU8::new(fault),
         };
         RequestBody::Streaming(Arc::new(shared), limit)
     }
@@ -78,12 +127,14 @@ impl RequestBody {
         }
     }
 
-    /// True once the body was cut for being larger than the limit, or from
-    /// the start when its Content-Length is.
-    pub fn too_large(&self) -> bool {
+    /// What went wrong with the body: too large from the start (its
+    /// Content-Length is past the limit) or once cut, or broken framing.
+    pub fn fault(&self) -> Option<Fault> {
         match self {
-            RequestBody::Empty => false,
-            RequestBody::Streaming(shared, _) => shared.too_large.load(Ordering::Relaxed),
+            RequestBody::Empty => None,
+            RequestBody::Streaming(shared, _) => {
+                Fault::from_u8(shared.fault.load(Ordering::Relaxed))
+            }
         }
     }
 
@@ -203,10 +254,26 @@ impl Drop for OutBody {
 #[error("the request body was already sent to another backend")]
 struct BodyGone;
 
+/// The client sent its request body too slowly ([`Fault::TimedOut`]).
+#[derive(Debug, thiserror::Error)]
+#[error("the request body came too slowly")]
+pub struct BodyTimedOut;
+
 /// The request body grew past the limit.
 #[derive(Debug, thiserror::Error)]
 #[error("the request body is larger than the limit")]
 pub struct BodyTooLarge;
+
+impl OutBody {
+    /// Give up on the body because the client sent it too slowly: the
+    /// error the attempt ends with, the fault noted for the answer.
+    pub fn timed_out(&self) -> BoxError {
+        if let RequestBody::Streaming(shared, _) = &self.source {
+            shared.fault.store(Fault::TimedOut as u8, Ordering::Relaxed);
+        }
+        Box::new(BodyTimedOut)
+    }
+}
 
 impl Body for OutBody {
     type Data = Bytes;
@@ -234,12 +301,23 @@ impl Body for OutBody {
         };
         let frame = match Pin::new(body).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => frame,
+            Poll::Ready(Some(Err(e))) => {
+                if matches!(
+                    e.downcast_ref::<DecodeError>(),
+                    Some(DecodeError::BadChunk(_))
+                ) {
+                    shared
+                        .fault
+                        .store(Fault::Malformed as u8, Ordering::Relaxed);
+                }
+                return Poll::Ready(Some(Err(e)));
+            }
             other => return other,
         };
         if let Some(data) = frame.data_ref() {
             self.sent += data.len() as u64;
             if self.sent > limit {
-                shared.too_large.store(true, Ordering::Relaxed);
+                shared.fault.store(Fault::TooLarge as u8, Ordering::Relaxed);
                 return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
             }
         }
@@ -308,6 +386,11 @@ impl ProxyBody {
         ProxyBody {
             inner: Inner::Tunnel(Some(Box::new(tunnel))),
         }
+    }
+
+    /// Whether this is an answer of the router itself.
+    pub fn is_local(&self) -> bool {
+        matches!(self.inner, Inner::Local(_))
     }
 
     /// The tunnel that follows this (101) answer, if any.

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::trust::TrustedProxies;
 use crate::Error;
 
 /// Default NATS URL.
@@ -38,6 +39,14 @@ pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
 pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;
 /// Default cap on connections from the router to one backend.
 pub const DEFAULT_MAX_BACKEND_CONNECTIONS: usize = 512;
+/// Default time from a request's last byte sent to a backend to its
+/// answer's head, in seconds (then 504).
+pub const DEFAULT_RESPONSE_TIMEOUT_SECS: u64 = 60;
+/// Default longest pause between two pieces of a body, either way, in seconds.
+pub const DEFAULT_BODY_IDLE_TIMEOUT_SECS: u64 = 30;
+/// Default longest time to receive a whole request body, in seconds: five
+/// minutes, 300 MB at 1 MB/s, or the 10 MiB default body limit at 35 KB/s.
+pub const DEFAULT_REQUEST_BODY_TIMEOUT_SECS: u64 = 300;
 /// Most request workers accepted by `--workers`.
 pub const MAX_WORKERS: usize = 1024;
 
@@ -63,6 +72,8 @@ pub struct Config {
     pub stream_replicas: mentat_bus::Replicas,
 
     /// Address the proxy listens on (`host:port`; port 0 picks a free port).
+    /// The router refuses to start when another process already listens
+    /// there (its own `--workers` share the port; no one else does).
     #[arg(long, env = "MENTAT_ROUTER_LISTEN", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
 
@@ -95,6 +106,26 @@ pub struct Config {
     #[arg(long, env = "MENTAT_ROUTER_IDLE_TIMEOUT_SECS", default_value_t = DEFAULT_IDLE_TIMEOUT_SECS)]
     pub idle_timeout_secs: u64,
 
+    /// Time, in seconds, a backend has to send its answer's head once the
+    /// whole request was written to it; past it the client gets 504 and
+    /// the backend connection is closed. Not retried.
+    #[arg(long, env = "MENTAT_ROUTER_RESPONSE_TIMEOUT_SECS", default_value_t = DEFAULT_RESPONSE_TIMEOUT_SECS)]
+    pub response_timeout_secs: u64,
+
+    /// Longest pause, in seconds, between two pieces of a body in either
+    /// direction: a request body from the client (then 408), or an answer
+    /// from the backend or to the client (then the answer is cut). Both
+    /// connections of the request are closed. Upgraded connections
+    /// (WebSockets) are not bounded.
+    #[arg(long, env = "MENTAT_ROUTER_BODY_IDLE_TIMEOUT_SECS", default_value_t = DEFAULT_BODY_IDLE_TIMEOUT_SECS)]
+    pub body_idle_timeout_secs: u64,
+
+    /// Longest time, in seconds, to receive a whole request body from the
+    /// client, however steadily it trickles in; past it the client gets 408
+    /// and the backend connection that was receiving it is closed.
+    #[arg(long, env = "MENTAT_ROUTER_REQUEST_BODY_TIMEOUT_SECS", default_value_t = DEFAULT_REQUEST_BODY_TIMEOUT_SECS)]
+    pub request_body_timeout_secs: u64,
+
     /// Largest request head (request line and headers), in bytes; larger
     /// ones get 431. At least 8192.
     #[arg(long, env = "MENTAT_ROUTER_MAX_HEADER_BYTES", default_value_t = DEFAULT_MAX_HEADER_BYTES)]
@@ -110,6 +141,20 @@ pub struct Config {
     /// then goes to another backend or gets 503.
     #[arg(long, env = "MENTAT_ROUTER_MAX_BACKEND_CONNECTIONS", default_value_t = DEFAULT_MAX_BACKEND_CONNECTIONS)]
     pub max_backend_connections: usize,
+
+    /// Clients trusted as proxies in front of the router, as CIDRs
+    /// separated by commas (`10.0.0.0/8,fd00::/8`; a bare address is that
+    /// one address). From a trusted proxy, `X-Forwarded-For` is extended
+    /// with its address and `X-Forwarded-Proto`, `X-Forwarded-Host` and
+    /// `X-Request-Id` are kept; from any other client all four are replaced
+    /// by the router's own values. Default: none (no client is trusted).
+    #[arg(
+        long,
+        env = "MENTAT_ROUTER_TRUSTED_PROXIES",
+        default_value = "",
+        value_name = "CIDRS"
+    )]
+    pub trusted_proxies: String,
 
     /// Address of the admin server (`GET /metrics` in Prometheus text format).
     #[arg(long, env = "MENTAT_ROUTER_ADMIN_LISTEN", default_value = DEFAULT_ADMIN_LISTEN)]
@@ -161,9 +206,13 @@ impl Default for Config {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             nats_wait_secs: DEFAULT_NATS_WAIT_SECS,
             idle_timeout_secs: DEFAULT_IDLE_TIMEOUT_SECS,
+            response_timeout_secs: DEFAULT_RESPONSE_TIMEOUT_SECS,
+            body_idle_timeout_secs: DEFAULT_BODY_IDLE_TIMEOUT_SECS,
+            request_body_timeout_secs: DEFAULT_REQUEST_BODY_TIMEOUT_SECS,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_backend_connections: DEFAULT_MAX_BACKEND_CONNECTIONS,
+            trusted_proxies: String::new(),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9180)),
             stats_interval_ms: DEFAULT_STATS_INTERVAL_MS,
             workers: default_workers(),
@@ -202,6 +251,9 @@ impl Config {
             ("shutdown-grace-secs", self.shutdown_grace_secs),
             ("header-timeout-secs", self.header_timeout_secs),
             ("idle-timeout-secs", self.idle_timeout_secs),
+            ("response-timeout-secs", self.response_timeout_secs),
+            ("body-idle-timeout-secs", self.body_idle_timeout_secs),
+            ("request-body-timeout-secs", self.request_body_timeout_secs),
         ] {
             if !(1..=3600).contains(&value) {
                 return Err(invalid(field, format!("{value} is not between 1 and 3600")));
@@ -240,10 +292,17 @@ impl Config {
                 format!("{} is not between 1 and {MAX_WORKERS}", self.workers),
             ));
         }
+        self.trusted_proxies()?;
         if self.admin_listen == self.listen && self.listen.port() != 0 {
             return Err(invalid("admin-listen", "must differ from --listen"));
         }
         Ok(())
+    }
+
+    /// [`Config::trusted_proxies`] parsed; the error names the entry that
+    /// is not a CIDR.
+    pub fn trusted_proxies(&self) -> Result<TrustedProxies, Error> {
+        TrustedProxies::parse(&self.trusted_proxies).map_err(|e| invalid("trusted-proxies", e))
     }
 
     /// [`Config::drain_timeout_secs`] as a duration.
@@ -264,6 +323,17 @@ impl Config {
     /// [`Config::idle_timeout_secs`] as a duration.
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.idle_timeout_secs)
+    }
+
+    /// The in-flight bounds: [`Config::response_timeout_secs`],
+    /// [`Config::body_idle_timeout_secs`] and
+    /// [`Config::request_body_timeout_secs`] as durations.
+    pub fn bounds(&self) -> crate::bounds::Bounds {
+        crate::bounds::Bounds {
+            response_head: Duration::from_secs(self.response_timeout_secs),
+            body_idle: Duration::from_secs(self.body_idle_timeout_secs),
+            request_body: Duration::from_secs(self.request_body_timeout_secs),
+        }
     }
 
     /// [`Config::stats_interval_ms`] as a duration.
@@ -388,5 +458,64 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(field(&mut c), "workers");
+        let mut c = Config {
+            response_timeout_secs: 0,
+            ..Config::default()
+        };
+        assert_eq!(field(&mut c), "response-timeout-secs");
+        let mut c = Config {
+            body_idle_timeout_secs: 3601,
+            ..Config::default()
+        };
+        assert_eq!(field(&mut c), "body-idle-timeout-secs");
+        let mut c = Config {
+            request_body_timeout_secs: 0,
+            ..Config::default()
+        };
+        assert_eq!(field(&mut c), "request-body-timeout-secs");
+    }
+
+    #[test]
+    fn in_flight_bounds_default_to_60_30_and_300_seconds() {
+        let c = Config::try_parse_from(["mentat-router", "--body-idle-timeout-secs", "5"])
+            .expect("flags parse");
+        let bounds = c.bounds();
+        assert_eq!(bounds.response_head, Duration::from_secs(60));
+        assert_eq!(bounds.body_idle, Duration::from_secs(5));
+        assert_eq!(bounds.request_body, Duration::from_secs(300));
+        assert_eq!(Config::default().bounds(), crate::bounds::Bounds::default());
+    }
+
+    #[test]
+    fn trusted_proxies_are_cidrs_and_a_bad_one_is_named() {
+        let c = Config::try_parse_from([
+            "mentat-router",
+            "--trusted-proxies",
+            "10.0.0.0/8, 192.168.1.7,fd00::/16",
+        ]);
+        let mut c = c.expect("flags parse");
+        c.validate().expect("valid");
+        let trusted = c.trusted_proxies().expect("parsed");
+        assert!(trusted.trusts("10.2.3.4".parse().expect("ip")));
+        assert!(!trusted.trusts("127.0.0.1".parse().expect("ip")));
+        assert!(Config::default()
+            .trusted_proxies()
+            .expect("none")
+            .is_empty());
+
+        let mut c = Config {
+            trusted_proxies: "10.0.0.0/8,10.0.0.0/33".into(),
+            ..Config::default()
+        };
+        match c.validate() {
+            Err(Error::Config { field, problem }) => {
+                assert_eq!(field, "trusted-proxies");
+                assert!(
+                    problem.contains("`10.0.0.0/33`"),
+                    "names the entry: {problem}"
+                );
+            }
+            other => panic!("expected a config error, got {other:?}"),
+        }
     }
 }

@@ -20,8 +20,15 @@
 //! - **idle timeout**: a keep-alive connection with no request in flight
 //!   and no byte received for that long is closed.
 //!
-//! Neither applies while a request is in flight, so neither cuts a slow
-//! backend or a long download.
+//! Neither applies while a request is in flight: the bounds of
+//! [`crate::bounds`] do (the response head, the pause between two pieces
+//! of a body either way, the whole request body), so a long download that
+//! keeps moving is never cut, and a stalled one always is.
+//!
+//! A chunked request body is checked on the bytes the client already sent
+//! before the request is forwarded ([`crate::codec::Decoder::check`]): a
+//! body broken from its start gets 400 and reaches no backend. A HEAD
+//! answer from a backend keeps its length fields and gets none invented.
 //!
 //! A request body left unread when the answer is written (the router
 //! answered without forwarding it, or the backend answered early) is read
@@ -38,16 +45,17 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::Body;
-use hyper::header::{HeaderValue, CONTENT_LENGTH};
+use hyper::header::CONTENT_LENGTH;
 use hyper::{Method, StatusCode, Version};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
-use crate::body::{BoxError, ClientBody, RequestBody};
+use crate::body::{BoxError, ClientBody, Fault, RequestBody};
+use crate::bounds::within_for;
 use crate::codec::{self, Decoder, Framing};
-use crate::headers::{push_field, X_REQUEST_ID};
+use crate::headers::{push_field, Peer, X_REQUEST_ID};
 use crate::proxy::{local, Outgoing, Proxy};
 use crate::request::{self, Head, Refusal};
 use crate::server::Limits;
@@ -59,6 +67,9 @@ const HEAD_BUFFER: usize = 4 * 1024;
 pub const DRAIN_MAX: u64 = 64 * 1024;
 /// Longest wait for an unread request body, or for a closing client.
 const DRAIN_TIME: Duration = Duration::from_secs(1);
+/// Most bytes of a chunked request body read ahead, without waiting, to
+/// check its framing before the request is forwarded.
+const CHECK_AHEAD: usize = 16 * 1024;
 
 /// The two timeouts of a client connection.
 #[derive(Debug, Clone, Copy)]
@@ -87,12 +98,13 @@ enum Stop {
     Refuse(StatusCode, &'static str),
 }
 
-/// Serve the requests of one client (`client` is its address, as the
-/// proxy writes it) until it leaves, breaks a limit, or `closing` is
-/// cancelled (then at the end of the request in flight, if any).
+/// Serve the requests of one client (`client`: its address, as the proxy
+/// writes it, and whether it is a trusted proxy) until it leaves, breaks a
+/// limit, or `closing` is cancelled (then at the end of the request in
+/// flight, if any).
 pub async fn serve(
     stream: TcpStream,
-    client: HeaderValue,
+    client: Peer,
     proxy: Arc<Proxy>,
     limits: Limits,
     closing: CancellationToken,
@@ -109,11 +121,24 @@ pub async fn serve(
             Err(Stop::Close) => return,
             Err(Stop::Refuse(status, why)) => {
                 // Boxed, like a request: rare, and no weight on idle connections.
-                Box::pin(refuse(io, status, why)).await;
+                Box::pin(refuse(io, status, why, proxy.bounds().body_idle)).await;
                 return;
             }
         };
         first = false;
+        if let Err(e) = check_body(&mut io, head.framing) {
+            // Broken from its first bytes: refused before anything is forwarded.
+            tracing::debug!(error = %e, "request body refused");
+            let idle = proxy.bounds().body_idle;
+            Box::pin(refuse(
+                io,
+                StatusCode::BAD_REQUEST,
+                "bad request body",
+                idle,
+            ))
+            .await;
+            return;
+        }
         // Boxed: the state of a request exists only while one is in flight.
         let exchange = Box::pin(exchange(io, head, &proxy, &client, &closing)).await;
         match exchange {
@@ -123,17 +148,46 @@ pub async fn serve(
     }
 }
 
+/// Check the framing of a chunked request body on the bytes the client
+/// already sent (those buffered, and what the socket holds, up to
+/// [`CHECK_AHEAD`], without waiting): a body broken from the start is
+/// refused before anything of the request is forwarded. A body broken
+/// later is found while it is forwarded (then 400, and the backend
+/// connection closed).
+fn check_body(io: &mut ClientIo, framing: Framing) -> Result<(), codec::DecodeError> {
+    if framing != Framing::Chunked {
+        return Ok(());
+    }
+    let decoder = Decoder::new(framing);
+    while !decoder.check(&io.buf)? && io.buf.len() < CHECK_AHEAD {
+        codec::reserve(&mut io.buf, codec::READ_SIZE);
+        match io.stream.try_read_buf(&mut io.buf) {
+            Ok(n) if n > 0 => {}
+            // Nothing more yet, the end, or an error the body's reader will meet.
+            _ => break,
+        }
+    }
+    Ok(())
+}
+
 /// Answer a head the router will not take, then close.
-async fn refuse(mut io: ClientIo, status: StatusCode, why: &'static str) {
+async fn refuse(mut io: ClientIo, status: StatusCode, why: &'static str, idle: Duration) {
     tracing::debug!(status = status.as_u16(), why, "request refused");
     let text = match status {
         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "request head too large\n",
+        StatusCode::NOT_IMPLEMENTED => "not implemented\n",
         _ => "bad request\n",
     };
     let mut keep = false;
-    if respond(&mut io, local(status, text), Reply::default(), &mut keep)
-        .await
-        .is_ok()
+    if respond(
+        &mut io,
+        local(status, text),
+        Reply::default(),
+        &mut keep,
+        idle,
+    )
+    .await
+    .is_ok()
     {
         linger(io).await;
     }
@@ -144,7 +198,7 @@ async fn exchange(
     mut io: ClientIo,
     head: Head,
     proxy: &Proxy,
-    client: &HeaderValue,
+    client: &Peer,
     closing: &CancellationToken,
 ) -> Option<ClientIo> {
     let Head {
@@ -158,6 +212,7 @@ async fn exchange(
         head_request: parts.method == Method::HEAD,
         http10: parts.version == Version::HTTP_10,
     };
+    let mut too_slow = false;
     let (resp, unread) = if framing == Framing::Empty {
         let resp = proxy.handle(parts, fields, RequestBody::Empty, client);
         (resp.await, None)
@@ -165,6 +220,7 @@ async fn exchange(
         let body = ClientBody::new(io, framing, expect_continue);
         let body = RequestBody::new(body, proxy.max_body_bytes());
         let resp = proxy.handle(parts, fields, body.clone(), client).await;
+        let fault = body.fault();
         let Some(body) = body.reclaim() else {
             // Every attempt gives the body back when it ends.
             tracing::error!("a request body was not given back; closing its connection");
@@ -172,6 +228,7 @@ async fn exchange(
         };
         let (back, decoder, waiting) = body.into_parts();
         io = back;
+        too_slow = fault == Some(Fault::TimedOut);
         (resp, (!decoder.is_done()).then_some((decoder, waiting)))
     };
     let mut keep = keep_alive && !closing.is_cancelled();
@@ -182,6 +239,11 @@ async fn exchange(
             keep = false;
             None
         }
+        // Broken framing, or a client too slow: nothing more is read.
+        Some((decoder, _)) if decoder.is_broken() || too_slow => {
+            keep = false;
+            None
+        }
         Some((decoder, false)) => {
             if decoder.remaining().is_some_and(|left| left > DRAIN_MAX) {
                 keep = false;
@@ -189,7 +251,7 @@ async fn exchange(
             Some(decoder)
         }
     };
-    let tunnel = match respond(&mut io, resp, reply, &mut keep).await {
+    let tunnel = match respond(&mut io, resp, reply, &mut keep, proxy.bounds().body_idle).await {
         Ok(tunnel) => tunnel,
         Err(e) => {
             tracing::debug!(error = %e, "answer not sent in full; closing the client connection");
@@ -267,6 +329,9 @@ async fn next_head(
                     ))
                 }
                 Err(Refusal::Bad(why)) => return Err(Stop::Refuse(StatusCode::BAD_REQUEST, why)),
+                Err(Refusal::NotImplemented(why)) => {
+                    return Err(Stop::Refuse(StatusCode::NOT_IMPLEMENTED, why))
+                }
             }
             if io.buf.len() >= limits.max_header_bytes {
                 return Err(Stop::Refuse(
@@ -326,12 +391,14 @@ enum Coding {
 
 /// Write `resp` to the client; `keep` says whether the connection stays
 /// open and is cleared when the answer can only end with the close. The
-/// tunnel, if the answer is a 101 that opens one.
+/// tunnel, if the answer is a 101 that opens one. The body's pieces must
+/// come from the backend, and be taken by the client, each within `idle`.
 async fn respond(
     io: &mut ClientIo,
     resp: Outgoing,
     reply: Reply,
     keep: &mut bool,
+    idle: Duration,
 ) -> Result<Option<Tunnel>, BoxError> {
     let Outgoing {
         status,
@@ -367,6 +434,14 @@ async fn respond(
         Coding::None
     } else if headers.contains_key(CONTENT_LENGTH) || passed.has_length() {
         Coding::Raw
+    } else if reply.head_request && !body.is_local() {
+        // The backend's answer to HEAD: its length fields go as they came
+        // (above), none is invented, and a coded body is announced as the
+        // router would send it.
+        if passed.is_coded() && !reply.http10 {
+            head.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        }
+        Coding::None
     } else if let Some(n) = body.size_hint().exact() {
         let _ = write!(head, "content-length: {n}\r\n");
         Coding::Raw
@@ -393,14 +468,14 @@ async fn respond(
     }
     head.extend_from_slice(b"\r\n");
     if coding == Coding::None {
-        write_all(&mut io.stream, &[&head]).await?;
+        write_all(&mut io.stream, &[&head], idle).await?;
         return Ok(tunnel);
     }
     // The first piece of the body, if it is already there, goes with the head.
     let mut ready = match poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await {
         Poll::Ready(frame) => Some(frame),
         Poll::Pending => {
-            write_all(&mut io.stream, &[&head]).await?;
+            write_all(&mut io.stream, &[&head], idle).await?;
             head.clear();
             None
         }
@@ -408,7 +483,10 @@ async fn respond(
     loop {
         let frame = match ready.take() {
             Some(frame) => frame,
-            None => body.frame().await,
+            // A backend that stalls mid-body is cut (its head has gone).
+            None => within_for(idle, body.frame())
+                .await
+                .ok_or_else(|| timed_out("the backend's answer stalled"))?,
         };
         let data = match frame {
             None => Bytes::new(),
@@ -420,7 +498,7 @@ async fn respond(
         };
         let end = data.is_empty() || body.is_end_stream();
         if coding == Coding::Raw {
-            write_all(&mut io.stream, &[&head, &data]).await?;
+            write_all(&mut io.stream, &[&head, &data], idle).await?;
         } else {
             let mut size = [0u8; 20];
             let size = chunk_size(&data, &mut size);
@@ -429,13 +507,18 @@ async fn respond(
                 (false, true) => b"\r\n0\r\n\r\n",
                 (false, false) => b"\r\n",
             };
-            write_all(&mut io.stream, &[&head, size, &data, tail]).await?;
+            write_all(&mut io.stream, &[&head, size, &data, tail], idle).await?;
         }
         head.clear();
         if end {
             return Ok(None);
         }
     }
+}
+
+/// The error of a body that stalled past the body idle bound.
+fn timed_out(what: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, what)
 }
 
 /// The chunk-size line of `data` (nothing for the last, empty chunk).
@@ -449,8 +532,9 @@ fn chunk_size<'a>(data: &[u8], out: &'a mut [u8; 20]) -> &'a [u8] {
     &out[..len]
 }
 
-/// Write every piece, in as few system calls as the socket allows.
-async fn write_all(stream: &mut TcpStream, pieces: &[&[u8]]) -> io::Result<()> {
+/// Write every piece, in as few system calls as the socket allows; an
+/// error when the client takes nothing for `idle`.
+async fn write_all(stream: &mut TcpStream, pieces: &[&[u8]], idle: Duration) -> io::Result<()> {
     let mut slices = [IoSlice::new(&[]); 4];
     for (slice, piece) in slices.iter_mut().zip(pieces) {
         *slice = IoSlice::new(piece);
@@ -458,7 +542,9 @@ async fn write_all(stream: &mut TcpStream, pieces: &[&[u8]]) -> io::Result<()> {
     let mut left = &mut slices[..pieces.len().min(4)];
     IoSlice::advance_slices(&mut left, 0);
     while !left.is_empty() {
-        let n = stream.write_vectored(left).await?;
+        let n = within_for(idle, stream.write_vectored(left))
+            .await
+            .ok_or_else(|| timed_out("the client stopped reading the answer"))??;
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }

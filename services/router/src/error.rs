@@ -20,6 +20,14 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// Another process already listens on the address (another router,
+    /// say): fatal. A router's workers share its port, but a router never
+    /// shares it with another process.
+    #[error("cannot listen on {addr}: another process already listens on it")]
+    AddrInUse {
+        /// The address.
+        addr: std::net::SocketAddr,
+    },
     /// The bus could not be reached or refused an operation: retry later.
     #[error(transparent)]
     Bus(#[from] mentat_bus::Error),

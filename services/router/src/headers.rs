@@ -1,7 +1,8 @@
 //! Header rewriting, on the fields as a head carried them ([`RawFields`]):
 //! hop-by-hop fields removed in both directions, `X-Forwarded-*` and
-//! `X-Request-Id` added on the way in, and the `Upgrade` handshake kept for
-//! upgrades (WebSockets).
+//! `X-Request-Id` set on the way in (the client's kept or extended only
+//! when it is a trusted proxy, [`Peer`]), and the `Upgrade` handshake kept
+//! for upgrades (WebSockets).
 
 use std::net::IpAddr;
 use std::ops::Range;
@@ -13,14 +14,38 @@ use hyper::header::{HeaderMap, HeaderValue, CONNECTION, UPGRADE};
 
 /// `X-Environment`: the environment whose table routes the request.
 pub const X_ENVIRONMENT: &[u8] = b"x-environment";
-/// `X-Request-Id`: kept when the client sends one, generated otherwise.
+/// `X-Request-Id`: kept when a trusted proxy sends one, generated otherwise.
 pub const X_REQUEST_ID: &[u8] = b"x-request-id";
-/// `X-Forwarded-For`: the client chain, this client appended.
+/// `X-Forwarded-For`: the client's address, appended to a trusted proxy's chain.
 const X_FORWARDED_FOR: &[u8] = b"x-forwarded-for";
-/// `X-Forwarded-Proto`: `http` unless a proxy in front already said.
+/// `X-Forwarded-Proto`: `http` unless a trusted proxy in front already said.
 const X_FORWARDED_PROTO: &[u8] = b"x-forwarded-proto";
-/// `X-Forwarded-Host`: the Host the client asked for.
+/// `X-Forwarded-Host`: the Host the client asked for, unless a trusted
+/// proxy in front already said.
 const X_FORWARDED_HOST: &[u8] = b"x-forwarded-host";
+
+/// The forwarding fields a client may only send as a trusted proxy.
+const FORWARDING: [&[u8]; 4] = [
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+    X_REQUEST_ID,
+];
+
+/// Fields of a request the router sets or frames it by: a client's
+/// `Connection` field cannot name them away (RFC 9110 §7.6.1 is about a
+/// connection's own options; these are the router's to set). The router
+/// keeps or sets them as it would have had `Connection` not named them.
+/// Every other name `Connection` lists (`Authorization`, `Cookie`, ...) is
+/// removed, as the RFC requires.
+const ROUTER_SET: [&[u8]; 6] = [
+    b"host",
+    b"content-length",
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+    X_REQUEST_ID,
+];
 
 /// Whether `name` (any case) concerns one connection only (RFC 9110
 /// §7.6.1) and is never forwarded: `Connection`, `Keep-Alive`, `TE`,
@@ -110,6 +135,15 @@ impl RawFields {
         self.get(name).is_some()
     }
 
+    /// Remove every field called any of `names` (any case), in one pass.
+    pub fn remove_all(&mut self, names: &[&[u8]]) {
+        let head = &self.head;
+        self.spans.retain(|(n, _)| {
+            let n = &head[n.clone()];
+            !names.iter().any(|name| n.eq_ignore_ascii_case(name))
+        });
+    }
+
     /// Remove every field called `name` (any case).
     pub fn remove(&mut self, name: &[u8]) {
         let head = &self.head;
@@ -123,8 +157,9 @@ impl RawFields {
     }
 
     /// Remove the hop-by-hop fields, those the `Connection` field names
-    /// among them; say what they said of an upgrade.
-    pub fn strip_hop_by_hop(&mut self) -> Upgrade {
+    /// among them but for the names in `keep`; say what they said of an
+    /// upgrade.
+    pub fn strip_hop_by_hop(&mut self, keep: &[&[u8]]) -> Upgrade {
         let head = &self.head;
         let mut named: Vec<&[u8]> = Vec::new();
         let mut upgrade = Upgrade::default();
@@ -142,7 +177,8 @@ impl RawFields {
                         upgrade.asked = true;
                     } else if !(token.is_empty()
                         || token.eq_ignore_ascii_case(b"close")
-                        || token.eq_ignore_ascii_case(b"keep-alive"))
+                        || token.eq_ignore_ascii_case(b"keep-alive")
+                        || keep.iter().any(|k| token.eq_ignore_ascii_case(k)))
                     {
                         named.push(token);
                     }
@@ -214,22 +250,31 @@ pub struct Passed {
     length: bool,
     /// An `X-Request-Id` is among the fields.
     request_id: bool,
+    /// The backend sent a Transfer-Encoding (left out of `fields`).
+    coded: bool,
 }
 
 impl Passed {
-    /// `fields` without the hop-by-hop ones and, if `drop_length`, without
-    /// `Content-Length`.
-    pub fn new(mut fields: RawFields, drop_length: bool) -> Self {
-        let upgrade = fields.strip_hop_by_hop().protocol;
-        if drop_length {
+    /// `fields` without the hop-by-hop ones and, if the backend sent a
+    /// transfer coding (`coded`), without `Content-Length`: the coding wins.
+    pub fn new(mut fields: RawFields, coded: bool) -> Self {
+        let upgrade = fields.strip_hop_by_hop(&[]).protocol;
+        if coded {
             fields.remove(b"content-length");
         }
         Passed {
-            length: !drop_length && fields.contains(b"content-length"),
+            length: !coded && fields.contains(b"content-length"),
             request_id: fields.contains(X_REQUEST_ID),
             fields,
             upgrade,
+            coded,
         }
+    }
+
+    /// Whether the backend sent a Transfer-Encoding: its body (or, for
+    /// HEAD, a GET's) has no length of its own.
+    pub fn is_coded(&self) -> bool {
+        self.coded
     }
 
     /// The protocol the backend's `Upgrade` field names, if it sent one.
@@ -293,6 +338,27 @@ pub fn client_addr(client: IpAddr) -> HeaderValue {
     HeaderValue::from_str(&client.to_string()).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
+/// The client at the other end of a connection, as the router forwards its
+/// requests: its address, and whether it is a trusted proxy
+/// (`--trusted-proxies`). Made once per connection.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// The address, as `X-Forwarded-For` carries it ([`client_addr`]).
+    pub addr: HeaderValue,
+    /// A trusted proxy: its forwarding fields are kept.
+    pub trusted: bool,
+}
+
+impl Peer {
+    /// The client at `ip`, trusted or not.
+    pub fn new(ip: IpAddr, trusted: bool) -> Self {
+        Peer {
+            addr: client_addr(ip),
+            trusted,
+        }
+    }
+}
+
 /// The fields the router adds to a forwarded request, written after the
 /// client's own (see [`Forwarded::fields`]).
 #[derive(Debug, Clone)]
@@ -341,12 +407,18 @@ fn visible_ascii(value: &[u8]) -> bool {
 }
 
 /// Prepare a request's fields for the backend: remove the hop-by-hop ones
-/// and say what to add ([`Forwarded`]). `client` is the client's address
-/// ([`client_addr`]). Beyond the hop-by-hop fields, the client's go
-/// unchanged but for an unusable request id (replaced) and a forwarding
-/// chain (extended).
-pub fn forward_request(fields: &mut RawFields, client: &HeaderValue) -> Forwarded {
-    let upgrade = fields.strip_hop_by_hop();
+/// (a `Connection` field cannot name the router's own, [`ROUTER_SET`]) and
+/// say what to add ([`Forwarded`]). From a client that is not a trusted
+/// proxy, its `X-Forwarded-*` and `X-Request-Id` fields are dropped and the
+/// router's own values sent instead. From a trusted proxy, its chain is
+/// extended with its address and its other fields kept (a request id that
+/// is not a usable header value is still replaced). Every other field goes
+/// unchanged.
+pub fn forward_request(fields: &mut RawFields, peer: &Peer) -> Forwarded {
+    let upgrade = fields.strip_hop_by_hop(&ROUTER_SET);
+    if !peer.trusted {
+        fields.remove_all(&FORWARDING);
+    }
     let kept_id = fields
         .value(X_REQUEST_ID)
         .filter(|id| !id.is_empty() && id.to_str().is_ok());
@@ -357,6 +429,7 @@ pub fn forward_request(fields: &mut RawFields, client: &HeaderValue) -> Forwarde
             (new_request_id(), true)
         }
     };
+    let client = &peer.addr;
     let forwarded_for = if fields.contains(X_FORWARDED_FOR) {
         let mut joined: Vec<u8> = Vec::new();
         for v in fields.get_all(X_FORWARDED_FOR).filter(|v| visible_ascii(v)) {
@@ -404,7 +477,7 @@ mod tests {
               Proxy-Authorization: Basic x\r\nTrailer: x\r\nProxy-Connection: keep-alive\r\n\
               Set-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n",
         );
-        let upgrade = f.strip_hop_by_hop();
+        let upgrade = f.strip_hop_by_hop(&[]);
         assert_eq!(
             written(&f),
             "Content-Type: text/plain\r\nContent-Length: 3\r\n\
@@ -456,7 +529,7 @@ mod tests {
     }
 
     /// The request's fields as the backend gets them, and its id.
-    fn sent(raw: &[u8], client: &HeaderValue) -> (HeaderValue, String, Forwarded) {
+    fn sent(raw: &[u8], client: &Peer) -> (HeaderValue, String, Forwarded) {
         let mut f = RawFields::parse(raw);
         let forwarded = forward_request(&mut f, client);
         let mut out = Vec::new();
@@ -470,7 +543,7 @@ mod tests {
 
     #[test]
     fn upgrades_are_recognised_and_sent_on() {
-        let client = client_addr([10, 0, 0, 7].into());
+        let client = Peer::new([10, 0, 0, 7].into(), false);
         let (id, out, forwarded) = sent(
             b"Connection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n",
             &client,
@@ -498,8 +571,8 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_fields_are_added_and_chained() {
-        let client = client_addr([10, 0, 0, 7].into());
+    fn forwarded_fields_are_added() {
+        let client = Peer::new([10, 0, 0, 7].into(), false);
         let (id, out, _) = sent(b"Host: web.localhost\r\n\r\n", &client);
         let id = id.to_str().expect("ascii").to_owned();
         assert_eq!(
@@ -512,32 +585,90 @@ mod tests {
         let (next, _, _) = sent(b"\r\n", &client);
         assert_ne!(id, next, "request ids are unique");
         assert_eq!(id.len(), 32);
+    }
 
-        let (id, out, _) = sent(
-            b"X-Request-Id: abc\r\nX-Forwarded-For: 1.2.3.4\r\nx-forwarded-for: 5.6.7.8\r\n\
-              X-Forwarded-Proto: https\r\n\r\n",
-            &client,
+    const FORGED: &[u8] = b"Host: web.localhost\r\nX-Request-Id: abc\r\n\
+        X-Forwarded-For: 1.2.3.4\r\nx-forwarded-for: 5.6.7.8\r\n\
+        X-Forwarded-Proto: https\r\nX-Forwarded-Host: evil.example\r\n\r\n";
+
+    #[test]
+    fn an_untrusted_clients_forwarding_fields_are_replaced_by_the_routers() {
+        let client = Peer::new([10, 0, 0, 7].into(), false);
+        let (id, out, _) = sent(FORGED, &client);
+        let id = id.to_str().expect("ascii").to_owned();
+        assert_eq!(id.len(), 32, "a new id, not the client's");
+        assert_eq!(
+            out,
+            format!(
+                "Host: web.localhost\r\nx-request-id: {id}\r\nx-forwarded-for: 10.0.0.7\r\n\
+                 x-forwarded-proto: http\r\nx-forwarded-host: web.localhost\r\n"
+            )
         );
+    }
+
+    #[test]
+    fn a_trusted_proxys_chain_is_extended_and_its_other_fields_kept() {
+        let proxy = Peer::new([10, 0, 0, 7].into(), true);
+        let (id, out, _) = sent(FORGED, &proxy);
         assert_eq!(id, "abc");
         assert_eq!(
             out,
-            "X-Request-Id: abc\r\nX-Forwarded-Proto: https\r\n\
+            "Host: web.localhost\r\nX-Request-Id: abc\r\nX-Forwarded-Proto: https\r\n\
+             X-Forwarded-Host: evil.example\r\n\
              x-forwarded-for: 1.2.3.4, 5.6.7.8, 10.0.0.7\r\n",
-            "the id kept once, the chain joined, the proto kept"
+            "the id kept once, the chain joined, proto and host kept"
         );
 
         let (_, out, _) = sent(
             b"X-Forwarded-For: 1.2.3.4\r\nX-Forwarded-For: caf\xe9\r\n\r\n",
-            &client,
+            &proxy,
         );
         assert!(
             out.ends_with("x-forwarded-for: 1.2.3.4, 10.0.0.7\r\nx-forwarded-proto: http\r\n"),
             "a link that is not visible ASCII is left out of the chain: {out}"
         );
 
-        let (id, out, _) = sent(b"X-Request-Id: \r\n\r\n", &client);
+        let (id, out, _) = sent(b"X-Request-Id: \r\n\r\n", &proxy);
         assert_eq!(id.len(), 32, "an empty id is replaced");
         assert_eq!(out.matches("x-request-id").count(), 1, "{out}");
         assert!(!out.contains("X-Request-Id"), "{out}");
+    }
+
+    #[test]
+    fn connection_cannot_name_away_the_fields_the_router_sets() {
+        for trusted in [false, true] {
+            let peer = Peer::new([10, 0, 0, 7].into(), trusted);
+            let (_, out, _) = sent(
+                b"Connection: close, Host, Content-Length, X-Forwarded-For, X-Request-Id,\
+                  x-forwarded-proto, X-Forwarded-Host, Authorization, Cookie, X-Other\r\n\
+                  Host: web.localhost\r\nContent-Length: 2\r\nX-Forwarded-For: 1.2.3.4\r\n\
+                  Authorization: Basic eA==\r\nCookie: a=1\r\nX-Other: 1\r\nX-Kept: 1\r\n\r\n",
+                &peer,
+            );
+            assert!(
+                out.starts_with("Host: web.localhost\r\nContent-Length: 2\r\n"),
+                "{out}"
+            );
+            let chain = if trusted {
+                "x-forwarded-for: 1.2.3.4, 10.0.0.7\r\n"
+            } else {
+                "x-forwarded-for: 10.0.0.7\r\n"
+            };
+            for field in [
+                chain,
+                "x-forwarded-proto: http\r\n",
+                "x-forwarded-host: web.localhost\r\n",
+                "X-Kept: 1\r\n",
+            ] {
+                assert!(out.contains(field), "{field:?} in {out}");
+            }
+            assert_eq!(out.matches("x-request-id: ").count(), 1, "{out}");
+            for gone in ["Authorization", "Cookie", "X-Other", "Connection"] {
+                assert!(
+                    !out.contains(gone),
+                    "{gone} named by Connection goes: {out}"
+                );
+            }
+        }
     }
 }

@@ -18,13 +18,18 @@
 //! - `drain`: waiting for in-flight requests, closing idle connections and
 //!   tunnels, then `ReplicaDrained`.
 //! - `proxy`: the request path, retries included; `headers` and `body` hold
-//!   what it rewrites and streams; `tunnel` splices upgraded connections.
+//!   what it rewrites and streams; `tunnel` splices upgraded connections;
+//!   `bounds`: how long a request may stay in flight (the backend's answer
+//!   head, pauses in a body either way, the whole request body); `trust`:
+//!   the `--trusted-proxies` whose forwarding fields are kept.
 //! - `server`: the accept loop and its graceful stop, one per worker
 //!   (a thread with a single-threaded runtime and its own `SO_REUSEPORT`
 //!   listener); `conn`: the HTTP/1.1 server side of one client connection
 //!   (requests parsed by `request`, answers written back, header and idle
 //!   timeouts); `codec`: message bodies off a socket (Content-Length,
 //!   chunked, until close), for requests and answers alike.
+//! - `grammar`: the lexical rules of HTTP/1.1 framing (lengths, chunk
+//!   lines, trailers, CRLF), pure and bounded, used by `codec`.
 //! - `metrics`: lock-free counters and histograms; `traffic`: the
 //!   per-interval `TrafficStats` publisher; `admin`: `GET /metrics`.
 //!
@@ -49,6 +54,7 @@
 
 mod admin;
 mod body;
+pub mod bounds;
 mod codec;
 pub mod config;
 mod conn;
@@ -56,6 +62,7 @@ mod drain;
 mod endpoint;
 mod error;
 mod feed;
+mod grammar;
 mod headers;
 mod host;
 pub mod metrics;
@@ -66,6 +73,7 @@ mod server;
 mod sticky;
 mod table;
 mod traffic;
+pub mod trust;
 mod tunnel;
 mod upstream;
 mod weights;
@@ -90,6 +98,7 @@ use pool::PoolSettings;
 use proxy::Proxy;
 use table::{SharedTable, TableWriter};
 use traffic::Registry;
+use trust::TrustedProxies;
 
 /// Longest wait at start for the current table before serving anyway
 /// (requests for services not loaded yet get 404 meanwhile).
@@ -120,6 +129,8 @@ pub struct Router {
     feed: JoinHandle<()>,
     registry: Arc<Registry>,
     metrics: Arc<RouterMetrics>,
+    /// `--trusted-proxies`, parsed.
+    trusted: TrustedProxies,
     shutdown: Shutdown,
 }
 
@@ -128,10 +139,12 @@ impl Router {
     /// routing table (the last RouteChanged of every service).
     pub async fn bind(mut config: Config, shutdown: Shutdown) -> Result<Self, Error> {
         config.validate()?;
+        let trusted = config.trusted_proxies()?;
         let listen_error = |source| Error::Listen {
             addr: config.listen,
             source,
         };
+        refuse_shared_address(config.listen)?;
         let (listener, local_addr, more_listeners) = if config.workers == 1 {
             let listener = TcpListener::bind(config.listen)
                 .await
@@ -207,6 +220,7 @@ impl Router {
             feed,
             registry,
             metrics,
+            trusted,
             shutdown,
         })
     }
@@ -255,6 +269,8 @@ impl Router {
             self.table.clone(),
             &self.config.domain,
             self.config.max_body_bytes,
+            self.trusted.clone(),
+            self.config.bounds(),
             self.shutdown.token(),
         ));
         let limits = server::Limits {
@@ -295,6 +311,43 @@ impl Router {
         }
         self.drainer.finish(DRAIN_REPORT_GRACE).await;
         tracing::info!("router stopped");
+    }
+}
+
+/// Fail with [`Error::AddrInUse`] when another process already listens on
+/// `addr`, before this router's workers bind it with `SO_REUSEPORT` (which
+/// would otherwise join that process's sockets and split the traffic).
+///
+/// The probe binds `addr` once *without* `SO_REUSEPORT`: the kernel then
+/// refuses it if any socket listens there, whether or not that socket set
+/// `SO_REUSEPORT`. It sets `SO_REUSEADDR`, like the workers, so that the
+/// TIME_WAIT connections of a router that just stopped do not count. The
+/// probe is closed at once, and the first worker socket is bound right
+/// after. What remains is the window between the two (a few system calls):
+/// two routers started on one address in the same instant could both pass.
+/// Closing it would need the probe held while the workers bind, which the
+/// kernel refuses (a socket without `SO_REUSEPORT` excludes those with it);
+/// a probe by connecting instead could not see overlapping addresses (a
+/// router on `0.0.0.0:80` and one on `10.0.0.5:80`) and would wait on a
+/// full backlog. Port 0 asks for a free port, which no one else holds: no
+/// probe.
+fn refuse_shared_address(addr: SocketAddr) -> Result<(), Error> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let probe = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    };
+    let bound = probe.and_then(|probe| {
+        probe.set_reuseaddr(true)?;
+        probe.bind(addr)
+    });
+    match bound {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(Error::AddrInUse { addr }),
+        Err(source) => Err(Error::Listen { addr, source }),
     }
 }
 

@@ -14,6 +14,13 @@
 //!   read (bodies are streamed, never buffered);
 //! - never more than one retry. When no attempt reached any backend the
 //!   answer is 503 with `Retry-After`, else 502.
+//!
+//! A request body the client breaks (too large, bad chunks, too slow) is
+//! the client's fault: 413, 400 or 408, never retried, and the backend
+//! connection that got part of it is closed. A backend that does not
+//! answer within the response head bound gets the request a 504, not
+//! retried, and its connection closed ([`crate::bounds`]). A 101 to a request that asked no
+//! upgrade is a 502, and its backend connection is closed.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -25,13 +32,15 @@ use mentat_domain::spec::{Sticky, DEFAULT_ENVIRONMENT};
 use tokio_util::sync::CancellationToken;
 
 use crate::body::{ProxyBody, RequestBody};
+use crate::bounds::Bounds;
 use crate::endpoint::InFlight;
-use crate::headers::{self, Passed, RawFields, X_ENVIRONMENT};
+use crate::headers::{self, Passed, Peer, RawFields, X_ENVIRONMENT};
 use crate::host::{self, Target};
 use crate::pool::CheckoutError;
 use crate::table::{ServiceRoutes, SharedTable};
+use crate::trust::TrustedProxies;
 use crate::tunnel;
-use crate::upstream::{Answer, Reader, Upstream};
+use crate::upstream::{Answer, Reader, SendError, Upstream};
 
 /// Attempts at picking a backend in rotation when the table changes under
 /// the request (a picked replica started draining).
@@ -43,6 +52,10 @@ pub struct Proxy {
     table: SharedTable,
     domain: String,
     max_body_bytes: u64,
+    /// The clients whose forwarding fields are kept.
+    trusted: TrustedProxies,
+    /// How long a request may take in flight.
+    bounds: Bounds,
     /// Cancelled at shutdown: closes tunnels.
     stop: CancellationToken,
 }
@@ -87,19 +100,35 @@ impl Call<'_> {
 }
 
 impl Proxy {
-    /// A proxy for `<host>.<domain>` reading `table`.
+    /// A proxy for `<host>.<domain>` reading `table`, trusting the
+    /// forwarding fields of the clients in `trusted`, holding requests in
+    /// flight within `bounds`.
     pub fn new(
         table: SharedTable,
         domain: &str,
         max_body_bytes: u64,
+        trusted: TrustedProxies,
+        bounds: Bounds,
         stop: CancellationToken,
     ) -> Self {
         Proxy {
             table,
             domain: domain.to_owned(),
             max_body_bytes,
+            trusted,
+            bounds,
             stop,
         }
+    }
+
+    /// Whether a client at `ip` is a trusted proxy.
+    pub fn trusts(&self, ip: std::net::IpAddr) -> bool {
+        !self.trusted.is_empty() && self.trusted.trusts(ip)
+    }
+
+    /// How long a request may take in flight.
+    pub fn bounds(&self) -> &Bounds {
+        &self.bounds
     }
 
     /// The largest request body forwarded, in bytes.
@@ -108,14 +137,13 @@ impl Proxy {
     }
 
     /// Answer one client request (`parts` and `fields`, with `body` cut past
-    /// [`Proxy::max_body_bytes`]); `client` is the client's address
-    /// ([`headers::client_addr`]).
+    /// [`Proxy::max_body_bytes`]); `client` is the client ([`Peer`]).
     pub async fn handle(
         &self,
         parts: Parts,
         mut fields: RawFields,
         body: RequestBody,
-        client: &HeaderValue,
+        client: &Peer,
     ) -> Outgoing {
         if parts.method == Method::CONNECT {
             return local(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n");
@@ -152,8 +180,8 @@ impl Proxy {
                 return local(StatusCode::NOT_FOUND, "no such replica\n");
             }
         }
-        if body.too_large() {
-            return local(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
+        if let Some(fault) = body.fault() {
+            return local(fault.status(), fault.text());
         }
         let sticky_key = routes.sticky.as_ref().and_then(|s| sticky_key(&fields, s));
         let forwarded = headers::forward_request(&mut fields, client);
@@ -211,7 +239,14 @@ impl Proxy {
                     sent = false;
                 }
                 Ok(mut upstream) => match upstream
-                    .send(parts, call.fields, call.forwarded, &endpoint.addr, &body)
+                    .send(
+                        parts,
+                        call.fields,
+                        call.forwarded,
+                        &endpoint.addr,
+                        &body,
+                        &self.bounds,
+                    )
                     .await
                 {
                     Ok(answer) => {
@@ -243,18 +278,36 @@ impl Proxy {
                             attempt,
                             "proxied"
                         );
-                        if upgrade && status == StatusCode::SWITCHING_PROTOCOLS {
-                            return tunnel::splice(answer.fields, upstream, guard, &self.stop);
+                        if status == StatusCode::SWITCHING_PROTOCOLS {
+                            if upgrade {
+                                return tunnel::splice(answer.fields, upstream, guard, &self.stop);
+                            }
+                            // The connection now speaks something else, which
+                            // the client never asked for: neither side can
+                            // go on with HTTP. Dropping `upstream` closes it.
+                            tracing::warn!(
+                                request_id = call.request_id(),
+                                service = call.service,
+                                replica_id = replica,
+                                "backend answered 101 to a request that asked no upgrade"
+                            );
+                            guard.set_status(StatusCode::BAD_GATEWAY.as_u16());
+                            return local(StatusCode::BAD_GATEWAY, "bad gateway\n");
                         }
                         return upstream_response(answer, upstream, guard);
                     }
                     Err(e) => {
-                        if body.too_large() {
-                            guard.set_status(413);
-                            return local(
-                                StatusCode::PAYLOAD_TOO_LARGE,
-                                "request body too large\n",
-                            );
+                        if let Some(fault) = body.fault() {
+                            // The client's doing; the backend connection,
+                            // which got part of the body, closes here.
+                            guard.set_status(fault.status().as_u16());
+                            return local(fault.status(), fault.text());
+                        }
+                        if matches!(e, SendError::TimedOut) {
+                            // Not retried: the backend may be working on it.
+                            tracing::warn!(request_id = call.request_id(), service = call.service, replica_id = replica, error = %e, "backend request timed out");
+                            guard.set_status(StatusCode::GATEWAY_TIMEOUT.as_u16());
+                            return local(StatusCode::GATEWAY_TIMEOUT, "gateway timeout\n");
                         }
                         let unsent = e.unsent();
                         tracing::warn!(request_id = call.request_id(), service = call.service, replica_id = replica, reused = upstream.reused, unsent, error = %e, "backend request failed");
@@ -400,7 +453,14 @@ mod tests {
             weight: 1,
         };
         let _ = writer.apply("web", &[backend("a"), backend("b")], &RouteSpec::default());
-        let proxy = Proxy::new(shared.clone(), "localhost", 1000, CancellationToken::new());
+        let proxy = Proxy::new(
+            shared.clone(),
+            "localhost",
+            1000,
+            TrustedProxies::default(),
+            Bounds::default(),
+            CancellationToken::new(),
+        );
         // The routes a request found as it arrived...
         let table = shared.load();
         let stale = table.lookup(DEFAULT_ENVIRONMENT, "web").expect("web");
@@ -409,7 +469,7 @@ mod tests {
         assert_eq!(drains.len(), 1);
         let mut fields = RawFields::parse(b"Host: web.localhost\r\n\r\n");
         let forwarded =
-            headers::forward_request(&mut fields, &HeaderValue::from_static("127.0.0.1"));
+            headers::forward_request(&mut fields, &Peer::new([127, 0, 0, 1].into(), false));
         let call = Call {
             environment: DEFAULT_ENVIRONMENT,
             host: "web",

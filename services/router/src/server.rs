@@ -10,6 +10,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::conn::{self, Timeouts};
+use crate::headers::Peer;
 use crate::proxy::Proxy;
 
 /// Pause after a failed accept (out of file descriptors and the like).
@@ -50,7 +51,7 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let client = crate::headers::client_addr(peer.ip());
+        let client = Peer::new(peer.ip(), proxy.trusts(peer.ip()));
         let (proxy, closing) = (proxy.clone(), closing.clone());
         connections.spawn(async move {
             conn::serve(stream, client, proxy, limits, closing).await;

@@ -26,8 +26,10 @@ use hyper::http::request::Parts;
 use hyper::{Method, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use crate::body::{BoxError, OutBody, RequestBody};
+use crate::bounds::{within, within_for, Bounds};
 use crate::codec::{reserve, Decoder, Fields, Framing, READ_SIZE};
 use crate::headers::{push_field, Forwarded, Passed, RawFields};
 use crate::pool::Slot;
@@ -73,6 +75,11 @@ pub enum SendError {
     /// The answer is not HTTP/1.x or breaks a limit.
     #[error("bad answer from the backend: {0}")]
     Malformed(&'static str),
+    /// The backend did not answer within the response head bound, or
+    /// stopped reading the request body for longer than the body idle
+    /// bound: 504, the connection closed, not retried.
+    #[error("the backend did not answer in time")]
+    TimedOut,
 }
 
 impl SendError {
@@ -125,26 +132,34 @@ impl Upstream {
         forwarded: &Forwarded,
         addr: &str,
         body: &RequestBody,
+        bounds: &Bounds,
     ) -> Result<Answer, SendError> {
         let chunked = !body.is_empty() && !fields.contains(b"content-length");
         let head = encode_head(parts, fields, forwarded, addr, chunked);
         self.write_head(&head).await?;
         let head_request = parts.method == Method::HEAD;
         if body.is_empty() {
-            return read_head(&mut self.stream, &mut self.buf, head_request).await;
+            let answer = read_head(&mut self.stream, &mut self.buf, head_request);
+            return within_for(bounds.response_head, answer)
+                .await
+                .unwrap_or(Err(SendError::TimedOut));
         }
         let mut out = body.attempt();
         let (mut reader, mut writer) = self.stream.split();
-        let sending = write_body(&mut writer, &mut out, chunked);
+        let sending = write_body(&mut writer, &mut out, chunked, bounds);
         let answer = read_head(&mut reader, &mut self.buf, head_request);
         tokio::pin!(sending, answer);
         let mut sent_all = false;
         let mut write_error = None;
+        // The answer's head is due once the whole request was written;
+        // until then the body's own bounds apply.
+        let mut head_due = None;
         let answer = loop {
             tokio::select! {
                 biased;
                 written = &mut sending, if !sent_all => {
                     sent_all = true;
+                    head_due = Some(Instant::now() + bounds.response_head);
                     match written {
                         Ok(()) => {}
                         Err(e @ SendError::Body(_)) => return Err(e),
@@ -152,6 +167,9 @@ impl Upstream {
                     }
                 }
                 answer = &mut answer => break answer,
+                () = tokio::time::sleep_until(head_due.unwrap_or_else(Instant::now)), if head_due.is_some() => {
+                    return Err(SendError::TimedOut);
+                }
             }
         };
         match (answer, write_error) {
@@ -230,14 +248,24 @@ fn encode_head(
     head
 }
 
-/// Stream the client's body to the backend, chunked or as is.
+/// Stream the client's body to the backend, chunked or as is, within
+/// `bounds`: each piece from the client within the body idle bound, the
+/// whole body within the request body bound (else the client's fault,
+/// [`crate::body::Fault::TimedOut`]), and each write to the backend within
+/// the body idle bound (else [`SendError::TimedOut`]).
 async fn write_body<W: AsyncWrite + Unpin>(
     writer: &mut W,
     body: &mut OutBody,
     chunked: bool,
+    bounds: &Bounds,
 ) -> Result<(), SendError> {
-    let written = |source| SendError::Write { source, sent: true };
-    while let Some(frame) = body.frame().await {
+    let whole_by = Instant::now() + bounds.request_body;
+    loop {
+        let due = (Instant::now() + bounds.body_idle).min(whole_by);
+        let Some(frame) = within(due, body.frame()).await else {
+            return Err(SendError::Body(body.timed_out()));
+        };
+        let Some(frame) = frame else { break };
         let Ok(data) = frame.map_err(SendError::Body)?.into_data() else {
             continue; // trailers: not forwarded
         };
@@ -247,17 +275,29 @@ async fn write_body<W: AsyncWrite + Unpin>(
         if chunked {
             let mut size = String::with_capacity(18);
             let _ = write!(size, "{:x}\r\n", data.len());
-            writer.write_all(size.as_bytes()).await.map_err(written)?;
-            writer.write_all(&data).await.map_err(written)?;
-            writer.write_all(b"\r\n").await.map_err(written)?;
+            send(writer, size.as_bytes(), bounds).await?;
+            send(writer, &data, bounds).await?;
+            send(writer, b"\r\n", bounds).await?;
         } else {
-            writer.write_all(&data).await.map_err(written)?;
+            send(writer, &data, bounds).await?;
         }
     }
     if chunked {
-        writer.write_all(b"0\r\n\r\n").await.map_err(written)?;
+        send(writer, b"0\r\n\r\n", bounds).await?;
     }
     Ok(())
+}
+
+/// Write `bytes` of a request body to the backend within the body idle bound.
+async fn send<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    bytes: &[u8],
+    bounds: &Bounds,
+) -> Result<(), SendError> {
+    within_for(bounds.body_idle, writer.write_all(bytes))
+        .await
+        .ok_or(SendError::TimedOut)?
+        .map_err(|source| SendError::Write { source, sent: true })
 }
 
 /// Read until a final response head is complete (1xx other than 101 are
@@ -424,7 +464,6 @@ impl Body for Reader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hyper::header::HeaderValue;
 
     fn parse(raw: &[u8], head_request: bool) -> (Answer, BytesMut) {
         let mut buf = BytesMut::from(raw);
@@ -509,7 +548,7 @@ mod tests {
             .body(())
             .expect("request")
             .into_parts();
-        let client = HeaderValue::from_static("10.9.8.7");
+        let client = crate::headers::Peer::new([10, 9, 8, 7].into(), false);
         let mut fields = RawFields::parse(b"X-One: 1\r\n\r\n");
         let forwarded = crate::headers::forward_request(&mut fields, &client);
         let id = forwarded.request_id.to_str().expect("ascii");
@@ -566,7 +605,10 @@ mod tests {
     }
 
     fn forwarded(fields: &mut RawFields) -> Forwarded {
-        crate::headers::forward_request(fields, &HeaderValue::from_static("127.0.0.1"))
+        crate::headers::forward_request(
+            fields,
+            &crate::headers::Peer::new([127, 0, 0, 1].into(), false),
+        )
     }
 
     /// A GET of `/` with a Host: its head and fields.
@@ -583,7 +625,14 @@ mod tests {
         let (parts, mut fields) = get();
         let forwarded = forwarded(&mut fields);
         upstream
-            .send(&parts, &fields, &forwarded, "backend", &RequestBody::Empty)
+            .send(
+                &parts,
+                &fields,
+                &forwarded,
+                "backend",
+                &RequestBody::Empty,
+                &Bounds::default(),
+            )
             .await
     }
 

@@ -3,6 +3,11 @@
 
 #![allow(dead_code)] // each test file uses a different part
 
+mod recorder;
+
+#[allow(unused_imports)] // each test file uses a different part
+pub use recorder::{next_request, Conn, Received, Recorder};
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -274,6 +279,17 @@ pub async fn bus(nats_url: &str) -> Bus {
     Bus::connect(nats_url, "router-test", Duration::from_secs(10))
         .await
         .expect("bus connects")
+}
+
+/// Route service `web` to the backend listening at `addr` (replica `c`).
+pub async fn route_web_to(bus: &Bus, addr: SocketAddr) {
+    let route = RouteBackend {
+        replica: "c".into(),
+        addr: addr.to_string(),
+        image: "v1".into(),
+        weight: 1,
+    };
+    publish_routes(bus, "web", vec![route]).await;
 }
 
 /// Publish the full table of `service` the way the planner's relay does.
