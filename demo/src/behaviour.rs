@@ -58,7 +58,10 @@ impl std::error::Error for ConfigError {}
 /// Everything the environment and arguments configure.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
-    /// Port on 127.0.0.1 (`PORT`).
+    /// Address to listen on (`HOST`, default 127.0.0.1; the executor sets
+    /// it to its advertised address).
+    pub host: std::net::IpAddr,
+    /// Port to listen on (`PORT`).
     pub port: u16,
     /// The version string served on `/`.
     pub version: String,
@@ -131,6 +134,13 @@ impl Settings {
                     )
                 })?,
         };
+        let host = match env("HOST") {
+            None => std::net::IpAddr::from([127, 0, 0, 1]),
+            Some(h) => h
+                .trim()
+                .parse()
+                .map_err(|_| problem("HOST", format!("`{h}` is not an IP address to listen on")))?,
+        };
         let version = version_from_args(args)?
             .or_else(|| env("APP_VERSION"))
             .unwrap_or_else(|| "dev".to_owned());
@@ -157,6 +167,7 @@ impl Settings {
         Ok(Settings {
             error_after,
             error_file,
+            host,
             port,
             behaviour: Behaviour::of(&version, error_rate, slow_ms),
             version,

@@ -12,7 +12,7 @@
 mod behaviour;
 mod server;
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use behaviour::Settings;
@@ -50,7 +50,7 @@ fn main() {
 }
 
 async fn run(settings: Settings) -> std::io::Result<()> {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, settings.port));
+    let addr = SocketAddr::new(settings.host, settings.port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;

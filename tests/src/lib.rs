@@ -205,6 +205,8 @@ impl Cluster {
                 data,
                 "--host-id".into(),
                 "e2e-host".into(),
+                "--advertise-ip".into(),
+                "127.0.0.1".into(),
                 "--stop-grace-secs".into(),
                 "5".into(),
             ]),

@@ -44,6 +44,7 @@ pub fn ps_table(services: &[ServiceStatus], now_ms: i64) -> String {
             let mark = if r.spawned { "*" } else { "" };
             vec![
                 format!("{}:{}{mark}", row.service, r.replica),
+                r.host.clone(),
                 or_dash(r.addr.as_deref()),
                 r.started_at_ms
                     .map(|at| uptime(now_ms - at))
@@ -54,7 +55,9 @@ pub fn ps_table(services: &[ServiceStatus], now_ms: i64) -> String {
             ]
         })
         .collect();
-    let header = ["INSTANCE", "ADDRESS", "UPTIME", "HEALTH", "WEIGHT", "SHARE"];
+    let header = [
+        "INSTANCE", "HOST", "ADDRESS", "UPTIME", "HEALTH", "WEIGHT", "SHARE",
+    ];
     let mut out = table("", &header, &cells);
     if rows.iter().any(|r| r.replica.spawned) {
         out.push_str("\n* spawned with mt spawn, outside the declared replicas");
@@ -118,10 +121,10 @@ mod tests {
         assert_eq!(
             lines,
             [
-                "INSTANCE    ADDRESS          UPTIME  HEALTH    WEIGHT  SHARE",
-                "web:web-4   127.0.0.1:41234  5m      healthy   100     33.3%",
-                "web:green*  127.0.0.1:41234  5m      healthy   0       0.0%",
-                "web:web-6   -                -       starting  0       0.0%",
+                "INSTANCE    HOST  ADDRESS          UPTIME  HEALTH    WEIGHT  SHARE",
+                "web:web-4   h1    127.0.0.1:41234  5m      healthy   100     33.3%",
+                "web:green*  h1    127.0.0.1:41234  5m      healthy   0       0.0%",
+                "web:web-6   h1    -                -       starting  0       0.0%",
                 "* spawned with mt spawn, outside the declared replicas",
             ]
         );

@@ -180,7 +180,12 @@ fn service_specs(
                 args.extend(["--database-url".into(), database_url.clone().into()]);
                 args.extend(["--data-dir".into(), data.clone()]);
             }
-            "executor" => args.extend(["--data-dir".into(), data.clone()]),
+            "executor" => args.extend([
+                "--data-dir".into(),
+                data.clone(),
+                "--advertise-ip".into(),
+                "127.0.0.1".into(),
+            ]),
             "router" => args.extend(["--listen".into(), plan.http.clone().into()]),
             _ => {}
         }

@@ -2,6 +2,7 @@
 //! validated before anything starts so that a bad value exits with 64 and
 //! names its field.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -36,6 +37,14 @@ pub struct Config {
     /// and with every other character replaced by `-`.
     #[arg(long = "host-id", env = "MENTAT_HOST_ID", default_value_t = default_host_id())]
     pub host_id: String,
+
+    /// Address of this host that its replicas listen on and that routers
+    /// and the health-watcher on other hosts reach them at. It must be one
+    /// of this host's addresses (any of 127.0.0.0/8 counts). Default: the
+    /// host's first non-loopback IPv4 address, else 127.0.0.1; `mt up` gives
+    /// 127.0.0.1.
+    #[arg(long = "advertise-ip", env = "MENTAT_ADVERTISE_IP")]
+    pub advertise_ip: Option<IpAddr>,
 
     /// Directory for Mentat's files. The executor keeps its state file and
     /// the replicas' logs under `<data-dir>/executor/<host-id>/`.
@@ -80,6 +89,7 @@ impl Config {
             nats: nats.into(),
             stream_replicas: mentat_bus::Replicas::Auto,
             host_id: host_id.into(),
+            advertise_ip: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
             data_dir,
             capacity: 64,
             stop_grace_secs: 10,
@@ -105,6 +115,22 @@ impl Config {
                 message: format!("must name one NATS server or several separated by commas: {e}"),
             });
         }
+        if let Some(ip) = self.advertise_ip {
+            if !is_local(ip) {
+                return Err(Error::Config {
+                    field: "advertise-ip",
+                    message: format!(
+                        "{ip} is not an address of this host (its addresses: {}); \
+                         give one of them, or leave the flag out to use the first",
+                        local_addrs()
+                            .iter()
+                            .map(IpAddr::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                });
+            }
+        }
         if self.capacity == 0 {
             return Err(Error::Config {
                 field: "capacity",
@@ -118,6 +144,17 @@ impl Config {
             });
         }
         Ok(())
+    }
+
+    /// The address replicas listen on: `--advertise-ip`, or the host's
+    /// first non-loopback IPv4 address, or 127.0.0.1.
+    pub fn advertise_ip(&self) -> IpAddr {
+        self.advertise_ip.unwrap_or_else(|| {
+            local_addrs()
+                .into_iter()
+                .find(|ip| ip.is_ipv4() && !ip.is_loopback())
+                .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+        })
     }
 
     /// Time between SIGTERM and SIGKILL.
@@ -140,6 +177,29 @@ impl Config {
 /// the durable consumer's name and in a directory name.
 pub fn is_valid_host_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 63 && id.chars().all(|c| matches!(c, 'a'..='z' | '0'..='9' | '-'))
+}
+
+/// Every address of this host's interfaces, in the kernel's order.
+pub fn local_addrs() -> Vec<IpAddr> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    addrs
+        .filter_map(|a| {
+            let addr = a.address?;
+            if let Some(v4) = addr.as_sockaddr_in() {
+                Some(IpAddr::V4(v4.ip()))
+            } else {
+                addr.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
+            }
+        })
+        .collect()
+}
+
+/// True when `ip` is an address of this host: a loopback address (Linux
+/// answers on all of 127.0.0.0/8) or one of its interfaces'.
+pub fn is_local(ip: IpAddr) -> bool {
+    ip.is_loopback() || local_addrs().contains(&ip)
 }
 
 /// The machine's hostname made into a valid host id, or `localhost` when
@@ -173,6 +233,7 @@ pub fn sanitise_host_id(name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -199,6 +260,14 @@ mod tests {
     }
 
     #[test]
+    fn the_default_advertised_address_is_one_of_the_hosts() {
+        let c = Config::try_parse_from(["mentat-executor", "--host-id", "h1"]).expect("parse");
+        assert_eq!(c.advertise_ip, None);
+        assert!(is_local(c.advertise_ip()));
+        assert!(local_addrs().iter().any(IpAddr::is_loopback));
+    }
+
+    #[test]
     fn bad_values_name_their_field() {
         let mut c = Config::new("nats://x", "Bad_Host", PathBuf::from("d"));
         assert!(matches!(
@@ -209,6 +278,17 @@ mod tests {
             })
         ));
         c.host_id = "ok".into();
+        // TEST-NET-3: documentation only, on no interface of any machine.
+        c.advertise_ip = Some("203.0.113.7".parse().unwrap());
+        assert!(matches!(
+            c.validate(),
+            Err(Error::Config {
+                field: "advertise-ip",
+                ..
+            })
+        ));
+        c.advertise_ip = Some("127.0.0.2".parse().unwrap());
+        c.validate().expect("all of 127.0.0.0/8 is local");
         c.capacity = 0;
         assert!(matches!(
             c.validate(),

@@ -16,6 +16,15 @@ pub enum Error {
     /// Another executor holds the lock on this host directory; fatal.
     #[error("another executor is already running with {0}")]
     AlreadyRunning(PathBuf),
+    /// Another executor sends heartbeats under this host id; fatal: give
+    /// this one another `--host-id`.
+    #[error("host id `{host}` is already live elsewhere (an executor advertising {other} sends its heartbeats); give this executor another --host-id")]
+    HostIdTaken {
+        /// The host id asked for.
+        host: String,
+        /// The address the other executor advertises, or `an unknown address`.
+        other: String,
+    },
     /// The bus refused or could not carry a message; retry later.
     #[error(transparent)]
     Bus(#[from] mentat_bus::Error),

@@ -48,10 +48,45 @@ pub const CONNECT_WAIT: Duration = Duration::from_secs(30);
 /// reaping the replicas and publishing their exits.
 pub const SHUTDOWN_SLACK: Duration = Duration::from_secs(5);
 
+/// Shortest time the executor listens for another's heartbeats under its
+/// host id before it takes that host's intents.
+pub const HOST_ID_CHECK: Duration = Duration::from_millis(1500);
+
+/// Refuse to run as `host` when another executor already sends heartbeats
+/// under that id (on another machine: two on one machine are stopped by the
+/// lock): listen to the host's heartbeat subject for [`HOST_ID_CHECK`], or
+/// two of our own intervals if longer, before taking a single intent.
+async fn host_id_taken(bus: &Bus, host: &str, interval: Duration) -> Result<()> {
+    let subject = mentat_bus::subject::heartbeat(host);
+    let mut beats = bus
+        .client
+        .subscribe(subject)
+        .await
+        .map_err(|e| mentat_bus::Error::Nats(e.to_string()))?;
+    let window = HOST_ID_CHECK.max(interval.saturating_mul(2));
+    let Ok(Some(msg)) = tokio::time::timeout(window, futures::StreamExt::next(&mut beats)).await
+    else {
+        return Ok(());
+    };
+    let other = mentat_bus::codec::decode::<mentat_domain::event::HostHeartbeat>(
+        &msg.payload,
+        mentat_bus::codec::Encoding::of(msg.headers.as_ref()),
+        "HostHeartbeat",
+    )
+    .ok()
+    .and_then(|beat| beat.ip)
+    .unwrap_or_else(|| "an unknown address".to_owned());
+    Err(Error::HostIdTaken {
+        host: host.to_owned(),
+        other,
+    })
+}
+
 /// Run the executor until `shutdown` is cancelled.
 ///
 /// Start-up: validate `config`, lock `<data-dir>/executor/<host-id>/`, read
-/// the state file, connect to NATS, open the intent consumer, adopt the
+/// the state file, connect to NATS, make sure no other executor is live
+/// under the same host id, open the intent consumer, adopt the
 /// replicas a previous executor left. Then handle intents, exits and
 /// heartbeats until shutdown. On shutdown, stop every replica unless
 /// `config.stop_replicas_on_shutdown` is false.
@@ -69,6 +104,10 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         bus = Bus::connect_with(&config.nats, &client_name, CONNECT_WAIT, config.stream_replicas) => bus?,
         _ = shutdown.cancelled() => return Ok(()),
     };
+    tokio::select! {
+        taken = host_id_taken(&bus, &host, config.heartbeat_interval()) => taken?,
+        _ = shutdown.cancelled() => return Ok(()),
+    }
     let mut intents = tokio::select! {
         intents = intents::open(&bus, &host) => intents?,
         _ = shutdown.cancelled() => return Ok(()),
@@ -79,13 +118,14 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let (exits_tx, mut exits) = mpsc::channel(config.capacity.clamp(16, 4096) as usize);
     let settings = Settings {
         host: host.clone(),
+        ip: config.advertise_ip(),
         logs_dir,
         grace: config.stop_grace(),
         capacity: config.capacity,
     };
     let mut supervisor = Supervisor::new(bus, settings, state, exits_tx);
     supervisor.adopt_all().await;
-    tracing::info!(host_id = %host, dir = %host_dir.display(), running = supervisor.running(), "executor ready");
+    tracing::info!(host_id = %host, advertise_ip = %config.advertise_ip(), dir = %host_dir.display(), running = supervisor.running(), "executor ready");
 
     // The newest planner epoch seen on an intent: intents arrive in log
     // order, so one from an older epoch was not decided by the leader.

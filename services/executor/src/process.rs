@@ -6,7 +6,7 @@
 //! process it forks, and the group id is the leader's pid.
 
 use std::fs::OpenOptions;
-use std::net::TcpListener;
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -29,16 +29,17 @@ pub struct Spawned {
     pub port: u16,
 }
 
-/// A TCP port on 127.0.0.1 that nobody listened on a moment ago: bind port
-/// 0, read the port the kernel chose, and close the listener again.
-pub fn free_port() -> std::io::Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
+/// A TCP port on `ip` that nobody listened on a moment ago: bind port 0,
+/// read the port the kernel chose, and close the listener again.
+pub fn free_port(ip: IpAddr) -> std::io::Result<u16> {
+    let listener = TcpListener::bind(SocketAddr::new(ip, 0))?;
     Ok(listener.local_addr()?.port())
 }
 
-/// Replace `{image}` and `{port}` in `text`.
-pub fn substitute(text: &str, image: &str, port: u16) -> String {
+/// Replace `{image}`, `{ip}` and `{port}` in `text`.
+pub fn substitute(text: &str, image: &str, ip: IpAddr, port: u16) -> String {
     text.replace("{image}", image)
+        .replace("{ip}", &ip.to_string())
         .replace("{port}", &port.to_string())
 }
 
@@ -63,14 +64,30 @@ pub fn file_name_for(replica: &str) -> String {
 /// it (see [`find_started`]).
 pub const START_TOKEN_VAR: &str = "MENTAT_START_TOKEN";
 
-/// Start `run` for one replica on `port`, as the leader of a new process
-/// group, with stdout and stderr appended to `log`.
+/// Where a replica listens: the host's advertised address and a port.
+#[derive(Debug, Clone, Copy)]
+pub struct Listen {
+    /// The executor's `--advertise-ip`.
+    pub ip: IpAddr,
+    /// A free port on it.
+    pub port: u16,
+}
+
+/// Start `run` for one replica listening on `listen`, as the leader of a
+/// new process group, with stdout and stderr appended to `log`.
 ///
 /// The child inherits the executor's environment, then gets `run.env` and
-/// finally `PORT`, which always wins: the executor reports that port as the
-/// replica's address; and [`START_TOKEN_VAR`] set to `token`, which the
-/// state file recorded before this call.
-pub fn spawn(run: &RunSpec, image: &str, port: u16, token: &str, log: &Path) -> Result<Spawned> {
+/// finally `HOST` and `PORT`, which always win: the executor reports that
+/// address as the replica's; and [`START_TOKEN_VAR`] set to `token`, which
+/// the state file recorded before this call.
+pub fn spawn(
+    run: &RunSpec,
+    image: &str,
+    listen: Listen,
+    token: &str,
+    log: &Path,
+) -> Result<Spawned> {
+    let Listen { ip, port } = listen;
     let program = run.command.first().map(String::as_str).unwrap_or("");
     let spawn_error = |detail: String| Error::Spawn {
         program: program.to_owned(),
@@ -79,7 +96,7 @@ pub fn spawn(run: &RunSpec, image: &str, port: u16, token: &str, log: &Path) -> 
     if program.trim().is_empty() {
         return Err(spawn_error("the run command is empty".into()));
     }
-    let sub = |s: &String| substitute(s, image, port);
+    let sub = |s: &String| substitute(s, image, ip, port);
 
     let out = OpenOptions::new()
         .create(true)
@@ -92,6 +109,7 @@ pub fn spawn(run: &RunSpec, image: &str, port: u16, token: &str, log: &Path) -> 
     cmd.args(run.command[1..].iter().map(sub))
         .args(run.args.iter().map(sub))
         .envs(run.env.iter().map(|(k, v)| (k, sub(v))))
+        .env("HOST", ip.to_string())
         .env("PORT", port.to_string())
         .env(START_TOKEN_VAR, token)
         .stdin(Stdio::null())
@@ -253,8 +271,13 @@ mod tests {
     #[test]
     fn placeholders_and_file_names() {
         assert_eq!(
-            substitute("--port={port} {image}", "v2", 80),
-            "--port=80 v2"
+            substitute(
+                "--listen={ip}:{port} {image}",
+                "v2",
+                IpAddr::from([10, 0, 0, 7]),
+                80
+            ),
+            "--listen=10.0.0.7:80 v2"
         );
         assert_eq!(file_name_for("web-1"), "web-1");
         assert_eq!(file_name_for("../etc/passwd"), "_.._etc_passwd");

@@ -40,6 +40,8 @@ struct Running {
 pub struct Settings {
     /// This host's id.
     pub host: String,
+    /// The address its replicas listen on (`--advertise-ip`).
+    pub ip: std::net::IpAddr,
     /// Directory of replica logs.
     pub logs_dir: PathBuf,
     /// Time between SIGTERM and SIGKILL.
@@ -173,7 +175,8 @@ impl Supervisor {
             .settings
             .logs_dir
             .join(format!("{}.log", process::file_name_for(&replica)));
-        let port = match process::free_port() {
+        let ip = self.settings.ip;
+        let port = match process::free_port(ip) {
             Ok(port) => port,
             Err(e) => return self.not_started(&replica, &intent.service, &e).await,
         };
@@ -184,7 +187,7 @@ impl Supervisor {
             service: intent.service.clone(),
             pid: 0,
             start_ticks: 0,
-            addr: format!("127.0.0.1:{port}"),
+            addr: std::net::SocketAddr::new(ip, port).to_string(),
             health: intent.health,
             image: intent.image,
             log,
@@ -196,7 +199,7 @@ impl Supervisor {
         let spawned = match process::spawn(
             &intent.run,
             &record.image,
-            port,
+            process::Listen { ip, port },
             &record.token,
             &record.log,
         ) {
@@ -329,6 +332,7 @@ impl Supervisor {
             capacity: self.settings.capacity,
             running: u32::try_from(self.running.len()).unwrap_or(u32::MAX),
             at_ms: mentat_bus::now_ms(),
+            ip: Some(self.settings.ip.to_string()),
         };
         let subject = mentat_bus::subject::heartbeat(&self.settings.host);
         Ok(self.bus.publish(subject, &beat).await?)

@@ -19,6 +19,7 @@ use nix::unistd::Pid;
 fn executor(h: &Harness) -> Child {
     Command::new(env!("CARGO_BIN_EXE_mentat-executor"))
         .args(["--nats", &h.nats.url(), "--host-id", "bin-host"])
+        .args(["--advertise-ip", "127.0.0.1"])
         .args(["--heartbeat-ms", "50", "--stop-grace-secs", "2"])
         .arg("--data-dir")
         .arg(h.dir.path())

@@ -229,3 +229,59 @@ async fn a_graceful_shutdown_stops_every_replica() {
         assert!(!alive(pid), "pid {pid} survived the executor");
     }
 }
+
+/// A replica listens on the executor's advertised address: it gets it in
+/// `HOST` and `{ip}`, and its `ReplicaStarted` names that address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_listens_on_the_advertised_address() {
+    let mut h = Harness::new().await;
+    let mut config = h.config("h1");
+    config.advertise_ip = Some("127.0.0.2".parse().unwrap());
+    let executor = h.start(config).await;
+    h.start_replica(
+        "h1",
+        "web-1",
+        &["sh", "-c", "echo host=$HOST ip={ip}; exec sleep 60"],
+    )
+    .await;
+    let (_, pid, addr) = started(h.next_fact().await);
+    let port = addr
+        .strip_prefix("127.0.0.2:")
+        .unwrap_or_else(|| panic!("{addr} is not on the advertised address"));
+    assert!(port.parse::<u16>().is_ok(), "{addr}");
+    let log = h.host_dir("h1").join("logs/web-1.log");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("host=127.0.0.2 ip=127.0.0.2") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "log {log:?} has {text:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    executor.stop().await;
+    wait_gone(pid).await;
+}
+
+/// Two executors under one host id on different machines (here: different
+/// data directories) would split that host's intents: the second is refused
+/// at start, naming the first's address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_id_live_elsewhere_is_refused_naming_the_other() {
+    let h = Harness::new().await;
+    let first = h.start(h.config("h1")).await;
+    let elsewhere = tempfile::tempdir().unwrap();
+    let mut second = h.config("h1");
+    second.data_dir = elsewhere.path().to_path_buf();
+    let err = mentat_executor::run(second, mentat_runtime::Shutdown::new())
+        .await
+        .expect_err("a second executor under h1 must be refused");
+    match err.downcast_ref::<mentat_executor::Error>() {
+        Some(mentat_executor::Error::HostIdTaken { host, other }) => {
+            assert_eq!(host, "h1");
+            assert_eq!(other, "127.0.0.1");
+        }
+        other => panic!("expected HostIdTaken, got {other:?} ({err})"),
+    }
+    first.stop().await;
+}

@@ -655,6 +655,10 @@ pub struct HostHeartbeat {
     pub running: u32,
     /// Time of the heartbeat (ms since epoch).
     pub at_ms: i64,
+    /// The address its replicas listen on (`--advertise-ip`); absent from
+    /// executors older than the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@ mod common;
 use common::{Sim, SETTINGS};
 use mentat_domain::command::{Command, Outcome, RejectKind, Rollback};
 use mentat_domain::event::{Event, ExitStatus};
+use std::collections::BTreeMap;
+
 use mentat_domain::planner::{self, World};
 use proptest::prelude::*;
 
@@ -262,4 +264,37 @@ fn with_no_live_host_a_deploy_is_rejected_with_the_reason() {
     );
     let reason = sim.deploy("v1").expect_err("must be rejected");
     assert_eq!(reason.kind, RejectKind::NoCapacity, "{reason}");
+}
+
+/// Live replicas of `web` per host.
+fn spread(sim: &Sim) -> BTreeMap<String, usize> {
+    let mut per_host = BTreeMap::new();
+    for r in sim.world.services["web"].replicas.values() {
+        if r.phase != mentat_domain::planner::Phase::Exited {
+            *per_host.entry(r.host.clone()).or_insert(0) += 1;
+        }
+    }
+    per_host
+}
+
+#[test]
+fn a_service_is_spread_over_the_live_hosts_and_stays_spread_through_a_rolling_deploy() {
+    let mut sim = Sim::new(6, 2);
+    let joined = |host: &str| Event::HostJoined {
+        host: host.into(),
+        capacity: 64,
+    };
+    sim.record("_hosts", vec![joined("h2"), joined("h3")]);
+    sim.deploy("v1").expect("accepted");
+    sim.run(100);
+    let even: BTreeMap<String, usize> = [("h1", 2), ("h2", 2), ("h3", 2)]
+        .into_iter()
+        .map(|(h, n)| (h.to_owned(), n))
+        .collect();
+    assert_eq!(spread(&sim), even);
+    let id = sim.deploy("v2").expect("accepted");
+    sim.run(200);
+    assert_eq!(sim.outcome(&id).0, Outcome::Completed);
+    assert_eq!(sim.running("v2"), 6);
+    assert_eq!(spread(&sim), even, "a rolling deploy keeps the spread");
 }

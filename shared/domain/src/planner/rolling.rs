@@ -74,7 +74,7 @@ pub(crate) fn start_batch(
     now_ms: i64,
 ) -> Vec<Event> {
     let count = count as usize;
-    let placements = place(world, count);
+    let placements = place(world, &spec.name, &replace, count);
     if placements.len() < count {
         return fail_batch(
             state,

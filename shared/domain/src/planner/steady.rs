@@ -29,7 +29,7 @@ pub(crate) fn reconcile(world: &World, state: &ServiceState, spec: &ServiceSpec)
     if alive >= spec.replicas || pending {
         return Vec::new();
     }
-    let Some(host) = place(world, 1).into_iter().next() else {
+    let Some(host) = place(world, &spec.name, &[], 1).into_iter().next() else {
         return Vec::new();
     };
     ids::next_replica_ids(world, state, spec, 1)
@@ -82,32 +82,46 @@ pub(crate) fn stop_retired(state: &ServiceState, spec: &ServiceSpec) -> Vec<Even
         .collect()
 }
 
-/// Hosts for `count` new replicas: live hosts with the fewest replicas
-/// first. Fewer when the hosts have no more room, and never more than
-/// [`MAX_REPLICAS`] (a spec recorded before the bounds may ask for more).
-pub(crate) fn place(world: &World, count: usize) -> Vec<String> {
-    let mut load: Vec<(u32, u32, String)> = world
+/// Hosts for `count` new replicas of `service`: spread first, so that no
+/// live host gets a second replica of the service while another live host
+/// with room has fewer; among those, the host running the fewest replicas
+/// in all; then by host id, so the choice is the same on every replay.
+/// Replicas named in `leaving` (retired by the same decision) do not count.
+/// Fewer hosts than `count` when the hosts have no more room, and never
+/// more than [`MAX_REPLICAS`] (a spec recorded before the bounds may ask for
+/// more).
+pub(crate) fn place(world: &World, service: &str, leaving: &[String], count: usize) -> Vec<String> {
+    // (replicas of the service, replicas in all, capacity, host id)
+    let mut load: Vec<(u32, u32, u32, String)> = world
         .hosts
         .iter()
         .filter(|(_, h)| h.live)
         .map(|(id, h)| {
-            let used = world
-                .services
-                .values()
-                .flat_map(|s| s.replicas.values())
-                .filter(|r| &r.host == id && r.phase != Phase::Exited)
-                .count() as u32;
-            (used, h.capacity, id.clone())
+            let mut mine = 0;
+            let mut all = 0;
+            for (name, s) in &world.services {
+                for r in s.replicas.values() {
+                    if &r.host != id || r.phase == Phase::Exited {
+                        continue;
+                    }
+                    all += 1;
+                    if name == service && !leaving.contains(&r.id) {
+                        mine += 1;
+                    }
+                }
+            }
+            (mine, all, h.capacity, id.clone())
         })
         .collect();
     let mut out = Vec::new();
     for _ in 0..count.min(MAX_REPLICAS as usize) {
         load.sort();
-        let Some(slot) = load.iter_mut().find(|(used, cap, _)| used < cap) else {
+        let Some(slot) = load.iter_mut().find(|(_, all, cap, _)| all < cap) else {
             break;
         };
         slot.0 += 1;
-        out.push(slot.2.clone());
+        slot.1 += 1;
+        out.push(slot.3.clone());
     }
     out
 }

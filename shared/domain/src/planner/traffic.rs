@@ -197,7 +197,7 @@ pub(crate) fn spawn(world: &World, c: &Spawn) -> Decision {
     if image.trim().is_empty() {
         return Decision::Reject(Rejection::invalid("image must not be empty"));
     }
-    let Some(host) = place(world, 1).into_iter().next() else {
+    let Some(host) = place(world, &spec.name, &[], 1).into_iter().next() else {
         return reject(
             RejectKind::NoCapacity,
             "no live executor host has room for another replica: start mentat-executor (mt up starts one)",
