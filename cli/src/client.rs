@@ -59,6 +59,7 @@ pub async fn status(bus: &Bus, service: Option<String>) -> Result<StatusReply> {
             log_unavailable_since_ms,
             next,
             planners,
+            routers,
         } = reply
         else {
             return Ok(reply);
@@ -73,6 +74,7 @@ pub async fn status(bus: &Bus, service: Option<String>) -> Result<StatusReply> {
                     log_unavailable_since_ms,
                     next: None,
                     planners,
+                    routers,
                 })
             }
         }

@@ -29,6 +29,7 @@ pub async fn run(nats: &str, args: Args) -> Result<()> {
             hosts,
             log_unavailable_since_ms,
             planners,
+            routers,
             ..
         } => {
             if !args.json {
@@ -37,6 +38,7 @@ pub async fn run(nats: &str, args: Args) -> Result<()> {
                     &hosts,
                     log_unavailable_since_ms,
                     planners.as_ref(),
+                    &routers,
                 ));
             }
             Ok(())

@@ -153,6 +153,7 @@ async fn status_and_history_print_the_planners_answers() {
         log_unavailable_since_ms: None,
         next: None,
         planners: None,
+        routers: vec![],
     };
     let asked = answer_once(&bus, subject::QUERY_STATUS, status).await;
     let out = mt(&server.url(), &["status", "web"]).await;

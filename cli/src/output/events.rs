@@ -16,6 +16,12 @@ pub fn details(event: &Event) -> String {
         ),
         Event::HostJoined { host, capacity } => format!("host={host} capacity={capacity}"),
         Event::HostLost { host, reason } => format!("host={host} reason={reason:?}"),
+        Event::RouterJoined {
+            router,
+            host,
+            listen,
+        } => format!("router={router} host={host} listen={listen}"),
+        Event::RouterLost { router, reason } => format!("router={router} reason={reason:?}"),
         Event::PlannerLeaderElected { planner, epoch } => format!("planner={planner} epoch={epoch}"),
         Event::DeploymentStarted {
             deployment_id,

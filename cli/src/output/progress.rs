@@ -269,6 +269,8 @@ pub fn progress(event: &Event, known: &Known) -> Option<String> {
         Event::ServiceDefined { .. }
         | Event::HostJoined { .. }
         | Event::HostLost { .. }
+        | Event::RouterJoined { .. }
+        | Event::RouterLost { .. }
         | Event::PlannerLeaderElected { .. }
         | Event::WeightsSet { .. }
         | Event::ReplicaStartRequested { .. } => return None,

@@ -1,18 +1,20 @@
 //! `mt status` and `mt history` as tables.
 
-use mentat_domain::command::{DeploymentRecord, PlannersStatus, ServiceStatus};
+use mentat_domain::command::{DeploymentRecord, PlannersStatus, RouterStatus, ServiceStatus};
 use mentat_domain::EventEnvelope;
 
 use super::progress::paused_line;
 use super::{clock, details, or_dash, short_id, table, utc};
 
-/// `mt status`: one block per service, then the hosts alive; first, when
-/// the planner cannot reach its log, since when (the rest is stale).
+/// `mt status`: one block per service, then the planners, the routers and
+/// the hosts alive; first, when the planner cannot reach its log, since
+/// when (the rest is stale).
 pub fn status_report(
     services: &[ServiceStatus],
     hosts: &[String],
     log_unavailable_since_ms: Option<i64>,
     planners: Option<&PlannersStatus>,
+    routers: &[RouterStatus],
 ) -> String {
     let mut out = Vec::new();
     if let Some(since) = log_unavailable_since_ms {
@@ -28,12 +30,35 @@ pub fn status_report(
         out.push(service_block(s));
     }
     out.extend(planners.map(planners_line));
+    out.push(routers_line(routers));
     out.push(if hosts.is_empty() {
         "hosts alive: none (is an executor running?)".to_owned()
     } else {
         format!("hosts alive: {}", hosts.join(", "))
     });
     out.join("\n\n")
+}
+
+/// `routers: edge-1 127.0.0.1:8080 on h1 (in step), edge-2 ... (behind on web)`.
+fn routers_line(routers: &[RouterStatus]) -> String {
+    if routers.is_empty() {
+        return "routers alive: none (traffic cannot move: drains wait for their timeout)"
+            .to_owned();
+    }
+    let each: Vec<String> = routers
+        .iter()
+        .map(|r| {
+            let lag = if !r.heard {
+                "lag unknown".to_owned()
+            } else if r.behind.is_empty() {
+                "in step".to_owned()
+            } else {
+                format!("behind on {}", r.behind.join(", "))
+            };
+            format!("{} {} on {} ({lag})", r.router, r.listen, r.host)
+        })
+        .collect();
+    format!("routers alive: {}", each.join(", "))
 }
 
 /// `planners: leader p-1 (epoch 3); standbys: p-2`.
@@ -307,7 +332,33 @@ mod tests {
             standbys: vec!["p-2".into()],
             answered_by: "p-2".into(),
         };
-        let text = status_report(&[status], &["h1".to_owned()], None, Some(&planners));
+        let routers = [
+            RouterStatus {
+                router: "edge-1".into(),
+                host: "h1".into(),
+                listen: "127.0.0.1:8080".into(),
+                heard: true,
+                behind: vec![],
+            },
+            RouterStatus {
+                router: "edge-2".into(),
+                host: "h2".into(),
+                listen: "10.0.0.2:8080".into(),
+                heard: true,
+                behind: vec!["web".into()],
+            },
+        ];
+        let text = status_report(
+            &[status],
+            &["h1".to_owned()],
+            None,
+            Some(&planners),
+            &routers,
+        );
+        assert!(
+            text.contains("routers alive: edge-1 127.0.0.1:8080 on h1 (in step), edge-2 10.0.0.2:8080 on h2 (behind on web)"),
+            "{text}"
+        );
         assert!(
             text.contains("\n\nplanners: leader p-1 (epoch 3); standbys: p-2\n\n"),
             "{text}"
@@ -348,7 +399,7 @@ mod tests {
             }),
             truncated: None,
         };
-        let text = status_report(&[status], &[], Some(1_714_564_803_000), None);
+        let text = status_report(&[status], &[], Some(1_714_564_803_000), None, &[]);
         assert!(
             text.starts_with("log unavailable since 2024-05-01 12:00:03 UTC"),
             "{text}"
@@ -357,7 +408,7 @@ mod tests {
             text.contains("BROKEN at log position 42: deciding: attempt to multiply"),
             "{text}"
         );
-        assert!(status_report(&[], &[], None, None).contains("mt apply"));
+        assert!(status_report(&[], &[], None, None, &[]).contains("mt apply"));
     }
 
     #[test]
@@ -378,7 +429,7 @@ mod tests {
             broken: None,
             truncated: None,
         };
-        let text = status_report(&[status(d.clone())], &[], None, None);
+        let text = status_report(&[status(d.clone())], &[], None, None, &[]);
         assert!(
             text.contains(
                 "\n    now: canary at 10%: waiting for mt canary promote or mt canary abort\n"
@@ -387,7 +438,7 @@ mod tests {
         );
         d.paused = Some("paused by ana: error rate up".into());
         d.phase = Some("paused: paused by ana: error rate up".into());
-        let text = status_report(&[status(d)], &[], None, None);
+        let text = status_report(&[status(d)], &[], None, None, &[]);
         assert!(
             text.contains("\n    paused by ana: error rate up; `mt resume web` carries on, `mt abort web` reverts\n"),
             "{text}"
@@ -418,7 +469,7 @@ mod tests {
             broken: None,
             truncated: None,
         };
-        let text = status_report(&[status], &[], None, None);
+        let text = status_report(&[status], &[], None, None, &[]);
         assert!(
             text.contains("\n    breach: v2: error rate 12.34% over 1s (412 requests), threshold 5.00%, baseline 0.10%\n"),
             "{text}"

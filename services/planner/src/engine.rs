@@ -13,7 +13,7 @@ use futures::StreamExt;
 use mentat_bus::consumer::{ack, Durable, DurableSpec};
 use mentat_bus::{codec, new_id, now_ms, streams, subject, Bus, Encoding};
 use mentat_domain::command::{Command, RejectKind, Rejection, Reply};
-use mentat_domain::event::{Event, HostHeartbeat, Meta, HOSTS_STREAM};
+use mentat_domain::event::{Event, HostHeartbeat, Meta, RouterHeartbeat};
 use mentat_domain::planner::{self, Decision, Settings};
 use mentat_domain::Fact;
 use mentat_runtime::Shutdown;
@@ -78,6 +78,8 @@ pub struct Engine {
     log: Log,
     pairing: Pairing,
     heartbeats: HashMap<String, Instant>,
+    /// The last heartbeat of each router, and when it came.
+    router_beats: HashMap<String, (Instant, RouterHeartbeat)>,
     started: Instant,
     held: Option<Held>,
     outage: Option<Outage>,
@@ -98,6 +100,7 @@ impl Engine {
             log,
             pairing: Pairing::default(),
             heartbeats: HashMap::new(),
+            router_beats: HashMap::new(),
             started: Instant::now(),
             held: None,
             outage: None,
@@ -118,6 +121,7 @@ impl Engine {
             .queue_subscribe(subject::CMD_ALL, "mentat-planner".into())
             .await?;
         let mut heartbeats = client.subscribe(subject::HEARTBEAT_ALL).await?;
+        let mut router_beats = client.subscribe(subject::ROUTER_HEARTBEAT_ALL).await?;
         let mut planners = client.subscribe(roster::HEARTBEAT_ALL).await?;
         let mut announce = tokio::time::interval(roster::EVERY);
         let mut commands = self.durable(streams::COMMANDS, "planner-commands").await?;
@@ -139,6 +143,10 @@ impl Engine {
                 msg = facts.next(), if taking => self.held = Some(Held::Fact(msg)),
                 Some(msg) = heartbeats.next() => {
                     let r = self.on_heartbeat(&msg).await;
+                    self.settle(r)?;
+                }
+                Some(msg) = router_beats.next() => {
+                    let r = self.on_router_heartbeat(&msg).await;
                     self.settle(r)?;
                 }
                 Some(msg) = queries.next() => self.on_query(&msg).await,
@@ -437,16 +445,61 @@ impl Engine {
             host: beat.host,
             capacity: beat.capacity,
         };
-        self.record_host(event).await?;
+        self.record_member(event).await?;
         self.react_all().await
     }
 
-    /// Append a host event (joined or lost) to the hosts stream.
-    async fn record_host(&mut self, event: Event) -> Result<()> {
+    /// A router's heartbeat: kept for `mt status` (the route versions it
+    /// applied), and a `RouterJoined` recorded when the router is new, came
+    /// back or moved.
+    async fn on_router_heartbeat(&mut self, msg: &async_nats::Message) -> Result<()> {
+        let beat: RouterHeartbeat = match codec::decode(
+            &msg.payload,
+            Encoding::of(msg.headers.as_ref()),
+            "RouterHeartbeat",
+        ) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "dropped an undecodable router heartbeat");
+                return Ok(());
+            }
+        };
+        if let Err(field) = mentat_domain::limits::check_router_heartbeat(&beat) {
+            tracing::warn!(router = %beat.router.chars().take(64).collect::<String>(), field, "dropped a router heartbeat out of bounds");
+            return Ok(());
+        }
+        let router = beat.router.clone();
+        let known = self
+            .log
+            .world
+            .routers
+            .get(&router)
+            .is_some_and(|r| r.live && r.host == beat.host && r.listen == beat.listen);
+        let event = Event::RouterJoined {
+            router: router.clone(),
+            host: beat.host.clone(),
+            listen: beat.listen.clone(),
+        };
+        self.router_beats
+            .insert(router.clone(), (Instant::now(), beat));
+        if self.outage.is_some() || known {
+            return Ok(());
+        }
+        tracing::info!(%router, "router joined");
+        self.record_member(event).await?;
+        self.react_all().await
+    }
+
+    /// Append a membership event (a host or a router joined or lost) to
+    /// its stream.
+    async fn record_member(&mut self, event: Event) -> Result<()> {
+        let Some(stream) = event.stream() else {
+            return Ok(());
+        };
         let events = vec![(new_id(), event)];
         match self
             .log
-            .append(HOSTS_STREAM, events, &Meta::default(), None, now_ms())
+            .append(&stream, events, &Meta::default(), None, now_ms())
             .await
         {
             Ok(_) => Ok(()),
@@ -461,6 +514,11 @@ impl Engine {
             log: &self.log,
             unavailable_since_ms: self.outage.as_ref().map(|o| o.since_ms),
             planners: self.roster.status(&self.log.world),
+            applied: self
+                .router_beats
+                .iter()
+                .map(|(id, (_, beat))| (id.clone(), &beat.applied))
+                .collect(),
         };
         queries::answer(&self.bus, msg, on).await;
     }
@@ -546,7 +604,34 @@ impl Engine {
                 reason: format!("no heartbeat for {}s", timeout.as_secs()),
                 host,
             };
-            self.record_host(event).await?;
+            self.record_member(event).await?;
+        }
+        let lost: Vec<String> = self
+            .log
+            .world
+            .routers
+            .iter()
+            .filter(|(_, r)| r.live)
+            .filter(|(id, _)| {
+                let seen = self
+                    .router_beats
+                    .get(*id)
+                    .map_or(self.started, |(at, _)| *at);
+                seen.elapsed() > timeout
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        if !lost.is_empty() {
+            for router in lost {
+                tracing::warn!(%router, "router lost: no heartbeat");
+                let event = Event::RouterLost {
+                    reason: format!("no heartbeat for {}s", timeout.as_secs()),
+                    router,
+                };
+                self.record_member(event).await?;
+            }
+            // Drains that waited for it may be over.
+            self.react_all().await?;
         }
         let now = now_ms();
         let due: Vec<String> = self

@@ -65,7 +65,8 @@ pub struct Config {
     /// How long to wait for a router to drain a replica before stopping it anyway.
     #[arg(long, default_value_t = 30)]
     pub drain_timeout_secs: u64,
-    /// A host that sent no heartbeat for this long is considered lost.
+    /// A host or a router that sent no heartbeat for this long is considered
+    /// lost (a router lost is no longer waited for by drains).
     #[arg(long, default_value_t = 5)]
     pub host_timeout_secs: u64,
     /// This planner's id among the planners of one log [default: HOST-PID].

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use mentat_bus::{codec, subject, Bus, Encoding};
 use mentat_domain::command::{
     BrokenStatus, HistoryQuery, HistoryReply, PlannersStatus, RejectKind, ReplicaStatus, Reply,
-    ServiceStatus, StatusQuery, StatusReply, VersionHealth,
+    RouterStatus, ServiceStatus, StatusQuery, StatusReply, VersionHealth,
 };
 use mentat_domain::paging;
 use mentat_domain::planner::state::VerdictKind;
@@ -22,6 +22,8 @@ pub struct Answering<'a> {
     pub unavailable_since_ms: Option<i64>,
     /// Who leads, and the standbys.
     pub planners: PlannersStatus,
+    /// Per router, the route version it last reported applying per service.
+    pub applied: BTreeMap<String, &'a BTreeMap<String, i64>>,
 }
 
 /// Answer a query on `mentat.query.<what>`.
@@ -43,6 +45,7 @@ pub async fn answer(bus: &Bus, msg: &async_nats::Message, on: Answering<'_>) {
                         log_unavailable_since_ms,
                         next,
                         planners: Some(on.planners),
+                        routers: routers(&on.log.world, &on.applied),
                     },
                     rejected => rejected,
                 },
@@ -123,7 +126,43 @@ pub fn status(
         log_unavailable_since_ms: unavailable_since_ms,
         next,
         planners: None,
+        routers: Vec::new(),
     }
+}
+
+/// The live routers, each with the services whose latest routes it has not
+/// reported applying.
+pub fn routers(
+    world: &World,
+    applied: &BTreeMap<String, &BTreeMap<String, i64>>,
+) -> Vec<RouterStatus> {
+    world
+        .routers
+        .iter()
+        .filter(|(_, r)| r.live)
+        .map(|(id, r)| {
+            let reported = applied.get(id);
+            let behind = match reported {
+                None => Vec::new(),
+                Some(versions) => world
+                    .services
+                    .iter()
+                    .filter(|(name, s)| {
+                        s.route_version > 0
+                            && versions.get(*name).is_none_or(|v| *v < s.route_version)
+                    })
+                    .map(|(name, _)| name.clone())
+                    .collect(),
+            };
+            RouterStatus {
+                router: id.clone(),
+                host: r.host.clone(),
+                listen: r.listen.clone(),
+                heard: reported.is_some(),
+                behind,
+            }
+        })
+        .collect()
 }
 
 /// The size of `item` as JSON, never smaller than its MessagePack.
@@ -310,7 +349,7 @@ mod tests {
             addr: None,
             phase,
             drain_since_ms: None,
-            drained: false,
+            drained_by: Default::default(),
             health: HealthSpec::default(),
             exit: None,
             spawned: false,

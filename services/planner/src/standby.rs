@@ -44,6 +44,9 @@ pub async fn until_leading(
                     log,
                     unavailable_since_ms: None,
                     planners: roster.status(&log.world),
+                    // A standby does not follow router heartbeats: every
+                    // live router shows as behind until the leader answers.
+                    applied: Default::default(),
                 };
                 queries::answer(bus, &msg, on).await;
             }

@@ -19,6 +19,7 @@ use mentat_domain::{Event, EventEnvelope};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+use crate::announce::Applied;
 use crate::drain::Drainer;
 use crate::metrics::RouterMetrics;
 use crate::table::TableWriter;
@@ -44,6 +45,8 @@ pub struct Feed {
     /// older epoch is ignored. Per service, because a re-opened feed
     /// replays each service's last change, whatever epoch decided it.
     epochs: HashMap<String, i64>,
+    /// The route version applied per service, for the heartbeats.
+    applied: Applied,
 }
 
 impl Feed {
@@ -54,6 +57,7 @@ impl Feed {
         drainer: Drainer,
         registry: Arc<Registry>,
         metrics: Arc<RouterMetrics>,
+        applied: Applied,
     ) -> Result<Self, Error> {
         let messages = subscribe(&bus).await?;
         Ok(Feed {
@@ -66,6 +70,7 @@ impl Feed {
             epochs: HashMap::new(),
             registry,
             metrics,
+            applied,
         })
     }
 
@@ -129,6 +134,7 @@ impl Feed {
         }
         self.epochs.insert(service.clone(), newest);
         let drains = self.writer.apply(service, backends, route);
+        self.applied.set(service, envelope.version);
         let apply_us = self.live.then(|| apply_latency_us(msg)).flatten();
         self.registry.add(self.writer.take_created());
         self.metrics.route_changes.fetch_add(1, Ordering::Relaxed);

@@ -53,6 +53,7 @@
 //! ```
 
 mod admin;
+mod announce;
 mod body;
 pub mod bounds;
 mod codec;
@@ -131,6 +132,8 @@ pub struct Router {
     metrics: Arc<RouterMetrics>,
     /// `--trusted-proxies`, parsed.
     trusted: TrustedProxies,
+    /// The route version applied per service, for the heartbeats.
+    applied: announce::Applied,
     shutdown: Shutdown,
 }
 
@@ -188,12 +191,14 @@ impl Router {
         let registry = Arc::new(Registry::default());
         let metrics = Arc::new(RouterMetrics::default());
         let writer = TableWriter::new(table.clone(), pool);
+        let applied = announce::Applied::default();
         let feed = Feed::open(
             bus.clone(),
             writer,
             drainer.clone(),
             registry.clone(),
             metrics.clone(),
+            applied.clone(),
         )
         .await?;
         let (current_tx, current_rx) = oneshot::channel();
@@ -221,6 +226,7 @@ impl Router {
             registry,
             metrics,
             trusted,
+            applied,
             shutdown,
         })
     }
@@ -257,6 +263,17 @@ impl Router {
             metrics: self.metrics.clone(),
         };
         let admin = tokio::spawn(admin::serve(self.admin, sources, self.shutdown.token()));
+        let identity = announce::Identity {
+            router: self.config.router_id.clone(),
+            host: announce::hostname(),
+            listen: self.local_addr.to_string(),
+        };
+        let heartbeats = tokio::spawn(announce::publish(
+            self.bus.clone(),
+            identity,
+            self.applied.clone(),
+            self.shutdown.token(),
+        ));
         let stats = tokio::spawn(traffic::publish(
             self.bus.clone(),
             self.registry.clone(),
@@ -306,6 +323,7 @@ impl Router {
         let _ = joined.await;
         let _ = admin.await;
         let _ = stats.await;
+        let _ = heartbeats.await;
         if let Err(e) = self.feed.await {
             tracing::warn!(error = %e, "route feed task failed");
         }

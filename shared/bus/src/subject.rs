@@ -57,6 +57,14 @@ pub fn heartbeat(host: &str) -> String {
     format!("mentat.host.heartbeat.{host}")
 }
 
+/// Router heartbeats: `mentat.router.heartbeat.<router>` (core NATS, not stored).
+pub const ROUTER_HEARTBEAT_ALL: &str = "mentat.router.heartbeat.*";
+
+/// `mentat.router.heartbeat.<router>`
+pub fn router_heartbeat(router: &str) -> String {
+    format!("mentat.router.heartbeat.{router}")
+}
+
 /// The last token of a subject (the verb of a command, the type of an event).
 pub fn last_token(subject: &str) -> &str {
     subject.rsplit('.').next().unwrap_or(subject)

@@ -534,6 +534,10 @@ pub enum StatusReply {
         /// The planners: who leads, in which epoch, and the standbys.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         planners: Option<PlannersStatus>,
+        /// The live routers, and the services whose latest routes each has
+        /// not applied yet.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        routers: Vec<RouterStatus>,
     },
     /// The query could not be answered.
     Rejected {
@@ -608,6 +612,23 @@ pub struct PlannersStatus {
     pub standbys: Vec<String>,
     /// The planner that answered this query.
     pub answered_by: String,
+}
+
+/// A live router in `mt status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RouterStatus {
+    /// Router id.
+    pub router: String,
+    /// The machine it runs on.
+    pub host: String,
+    /// The address it accepts requests on.
+    pub listen: String,
+    /// Whether the planner that answered has heard its heartbeat (a
+    /// standby does not follow them): without it, `behind` says nothing.
+    pub heard: bool,
+    /// Services whose latest `RouteChanged` it has not reported applying
+    /// (in its last heartbeat); empty when it is in step.
+    pub behind: Vec<String>,
 }
 
 /// Why a service is broken, in `mt status`.

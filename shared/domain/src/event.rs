@@ -98,6 +98,22 @@ pub enum Event {
         /// How many replicas it can run.
         capacity: u32,
     },
+    /// A router started sending heartbeats (or came back, or moved).
+    RouterJoined {
+        /// Router id (`--router-id`).
+        router: String,
+        /// The machine it runs on.
+        host: String,
+        /// The address it accepts requests on.
+        listen: String,
+    },
+    /// A router stopped sending heartbeats: drains no longer wait for it.
+    RouterLost {
+        /// Router id.
+        router: String,
+        /// Why it is considered lost.
+        reason: String,
+    },
     /// A planner took the lead: `epoch` is one more than any before it, and
     /// every event it appends carries it (`Meta::epoch`).
     PlannerLeaderElected {
@@ -534,6 +550,8 @@ impl Event {
             Event::ServiceDefined { .. } => "ServiceDefined",
             Event::HostJoined { .. } => "HostJoined",
             Event::HostLost { .. } => "HostLost",
+            Event::RouterJoined { .. } => "RouterJoined",
+            Event::RouterLost { .. } => "RouterLost",
             Event::PlannerLeaderElected { .. } => "PlannerLeaderElected",
             Event::DeploymentStarted { .. } => "DeploymentStarted",
             Event::BatchStarted { .. } => "BatchStarted",
@@ -572,6 +590,7 @@ impl Event {
     pub fn stream(&self) -> Option<String> {
         Some(match self {
             Event::HostJoined { .. } | Event::HostLost { .. } => HOSTS_STREAM.to_owned(),
+            Event::RouterJoined { .. } | Event::RouterLost { .. } => ROUTERS_STREAM.to_owned(),
             Event::PlannerLeaderElected { .. } => PLANNERS_STREAM.to_owned(),
             Event::ServiceDefined { spec, .. } => spec.name.clone(),
             Event::DeploymentStarted { service, .. }
@@ -608,6 +627,8 @@ impl Event {
 /// Name of the log stream that holds host events. Service names start with
 /// a letter, so it cannot collide with one.
 pub const HOSTS_STREAM: &str = "_hosts";
+/// Log stream of router membership events (`RouterJoined`, `RouterLost`).
+pub const ROUTERS_STREAM: &str = "_routers";
 /// The stream of planner elections.
 pub const PLANNERS_STREAM: &str = "_planners";
 
@@ -659,6 +680,23 @@ pub struct HostHeartbeat {
     /// executors older than the field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
+}
+
+/// A router's heartbeat (core NATS, `mentat.router.heartbeat.<router>`): who
+/// it is, where, and the route version it applied per service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RouterHeartbeat {
+    /// Router id.
+    pub router: String,
+    /// The machine it runs on.
+    pub host: String,
+    /// The address it accepts requests on.
+    pub listen: String,
+    /// Per service, the stream version of the last `RouteChanged` it applied.
+    #[serde(default)]
+    pub applied: BTreeMap<String, i64>,
+    /// Time of the heartbeat (ms since epoch).
+    pub at_ms: i64,
 }
 
 #[cfg(test)]

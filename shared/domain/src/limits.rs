@@ -76,6 +76,32 @@ pub const MAX_ENV_BYTES: usize = 16 * 1024;
 /// make a replica's start request much larger than its spec.
 pub const MAX_IMAGE_PLACEHOLDERS: usize = 8;
 
+/// Longest router id, host name or listen address in a router heartbeat.
+pub const MAX_ROUTER_FIELD_BYTES: usize = 253;
+/// Most services a router heartbeat may report route versions for.
+pub const MAX_ROUTER_SERVICES: usize = 10_000;
+
+/// Check a router heartbeat's bounds (any NATS client can publish one);
+/// the name of the first field out of bounds.
+pub fn check_router_heartbeat(beat: &crate::event::RouterHeartbeat) -> Result<(), &'static str> {
+    let fields = [
+        ("router", &beat.router),
+        ("host", &beat.host),
+        ("listen", &beat.listen),
+    ];
+    for (name, value) in fields {
+        if value.is_empty() || value.len() > MAX_ROUTER_FIELD_BYTES {
+            return Err(name);
+        }
+    }
+    if beat.applied.len() > MAX_ROUTER_SERVICES
+        || beat.applied.keys().any(|k| k.len() > MAX_NAME_BYTES)
+    {
+        return Err("applied");
+    }
+    Ok(())
+}
+
 /// `secs` in milliseconds, for adding to a time in ms: saturates instead of
 /// overflowing on a number recorded before the bounds.
 pub fn secs_to_ms(secs: u64) -> i64 {

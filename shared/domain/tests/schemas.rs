@@ -8,7 +8,7 @@ use mentat_domain::command::{
     Apply, Control, Deploy, HistoryQuery, HistoryReply, Reply, Rollback, Route, Spawn, StatusQuery,
     StatusReply, Stop, Weight,
 };
-use mentat_domain::event::{Event, EventEnvelope, Fact, HostHeartbeat};
+use mentat_domain::event::{Event, EventEnvelope, Fact, HostHeartbeat, RouterHeartbeat};
 use mentat_domain::stats::TrafficStats;
 use schemars::schema_for;
 
@@ -31,6 +31,7 @@ fn schemas() -> Vec<(&'static str, schemars::Schema)> {
         ("event-envelope.json", schema_for!(EventEnvelope)),
         ("fact.json", schema_for!(Fact)),
         ("host-heartbeat.json", schema_for!(HostHeartbeat)),
+        ("router-heartbeat.json", schema_for!(RouterHeartbeat)),
         ("stats.json", schema_for!(TrafficStats)),
     ]
 }

@@ -377,7 +377,7 @@ fn react_once(world: &World, service: &str, now_ms: i64, settings: Settings) -> 
         events.extend(stop_retired(state, spec));
     }
     if events.is_empty() {
-        events.extend(stop_drained(state, spec, now_ms, settings));
+        events.extend(stop_drained(world, state, spec, now_ms, settings));
     }
     events
 }

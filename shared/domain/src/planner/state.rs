@@ -3,7 +3,7 @@
 //! `apply` holds no business rule: it records what an event says. Every
 //! decision is taken in [`super::decide`] from this state.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::command::{DeploymentRecord, Outcome};
 use crate::event::{Backend, Event, EventEnvelope, Judgement, Plan};
@@ -66,8 +66,9 @@ pub struct Replica {
     pub phase: Phase,
     /// When it was taken out of rotation (ms since epoch).
     pub drain_since_ms: Option<i64>,
-    /// A router reported it has nothing in flight.
-    pub drained: bool,
+    /// The routers that reported it has nothing in flight any more (or that
+    /// their drain timed out) since it was taken out of rotation.
+    pub drained_by: BTreeSet<String>,
     /// Readiness probe.
     pub health: HealthSpec,
     /// How it ended, once exited.
@@ -209,6 +210,9 @@ impl Deployment {
 pub struct ServiceState {
     /// The definition last applied.
     pub spec: Option<ServiceSpec>,
+    /// Stream version of its last `RouteChanged`: the route version routers
+    /// report having applied.
+    pub route_version: i64,
     /// Image serving once the last deployment completed.
     pub image: Option<String>,
     /// Images that completed deployments, oldest first (no immediate repeats).
@@ -262,6 +266,17 @@ pub struct Host {
     pub live: bool,
 }
 
+/// A router, as its `RouterJoined` and `RouterLost` events say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Router {
+    /// The machine it runs on.
+    pub host: String,
+    /// The address it accepts requests on.
+    pub listen: String,
+    /// Sending heartbeats.
+    pub live: bool,
+}
+
 /// The planner's whole state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct World {
@@ -269,6 +284,8 @@ pub struct World {
     pub services: BTreeMap<String, ServiceState>,
     /// Hosts by id.
     pub hosts: BTreeMap<String, Host>,
+    /// Routers by id.
+    pub routers: BTreeMap<String, Router>,
     /// Position of the last event applied.
     pub position: i64,
     /// The planner elected last, and its epoch.
@@ -276,6 +293,27 @@ pub struct World {
 }
 
 impl World {
+    /// True when `replica`, out of rotation, has drained in every live
+    /// router: each reported it (its drain finished or timed out). With no
+    /// live router nothing is drained (nothing says traffic left it; the
+    /// drain timeout decides). A log that never saw a router join (written
+    /// before routers announced themselves) takes one report as enough.
+    pub fn drained(&self, replica: &Replica) -> bool {
+        if self.routers.is_empty() {
+            return !replica.drained_by.is_empty();
+        }
+        let mut live = self.routers.iter().filter(|(_, r)| r.live).peekable();
+        live.peek().is_some() && live.all(|(id, _)| replica.drained_by.contains(id))
+    }
+
+    /// The live routers' ids.
+    pub fn live_routers(&self) -> impl Iterator<Item = &str> {
+        self.routers
+            .iter()
+            .filter(|(_, r)| r.live)
+            .map(|(id, _)| id.as_str())
+    }
+
     /// Fold one recorded event into the state.
     pub fn apply(&mut self, envelope: &EventEnvelope) {
         self.position = envelope.position;
@@ -296,6 +334,25 @@ impl World {
                     h.live = false;
                 }
             }
+            Event::RouterJoined {
+                router,
+                host,
+                listen,
+            } => {
+                self.routers.insert(
+                    router.clone(),
+                    Router {
+                        host: host.clone(),
+                        listen: listen.clone(),
+                        live: true,
+                    },
+                );
+            }
+            Event::RouterLost { router, .. } => {
+                if let Some(r) = self.routers.get_mut(router) {
+                    r.live = false;
+                }
+            }
             Event::PlannerLeaderElected { planner, epoch } => {
                 self.leader = Some((planner.clone(), *epoch));
             }
@@ -304,6 +361,9 @@ impl World {
             }
             event => {
                 let service = self.services.entry(stream.to_owned()).or_default();
+                if matches!(event, Event::RouteChanged { .. }) {
+                    service.route_version = envelope.version;
+                }
                 apply_service(service, event, at, &envelope.meta);
             }
         }
@@ -412,7 +472,7 @@ fn apply_service(s: &mut ServiceState, event: &Event, at: i64, meta: &crate::Met
                     addr: None,
                     phase: Phase::Requested,
                     drain_since_ms: None,
-                    drained: false,
+                    drained_by: BTreeSet::new(),
                     health: health.clone(),
                     exit: None,
                     spawned: *spawned,
@@ -459,10 +519,14 @@ fn apply_service(s: &mut ServiceState, event: &Event, at: i64, meta: &crate::Met
                 forget_exited(s);
             }
         }
-        Event::ReplicaDrained { replica, .. } => {
+        Event::ReplicaDrained {
+            replica, router, ..
+        } => {
             // Only a drain the planner asked for counts.
             if let Some(r) = s.replicas.get_mut(replica) {
-                r.drained = r.phase == Phase::Draining;
+                if r.phase == Phase::Draining {
+                    r.drained_by.insert(router.clone());
+                }
             }
         }
         Event::ReplicaStopRequested { replica, .. } => {
@@ -654,6 +718,8 @@ fn apply_service(s: &mut ServiceState, event: &Event, at: i64, meta: &crate::Met
         }
         Event::HostJoined { .. }
         | Event::HostLost { .. }
+        | Event::RouterJoined { .. }
+        | Event::RouterLost { .. }
         | Event::PlannerLeaderElected { .. }
         | Event::ServiceDefined { .. } => {}
     }
@@ -673,7 +739,7 @@ fn apply_routes(s: &mut ServiceState, backends: &[Backend], at: i64) {
             if matches!(r.phase, Phase::Healthy | Phase::Running) {
                 r.phase = Phase::Draining;
                 r.drain_since_ms = Some(at);
-                r.drained = false;
+                r.drained_by.clear();
             }
         }
     }

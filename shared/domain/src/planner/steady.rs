@@ -40,6 +40,7 @@ pub(crate) fn reconcile(world: &World, state: &ServiceState, spec: &ServiceSpec)
 
 /// Replicas out of rotation whose drain finished (or timed out) are stopped.
 pub(crate) fn stop_drained(
+    world: &World,
     state: &ServiceState,
     spec: &ServiceSpec,
     now_ms: i64,
@@ -50,12 +51,12 @@ pub(crate) fn stop_drained(
         .values()
         .filter(|r| r.phase == Phase::Draining)
         .filter(|r| {
-            r.drained
+            world.drained(r)
                 || r.drain_since_ms
                     .is_some_and(|t| now_ms >= t + settings.drain_timeout_ms)
         })
         .map(|r| {
-            let why = if r.drained {
+            let why = if world.drained(r) {
                 "drained"
             } else {
                 "drain timed out"

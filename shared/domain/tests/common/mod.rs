@@ -267,7 +267,7 @@ impl Sim {
                     replica: r.id.clone(),
                     service: "web".into(),
                 }),
-                Draining if !r.drained => facts.push(Event::ReplicaDrained {
+                Draining if r.drained_by.is_empty() => facts.push(Event::ReplicaDrained {
                     replica: r.id.clone(),
                     service: "web".into(),
                     router: "r1".into(),

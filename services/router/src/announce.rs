@@ -1,0 +1,79 @@
+//! The router's heartbeat, `mentat.router.heartbeat.<router-id>` on core
+//! NATS every [`EVERY`]: who it is, where it runs and listens, and the route
+//! version it applied per service. The planner records `RouterJoined` and
+//! `RouterLost` from it, waits for every live router before it counts a
+//! replica drained, and shows each router's lag in `mt status`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mentat_bus::{subject, Bus};
+use mentat_domain::event::RouterHeartbeat;
+use tokio_util::sync::CancellationToken;
+
+/// Time between two heartbeats.
+pub const EVERY: Duration = Duration::from_secs(1);
+
+/// Per service, the stream version of the last `RouteChanged` applied;
+/// written by the feed on each change, read once per heartbeat.
+#[derive(Debug, Clone, Default)]
+pub struct Applied(Arc<Mutex<BTreeMap<String, i64>>>);
+
+impl Applied {
+    /// `service`'s routes are now those of stream version `version`.
+    pub fn set(&self, service: &str, version: i64) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(service.to_owned(), version);
+    }
+
+    fn snapshot(&self) -> BTreeMap<String, i64> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Who this router is, for its heartbeats.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// `--router-id`.
+    pub router: String,
+    /// The machine's hostname.
+    pub host: String,
+    /// The address it accepts requests on.
+    pub listen: String,
+}
+
+/// The machine's hostname, or `localhost` when it cannot be read.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// Publish a heartbeat every [`EVERY`] until `stop`; one that the bus
+/// refuses is logged and the next one tried.
+pub async fn publish(bus: Bus, me: Identity, applied: Applied, stop: CancellationToken) {
+    let subject = subject::router_heartbeat(&me.router);
+    let mut tick = tokio::time::interval(EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let beat = RouterHeartbeat {
+            router: me.router.clone(),
+            host: me.host.clone(),
+            listen: me.listen.clone(),
+            applied: applied.snapshot(),
+            at_ms: mentat_bus::now_ms(),
+        };
+        if let Err(e) = bus.publish(subject.clone(), &beat).await {
+            tracing::warn!(error = %e, "cannot publish the router heartbeat");
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! Draining with several routers: a replica out of rotation is stopped
+//! only once every live router has reported it drained, or its drain
+//! timed out; a lost router is not waited for; with no live router nothing
+//! counts as drained before the timeout.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::Sim;
+use mentat_domain::event::Event;
+use mentat_domain::planner::Phase;
+
+fn joined(router: &str) -> Event {
+    Event::RouterJoined {
+        router: router.into(),
+        host: format!("{router}-host"),
+        listen: "127.0.0.1:8080".into(),
+    }
+}
+
+fn lost(router: &str) -> Event {
+    Event::RouterLost {
+        router: router.into(),
+        reason: "no heartbeat".into(),
+    }
+}
+
+fn drained_by(replica: &str, router: &str) -> Event {
+    Event::ReplicaDrained {
+        replica: replica.into(),
+        service: "web".into(),
+        router: router.into(),
+        timed_out: false,
+    }
+}
+
+/// `v1` serving on two replicas, then a rolling deploy of `v2` run until a
+/// replaced `v1` replica drains: its id. The make-believe cluster reports
+/// every drain from router `r1` only.
+fn draining_after_r1(sim: &mut Sim) -> String {
+    sim.deploy("v1").expect("accepted");
+    sim.run(50);
+    sim.deploy("v2").expect("accepted");
+    for _ in 0..20 {
+        sim.run(1);
+        let draining = sim.world.services["web"]
+            .replicas
+            .values()
+            .find(|r| r.phase == Phase::Draining && r.drained_by.contains("r1"))
+            .map(|r| r.id.clone());
+        if let Some(id) = draining {
+            return id;
+        }
+    }
+    panic!("no replica drained by r1");
+}
+
+/// The reason of the stop requested for `replica`, if any.
+fn stop_reason(sim: &Sim, replica: &str) -> Option<String> {
+    sim.log.iter().rev().find_map(|e| match &e.event {
+        Event::ReplicaStopRequested {
+            replica: r, reason, ..
+        } if r == replica => Some(reason.clone()),
+        _ => None,
+    })
+}
+
+#[test]
+fn given_two_live_routers_when_one_reports_a_drain_then_the_stop_waits_for_the_other() {
+    let mut sim = Sim::new(2, 1);
+    sim.record("_routers", vec![joined("r1"), joined("r2")]);
+    let replica = draining_after_r1(&mut sim);
+    sim.settle();
+    assert_eq!(
+        stop_reason(&sim, &replica),
+        None,
+        "stopped before r2 drained it"
+    );
+
+    sim.deliver(drained_by(&replica, "r2"));
+    sim.settle();
+    assert_eq!(
+        stop_reason(&sim, &replica).as_deref(),
+        Some("out of rotation and drained")
+    );
+}
+
+#[test]
+fn given_two_routers_when_one_is_lost_then_the_other_reports_suffice() {
+    let mut sim = Sim::new(2, 1);
+    sim.record("_routers", vec![joined("r1"), joined("r2")]);
+    let replica = draining_after_r1(&mut sim);
+    sim.settle();
+    assert_eq!(stop_reason(&sim, &replica), None);
+
+    sim.record("_routers", vec![lost("r2")]);
+    sim.settle();
+    assert_eq!(
+        stop_reason(&sim, &replica).as_deref(),
+        Some("out of rotation and drained")
+    );
+}
+
+#[test]
+fn given_no_live_router_then_nothing_counts_as_drained_before_the_timeout() {
+    let mut sim = Sim::new(2, 1);
+    sim.record("_routers", vec![joined("r1"), lost("r1")]);
+    sim.deploy("v1").expect("accepted");
+    sim.run(50);
+    sim.deploy("v2").expect("accepted");
+    sim.run(20);
+    let replica = sim.world.services["web"]
+        .replicas
+        .values()
+        .find(|r| r.phase == Phase::Draining)
+        .map(|r| r.id.clone())
+        .expect("a replica draining");
+    assert_eq!(stop_reason(&sim, &replica), None);
+    sim.wait(5_000); // the drain timeout of the tests' settings
+    assert_eq!(
+        stop_reason(&sim, &replica).as_deref(),
+        Some("out of rotation and drain timed out")
+    );
+}
