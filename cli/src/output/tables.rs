@@ -42,7 +42,7 @@ pub fn status_report(
 /// `routers: edge-1 127.0.0.1:8080 on h1 (in step), edge-2 ... (behind on web)`.
 fn routers_line(routers: &[RouterStatus]) -> String {
     if routers.is_empty() {
-        return "routers alive: none (traffic cannot move: drains wait for their timeout)"
+        return "routers alive: none (deployments wait for a router, or for their phase deadline)"
             .to_owned();
     }
     let each: Vec<String> = routers

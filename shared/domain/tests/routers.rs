@@ -105,21 +105,41 @@ fn given_two_routers_when_one_is_lost_then_the_other_reports_suffice() {
 #[test]
 fn given_no_live_router_then_nothing_counts_as_drained_before_the_timeout() {
     let mut sim = Sim::new(2, 1);
-    sim.record("_routers", vec![joined("r1"), lost("r1")]);
-    sim.deploy("v1").expect("accepted");
-    sim.run(50);
-    sim.deploy("v2").expect("accepted");
-    sim.run(20);
-    let replica = sim.world.services["web"]
-        .replicas
-        .values()
-        .find(|r| r.phase == Phase::Draining)
-        .map(|r| r.id.clone())
-        .expect("a replica draining");
+    sim.record("_routers", vec![joined("r1"), joined("r2")]);
+    let replica = draining_after_r1(&mut sim);
+    sim.record("_routers", vec![lost("r1"), lost("r2")]);
+    sim.settle();
     assert_eq!(stop_reason(&sim, &replica), None);
     sim.wait(5_000); // the drain timeout of the tests' settings
     assert_eq!(
         stop_reason(&sim, &replica).as_deref(),
         Some("out of rotation and drain timed out")
+    );
+}
+
+#[test]
+fn given_no_live_router_when_a_deployment_runs_then_it_waits_for_one_or_its_deadline() {
+    let mut sim = Sim::new(2, 1);
+    sim.record("_routers", vec![joined("r1")]);
+    sim.deploy("v1").expect("accepted");
+    sim.run(50);
+    sim.record("_routers", vec![lost("r1")]);
+    let id = sim.deploy("v2").expect("accepted");
+    let before = sim.log.len();
+    sim.run(20);
+    let decided: Vec<&str> = sim.types_since(before);
+    assert!(
+        !decided
+            .iter()
+            .any(|t| *t == "RouteChanged" || *t == "BatchStarted"),
+        "moved on with no router: {decided:?}"
+    );
+    assert!(sim.in_flight(), "the deployment waits, in flight");
+
+    sim.record("_routers", vec![joined("r1")]);
+    sim.run(200);
+    assert_eq!(
+        sim.outcome(&id).0,
+        mentat_domain::command::Outcome::Completed
     );
 }

@@ -32,6 +32,11 @@ pub(crate) fn react(
     if let Some(judgement) = breach(state, d) {
         return breached(state, d, &judgement, now_ms);
     }
+    if world.no_live_router() {
+        // Nothing would carry the traffic a step moves: wait for a router
+        // (its RouterJoined decides again) or for the phase deadline.
+        return Vec::new();
+    }
     if d.reverting.is_some() {
         return rolling::react(world, state, spec, d, now_ms);
     }

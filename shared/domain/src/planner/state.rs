@@ -306,6 +306,13 @@ impl World {
         live.peek().is_some() && live.all(|(id, _)| replica.drained_by.contains(id))
     }
 
+    /// True when routers are known and none of them is live: a deployment
+    /// waits rather than pretend that traffic moved. (A log in which no
+    /// router ever joined predates routers' heartbeats: it does not wait.)
+    pub fn no_live_router(&self) -> bool {
+        !self.routers.is_empty() && self.routers.values().all(|r| !r.live)
+    }
+
     /// The live routers' ids.
     pub fn live_routers(&self) -> impl Iterator<Item = &str> {
         self.routers
