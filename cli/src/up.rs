@@ -20,6 +20,15 @@ pub struct Args {
     /// Address the router listens on.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     pub http: String,
+    /// Address of the router's admin server (`GET /metrics`); give each
+    /// `mt up` on one machine its own.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "MENTAT_ROUTER_ADMIN_LISTEN",
+        default_value = "127.0.0.1:9180"
+    )]
+    pub admin: std::net::SocketAddr,
     /// Run N nats-server nodes (3 to 5) clustered with JetStream on this
     /// machine instead of one: client ports from the --nats port up, route
     /// ports 2000 above them, a store each under <data-dir>/nats/. The
@@ -36,6 +45,7 @@ pub async fn run(nats: &str, args: Args) -> Result<()> {
         data_dir: args.data_dir,
         database_url: args.database_url,
         http: args.http,
+        admin: args.admin,
         nats_cluster: args.nats_cluster.map(usize::from),
     })
     .await

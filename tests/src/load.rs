@@ -143,6 +143,35 @@ pub async fn get(addr: &str, host: &str) -> Result<(u16, String), String> {
         .map(|(status, body, _)| (status, body.trim().to_owned()))
 }
 
+/// `GET path` for `host` at `addr` on a connection of its own, closed after
+/// the answer: its status and whole body.
+pub async fn get_path(addr: &str, host: &str, path: &str) -> Result<(u16, String), String> {
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream
+        .write_all(req.as_bytes())
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .map_err(|_| "no answer within 10 s".to_owned())?
+        .map_err(|e| format!("read: {e}"))?;
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("not an HTTP answer: {text:?}"))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    Ok((status, body))
+}
+
 /// A keep-alive connection that reconnects when the router closes it.
 struct Connection<'a> {
     addr: &'a str,

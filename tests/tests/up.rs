@@ -18,7 +18,7 @@ fn example_config() -> PathBuf {
 
 /// `mt up` with the example config, its own NATS URL, data directory and
 /// ports, so that it shares nothing with other tests.
-fn up(nats_url: &str, data: &Path, http: &str) -> Command {
+fn up(nats_url: &str, data: &Path, http: &str, admin: &str) -> Command {
     let mut cmd = Command::new(bin_dir().join("mt"));
     cmd.arg("up")
         .arg("--config")
@@ -26,10 +26,7 @@ fn up(nats_url: &str, data: &Path, http: &str) -> Command {
         .args(["--nats", nats_url, "--http", http])
         .arg("--data-dir")
         .arg(data)
-        .env(
-            "MENTAT_ROUTER_ADMIN_LISTEN",
-            format!("127.0.0.1:{}", free_port()),
-        )
+        .args(["--admin", admin])
         .env("RUST_LOG", "warn")
         .env("USER", "tester");
     cmd
@@ -100,7 +97,8 @@ async fn up_runs_the_whole_system_deploys_through_it_and_stops_on_ctrl_c() {
     let nats_url = format!("nats://127.0.0.1:{nats_port}");
     let http_port = free_port();
     let http = format!("127.0.0.1:{http_port}");
-    let mut up = Up(up(&nats_url, dir.path(), &http)
+    let admin = format!("127.0.0.1:{}", free_port());
+    let mut up = Up(up(&nats_url, dir.path(), &http, &admin)
         .env("NATS_SERVER_BIN", mentat_testkit::nats::server_bin())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -135,6 +133,11 @@ async fn up_runs_the_whole_system_deploys_through_it_and_stops_on_ctrl_c() {
         .await
         .expect("GET through the router");
     assert_eq!((status, body.trim()), (200, "v1"));
+    // The router's admin server is where --admin put it.
+    let (status, metrics) = load::get_path(&admin, "localhost", "/metrics")
+        .await
+        .expect("GET /metrics from the router's admin address");
+    assert_eq!(status, 200, "{metrics}");
     for service in SERVICES {
         let log = dir.path().join("logs").join(format!("{service}.log"));
         assert!(log.exists(), "no log for the {service}: {}", log.display());
@@ -182,10 +185,16 @@ fn up_refuses_a_nats_server_older_than_2_10_and_starts_no_service() {
     let data = dir.path().join("data");
     let nats_url = format!("nats://127.0.0.1:{}", free_port());
 
-    let out = up(&nats_url, &data, &format!("127.0.0.1:{}", free_port()))
-        .env("NATS_SERVER_BIN", &fake)
-        .output()
-        .expect("run mt up");
+    let admin = format!("127.0.0.1:{}", free_port());
+    let out = up(
+        &nats_url,
+        &data,
+        &format!("127.0.0.1:{}", free_port()),
+        &admin,
+    )
+    .env("NATS_SERVER_BIN", &fake)
+    .output()
+    .expect("run mt up");
 
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let said = text(&out);

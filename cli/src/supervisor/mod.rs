@@ -53,6 +53,8 @@ pub struct Plan {
     pub database_url: Option<String>,
     /// Address the router listens on.
     pub http: String,
+    /// Address of the router's admin server.
+    pub admin: std::net::SocketAddr,
     /// Run this many clustered nats-server nodes instead of one.
     pub nats_cluster: Option<usize>,
 }
@@ -186,7 +188,12 @@ fn service_specs(
                 "--advertise-ip".into(),
                 "127.0.0.1".into(),
             ]),
-            "router" => args.extend(["--listen".into(), plan.http.clone().into()]),
+            "router" => args.extend([
+                "--listen".into(),
+                plan.http.clone().into(),
+                "--admin-listen".into(),
+                plan.admin.to_string().into(),
+            ]),
             _ => {}
         }
         ChildSpec {

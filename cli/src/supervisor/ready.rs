@@ -122,6 +122,7 @@ mod tests {
             data_dir: ".mentat".into(),
             database_url: None,
             http: "127.0.0.1:8080".into(),
+            admin: std::net::SocketAddr::from(([127, 0, 0, 1], 9180)),
             nats_cluster: None,
         };
         let text = next_steps(&plan, "web");
