@@ -12,6 +12,8 @@ use mentat_bus::{subject, Bus};
 use mentat_domain::event::RouterHeartbeat;
 use tokio_util::sync::CancellationToken;
 
+use crate::Error;
+
 /// Time between two heartbeats.
 pub const EVERY: Duration = Duration::from_secs(1);
 
@@ -52,6 +54,37 @@ pub fn hostname() -> String {
         .ok()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// How long a starting router listens for another's heartbeats under its
+/// id before it serves.
+pub const ID_CHECK: Duration = Duration::from_millis(1500);
+
+/// Fail with [`Error::RouterIdTaken`] when a heartbeat under `router` came
+/// on `others` (subscribed at `since`, before this router sent any) within
+/// [`ID_CHECK`] of `since`: another router is live with the same id, and
+/// the planner could not tell their drains apart.
+pub async fn refuse_taken_id(
+    router: &str,
+    others: &mut async_nats::Subscriber,
+    since: tokio::time::Instant,
+) -> Result<(), Error> {
+    let until = since + ID_CHECK;
+    let Ok(Some(msg)) = tokio::time::timeout_at(until, futures::StreamExt::next(others)).await
+    else {
+        return Ok(());
+    };
+    let other = mentat_bus::codec::decode::<RouterHeartbeat>(
+        &msg.payload,
+        mentat_bus::codec::Encoding::of(msg.headers.as_ref()),
+        "RouterHeartbeat",
+    )
+    .map(|b| format!("a router on {} listening on {}", b.host, b.listen))
+    .unwrap_or_else(|_| "a router".to_owned());
+    Err(Error::RouterIdTaken {
+        router: router.to_owned(),
+        other,
+    })
 }
 
 /// Publish a heartbeat every [`EVERY`] until `stop`; one that the bus

@@ -28,6 +28,15 @@ pub enum Error {
         /// The address.
         addr: std::net::SocketAddr,
     },
+    /// Another router sends heartbeats under this router id: fatal, give
+    /// this one another `--router-id`.
+    #[error("router id `{router}` is already live elsewhere ({other} sends its heartbeats); give this router another --router-id")]
+    RouterIdTaken {
+        /// The id asked for.
+        router: String,
+        /// Where the other one runs and listens.
+        other: String,
+    },
     /// The bus could not be reached or refused an operation: retry later.
     #[error(transparent)]
     Bus(#[from] mentat_bus::Error),

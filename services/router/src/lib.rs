@@ -181,6 +181,13 @@ impl Router {
             config.stream_replicas,
         )
         .await?;
+        // Listened to while the table loads, checked before serving.
+        let mut others = bus
+            .client
+            .subscribe(mentat_bus::subject::router_heartbeat(&config.router_id))
+            .await
+            .map_err(|e| mentat_bus::Error::Nats(e.to_string()))?;
+        let listening_since = tokio::time::Instant::now();
         mentat_bus::streams::ensure_stats(&bus).await?;
         let table = SharedTable::default();
         let drainer = Drainer::new(bus.clone(), &config.router_id, config.drain_timeout());
@@ -211,6 +218,7 @@ impl Router {
                 "routing table not fully loaded yet; serving with what is known"
             ),
         }
+        announce::refuse_taken_id(&config.router_id, &mut others, listening_since).await?;
         tracing::info!(addr = %local_addr, admin = %admin_addr, router_id = %config.router_id, domain = %config.domain, services = table.load().len(), "router listening");
         Ok(Router {
             config,

@@ -98,3 +98,26 @@ async fn the_binary_exits_non_zero_naming_the_address() {
         "{text}"
     );
 }
+
+/// Two routers under one id would look like one to the planner, which waits
+/// for every live router's drain: the second is refused, naming the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_id_live_elsewhere_is_refused_naming_the_other() {
+    let nats = NatsServer::start();
+    let first = TestRouter::start(&nats.url()).await;
+    let second = Config {
+        nats_url: nats.url(),
+        ..test_config()
+    };
+    match Router::bind(second, Shutdown::new()).await {
+        Err(Error::RouterIdTaken { router, other }) => {
+            assert_eq!(router, ROUTER_ID);
+            assert!(
+                other.contains(&first.addr.to_string()),
+                "names the other's address: {other}"
+            );
+        }
+        Err(other) => panic!("expected RouterIdTaken, got {other}"),
+        Ok(_) => panic!("a second router started under the id of a live one"),
+    }
+}
