@@ -29,11 +29,14 @@ pub struct Answer {
     pub body: String,
 }
 
-/// A running load.
+/// A running load, on a thread and a runtime of its own: a test that
+/// blocks its own runtime's workers (waiting synchronously for a process,
+/// say) must not stop the load, or hold a woken request in a blocked
+/// worker's queue, which once showed as a scenario with no answer at all.
 pub struct Traffic {
     stop: Arc<AtomicBool>,
     answers: Arc<Mutex<Vec<Answer>>>,
-    task: tokio::task::JoinHandle<()>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 impl Traffic {
@@ -42,7 +45,7 @@ impl Traffic {
         let stop = Arc::new(AtomicBool::new(false));
         let answers = Arc::new(Mutex::new(Vec::new()));
         let host = host.to_owned();
-        let task = tokio::spawn({
+        let load = {
             let (stop, answers) = (stop.clone(), answers.clone());
             async move {
                 let mut tick = tokio::time::interval(PERIOD);
@@ -93,11 +96,21 @@ impl Traffic {
                         .push(answer);
                 }
             }
-        });
+        };
+        let thread = std::thread::Builder::new()
+            .name("chaos-load".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a runtime for the load");
+                runtime.block_on(load);
+            })
+            .expect("a thread for the load");
         Traffic {
             stop,
             answers,
-            task,
+            thread,
         }
     }
 
@@ -113,7 +126,8 @@ impl Traffic {
     /// Stop; every answer, in order.
     pub async fn stop(self) -> Vec<Answer> {
         self.stop.store(true, Ordering::Relaxed);
-        let _ = self.task.await;
+        let thread = self.thread;
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         let answers = self.answers.lock().unwrap_or_else(|p| p.into_inner());
         answers.clone()
     }
