@@ -298,3 +298,25 @@ fn a_service_is_spread_over_the_live_hosts_and_stays_spread_through_a_rolling_de
     assert_eq!(sim.running("v2"), 6);
     assert_eq!(spread(&sim), even, "a rolling deploy keeps the spread");
 }
+
+#[test]
+fn a_deploy_that_outgrows_the_hosts_says_how_many_were_needed_and_how_much_room_there_was() {
+    let mut sim = Sim::new(4, 1);
+    // h1 announces room for two replicas only.
+    sim.record(
+        "_hosts",
+        vec![Event::HostJoined {
+            host: "h1".into(),
+            capacity: 2,
+        }],
+    );
+    let id = sim.deploy("v1").expect("accepted");
+    sim.run(100);
+    let (outcome, reason) = sim.outcome(&id);
+    assert_ne!(outcome, Outcome::Completed);
+    let reason = reason.expect("a reason");
+    assert!(
+        reason.contains("1 new replica(s) needed, room for 0 on 1 live host(s)"),
+        "{reason}"
+    );
+}

@@ -8,7 +8,7 @@ use crate::limits::secs_to_ms;
 use crate::planner::ids::next_replica_ids;
 use crate::planner::policy::{self, Cause, TurnBack};
 use crate::planner::state::{Batch, Deployment, Phase, Replica, ServiceState, World};
-use crate::planner::steady::{place, serving, start_request, stop_request};
+use crate::planner::steady::{no_room, place, serving, start_request, stop_request};
 use crate::spec::{ServiceSpec, Strategy};
 
 /// The next events of a rolling deployment, of the roll-out after a canary
@@ -76,12 +76,7 @@ pub(crate) fn start_batch(
     let count = count as usize;
     let placements = place(world, &spec.name, &replace, count);
     if placements.len() < count {
-        return fail_batch(
-            state,
-            d,
-            "no live executor host to place new replicas on".into(),
-            now_ms,
-        );
+        return fail_batch(state, d, no_room(world, count), now_ms);
     }
     let number = d.batches_started + 1;
     let ids = next_replica_ids(world, state, spec, count);

@@ -127,6 +127,36 @@ pub(crate) fn place(world: &World, service: &str, leaving: &[String], count: usi
     out
 }
 
+/// How many hosts are live, and how many more replicas they have room for
+/// in all: the numbers a placement that fell short reports.
+pub(crate) fn room(world: &World) -> (usize, u64) {
+    let mut live = 0;
+    let mut free = 0u64;
+    for (id, h) in world.hosts.iter().filter(|(_, h)| h.live) {
+        live += 1;
+        let used = world
+            .services
+            .values()
+            .flat_map(|s| s.replicas.values())
+            .filter(|r| &r.host == id && r.phase != Phase::Exited)
+            .count() as u64;
+        free += u64::from(h.capacity).saturating_sub(used);
+    }
+    (live, free)
+}
+
+/// Why `needed` new replicas could not be placed, with the numbers.
+pub(crate) fn no_room(world: &World, needed: usize) -> String {
+    let (live, free) = room(world);
+    if live == 0 {
+        return "no live executor host to place new replicas on".to_owned();
+    }
+    format!(
+        "not enough capacity: {needed} new replica(s) needed, room for {free} on {live} live host(s); \
+         start another executor or raise --capacity"
+    )
+}
+
 pub(crate) fn start_request(
     spec: &ServiceSpec,
     image: &str,

@@ -12,7 +12,7 @@ use crate::event::Event;
 use crate::planner::decide::{defined, reject, Append, Decision};
 use crate::planner::ids;
 use crate::planner::state::{Replica, ServiceState, World};
-use crate::planner::steady::place;
+use crate::planner::steady::{no_room, place};
 use crate::spec::{is_valid_name, ServiceSpec};
 
 /// Highest weight an operator can give.
@@ -198,10 +198,7 @@ pub(crate) fn spawn(world: &World, c: &Spawn) -> Decision {
         return Decision::Reject(Rejection::invalid("image must not be empty"));
     }
     let Some(host) = place(world, &spec.name, &[], 1).into_iter().next() else {
-        return reject(
-            RejectKind::NoCapacity,
-            "no live executor host has room for another replica: start mentat-executor (mt up starts one)",
-        );
+        return reject(RejectKind::NoCapacity, no_room(world, 1));
     };
     let mut event = crate::planner::steady::start_request(spec, &image, &c.id, host, None);
     if let Event::ReplicaStartRequested { spawned, .. } = &mut event {
