@@ -18,6 +18,7 @@ mod error;
 mod follow;
 mod history;
 mod instances;
+mod node;
 mod output;
 mod ps;
 mod send;
@@ -85,6 +86,8 @@ enum Cmd {
     History(history::Args),
     /// Run NATS and the four services on this machine, in the foreground.
     Up(up::Args),
+    /// Join a cluster as one more host: an executor and a router, in the foreground.
+    Node(node::Args),
 }
 
 fn main() -> ExitCode {
@@ -139,6 +142,7 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Status(args) => status::run(nats, args).await,
         Cmd::History(args) => history::run(nats, args).await,
         Cmd::Up(args) => up::run(nats, args).await,
+        Cmd::Node(args) => node::run(nats, args).await,
     }
 }
 

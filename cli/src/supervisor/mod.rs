@@ -59,6 +59,115 @@ pub struct Plan {
     pub nats_cluster: Option<usize>,
 }
 
+/// What `mt node` runs.
+#[derive(Debug, Clone)]
+pub struct NodePlan {
+    /// NATS URL(s) of the cluster.
+    pub nats_url: String,
+    /// Where the executor's state and the logs live.
+    pub data_dir: PathBuf,
+    /// Host id (and router id); the executor's default when absent.
+    pub host_id: Option<String>,
+    /// The executor's `--advertise-ip`; its default when absent.
+    pub advertise_ip: Option<std::net::IpAddr>,
+    /// Address the router listens on.
+    pub http: String,
+    /// Address of the router's admin server.
+    pub admin: std::net::SocketAddr,
+    /// The executor's `--capacity`; its default when absent.
+    pub capacity: Option<u32>,
+}
+
+/// The services `mt node` runs, in the order they are stopped.
+pub const NODE_SERVICES: [&str; 2] = ["router", "executor"];
+
+/// Run this host's executor and router until Ctrl-C or SIGTERM. The
+/// cluster's NATS must answer first: a node that cannot reach it says which
+/// URL it tried and what to check.
+pub async fn run_node(plan: NodePlan) -> Result<()> {
+    crate::client::connect(&plan.nats_url)
+        .await
+        .map_err(|e| match e {
+            Error::Unreachable { url, detail } => Error::Runtime(format!(
+                "cannot reach the cluster's NATS at {url}: {detail}; check the URL \
+                 (--nats or MENTAT_NATS_URL), that the server runs, and that this \
+                 machine can reach its client port (4222 by default) through any firewall"
+            )),
+            e => e,
+        })?;
+    let exe_dir = std::env::current_exe()?
+        .parent()
+        .map(Path::to_owned)
+        .ok_or_else(|| Error::Runtime("cannot tell where the mt executable is".into()))?;
+    let data_dir = std::path::absolute(&plan.data_dir)?;
+    let log_dir = data_dir.join("logs");
+    std::fs::create_dir_all(&log_dir)?;
+    let path_env = children_path(&exe_dir)?;
+    let mut specs = Vec::new();
+    for name in NODE_SERVICES {
+        let binary = format!("mentat-{name}");
+        let program = find_program(&exe_dir, &binary).ok_or_else(|| {
+            Error::Runtime(format!(
+                "cannot find {binary} next to mt ({}) or on PATH",
+                exe_dir.display()
+            ))
+        })?;
+        let mut args: Vec<OsString> = vec!["--nats".into(), plan.nats_url.clone().into()];
+        if name == "executor" {
+            args.extend(["--data-dir".into(), data_dir.as_os_str().to_owned()]);
+            if let Some(id) = &plan.host_id {
+                args.extend(["--host-id".into(), id.into()]);
+            }
+            if let Some(ip) = plan.advertise_ip {
+                args.extend(["--advertise-ip".into(), ip.to_string().into()]);
+            }
+            if let Some(capacity) = plan.capacity {
+                args.extend(["--capacity".into(), capacity.to_string().into()]);
+            }
+        } else {
+            args.extend([
+                "--listen".into(),
+                plan.http.clone().into(),
+                "--admin-listen".into(),
+                plan.admin.to_string().into(),
+            ]);
+            if let Some(id) = &plan.host_id {
+                args.extend(["--router-id".into(), id.into()]);
+            }
+        }
+        specs.push(ChildSpec {
+            name,
+            program,
+            args,
+            path_env: Some(path_env.clone()),
+            log_dir: log_dir.clone(),
+            echo: true,
+        });
+    }
+    say(&format!(
+        "joining the cluster at {} as {}",
+        plan.nats_url,
+        plan.host_id.as_deref().unwrap_or("this host")
+    ));
+    let mut signals = Signals::new()?;
+    let kill = CancellationToken::new();
+    let children: Vec<Supervised> = specs
+        .into_iter()
+        .map(|spec| Supervised::start(spec, &kill))
+        .collect();
+    signals.recv().await;
+    say("stopping (press Ctrl-C again to kill at once)");
+    let second = kill.clone();
+    tokio::spawn(async move {
+        signals.recv().await;
+        say("second signal: killing everything now");
+        second.cancel();
+    });
+    Supervised::stop_all(children, STOP_GRACE, &kill).await;
+    say("stopped");
+    Ok(())
+}
+
 /// A line from `mt` itself, in the same column as the children's output.
 pub(crate) fn say(message: &str) {
     eprintln!("{:>14} | {message}", "mt");
@@ -148,6 +257,17 @@ fn find_services(exe_dir: &Path) -> Result<Vec<PathBuf>> {
     )))
 }
 
+/// The children's PATH: the directory of `mt` first, so that replicas find
+/// `mentat-demo-app` next to it, then this process's PATH.
+fn children_path(exe_dir: &Path) -> Result<OsString> {
+    let mut dirs = vec![exe_dir.to_owned()];
+    dirs.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    std::env::join_paths(dirs)
+        .map_err(|e| Error::Runtime(format!("cannot build PATH for the services: {e}")))
+}
+
 /// Command lines of the four services, in [`SERVICES`] order.
 fn service_specs(
     plan: &Plan,
@@ -156,13 +276,7 @@ fn service_specs(
     data_dir: &Path,
     log_dir: &Path,
 ) -> Result<Vec<ChildSpec>> {
-    // Replicas find `mentat-demo-app` next to `mt` through the children's PATH.
-    let mut dirs = vec![exe_dir.to_owned()];
-    dirs.extend(std::env::split_paths(
-        &std::env::var_os("PATH").unwrap_or_default(),
-    ));
-    let path_env = std::env::join_paths(dirs)
-        .map_err(|e| Error::Runtime(format!("cannot build PATH for the services: {e}")))?;
+    let path_env = children_path(exe_dir)?;
     let database_url = plan
         .database_url
         .clone()
