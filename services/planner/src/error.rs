@@ -111,6 +111,7 @@ mod tests {
         assert!(matches!(Error::from(down), Error::Unavailable(_)));
         let tampered = mentat_store::Error::Tampered {
             position: 7,
+            kind: mentat_store::BreakKind::ContentChanged,
             detail: "hash".into(),
         };
         assert!(matches!(Error::from(tampered), Error::Fatal(_)));

@@ -79,11 +79,7 @@ impl Target {
     /// migrations, which are recorded in `_sqlx_migrations` and so are
     /// skipped on the next open.
     pub(crate) async fn connect(&self) -> Result<AnyPool> {
-        sqlx::any::install_default_drivers();
-        if let Some(file) = &self.file {
-            create_parent_dir(file)?;
-        }
-        let pool = self.pool_options().connect(&self.url).await?;
+        let pool = self.connect_unmigrated().await?;
         match self.backend {
             Backend::Sqlite => {
                 // WAL is a property of the file: set once, kept by every
@@ -96,6 +92,16 @@ impl Target {
             Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
         }
         Ok(pool)
+    }
+
+    /// Connects without touching the schema: for a role that may not
+    /// change it, once the migrations ran as another role.
+    pub(crate) async fn connect_unmigrated(&self) -> Result<AnyPool> {
+        sqlx::any::install_default_drivers();
+        if let Some(file) = &self.file {
+            create_parent_dir(file)?;
+        }
+        Ok(self.pool_options().connect(&self.url).await?)
     }
 
     fn pool_options(&self) -> AnyPoolOptions {
