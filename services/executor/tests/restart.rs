@@ -158,7 +158,7 @@ async fn a_start_cut_short_by_a_kill_is_adopted_not_run_twice() {
     // What a killed executor leaves: the process it spawned, and its record
     // without a pid; and a record of a start whose spawn never happened.
     let token = format!("h1/spawned/{}", mentat_bus::new_id());
-    let orphan = std::process::Command::new("sleep")
+    let mut orphan = std::process::Command::new("sleep")
         .arg("60")
         .env(START_TOKEN_VAR, &token)
         .process_group(0)
@@ -201,4 +201,6 @@ async fn a_start_cut_short_by_a_kill_is_adopted_not_run_twice() {
     }
     running.stop().await;
     wait_gone(orphan_pid).await;
+    // Gone means a zombie at most: reap it.
+    let _ = orphan.wait();
 }
