@@ -17,6 +17,13 @@ pub fn details(event: &Event) -> String {
         Event::HostJoined { host, capacity } => format!("host={host} capacity={capacity}"),
         Event::HostLost { host, reason } => format!("host={host} reason={reason:?}"),
         Event::PlannerLeaderElected { planner, epoch } => format!("planner={planner} epoch={epoch}"),
+        Event::LogBreakAccepted {
+            position,
+            kind,
+            actor,
+            reason,
+            ..
+        } => format!("position={position} kind={kind} actor={actor} reason={reason:?}"),
         Event::DeploymentStarted {
             deployment_id,
             image,

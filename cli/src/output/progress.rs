@@ -270,6 +270,7 @@ pub fn progress(event: &Event, known: &Known) -> Option<String> {
         | Event::HostJoined { .. }
         | Event::HostLost { .. }
         | Event::PlannerLeaderElected { .. }
+        | Event::LogBreakAccepted { .. }
         | Event::WeightsSet { .. }
         | Event::ReplicaStartRequested { .. } => return None,
     })

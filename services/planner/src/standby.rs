@@ -10,6 +10,7 @@ use futures::StreamExt;
 use mentat_bus::Bus;
 use mentat_runtime::Shutdown;
 
+use crate::audit::Audit;
 use crate::error::{Error, Result};
 use crate::log::Log;
 use crate::queries;
@@ -29,6 +30,7 @@ pub async fn until_leading(
     roster: &mut Roster,
     lease: Duration,
     queries: &mut Subscriber,
+    audit: &Audit,
     shutdown: &Shutdown,
 ) -> Result<Option<i64>> {
     let client = bus.client.clone();
@@ -44,6 +46,7 @@ pub async fn until_leading(
                     log,
                     unavailable_since_ms: None,
                     planners: roster.status(&log.world),
+                    audit,
                 };
                 queries::answer(bus, &msg, on).await;
             }

@@ -103,6 +103,10 @@ pub const COMMANDS: &str = "MENTAT_COMMANDS";
 pub const FACTS: &str = "MENTAT_FACTS";
 /// Every event of the log, published by the planner's relay (`mentat.evt.>`).
 pub const EVENTS: &str = "MENTAT_EVENTS";
+/// Signed anchors of the log's head (`mentat.anchors`), published by the
+/// leading planner every `--anchor-every-secs` and on `mt audit anchor`.
+/// Kept for ever, like the log: a verifier checks the log against each.
+pub const ANCHORS: &str = "MENTAT_ANCHORS";
 
 /// Router traffic statistics (`mentat.stats.>`), one message per router per
 /// interval, kept [`STATS_MAX_AGE`] so that a restarted health-watcher can
@@ -115,8 +119,8 @@ pub const STATS_MAX_AGE: Duration = Duration::from_secs(15 * 60);
 /// Window within which JetStream drops a re-published message with the same `Nats-Msg-Id`.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
-/// Configuration of the three streams.
-pub fn configs() -> [stream::Config; 3] {
+/// Configuration of the four streams every service ensures.
+pub fn configs() -> [stream::Config; 4] {
     [
         stream::Config {
             name: COMMANDS.into(),
@@ -138,6 +142,13 @@ pub fn configs() -> [stream::Config; 3] {
         stream::Config {
             name: EVENTS.into(),
             subjects: vec![subject::EVT_ALL.into()],
+            duplicate_window: DUPLICATE_WINDOW,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        },
+        stream::Config {
+            name: ANCHORS.into(),
+            subjects: vec![subject::ANCHORS.into()],
             duplicate_window: DUPLICATE_WINDOW,
             storage: stream::StorageType::File,
             ..Default::default()

@@ -18,7 +18,12 @@ const WAIT: Duration = Duration::from_secs(30);
 /// The replicas of every stream the bus creates.
 async fn replicas(bus: &Bus) -> Vec<(String, usize)> {
     let mut out = Vec::new();
-    for name in [streams::COMMANDS, streams::FACTS, streams::EVENTS] {
+    for name in [
+        streams::COMMANDS,
+        streams::FACTS,
+        streams::EVENTS,
+        streams::ANCHORS,
+    ] {
         let mut stream = bus.js.get_stream(name).await.unwrap();
         let info = stream.info().await.unwrap();
         out.push((name.to_owned(), info.config.num_replicas));
@@ -27,10 +32,15 @@ async fn replicas(bus: &Bus) -> Vec<(String, usize)> {
 }
 
 fn all(n: usize) -> Vec<(String, usize)> {
-    [streams::COMMANDS, streams::FACTS, streams::EVENTS]
-        .iter()
-        .map(|s| ((*s).to_owned(), n))
-        .collect()
+    [
+        streams::COMMANDS,
+        streams::FACTS,
+        streams::EVENTS,
+        streams::ANCHORS,
+    ]
+    .iter()
+    .map(|s| ((*s).to_owned(), n))
+    .collect()
 }
 
 #[tokio::test]

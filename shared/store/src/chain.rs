@@ -40,8 +40,9 @@ pub enum BreakKind {
     /// the hash of the event before it: the event before it was replaced
     /// with a recomputed hash, or this one was forged.
     LinkBroken,
-    /// No event at this position while later ones exist, or an anchor
-    /// vouches for it: events were deleted (and maybe the rest renumbered).
+    /// No event at this position while later ones exist (events were
+    /// deleted, maybe the rest renumbered), or, at an anchored position
+    /// past the end of the log, events were removed from its end.
     PositionMissing,
     /// An event the chain does not vouch for sits at this position: the
     /// event after it links past it to the one before.
@@ -202,14 +203,12 @@ impl Chain {
     /// position past the last event (the log was cut short), unless that
     /// was accepted.
     pub fn finish(mut self) -> Result<Verified, Break> {
-        let beyond: Vec<(i64, String)> = self
-            .anchors
-            .range(self.next..)
-            .map(|(p, h)| (*p, h.clone()))
-            .collect();
-        for (position, _) in beyond {
+        let beyond: Vec<i64> = self.anchors.range(self.next..).map(|(p, _)| *p).collect();
+        for position in beyond {
+            // Named by the anchor's position, which stays the same as the
+            // log grows again (then it is a mismatch there instead).
             let missing = Break {
-                position: self.next,
+                position,
                 kind: BreakKind::PositionMissing,
                 detail: format!(
                     "the log ends at position {} but an anchor vouches for position {position}: \
@@ -536,7 +535,7 @@ mod tests {
         chain.anchor(20, &events[19].hash);
         assert_eq!(
             broken(chain, &events[..17]),
-            (18, BreakKind::PositionMissing)
+            (20, BreakKind::PositionMissing)
         );
     }
 
