@@ -38,10 +38,20 @@ pub async fn spawn_verify(store: Store, bus: Bus, audit: Audit, msg: async_nats:
         return;
     }
     tokio::spawn(async move {
+        let running = Running(audit.verifying.clone());
         let reply = verify(&store, &bus, &audit).await;
-        audit.verifying.store(false, Ordering::SeqCst);
+        drop(running);
         send(&bus, &msg, &reply).await;
     });
+}
+
+/// Clears the "verifying" flag when dropped, even if the task panicked.
+struct Running(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
 }
 
 async fn send<T: serde::Serialize>(bus: &Bus, msg: &async_nats::Message, reply: &T) {

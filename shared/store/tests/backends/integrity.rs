@@ -16,6 +16,8 @@ on_both_backends!(
     verify_finds_an_edit_made_without_the_guard,
     verify_names_the_kind_of_each_tampering,
     a_consistent_rewrite_is_caught_by_an_anchor_only,
+    verify_finds_an_event_inserted_with_the_rest_renumbered,
+    verify_finds_an_event_replaced_with_a_recomputed_hash,
 );
 
 /// A store holding three events in two streams.
@@ -280,4 +282,70 @@ async fn verify_finds_an_edit_made_without_the_guard(db: &Db) {
         .await
         .expect("edit without the guard");
     assert_broken(store.verify().await, 2, BreakKind::ContentChanged);
+}
+
+async fn verify_finds_an_event_inserted_with_the_rest_renumbered(db: &Db) {
+    let store = db.open().await;
+    store
+        .append("a", ExpectedVersion::Any, None, events(0, 8))
+        .await
+        .expect("append");
+    let mut raw = db.raw().await;
+    drop_guard(db, &mut raw).await;
+    // Make room at 4 (in two steps, so no two rows ever share a position).
+    for sql in [
+        "UPDATE events SET position = position + 1000 WHERE position >= 4",
+        "UPDATE events SET position = position - 999 WHERE position >= 1000",
+    ] {
+        sqlx::query(sql).execute(&mut raw).await.expect("renumber");
+    }
+    // A forged event at 4, properly hashed and linked to 3.
+    let mut forged = store.event_at(5).await.expect("read").expect("moved");
+    forged.position = 4;
+    forged.id.push_str("-forged");
+    forged.version += 100;
+    forged.payload = r#"{"forged":true}"#.into();
+    forged.prev_hash = store.event_at(3).await.expect("read").expect("3").hash;
+    forged.hash = mentat_store::hash::event_hash(&forged);
+    sqlx::query(
+        "INSERT INTO events (position, stream, version, id, event_type, schema_version, \
+         payload, metadata, recorded_at_ms, prev_hash, hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(forged.position)
+    .bind(&forged.stream)
+    .bind(forged.version)
+    .bind(&forged.id)
+    .bind(&forged.event_type)
+    .bind(forged.schema_version)
+    .bind(&forged.payload)
+    .bind(&forged.metadata)
+    .bind(forged.recorded_at_ms)
+    .bind(&forged.prev_hash)
+    .bind(&forged.hash)
+    .execute(&mut raw)
+    .await
+    .expect("insert");
+    assert_broken(store.verify().await, 4, BreakKind::EventInserted);
+}
+
+async fn verify_finds_an_event_replaced_with_a_recomputed_hash(db: &Db) {
+    let store = db.open().await;
+    store
+        .append("a", ExpectedVersion::Any, None, events(0, 6))
+        .await
+        .expect("append");
+    let mut raw = db.raw().await;
+    drop_guard(db, &mut raw).await;
+    let mut e = store.event_at(3).await.expect("read").expect("3");
+    e.payload = r#"{"replaced":true}"#.into();
+    e.hash = mentat_store::hash::event_hash(&e);
+    sqlx::query("UPDATE events SET payload = $1, hash = $2 WHERE position = 3")
+        .bind(&e.payload)
+        .bind(&e.hash)
+        .execute(&mut raw)
+        .await
+        .expect("replace");
+    // Row 3 is self-consistent; row 4 no longer links to it.
+    assert_broken(store.verify().await, 4, BreakKind::LinkBroken);
 }
