@@ -91,6 +91,11 @@ impl Audited {
     fn planner_command(&mut self, database_url: &str, extra: &[&str]) -> (Command, PathBuf) {
         self.runs += 1;
         let log = self.dir.path().join(format!("planner-{}.log", self.runs));
+        let id = if extra.contains(&"--planner-id") {
+            None
+        } else {
+            Some("planner")
+        };
         let mut cmd = Command::new(bin_dir().join("mentat-planner"));
         cmd.args(["--nats", &self.nats.url(), "--database-url", database_url])
             .args([
@@ -98,7 +103,7 @@ impl Audited {
                 &self.dir.path().join("data").display().to_string(),
             ])
             .args(["--anchor-file", &self.anchor_file().display().to_string()])
-            .args(["--planner-id", "planner"])
+            .args(id.iter().flat_map(|id| ["--planner-id", id]))
             .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -479,6 +484,66 @@ async fn a_rewrite_while_the_planner_runs_is_found_online(backend: Backend) {
     let (code, reply) = a.verify(&[]);
     assert_eq!(code, Some(1));
     assert_eq!(broken_at(&reply), (position, BreakKind::AnchorMismatch));
+}
+
+/// A standby checks what the leader appended before it takes over: on a
+/// log broken meanwhile it refuses to lead, naming the break.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_refuses_to_take_over_a_log_broken_while_it_waited() {
+    let mut a = Audited::new(Backend::Postgres).await;
+    a.start(&["--lease-ms", "1000"]).await;
+    let url = a.url.clone();
+    let (mut cmd, standby_log) =
+        a.planner_command(&url, &["--planner-id", "standby", "--lease-ms", "1000"]);
+    let mut standby = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&standby_log)
+        .unwrap()
+        .contains("standing by")
+    {
+        assert!(Instant::now() < deadline, "no standby");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Appended after the standby checked the log, then edited.
+    a.apply();
+    let edited = a.position_of("ServiceDefined").await;
+    a.drop_guard().await;
+    a.sql(&format!(
+        "UPDATE events SET payload = replace(payload, 'mentat-demo-app', 'curl-evil.sh') \
+         WHERE position = {edited}"
+    ))
+    .await;
+    // The leader dies; the standby's turn comes, and it will not lead.
+    let _ = a.planner.as_mut().unwrap().kill();
+    let _ = a.planner.take().unwrap().wait();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = standby.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = standby.kill();
+            panic!(
+                "the standby led a broken log:\n{}",
+                std::fs::read_to_string(&standby_log).unwrap()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!status.success());
+    let log = std::fs::read_to_string(&standby_log).unwrap();
+    assert!(
+        log.contains(&format!("position {edited} (content_changed)")),
+        "{log}"
+    );
+    let store = Store::open_existing(&a.url).await.unwrap();
+    let elected = store.read_type("PlannerLeaderElected").await.unwrap();
+    assert_eq!(
+        elected.len(),
+        1,
+        "the standby appended nothing: {elected:?}"
+    );
+    store.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
