@@ -486,6 +486,41 @@ async fn a_rewrite_while_the_planner_runs_is_found_online(backend: Backend) {
     assert_eq!(broken_at(&reply), (position, BreakKind::AnchorMismatch));
 }
 
+/// An export is checked against the anchors signed before it was taken;
+/// those signed since, past its end, do not make it "cut short".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_is_checked_against_the_anchors_before_its_end() {
+    let mut a = Audited::new(Backend::Sqlite).await;
+    a.start(&[]).await;
+    a.apply();
+    a.mt_ok(&["audit", "anchor"]);
+    let export = a.dir.path().join("early.ndjson");
+    std::fs::write(&export, a.mt_ok(&["audit", "export"])).unwrap();
+    // The log moves on and is anchored again, past the export's end.
+    a.mt_ok(&[
+        "apply",
+        "-f",
+        a.dir.path().join("mentat.yaml").to_str().unwrap(),
+    ]);
+    let later = CONFIG.replace("replicas: 2", "replicas: 3");
+    std::fs::write(a.dir.path().join("later.yaml"), later).unwrap();
+    a.mt_ok(&[
+        "apply",
+        "-f",
+        a.dir.path().join("later.yaml").to_str().unwrap(),
+    ]);
+    a.mt_ok(&["audit", "anchor"]);
+    let (code, reply) = a.verify(&["--file", export.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{reply:?}");
+    let AuditVerifyReply::Ok {
+        anchors_checked, ..
+    } = &reply
+    else {
+        panic!("{reply:?}")
+    };
+    assert!(*anchors_checked >= 2, "{reply:?}");
+}
+
 /// A standby checks what the leader appended before it takes over: on a
 /// log broken meanwhile it refuses to lead, naming the break.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

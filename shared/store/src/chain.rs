@@ -202,7 +202,21 @@ impl Chain {
     /// The chain as checked so far: fails when an anchor vouches for a
     /// position past the last event (the log was cut short), unless that
     /// was accepted.
-    pub fn finish(mut self) -> Result<Verified, Break> {
+    pub fn finish(self) -> Result<Verified, Break> {
+        self.finish_with(true)
+    }
+
+    /// The chain as checked so far, taken as a prefix of the log (an
+    /// export, which anchors signed after it may reach past): anchors past
+    /// its last event are left unchecked instead of calling it cut short.
+    pub fn finish_prefix(self) -> Result<Verified, Break> {
+        self.finish_with(false)
+    }
+
+    fn finish_with(mut self, whole: bool) -> Result<Verified, Break> {
+        if !whole {
+            self.anchors.clear();
+        }
         let beyond: Vec<i64> = self.anchors.range(self.next..).map(|(p, _)| *p).collect();
         for position in beyond {
             // Named by the anchor's position, which stays the same as the
@@ -535,6 +549,24 @@ mod tests {
         chain.anchor(20, &events[19].hash);
         assert_eq!(
             broken(chain, &events[..17]),
+            (20, BreakKind::PositionMissing)
+        );
+    }
+
+    #[test]
+    fn a_prefix_is_not_cut_short_by_anchors_signed_after_it() {
+        let events = log(20);
+        let mut chain = Chain::genesis();
+        chain.anchor(10, &events[9].hash);
+        chain.anchor(20, &events[19].hash);
+        let mut prefix = chain.clone();
+        for e in &events[..15] {
+            prefix.push(e).expect("good");
+        }
+        let v = prefix.finish_prefix().expect("a prefix");
+        assert_eq!((v.head_position, v.anchors_checked), (15, 1));
+        assert_eq!(
+            broken(chain, &events[..15]),
             (20, BreakKind::PositionMissing)
         );
     }
