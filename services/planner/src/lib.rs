@@ -212,6 +212,10 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         config.stream_replicas,
     )
     .await?;
+    if let Err(e) = mentat_bus::streams::ensure_anchors(&bus).await {
+        // Anchors still go to the anchor file; publishing says what failed.
+        tracing::warn!(error = %e, "cannot create MENTAT_ANCHORS");
+    }
     let audit = audit::Audit {
         key: audit::key::load_or_create(&config.anchor_key_path())?,
         planner: config.planner_id(),

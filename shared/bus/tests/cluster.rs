@@ -18,12 +18,7 @@ const WAIT: Duration = Duration::from_secs(30);
 /// The replicas of every stream the bus creates.
 async fn replicas(bus: &Bus) -> Vec<(String, usize)> {
     let mut out = Vec::new();
-    for name in [
-        streams::COMMANDS,
-        streams::FACTS,
-        streams::EVENTS,
-        streams::ANCHORS,
-    ] {
+    for name in [streams::COMMANDS, streams::FACTS, streams::EVENTS] {
         let mut stream = bus.js.get_stream(name).await.unwrap();
         let info = stream.info().await.unwrap();
         out.push((name.to_owned(), info.config.num_replicas));
@@ -32,15 +27,10 @@ async fn replicas(bus: &Bus) -> Vec<(String, usize)> {
 }
 
 fn all(n: usize) -> Vec<(String, usize)> {
-    [
-        streams::COMMANDS,
-        streams::FACTS,
-        streams::EVENTS,
-        streams::ANCHORS,
-    ]
-    .iter()
-    .map(|s| ((*s).to_owned(), n))
-    .collect()
+    [streams::COMMANDS, streams::FACTS, streams::EVENTS]
+        .iter()
+        .map(|s| ((*s).to_owned(), n))
+        .collect()
 }
 
 #[tokio::test]
@@ -49,6 +39,10 @@ async fn streams_get_three_replicas_on_a_cluster_and_one_on_a_server_alone() {
     let bus = Bus::connect(&cluster.urls(), "test", WAIT).await.unwrap();
     assert_eq!(bus.replication().servers, 3);
     assert_eq!(replicas(&bus).await, all(3));
+    // The planner's anchors are replicated alike.
+    streams::ensure_anchors(&bus).await.unwrap();
+    let mut anchors = bus.js.get_stream(streams::ANCHORS).await.unwrap();
+    assert_eq!(anchors.info().await.unwrap().config.num_replicas, 3);
     // Every node holds a copy: the stream's group has the two other peers.
     let mut facts = bus.js.get_stream(streams::FACTS).await.unwrap();
     let info = facts.info().await.unwrap();
