@@ -133,6 +133,17 @@ fn moved_on(after: Option<u64>, next: Option<u64>) -> Result<Option<u64>> {
     }
 }
 
+/// Ask `subject` (a query, not kept in JetStream) and wait `timeout` for
+/// the reply.
+pub async fn query<Q: Serialize, R: DeserializeOwned>(
+    bus: &Bus,
+    subject: &str,
+    query: &Q,
+    timeout: Duration,
+) -> Result<R> {
+    request(bus, subject, query, timeout, false).await
+}
+
 /// [`Bus::request`] in MessagePack, where a request nobody answers (in
 /// time, or at all) becomes [`Error::PlannerSilent`].
 async fn request<Q: Serialize, R: DeserializeOwned>(

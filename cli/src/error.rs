@@ -7,7 +7,8 @@ use mentat_runtime::config::ConfigError;
 pub mod exit {
     /// Success.
     pub const OK: u8 = 0;
-    /// The deployment failed or was reverted, or the command was rejected.
+    /// The deployment failed or was reverted, the command was rejected, or
+    /// `mt audit verify` found the log broken or an anchor forged.
     pub const FAILED: u8 = 1;
     /// NATS could not be reached or is older than 2.10, or another error at run time.
     pub const RUNTIME: u8 = 2;
@@ -23,7 +24,8 @@ pub mod exit {
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0   success
-  1   the deployment failed or was reverted, or the command was rejected
+  1   the deployment failed or was reverted, the command was rejected,
+      or mt audit verify found the log broken or an anchor forged
   2   NATS could not be reached or is older than 2.10, or another error at run time
   3   the planner did not answer (a command stays queued in JetStream)
   4   --timeout passed while the deployment was still running
@@ -80,6 +82,9 @@ pub enum Error {
         /// Why, as recorded by the planner.
         reason: String,
     },
+    /// The log's hash chain does not hold, or an anchor is forged. Exit 1.
+    #[error("{0}")]
+    AuditFailed(String),
     /// `--timeout` passed while the deployment was still running. Exit 4.
     #[error(
         "gave up waiting after {secs}s; deployment {deployment_id} is still running: \
@@ -125,7 +130,9 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Config(_) | Error::Usage(_) => exit::USAGE,
-            Error::Rejected { .. } | Error::DeploymentFailed { .. } => exit::FAILED,
+            Error::Rejected { .. } | Error::DeploymentFailed { .. } | Error::AuditFailed(_) => {
+                exit::FAILED
+            }
             Error::PlannerSilent { .. } => exit::NO_PLANNER,
             Error::WaitTimedOut { .. } => exit::WAIT_TIMED_OUT,
             Error::Unreachable { .. } | Error::Runtime(_) => exit::RUNTIME,

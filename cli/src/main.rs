@@ -1,6 +1,8 @@
 //! `mt`: Mentat's command line. A client of the bus like any other: it
-//! sends commands and queries over NATS and never reads the database.
+//! sends commands and queries over NATS and never reads the database (but
+//! for `mt audit export --db`, for when no planner runs).
 //!
+//! - [`audit`]: verifying, exporting and anchoring the log.
 //! - [`apply`], [`deploy`], [`control`], [`instances`], [`ps`], [`status`],
 //!   [`history`], [`up`]: one module per subcommand or family of them.
 //! - [`send`]: the flags commands share, sending one and printing its reply.
@@ -11,6 +13,7 @@
 //! - [`error`]: errors and their exit codes.
 
 mod apply;
+mod audit;
 mod client;
 mod control;
 mod deploy;
@@ -88,6 +91,10 @@ enum Cmd {
     Up(up::Args),
     /// Join a cluster as one more host: an executor and a router, in the foreground.
     Node(node::Args),
+    /// Audit the log: verify its hash chain and anchors, export it, the
+    /// planner's key, sign an anchor now.
+    #[command(subcommand)]
+    Audit(audit::Cmd),
 }
 
 fn main() -> ExitCode {
@@ -143,6 +150,7 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::History(args) => history::run(nats, args).await,
         Cmd::Up(args) => up::run(nats, args).await,
         Cmd::Node(args) => node::run(nats, args).await,
+        Cmd::Audit(cmd) => audit::run(nats, cmd).await,
     }
 }
 
@@ -198,6 +206,41 @@ mod tests {
             Ok(Cmd::Abort(_))
         ));
         assert!(parse(&["canary", "web"]).is_err());
+    }
+
+    #[test]
+    fn audit_commands_parse_and_check_their_flags() {
+        assert!(matches!(
+            parse(&["audit", "verify", "--json"]),
+            Ok(Cmd::Audit(audit::Cmd::Verify(_)))
+        ));
+        let key = "ab".repeat(32);
+        assert!(matches!(
+            parse(&["audit", "verify", "--file", "log.ndjson", "--anchors", "a", "--anchors", "b"]),
+            Ok(Cmd::Audit(audit::Cmd::Verify(args))) if args.anchors.len() == 2
+        ));
+        for bad in [
+            &["audit", "verify", "--anchors", "a.ndjson"][..],
+            &["audit", "verify", "--key", &key],
+            &["audit", "verify", "--file", "f", "--key", "not-a-key"],
+            &["audit", "verify", "--timeout", "0"],
+            &["audit", "export", "--from", "0"],
+        ] {
+            let err = parse(bad).err().unwrap_or_else(|| panic!("{bad:?} parsed"));
+            assert!(err.use_stderr(), "{bad:?}: a usage error, exit 64");
+        }
+        assert!(matches!(
+            parse(&["audit", "export", "--from", "7", "--db", "sqlite://x.db"]),
+            Ok(Cmd::Audit(audit::Cmd::Export(args))) if args.from == 7
+        ));
+        assert!(matches!(
+            parse(&["audit", "key"]),
+            Ok(Cmd::Audit(audit::Cmd::Key(_)))
+        ));
+        assert!(matches!(
+            parse(&["audit", "anchor", "--json"]),
+            Ok(Cmd::Audit(audit::Cmd::Anchor(_)))
+        ));
     }
 
     #[test]

@@ -23,6 +23,13 @@ pub fn details(event: &Event) -> String {
         } => format!("router={router} host={host} listen={listen}"),
         Event::RouterLost { router, reason } => format!("router={router} reason={reason:?}"),
         Event::PlannerLeaderElected { planner, epoch } => format!("planner={planner} epoch={epoch}"),
+        Event::LogBreakAccepted {
+            position,
+            kind,
+            actor,
+            reason,
+            ..
+        } => format!("position={position} kind={kind} actor={actor} reason={reason:?}"),
         Event::DeploymentStarted {
             deployment_id,
             image,

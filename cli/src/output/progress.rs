@@ -272,6 +272,7 @@ pub fn progress(event: &Event, known: &Known) -> Option<String> {
         | Event::RouterJoined { .. }
         | Event::RouterLost { .. }
         | Event::PlannerLeaderElected { .. }
+        | Event::LogBreakAccepted { .. }
         | Event::WeightsSet { .. }
         | Event::ReplicaStartRequested { .. } => return None,
     })

@@ -12,6 +12,7 @@ use async_nats::Subscriber;
 use futures::StreamExt;
 use mentat_bus::consumer::{ack, Durable, DurableSpec};
 use mentat_bus::{codec, new_id, now_ms, streams, subject, Bus, Encoding};
+use mentat_domain::audit::{Anchor, AnchorReply, AnchorRequest};
 use mentat_domain::command::{Command, RejectKind, Rejection, Reply};
 use mentat_domain::event::{Event, HostHeartbeat, Meta, RouterHeartbeat};
 use mentat_domain::planner::{self, Decision, Settings};
@@ -19,6 +20,7 @@ use mentat_domain::Fact;
 use mentat_runtime::Shutdown;
 use mentat_store::CommandRecord;
 
+use crate::audit::{trust, Audit, Checkpoint};
 use crate::error::{Error, Result};
 use crate::intake::{self, Pairing};
 use crate::log::{panic_message, Log};
@@ -85,11 +87,24 @@ pub struct Engine {
     outage: Option<Outage>,
     roster: Roster,
     last_renewal: Instant,
+    audit: Audit,
+    /// The log checked up to here (at start, then before every anchor).
+    checkpoint: Checkpoint,
+    /// When to sign the next anchor, and the position of the last one.
+    next_anchor: Instant,
+    last_anchored: Option<i64>,
 }
 
 impl Engine {
     /// An engine over a replayed log.
-    pub fn new(config: Config, bus: Bus, log: Log, roster: Roster) -> Self {
+    pub fn new(
+        config: Config,
+        bus: Bus,
+        log: Log,
+        roster: Roster,
+        audit: Audit,
+        checkpoint: Checkpoint,
+    ) -> Self {
         let settings = Settings {
             drain_timeout_ms: (config.drain_timeout_secs * 1000) as i64,
         };
@@ -106,6 +121,11 @@ impl Engine {
             outage: None,
             roster,
             last_renewal: Instant::now(),
+            audit,
+            checkpoint,
+            // The first anchor right away: every start is anchored.
+            next_anchor: Instant::now(),
+            last_anchored: None,
         }
     }
 
@@ -123,6 +143,8 @@ impl Engine {
         let mut heartbeats = client.subscribe(subject::HEARTBEAT_ALL).await?;
         let mut router_beats = client.subscribe(subject::ROUTER_HEARTBEAT_ALL).await?;
         let mut planners = client.subscribe(roster::HEARTBEAT_ALL).await?;
+        // Only the leader signs anchors, so only it listens here.
+        let mut anchor_requests = client.subscribe(subject::AUDIT_ANCHOR).await?;
         let mut announce = tokio::time::interval(roster::EVERY);
         let mut commands = self.durable(streams::COMMANDS, "planner-commands").await?;
         let mut facts = self.durable(streams::FACTS, "planner-facts").await?;
@@ -151,6 +173,10 @@ impl Engine {
                 }
                 Some(msg) = queries.next() => self.on_query(&msg).await,
                 Some(msg) = planners.next() => self.roster.heard(&msg),
+                Some(msg) = anchor_requests.next() => {
+                    let r = self.on_anchor_request(&msg).await;
+                    self.settle(r)?;
+                }
                 _ = announce.tick() => self.roster.announce(&self.bus, self.log.store().epoch()).await,
                 _ = tick.tick() => {
                     let r = self.on_tick().await;
@@ -179,7 +205,9 @@ impl Engine {
                 self.outage_begins(&e);
                 Ok(())
             }
-            Err(e @ (Error::Fatal(_) | Error::StaleEpoch { .. })) => Err(e),
+            Err(e @ (Error::Fatal(_) | Error::LogBroken { .. } | Error::StaleEpoch { .. })) => {
+                Err(e)
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "left to the next decision");
                 Ok(())
@@ -228,7 +256,9 @@ impl Engine {
                 Ok(())
             }
             // Not acknowledged: JetStream hands it to the next planner.
-            Err(e @ (Error::Fatal(_) | Error::StaleEpoch { .. })) => Err(e),
+            Err(e @ (Error::Fatal(_) | Error::LogBroken { .. } | Error::StaleEpoch { .. })) => {
+                Err(e)
+            }
             _ => {
                 ack(held.message(), AckKind::Ack).await;
                 Ok(())
@@ -246,6 +276,77 @@ impl Engine {
             max_ack_pending: 1,
         };
         Ok(Durable::open(&self.bus, spec).await?)
+    }
+
+    /// Sign an anchor when one is due and the log moved since the last.
+    async fn anchor_when_due(&mut self) -> Result<()> {
+        if Instant::now() < self.next_anchor || self.outage.is_some() {
+            return Ok(());
+        }
+        self.next_anchor = Instant::now() + Duration::from_secs(self.config.anchor_every_secs);
+        let head = self.log.world.position;
+        if self.last_anchored == Some(head) {
+            return Ok(());
+        }
+        self.sign_anchor().await.map(drop)
+    }
+
+    /// Check the log since the last checkpoint and sign an anchor of its
+    /// head. A break stops the planner ([`Error::LogBroken`]).
+    async fn sign_anchor(&mut self) -> Result<(Anchor, Vec<String>)> {
+        let signed = trust::sign_anchor(
+            self.log.store(),
+            &self.bus,
+            &self.audit,
+            &mut self.checkpoint,
+            now_ms(),
+        )
+        .await?;
+        self.last_anchored = Some(signed.0.position);
+        Ok(signed)
+    }
+
+    /// `mt audit anchor`: sign one now and answer with it.
+    async fn on_anchor_request(&mut self, msg: &async_nats::Message) -> Result<()> {
+        let encoding = Encoding::of(msg.headers.as_ref());
+        if let Err(e) = codec::decode::<AnchorRequest>(&msg.payload, encoding, "AnchorRequest") {
+            let reply = AnchorReply::Rejected {
+                kind: RejectKind::Invalid,
+                reason: e.to_string(),
+            };
+            self.send_reply(msg, &reply).await;
+            return Ok(());
+        }
+        let (reply, result) = match self.sign_anchor().await {
+            Ok((anchor, failed))
+                if failed.len() < 1 + usize::from(self.audit.anchor_file.is_some()) =>
+            {
+                (AnchorReply::Ok { anchor }, Ok(()))
+            }
+            Ok((_, failed)) => (
+                AnchorReply::Rejected {
+                    kind: RejectKind::Unavailable,
+                    reason: format!(
+                        "the anchor could not be kept anywhere: {}",
+                        failed.join("; ")
+                    ),
+                },
+                Ok(()),
+            ),
+            Err(e) => {
+                let kind = match e {
+                    Error::Unavailable(_) => RejectKind::Unavailable,
+                    _ => RejectKind::ServiceBroken,
+                };
+                let reply = AnchorReply::Rejected {
+                    kind,
+                    reason: e.to_string(),
+                };
+                (reply, Err(e))
+            }
+        };
+        self.send_reply(msg, &reply).await;
+        result
     }
 
     async fn send_reply<T: serde::Serialize>(&self, request: &async_nats::Message, reply: &T) {
@@ -519,6 +620,7 @@ impl Engine {
                 .iter()
                 .map(|(id, (_, beat))| (id.clone(), &beat.applied))
                 .collect(),
+            audit: &self.audit,
         };
         queries::answer(&self.bus, msg, on).await;
     }
@@ -585,6 +687,7 @@ impl Engine {
             return self.probe_log().await;
         }
         self.renew_lease().await?;
+        self.anchor_when_due().await?;
         let timeout = Duration::from_secs(self.config.host_timeout_secs);
         let lost: Vec<String> = self
             .log

@@ -47,6 +47,24 @@ pub enum Error {
         current: i64,
     },
 
+    /// **Refuse to run.** The log's hash chain does not hold at
+    /// `position`: it was changed behind the planner's back. Nothing is
+    /// decided on it until an operator looks and, if they choose, accepts
+    /// the break (`--accept-break`), which is recorded in the log.
+    #[error(
+        "the log is broken at position {position} ({kind}): {detail}; the planner will not run \
+         on it. Compare the log with an export or backup (mt audit export); to run on it as it \
+         is, restart with --accept-break {position} --actor NAME --reason TEXT (recorded in the log)"
+    )]
+    LogBroken {
+        /// The first bad position.
+        position: i64,
+        /// What kind of break.
+        kind: mentat_store::BreakKind,
+        /// What did not match.
+        detail: String,
+    },
+
     /// **Stop.** The log cannot be trusted or used by this build (tampered,
     /// schema from a newer build, a bad URL), or the planner's own state
     /// cannot be encoded. An operator has to look.
@@ -72,10 +90,18 @@ impl From<mentat_store::Error> for Error {
             Store::DuplicateEvent { id } => Error::Duplicate { id },
             Store::StaleEpoch { ours, current } => Error::StaleEpoch { ours, current },
             Store::Database(db) => Error::Unavailable(db.to_string()),
-            Store::Tampered { .. }
-            | Store::InvalidUrl(_)
-            | Store::Migration(_)
-            | Store::LogInUse { .. } => Error::Fatal(e.to_string()),
+            Store::Tampered {
+                position,
+                kind,
+                detail,
+            } => Error::LogBroken {
+                position,
+                kind,
+                detail,
+            },
+            Store::InvalidUrl(_) | Store::Migration(_) | Store::LogInUse { .. } => {
+                Error::Fatal(e.to_string())
+            }
         }
     }
 }
@@ -111,8 +137,12 @@ mod tests {
         assert!(matches!(Error::from(down), Error::Unavailable(_)));
         let tampered = mentat_store::Error::Tampered {
             position: 7,
+            kind: mentat_store::BreakKind::ContentChanged,
             detail: "hash".into(),
         };
-        assert!(matches!(Error::from(tampered), Error::Fatal(_)));
+        assert!(matches!(
+            Error::from(tampered),
+            Error::LogBroken { position: 7, .. }
+        ));
     }
 }

@@ -11,11 +11,18 @@
 //! - [`Config`] and [`run`]: start the planner.
 //! - [`engine`]: the main loop.
 //! - [`error`]: what can go wrong, by what the planner does about it.
+//! - [`audit`]: the log checked before it is trusted, signed anchors of its
+//!   head, and the audit queries.
 //! - [`log`]: the log as domain events, with the world kept in step.
 //! - [`intake`]: decoding commands and pairing replies with requests.
 //! - [`queries`]: status and history.
 //! - [`relay`]: the log, published to JetStream.
 //! - [`standby`], [`roster`]: waiting to lead, and who else plans.
+//!
+//! Trust: at start the planner recomputes the log's whole hash chain and
+//! checks it against its latest signed anchor before it decides anything,
+//! and refuses to run on a broken log unless an operator accepts the break
+//! (`--accept-break`, recorded in the log). See [`audit`].
 //!
 //! Leadership: several planners may run against one PostgreSQL log. Each
 //! stands by until the newest epoch's lease has run out, then takes the
@@ -23,6 +30,7 @@
 //! fenced by it: a planner that lost its lease cannot write, and stops with
 //! `StaleEpoch`. With SQLite one planner runs per log file.
 
+pub mod audit;
 pub mod engine;
 pub mod error;
 pub mod intake;
@@ -36,6 +44,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use mentat_domain::limits;
 use mentat_runtime::Shutdown;
 
 /// Flags of `mentat-planner`.
@@ -76,6 +85,50 @@ pub struct Config {
     /// last renewed it (renewed every quarter of it). 500 to 60000.
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(500..=60_000))]
     pub lease_ms: u64,
+    /// Run the migrations through this URL (PostgreSQL: the role that owns
+    /// the schema), and append through --database-url's role, which is
+    /// granted SELECT and INSERT on the log and nothing more (see README,
+    /// "PostgreSQL with two roles"). Without it, the migrations run through
+    /// --database-url.
+    #[arg(long, env = "MENTAT_MIGRATE_URL", value_name = "URL")]
+    pub migrate_url: Option<String>,
+    /// The leader signs an anchor of the log's head this often (seconds,
+    /// 1 to 86400), when the log moved since the last one.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub anchor_every_secs: u64,
+    /// Also append every anchor to this file (one JSON anchor per line):
+    /// keep it outside the data directory, on storage the database's
+    /// administrators cannot rewrite.
+    #[arg(long, env = "MENTAT_ANCHOR_FILE", value_name = "PATH")]
+    pub anchor_file: Option<PathBuf>,
+    /// The planner's Ed25519 key, generated there (mode 0600) on first
+    /// start [default: DATA_DIR/anchor.key]. Give every planner of one log
+    /// the same key.
+    #[arg(long, env = "MENTAT_ANCHOR_KEY", value_name = "PATH")]
+    pub anchor_key: Option<PathBuf>,
+    /// Run on a log whose hash chain is broken at POSITION (the position
+    /// the planner named when it refused to start): the acceptance is
+    /// recorded in the log, signed, with --actor and --reason.
+    #[arg(long, value_name = "POSITION", requires_all = ["actor", "reason"],
+          value_parser = clap::value_parser!(i64).range(1..))]
+    pub accept_break: Option<i64>,
+    /// Who accepts the break (with --accept-break; 1 to 128 bytes).
+    #[arg(long, requires = "accept_break", value_parser = bounded::<{ limits::MAX_ACTOR_BYTES }>)]
+    pub actor: Option<String>,
+    /// Why (with --accept-break; 1 to 1024 bytes).
+    #[arg(long, requires = "accept_break", value_parser = bounded::<{ limits::MAX_REASON_BYTES }>)]
+    pub reason: Option<String>,
+}
+
+/// A non-blank flag value of at most `MAX` bytes.
+fn bounded<const MAX: usize>(value: &str) -> std::result::Result<String, String> {
+    if value.trim().is_empty() {
+        return Err("must not be empty".into());
+    }
+    if value.len() > MAX {
+        return Err(format!("{} bytes, at most {MAX}", value.len()));
+    }
+    Ok(value.to_owned())
 }
 
 impl Config {
@@ -90,7 +143,30 @@ impl Config {
             host_timeout_secs: 5,
             planner_id: None,
             lease_ms: 2000,
+            migrate_url: None,
+            anchor_every_secs: 300,
+            anchor_file: None,
+            anchor_key: None,
+            accept_break: None,
+            actor: None,
+            reason: None,
         }
+    }
+
+    /// The signing key's file: `--anchor-key`, else `DATA_DIR/anchor.key`.
+    pub fn anchor_key_path(&self) -> PathBuf {
+        self.anchor_key
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("anchor.key"))
+    }
+
+    /// The break an operator accepts, when all three flags are given.
+    pub fn acceptance(&self) -> Option<audit::trust::Acceptance> {
+        Some(audit::trust::Acceptance {
+            position: self.accept_break?,
+            actor: self.actor.clone()?,
+            reason: self.reason.clone()?,
+        })
     }
 
     /// This planner's id: `--planner-id`, else `HOST-PID`.
@@ -121,11 +197,15 @@ impl Config {
 /// reached at start is waited for, as it is later.
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let url = config.database_url();
-    let Some((store, mut log)) = open_log(&url, &shutdown).await? else {
+    let Some((store, mut log)) = open_log(&url, config.migrate_url.as_deref(), &shutdown).await?
+    else {
         return Ok(());
     };
     // With SQLite, one planner per log file, held until this process ends.
     let _file = store.claim_log_file()?;
+    if let Some(why) = store.rewrite_rights().await? {
+        tracing::warn!("{why}");
+    }
     let bus = mentat_bus::Bus::connect_with(
         &config.nats,
         "mentat-planner",
@@ -133,6 +213,22 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         config.stream_replicas,
     )
     .await?;
+    if let Err(e) = mentat_bus::streams::ensure_anchors(&bus).await {
+        // Anchors still go to the anchor file; publishing says what failed.
+        tracing::warn!(error = %e, "cannot create MENTAT_ANCHORS");
+    }
+    let audit = audit::Audit {
+        key: audit::key::load_or_create(&config.anchor_key_path())?,
+        planner: config.planner_id(),
+        anchor_file: config.anchor_file.clone(),
+        verifying: Default::default(),
+    };
+    // Before anything is decided: the whole chain, against the latest anchor.
+    let acceptance = config.acceptance();
+    let checkpoint =
+        audit::trust::check_at_start(&store, &bus, &audit, acceptance.as_ref()).await?;
+    // An acceptance just recorded is folded like any event.
+    log.catch_up().await?;
     let mut roster = roster::Roster::new(config.planner_id());
     let lease = config.lease();
     // One subscription to queries, from standing by to leading: none waiting
@@ -144,11 +240,21 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
             "mentat-planner".into(),
         )
         .await?;
-    let leading =
-        standby::until_leading(&bus, &mut log, &mut roster, lease, &mut queries, &shutdown);
+    let leading = standby::until_leading(
+        &bus,
+        &mut log,
+        &mut roster,
+        lease,
+        &mut queries,
+        &audit,
+        &shutdown,
+    );
     let Some(epoch) = leading.await? else {
         return Ok(());
     };
+    // What other leaders appended while this one stood by is checked
+    // before it decides on it.
+    let checkpoint = audit::trust::check_since(&store, &checkpoint).await?;
     log.fence(epoch);
     let elected = mentat_domain::Event::PlannerLeaderElected {
         planner: roster.me().to_owned(),
@@ -170,7 +276,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         shutdown.child(),
     ));
     tracing::info!(database = %redact(&url), nats = %config.nats, "planner started");
-    let result = engine::Engine::new(config, bus, log, roster)
+    let result = engine::Engine::new(config, bus, log, roster, audit, checkpoint)
         .run(queries, shutdown.clone())
         .await;
     shutdown.cancel();
@@ -183,11 +289,16 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
 /// be reached; `None` when `shutdown` came first.
 async fn open_log(
     url: &str,
+    migrate_url: Option<&str>,
     shutdown: &Shutdown,
 ) -> anyhow::Result<Option<(mentat_store::Store, log::Log)>> {
     let mut pause = Duration::from_millis(250);
     loop {
-        let opened = match mentat_store::Store::open(url).await {
+        let store = match migrate_url {
+            Some(owner) => mentat_store::Store::open_migrated_by(url, owner).await,
+            None => mentat_store::Store::open(url).await,
+        };
+        let opened = match store {
             Ok(store) => log::Log::open(store.clone()).await.map(|log| (store, log)),
             Err(e) => Err(error::Error::from(e)),
         };
@@ -225,5 +336,50 @@ fn redact(url: &str) -> String {
             }
         }
         _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> std::result::Result<Config, clap::Error> {
+        Config::try_parse_from([&["mentat-planner"], args].concat())
+    }
+
+    #[test]
+    fn a_break_is_accepted_only_with_an_actor_and_a_reason_within_bounds() {
+        let config = parse(&[
+            "--accept-break",
+            "7",
+            "--actor",
+            "ana",
+            "--reason",
+            "restored",
+        ])
+        .expect("parses");
+        let acceptance = config.acceptance().expect("an acceptance");
+        assert_eq!((acceptance.position, acceptance.actor.as_str()), (7, "ana"));
+        let long = "x".repeat(limits::MAX_REASON_BYTES + 1);
+        for bad in [
+            &["--accept-break", "7"][..],
+            &["--accept-break", "7", "--actor", "ana"],
+            &["--actor", "ana", "--reason", "r"],
+            &["--accept-break", "0", "--actor", "ana", "--reason", "r"],
+            &["--accept-break", "7", "--actor", " ", "--reason", "r"],
+            &["--accept-break", "7", "--actor", "ana", "--reason", &long],
+            &["--anchor-every-secs", "0"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+        let config = parse(&[]).expect("defaults");
+        assert_eq!(config.anchor_every_secs, 300);
+        assert_eq!(config.acceptance(), None);
+        assert_eq!(
+            config.anchor_key_path(),
+            PathBuf::from(".mentat/anchor.key")
+        );
     }
 }

@@ -192,7 +192,7 @@ impl Log {
     }
 }
 
-fn new_event(id: &str, event: &Event, metadata: &str, now_ms: i64) -> Result<NewEvent> {
+pub(crate) fn new_event(id: &str, event: &Event, metadata: &str, now_ms: i64) -> Result<NewEvent> {
     Ok(NewEvent {
         id: id.to_owned(),
         event_type: event.type_name().to_owned(),

@@ -1,9 +1,11 @@
 //! Answers to `mentat.query.status` and `mentat.query.history`, read from
-//! the world the log folded into (and, for raw events, the log itself).
+//! the world the log folded into (and, for raw events, the log itself),
+//! and the audit queries (`mentat.query.audit_*`, see [`crate::audit`]).
 
 use std::collections::BTreeMap;
 
 use mentat_bus::{codec, subject, Bus, Encoding};
+use mentat_domain::audit::{AuditExportQuery, AuditExportReply, AuditKeyQuery, AuditKeyReply};
 use mentat_domain::command::{
     BrokenStatus, HistoryQuery, HistoryReply, PlannersStatus, RejectKind, ReplicaStatus, Reply,
     RouterStatus, ServiceStatus, StatusQuery, StatusReply, VersionHealth,
@@ -12,6 +14,7 @@ use mentat_domain::paging;
 use mentat_domain::planner::state::VerdictKind;
 use mentat_domain::planner::{self, Phase, ServiceState, World};
 
+use crate::audit::{self, Audit};
 use crate::log::{envelope, Broken, Log};
 
 /// What a planner, leading or standing by, answers queries from.
@@ -24,6 +27,8 @@ pub struct Answering<'a> {
     pub planners: PlannersStatus,
     /// Per router, the route version it last reported applying per service.
     pub applied: BTreeMap<String, &'a BTreeMap<String, i64>>,
+    /// The key and anchors the audit queries answer with.
+    pub audit: &'a Audit,
 }
 
 /// Answer a query on `mentat.query.<what>`.
@@ -67,8 +72,39 @@ pub async fn answer(bus: &Bus, msg: &async_nats::Message, on: Answering<'_>) {
             };
             bus.reply(msg, &reply).await
         }
+        "audit_verify" => {
+            let store = on.log.store().clone();
+            audit::answer::spawn_verify(store, bus.clone(), on.audit.clone(), msg.clone()).await;
+            Ok(())
+        }
+        "audit_export" => {
+            let reply =
+                match codec::decode::<AuditExportQuery>(&msg.payload, encoding, "AuditExportQuery")
+                {
+                    Ok(q) => audit::answer::export(on.log.store(), &q).await,
+                    Err(e) => AuditExportReply::Rejected {
+                        kind: RejectKind::Invalid,
+                        reason: e.to_string(),
+                    },
+                };
+            bus.reply(msg, &reply).await
+        }
+        "audit_key" => {
+            let reply =
+                match codec::decode::<AuditKeyQuery>(&msg.payload, encoding, "AuditKeyQuery") {
+                    Ok(_) => audit::answer::key(on.audit),
+                    Err(e) => AuditKeyReply::Rejected {
+                        kind: RejectKind::Invalid,
+                        reason: e.to_string(),
+                    },
+                };
+            bus.reply(msg, &reply).await
+        }
         other => {
-            let reason = format!("unknown query `{other}`; known queries: status, history");
+            let reason = format!(
+                "unknown query `{other}`; known queries: status, history, audit_verify, \
+                 audit_export, audit_key"
+            );
             bus.reply(msg, &Reply::rejected(RejectKind::Invalid, reason))
                 .await
         }

@@ -10,6 +10,7 @@ use futures::StreamExt;
 use mentat_bus::Bus;
 use mentat_runtime::Shutdown;
 
+use crate::audit::Audit;
 use crate::error::{Error, Result};
 use crate::log::Log;
 use crate::queries;
@@ -29,6 +30,7 @@ pub async fn until_leading(
     roster: &mut Roster,
     lease: Duration,
     queries: &mut Subscriber,
+    audit: &Audit,
     shutdown: &Shutdown,
 ) -> Result<Option<i64>> {
     let client = bus.client.clone();
@@ -44,9 +46,10 @@ pub async fn until_leading(
                     log,
                     unavailable_since_ms: None,
                     planners: roster.status(&log.world),
-                    // A standby does not follow router heartbeats: every
-                    // live router shows as behind until the leader answers.
+                    // A standby does not follow router heartbeats: its
+                    // answer says so (`heard: false`) for every router.
                     applied: Default::default(),
+                    audit,
                 };
                 queries::answer(bus, &msg, on).await;
             }

@@ -5,11 +5,13 @@
 //!   `Content-Type: application/json`.
 //! - [`streams`]: the JetStream streams that make commands, facts and events
 //!   survive a restart, replicated on a cluster.
+//! - [`anchors`]: signed anchors of the log, in `MENTAT_ANCHORS` and in a file.
 //! - [`client`]: connecting (to one server or any of a cluster, reconnecting
 //!   to another when one goes away), requesting and publishing with the codec.
 //! - [`consumer`]: durable consumers that re-open themselves, and ordered
 //!   consumers for replays.
 
+pub mod anchors;
 pub mod client;
 pub mod codec;
 pub mod consumer;

@@ -103,6 +103,11 @@ pub const COMMANDS: &str = "MENTAT_COMMANDS";
 pub const FACTS: &str = "MENTAT_FACTS";
 /// Every event of the log, published by the planner's relay (`mentat.evt.>`).
 pub const EVENTS: &str = "MENTAT_EVENTS";
+/// Signed anchors of the log's head (`mentat.anchors`), published by the
+/// leading planner every `--anchor-every-secs` and on `mt audit anchor`.
+/// Kept for ever, like the log: a verifier checks the log against each.
+/// Created by [`ensure_anchors`] (the planner), not [`ensure`].
+pub const ANCHORS: &str = "MENTAT_ANCHORS";
 
 /// Router traffic statistics (`mentat.stats.>`), one message per router per
 /// interval, kept [`STATS_MAX_AGE`] so that a restarted health-watcher can
@@ -115,7 +120,7 @@ pub const STATS_MAX_AGE: Duration = Duration::from_secs(15 * 60);
 /// Window within which JetStream drops a re-published message with the same `Nats-Msg-Id`.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
-/// Configuration of the three streams.
+/// Configuration of the three streams every service ensures.
 pub fn configs() -> [stream::Config; 3] {
     [
         stream::Config {
@@ -205,6 +210,24 @@ async fn ensure_one(
         ),
     }
     Ok(())
+}
+
+/// Configuration of the [`ANCHORS`] stream: file storage, kept for ever.
+pub fn anchors_config() -> stream::Config {
+    stream::Config {
+        name: ANCHORS.into(),
+        subjects: vec![subject::ANCHORS.into()],
+        duplicate_window: DUPLICATE_WINDOW,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    }
+}
+
+/// Create the [`ANCHORS`] stream if it does not exist yet, replicated like
+/// the others. The planner calls it at start-up; nothing else writes
+/// anchors, so other clients (every `mt` command) are spared the request.
+pub async fn ensure_anchors(bus: &crate::Bus) -> Result<()> {
+    ensure_one(&bus.js, anchors_config(), bus.replication()).await
 }
 
 /// Configuration of the [`STATS`] stream: file storage like the others (so

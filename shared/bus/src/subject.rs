@@ -11,6 +11,17 @@ pub const QUERY_PREFIX: &str = "mentat.query";
 pub const QUERY_STATUS: &str = "mentat.query.status";
 /// `mentat.query.history`
 pub const QUERY_HISTORY: &str = "mentat.query.history";
+/// `mentat.query.audit_verify`: the planner recomputes the whole chain.
+pub const QUERY_AUDIT_VERIFY: &str = "mentat.query.audit_verify";
+/// `mentat.query.audit_export`: the log, a page at a time, with hashes.
+pub const QUERY_AUDIT_EXPORT: &str = "mentat.query.audit_export";
+/// `mentat.query.audit_key`: the planner's public key.
+pub const QUERY_AUDIT_KEY: &str = "mentat.query.audit_key";
+/// `mentat.audit.anchor` (request/reply, not stored): the leading planner
+/// signs an anchor now. Only the leader listens.
+pub const AUDIT_ANCHOR: &str = "mentat.audit.anchor";
+/// Signed anchors (JetStream stream `MENTAT_ANCHORS`).
+pub const ANCHORS: &str = "mentat.anchors";
 /// Every fact subject: `mentat.fact.<service>.<EventType>`.
 pub const FACT_ALL: &str = "mentat.fact.>";
 /// Every relayed log event: `mentat.evt.<stream>.<EventType>`.

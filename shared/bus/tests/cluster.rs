@@ -39,6 +39,10 @@ async fn streams_get_three_replicas_on_a_cluster_and_one_on_a_server_alone() {
     let bus = Bus::connect(&cluster.urls(), "test", WAIT).await.unwrap();
     assert_eq!(bus.replication().servers, 3);
     assert_eq!(replicas(&bus).await, all(3));
+    // The planner's anchors are replicated alike.
+    streams::ensure_anchors(&bus).await.unwrap();
+    let mut anchors = bus.js.get_stream(streams::ANCHORS).await.unwrap();
+    assert_eq!(anchors.info().await.unwrap().config.num_replicas, 3);
     // Every node holds a copy: the stream's group has the two other peers.
     let mut facts = bus.js.get_stream(streams::FACTS).await.unwrap();
     let info = facts.info().await.unwrap();

@@ -122,6 +122,28 @@ pub enum Event {
         /// Its epoch.
         epoch: i64,
     },
+    /// An operator accepted a break of the log's hash chain, so that the
+    /// planner runs on it (`mentat-planner --accept-break`): from the
+    /// position named on, the log is trusted as it is stored. Signed with
+    /// the planner's key over
+    /// [`accepted_break_text`](crate::audit::accepted_break_text), so that
+    /// an acceptance cannot be forged by whoever can write the database.
+    LogBreakAccepted {
+        /// The first bad position accepted.
+        position: i64,
+        /// What was wrong there.
+        kind: crate::audit::BreakKind,
+        /// The hashes or positions that did not match.
+        detail: String,
+        /// Who accepted it.
+        actor: String,
+        /// Why.
+        reason: String,
+        /// The planner's public key (hex).
+        key: String,
+        /// The signature (hex).
+        signature: String,
+    },
     /// An executor host stopped sending heartbeats.
     HostLost {
         /// Host id.
@@ -553,6 +575,7 @@ impl Event {
             Event::RouterJoined { .. } => "RouterJoined",
             Event::RouterLost { .. } => "RouterLost",
             Event::PlannerLeaderElected { .. } => "PlannerLeaderElected",
+            Event::LogBreakAccepted { .. } => "LogBreakAccepted",
             Event::DeploymentStarted { .. } => "DeploymentStarted",
             Event::BatchStarted { .. } => "BatchStarted",
             Event::ReplicaStartRequested { .. } => "ReplicaStartRequested",
@@ -592,6 +615,7 @@ impl Event {
             Event::HostJoined { .. } | Event::HostLost { .. } => HOSTS_STREAM.to_owned(),
             Event::RouterJoined { .. } | Event::RouterLost { .. } => ROUTERS_STREAM.to_owned(),
             Event::PlannerLeaderElected { .. } => PLANNERS_STREAM.to_owned(),
+            Event::LogBreakAccepted { .. } => AUDIT_STREAM.to_owned(),
             Event::ServiceDefined { spec, .. } => spec.name.clone(),
             Event::DeploymentStarted { service, .. }
             | Event::ReplicaStartRequested { service, .. }
@@ -631,6 +655,8 @@ pub const HOSTS_STREAM: &str = "_hosts";
 pub const ROUTERS_STREAM: &str = "_routers";
 /// The stream of planner elections.
 pub const PLANNERS_STREAM: &str = "_planners";
+/// The stream of the log's own audit events (`LogBreakAccepted`).
+pub const AUDIT_STREAM: &str = "_audit";
 
 /// An event as recorded in the log and published by the relay.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

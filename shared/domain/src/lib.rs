@@ -5,6 +5,7 @@
 //! state and the same decisions.
 //!
 //! - [`spec`]: service definitions and their validation.
+//! - [`audit`]: verifying, exporting and anchoring the log over the bus.
 //! - [`command`]: commands, queries and their replies.
 //! - [`limits`]: the bound of every number and string a command carries.
 //! - [`event`]: every event of the log, and the envelopes that carry them.
@@ -12,6 +13,7 @@
 //! - [`planner`]: the planner's state and decisions (rolling deployments).
 //! - [`stats`]: traffic statistics the routers publish.
 
+pub mod audit;
 pub mod command;
 pub mod event;
 pub mod limits;

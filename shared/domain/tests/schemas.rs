@@ -4,6 +4,10 @@
 
 use std::path::PathBuf;
 
+use mentat_domain::audit::{
+    Anchor, AnchorReply, AnchorRequest, AuditExportQuery, AuditExportReply, AuditKeyQuery,
+    AuditKeyReply, AuditVerifyQuery, AuditVerifyReply, LoggedEvent,
+};
 use mentat_domain::command::{
     Apply, Control, Deploy, HistoryQuery, HistoryReply, Reply, Rollback, Route, Spawn, StatusQuery,
     StatusReply, Stop, Weight,
@@ -33,6 +37,22 @@ fn schemas() -> Vec<(&'static str, schemars::Schema)> {
         ("host-heartbeat.json", schema_for!(HostHeartbeat)),
         ("router-heartbeat.json", schema_for!(RouterHeartbeat)),
         ("stats.json", schema_for!(TrafficStats)),
+        ("query.audit_verify.json", schema_for!(AuditVerifyQuery)),
+        (
+            "query.audit_verify.reply.json",
+            schema_for!(AuditVerifyReply),
+        ),
+        ("query.audit_export.json", schema_for!(AuditExportQuery)),
+        (
+            "query.audit_export.reply.json",
+            schema_for!(AuditExportReply),
+        ),
+        ("query.audit_key.json", schema_for!(AuditKeyQuery)),
+        ("query.audit_key.reply.json", schema_for!(AuditKeyReply)),
+        ("audit.anchor.json", schema_for!(AnchorRequest)),
+        ("audit.anchor.reply.json", schema_for!(AnchorReply)),
+        ("anchor.json", schema_for!(Anchor)),
+        ("logged-event.json", schema_for!(LoggedEvent)),
     ]
 }
 

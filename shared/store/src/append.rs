@@ -1,8 +1,8 @@
 //! The write side of the log: appends and command records.
 //!
 //! Every write runs in one transaction that first takes the log's lock
-//! (`BEGIN IMMEDIATE` on SQLite, `LOCK TABLE events IN EXCLUSIVE MODE` on
-//! PostgreSQL), so writers run one at a time, across processes too. Under
+//! (`BEGIN IMMEDIATE` on SQLite, a transaction-scoped advisory lock on
+//! PostgreSQL, which every writer of the log takes), so writers run one at a time, across processes too. Under
 //! the lock the store reads the head and computes `position = head + 1`:
 //! positions are gap-free (a rolled-back append used no number) and in
 //! commit order (nobody else can commit while the lock is held), and each
@@ -115,7 +115,9 @@ impl Store {
             Backend::Sqlite => Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?),
             Backend::Postgres => {
                 let mut tx = self.pool.begin().await?;
-                sqlx::query("LOCK TABLE events IN EXCLUSIVE MODE")
+                // Needs no right on any table, unlike LOCK TABLE (roles.rs).
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(crate::roles::WRITE_LOCK_KEY)
                     .execute(&mut *tx)
                     .await?;
                 Ok(tx)

@@ -35,10 +35,12 @@ pub enum Error {
     /// **Stop and call an operator.** The hash chain does not hold at
     /// `position`: a row was changed, inserted or removed behind the store's
     /// back. Nothing read from the log past that point can be trusted.
-    #[error("the log is tampered at position {position}: {detail}")]
+    #[error("the log is tampered at position {position} ({kind}): {detail}")]
     Tampered {
         /// The first position whose row does not fit the chain.
         position: i64,
+        /// What kind of tampering it looks like.
+        kind: crate::BreakKind,
         /// What did not match.
         detail: String,
     },

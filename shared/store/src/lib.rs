@@ -25,7 +25,10 @@
 //!   to position `p` resumes with [`Store::read_all`]`(p, …)` and misses
 //!   nothing.
 //! - **Tamper evidence.** Each event carries the hash of the one before it
-//!   ([`hash`]); [`Store::verify`] recomputes the chain.
+//!   ([`hash`]); [`Store::verify`] recomputes the chain and names the first
+//!   position that does not fit and how ([`BreakKind`]); [`Store::verify_with`]
+//!   also checks signed anchors and skips breaks an operator accepted
+//!   ([`chain`]).
 //! - **One writing planner.** Planners take epochs with a lease
 //!   ([`Store::try_lead`], [`Store::renew_lease`]); a handle from
 //!   [`Store::fenced`] checks its epoch inside every write transaction and
@@ -33,7 +36,11 @@
 //!   With SQLite, [`Store::claim_log_file`] keeps a second planner off the
 //!   file (`leader.rs`).
 //! - **No rewriting.** Database triggers refuse every `UPDATE` and `DELETE`
-//!   on `events` (and `commands`), and `TRUNCATE` on PostgreSQL.
+//!   on `events` (and `commands`), and `TRUNCATE` on PostgreSQL. On
+//!   PostgreSQL the planner can append through a role that may only read
+//!   and insert, the migrations running as the schema's owner
+//!   ([`Store::open_migrated_by`], [`roles`]), so that it cannot disable the
+//!   triggers either.
 //!
 //! Module map:
 //!
@@ -43,17 +50,21 @@
 //! - [`ExpectedVersion`], [`CommandRecord`], [`NewEvent`],
 //!   [`RecordedEvent`], [`Appended`], [`Verified`], [`Backend`]: the values
 //!   going in and out.
-//! - [`hash`]: the hash chain and its framing.
+//! - [`hash`]: the hash chain and its framing; [`chain`]: checking it, with
+//!   no I/O, on rows or on an exported file.
 //! - [`Error`]: every failure, by what the caller should do about it.
 
 mod append;
+pub mod chain;
 mod error;
 pub mod hash;
 mod leader;
 mod open;
+pub mod roles;
 mod store;
 mod types;
 
+pub use chain::{Break, BreakKind, Chain};
 pub use error::{Error, Result};
 pub use leader::{Leader, LogFileLock};
 pub use store::Store;

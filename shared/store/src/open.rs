@@ -29,6 +29,14 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// awaits its appends inline, tells it apart as an outage that soon.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// On PostgreSQL, how long a session may sit idle inside a transaction
+/// before the server ends it. The store's transactions never wait on
+/// anything but the database, so only a writer frozen mid-transaction (a
+/// planner paused by SIGSTOP, a VM suspended) gets there; ending its
+/// session releases the write lock it held, so a standby can take over
+/// instead of waiting on it for ever.
+const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(5);
+
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -79,11 +87,7 @@ impl Target {
     /// migrations, which are recorded in `_sqlx_migrations` and so are
     /// skipped on the next open.
     pub(crate) async fn connect(&self) -> Result<AnyPool> {
-        sqlx::any::install_default_drivers();
-        if let Some(file) = &self.file {
-            create_parent_dir(file)?;
-        }
-        let pool = self.pool_options().connect(&self.url).await?;
+        let pool = self.connect_unmigrated().await?;
         match self.backend {
             Backend::Sqlite => {
                 // WAL is a property of the file: set once, kept by every
@@ -98,10 +102,32 @@ impl Target {
         Ok(pool)
     }
 
+    /// Connects without touching the schema: for a role that may not
+    /// change it, once the migrations ran as another role.
+    pub(crate) async fn connect_unmigrated(&self) -> Result<AnyPool> {
+        sqlx::any::install_default_drivers();
+        if let Some(file) = &self.file {
+            create_parent_dir(file)?;
+        }
+        Ok(self.pool_options().connect(&self.url).await?)
+    }
+
     fn pool_options(&self) -> AnyPoolOptions {
         let options = AnyPoolOptions::new().acquire_timeout(ACQUIRE_TIMEOUT);
         match (self.backend, &self.file) {
-            (Backend::Postgres, _) => options.max_connections(MAX_CONNECTIONS),
+            (Backend::Postgres, _) => {
+                options
+                    .max_connections(MAX_CONNECTIONS)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            let ms = IDLE_IN_TRANSACTION_TIMEOUT.as_millis();
+                            sqlx::query(&format!("SET idle_in_transaction_session_timeout = {ms}"))
+                                .execute(conn)
+                                .await?;
+                            Ok(())
+                        })
+                    })
+            }
             // Through the Any driver every new connection to `:memory:` is
             // a fresh, empty database: keep exactly one, for ever.
             (Backend::Sqlite, None) => options
@@ -177,6 +203,38 @@ mod tests {
             assert_eq!(t.backend, Backend::Postgres);
             assert_eq!(t.url, url);
         }
+    }
+
+    /// A writer frozen inside its transaction (here: one that takes the
+    /// write lock and then waits) loses its session after
+    /// [`IDLE_IN_TRANSACTION_TIMEOUT`], and with it the lock: the next
+    /// writer gets it instead of waiting for ever.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_writer_frozen_mid_transaction_releases_the_write_lock() {
+        let db = mentat_testkit::PgDatabase::create().await;
+        let pool = parse(&db.url).connect().await.expect("connect");
+        let mut frozen = pool.begin().await.expect("begin");
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(crate::roles::WRITE_LOCK_KEY)
+            .execute(&mut *frozen)
+            .await
+            .expect("lock");
+        let started = std::time::Instant::now();
+        let mut next = pool.begin().await.expect("begin");
+        let waited = tokio::time::timeout(
+            IDLE_IN_TRANSACTION_TIMEOUT * 3,
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(crate::roles::WRITE_LOCK_KEY)
+                .execute(&mut *next),
+        )
+        .await;
+        assert!(
+            matches!(waited, Ok(Ok(_))),
+            "the lock was never released: {waited:?}"
+        );
+        assert!(started.elapsed() >= IDLE_IN_TRANSACTION_TIMEOUT);
+        drop(next);
+        drop(frozen);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use sqlx::AnyPool;
 use sqlx::Row;
 use tokio::sync::Mutex;
 
-use crate::hash::{event_hash, GENESIS_HASH};
+use crate::chain::Chain;
 use crate::open::Target;
 use crate::{Backend, Error, RecordedEvent, Result, Verified};
 
@@ -72,14 +72,19 @@ impl Store {
     pub async fn open(url: &str) -> Result<Store> {
         let target = Target::parse(url)?;
         let pool = target.connect().await?;
+        Ok(Store::from_pool(pool, &target))
+    }
+
+    /// A store on a connected pool.
+    pub(crate) fn from_pool(pool: AnyPool, target: &Target) -> Store {
         tracing::debug!(backend = ?target.backend, "store opened");
-        Ok(Store {
+        Store {
             pool,
             backend: target.backend,
             write_gate: Arc::new(Mutex::new(())),
             epoch: None,
             sqlite_file: target.file.clone(),
-        })
+        }
     }
 
     /// Which database this store runs on.
@@ -145,54 +150,54 @@ impl Store {
     ///
     /// Fails with [`Error::Tampered`] at the first position that is missing,
     /// does not link to the hash before it, or whose contents do not match
-    /// its hash. Cost: one full read of the log.
+    /// its hash, saying which ([`BreakKind`](crate::BreakKind)). Cost: one
+    /// full read of the log.
     pub async fn verify(&self) -> Result<Verified> {
-        let mut expected_position = 1;
-        let mut prev_hash = GENESIS_HASH.to_owned();
+        self.verify_with(Chain::genesis()).await
+    }
+
+    /// Feeds `chain` every event from its next position to the head, then
+    /// finishes it: [`Store::verify`] with anchors, accepted breaks, or from
+    /// a checkpoint (see [`Chain`]). A break becomes [`Error::Tampered`].
+    pub async fn verify_with(&self, mut chain: Chain) -> Result<Verified> {
+        let tampered = |b: crate::Break| Error::Tampered {
+            position: b.position,
+            kind: b.kind,
+            detail: b.detail,
+        };
+        let mut after = chain.next_position() - 1;
         loop {
-            let page = self.read_all(expected_position - 1, VERIFY_PAGE).await?;
-            if page.is_empty() {
-                break;
-            }
-            for event in page {
-                check_link(&event, expected_position, &prev_hash)?;
-                expected_position += 1;
-                prev_hash = event.hash;
+            let page = self.read_all(after, VERIFY_PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = last.position;
+            for event in &page {
+                chain.push(event).map_err(tampered)?;
             }
         }
-        Ok(Verified {
-            events: expected_position - 1,
-            head_hash: prev_hash,
-        })
+        chain.finish().map_err(tampered)
     }
-}
 
-/// Checks one event against the chain built so far.
-fn check_link(event: &RecordedEvent, expected_position: i64, prev_hash: &str) -> Result<()> {
-    let tampered = |detail: String| Error::Tampered {
-        position: event.position.min(expected_position),
-        detail,
-    };
-    if event.position != expected_position {
-        return Err(tampered(format!(
-            "expected position {expected_position}, found {}",
-            event.position
-        )));
+    /// The event at `position`, if the log holds one.
+    pub async fn event_at(&self, position: i64) -> Result<Option<RecordedEvent>> {
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE position = $1");
+        let row = sqlx::query(&sql)
+            .bind(position)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(decode_event).transpose()
     }
-    if event.prev_hash != prev_hash {
-        return Err(tampered(format!(
-            "prev_hash {} does not match the hash of the previous event {prev_hash}",
-            event.prev_hash
-        )));
+
+    /// Every event of type `event_type`, in position order (for the few
+    /// rare types the planner looks up at start, such as accepted breaks).
+    pub async fn read_type(&self, event_type: &str) -> Result<Vec<RecordedEvent>> {
+        let sql =
+            format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_type = $1 ORDER BY position");
+        let rows = sqlx::query(&sql)
+            .bind(event_type)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(decode_event).collect()
     }
-    let computed = event_hash(event);
-    if event.hash != computed {
-        return Err(tampered(format!(
-            "stored hash {} does not match the contents (computed {computed})",
-            event.hash
-        )));
-    }
-    Ok(())
 }
 
 /// The version of `stream`: its highest version, 0 if it has no events.

@@ -135,9 +135,15 @@ pub struct Appended {
 /// The result of a successful [`Store::verify`](crate::Store::verify).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
-    /// How many events were checked (the whole log).
+    /// How many events were checked (for the whole log, how many it holds).
     pub events: i64,
+    /// The position of the last event checked (0 for an empty log).
+    pub head_position: i64,
     /// The hash of the last event, or the genesis hash for an empty log.
     /// Publishing it elsewhere lets anyone check the log later.
     pub head_hash: String,
+    /// How many anchors matched the log.
+    pub anchors_checked: usize,
+    /// Breaks an operator had accepted, found on the way.
+    pub accepted: Vec<crate::Break>,
 }

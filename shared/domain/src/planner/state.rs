@@ -363,6 +363,8 @@ impl World {
             Event::PlannerLeaderElected { planner, epoch } => {
                 self.leader = Some((planner.clone(), *epoch));
             }
+            // The log's own business: nothing of the world changes.
+            Event::LogBreakAccepted { .. } => {}
             Event::ServiceDefined { spec, .. } => {
                 self.services.entry(spec.name.clone()).or_default().spec = Some(spec.clone());
             }
@@ -728,6 +730,7 @@ fn apply_service(s: &mut ServiceState, event: &Event, at: i64, meta: &crate::Met
         | Event::RouterJoined { .. }
         | Event::RouterLost { .. }
         | Event::PlannerLeaderElected { .. }
+        | Event::LogBreakAccepted { .. }
         | Event::ServiceDefined { .. } => {}
     }
 }

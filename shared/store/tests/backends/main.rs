@@ -42,6 +42,7 @@ mod commands;
 mod integrity;
 mod leadership;
 mod lifecycle;
+mod roles;
 
 /// An empty database for one test, removed when dropped.
 pub enum Db {

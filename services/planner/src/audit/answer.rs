@@ -1,0 +1,180 @@
+//! Answers to the audit queries: `mentat.query.audit_verify` (in a task of
+//! its own, one at a time, since it reads the whole log),
+//! `mentat.query.audit_export` and `mentat.query.audit_key`. Any planner,
+//! leading or standing by, answers them.
+
+use std::sync::atomic::Ordering;
+
+use mentat_bus::anchors::{self, Found};
+use mentat_bus::{codec, Bus, Encoding};
+use mentat_domain::audit::{
+    self, AuditExportQuery, AuditExportReply, AuditKeyReply, AuditVerifyQuery, AuditVerifyReply,
+    LoggedEvent, EXPORT_DEFAULT_LIMIT, EXPORT_MAX_LIMIT,
+};
+use mentat_domain::command::RejectKind;
+use mentat_domain::paging;
+use mentat_store::{Chain, RecordedEvent, Store};
+
+use super::{log_break, Audit};
+
+/// Verify the whole log in a task of its own and answer `msg` from it; or
+/// answer at once that a verification is already running.
+pub async fn spawn_verify(store: Store, bus: Bus, audit: Audit, msg: async_nats::Message) {
+    let encoding = Encoding::of(msg.headers.as_ref());
+    if let Err(e) = codec::decode::<AuditVerifyQuery>(&msg.payload, encoding, "AuditVerifyQuery") {
+        let reply = AuditVerifyReply::Rejected {
+            kind: RejectKind::Invalid,
+            reason: e.to_string(),
+        };
+        send(&bus, &msg, &reply).await;
+        return;
+    }
+    if audit.verifying.swap(true, Ordering::SeqCst) {
+        let reply = AuditVerifyReply::Rejected {
+            kind: RejectKind::Unavailable,
+            reason: "this planner is verifying the log already; retry when it is done".into(),
+        };
+        send(&bus, &msg, &reply).await;
+        return;
+    }
+    tokio::spawn(async move {
+        let running = Running(audit.verifying.clone());
+        let reply = verify(&store, &bus, &audit).await;
+        drop(running);
+        send(&bus, &msg, &reply).await;
+    });
+}
+
+/// Clears the "verifying" flag when dropped, even if the task panicked.
+struct Running(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
+async fn send<T: serde::Serialize>(bus: &Bus, msg: &async_nats::Message, reply: &T) {
+    if let Err(e) = bus.reply(msg, reply).await {
+        tracing::warn!(error = %e, subject = %msg.subject, "could not send reply");
+    }
+}
+
+/// Recompute the whole chain, checking it against every anchor signed
+/// with the planner's key (`MENTAT_ANCHORS` and the anchor file) and
+/// skipping the breaks accepted in the log.
+pub async fn verify(store: &Store, bus: &Bus, audit: &Audit) -> AuditVerifyReply {
+    let trusted = audit.public();
+    let mut found = Found::default();
+    if let Err(e) = anchors::read_stream(bus, &trusted, &mut found).await {
+        return AuditVerifyReply::Rejected {
+            kind: RejectKind::Unavailable,
+            reason: format!("cannot read the anchors in MENTAT_ANCHORS: {e}"),
+        };
+    }
+    if let Some(path) = &audit.anchor_file {
+        if let Err(e) = anchors::read_file(path, &trusted, &mut found) {
+            return AuditVerifyReply::Rejected {
+                kind: RejectKind::Unavailable,
+                reason: format!("cannot read the anchor file {}: {e}", path.display()),
+            };
+        }
+    }
+    let accepted = match super::trust::accepted_breaks(store, &trusted).await {
+        Ok(a) => a,
+        Err(e) => return unavailable(e),
+    };
+    let mut chain = Chain::genesis();
+    for anchor in &found.anchors {
+        chain.anchor(anchor.position, &anchor.head_hash);
+    }
+    for position in accepted {
+        chain.accept(position);
+    }
+    let anchors_read = found.anchors.len() as u64;
+    match store.verify_with(chain).await {
+        Ok(v) => AuditVerifyReply::Ok {
+            head_position: v.head_position,
+            head_hash: v.head_hash,
+            anchors_checked: v.anchors_checked as u64,
+            accepted: v.accepted.iter().map(log_break).collect(),
+            forged: found.forged,
+        },
+        Err(mentat_store::Error::Tampered {
+            position,
+            kind,
+            detail,
+        }) => AuditVerifyReply::Broken {
+            found: audit::LogBreak {
+                position,
+                kind: super::kind(kind),
+                detail,
+            },
+            anchors_read,
+            forged: found.forged,
+        },
+        Err(e) => unavailable(e),
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> AuditVerifyReply {
+    AuditVerifyReply::Rejected {
+        kind: RejectKind::Unavailable,
+        reason: format!("cannot read the log: {e}"),
+    }
+}
+
+/// A page of the log as stored: events after `after`, at most `limit`
+/// (default [`EXPORT_DEFAULT_LIMIT`], at most [`EXPORT_MAX_LIMIT`]) and
+/// under [`paging::PAGE_BYTES`] (at least one).
+pub async fn export(store: &Store, query: &AuditExportQuery) -> AuditExportReply {
+    let after = query.after.unwrap_or(0).max(0);
+    let limit = query
+        .limit
+        .unwrap_or(EXPORT_DEFAULT_LIMIT)
+        .clamp(1, EXPORT_MAX_LIMIT);
+    let recorded = match store.read_all(after, i64::from(limit)).await {
+        Ok(r) => r,
+        Err(e) => {
+            return AuditExportReply::Rejected {
+                kind: RejectKind::Unavailable,
+                reason: format!("cannot read the log: {e}"),
+            }
+        }
+    };
+    let full = recorded.len() == limit as usize;
+    let (page, rest) = paging::page(&recorded, None, Some(limit), |r| {
+        r.payload.len() + r.metadata.len() + r.stream.len() + r.id.len() + 512
+    });
+    let events: Vec<LoggedEvent> = page.into_iter().map(logged).collect();
+    let next = match events.last() {
+        Some(last) if full || rest.is_some() => Some(last.position),
+        _ => None,
+    };
+    AuditExportReply::Ok { events, next }
+}
+
+/// The planner's public key.
+pub fn key(audit: &Audit) -> AuditKeyReply {
+    AuditKeyReply::Ok {
+        key: audit::key_hex(&audit.public()),
+        planner: audit.planner.clone(),
+    }
+}
+
+/// A stored event on the wire.
+pub fn logged(r: RecordedEvent) -> LoggedEvent {
+    LoggedEvent {
+        position: r.position,
+        stream: r.stream,
+        version: r.version,
+        id: r.id,
+        event_type: r.event_type,
+        schema_version: r.schema_version,
+        payload: r.payload,
+        metadata: r.metadata,
+        recorded_at_ms: r.recorded_at_ms,
+        prev_hash: r.prev_hash,
+        hash: r.hash,
+    }
+}
