@@ -297,7 +297,17 @@ mod tests {
             .unwrap();
         let pid = child.id();
         let ticks = stat(pid).unwrap().start_ticks;
-        let found = find_started(&token);
+        // Spawn returns once exec is past its point of no return, a moment
+        // before the kernel publishes the new environment in /proc: look
+        // again for a while, as a restarted executor (much later) never needs.
+        let mut found = None;
+        for _ in 0..100 {
+            found = find_started(&token);
+            if found.is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         let other = find_started(&format!("{token}-other"));
         let _ = child.kill();
         let _ = child.wait();
