@@ -119,11 +119,16 @@ impl Durable {
     pub async fn next(&mut self) -> jetstream::Message {
         loop {
             let Some(messages) = self.messages.as_mut() else {
-                match self.pull().await {
-                    Ok(m) => self.messages = Some(m),
-                    Err(e) => {
+                // Bounded as a replay's creation is (see [`CREATE_TIMEOUT`]):
+                // a request a dead node took is never answered.
+                match tokio::time::timeout(CREATE_TIMEOUT, self.pull()).await {
+                    Ok(Ok(m)) => self.messages = Some(m),
+                    Ok(Err(e)) => {
                         tracing::warn!(error = %e, "cannot open the consumer; retrying");
                         tokio::time::sleep(REOPEN_DELAY).await;
+                    }
+                    Err(_) => {
+                        tracing::info!(consumer = %self.spec.name, "no answer to opening the consumer; again");
                     }
                 }
                 continue;
@@ -310,7 +315,50 @@ impl Replay {
 
 /// Create an ordered consumer of `filters` on `stream` from `deliver` and
 /// start pulling; with the number of its matching messages waiting.
+///
+/// On a cluster that lost a node, the server may place the new consumer on
+/// the dead node until it notices the loss (half a minute or more), and
+/// then never answers the request: measured on 2.12, about one creation
+/// in three in that window. Each attempt therefore has its own
+/// bound, [`CREATE_TIMEOUT`], and the next attempt is placed afresh: up to
+/// [`CREATE_ATTEMPTS`] in all.
 async fn create(
+    js: &jetstream::Context,
+    stream: &'static str,
+    filters: &[String],
+    deliver: DeliverPolicy,
+) -> Result<(pull::Stream, u64)> {
+    let mut attempt = 1;
+    loop {
+        match tokio::time::timeout(CREATE_TIMEOUT, create_once(js, stream, filters, deliver)).await
+        {
+            Ok(created) => return created,
+            Err(_) if attempt < CREATE_ATTEMPTS => {
+                tracing::info!(
+                    stream,
+                    attempt,
+                    "no answer to an ordered consumer's creation; placing it again"
+                );
+                attempt += 1;
+            }
+            Err(_) => {
+                return Err(Error::Nats(format!(
+                    "ordered consumer on {stream}: no answer to {CREATE_ATTEMPTS} creations of {}s each",
+                    CREATE_TIMEOUT.as_secs()
+                )))
+            }
+        }
+    }
+}
+
+/// How long one attempt to create an ordered consumer may take. Creating
+/// one takes milliseconds; a request the server placed on a dead node is
+/// never answered.
+pub const CREATE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Attempts to create an ordered consumer before [`create`] gives up.
+pub const CREATE_ATTEMPTS: u32 = 10;
+
+async fn create_once(
     js: &jetstream::Context,
     stream: &'static str,
     filters: &[String],

@@ -143,3 +143,40 @@ async fn a_client_whose_server_dies_carries_on_on_another_and_loses_nothing() {
     let mut facts = bus.js.get_stream(streams::FACTS).await.unwrap();
     assert_eq!(facts.info().await.unwrap().state.messages, 40);
 }
+
+/// Until the cluster notices that a killed node is gone (half a minute or
+/// more), the server may place a new ordered consumer on it and never
+/// answer. Every replay opened meanwhile must still open, and deliver.
+#[tokio::test]
+async fn replays_open_while_the_cluster_has_not_yet_noticed_a_dead_node() {
+    for other in 1..=2 {
+        let mut cluster = NatsCluster::start(3);
+        let bus = Bus::connect(&cluster.urls(), "replayer", WAIT)
+            .await
+            .unwrap();
+        let ids = ["r0", "r1", "r2"];
+        for id in ids {
+            publish(&bus, id).await;
+        }
+        let serving = cluster.serving("replayer").unwrap();
+        cluster.kill((serving + other) % 3);
+        for attempt in 0..6 {
+            let mut replay = consumer::ordered(
+                &bus,
+                streams::FACTS,
+                vec!["mentat.fact.test.>".into()],
+                DeliverPolicy::All,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("replay {attempt} after a node died: {e}"));
+            assert_eq!(replay.backlog, 3);
+            for id in ids {
+                let msg = replay.next().await.unwrap().unwrap();
+                let got: String =
+                    mentat_bus::codec::decode(&msg.payload, mentat_bus::Encoding::MsgPack, "id")
+                        .unwrap();
+                assert_eq!(got, id);
+            }
+        }
+    }
+}
