@@ -122,8 +122,9 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::from(exit::OK),
         Err(e) => {
+            // A rejection's reason may quote what a client sent.
             for line in e.to_string().lines() {
-                eprintln!("mt: {line}");
+                eprintln!("mt: {}", output::terminal_safe(line));
             }
             ExitCode::from(e.exit_code())
         }

@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
-use crate::error::Result;
+use mentat_runtime::secrets;
+
+use crate::error::{Error, Result};
 use crate::supervisor::{self, Plan};
 
 /// `mt up`
@@ -15,8 +17,19 @@ pub struct Args {
     #[arg(long, value_name = "DIR", default_value = ".mentat")]
     pub data_dir: PathBuf,
     /// The planner's database [default: sqlite://<data-dir>/mentat.db].
+    /// A URL with a password is refused here (every local user reads
+    /// command lines): give it in MENTAT_DATABASE_URL or
+    /// --database-url-file.
     #[arg(long, value_name = "URL", env = "MENTAT_DATABASE_URL")]
     pub database_url: Option<String>,
+    /// A file whose first line is the planner's database URL.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "MENTAT_DATABASE_URL_FILE",
+        conflicts_with = "database_url"
+    )]
+    pub database_url_file: Option<PathBuf>,
     /// Address the router listens on.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     pub http: String,
@@ -39,11 +52,21 @@ pub struct Args {
 
 /// Run the whole system in the foreground until Ctrl-C.
 pub async fn run(nats: &str, args: Args) -> Result<()> {
+    if secrets::password_on_command_line(std::env::args_os(), &["--database-url"]).is_some() {
+        return Err(Error::Usage(secrets::password_on_command_line_error(
+            "--database-url",
+            "MENTAT_DATABASE_URL",
+        )));
+    }
+    let database_url = match &args.database_url_file {
+        Some(path) => Some(secrets::read_secret_file(path).map_err(Error::Usage)?),
+        None => args.database_url,
+    };
     supervisor::run(Plan {
         nats_url: nats.to_owned(),
         config: args.config,
         data_dir: args.data_dir,
-        database_url: args.database_url,
+        database_url,
         http: args.http,
         admin: args.admin,
         nats_cluster: args.nats_cluster.map(usize::from),

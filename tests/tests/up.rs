@@ -124,11 +124,48 @@ async fn up_runs_the_whole_system_deploys_through_it_and_stops_on_ctrl_c() {
     );
     wait_for(&out, &mut said, "Mentat is up", Duration::from_secs(60));
 
+    // A reason holding terminal escape sequences (set the window title,
+    // clear the screen) is recorded as sent and shown escaped.
+    let reason = "\u{1b}]0;owned\u{7}\u{1b}[2Jfirst";
     let deploy = mt(
         &nats_url,
-        &["deploy", "web", "--image", "v1", "--timeout", "60"],
+        &[
+            "deploy",
+            "web",
+            "--image",
+            "v1",
+            "--timeout",
+            "60",
+            "--reason",
+            reason,
+        ],
     );
     assert!(deploy.status.success(), "{}", text(&deploy));
+    let status = mt(&nats_url, &["history", "web"]);
+    let shown = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        !shown.contains('\u{1b}') && !shown.contains('\u{7}'),
+        "{shown:?}"
+    );
+    assert!(
+        shown.contains("\\u{1b}]0;owned\\u{7}\\u{1b}[2Jfirst"),
+        "{shown}"
+    );
+
+    // Secrets stay private: the log is its owner's alone, and the database
+    // URL reaches the planner in its environment, not on its command line.
+    let log = dir.path().join("mentat.db");
+    let mode = std::fs::metadata(&log)
+        .expect("the log")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{}", log.display());
+    let planners = command_lines_with(&dir.path().display().to_string())
+        .into_iter()
+        .filter(|line| line.contains("mentat-planner"))
+        .collect::<Vec<_>>();
+    assert_eq!(planners.len(), 1, "{planners:?}");
+    assert!(!planners[0].contains("database"), "{}", planners[0]);
     let (status, body) = load::get(&http, "web.localhost")
         .await
         .expect("GET through the router");
@@ -163,6 +200,53 @@ async fn up_runs_the_whole_system_deploys_through_it_and_stops_on_ctrl_c() {
         "nats-server still listens on {nats_port}"
     );
     assert!(closed(http_port), "the router still listens on {http_port}");
+}
+
+/// The command lines of running processes that mention `needle`.
+fn command_lines_with(needle: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|raw| String::from_utf8_lossy(&raw).replace('\0', " "))
+        .filter(|line| line.contains(needle))
+        .collect()
+}
+
+#[test]
+fn a_password_on_a_command_line_is_refused_before_anything_starts() {
+    let url = "postgres://mentat:s3cret@127.0.0.1:1/mentat";
+    let planner = Command::new(bin_dir().join("mentat-planner"))
+        .args(["--nats", "nats://127.0.0.1:1", "--database-url", url])
+        .output()
+        .expect("run the planner");
+    assert_eq!(planner.status.code(), Some(64), "{}", text(&planner));
+    let said = String::from_utf8_lossy(&planner.stderr);
+    assert!(
+        said.contains("--database-url") && said.contains("MENTAT_DATABASE_URL"),
+        "{said}"
+    );
+    assert!(!said.contains("s3cret"), "{said}");
+
+    let up = Command::new(bin_dir().join("mt"))
+        .args(["--nats", "nats://127.0.0.1:1", "up", "--database-url", url])
+        .output()
+        .expect("run mt up");
+    assert_eq!(up.status.code(), Some(64), "{}", text(&up));
+    assert!(String::from_utf8_lossy(&up.stderr).contains("--database-url"));
+
+    // A file that is not there is named.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = Command::new(bin_dir().join("mentat-planner"))
+        .args(["--nats", "nats://127.0.0.1:1", "--database-url-file"])
+        .arg(dir.path().join("none"))
+        .output()
+        .expect("run the planner");
+    assert_eq!(missing.status.code(), Some(64), "{}", text(&missing));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("none"));
 }
 
 #[test]

@@ -14,17 +14,58 @@ pub use tables::{events_table, history_table, status_report};
 use mentat_domain::Reply;
 use serde::Serialize;
 
-/// Print `text` and a newline on stdout. When stdout is a closed pipe
+/// Print `text` and a newline on stdout, its control characters escaped
+/// ([`terminal_safe`]). When stdout is a closed pipe
 /// (`mt history web | head -1`), exit quietly instead of panicking.
 pub fn print(text: impl std::fmt::Display) {
     use std::io::Write;
+    let text = text.to_string();
     let mut out = std::io::stdout().lock();
-    let written = writeln!(out, "{text}").and_then(|()| out.flush());
+    let written = writeln!(out, "{}", terminal_safe(&text)).and_then(|()| out.flush());
     if let Err(e) = written {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(0);
         }
     }
+}
+
+/// `text` with every control character but newline and tab written as a
+/// visible escape (`\u{1b}`): images, actors, reasons and replica output
+/// come from outside, and a terminal must not take an escape sequence in
+/// one of them as an order (to move the cursor, rewrite a line, set the
+/// window title). C0 controls, DEL and the C1 range are escaped.
+pub fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// JSON text with DEL and the C1 controls, which serde_json leaves as they
+/// are, written as `\u00XX` escapes: the same JSON value, and nothing a
+/// terminal obeys.
+fn json_safe(json: String) -> String {
+    if !json.chars().any(|c| c.is_control() && c != '\n') {
+        return json;
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if c.is_control() && c != '\n' {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// `ms` since the Unix epoch as `YYYY-MM-DD HH:MM:SS` in UTC.
@@ -101,12 +142,14 @@ pub fn reply(reply: &Reply) -> String {
 
 /// `value` as one line of JSON (`--json`).
 pub fn json<T: Serialize>(value: &T) -> String {
-    serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    json_safe(serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")))
 }
 
 /// `value` as indented JSON (`--json` for a whole document).
 pub fn json_pretty<T: Serialize>(value: &T) -> String {
-    serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    json_safe(
+        serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")),
+    )
 }
 
 /// `-` for a missing value.
@@ -162,6 +205,29 @@ mod tests {
         assert_eq!(uptime(-5), "0s");
         assert_eq!(utc(-86_400_000), "1969-12-31 00:00:00");
         assert_eq!(clock(1_714_564_803_999), "12:00:03");
+    }
+
+    #[test]
+    fn control_characters_from_outside_are_shown_escaped() {
+        let image = "v2\u{1b}]0;owned\u{7}\u{1b}[2J\r\u{9b}31m";
+        assert_eq!(
+            terminal_safe(image),
+            "v2\\u{1b}]0;owned\\u{7}\\u{1b}[2J\\u{d}\\u{9b}31m"
+        );
+        assert_eq!(terminal_safe("a\tb\nc"), "a\tb\nc");
+        assert!(matches!(
+            terminal_safe("plain"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        // JSON stays JSON, meaning the same string, with nothing raw in it.
+        let text = json(&serde_json::json!({ "image": image }));
+        assert!(!text.chars().any(char::is_control), "{text}");
+        assert_eq!(terminal_safe(&text), text);
+        let back: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+        assert_eq!(back["image"], image);
+        let pretty = json_pretty(&serde_json::json!({ "image": image }));
+        let back: serde_json::Value = serde_json::from_str(&pretty).expect("valid JSON");
+        assert_eq!(back["image"], image);
     }
 
     #[test]

@@ -60,6 +60,9 @@ pub struct ChildSpec {
     pub args: Vec<OsString>,
     /// `PATH` for the child, when it must differ from ours.
     pub path_env: Option<OsString>,
+    /// More environment variables for the child: how secrets reach it,
+    /// never on its command line.
+    pub env: Vec<(&'static str, OsString)>,
     /// Its output goes to `<log_dir>/<name>.log`.
     pub log_dir: PathBuf,
     /// Also copy its output to our stderr, prefixed with its name.
@@ -78,6 +81,7 @@ impl ChildSpec {
         if let Some(path) = &self.path_env {
             cmd.env("PATH", path);
         }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         if !std::io::stderr().is_terminal() {
             cmd.env("NO_COLOR", "1");
         }
@@ -238,6 +242,7 @@ mod tests {
             program: "/bin/sh".into(),
             args: vec!["-c".into(), "echo started; exit 3".into()],
             path_env: None,
+            env: Vec::new(),
             log_dir: dir.path().to_owned(),
             echo: false,
         };
@@ -261,6 +266,7 @@ mod tests {
             program: "/bin/sh".into(),
             args: vec!["-c".into(), script.into()],
             path_env: None,
+            env: Vec::new(),
             log_dir: dir.path().to_owned(),
             echo: false,
         };

@@ -100,8 +100,7 @@ pub async fn run_node(plan: NodePlan) -> Result<()> {
         .map(Path::to_owned)
         .ok_or_else(|| Error::Runtime("cannot tell where the mt executable is".into()))?;
     let data_dir = std::path::absolute(&plan.data_dir)?;
-    let log_dir = data_dir.join("logs");
-    std::fs::create_dir_all(&log_dir)?;
+    let log_dir = private_dirs(&data_dir)?;
     let path_env = children_path(&exe_dir)?;
     let mut specs = Vec::new();
     for name in NODE_SERVICES {
@@ -140,6 +139,7 @@ pub async fn run_node(plan: NodePlan) -> Result<()> {
             program,
             args,
             path_env: Some(path_env.clone()),
+            env: Vec::new(),
             log_dir: log_dir.clone(),
             echo: true,
         });
@@ -204,8 +204,7 @@ pub async fn run(mut plan: Plan) -> Result<()> {
         .ok_or_else(|| Error::Runtime("cannot tell where the mt executable is".into()))?;
     let programs = find_services(&exe_dir)?;
     let data_dir = std::path::absolute(&plan.data_dir)?;
-    let log_dir = data_dir.join("logs");
-    std::fs::create_dir_all(&log_dir)?;
+    let log_dir = private_dirs(&data_dir)?;
     let specs = service_specs(&plan, &programs, &exe_dir, &data_dir, &log_dir)?;
     let mut signals = Signals::new()?;
     let kill = CancellationToken::new();
@@ -268,6 +267,31 @@ fn children_path(exe_dir: &Path) -> Result<OsString> {
         .map_err(|e| Error::Runtime(format!("cannot build PATH for the services: {e}")))
 }
 
+/// Create `data_dir` and its `logs` directory readable by their owner
+/// only (0700): they hold the event log with every service's environment,
+/// the anchor key, replicas' output. A directory that already exists is
+/// left as it is (it may be the operator's own), with a warning when other
+/// users can read it. Returns the `logs` directory.
+fn private_dirs(data_dir: &Path) -> Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let log_dir = data_dir.join("logs");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&log_dir)?;
+    for dir in [data_dir, log_dir.as_path()] {
+        let mode = std::fs::metadata(dir)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            say(&format!(
+                "warning: other users can read {} (mode {:o}); `chmod 700` it",
+                dir.display(),
+                mode & 0o777
+            ));
+        }
+    }
+    Ok(log_dir)
+}
+
 /// Command lines of the four services, in [`SERVICES`] order.
 fn service_specs(
     plan: &Plan,
@@ -293,7 +317,6 @@ fn service_specs(
         }
         match *name {
             "planner" => {
-                args.extend(["--database-url".into(), database_url.clone().into()]);
                 args.extend(["--data-dir".into(), data.clone()]);
             }
             "executor" => args.extend([
@@ -310,11 +333,17 @@ fn service_specs(
             ]),
             _ => {}
         }
+        // In the environment, which only the owner reads, not in `ps`.
+        let env = match *name {
+            "planner" => vec![("MENTAT_DATABASE_URL", database_url.clone().into())],
+            _ => Vec::new(),
+        };
         ChildSpec {
             name,
             program: program.clone(),
             args,
             path_env: Some(path_env.clone()),
+            env,
             log_dir: log_dir.to_owned(),
             echo: true,
         }

@@ -100,6 +100,7 @@ pub fn server_spec(
         program: bin,
         args,
         path_env: None,
+        env: Vec::new(),
         log_dir: log_dir.to_owned(),
         echo: false,
     })
@@ -239,6 +240,7 @@ impl Cluster {
                 program: bin.to_owned(),
                 args,
                 path_env: None,
+                env: Vec::new(),
                 log_dir: log_dir.to_owned(),
                 echo: false,
             }

@@ -65,9 +65,21 @@ pub struct Config {
     /// updated to it). Give every service the same value.
     #[arg(long, env = "MENTAT_STREAM_REPLICAS", default_value = "auto")]
     pub stream_replicas: mentat_bus::Replicas,
-    /// Event log: sqlite://PATH (default: DATA_DIR/mentat.db) or postgres://...
+    /// Event log: sqlite://PATH (default: DATA_DIR/mentat.db) or
+    /// postgres://... A URL with a password is refused here (every local
+    /// user reads command lines): give it in MENTAT_DATABASE_URL or
+    /// --database-url-file.
     #[arg(long, env = "MENTAT_DATABASE_URL")]
     pub database_url: Option<String>,
+    /// A file whose first line is the event log's URL, instead of
+    /// --database-url.
+    #[arg(
+        long,
+        env = "MENTAT_DATABASE_URL_FILE",
+        value_name = "PATH",
+        conflicts_with = "database_url"
+    )]
+    pub database_url_file: Option<PathBuf>,
     /// Directory for the SQLite log when no --database-url is given.
     #[arg(long, env = "MENTAT_DATA_DIR", default_value = ".mentat")]
     pub data_dir: PathBuf,
@@ -92,6 +104,15 @@ pub struct Config {
     /// --database-url.
     #[arg(long, env = "MENTAT_MIGRATE_URL", value_name = "URL")]
     pub migrate_url: Option<String>,
+    /// A file whose first line is the migration URL, instead of
+    /// --migrate-url.
+    #[arg(
+        long,
+        env = "MENTAT_MIGRATE_URL_FILE",
+        value_name = "PATH",
+        conflicts_with = "migrate_url"
+    )]
+    pub migrate_url_file: Option<PathBuf>,
     /// The leader signs an anchor of the log's head this often (seconds,
     /// 1 to 86400), when the log moved since the last one.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
@@ -138,12 +159,14 @@ impl Config {
             nats: nats.into(),
             stream_replicas: mentat_bus::Replicas::Auto,
             database_url: Some(database_url.into()),
+            database_url_file: None,
             data_dir: PathBuf::from(".mentat"),
             drain_timeout_secs: 30,
             host_timeout_secs: 5,
             planner_id: None,
             lease_ms: 2000,
             migrate_url: None,
+            migrate_url_file: None,
             anchor_every_secs: 300,
             anchor_file: None,
             anchor_key: None,
@@ -183,6 +206,18 @@ impl Config {
     /// The leader's lease.
     pub fn lease(&self) -> Duration {
         Duration::from_millis(self.lease_ms)
+    }
+
+    /// Read the URLs given in files (`--database-url-file`,
+    /// `--migrate-url-file`) into their places; the error names the file.
+    pub fn read_url_files(&mut self) -> Result<(), String> {
+        if let Some(path) = self.database_url_file.take() {
+            self.database_url = Some(mentat_runtime::secrets::read_secret_file(&path)?);
+        }
+        if let Some(path) = self.migrate_url_file.take() {
+            self.migrate_url = Some(mentat_runtime::secrets::read_secret_file(&path)?);
+        }
+        Ok(())
     }
 
     /// The database URL in effect.

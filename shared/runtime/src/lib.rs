@@ -5,8 +5,10 @@
 //! - [`telemetry`]: structured tracing set up the same way in every binary.
 //! - [`config`]: the `mentat.yaml` service file, parsed and validated with
 //!   file, line and field named in every error.
+//! - [`secrets`]: database URLs with passwords kept off command lines.
 
 pub mod config;
+pub mod secrets;
 pub mod shutdown;
 pub mod telemetry;
 

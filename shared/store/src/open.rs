@@ -108,6 +108,9 @@ impl Target {
         sqlx::any::install_default_drivers();
         if let Some(file) = &self.file {
             create_parent_dir(file)?;
+            if self.url.contains("mode=rwc") {
+                private_file(file)?;
+            }
         }
         Ok(self.pool_options().connect(&self.url).await?)
     }
@@ -152,12 +155,42 @@ impl Target {
     }
 }
 
+/// The directory of a new SQLite log is created for its owner only.
 fn create_parent_dir(file: &str) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
     match Path::new(file).parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => {
-            std::fs::create_dir_all(dir).map_err(|e| Error::Database(sqlx::Error::Io(e)))
-        }
+        Some(dir) if !dir.as_os_str().is_empty() => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| Error::Database(sqlx::Error::Io(e))),
         _ => Ok(()),
+    }
+}
+
+/// The SQLite log holds every service's environment: it is created
+/// readable and writable by its owner only (0600), and one that others
+/// could read is closed to them. SQLite gives its `-wal` and `-shm` files
+/// the mode of the database file.
+fn private_file(file: &str) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let io = |e| Error::Database(sqlx::Error::Io(e));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(file)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let mode = std::fs::metadata(file).map_err(io)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                std::fs::set_permissions(file, std::fs::Permissions::from_mode(mode & 0o700))
+                    .map_err(io)?;
+            }
+            Ok(())
+        }
+        Err(e) => Err(io(e)),
     }
 }
 
@@ -185,6 +218,45 @@ mod tests {
 
         let t = parse("sqlite:log.db?mode=ro");
         assert_eq!(t.url, "sqlite:log.db?mode=ro");
+    }
+
+    #[tokio::test]
+    async fn a_sqlite_log_is_its_owners_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let mode = |p: &std::path::Path| {
+            std::fs::metadata(p)
+                .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        let file = dir.path().join("new/mentat.db");
+        let url = format!("sqlite://{}", file.display());
+        let pool = parse(&url)
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        pool.close().await;
+        assert_eq!(mode(&file), 0o600);
+        assert_eq!(mode(file.parent().unwrap_or(dir.path())), 0o700);
+        for side in ["mentat.db-wal", "mentat.db-shm"] {
+            let path = dir.path().join("new").join(side);
+            if path.exists() {
+                assert_eq!(mode(&path), 0o600, "{side}");
+            }
+        }
+        // A log left open to others by an older version is closed.
+        let old = dir.path().join("old.db");
+        std::fs::write(&old, b"").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let pool = parse(&format!("sqlite://{}", old.display()))
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        pool.close().await;
+        assert_eq!(mode(&old), 0o600);
     }
 
     #[test]
