@@ -425,6 +425,7 @@ mod tests {
             spawned: false,
             started_at_ms: None,
             retiring: false,
+            replaced_by: None,
         }
     }
 

@@ -603,6 +603,8 @@ pub struct HistoryQuery {
 }
 
 /// Reply to `mentat.query.status`.
+// A reply is built once per query and sent at once: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum StatusReply {
