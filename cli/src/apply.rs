@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 
 use mentat_bus::Bus;
 use mentat_domain::command::Apply;
-use mentat_domain::{Reply, ServiceSpec};
-use mentat_runtime::config;
+use mentat_domain::Reply;
+use mentat_runtime::config::{self, ServiceFile};
 
 use crate::client;
 use crate::error::{Error, Result};
@@ -27,9 +27,9 @@ pub struct Args {
 
 /// Validate the file (nothing is sent when it is invalid), then apply it.
 pub async fn run(nats: &str, args: Args) -> Result<()> {
-    let services = config::load(&args.file)?;
+    let file = config::load_file(&args.file)?;
     let bus = client::connect(nats).await?;
-    let reply = send(&bus, services, &args.file, args.reason).await?;
+    let reply = send(&bus, file, &args.file, args.reason).await?;
     if args.json {
         output::print(output::json(&reply));
     }
@@ -43,16 +43,18 @@ pub async fn run(nats: &str, args: Args) -> Result<()> {
     }
 }
 
-/// Send an `Apply` of `services`, read from `file`, and return the reply.
+/// Send an `Apply` of the services and cluster block of `config`, read
+/// from `file`, and return the reply.
 pub async fn send(
     bus: &Bus,
-    services: Vec<ServiceSpec>,
+    config: ServiceFile,
     file: &Path,
     reason: Option<String>,
 ) -> Result<Reply> {
     let cmd = Apply {
         command_id: Some(mentat_bus::new_id()),
-        services,
+        services: config.services,
+        cluster: config.cluster,
         source: Some(file.display().to_string()),
         actor: Some(client::default_actor()),
         reason,

@@ -60,6 +60,8 @@ pub async fn status(bus: &Bus, service: Option<String>) -> Result<StatusReply> {
             next,
             planners,
             routers,
+            host_states,
+            held,
         } = reply
         else {
             return Ok(reply);
@@ -75,6 +77,8 @@ pub async fn status(bus: &Bus, service: Option<String>) -> Result<StatusReply> {
                     next: None,
                     planners,
                     routers,
+                    host_states,
+                    held,
                 })
             }
         }

@@ -4,7 +4,7 @@
 //!
 //! - [`audit`]: verifying, exporting and anchoring the log.
 //! - [`apply`], [`deploy`], [`control`], [`instances`], [`ps`], [`status`],
-//!   [`history`], [`up`]: one module per subcommand or family of them.
+//!   [`history`], [`hosts`], [`up`]: one module per subcommand or family of them.
 //! - [`send`]: the flags commands share, sending one and printing its reply.
 //! - [`follow`]: following a deployment live.
 //! - [`output`]: everything printed, as pure functions.
@@ -20,6 +20,7 @@ mod deploy;
 mod error;
 mod follow;
 mod history;
+mod hosts;
 mod instances;
 mod node;
 mod output;
@@ -87,6 +88,9 @@ enum Cmd {
     Status(status::Args),
     /// Show the deployments of a service, or its raw events.
     History(history::Args),
+    /// List the executor hosts (live, suspect, lost); `mt hosts release`
+    /// ends a hold on re-placement after a mass host loss.
+    Hosts(hosts::Args),
     /// Run NATS and the four services on this machine, in the foreground.
     Up(up::Args),
     /// Join a cluster as one more host: an executor and a router, in the foreground.
@@ -149,6 +153,7 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Ps(args) => ps::run(nats, args).await,
         Cmd::Status(args) => status::run(nats, args).await,
         Cmd::History(args) => history::run(nats, args).await,
+        Cmd::Hosts(args) => hosts::run(nats, args).await,
         Cmd::Up(args) => up::run(nats, args).await,
         Cmd::Node(args) => node::run(nats, args).await,
         Cmd::Audit(cmd) => audit::run(nats, cmd).await,

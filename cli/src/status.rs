@@ -1,6 +1,6 @@
 //! `mt status [SERVICE]`: what runs where, and the deployment in flight.
 
-use mentat_domain::command::StatusReply;
+use mentat_domain::command::{HostState, StatusReply};
 
 use crate::client;
 use crate::error::{Error, Result};
@@ -30,6 +30,8 @@ pub async fn run(nats: &str, args: Args) -> Result<()> {
             log_unavailable_since_ms,
             planners,
             routers,
+            host_states,
+            held,
             ..
         } => {
             if !args.json {
@@ -40,6 +42,17 @@ pub async fn run(nats: &str, args: Args) -> Result<()> {
                     planners.as_ref(),
                     &routers,
                 ));
+                let away: Vec<String> = host_states
+                    .iter()
+                    .filter(|h| h.state != HostState::Live)
+                    .map(|h| format!("{} ({})", h.host, h.state.as_str()))
+                    .collect();
+                if !away.is_empty() {
+                    output::print(format!("\nhosts away: {}", away.join(", ")));
+                }
+                if let Some(held) = &held {
+                    output::print(format!("\n{}", crate::hosts::held_line(held)));
+                }
             }
             Ok(())
         }

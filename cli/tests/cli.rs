@@ -154,6 +154,8 @@ async fn status_and_history_print_the_planners_answers() {
         next: None,
         planners: None,
         routers: vec![],
+        host_states: vec![],
+        held: None,
     };
     let asked = answer_once(&bus, subject::QUERY_STATUS, status).await;
     let out = mt(&server.url(), &["status", "web"]).await;

@@ -230,6 +230,7 @@ async fn an_apply_of_many_services_is_recorded_whole_once() {
     let apply = Apply {
         command_id: Some("apply-three".into()),
         services: vec![spec("alpha"), spec("beta"), spec("gamma")],
+        cluster: None,
         source: None,
         actor: Some("e2e".into()),
         reason: None,

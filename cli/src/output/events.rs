@@ -16,6 +16,32 @@ pub fn details(event: &Event) -> String {
         ),
         Event::HostJoined { host, capacity } => format!("host={host} capacity={capacity}"),
         Event::HostLost { host, reason } => format!("host={host} reason={reason:?}"),
+        Event::HostSuspected { host, silent_ms } => {
+            format!("host={host} silent={}", duration(*silent_ms))
+        }
+        Event::HostSuspicionCleared { host } => format!("host={host}"),
+        Event::ClusterDefined { cluster, source } => format!(
+            "suspect_after={}s lost_after={}s source={}",
+            cluster.suspect_after_secs,
+            cluster.lost_after_secs,
+            source.as_deref().unwrap_or("-")
+        ),
+        Event::MassHostLossHeld { hosts, live } => {
+            format!("hosts={} live={live}", hosts.join(","))
+        }
+        Event::MassHostLossReleased { hosts, by_operator } => format!(
+            "hosts={} by={}",
+            hosts.join(","),
+            if *by_operator { "operator" } else { "hosts_returned" }
+        ),
+        Event::ReplicaReplaced {
+            replica,
+            host,
+            new_replica,
+            new_host,
+            image,
+            ..
+        } => format!("replica={replica} host={host} new_replica={new_replica} new_host={new_host} image={image}"),
         Event::RouterJoined {
             router,
             host,

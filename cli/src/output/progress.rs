@@ -266,9 +266,21 @@ pub fn progress(event: &Event, known: &Known) -> Option<String> {
         Event::DeploymentCompleted { .. } => "deployment completed".to_owned(),
         Event::DeploymentReverted { reason, .. } => format!("deployment reverted: {reason}"),
         Event::DeploymentFailed { reason, .. } => format!("deployment failed: {reason}"),
+        Event::ReplicaReplaced {
+            replica,
+            host,
+            new_replica,
+            new_host,
+            ..
+        } => format!("{replica} was on lost host {host}: {new_replica} takes its place on {new_host}"),
         Event::ServiceDefined { .. }
         | Event::HostJoined { .. }
         | Event::HostLost { .. }
+        | Event::HostSuspected { .. }
+        | Event::HostSuspicionCleared { .. }
+        | Event::ClusterDefined { .. }
+        | Event::MassHostLossHeld { .. }
+        | Event::MassHostLossReleased { .. }
         | Event::RouterJoined { .. }
         | Event::RouterLost { .. }
         | Event::PlannerLeaderElected { .. }

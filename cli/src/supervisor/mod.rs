@@ -189,7 +189,7 @@ fn find_program(exe_dir: &Path, name: &str) -> Option<PathBuf> {
 
 /// Run everything until Ctrl-C or SIGTERM.
 pub async fn run(mut plan: Plan) -> Result<()> {
-    let services = config::load(&plan.config)?;
+    let services = config::load_file(&plan.config)?;
     let cluster = match plan.nats_cluster {
         Some(size) => Some(nats::Cluster::on(&plan.nats_url, size).map_err(Error::Usage)?),
         None => None,

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use mentat_bus::Bus;
 use mentat_domain::command::StatusReply;
-use mentat_domain::{Reply, ServiceSpec};
+use mentat_domain::Reply;
+use mentat_runtime::config::ServiceFile;
 
 use super::{say, Plan};
 use crate::{apply, client, output};
@@ -18,7 +19,7 @@ const ASK_EVERY: Duration = Duration::from_millis(500);
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 
 /// Wait for the planner, apply `services`, print the next commands.
-pub async fn apply_when_ready(plan: Plan, services: Vec<ServiceSpec>) {
+pub async fn apply_when_ready(plan: Plan, services: ServiceFile) {
     let Some(bus) = connect(&plan.nats_url).await else {
         return;
     };
@@ -30,7 +31,7 @@ pub async fn apply_when_ready(plan: Plan, services: Vec<ServiceSpec>) {
         ));
         return;
     }
-    let first = services.first().map(|s| s.name.clone());
+    let first = services.services.first().map(|s| s.name.clone());
     match apply::send(&bus, services, &plan.config, Some("mt up".into())).await {
         Ok(reply @ Reply::Accepted { .. }) => say(&format!(
             "{}: {}",

@@ -538,15 +538,23 @@ impl Engine {
         };
         self.heartbeats.insert(beat.host.clone(), Instant::now());
         let known = self.log.world.hosts.get(&beat.host);
-        if self.outage.is_some() || known.is_some_and(|h| h.live && h.capacity == beat.capacity) {
+        let same = known.is_some_and(|h| h.live && h.capacity == beat.capacity);
+        let suspect = known.is_some_and(|h| h.suspect_since_ms.is_some());
+        if self.outage.is_some() || (same && !suspect) {
             return Ok(());
         }
-        tracing::info!(host = %beat.host, capacity = beat.capacity, "host joined");
-        let event = Event::HostJoined {
-            host: beat.host,
-            capacity: beat.capacity,
+        let event = if same {
+            tracing::info!(host = %beat.host, "suspect host heard again");
+            Event::HostSuspicionCleared { host: beat.host }
+        } else {
+            tracing::info!(host = %beat.host, capacity = beat.capacity, "host joined");
+            Event::HostJoined {
+                host: beat.host,
+                capacity: beat.capacity,
+            }
         };
         self.record_member(event).await?;
+        self.react_cluster().await?;
         self.react_all().await
     }
 
@@ -688,27 +696,8 @@ impl Engine {
         }
         self.renew_lease().await?;
         self.anchor_when_due().await?;
-        let timeout = Duration::from_secs(self.config.host_timeout_secs);
-        let lost: Vec<String> = self
-            .log
-            .world
-            .hosts
-            .iter()
-            .filter(|(_, h)| h.live)
-            .filter(|(id, _)| {
-                let seen = self.heartbeats.get(*id).copied().unwrap_or(self.started);
-                seen.elapsed() > timeout
-            })
-            .map(|(id, _)| id.clone())
-            .collect();
-        for host in lost {
-            tracing::warn!(%host, "host lost: no heartbeat");
-            let event = Event::HostLost {
-                reason: format!("no heartbeat for {}s", timeout.as_secs()),
-                host,
-            };
-            self.record_member(event).await?;
-        }
+        self.judge_hosts().await?;
+        let timeout = Duration::from_secs(self.config.router_timeout_secs);
         let lost: Vec<String> = self
             .log
             .world
@@ -750,6 +739,66 @@ impl Engine {
             .collect();
         for service in due {
             self.react(&service).await?;
+        }
+        Ok(())
+    }
+
+    /// Hosts silent for the cluster's `suspect_after_secs` are suspected,
+    /// for `lost_after_secs` lost (suspected first, so that a mass loss is
+    /// seen whatever the timing); then the core decides what follows.
+    async fn judge_hosts(&mut self) -> Result<()> {
+        let cluster = self.log.world.cluster();
+        let suspect_after = Duration::from_secs(cluster.suspect_after_secs);
+        let lost_after = Duration::from_secs(cluster.lost_after_secs);
+        let silent: Vec<(String, Duration, bool)> = self
+            .log
+            .world
+            .hosts
+            .iter()
+            .filter(|(_, h)| h.live)
+            .map(|(id, h)| {
+                let seen = self.heartbeats.get(id).copied().unwrap_or(self.started);
+                (id.clone(), seen.elapsed(), h.suspect_since_ms.is_some())
+            })
+            .filter(|(_, silent, _)| *silent > suspect_after)
+            .collect();
+        if silent.is_empty() {
+            return Ok(());
+        }
+        let mut changed = false;
+        for (host, silence, suspect) in silent {
+            if !suspect {
+                tracing::warn!(%host, ?silence, "host suspect: no heartbeat");
+                let event = Event::HostSuspected {
+                    host: host.clone(),
+                    silent_ms: silence.as_millis().min(i64::MAX as u128) as i64,
+                };
+                self.record_member(event).await?;
+                changed = true;
+            }
+            if silence > lost_after {
+                tracing::warn!(%host, ?silence, "host lost: no heartbeat");
+                let event = Event::HostLost {
+                    reason: format!("no heartbeat for {}s", cluster.lost_after_secs),
+                    host,
+                };
+                self.record_member(event).await?;
+                changed = true;
+            }
+        }
+        if changed {
+            self.react_cluster().await?;
+            self.react_all().await?;
+        }
+        Ok(())
+    }
+
+    /// Record what the core decides about the cluster as a whole (a hold
+    /// on re-placement, its end).
+    async fn react_cluster(&mut self) -> Result<()> {
+        for event in planner::react_cluster(&self.log.world) {
+            tracing::warn!(kind = event.type_name(), "decided");
+            self.record_member(event).await?;
         }
         Ok(())
     }

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use async_nats::Message;
 use mentat_bus::{codec, Encoding};
 use mentat_domain::command::{
-    Apply, Command, Control, Deploy, Rejection, Reply, Rollback, Route, Spawn, Stop, Weight,
+    Apply, Command, Control, Deploy, Rejection, ReleaseHosts, Reply, Rollback, Route, Spawn, Stop,
+    Weight,
 };
 use mentat_domain::limits::MAX_COMMAND_BYTES;
 use sha2::{Digest, Sha256};
@@ -45,6 +46,8 @@ pub fn decode(subject: &str, payload: &[u8], encoding: Encoding) -> Result<Comma
         "route" => codec::decode::<Route>(payload, encoding, "Route").map(Command::Route),
         "spawn" => codec::decode::<Spawn>(payload, encoding, "Spawn").map(Command::Spawn),
         "stop" => codec::decode::<Stop>(payload, encoding, "Stop").map(Command::Stop),
+        "release_hosts" => codec::decode::<ReleaseHosts>(payload, encoding, "ReleaseHosts")
+            .map(Command::ReleaseHosts),
         other => {
             return Err(Rejection::invalid(format!(
                 "unknown command `{other}` on {subject}; known commands: {}",

@@ -86,10 +86,12 @@ pub struct Config {
     /// How long to wait for a router to drain a replica before stopping it anyway.
     #[arg(long, default_value_t = 30)]
     pub drain_timeout_secs: u64,
-    /// A host or a router that sent no heartbeat for this long is considered
-    /// lost (a router lost is no longer waited for by drains).
-    #[arg(long, default_value_t = 5)]
-    pub host_timeout_secs: u64,
+    /// A router that sent no heartbeat for this long is considered lost
+    /// (drains no longer wait for it). `--host-timeout-secs`, its former
+    /// name, still works; executor hosts are judged by the service file's
+    /// `cluster:` block (`suspect_after_secs`, `lost_after_secs`).
+    #[arg(long, alias = "host-timeout-secs", default_value_t = 5)]
+    pub router_timeout_secs: u64,
     /// This planner's id among the planners of one log [default: HOST-PID].
     #[arg(long, env = "MENTAT_PLANNER_ID")]
     pub planner_id: Option<String>,
@@ -162,7 +164,7 @@ impl Config {
             database_url_file: None,
             data_dir: PathBuf::from(".mentat"),
             drain_timeout_secs: 30,
-            host_timeout_secs: 5,
+            router_timeout_secs: 5,
             planner_id: None,
             lease_ms: 2000,
             migrate_url: None,

@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 use mentat_bus::{codec, subject, Bus, Encoding};
 use mentat_domain::audit::{AuditExportQuery, AuditExportReply, AuditKeyQuery, AuditKeyReply};
 use mentat_domain::command::{
-    BrokenStatus, HistoryQuery, HistoryReply, PlannersStatus, RejectKind, ReplicaStatus, Reply,
-    RouterStatus, ServiceStatus, StatusQuery, StatusReply, VersionHealth,
+    BrokenStatus, HeldStatus, HistoryQuery, HistoryReply, HostState, HostStatus, PlannersStatus,
+    RejectKind, ReplicaStatus, Reply, RouterStatus, ServiceStatus, StatusQuery, StatusReply,
+    VersionHealth,
 };
 use mentat_domain::paging;
 use mentat_domain::planner::state::VerdictKind;
@@ -43,6 +44,8 @@ pub async fn answer(bus: &Bus, msg: &async_nats::Message, on: Answering<'_>) {
                         hosts,
                         log_unavailable_since_ms,
                         next,
+                        host_states,
+                        held,
                         ..
                     } => StatusReply::Ok {
                         services,
@@ -51,6 +54,8 @@ pub async fn answer(bus: &Bus, msg: &async_nats::Message, on: Answering<'_>) {
                         next,
                         planners: Some(on.planners),
                         routers: routers(&on.log.world, &on.applied),
+                        host_states,
+                        held,
                     },
                     rejected => rejected,
                 },
@@ -163,7 +168,36 @@ pub fn status(
         next,
         planners: None,
         routers: Vec::new(),
+        host_states: host_states(world),
+        held: world.held.as_ref().map(|h| HeldStatus {
+            hosts: h.hosts.clone(),
+            since_ms: h.since_ms,
+        }),
     }
+}
+
+/// Every host the log knows, live, suspect or lost, with its replicas.
+pub fn host_states(world: &World) -> Vec<HostStatus> {
+    world
+        .hosts
+        .iter()
+        .map(|(id, h)| HostStatus {
+            host: id.clone(),
+            state: match (h.live, h.suspect_since_ms) {
+                (false, _) => HostState::Lost,
+                (true, Some(_)) => HostState::Suspect,
+                (true, None) => HostState::Live,
+            },
+            capacity: h.capacity,
+            replicas: world
+                .services
+                .values()
+                .flat_map(|s| s.replicas.values())
+                .filter(|r| &r.host == id && r.phase != Phase::Exited)
+                .count() as u32,
+            suspect_since_ms: h.suspect_since_ms,
+        })
+        .collect()
 }
 
 /// The live routers, each with the services whose latest routes it has not
@@ -391,6 +425,7 @@ mod tests {
             spawned: false,
             started_at_ms: None,
             retiring: false,
+            replaced_by: None,
         }
     }
 

@@ -8,6 +8,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::ClusterSpec;
 use crate::event::{Backend, EventEnvelope};
 use crate::limits::{
     MAX_ACTOR_BYTES, MAX_COMMAND_ID_BYTES, MAX_IMAGE_BYTES, MAX_INSTANCE_BYTES, MAX_NAME_BYTES,
@@ -74,6 +75,10 @@ pub struct Apply {
     /// Every service of the config, validated before anything is applied.
     #[schemars(length(max = MAX_SERVICES_PER_APPLY))]
     pub services: Vec<ServiceSpec>,
+    /// The config's cluster block, when it has one (validated with the
+    /// services; recorded as `ClusterDefined` when it changes anything).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterSpec>,
     /// The file they came from, recorded in the log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = MAX_SOURCE_BYTES))]
@@ -230,6 +235,26 @@ pub struct Stop {
     pub reason: Option<String>,
 }
 
+/// `mentat.cmd.release_hosts`: end a hold on re-placement
+/// (`MassHostLossHeld`): replicas of lost hosts are placed again on the
+/// hosts that are left. The reason is required.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseHosts {
+    /// Idempotency key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_COMMAND_ID_BYTES))]
+    pub command_id: Option<String>,
+    /// Who asks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_ACTOR_BYTES))]
+    pub actor: Option<String>,
+    /// Why (required: the log says why the survivors took the load).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_REASON_BYTES))]
+    pub reason: Option<String>,
+}
+
 /// Any command, tagged by its verb.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -255,6 +280,8 @@ pub enum Command {
     Spawn(Spawn),
     /// `mentat.cmd.stop`
     Stop(Stop),
+    /// `mentat.cmd.release_hosts`
+    ReleaseHosts(ReleaseHosts),
 }
 
 /// `(command_id, actor, reason)` of any command struct.
@@ -270,9 +297,19 @@ macro_rules! common {
 
 impl Command {
     /// Verbs understood on `mentat.cmd.<verb>`.
-    pub const VERBS: [&'static str; 11] = [
-        "deploy", "rollback", "apply", "pause", "resume", "abort", "promote", "weight", "route",
-        "spawn", "stop",
+    pub const VERBS: [&'static str; 12] = [
+        "deploy",
+        "rollback",
+        "apply",
+        "pause",
+        "resume",
+        "abort",
+        "promote",
+        "weight",
+        "route",
+        "spawn",
+        "stop",
+        "release_hosts",
     ];
 
     /// The services this command is about (every service of an apply).
@@ -288,6 +325,7 @@ impl Command {
             Command::Route(c) => vec![c.service.as_str()],
             Command::Spawn(c) => vec![c.service.as_str()],
             Command::Stop(c) => vec![c.service.as_str()],
+            Command::ReleaseHosts(_) => Vec::new(),
         }
     }
 
@@ -305,6 +343,7 @@ impl Command {
             Command::Route(_) => "route",
             Command::Spawn(_) => "spawn",
             Command::Stop(_) => "stop",
+            Command::ReleaseHosts(_) => "release_hosts",
         }
     }
 
@@ -320,6 +359,7 @@ impl Command {
             Command::Route(c) => common!(c),
             Command::Spawn(c) => common!(c),
             Command::Stop(c) => common!(c),
+            Command::ReleaseHosts(c) => common!(c),
         }
     }
 
@@ -493,6 +533,54 @@ pub struct StatusQuery {
     pub limit: Option<u32>,
 }
 
+/// Where an executor host stands, as the planner judged it from its heartbeats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HostState {
+    /// Sending heartbeats.
+    Live,
+    /// Silent for `suspect_after_secs`: its replicas have weight 0.
+    Suspect,
+    /// Silent for `lost_after_secs`: its replicas are placed again (unless held).
+    Lost,
+}
+
+impl HostState {
+    /// Lowercase name, as `mt hosts` shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostState::Live => "live",
+            HostState::Suspect => "suspect",
+            HostState::Lost => "lost",
+        }
+    }
+}
+
+/// One executor host in `mt status` and `mt hosts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct HostStatus {
+    /// Host id.
+    pub host: String,
+    /// Live, suspect or lost.
+    pub state: HostState,
+    /// Replicas it can run.
+    pub capacity: u32,
+    /// Replicas the planner placed on it that have not exited.
+    pub replicas: u32,
+    /// Since when it is suspect (ms since epoch), while suspect or lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspect_since_ms: Option<i64>,
+}
+
+/// A hold on re-placement after a mass host loss.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct HeldStatus {
+    /// The hosts that went suspect together.
+    pub hosts: Vec<String>,
+    /// Since when (ms since epoch).
+    pub since_ms: i64,
+}
+
 /// `mentat.query.history`: deployments of a service, or the raw events of
 /// its stream, a page at a time (see [`crate::paging`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -515,6 +603,8 @@ pub struct HistoryQuery {
 }
 
 /// Reply to `mentat.query.status`.
+// A reply is built once per query and sent at once: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum StatusReply {
@@ -538,6 +628,12 @@ pub enum StatusReply {
         /// not applied yet.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         routers: Vec<RouterStatus>,
+        /// Every executor host the log knows, live, suspect or lost.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        host_states: Vec<HostStatus>,
+        /// Set while re-placement is held after a mass host loss.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        held: Option<HeldStatus>,
     },
     /// The query could not be answered.
     Rejected {

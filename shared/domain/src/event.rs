@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeMap;
 
+use crate::cluster::ClusterSpec;
 use crate::spec::{CanaryStep, HealthSpec, RouteSpec, RunSpec, ServiceSpec, Strategy};
 
 /// Schema version of every event type in this release.
@@ -150,6 +151,65 @@ pub enum Event {
         host: String,
         /// Why it is considered lost.
         reason: String,
+    },
+    /// The planner heard no heartbeat from a host for the cluster's
+    /// `suspect_after_secs`: its replicas get weight 0 in every router
+    /// (unless every host serving a service is suspect).
+    HostSuspected {
+        /// Host id.
+        host: String,
+        /// How long it had been silent (ms).
+        silent_ms: i64,
+    },
+    /// A suspect host sent a heartbeat again before it was lost: its
+    /// replicas get their weights back.
+    HostSuspicionCleared {
+        /// Host id.
+        host: String,
+    },
+    /// The cluster block of a service file was applied (`mt apply`).
+    ClusterDefined {
+        /// The settings as applied, defaults filled in.
+        cluster: ClusterSpec,
+        /// The file it came from, when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source: Option<String>,
+    },
+    /// More than half of the live hosts went suspect within
+    /// `suspect_after_secs` of each other: replicas of lost hosts are not
+    /// placed again until an operator releases the hold or the hosts return.
+    MassHostLossHeld {
+        /// The hosts that went suspect together.
+        hosts: Vec<String>,
+        /// Hosts live (suspect ones included) when it was decided.
+        live: u32,
+    },
+    /// The hold on re-placement ended: an operator released it
+    /// (`mt hosts release`, actor and reason in the event's meta), or every
+    /// host it named is back.
+    MassHostLossReleased {
+        /// The hosts of the hold.
+        hosts: Vec<String>,
+        /// True when an operator released it.
+        by_operator: bool,
+    },
+    /// A replica of a lost host was placed again: `new_replica` runs the
+    /// same image on `new_host` (a `ReplicaStartRequested` follows), and
+    /// takes the lost one's place in the deployment in flight. The lost
+    /// replica is stopped if its host comes back.
+    ReplicaReplaced {
+        /// The replica left behind.
+        replica: String,
+        /// Service.
+        service: String,
+        /// The lost host it ran on.
+        host: String,
+        /// The replica that takes its place.
+        new_replica: String,
+        /// Where that one runs.
+        new_host: String,
+        /// Image both run.
+        image: String,
     },
     /// A deployment was accepted and planned.
     DeploymentStarted {
@@ -572,6 +632,12 @@ impl Event {
             Event::ServiceDefined { .. } => "ServiceDefined",
             Event::HostJoined { .. } => "HostJoined",
             Event::HostLost { .. } => "HostLost",
+            Event::HostSuspected { .. } => "HostSuspected",
+            Event::HostSuspicionCleared { .. } => "HostSuspicionCleared",
+            Event::ClusterDefined { .. } => "ClusterDefined",
+            Event::MassHostLossHeld { .. } => "MassHostLossHeld",
+            Event::MassHostLossReleased { .. } => "MassHostLossReleased",
+            Event::ReplicaReplaced { .. } => "ReplicaReplaced",
             Event::RouterJoined { .. } => "RouterJoined",
             Event::RouterLost { .. } => "RouterLost",
             Event::PlannerLeaderElected { .. } => "PlannerLeaderElected",
@@ -612,7 +678,13 @@ impl Event {
     /// to the stream of the service being deployed.
     pub fn stream(&self) -> Option<String> {
         Some(match self {
-            Event::HostJoined { .. } | Event::HostLost { .. } => HOSTS_STREAM.to_owned(),
+            Event::HostJoined { .. }
+            | Event::HostLost { .. }
+            | Event::HostSuspected { .. }
+            | Event::HostSuspicionCleared { .. } => HOSTS_STREAM.to_owned(),
+            Event::ClusterDefined { .. }
+            | Event::MassHostLossHeld { .. }
+            | Event::MassHostLossReleased { .. } => CLUSTER_STREAM.to_owned(),
             Event::RouterJoined { .. } | Event::RouterLost { .. } => ROUTERS_STREAM.to_owned(),
             Event::PlannerLeaderElected { .. } => PLANNERS_STREAM.to_owned(),
             Event::LogBreakAccepted { .. } => AUDIT_STREAM.to_owned(),
@@ -628,6 +700,7 @@ impl Event {
             | Event::ReplicaStopRequested { service, .. }
             | Event::WeightsSet { service, .. }
             | Event::ReplicaRetireRequested { service, .. }
+            | Event::ReplicaReplaced { service, .. }
             | Event::ThresholdBreached { service, .. }
             | Event::NoData { service, .. }
             | Event::ThresholdsMet { service, .. } => service.clone(),
@@ -653,6 +726,9 @@ impl Event {
 pub const HOSTS_STREAM: &str = "_hosts";
 /// Log stream of router membership events (`RouterJoined`, `RouterLost`).
 pub const ROUTERS_STREAM: &str = "_routers";
+/// Log stream of the cluster's settings and of holds on re-placement
+/// (`ClusterDefined`, `MassHostLossHeld`, `MassHostLossReleased`).
+pub const CLUSTER_STREAM: &str = "_cluster";
 /// The stream of planner elections.
 pub const PLANNERS_STREAM: &str = "_planners";
 /// The stream of the log's own audit events (`LogBreakAccepted`).

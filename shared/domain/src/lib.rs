@@ -5,6 +5,7 @@
 //! state and the same decisions.
 //!
 //! - [`spec`]: service definitions and their validation.
+//! - [`cluster`]: the cluster block (when a silent host is suspect, then lost).
 //! - [`audit`]: verifying, exporting and anchoring the log over the bus.
 //! - [`command`]: commands, queries and their replies.
 //! - [`limits`]: the bound of every number and string a command carries.
@@ -14,6 +15,7 @@
 //! - [`stats`]: traffic statistics the routers publish.
 
 pub mod audit;
+pub mod cluster;
 pub mod command;
 pub mod event;
 pub mod limits;

@@ -186,6 +186,7 @@ pub fn check_command(command: &Command) -> Result<(), Rejection> {
             fields.push(("service", Some(&c.service), MAX_NAME_BYTES));
             fields.push(("instance", Some(&c.instance), MAX_INSTANCE_BYTES));
         }
+        Command::ReleaseHosts(_) => {}
     }
     for (field, value, max) in fields {
         if let Some(problem) = value.and_then(|v| too_long(v, max)) {
@@ -293,6 +294,7 @@ mod tests {
                 Command::Apply(Apply {
                     command_id: None,
                     services: Vec::new(),
+                    cluster: None,
                     source: Some(long.clone()),
                     actor: None,
                     reason: None,

@@ -21,6 +21,7 @@ fn apply(services: Vec<ServiceSpec>) -> Command {
     Command::Apply(Apply {
         command_id: None,
         services,
+        cluster: None,
         source: None,
         actor: None,
         reason: None,

@@ -29,6 +29,7 @@ fn define_rec(sim: &mut Sim) {
     sim.command(&Command::Apply(Apply {
         command_id: None,
         services: vec![rec],
+        cluster: None,
         source: None,
         actor: None,
         reason: None,

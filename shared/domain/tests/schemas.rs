@@ -9,8 +9,8 @@ use mentat_domain::audit::{
     AuditKeyReply, AuditVerifyQuery, AuditVerifyReply, LoggedEvent,
 };
 use mentat_domain::command::{
-    Apply, Control, Deploy, HistoryQuery, HistoryReply, Reply, Rollback, Route, Spawn, StatusQuery,
-    StatusReply, Stop, Weight,
+    Apply, Control, Deploy, HistoryQuery, HistoryReply, ReleaseHosts, Reply, Rollback, Route,
+    Spawn, StatusQuery, StatusReply, Stop, Weight,
 };
 use mentat_domain::event::{Event, EventEnvelope, Fact, HostHeartbeat, RouterHeartbeat};
 use mentat_domain::stats::TrafficStats;
@@ -26,6 +26,7 @@ fn schemas() -> Vec<(&'static str, schemars::Schema)> {
         ("cmd.route.json", schema_for!(Route)),
         ("cmd.spawn.json", schema_for!(Spawn)),
         ("cmd.stop.json", schema_for!(Stop)),
+        ("cmd.release_hosts.json", schema_for!(ReleaseHosts)),
         ("reply.json", schema_for!(Reply)),
         ("query.status.json", schema_for!(StatusQuery)),
         ("query.status.reply.json", schema_for!(StatusReply)),

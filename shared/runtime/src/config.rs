@@ -19,6 +19,14 @@
 //!       standby_secs: 600
 //! ```
 //!
+//! A top-level `cluster:` block is optional (see [`mentat_domain::cluster`]):
+//!
+//! ```yaml
+//! cluster:
+//!   suspect_after_secs: 3
+//!   lost_after_secs: 30
+//! ```
+//!
 //! `health` and `deploy` and every field in them are optional, with the
 //! defaults of [`mentat_domain::spec`]. Every problem is reported, not just
 //! the first, each with the file, the line and the dotted path of the field:
@@ -28,6 +36,7 @@
 use std::fmt;
 use std::path::Path;
 
+use mentat_domain::cluster::ClusterSpec;
 use mentat_domain::spec::{DeploySpec, HealthSpec, RouteSpec, RunSpec, ServiceSpec};
 use serde::de::DeserializeOwned;
 use serde_yaml::{Mapping, Value};
@@ -110,11 +119,26 @@ impl std::error::Error for ConfigError {
     }
 }
 
-/// Read and validate a service file. Errors name the file as `path` shows it.
+/// Everything a service file declares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceFile {
+    /// The services, in the order of the file.
+    pub services: Vec<ServiceSpec>,
+    /// The `cluster:` block, when the file has one (defaults filled in).
+    pub cluster: Option<ClusterSpec>,
+}
+
+/// Read and validate a service file's services. Errors name the file as
+/// `path` shows it.
 pub fn load(path: &Path) -> Result<Vec<ServiceSpec>, ConfigError> {
+    load_file(path).map(|f| f.services)
+}
+
+/// Read and validate a whole service file, its cluster block included.
+pub fn load_file(path: &Path) -> Result<ServiceFile, ConfigError> {
     let file = path.display().to_string();
     match std::fs::read_to_string(path) {
-        Ok(text) => parse(&text, &file),
+        Ok(text) => parse_file(&text, &file),
         Err(source) => Err(ConfigError::Read { file, source }),
     }
 }
@@ -122,6 +146,11 @@ pub fn load(path: &Path) -> Result<Vec<ServiceSpec>, ConfigError> {
 /// Parse and validate the text of a service file; `file` names it in errors.
 /// Services come back in the order of the file.
 pub fn parse(text: &str, file: &str) -> Result<Vec<ServiceSpec>, ConfigError> {
+    parse_file(text, file).map(|f| f.services)
+}
+
+/// Parse and validate the text of a whole service file.
+pub fn parse_file(text: &str, file: &str) -> Result<ServiceFile, ConfigError> {
     let invalid = |problems| ConfigError::Invalid {
         file: file.to_owned(),
         problems,
@@ -135,8 +164,9 @@ pub fn parse(text: &str, file: &str) -> Result<Vec<ServiceSpec>, ConfigError> {
         problems: Vec::new(),
     };
     let services = checker.root(&root);
+    let cluster = checker.cluster(&root);
     if checker.problems.is_empty() {
-        Ok(services)
+        Ok(ServiceFile { services, cluster })
     } else {
         let mut problems = checker.problems;
         problems.sort_by_key(|p| p.line.unwrap_or(0));
@@ -187,11 +217,11 @@ impl Checker<'_> {
             }
         };
         for key in map.keys() {
-            if key.as_str() != Some("services") {
+            if !matches!(key.as_str(), Some("services" | "cluster")) {
                 let key = key_text(key);
                 self.report(
                     &[&key],
-                    format!("unknown field `{key}`, expected `services`"),
+                    format!("unknown field `{key}`, expected `services` or `cluster`"),
                 );
             }
         }
@@ -218,6 +248,25 @@ impl Checker<'_> {
             .iter()
             .filter_map(|(name, body)| self.service(name, body))
             .collect()
+    }
+
+    /// The `cluster:` block, checked field by field; `None` when the file
+    /// has none (or it is invalid: the problems say why).
+    fn cluster(&mut self, root: &Value) -> Option<ClusterSpec> {
+        let Value::Mapping(map) = root else {
+            return None;
+        };
+        map.get("cluster")?;
+        let before = self.problems.len();
+        let cluster = self.section::<ClusterSpec>(map, &[], "cluster", None)?;
+        if self.problems.len() > before {
+            return None;
+        }
+        for e in cluster.validate() {
+            let path: Vec<&str> = e.path.split('.').collect();
+            self.report(&path, e.message);
+        }
+        (self.problems.len() == before).then_some(cluster)
     }
 
     fn service(&mut self, key: &Value, body: &Value) -> Option<ServiceSpec> {

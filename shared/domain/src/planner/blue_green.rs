@@ -26,7 +26,7 @@ pub(crate) fn react(
         return rolling::next_batch(world, state, spec, d, d.replicas, now_ms);
     };
     if !batch.switched || batch.replace.is_empty() {
-        return rolling::react_batch(state, spec, d, batch, now_ms);
+        return rolling::react_batch(world, state, spec, d, batch, now_ms);
     }
     if !d.standby_ended {
         if let Some(r) = batch
@@ -63,6 +63,6 @@ pub(crate) fn react(
                 Vec::new()
             }
         }
-        Some(_) => rolling::react_batch(state, spec, d, batch, now_ms),
+        Some(_) => rolling::react_batch(world, state, spec, d, batch, now_ms),
     }
 }

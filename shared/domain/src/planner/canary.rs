@@ -52,7 +52,7 @@ pub(crate) fn react(
         return rolling::react(world, state, spec, d, now_ms);
     }
     if let Some(batch) = &d.batch {
-        return rolling::react_batch(state, spec, d, batch, now_ms);
+        return rolling::react_batch(world, state, spec, d, batch, now_ms);
     }
     if d.batches_started == 0 {
         return rolling::start_batch(

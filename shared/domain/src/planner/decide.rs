@@ -12,7 +12,7 @@ use crate::limits::{check_command, shown};
 use crate::planner::routes::route_change;
 use crate::planner::state::{Phase, ServiceState, World};
 use crate::planner::steady::{reconcile, serving, stop_drained, stop_retired};
-use crate::planner::{canary, control, deployment, traffic};
+use crate::planner::{canary, control, deployment, hosts, traffic};
 use crate::spec::{ServiceSpec, Strategy};
 
 /// Settings of the planner that are not part of any service's spec.
@@ -79,6 +79,7 @@ pub fn handle(world: &World, command: &Command, deployment_id: &str, now_ms: i64
         Command::Route(c) => traffic::route(world, c),
         Command::Spawn(c) => traffic::spawn(world, c),
         Command::Stop(c) => traffic::stop(world, c),
+        Command::ReleaseHosts(c) => hosts::release(world, c),
     }
 }
 
@@ -93,6 +94,9 @@ fn handle_apply(world: &World, apply: &Apply) -> Decision {
             errors.push(format!("services.{}: defined twice", shown(&spec.name)));
         }
         errors.extend(spec.validate().iter().map(ToString::to_string));
+    }
+    if let Some(cluster) = &apply.cluster {
+        errors.extend(cluster.validate().iter().map(ToString::to_string));
     }
     if !errors.is_empty() {
         return reject(
@@ -109,7 +113,7 @@ fn handle_apply(world: &World, apply: &Apply) -> Decision {
         .iter()
         .filter(|spec| world.services.get(&spec.name).and_then(|s| s.spec.as_ref()) != Some(spec))
         .collect();
-    let appends = changed
+    let mut appends: Vec<Append> = changed
         .iter()
         .map(|spec| Append {
             stream: spec.name.clone(),
@@ -119,7 +123,18 @@ fn handle_apply(world: &World, apply: &Apply) -> Decision {
             }],
         })
         .collect();
-    let names: Vec<&str> = changed.iter().map(|s| s.name.as_str()).collect();
+    let mut names: Vec<&str> = changed.iter().map(|s| s.name.as_str()).collect();
+    // A file without a cluster block leaves the cluster settings as they are.
+    if let Some(cluster) = apply.cluster.filter(|c| world.cluster != Some(*c)) {
+        appends.push(Append {
+            stream: crate::event::CLUSTER_STREAM.to_owned(),
+            events: vec![Event::ClusterDefined {
+                cluster,
+                source: apply.source.clone(),
+            }],
+        });
+        names.push("the cluster settings");
+    }
     let message = if names.is_empty() {
         "no change: every service is already defined this way".to_owned()
     } else {
@@ -366,12 +381,15 @@ fn react_once(world: &World, service: &str, now_ms: i64, settings: Settings) -> 
     let Some(spec) = state.spec.as_ref() else {
         return Vec::new();
     };
-    let mut events = match &state.deployment {
-        Some(d) => deployment::react(world, state, spec, d, now_ms),
-        None => reconcile(world, state, spec),
-    };
+    let mut events = hosts::react(world, state, spec);
     if events.is_empty() {
-        events.extend(route_change(state, spec));
+        events = match &state.deployment {
+            Some(d) => deployment::react(world, state, spec, d, now_ms),
+            None => reconcile(world, state, spec),
+        };
+    }
+    if events.is_empty() {
+        events.extend(route_change(state, spec, &hosts::unavailable(world)));
     }
     if events.is_empty() {
         events.extend(stop_retired(state, spec));
@@ -385,6 +403,14 @@ fn react_once(world: &World, service: &str, now_ms: i64, settings: Settings) -> 
 /// The earliest time at which [`react`] may decide something without a new fact.
 pub fn next_deadline(world: &World, service: &str, settings: Settings) -> Option<i64> {
     let state = world.services.get(service)?;
+    if state
+        .spec
+        .as_ref()
+        .is_some_and(|spec| hosts::pending(world, state, spec))
+    {
+        // Host loss has something to do now (a hold was released, room appeared).
+        return Some(i64::MIN);
+    }
     let d = state.deployment.as_ref().filter(|d| d.paused.is_none());
     let batch_deadline = d
         .and_then(|d| d.batch.as_ref())

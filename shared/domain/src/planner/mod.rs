@@ -14,12 +14,14 @@
 //! - [`routes`]: the routing table and its weights.
 //! - `steady`: drained and retired replicas, replica count, placement.
 //! - `ids`: replica ids, unique across the cluster.
+//! - [`hosts`]: suspect and lost hosts, re-placement, the mass-loss hold.
 
 mod blue_green;
 pub mod canary;
 mod control;
 pub mod decide;
 pub mod deployment;
+pub mod hosts;
 mod ids;
 pub mod policy;
 mod rolling;
@@ -29,4 +31,5 @@ mod steady;
 mod traffic;
 
 pub use decide::{handle, next_deadline, react, Append, Decision, Settings};
+pub use hosts::react_cluster;
 pub use state::{Phase, Replica, ServiceState, World};

@@ -5,6 +5,7 @@
 
 use crate::event::Event;
 use crate::limits::secs_to_ms;
+use crate::planner::hosts;
 use crate::planner::ids::next_replica_ids;
 use crate::planner::policy::{self, Cause, TurnBack};
 use crate::planner::state::{Batch, Deployment, Phase, Replica, ServiceState, World};
@@ -22,7 +23,7 @@ pub(crate) fn react(
 ) -> Vec<Event> {
     match &d.batch {
         None => next_batch(world, state, spec, d, d.batch_size, now_ms),
-        Some(batch) => react_batch(state, spec, d, batch, now_ms),
+        Some(batch) => react_batch(world, state, spec, d, batch, now_ms),
     }
 }
 
@@ -102,7 +103,13 @@ pub(crate) fn start_batch(
 
 /// Wait for a batch's new replicas to be healthy (failing it when one exits
 /// or the health timeout passes), then retire the replicas it replaces.
+///
+/// Host loss is not the release's failure: a new replica late because its
+/// host is suspect or lost does not fail the batch (it is placed again, and
+/// its replacement gets a health timeout of its own), and a replica it
+/// retires that is left on a lost host counts as gone.
 pub(crate) fn react_batch(
+    world: &World,
     state: &ServiceState,
     spec: &ServiceSpec,
     d: &Deployment,
@@ -131,13 +138,22 @@ pub(crate) fn react_batch(
             .filter_map(replica)
             .filter(|r| r.phase == Phase::Healthy)
             .count();
+        let unavailable = hosts::unavailable(world);
+        let away =
+            |id: &&String| replica(id).is_some_and(|r| unavailable.contains(r.host.as_str()));
         if healthy < batch.start.len() && now_ms >= batch.deadline_ms {
             let late: Vec<&str> = batch
                 .start
                 .iter()
                 .filter(|id| replica(id).is_none_or(|r| r.phase != Phase::Healthy))
+                .filter(|id| !away(id))
                 .map(String::as_str)
                 .collect();
+            if late.is_empty() {
+                // Every late replica is on a suspect or lost host: wait
+                // for it, or for its replacement.
+                return Vec::new();
+            }
             let reason = format!(
                 "replica(s) {} ({}) not healthy within {}s",
                 late.join(", "),
@@ -170,10 +186,10 @@ pub(crate) fn react_batch(
         }
     }
     let done = batch.replace.iter().all(|id| {
-        state
-            .replicas
-            .get(id)
-            .is_none_or(|r| r.phase == Phase::Exited)
+        state.replicas.get(id).is_none_or(|r| {
+            matches!(r.phase, Phase::Exited | Phase::Lost)
+                || world.hosts.get(&r.host).is_some_and(|h| !h.live)
+        })
     });
     if events.is_empty() && done {
         events.push(Event::BatchCompleted {

@@ -9,8 +9,10 @@
 //!   no weighted traffic); during a canary the canary replicas share exactly
 //!   the step's percent and the others the rest; otherwise an operator's
 //!   weight, else 100 for a declared replica and 0 for a spawned one.
+//! - A replica on a suspect or lost host has weight 0, unless every
+//!   replica with a weight is on such a host (see [`super::hosts`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::event::{Backend, Event};
 use crate::planner::state::{Deployment, Phase, Replica, ServiceState};
@@ -19,9 +21,15 @@ use crate::spec::{ServiceSpec, Strategy};
 /// Weight of a declared replica nobody set a weight for.
 pub const DEFAULT_WEIGHT: u32 = 100;
 
-/// The routing table the service should have now, as a change if it differs.
-pub(crate) fn route_change(state: &ServiceState, spec: &ServiceSpec) -> Option<Event> {
-    let backends = desired(state);
+/// The routing table the service should have now, as a change if it
+/// differs. `unavailable` names the suspect and lost hosts.
+pub(crate) fn route_change(
+    state: &ServiceState,
+    spec: &ServiceSpec,
+    unavailable: &BTreeSet<&str>,
+) -> Option<Event> {
+    let mut backends = desired(state);
+    silence(state, &mut backends, unavailable);
     (backends != state.routes || spec.route != state.route).then(|| Event::RouteChanged {
         service: spec.name.clone(),
         backends,
@@ -82,6 +90,27 @@ fn desired(state: &ServiceState) -> Vec<Backend> {
             }
         })
         .collect()
+}
+
+/// Weight 0 for the backends on `unavailable` hosts, unless no backend
+/// with a weight would be left: then the table stays as it is (a router
+/// with nothing to send to fails every request; a suspect host may still
+/// serve).
+fn silence(state: &ServiceState, backends: &mut [Backend], unavailable: &BTreeSet<&str>) {
+    let off = |b: &Backend| {
+        state
+            .replicas
+            .get(&b.replica)
+            .is_some_and(|r| unavailable.contains(r.host.as_str()))
+    };
+    if !backends.iter().any(|b| b.weight > 0 && !off(b)) {
+        return;
+    }
+    for b in backends.iter_mut() {
+        if off(b) {
+            b.weight = 0;
+        }
+    }
 }
 
 /// The weight an operator set, or the default for the kind of instance.

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::cluster::ClusterSpec;
 use crate::command::{DeploymentRecord, Outcome};
 use crate::event::{Backend, Event, EventEnvelope, Judgement, Plan};
 use crate::spec::{HealthSpec, RouteSpec, ServiceSpec, Strategy};
@@ -26,6 +27,10 @@ pub enum Phase {
     Stopping,
     /// Its process ended.
     Exited,
+    /// Its host was lost and another replica took its place
+    /// (`ReplicaReplaced`); it may still run there, and is stopped if the
+    /// host comes back.
+    Lost,
 }
 
 impl Phase {
@@ -39,6 +44,7 @@ impl Phase {
             Phase::Draining => "draining",
             Phase::Stopping => "stopping",
             Phase::Exited => "exited",
+            Phase::Lost => "lost",
         }
     }
 
@@ -79,6 +85,8 @@ pub struct Replica {
     pub started_at_ms: Option<i64>,
     /// An operator asked for it to be taken out of rotation and stopped.
     pub retiring: bool,
+    /// The replica that took its place when its host was lost.
+    pub replaced_by: Option<String>,
 }
 
 /// The batch of a deployment in progress.
@@ -262,8 +270,28 @@ impl ServiceState {
 pub struct Host {
     /// Replicas it can run.
     pub capacity: u32,
-    /// Sending heartbeats.
+    /// Not lost: it joined and no `HostLost` followed (it may be suspect).
     pub live: bool,
+    /// When it was suspected (ms since epoch), until it heartbeats again;
+    /// kept once it is lost.
+    pub suspect_since_ms: Option<i64>,
+}
+
+impl Host {
+    /// Live and not suspect: new replicas may be placed on it and its
+    /// replicas keep their weights.
+    pub fn available(&self) -> bool {
+        self.live && self.suspect_since_ms.is_none()
+    }
+}
+
+/// Re-placement held after a mass host loss (`MassHostLossHeld`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    /// The hosts that went suspect together.
+    pub hosts: Vec<String>,
+    /// When it was decided (ms since epoch).
+    pub since_ms: i64,
 }
 
 /// A router, as its `RouterJoined` and `RouterLost` events say.
@@ -290,6 +318,13 @@ pub struct World {
     pub position: i64,
     /// The planner elected last, and its epoch.
     pub leader: Option<(String, i64)>,
+    /// The cluster block last applied, if any (see [`World::cluster`]).
+    pub cluster: Option<ClusterSpec>,
+    /// Set while re-placement is held after a mass host loss.
+    pub held: Option<Hold>,
+    /// When the last hold ended (ms since epoch): hosts suspected before
+    /// then do not make a new one.
+    pub released_at_ms: Option<i64>,
 }
 
 impl World {
@@ -313,6 +348,11 @@ impl World {
         !self.routers.is_empty() && self.routers.values().all(|r| !r.live)
     }
 
+    /// The cluster settings: the block last applied, or the defaults.
+    pub fn cluster(&self) -> ClusterSpec {
+        self.cluster.unwrap_or_default()
+    }
+
     /// The live routers' ids.
     pub fn live_routers(&self) -> impl Iterator<Item = &str> {
         self.routers
@@ -333,6 +373,7 @@ impl World {
                     Host {
                         capacity: *capacity,
                         live: true,
+                        suspect_since_ms: None,
                     },
                 );
             }
@@ -340,6 +381,27 @@ impl World {
                 if let Some(h) = self.hosts.get_mut(host) {
                     h.live = false;
                 }
+            }
+            Event::HostSuspected { host, .. } => {
+                if let Some(h) = self.hosts.get_mut(host) {
+                    h.suspect_since_ms = Some(at);
+                }
+            }
+            Event::HostSuspicionCleared { host } => {
+                if let Some(h) = self.hosts.get_mut(host) {
+                    h.suspect_since_ms = None;
+                }
+            }
+            Event::ClusterDefined { cluster, .. } => self.cluster = Some(*cluster),
+            Event::MassHostLossHeld { hosts, .. } => {
+                self.held = Some(Hold {
+                    hosts: hosts.clone(),
+                    since_ms: at,
+                });
+            }
+            Event::MassHostLossReleased { .. } => {
+                self.held = None;
+                self.released_at_ms = Some(at);
             }
             Event::RouterJoined {
                 router,
@@ -487,6 +549,7 @@ fn apply_service(s: &mut ServiceState, event: &Event, at: i64, meta: &crate::Met
                     spawned: *spawned,
                     started_at_ms: None,
                     retiring: false,
+                    replaced_by: None,
                 },
             );
         }
@@ -725,8 +788,18 @@ fn apply_service(s: &mut ServiceState, event: &Event, at: i64, meta: &crate::Met
                 r.retiring = true;
             }
         }
+        Event::ReplicaReplaced {
+            replica,
+            new_replica,
+            ..
+        } => replaced(s, replica, new_replica, at),
         Event::HostJoined { .. }
         | Event::HostLost { .. }
+        | Event::HostSuspected { .. }
+        | Event::HostSuspicionCleared { .. }
+        | Event::ClusterDefined { .. }
+        | Event::MassHostLossHeld { .. }
+        | Event::MassHostLossReleased { .. }
         | Event::RouterJoined { .. }
         | Event::RouterLost { .. }
         | Event::PlannerLeaderElected { .. }
@@ -758,6 +831,36 @@ fn apply_routes(s: &mut ServiceState, backends: &[Backend], at: i64) {
         let routed = |id: &String| backends.iter().any(|b| &b.replica == id);
         if !batch.start.is_empty() && batch.start.iter().all(routed) {
             batch.switched = true;
+        }
+    }
+}
+
+/// `old`, on a lost host, was replaced by `new`: `old` is lost, and `new`
+/// takes its place wherever the deployment in flight names it (its batch,
+/// its canary set) and keeps its operator weight. A batch waiting for `old`
+/// to become healthy waits for `new` as long as a new replica gets.
+fn replaced(s: &mut ServiceState, old: &str, new: &str, at: i64) {
+    if let Some(r) = s.replicas.get_mut(old) {
+        r.phase = Phase::Lost;
+        r.replaced_by = Some(new.to_owned());
+    }
+    if let Some(w) = s.weights.remove(old) {
+        s.weights.insert(new.to_owned(), w);
+    }
+    let swap = |ids: &mut Vec<String>| {
+        for id in ids.iter_mut().filter(|id| *id == old) {
+            *id = new.to_owned();
+        }
+    };
+    if let Some(d) = s.deployment.as_mut() {
+        swap(&mut d.canary.replicas);
+        let health_timeout = crate::limits::secs_to_ms(d.plan.health_timeout_secs);
+        if let Some(b) = d.batch.as_mut() {
+            if b.start.iter().any(|id| id == old) {
+                b.deadline_ms = b.deadline_ms.max(at.saturating_add(health_timeout));
+            }
+            swap(&mut b.start);
+            swap(&mut b.replace);
         }
     }
 }

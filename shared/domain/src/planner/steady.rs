@@ -83,7 +83,8 @@ pub(crate) fn stop_retired(state: &ServiceState, spec: &ServiceSpec) -> Vec<Even
         .collect()
 }
 
-/// Hosts for `count` new replicas of `service`: spread first, so that no
+/// Hosts for `count` new replicas of `service`, among the available ones
+/// (live and not suspect): spread first, so that no
 /// live host gets a second replica of the service while another live host
 /// with room has fewer; among those, the host running the fewest replicas
 /// in all; then by host id, so the choice is the same on every replay.
@@ -96,7 +97,7 @@ pub(crate) fn place(world: &World, service: &str, leaving: &[String], count: usi
     let mut load: Vec<(u32, u32, u32, String)> = world
         .hosts
         .iter()
-        .filter(|(_, h)| h.live)
+        .filter(|(_, h)| h.available())
         .map(|(id, h)| {
             let mut mine = 0;
             let mut all = 0;

@@ -27,6 +27,8 @@ pub struct Sim {
     pub routed_images: Vec<String>,
     /// The routing table after every RouteChanged.
     pub tables: Vec<Vec<Backend>>,
+    /// Hosts cut off: their replicas report nothing.
+    pub down: std::collections::BTreeSet<String>,
 }
 
 impl Sim {
@@ -55,6 +57,7 @@ impl Sim {
             routed_counts: Vec::new(),
             routed_images: Vec::new(),
             tables: Vec::new(),
+            down: Default::default(),
         };
         sim.record(
             "_hosts",
@@ -90,6 +93,7 @@ impl Sim {
         let apply = Command::Apply(Apply {
             command_id: None,
             services: vec![spec],
+            cluster: None,
             source: None,
             actor: None,
             reason: None,
@@ -238,7 +242,7 @@ impl Sim {
     pub fn cluster_facts(&mut self) -> Vec<Event> {
         let s = &self.world.services["web"];
         let mut facts = Vec::new();
-        for r in s.replicas.values() {
+        for r in s.replicas.values().filter(|r| !self.down.contains(&r.host)) {
             use mentat_domain::planner::Phase::*;
             let exit = |requested| Event::ReplicaExited {
                 replica: r.id.clone(),
