@@ -30,8 +30,9 @@ pub async fn connect(url: &str) -> Result<Bus> {
                  other command; {}",
                 crate::supervisor::NATS_HOW_TO_GET
             )),
+            e @ mentat_bus::Error::Refused { .. } => Error::Runtime(e.to_string()),
             e => Error::Unreachable {
-                url: url.to_owned(),
+                url: mentat_bus::client::redact(url),
                 detail: e.to_string(),
             },
         })

@@ -73,6 +73,108 @@ pub fn server_addrs(urls: &str) -> Result<Vec<ServerAddr>> {
     Ok(addrs)
 }
 
+/// `urls` as it may be shown: every password replaced by `***`.
+pub fn redact(urls: &str) -> String {
+    urls.split(',')
+        .map(|url| {
+            let Some((scheme, rest)) = url.split_once("://") else {
+                return url.to_owned();
+            };
+            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            let (authority, tail) = rest.split_at(end);
+            match authority.rsplit_once('@') {
+                Some((userinfo, host)) => match userinfo.split_once(':') {
+                    Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
+                    None => format!("{scheme}://***@{host}{tail}"),
+                },
+                None => url.to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// How a client proves who it is, read from the URLs' user information
+/// (async-nats itself ignores it): `USER:PASSWORD@` is a user and password,
+/// `TOKEN@` alone a token. Every URL of a list that carries credentials must
+/// carry the same ones.
+#[derive(Clone, PartialEq, Eq)]
+pub enum UrlAuth {
+    /// No credentials in the URLs.
+    None,
+    /// `nats://USER:PASSWORD@…`.
+    UserPassword(String, String),
+    /// `nats://TOKEN@…`.
+    Token(String),
+}
+
+impl std::fmt::Debug for UrlAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UrlAuth::None => f.write_str("None"),
+            UrlAuth::UserPassword(user, _) => write!(f, "UserPassword({user}, ***)"),
+            UrlAuth::Token(_) => f.write_str("Token(***)"),
+        }
+    }
+}
+
+impl UrlAuth {
+    /// The credentials of `addrs` (percent-decoded).
+    pub fn of(addrs: &[ServerAddr]) -> Result<UrlAuth> {
+        let mut found = UrlAuth::None;
+        for addr in addrs {
+            let auth = match (addr.username(), addr.password()) {
+                (Some(user), Some(pass)) => UrlAuth::UserPassword(decode(user), decode(pass)),
+                (Some(token), None) => UrlAuth::Token(decode(token)),
+                _ => continue,
+            };
+            if found != UrlAuth::None && found != auth {
+                return Err(Error::InvalidUrl {
+                    url: redact(addr.clone().into_inner().as_ref()),
+                    detail: "the URLs of one list carry different credentials".into(),
+                });
+            }
+            found = auth;
+        }
+        Ok(found)
+    }
+
+    fn apply(&self, options: async_nats::ConnectOptions) -> async_nats::ConnectOptions {
+        match self {
+            UrlAuth::None => options,
+            UrlAuth::UserPassword(user, pass) => {
+                options.user_and_password(user.clone(), pass.clone())
+            }
+            UrlAuth::Token(token) => options.token(token.clone()),
+        }
+    }
+}
+
+/// `text` with its `%XX` escapes decoded (as URL user information is written).
+fn decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// How many servers `info` announces in its cluster (its own client URL
 /// and those of the servers it has routes to); 1 for a server alone.
 pub fn cluster_servers(info: &async_nats::ServerInfo) -> usize {
@@ -116,12 +218,15 @@ impl Bus {
         replicas: Replicas,
     ) -> Result<Self> {
         let addrs = server_addrs(urls)?;
+        let auth = UrlAuth::of(&addrs)?;
+        let shown = redact(urls);
         let deadline = tokio::time::Instant::now() + wait;
         let (connected, connections) = watch::channel(0u64);
         let connected = Arc::new(connected);
         let client = loop {
             let connected = connected.clone();
-            let attempt = async_nats::ConnectOptions::new()
+            let attempt = auth
+                .apply(async_nats::ConnectOptions::new())
                 .event_callback(move |event| {
                     let connected = connected.clone();
                     async move {
@@ -142,13 +247,26 @@ impl Bus {
                 .await;
             match attempt {
                 Ok(c) => break c,
+                // Refused credentials stay refused: say so now, not at the deadline.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        async_nats::ConnectErrorKind::AuthorizationViolation
+                            | async_nats::ConnectErrorKind::Authentication
+                    ) =>
+                {
+                    return Err(Error::Refused {
+                        url: shown,
+                        detail: e.to_string(),
+                    })
+                }
                 Err(e) if tokio::time::Instant::now() >= deadline => {
                     return Err(Error::Nats(format!(
-                        "cannot connect to NATS at {urls}: {e}"
+                        "cannot connect to NATS at {shown}: {e}"
                     )))
                 }
                 Err(e) => {
-                    tracing::debug!(urls, error = %e, "NATS not reachable yet, retrying");
+                    tracing::debug!(urls = %shown, error = %e, "NATS not reachable yet, retrying");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
@@ -156,7 +274,7 @@ impl Bus {
         let info = client.server_info();
         if parse_version(&info.version).is_some_and(is_too_old) {
             return Err(Error::ServerTooOld {
-                url: urls.to_owned(),
+                url: shown,
                 version: info.version,
             });
         }

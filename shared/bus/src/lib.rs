@@ -37,6 +37,15 @@ pub enum Error {
         /// Why.
         detail: String,
     },
+    /// The NATS server refused the credentials (or their absence): fix
+    /// them, retrying does not help. `url` has its password masked.
+    #[error("the NATS server at {url} refused the connection: {detail}; give the user and password in the URL (nats://USER:PASSWORD@HOST:PORT, best in MENTAT_NATS_URL rather than on a command line)")]
+    Refused {
+        /// The URL list, passwords masked.
+        url: String,
+        /// What the server said.
+        detail: String,
+    },
     /// The NATS server is older than [`client::MIN_SERVER_VERSION`]; nothing
     /// was created on it. Retrying does not help.
     #[error("{}", client::too_old_message(&format!("the NATS server at {url}"), version))]
