@@ -10,7 +10,7 @@
 //!   registered ([`known_method`]); anything else is 400;
 //! - one Host field at most (§3.2), else 400;
 //! - a body is framed by `Transfer-Encoding: chunked` or a Content-Length
-//!   of ASCII digits ([`crate::codec::Fields`]). Transfer-Encoding in an
+//!   of ASCII digits ([`super::codec::Fields`]). Transfer-Encoding in an
 //!   HTTP/1.0 request, twice, or beside a Content-Length is 400; any
 //!   coding other than exactly `chunked` is 501 (nginx: "unknown
 //!   Transfer-Encoding").
@@ -18,14 +18,14 @@
 use std::mem::MaybeUninit;
 
 use bytes::BytesMut;
-use hyper::http::request::Parts;
-use hyper::{Method, Request, Uri, Version};
+use http::request::Parts;
+use http::{Method, Request, Uri, Version};
 
-use crate::codec::{Fields, Framing};
-use crate::headers::RawFields;
+use super::codec::{Fields, Framing};
+use super::fields::RawFields;
 
 /// Most header fields in a request head.
-const MAX_HEADERS: usize = 128;
+pub const MAX_HEADERS: usize = 128;
 
 /// A request head, and what the connection needs to know of it.
 #[derive(Debug)]
@@ -45,11 +45,11 @@ pub struct Head {
 /// Why a request head is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
-    /// More header fields than the router takes (431).
+    /// More header fields than the server takes (431).
     TooManyHeaders,
     /// Not a valid HTTP/1.x request head (400), and why.
     Bad(&'static str),
-    /// A valid head asking for what the router does not implement (501):
+    /// A valid head asking for what the server does not implement (501):
     /// a transfer coding other than chunked.
     NotImplemented(&'static str),
 }
@@ -99,7 +99,7 @@ pub fn parse(buf: &mut BytesMut) -> Result<Option<Head>, Refusal> {
     let expect_continue = fields.expect_continue;
     let mut fields = RawFields::new(head, fields.into_spans());
     if expect_continue {
-        // Answered here: the router asks for the body when a backend reads it.
+        // Answered here: the server asks for the body when the handler reads it.
         fields.remove(b"expect");
     }
     let (mut parts, ()) = Request::new(()).into_parts();
