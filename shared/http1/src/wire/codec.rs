@@ -294,6 +294,8 @@ pub struct Fields {
     pub hosts: u8,
     /// The Content-Length, if any (several must agree).
     pub length: Option<u64>,
+    /// Content-Length fields sent (a request may have one at most).
+    pub lengths: u8,
     /// `Connection: close`.
     pub close: bool,
     /// `Connection: keep-alive` (meaningful for HTTP/1.0).
@@ -319,6 +321,7 @@ impl Fields {
             only_chunked: false,
             hosts: 0,
             length: None,
+            lengths: 0,
             close: false,
             keep_alive: false,
             expect_continue: false,
@@ -341,6 +344,7 @@ impl Fields {
                     return Err("conflicting content-length");
                 }
                 out.length = Some(n);
+                out.lengths = out.lengths.saturating_add(1);
             } else if name.eq_ignore_ascii_case(b"host") {
                 out.hosts = out.hosts.saturating_add(1);
             } else if name.eq_ignore_ascii_case(b"connection") {

@@ -11,7 +11,9 @@
 //! - one Host field at most (§3.2), else 400;
 //! - a body is framed by `Transfer-Encoding: chunked` or a Content-Length
 //!   of ASCII digits ([`super::codec::Fields`]). Transfer-Encoding in an
-//!   HTTP/1.0 request, twice, or beside a Content-Length is 400; any
+//!   HTTP/1.0 request, twice, or beside a Content-Length is 400, and so
+//!   is a second Content-Length, even an equal one (nginx: "duplicate
+//!   header line"); any
 //!   coding other than exactly `chunked` is 501 (nginx: "unknown
 //!   Transfer-Encoding").
 
@@ -118,6 +120,10 @@ pub fn parse(buf: &mut BytesMut) -> Result<Option<Head>, Refusal> {
 /// How a request's body is delimited (RFC 9112 §6.1-§6.3), checked in
 /// nginx's order.
 fn framing(fields: &Fields, version: Version) -> Result<Framing, Refusal> {
+    if fields.lengths > 1 {
+        // Even equal ones: a backend may read either, or refuse both.
+        return Err(Refusal::Bad("more than one content-length"));
+    }
     if !fields.coded {
         return Ok(fields.length.map_or(Framing::Empty, Framing::Length));
     }
@@ -319,6 +325,10 @@ mod tests {
         assert_eq!(
             refused(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
             Some(Refusal::Bad("conflicting content-length"))
+        );
+        assert_eq!(
+            refused(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx"),
+            Some(Refusal::Bad("more than one content-length"))
         );
         assert_eq!(
             refused(b"POST / HTTP/1.1\r\nContent-Length: +1\r\n\r\n"),
