@@ -41,12 +41,12 @@ pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;
 pub const DEFAULT_MAX_BACKEND_CONNECTIONS: usize = 512;
 /// Default time from a request's last byte sent to a backend to its
 /// answer's head, in seconds (then 504).
-pub const DEFAULT_RESPONSE_TIMEOUT_SECS: u64 = 60;
+pub const DEFAULT_RESPONSE_TIMEOUT_SECS: u64 = mentat_http1::bounds::DEFAULT_RESPONSE_HEAD_SECS;
 /// Default longest pause between two pieces of a body, either way, in seconds.
-pub const DEFAULT_BODY_IDLE_TIMEOUT_SECS: u64 = 30;
+pub const DEFAULT_BODY_IDLE_TIMEOUT_SECS: u64 = mentat_http1::bounds::DEFAULT_BODY_IDLE_SECS;
 /// Default longest time to receive a whole request body, in seconds: five
 /// minutes, 300 MB at 1 MB/s, or the 10 MiB default body limit at 35 KB/s.
-pub const DEFAULT_REQUEST_BODY_TIMEOUT_SECS: u64 = 300;
+pub const DEFAULT_REQUEST_BODY_TIMEOUT_SECS: u64 = mentat_http1::bounds::DEFAULT_REQUEST_BODY_SECS;
 /// Most request workers accepted by `--workers`.
 pub const MAX_WORKERS: usize = 1024;
 

@@ -10,26 +10,23 @@
 //!   round-robin schedule; `sticky`: weighted rendezvous hashing for
 //!   sticky sessions; `endpoint`: a replica's atomic in-flight count,
 //!   rotation state, counters and connection `pool` (idle lists per
-//!   worker); `upstream`: the HTTP/1.1 client to backends, driven in the
-//!   client connection's task (no task or channel per backend connection).
+//!   worker) of `mentat_http1` client connections.
 //! - `feed`: the ordered JetStream consumer that keeps the table current,
 //!   starting from the last RouteChanged of every service, and times each
 //!   change's apply latency.
 //! - `drain`: waiting for in-flight requests, closing idle connections and
 //!   tunnels, then `ReplicaDrained`.
-//! - `proxy`: the request path, retries included; `headers` and `body` hold
-//!   what it rewrites and streams; `tunnel` splices upgraded connections;
-//!   `bounds`: how long a request may stay in flight (the backend's answer
-//!   head, pauses in a body either way, the whole request body); `trust`:
-//!   the `--trusted-proxies` whose forwarding fields are kept.
+//! - `proxy`: the request path, retries included, as the handler of the
+//!   `mentat_http1` server; `headers` holds the router's header policy
+//!   (forwarding fields, request ids) and `body` the answers' bodies;
+//!   `tunnel` splices upgraded connections; `bounds` (from
+//!   `mentat_http1`): how long a request may stay in flight (the backend's
+//!   answer head, pauses in a body either way, the whole request body);
+//!   `trust`: the `--trusted-proxies` whose forwarding fields are kept.
 //! - `server`: the accept loop and its graceful stop, one per worker
 //!   (a thread with a single-threaded runtime and its own `SO_REUSEPORT`
-//!   listener); `conn`: the HTTP/1.1 server side of one client connection
-//!   (requests parsed by `request`, answers written back, header and idle
-//!   timeouts); `codec`: message bodies off a socket (Content-Length,
-//!   chunked, until close), for requests and answers alike.
-//! - `grammar`: the lexical rules of HTTP/1.1 framing (lengths, chunk
-//!   lines, trailers, CRLF), pure and bounded, used by `codec`.
+//!   listener), each connection served by `mentat_http1::server` (requests
+//!   parsed strictly, answers written back, header and idle timeouts).
 //! - `metrics`: lock-free counters and histograms; `traffic`: the
 //!   per-interval `TrafficStats` publisher; `admin`: `GET /metrics`.
 //!
@@ -55,29 +52,25 @@
 mod admin;
 mod announce;
 mod body;
-pub mod bounds;
-mod codec;
 pub mod config;
-mod conn;
 mod drain;
 mod endpoint;
 mod error;
 mod feed;
-mod grammar;
 mod headers;
 mod host;
 pub mod metrics;
 mod pool;
 mod proxy;
-mod request;
 mod server;
 mod sticky;
 mod table;
 mod traffic;
 pub mod trust;
 mod tunnel;
-mod upstream;
 mod weights;
+
+pub use mentat_http1::bounds;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -293,17 +286,18 @@ impl Router {
         let proxy = Arc::new(Proxy::new(
             self.table.clone(),
             &self.config.domain,
-            self.config.max_body_bytes,
             self.trusted.clone(),
             self.config.bounds(),
             self.shutdown.token(),
         ));
         let limits = server::Limits {
-            timeouts: conn::Timeouts {
-                header: self.config.header_timeout(),
-                idle: self.config.idle_timeout(),
+            conn: mentat_http1::server::Limits {
+                header_timeout: self.config.header_timeout(),
+                idle_timeout: self.config.idle_timeout(),
+                max_header_bytes: self.config.max_header_bytes,
+                max_body_bytes: self.config.max_body_bytes,
+                body_idle: self.config.bounds().body_idle,
             },
-            max_header_bytes: self.config.max_header_bytes,
             grace: self.config.shutdown_grace(),
         };
         let slots = Arc::new(Semaphore::new(self.config.max_connections));

@@ -11,10 +11,9 @@ use std::cell::Cell;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use mentat_http1::client::Connection;
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
-
-use crate::upstream::Upstream;
 
 /// Idle connections older than this are closed rather than reused.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -51,6 +50,26 @@ impl Default for PoolSettings {
             max_connections: crate::config::DEFAULT_MAX_BACKEND_CONNECTIONS,
             connect_timeout: Duration::from_millis(crate::config::DEFAULT_CONNECT_TIMEOUT_MS),
         }
+    }
+}
+
+/// An open connection to a backend and its place under the pool's cap,
+/// idle in its pool or carrying one request.
+#[derive(Debug)]
+pub struct Upstream {
+    /// The HTTP/1.1 connection.
+    pub conn: Connection<TcpStream>,
+    /// The pool's slot, freed when the connection closes.
+    pub slot: Slot,
+}
+
+impl Upstream {
+    /// True unless the backend closed the connection (or sent bytes nobody
+    /// asked for) while it was idle. Costs no system call while the socket
+    /// has nothing to read.
+    pub fn is_open(&self) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(self.conn.io().try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
     }
 }
 
@@ -135,7 +154,10 @@ impl Pool {
                     .map_err(|_| CheckoutError::Timeout)?
                     .map_err(CheckoutError::Connect)?;
                 let _ = stream.set_nodelay(true);
-                return Ok(Upstream::new(stream, slot));
+                return Ok(Upstream {
+                    conn: Connection::new(stream),
+                    slot,
+                });
             }
             if let Some(upstream) = (0..WORKER_LISTS)
                 .filter(|&n| n != mine)
@@ -199,5 +221,57 @@ impl Pool {
 
     fn lock(&self, n: usize) -> std::sync::MutexGuard<'_, Vec<Idle>> {
         self.idle[n].lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Empty};
+    use mentat_http1::bounds::Bounds;
+    use mentat_http1::client::Outbound;
+    use mentat_http1::wire::fields::RawFields;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_connection_reset_before_the_request_left_is_unsent() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (reset_tx, reset_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.expect("accept");
+            // Closing with a zero linger resets the connection.
+            stream.set_zero_linger().expect("linger");
+            drop(stream);
+            let _ = reset_tx.send(());
+        });
+        let pool = Pool::new(PoolSettings::default());
+        let mut upstream = pool.checkout(&addr.to_string()).await.expect("connect");
+        reset_rx.await.expect("reset");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!upstream.is_open(), "the pool sees the reset");
+        let (parts, ()) = hyper::Request::get("/")
+            .body(())
+            .expect("request")
+            .into_parts();
+        let fields = RawFields::parse(b"Host: web.localhost\r\n\r\n").expect("fields");
+        let request = Outbound {
+            parts: &parts,
+            fields: &fields,
+            host: "backend",
+        };
+        let mut body = Empty::<Bytes>::new().map_err(|e| match e {});
+        let e = upstream
+            .conn
+            .send(request, |_| {}, &mut body, &Bounds::default())
+            .await
+            .expect_err("the connection was reset");
+        assert!(
+            e.unsent(),
+            "nothing left the router, so it may be retried: {e}"
+        );
     }
 }

@@ -25,22 +25,25 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use hyper::header::{HeaderMap, HeaderValue, CONTENT_TYPE, DATE, RETRY_AFTER};
+use hyper::header::{HeaderMap, HeaderValue, RETRY_AFTER};
 use hyper::http::request::Parts;
 use hyper::{Method, StatusCode};
 use mentat_domain::spec::{Sticky, DEFAULT_ENVIRONMENT};
+use mentat_http1::bounds::Bounds;
+use mentat_http1::client::{Answer, Outbound, Reader};
+use mentat_http1::io::Io;
+use mentat_http1::server::{Fault, Request, RequestBody, Response};
+use mentat_http1::wire::fields::RawFields;
 use tokio_util::sync::CancellationToken;
 
-use crate::body::{ProxyBody, RequestBody};
-use crate::bounds::Bounds;
+use crate::body::ProxyBody;
 use crate::endpoint::InFlight;
-use crate::headers::{self, Passed, Peer, RawFields, X_ENVIRONMENT};
+use crate::headers::{self, Peer, X_ENVIRONMENT, X_REQUEST_ID_NAME};
 use crate::host::{self, Target};
-use crate::pool::CheckoutError;
+use crate::pool::{CheckoutError, Upstream};
 use crate::table::{ServiceRoutes, SharedTable};
 use crate::trust::TrustedProxies;
-use crate::tunnel;
-use crate::upstream::{Answer, Reader, SendError, Upstream};
+use crate::tunnel::{self, Tunnel};
 
 /// Attempts at picking a backend in rotation when the table changes under
 /// the request (a picked replica started draining).
@@ -51,7 +54,6 @@ const PICK_ATTEMPTS: usize = 3;
 pub struct Proxy {
     table: SharedTable,
     domain: String,
-    max_body_bytes: u64,
     /// The clients whose forwarding fields are kept.
     trusted: TrustedProxies,
     /// How long a request may take in flight.
@@ -62,21 +64,9 @@ pub struct Proxy {
 
 /// What goes back to a client: the status, the router's own header fields,
 /// the backend's fields passed as they came (none in the router's own
-/// answers), and the body.
-#[derive(Debug)]
-pub struct Outgoing {
-    /// The status.
-    pub status: StatusCode,
-    /// Fields the router sets: those of its own answers, or an upgrade's
-    /// handshake.
-    pub headers: HeaderMap,
-    /// The backend's fields.
-    pub passed: Passed,
-    /// The request's id, sent as `X-Request-Id` unless the backend sent one.
-    pub request_id: Option<HeaderValue>,
-    /// The body.
-    pub body: ProxyBody,
-}
+/// answers), the request id (unless the backend sent one), the body, and
+/// after a 101 the tunnel.
+pub type Outgoing = Response<ProxyBody, Tunnel>;
 
 /// What one client request is for.
 struct Call<'a> {
@@ -106,7 +96,6 @@ impl Proxy {
     pub fn new(
         table: SharedTable,
         domain: &str,
-        max_body_bytes: u64,
         trusted: TrustedProxies,
         bounds: Bounds,
         stop: CancellationToken,
@@ -114,7 +103,6 @@ impl Proxy {
         Proxy {
             table,
             domain: domain.to_owned(),
-            max_body_bytes,
             trusted,
             bounds,
             stop,
@@ -126,25 +114,15 @@ impl Proxy {
         !self.trusted.is_empty() && self.trusted.trusts(ip)
     }
 
-    /// How long a request may take in flight.
-    pub fn bounds(&self) -> &Bounds {
-        &self.bounds
-    }
-
-    /// The largest request body forwarded, in bytes.
-    pub fn max_body_bytes(&self) -> u64 {
-        self.max_body_bytes
-    }
-
-    /// Answer one client request (`parts` and `fields`, with `body` cut past
-    /// [`Proxy::max_body_bytes`]); `client` is the client ([`Peer`]).
-    pub async fn handle(
+    /// Answer one client request (`request`, with `body`, which the server
+    /// cuts past `--max-body-bytes`); `client` is the client ([`Peer`]).
+    pub async fn handle<S: Io>(
         &self,
-        parts: Parts,
-        mut fields: RawFields,
-        body: RequestBody,
+        request: Request,
+        body: &mut RequestBody<S>,
         client: &Peer,
     ) -> Outgoing {
+        let Request { parts, mut fields } = request;
         if parts.method == Method::CONNECT {
             return local(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n");
         }
@@ -197,18 +175,18 @@ impl Proxy {
             service: &routes.service,
         };
         let mut resp = self.forward(&call, &parts, body, upgrade).await;
-        if !resp.passed.has_request_id() {
-            resp.request_id = Some(forwarded.request_id);
+        if !resp.passed.as_ref().is_some_and(|p| p.has_request_id()) {
+            resp.last = Some((X_REQUEST_ID_NAME.clone(), forwarded.request_id));
         }
         resp
     }
 
     /// Send the request to one backend, and to a second one when allowed.
-    async fn forward(
+    async fn forward<S: Io>(
         &self,
         call: &Call<'_>,
         parts: &Parts,
-        body: RequestBody,
+        body: &mut RequestBody<S>,
         upgrade: bool,
     ) -> Outgoing {
         let idempotent = matches!(
@@ -239,12 +217,15 @@ impl Proxy {
                     sent = false;
                 }
                 Ok(mut upstream) => match upstream
+                    .conn
                     .send(
-                        parts,
-                        call.fields,
-                        call.forwarded,
-                        &endpoint.addr,
-                        &body,
+                        Outbound {
+                            parts,
+                            fields: call.fields,
+                            host: &endpoint.addr,
+                        },
+                        |head| call.forwarded.write_to(head),
+                        body,
                         &self.bounds,
                     )
                     .await
@@ -297,20 +278,23 @@ impl Proxy {
                         return upstream_response(answer, upstream, guard);
                     }
                     Err(e) => {
+                        if matches!(e, mentat_http1::Error::BodyTimedOut) {
+                            body.fail(Fault::TimedOut);
+                        }
                         if let Some(fault) = body.fault() {
                             // The client's doing; the backend connection,
                             // which got part of the body, closes here.
                             guard.set_status(fault.status().as_u16());
                             return local(fault.status(), fault.text());
                         }
-                        if matches!(e, SendError::TimedOut) {
+                        if matches!(e, mentat_http1::Error::TimedOut) {
                             // Not retried: the backend may be working on it.
                             tracing::warn!(request_id = call.request_id(), service = call.service, replica_id = replica, error = %e, "backend request timed out");
                             guard.set_status(StatusCode::GATEWAY_TIMEOUT.as_u16());
                             return local(StatusCode::GATEWAY_TIMEOUT, "gateway timeout\n");
                         }
                         let unsent = e.unsent();
-                        tracing::warn!(request_id = call.request_id(), service = call.service, replica_id = replica, reused = upstream.reused, unsent, error = %e, "backend request failed");
+                        tracing::warn!(request_id = call.request_id(), service = call.service, replica_id = replica, reused = upstream.conn.is_reused(), unsent, error = %e, "backend request failed");
                         sent = !unsent;
                     }
                 },
@@ -395,34 +379,21 @@ fn sticky_key(fields: &RawFields, sticky: &Sticky) -> Option<Vec<u8>> {
 }
 
 fn upstream_response(answer: Answer, upstream: Upstream, guard: InFlight) -> Outgoing {
-    let body = Reader::new(upstream, &answer);
-    Outgoing {
+    let Upstream { conn, slot } = upstream;
+    let body = Reader::new(conn, &answer);
+    Response {
         status: answer.status,
         headers: HeaderMap::new(),
-        passed: answer.fields,
-        request_id: None,
-        body: ProxyBody::upstream(body, guard),
+        passed: Some(answer.fields),
+        last: None,
+        body: ProxyBody::upstream(body, slot, guard),
+        upgrade: None,
     }
 }
 
 /// A short plain-text answer of the router itself, dated (RFC 9110 §6.6.1).
 pub fn local(status: StatusCode, text: &'static str) -> Outgoing {
-    let mut headers = HeaderMap::with_capacity(3);
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    let now = httpdate::fmt_http_date(std::time::SystemTime::now());
-    if let Ok(date) = HeaderValue::from_str(&now) {
-        headers.insert(DATE, date);
-    }
-    Outgoing {
-        status,
-        headers,
-        passed: Passed::default(),
-        request_id: None,
-        body: ProxyBody::local(text),
-    }
+    Response::text(status, ProxyBody::local(text))
 }
 
 /// 503 with `Retry-After`: nothing in rotation, or nothing reachable.
@@ -456,7 +427,6 @@ mod tests {
         let proxy = Proxy::new(
             shared.clone(),
             "localhost",
-            1000,
             TrustedProxies::default(),
             Bounds::default(),
             CancellationToken::new(),
@@ -467,7 +437,7 @@ mod tests {
         // ...then `a` leaves rotation and starts draining.
         let drains = writer.apply("web", &[backend("b")], &RouteSpec::default());
         assert_eq!(drains.len(), 1);
-        let mut fields = RawFields::parse(b"Host: web.localhost\r\n\r\n");
+        let mut fields = RawFields::parse(b"Host: web.localhost\r\n\r\n").expect("fields");
         let forwarded =
             headers::forward_request(&mut fields, &Peer::new([127, 0, 0, 1].into(), false));
         let call = Call {

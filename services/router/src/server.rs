@@ -1,17 +1,23 @@
-//! The accept loop: a task per client connection (see [`crate::conn`]),
-//! a cap on open connections, and a graceful stop.
+//! The accept loop: a task per client connection, served by the HTTP/1.1
+//! server ([`mentat_http1::server::serve`]) with the [`Proxy`] answering
+//! ([`Client`]), a cap on open connections, and a graceful stop.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
+use mentat_http1::io::Io;
+use mentat_http1::server::{self as http1, Handler, Request, RequestBody};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::conn::{self, Timeouts};
+use crate::body::ProxyBody;
 use crate::headers::Peer;
-use crate::proxy::Proxy;
+use crate::proxy::{Outgoing, Proxy};
+use crate::tunnel::Tunnel;
 
 /// Pause after a failed accept (out of file descriptors and the like).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -19,12 +25,40 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// How the server treats its clients.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Header and idle timeouts.
-    pub timeouts: Timeouts,
-    /// Largest request head, in bytes (431 beyond it).
-    pub max_header_bytes: usize,
+    /// Each connection's: header and idle timeouts, largest head and body.
+    pub conn: http1::Limits,
     /// Longest wait for in-flight requests once stopped.
     pub grace: Duration,
+}
+
+/// One client connection's handler: the proxy, and the client as the
+/// proxy forwards its requests.
+#[derive(Debug)]
+pub struct Client {
+    proxy: Arc<Proxy>,
+    peer: Peer,
+}
+
+impl<S: Io> Handler<S> for Client {
+    type Body = ProxyBody;
+    type Upgrade = Tunnel;
+
+    fn handle<'a>(
+        &'a self,
+        request: Request,
+        body: &'a mut RequestBody<S>,
+    ) -> impl Future<Output = Outgoing> + Send + 'a {
+        self.proxy.handle(request, body, &self.peer)
+    }
+
+    fn upgrade(
+        &self,
+        tunnel: Tunnel,
+        client: S,
+        early: BytesMut,
+    ) -> impl Future<Output = ()> + Send {
+        tunnel.run(client, early)
+    }
 }
 
 /// Serve `listener` until `stop` is cancelled; then stop accepting, close
@@ -51,10 +85,13 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let client = Peer::new(peer.ip(), proxy.trusts(peer.ip()));
-        let (proxy, closing) = (proxy.clone(), closing.clone());
+        let client = Client {
+            peer: Peer::new(peer.ip(), proxy.trusts(peer.ip())),
+            proxy: proxy.clone(),
+        };
+        let closing = closing.clone();
         connections.spawn(async move {
-            conn::serve(stream, client, proxy, limits, closing).await;
+            http1::serve(stream, client, limits.conn, closing).await;
             drop(slot);
         });
     }

@@ -13,15 +13,15 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use hyper::{HeaderMap, StatusCode};
+use mentat_http1::io::Io;
+use mentat_http1::wire::fields::{set_upgrade, Passed};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::body::ProxyBody;
 use crate::endpoint::InFlight;
-use crate::headers::{self, Passed};
+use crate::pool::Upstream;
 use crate::proxy::Outgoing;
-use crate::upstream::Upstream;
 
 /// How long a closed tunnel waits for both FINs to be written.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -35,8 +35,7 @@ pub struct Tunnel {
 }
 
 /// The client's answer to an upgrade: the backend's 101 (its `fields`, read on
-/// `upstream`), whose body is the tunnel the connection becomes once the
-/// head is written. `guard` counts the tunnel in flight for its life.
+/// `upstream`), which the tunnel takes over once the head is written. `guard` counts the tunnel in flight for its life.
 pub fn splice(
     fields: Passed,
     upstream: Upstream,
@@ -48,7 +47,7 @@ pub fn splice(
     // `Passed` leaves out the hop-by-hop fields: the handshake's go back in.
     let mut headers = HeaderMap::new();
     if let Some(protocol) = fields.upgrade() {
-        headers::set_upgrade(&mut headers, protocol);
+        set_upgrade(&mut headers, protocol);
     }
     let tunnel = Tunnel {
         upstream,
@@ -58,16 +57,17 @@ pub fn splice(
     Outgoing {
         status: StatusCode::SWITCHING_PROTOCOLS,
         headers,
-        passed: fields,
-        request_id: None,
-        body: ProxyBody::tunnel(tunnel),
+        passed: Some(fields),
+        last: None,
+        body: ProxyBody::local(""),
+        upgrade: Some(tunnel),
     }
 }
 
 impl Tunnel {
     /// Copy bytes between `client` (whose unread bytes are `early`) and the
     /// backend until either closes, the backend is drained or the router stops.
-    pub async fn run(self, mut client: TcpStream, early: BytesMut) {
+    pub async fn run<S: Io>(self, mut client: S, early: BytesMut) {
         let Tunnel {
             upstream,
             guard,
@@ -76,7 +76,8 @@ impl Tunnel {
         let mut closer = guard.endpoint().tunnel_closer();
         let (service, replica) = (&guard.endpoint().service, &guard.endpoint().replica);
         // The slot keeps the tunnel counted under the backend's connection cap.
-        let (mut backend, backend_early, _slot) = upstream.into_parts();
+        let Upstream { conn, slot: _slot } = upstream;
+        let (mut backend, backend_early) = conn.into_parts();
         if !backend_early.is_empty() && client.write_all(&backend_early).await.is_err() {
             return;
         }

@@ -2,9 +2,8 @@
 //! a message's framing depends on ([`Fields`]), and its body as it comes
 //! off a socket (RFC 9112 §6 and §7.1): a Content-Length body, a chunked
 //! one (chunk extensions and trailers are read and dropped), or one that
-//! runs until the peer closes. Shared by the backends' answers
-//! ([`crate::upstream`]) and the clients' requests ([`crate::request`],
-//! [`crate::body::ClientBody`]).
+//! runs until the peer closes. Shared by answers ([`super::response`])
+//! and requests ([`super::request`]), by the server and the client alike.
 
 use std::io;
 use std::ops::Range;
@@ -14,17 +13,17 @@ use std::task::{Context, Poll};
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::AsyncRead;
 
-use crate::grammar::{chunk_size_line, content_length, line, trailer_line, trim_ows};
+use super::grammar::{chunk_size_line, content_length, line, trailer_line, trim_ows};
 
 /// Bytes asked of a socket per read.
 pub const READ_SIZE: usize = 8 * 1024;
 /// Most bytes of chunk extensions in one body, all chunks together: past
 /// it a body of one-byte chunks would carry far more framing than data.
-const MAX_EXTENSION_BYTES: usize = 64 * 1024;
+pub const MAX_EXTENSION_BYTES: usize = 64 * 1024;
 /// Most fields in a chunked body's trailer section.
-const MAX_TRAILER_FIELDS: u16 = 32;
+pub const MAX_TRAILER_FIELDS: u16 = 32;
 /// Most bytes in a chunked body's trailer section.
-const MAX_TRAILER_BYTES: usize = 16 * 1024;
+pub const MAX_TRAILER_BYTES: usize = 16 * 1024;
 
 /// How a message's body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -278,7 +277,7 @@ pub fn reserve(buf: &mut BytesMut, size: usize) {
 /// What a message's framing depends on in its header fields (RFC 9112
 /// §6.1-§6.3, §9.3), gathered in one pass over the parsed head, and where
 /// each field lies in the head, so that the fields can be passed on as
-/// slices of it ([`crate::headers::RawFields`]: no copy, no allocation per
+/// slices of it ([`super::fields::RawFields`]: no copy, no allocation per
 /// field).
 #[derive(Debug)]
 pub struct Fields {
@@ -295,6 +294,8 @@ pub struct Fields {
     pub hosts: u8,
     /// The Content-Length, if any (several must agree).
     pub length: Option<u64>,
+    /// Content-Length fields sent (a request may have one at most).
+    pub lengths: u8,
     /// `Connection: close`.
     pub close: bool,
     /// `Connection: keep-alive` (meaningful for HTTP/1.0).
@@ -320,6 +321,7 @@ impl Fields {
             only_chunked: false,
             hosts: 0,
             length: None,
+            lengths: 0,
             close: false,
             keep_alive: false,
             expect_continue: false,
@@ -342,6 +344,7 @@ impl Fields {
                     return Err("conflicting content-length");
                 }
                 out.length = Some(n);
+                out.lengths = out.lengths.saturating_add(1);
             } else if name.eq_ignore_ascii_case(b"host") {
                 out.hosts = out.hosts.saturating_add(1);
             } else if name.eq_ignore_ascii_case(b"connection") {
@@ -485,7 +488,7 @@ mod tests {
     fn chunk_extensions_and_trailers_are_bounded() {
         let long_line = format!(
             "1;a={}\r\nx\r\n0\r\n\r\n",
-            "b".repeat(crate::grammar::MAX_LINE)
+            "b".repeat(crate::wire::grammar::MAX_LINE)
         );
         assert_eq!(
             chunked(long_line.as_bytes()),

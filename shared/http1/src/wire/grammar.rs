@@ -7,11 +7,11 @@
 /// Longest chunk-size or trailer line, without its CRLF.
 pub const MAX_LINE: usize = 4 * 1024;
 /// Most hex digits in a chunk size (a `u64`; leading zeros count).
-const MAX_CHUNK_SIZE_DIGITS: usize = 16;
+pub const MAX_CHUNK_SIZE_DIGITS: usize = 16;
 /// Most extensions on one chunk-size line.
-const MAX_CHUNK_EXTENSIONS: usize = 16;
+pub const MAX_CHUNK_EXTENSIONS: usize = 16;
 /// Most decimal digits in a Content-Length (below `u64::MAX`).
-const MAX_LENGTH_DIGITS: usize = 18;
+pub const MAX_LENGTH_DIGITS: usize = 18;
 
 /// The line at the start of `input`, without its CRLF, and the bytes it
 /// takes with the CRLF; `None` while it is incomplete. Every line ends

@@ -1,6 +1,6 @@
 //! Bounds on a request in flight, so that neither a slow client nor a
-//! silent backend holds a backend connection (and its place under
-//! `--max-backend-connections`) for longer than configured:
+//! silent backend holds a backend connection for longer than configured
+//! (the router sets them with the flags named here):
 //!
 //! - **response head** (`--response-timeout-secs`): from the request's
 //!   last byte written to a backend until its answer's head is read; past
@@ -24,6 +24,13 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+/// Default [`Bounds::response_head`], in seconds.
+pub const DEFAULT_RESPONSE_HEAD_SECS: u64 = 60;
+/// Default [`Bounds::body_idle`], in seconds.
+pub const DEFAULT_BODY_IDLE_SECS: u64 = 30;
+/// Default [`Bounds::request_body`], in seconds.
+pub const DEFAULT_REQUEST_BODY_SECS: u64 = 300;
+
 /// The in-flight bounds of a proxied request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bounds {
@@ -39,9 +46,9 @@ impl Default for Bounds {
     /// The flags' defaults.
     fn default() -> Self {
         Bounds {
-            response_head: Duration::from_secs(crate::config::DEFAULT_RESPONSE_TIMEOUT_SECS),
-            body_idle: Duration::from_secs(crate::config::DEFAULT_BODY_IDLE_TIMEOUT_SECS),
-            request_body: Duration::from_secs(crate::config::DEFAULT_REQUEST_BODY_TIMEOUT_SECS),
+            response_head: Duration::from_secs(DEFAULT_RESPONSE_HEAD_SECS),
+            body_idle: Duration::from_secs(DEFAULT_BODY_IDLE_SECS),
+            request_body: Duration::from_secs(DEFAULT_REQUEST_BODY_SECS),
         }
     }
 }

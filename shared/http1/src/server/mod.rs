@@ -1,11 +1,13 @@
-//! One client connection: the router's own HTTP/1.1 server side.
+//! One client connection: the HTTP/1.1 server side, over any [`Io`]
+//! stream, answering through a [`Handler`].
 //!
 //! Requests are read one after another (pipelined ones too) with
-//! [`crate::request::parse`], handed to the [`Proxy`], and the answer is
+//! [`crate::wire::request::parse`], handed to the handler with their body
+//! ([`RequestBody`], which the handler may stream on), and the answer is
 //! written back: Content-Length when the length is known, else chunked
 //! (or, for an HTTP/1.0 client, until the connection closes); the first
-//! piece of the body goes out in the same write as the head. A 101 turns
-//! the connection into a [`crate::tunnel::Tunnel`].
+//! piece of the body goes out in the same write as the head. A 101 with
+//! an upgrade hands the connection to [`Handler::upgrade`].
 //!
 //! An idle connection holds no buffer: one is taken when the client's next
 //! bytes arrive, and the request's state lives in a box that goes with the
@@ -26,40 +28,43 @@
 //! keeps moving is never cut, and a stalled one always is.
 //!
 //! A chunked request body is checked on the bytes the client already sent
-//! before the request is forwarded ([`crate::codec::Decoder::check`]): a
-//! body broken from its start gets 400 and reaches no backend. A HEAD
-//! answer from a backend keeps its length fields and gets none invented.
+//! before the request is handed over ([`crate::wire::codec::Decoder::check`]):
+//! a body broken from its start gets 400 and reaches no backend. A HEAD
+//! answer passed on from a backend keeps its length fields and gets none
+//! invented.
 //!
-//! A request body left unread when the answer is written (the router
-//! answered without forwarding it, or the backend answered early) is read
+//! A request body left unread when the answer is written (the handler
+//! answered without reading it, or its backend answered early) is read
 //! and dropped, up to [`DRAIN_MAX`] bytes, so that the connection can be
 //! kept; past that the connection is closed after the answer.
 
+mod body;
+mod respond;
+
 use std::future::{poll_fn, Future};
-use std::io::{self, IoSlice, Write as _};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http_body_util::BodyExt;
-use hyper::body::Body;
-use hyper::header::CONTENT_LENGTH;
-use hyper::{Method, StatusCode, Version};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, DATE};
+use http::request::Parts;
+use http::{Method, StatusCode, Version};
+use http_body::Body;
+use http_body_util::{BodyExt, Full};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
-use crate::body::{BoxError, ClientBody, Fault, RequestBody};
-use crate::bounds::within_for;
-use crate::codec::{self, Decoder, Framing};
-use crate::headers::{push_field, Peer, X_REQUEST_ID};
-use crate::proxy::{local, Outgoing, Proxy};
-use crate::request::{self, Head, Refusal};
-use crate::server::Limits;
-use crate::tunnel::Tunnel;
+pub use body::{BodyTooLarge, Fault, RequestBody};
+
+use crate::io::Io;
+use crate::wire::codec::{self, Decoder, Framing};
+use crate::wire::fields::{Passed, RawFields};
+use crate::wire::request::{self, Head, Refusal};
+use crate::BoxError;
+use body::ClientIo;
+use respond::{respond, Reply};
 
 /// Room taken for a request head when the client's bytes arrive.
 const HEAD_BUFFER: usize = 4 * 1024;
@@ -68,44 +73,120 @@ pub const DRAIN_MAX: u64 = 64 * 1024;
 /// Longest wait for an unread request body, or for a closing client.
 const DRAIN_TIME: Duration = Duration::from_secs(1);
 /// Most bytes of a chunked request body read ahead, without waiting, to
-/// check its framing before the request is forwarded.
+/// check its framing before the request is handed over.
 const CHECK_AHEAD: usize = 16 * 1024;
 
-/// The two timeouts of a client connection.
+/// How the server treats one client connection.
 #[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
+pub struct Limits {
     /// Time to receive a request's head.
-    pub header: Duration,
+    pub header_timeout: Duration,
     /// Time a connection may wait, idle, for its next request.
-    pub idle: Duration,
+    pub idle_timeout: Duration,
+    /// Largest request head, in bytes (431 beyond it).
+    pub max_header_bytes: usize,
+    /// Largest request body, in bytes (413 beyond it, [`Fault::TooLarge`]).
+    pub max_body_bytes: u64,
+    /// Longest pause in writing an answer (the body idle bound of
+    /// [`crate::bounds`]): the handler's body must give its next piece,
+    /// and the client take the last, within it.
+    pub body_idle: Duration,
 }
 
-/// A client connection's socket and the bytes read from it that no
-/// request has consumed yet.
+/// A request as the handler gets it: its head and fields, the body apart.
 #[derive(Debug)]
-pub struct ClientIo {
-    /// The socket.
-    pub stream: TcpStream,
-    /// Read and not yet consumed.
-    pub buf: BytesMut,
+pub struct Request {
+    /// Method, target and version (its header map is empty: see `fields`).
+    pub parts: Parts,
+    /// The header fields, as sent (`Expect: 100-continue` removed: the
+    /// server sends the `100 Continue` when the body is first read).
+    pub fields: RawFields,
+}
+
+/// An answer to write back.
+#[derive(Debug)]
+pub struct Response<B, U> {
+    /// The status.
+    pub status: StatusCode,
+    /// Fields the handler sets.
+    pub headers: HeaderMap,
+    /// Fields passed on from a peer as they came, `None` in the handler's
+    /// own answers. An answer to HEAD passed on keeps its length fields
+    /// and gets none invented.
+    pub passed: Option<Passed>,
+    /// One more field, written last, without a header map (no
+    /// allocation); the router's request id, say.
+    pub last: Option<(HeaderName, HeaderValue)>,
+    /// The body.
+    pub body: B,
+    /// With a 101: what takes the connection over once the head is
+    /// written ([`Handler::upgrade`]).
+    pub upgrade: Option<U>,
+}
+
+impl<B, U> Response<B, U> {
+    /// A short plain-text answer, dated (RFC 9110 §6.6.1), with `body`.
+    pub fn text(status: StatusCode, body: B) -> Self {
+        let mut headers = HeaderMap::with_capacity(3);
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        let now = httpdate::fmt_http_date(std::time::SystemTime::now());
+        if let Ok(date) = HeaderValue::from_str(&now) {
+            headers.insert(DATE, date);
+        }
+        Response {
+            status,
+            headers,
+            passed: None,
+            last: None,
+            body,
+            upgrade: None,
+        }
+    }
+}
+
+/// What answers a connection's requests.
+pub trait Handler<S: Io>: Send {
+    /// The answers' body.
+    type Body: Body<Data = Bytes, Error = BoxError> + Unpin + Send;
+    /// What takes a connection over after a 101.
+    type Upgrade: Send;
+
+    /// Answer `request`; its body is `body`, to read (or not) before the
+    /// answer is returned. The connection reads what is left of the body
+    /// afterwards, or closes.
+    fn handle<'a>(
+        &'a self,
+        request: Request,
+        body: &'a mut RequestBody<S>,
+    ) -> impl Future<Output = Response<Self::Body, Self::Upgrade>> + Send + 'a;
+
+    /// Take the connection over after a 101 was written: `client` and the
+    /// bytes already read from it (`early`).
+    fn upgrade(
+        &self,
+        upgrade: Self::Upgrade,
+        client: S,
+        early: BytesMut,
+    ) -> impl Future<Output = ()> + Send;
 }
 
 /// Why no request comes next on a connection.
 enum Stop {
-    /// The client left, stayed idle too long, or the router is stopping.
+    /// The client left, stayed idle too long, or the server is stopping.
     Close,
-    /// A head the router will not take: answered, then the connection closes.
+    /// A head the server will not take: answered, then the connection closes.
     Refuse(StatusCode, &'static str),
 }
 
-/// Serve the requests of one client (`client`: its address, as the proxy
-/// writes it, and whether it is a trusted proxy) until it leaves, breaks a
-/// limit, or `closing` is cancelled (then at the end of the request in
-/// flight, if any).
-pub async fn serve(
-    stream: TcpStream,
-    client: Peer,
-    proxy: Arc<Proxy>,
+/// Serve the requests of one client on `stream` with `handler` until it
+/// leaves, breaks a limit, or `closing` is cancelled (then at the end of
+/// the request in flight, if any).
+pub async fn serve<S: Io, H: Handler<S>>(
+    stream: S,
+    handler: H,
     limits: Limits,
     closing: CancellationToken,
 ) {
@@ -113,7 +194,7 @@ pub async fn serve(
         stream,
         buf: BytesMut::new(),
     };
-    let mut deadline = Deadline::after(limits.timeouts.header);
+    let mut deadline = Deadline::after(limits.header_timeout);
     let mut first = true;
     loop {
         let head = match next_head(&mut io, &mut deadline, &limits, &closing, first).await {
@@ -121,26 +202,25 @@ pub async fn serve(
             Err(Stop::Close) => return,
             Err(Stop::Refuse(status, why)) => {
                 // Boxed, like a request: rare, and no weight on idle connections.
-                Box::pin(refuse(io, status, why, proxy.bounds().body_idle)).await;
+                Box::pin(refuse(io, status, why, limits.body_idle)).await;
                 return;
             }
         };
         first = false;
-        if let Err(e) = check_body(&mut io, head.framing) {
+        if let Err(e) = check_body(&mut io, head.framing).await {
             // Broken from its first bytes: refused before anything is forwarded.
             tracing::debug!(error = %e, "request body refused");
-            let idle = proxy.bounds().body_idle;
             Box::pin(refuse(
                 io,
                 StatusCode::BAD_REQUEST,
                 "bad request body",
-                idle,
+                limits.body_idle,
             ))
             .await;
             return;
         }
         // Boxed: the state of a request exists only while one is in flight.
-        let exchange = Box::pin(exchange(io, head, &proxy, &client, &closing)).await;
+        let exchange = Box::pin(exchange(io, head, &handler, &limits, &closing)).await;
         match exchange {
             Some(next) => io = next,
             None => return,
@@ -149,29 +229,36 @@ pub async fn serve(
 }
 
 /// Check the framing of a chunked request body on the bytes the client
-/// already sent (those buffered, and what the socket holds, up to
+/// already sent (those buffered, and what the stream holds, up to
 /// [`CHECK_AHEAD`], without waiting): a body broken from the start is
-/// refused before anything of the request is forwarded. A body broken
-/// later is found while it is forwarded (then 400, and the backend
-/// connection closed).
-fn check_body(io: &mut ClientIo, framing: Framing) -> Result<(), codec::DecodeError> {
+/// refused before anything of the request is handed over. A body broken
+/// later is found while it is read (then 400, [`Fault::Malformed`]).
+async fn check_body<S: Io>(
+    io: &mut ClientIo<S>,
+    framing: Framing,
+) -> Result<(), codec::DecodeError> {
     if framing != Framing::Chunked {
         return Ok(());
     }
     let decoder = Decoder::new(framing);
     while !decoder.check(&io.buf)? && io.buf.len() < CHECK_AHEAD {
         codec::reserve(&mut io.buf, codec::READ_SIZE);
-        match io.stream.try_read_buf(&mut io.buf) {
-            Ok(n) if n > 0 => {}
+        // Polled once: what is there now, no wait.
+        let read = poll_fn(|cx| {
+            let read = tokio_util::io::poll_read_buf(Pin::new(&mut io.stream), cx, &mut io.buf);
+            Poll::Ready(matches!(read, Poll::Ready(Ok(n)) if n > 0))
+        })
+        .await;
+        if !read {
             // Nothing more yet, the end, or an error the body's reader will meet.
-            _ => break,
+            break;
         }
     }
     Ok(())
 }
 
-/// Answer a head the router will not take, then close.
-async fn refuse(mut io: ClientIo, status: StatusCode, why: &'static str, idle: Duration) {
+/// Answer a head the server will not take, then close.
+async fn refuse<S: Io>(mut io: ClientIo<S>, status: StatusCode, why: &'static str, idle: Duration) {
     tracing::debug!(status = status.as_u16(), why, "request refused");
     let text = match status {
         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "request head too large\n",
@@ -179,28 +266,22 @@ async fn refuse(mut io: ClientIo, status: StatusCode, why: &'static str, idle: D
         _ => "bad request\n",
     };
     let mut keep = false;
-    if respond(
-        &mut io,
-        local(status, text),
-        Reply::default(),
-        &mut keep,
-        idle,
-    )
-    .await
-    .is_ok()
-    {
+    let body = Full::new(Bytes::from_static(text.as_bytes())).map_err(|e| match e {});
+    let answer: Response<_, std::convert::Infallible> = Response::text(status, body);
+    let written = respond(&mut io.stream, answer, Reply::default(), &mut keep, idle).await;
+    if written.is_ok() {
         linger(io).await;
     }
 }
 
 /// Answer one request; the connection back when it can carry another.
-async fn exchange(
-    mut io: ClientIo,
+async fn exchange<S: Io, H: Handler<S>>(
+    io: ClientIo<S>,
     head: Head,
-    proxy: &Proxy,
-    client: &Peer,
+    handler: &H,
+    limits: &Limits,
     closing: &CancellationToken,
-) -> Option<ClientIo> {
+) -> Option<ClientIo<S>> {
     let Head {
         parts,
         fields,
@@ -212,25 +293,11 @@ async fn exchange(
         head_request: parts.method == Method::HEAD,
         http10: parts.version == Version::HTTP_10,
     };
-    let mut too_slow = false;
-    let (resp, unread) = if framing == Framing::Empty {
-        let resp = proxy.handle(parts, fields, RequestBody::Empty, client);
-        (resp.await, None)
-    } else {
-        let body = ClientBody::new(io, framing, expect_continue);
-        let body = RequestBody::new(body, proxy.max_body_bytes());
-        let resp = proxy.handle(parts, fields, body.clone(), client).await;
-        let fault = body.fault();
-        let Some(body) = body.reclaim() else {
-            // Every attempt gives the body back when it ends.
-            tracing::error!("a request body was not given back; closing its connection");
-            return None;
-        };
-        let (back, decoder, waiting) = body.into_parts();
-        io = back;
-        too_slow = fault == Some(Fault::TimedOut);
-        (resp, (!decoder.is_done()).then_some((decoder, waiting)))
-    };
+    let mut body = RequestBody::new(io, framing, expect_continue, limits.max_body_bytes);
+    let resp = handler.handle(Request { parts, fields }, &mut body).await;
+    let too_slow = body.fault() == Some(Fault::TimedOut);
+    let (mut io, decoder, waiting) = body.into_parts();
+    let unread = (!decoder.is_done()).then_some((decoder, waiting));
     let mut keep = keep_alive && !closing.is_cancelled();
     let drain = match unread {
         None => None,
@@ -251,16 +318,16 @@ async fn exchange(
             Some(decoder)
         }
     };
-    let tunnel = match respond(&mut io, resp, reply, &mut keep, proxy.bounds().body_idle).await {
-        Ok(tunnel) => tunnel,
+    let upgrade = match respond(&mut io.stream, resp, reply, &mut keep, limits.body_idle).await {
+        Ok(upgrade) => upgrade,
         Err(e) => {
             tracing::debug!(error = %e, "answer not sent in full; closing the client connection");
             return None;
         }
     };
-    if let Some(tunnel) = tunnel {
+    if let Some(upgrade) = upgrade {
         let ClientIo { stream, buf } = io;
-        tunnel.run(stream, buf).await;
+        handler.upgrade(upgrade, stream, buf).await;
         return None;
     }
     if let Some(decoder) = drain {
@@ -276,8 +343,8 @@ async fn exchange(
 }
 
 /// Wait for the next request head.
-async fn next_head(
-    io: &mut ClientIo,
+async fn next_head<S: Io>(
+    io: &mut ClientIo<S>,
     deadline: &mut Deadline,
     limits: &Limits,
     closing: &CancellationToken,
@@ -290,7 +357,7 @@ async fn next_head(
         // Idle: hold no buffer until the client sends something.
         io.buf = BytesMut::new();
         if !first {
-            deadline.set(Instant::now() + limits.timeouts.idle);
+            deadline.set(Instant::now() + limits.idle_timeout);
         }
         // Polled by hand rather than with `select!`: the state of this wait
         // is what every idle connection carries.
@@ -299,7 +366,7 @@ async fn next_head(
             if cancelled.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(false);
             }
-            if let Poll::Ready(ready) = io.stream.poll_read_ready(cx) {
+            if let Poll::Ready(ready) = io.stream.poll_readable(cx) {
                 return Poll::Ready(ready.is_ok());
             }
             deadline.poll(cx).map(|()| false)
@@ -340,7 +407,7 @@ async fn next_head(
                 ));
             }
             if !head_started {
-                deadline.set(Instant::now() + limits.timeouts.header);
+                deadline.set(Instant::now() + limits.header_timeout);
                 head_started = true;
             }
         }
@@ -369,193 +436,9 @@ async fn next_head(
     }
 }
 
-/// What the answer depends on in the request.
-#[derive(Debug, Default, Clone, Copy)]
-struct Reply {
-    /// A HEAD request: the answer has no body, whatever its headers say.
-    head_request: bool,
-    /// An HTTP/1.0 client: no chunked coding, keep-alive only if asked.
-    http10: bool,
-}
-
-/// How the body goes out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Coding {
-    /// No body.
-    None,
-    /// As is (its length was given, or it runs to the close).
-    Raw,
-    /// Chunked.
-    Chunked,
-}
-
-/// Write `resp` to the client; `keep` says whether the connection stays
-/// open and is cleared when the answer can only end with the close. The
-/// tunnel, if the answer is a 101 that opens one. The body's pieces must
-/// come from the backend, and be taken by the client, each within `idle`.
-async fn respond(
-    io: &mut ClientIo,
-    resp: Outgoing,
-    reply: Reply,
-    keep: &mut bool,
-    idle: Duration,
-) -> Result<Option<Tunnel>, BoxError> {
-    let Outgoing {
-        status,
-        headers,
-        passed,
-        request_id,
-        mut body,
-    } = resp;
-    let tunnel = if status == StatusCode::SWITCHING_PROTOCOLS {
-        body.take_tunnel()
-    } else {
-        None
-    };
-    let mut head = Vec::with_capacity(128 + (headers.len() + passed.len()) * 48);
-    head.extend_from_slice(b"HTTP/1.1 ");
-    head.extend_from_slice(status.as_str().as_bytes());
-    head.push(b' ');
-    head.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    head.extend_from_slice(b"\r\n");
-    for (name, value) in &headers {
-        push_field(&mut head, name.as_str().as_bytes(), value.as_bytes());
-    }
-    passed.write_to(&mut head);
-    if let Some(id) = request_id {
-        push_field(&mut head, X_REQUEST_ID, id.as_bytes());
-    }
-    // RFC 9112 §6.3: 1xx, 204 and 304 never have a body nor framing of
-    // their own; a HEAD answer keeps the length the GET would have.
-    let no_framing = status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED;
-    let coding = if no_framing {
-        Coding::None
-    } else if headers.contains_key(CONTENT_LENGTH) || passed.has_length() {
-        Coding::Raw
-    } else if reply.head_request && !body.is_local() {
-        // The backend's answer to HEAD: its length fields go as they came
-        // (above), none is invented, and a coded body is announced as the
-        // router would send it.
-        if passed.is_coded() && !reply.http10 {
-            head.extend_from_slice(b"transfer-encoding: chunked\r\n");
-        }
-        Coding::None
-    } else if let Some(n) = body.size_hint().exact() {
-        let _ = write!(head, "content-length: {n}\r\n");
-        Coding::Raw
-    } else if reply.head_request {
-        Coding::None
-    } else if reply.http10 {
-        *keep = false;
-        Coding::Raw
-    } else {
-        head.extend_from_slice(b"transfer-encoding: chunked\r\n");
-        Coding::Chunked
-    };
-    let coding = if reply.head_request {
-        Coding::None
-    } else {
-        coding
-    };
-    if tunnel.is_none() {
-        if !*keep {
-            head.extend_from_slice(b"connection: close\r\n");
-        } else if reply.http10 {
-            head.extend_from_slice(b"connection: keep-alive\r\n");
-        }
-    }
-    head.extend_from_slice(b"\r\n");
-    if coding == Coding::None {
-        write_all(&mut io.stream, &[&head], idle).await?;
-        return Ok(tunnel);
-    }
-    // The first piece of the body, if it is already there, goes with the head.
-    let mut ready = match poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await {
-        Poll::Ready(frame) => Some(frame),
-        Poll::Pending => {
-            write_all(&mut io.stream, &[&head], idle).await?;
-            head.clear();
-            None
-        }
-    };
-    loop {
-        let frame = match ready.take() {
-            Some(frame) => frame,
-            // A backend that stalls mid-body is cut (its head has gone).
-            None => within_for(idle, body.frame())
-                .await
-                .ok_or_else(|| timed_out("the backend's answer stalled"))?,
-        };
-        let data = match frame {
-            None => Bytes::new(),
-            Some(Err(e)) => return Err(e),
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) if !data.is_empty() => data,
-                _ => continue, // trailers: not forwarded; empty frames
-            },
-        };
-        let end = data.is_empty() || body.is_end_stream();
-        if coding == Coding::Raw {
-            write_all(&mut io.stream, &[&head, &data], idle).await?;
-        } else {
-            let mut size = [0u8; 20];
-            let size = chunk_size(&data, &mut size);
-            let tail: &[u8] = match (data.is_empty(), end) {
-                (true, _) => b"0\r\n\r\n",
-                (false, true) => b"\r\n0\r\n\r\n",
-                (false, false) => b"\r\n",
-            };
-            write_all(&mut io.stream, &[&head, size, &data, tail], idle).await?;
-        }
-        head.clear();
-        if end {
-            return Ok(None);
-        }
-    }
-}
-
-/// The error of a body that stalled past the body idle bound.
-fn timed_out(what: &'static str) -> io::Error {
-    io::Error::new(io::ErrorKind::TimedOut, what)
-}
-
-/// The chunk-size line of `data` (nothing for the last, empty chunk).
-fn chunk_size<'a>(data: &[u8], out: &'a mut [u8; 20]) -> &'a [u8] {
-    if data.is_empty() {
-        return &[];
-    }
-    let mut cursor = io::Cursor::new(&mut out[..]);
-    let _ = write!(cursor, "{:x}\r\n", data.len());
-    let len = usize::try_from(cursor.position()).unwrap_or(0);
-    &out[..len]
-}
-
-/// Write every piece, in as few system calls as the socket allows; an
-/// error when the client takes nothing for `idle`.
-async fn write_all(stream: &mut TcpStream, pieces: &[&[u8]], idle: Duration) -> io::Result<()> {
-    let mut slices = [IoSlice::new(&[]); 4];
-    for (slice, piece) in slices.iter_mut().zip(pieces) {
-        *slice = IoSlice::new(piece);
-    }
-    let mut left = &mut slices[..pieces.len().min(4)];
-    IoSlice::advance_slices(&mut left, 0);
-    while !left.is_empty() {
-        let n = within_for(idle, stream.write_vectored(left))
-            .await
-            .ok_or_else(|| timed_out("the client stopped reading the answer"))??;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        IoSlice::advance_slices(&mut left, n);
-    }
-    Ok(())
-}
-
 /// Read and drop the rest of a request body; false when it is longer
 /// than [`DRAIN_MAX`], slower than [`DRAIN_TIME`], or broken.
-async fn drain_body(io: &mut ClientIo, mut decoder: Decoder) -> bool {
+async fn drain_body<S: AsyncRead + Unpin>(io: &mut ClientIo<S>, mut decoder: Decoder) -> bool {
     let mut left = DRAIN_MAX;
     let drained = poll_fn(|cx| loop {
         match decoder.poll_data(&mut io.stream, &mut io.buf, cx) {
@@ -577,7 +460,7 @@ async fn drain_body(io: &mut ClientIo, mut decoder: Decoder) -> bool {
 /// connection, and the reset can destroy the answer before the client
 /// reads it. The bytes go through the connection's buffer, not an array
 /// in this future: the future is part of every request's state.
-async fn linger(mut io: ClientIo) {
+async fn linger<S: AsyncRead + AsyncWrite + Unpin>(mut io: ClientIo<S>) {
     let _ = io.stream.shutdown().await;
     let _ = tokio::time::timeout(DRAIN_TIME, async {
         loop {

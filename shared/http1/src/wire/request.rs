@@ -10,22 +10,24 @@
 //!   registered ([`known_method`]); anything else is 400;
 //! - one Host field at most (§3.2), else 400;
 //! - a body is framed by `Transfer-Encoding: chunked` or a Content-Length
-//!   of ASCII digits ([`crate::codec::Fields`]). Transfer-Encoding in an
-//!   HTTP/1.0 request, twice, or beside a Content-Length is 400; any
+//!   of ASCII digits ([`super::codec::Fields`]). Transfer-Encoding in an
+//!   HTTP/1.0 request, twice, or beside a Content-Length is 400, and so
+//!   is a second Content-Length, even an equal one (nginx: "duplicate
+//!   header line"); any
 //!   coding other than exactly `chunked` is 501 (nginx: "unknown
 //!   Transfer-Encoding").
 
 use std::mem::MaybeUninit;
 
 use bytes::BytesMut;
-use hyper::http::request::Parts;
-use hyper::{Method, Request, Uri, Version};
+use http::request::Parts;
+use http::{Method, Request, Uri, Version};
 
-use crate::codec::{Fields, Framing};
-use crate::headers::RawFields;
+use super::codec::{Fields, Framing};
+use super::fields::RawFields;
 
 /// Most header fields in a request head.
-const MAX_HEADERS: usize = 128;
+pub const MAX_HEADERS: usize = 128;
 
 /// A request head, and what the connection needs to know of it.
 #[derive(Debug)]
@@ -45,11 +47,11 @@ pub struct Head {
 /// Why a request head is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
-    /// More header fields than the router takes (431).
+    /// More header fields than the server takes (431).
     TooManyHeaders,
     /// Not a valid HTTP/1.x request head (400), and why.
     Bad(&'static str),
-    /// A valid head asking for what the router does not implement (501):
+    /// A valid head asking for what the server does not implement (501):
     /// a transfer coding other than chunked.
     NotImplemented(&'static str),
 }
@@ -99,7 +101,7 @@ pub fn parse(buf: &mut BytesMut) -> Result<Option<Head>, Refusal> {
     let expect_continue = fields.expect_continue;
     let mut fields = RawFields::new(head, fields.into_spans());
     if expect_continue {
-        // Answered here: the router asks for the body when a backend reads it.
+        // Answered here: the server asks for the body when the handler reads it.
         fields.remove(b"expect");
     }
     let (mut parts, ()) = Request::new(()).into_parts();
@@ -118,6 +120,10 @@ pub fn parse(buf: &mut BytesMut) -> Result<Option<Head>, Refusal> {
 /// How a request's body is delimited (RFC 9112 §6.1-§6.3), checked in
 /// nginx's order.
 fn framing(fields: &Fields, version: Version) -> Result<Framing, Refusal> {
+    if fields.lengths > 1 {
+        // Even equal ones: a backend may read either, or refuse both.
+        return Err(Refusal::Bad("more than one content-length"));
+    }
     if !fields.coded {
         return Ok(fields.length.map_or(Framing::Empty, Framing::Length));
     }
@@ -319,6 +325,10 @@ mod tests {
         assert_eq!(
             refused(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
             Some(Refusal::Bad("conflicting content-length"))
+        );
+        assert_eq!(
+            refused(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx"),
+            Some(Refusal::Bad("more than one content-length"))
         );
         assert_eq!(
             refused(b"POST / HTTP/1.1\r\nContent-Length: +1\r\n\r\n"),
