@@ -28,12 +28,12 @@
 use std::fmt;
 use std::path::Path;
 
-use mentat_domain::spec::{DeploySpec, HealthSpec, RouteSpec, RunSpec, ServiceSpec};
+use mentat_domain::spec::{AuditSpec, DeploySpec, HealthSpec, RouteSpec, RunSpec, ServiceSpec};
 use serde::de::DeserializeOwned;
 use serde_yaml::{Mapping, Value};
 
 /// Fields of one service entry, in the order they are documented.
-const SERVICE_FIELDS: [&str; 5] = ["replicas", "run", "health", "deploy", "route"];
+const SERVICE_FIELDS: [&str; 6] = ["replicas", "run", "health", "deploy", "route", "audit"];
 
 /// One problem in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -245,7 +245,7 @@ impl Checker<'_> {
                 let message = if key == "name" {
                     "the service name is the key of its entry; remove `name`".to_owned()
                 } else {
-                    format!("unknown field `{key}`, expected one of replicas, run, health, deploy, route")
+                    format!("unknown field `{key}`, expected one of replicas, run, health, deploy, route, audit")
                 };
                 self.report(&["services", name, &key], message);
             }
@@ -257,6 +257,7 @@ impl Checker<'_> {
         let health = self.section::<HealthSpec>(map, &base, "health", None);
         let deploy = self.section::<DeploySpec>(map, &base, "deploy", None);
         let route = self.section::<RouteSpec>(map, &base, "route", None);
+        let audit = self.section::<AuditSpec>(map, &base, "audit", None);
         let spec = ServiceSpec {
             name: name.to_owned(),
             replicas: replicas?,
@@ -264,6 +265,7 @@ impl Checker<'_> {
             health: health?,
             deploy: deploy?,
             route: route?,
+            audit: audit?,
         };
         self.validate(&spec, map, before);
         (self.problems.len() == before).then_some(spec)
