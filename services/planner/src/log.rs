@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use mentat_domain::audit::StatePoint;
 use mentat_domain::event::{Event, EventEnvelope, Meta, SCHEMA_VERSION};
 use mentat_domain::planner::World;
 use mentat_store::{CommandRecord, ExpectedVersion, NewEvent, RecordedEvent, Store, StreamAppend};
@@ -74,12 +75,8 @@ impl Log {
             for recorded in &page {
                 self.versions
                     .insert(recorded.stream.clone(), recorded.version);
-                match envelope(recorded) {
-                    Ok(envelope) => self.fold(&envelope),
-                    Err(error) => {
-                        self.world.position = recorded.position;
-                        self.mark_broken(&recorded.stream, recorded.position, error);
-                    }
+                if let Some((stream, broken)) = fold_recorded(&mut self.world, recorded) {
+                    self.mark_broken(&stream, broken.position, broken.error);
                 }
             }
         }
@@ -98,15 +95,8 @@ impl Log {
 
     /// Fold one event, containing a panic to its stream.
     fn fold(&mut self, envelope: &EventEnvelope) {
-        let world = &mut self.world;
-        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| world.apply(envelope))) {
-            self.world.position = envelope.position;
-            let error = format!(
-                "folding {}: {}",
-                envelope.event.type_name(),
-                panic_message(&panic)
-            );
-            self.mark_broken(&envelope.stream, envelope.position, error);
+        if let Some((stream, broken)) = fold_envelope(&mut self.world, envelope) {
+            self.mark_broken(&stream, broken.position, broken.error);
         }
     }
 
@@ -189,6 +179,69 @@ impl Log {
         }
         self.appended.notify_one();
         Ok(None)
+    }
+}
+
+/// Fold one recorded event into `world`, as the planner does: an event
+/// that does not decode, or whose fold panics, breaks its stream (returned
+/// with why) and the world goes on.
+fn fold_recorded(world: &mut World, recorded: &RecordedEvent) -> Option<(String, Broken)> {
+    match envelope(recorded) {
+        Ok(envelope) => fold_envelope(world, &envelope),
+        Err(error) => {
+            world.position = recorded.position;
+            let broken = Broken {
+                position: recorded.position,
+                error,
+            };
+            Some((recorded.stream.clone(), broken))
+        }
+    }
+}
+
+/// Fold one event into `world`, containing a panic to its stream.
+fn fold_envelope(world: &mut World, envelope: &EventEnvelope) -> Option<(String, Broken)> {
+    let folded = catch_unwind(AssertUnwindSafe(|| world.apply(envelope)));
+    let panic = folded.err()?;
+    world.position = envelope.position;
+    let error = format!(
+        "folding {}: {}",
+        envelope.event.type_name(),
+        panic_message(&panic)
+    );
+    let broken = Broken {
+        position: envelope.position,
+        error,
+    };
+    Some((envelope.stream.clone(), broken))
+}
+
+/// The world as the log folded into it up to `point`, with the streams
+/// whose fold broke on the way, and the recording time of the last event
+/// folded: the very fold [`Log::open`] replays with, stopped early.
+/// (Streams a failed *decision* marked broken are not in the log, so they
+/// are not here.)
+pub async fn replay_until(
+    store: &Store,
+    point: StatePoint,
+) -> Result<(World, BTreeMap<String, Broken>, Option<i64>)> {
+    let mut world = World::default();
+    let mut broken = BTreeMap::new();
+    let mut last_at = None;
+    loop {
+        let page = store.read_all(world.position, REPLAY_PAGE).await?;
+        if page.is_empty() {
+            return Ok((world, broken, last_at));
+        }
+        for recorded in &page {
+            if point.passed(recorded.position, recorded.recorded_at_ms) {
+                return Ok((world, broken, last_at));
+            }
+            if let Some((stream, b)) = fold_recorded(&mut world, recorded) {
+                broken.insert(stream, b);
+            }
+            last_at = Some(recorded.recorded_at_ms);
+        }
     }
 }
 

@@ -208,7 +208,7 @@ pub struct Story {
 /// Why a story could not be told.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NotFound {
-    /// No deployment has this id, nor an id starting with it.
+    /// No deployment has this id, nor an id starting or ending with it.
     Deployment(String),
     /// Several deployments' ids start with it.
     Ambiguous(String, usize),
@@ -223,7 +223,7 @@ impl std::fmt::Display for NotFound {
         match self {
             NotFound::Deployment(id) => write!(f, "no deployment `{id}` in the log"),
             NotFound::Ambiguous(id, n) => {
-                write!(f, "{n} deployments' ids start with `{id}`: give more of it")
+                write!(f, "{n} deployments' ids start or end with `{id}`: give more of it")
             }
             NotFound::Position(p) => write!(f, "the log has no event at position {p}"),
             NotFound::NoDeployment(p) => write!(
@@ -234,8 +234,9 @@ impl std::fmt::Display for NotFound {
     }
 }
 
-/// The deployment `text` names: a deployment id, a unique start of one,
-/// or a position in the log (digits) of any event of the deployment.
+/// The deployment `text` names: a deployment id, the unique start or end
+/// of one (tables show an id's last 8 characters), or a position in the
+/// log (digits) of any event of the deployment.
 pub fn find(events: &[EventEnvelope], text: &str) -> Result<String, NotFound> {
     if let Ok(position) = text.parse::<i64>() {
         return of_position(events, position);
@@ -243,7 +244,9 @@ pub fn find(events: &[EventEnvelope], text: &str) -> Result<String, NotFound> {
     let ids: BTreeSet<&str> = events
         .iter()
         .filter_map(|env| match &env.event {
-            Event::DeploymentStarted { deployment_id, .. } if deployment_id.starts_with(text) => {
+            Event::DeploymentStarted { deployment_id, .. }
+                if deployment_id.starts_with(text) || deployment_id.ends_with(text) =>
+            {
                 Some(deployment_id.as_str())
             }
             _ => None,
