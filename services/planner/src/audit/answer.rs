@@ -224,7 +224,8 @@ pub async fn state(
     query: &AuditStateQuery,
     point: StatePoint,
 ) -> AuditStateReply {
-    let (world, broken, recorded_at_ms) = match log::replay_until(store, point).await {
+    let folded = log::replay_until(store, point, &audit.snapshots).await;
+    let (world, broken, recorded_at_ms) = match folded {
         Ok(folded) => folded,
         Err(e) => return unavailable_state(e),
     };

@@ -42,6 +42,10 @@ pub struct Audit {
     /// One permit: past states are rebuilt one at a time (each folds the
     /// log from its start); the next waits its turn.
     pub stating: Arc<tokio::sync::Semaphore>,
+    /// Worlds folded by past-state queries, every
+    /// [`SNAPSHOT_EVERY`](crate::log::SNAPSHOT_EVERY) events, that the next
+    /// one starts from.
+    pub snapshots: Arc<std::sync::Mutex<crate::log::Snapshots>>,
 }
 
 impl std::fmt::Debug for Audit {
