@@ -82,7 +82,8 @@ pub enum Error {
         /// Why, as recorded by the planner.
         reason: String,
     },
-    /// The log's hash chain does not hold, or an anchor is forged. Exit 1.
+    /// The log's hash chain does not hold, or an anchor is forged; or what
+    /// an audit asked about is not in the log. Exit 1.
     #[error("{0}")]
     AuditFailed(String),
     /// `--timeout` passed while the deployment was still running. Exit 4.

@@ -108,7 +108,14 @@ impl Cluster {
     /// As [`Cluster::start`], with extra flags for the router (kept when it
     /// is restarted), for example `["--stats-interval-ms", "100"]`.
     pub async fn start_with_router_args(db: Db, router_args: &[&str]) -> Cluster {
-        Self::start_on(NatsServer::start(), Vec::new(), db, router_args).await
+        Self::start_on(NatsServer::start(), Vec::new(), db, router_args, &SERVICES).await
+    }
+
+    /// As [`Cluster::start`], with no router at all: no router is known,
+    /// so drains are not waited for, and `mt status` lists none.
+    pub async fn start_without_router(db: Db) -> Cluster {
+        let services = ["planner", "executor", "health-watcher"];
+        Self::start_on(NatsServer::start(), Vec::new(), db, &[], &services).await
     }
 
     /// As [`Cluster::start`], on a three-node NATS cluster: every service
@@ -117,7 +124,7 @@ impl Cluster {
     pub async fn start_on_nats_cluster(db: Db) -> Cluster {
         let mut nodes = NatsCluster::start(3).into_nodes();
         let first = nodes.remove(0);
-        Self::start_on(first, nodes, db, &[]).await
+        Self::start_on(first, nodes, db, &[], &SERVICES).await
     }
 
     async fn start_on(
@@ -125,6 +132,7 @@ impl Cluster {
         nats_peers: Vec<NatsServer>,
         db: Db,
         router_args: &[&str],
+        services: &[&'static str],
     ) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let (database_url, pg) = match db {
@@ -174,7 +182,7 @@ impl Cluster {
             router_args: router_args.iter().map(|a| (*a).to_owned()).collect(),
             nats_peers,
         };
-        for service in SERVICES {
+        for service in services {
             cluster.start_service(service);
         }
         cluster.wait_ready().await;

@@ -14,6 +14,8 @@
 //!   as forged, and ignored by the planner.
 //! - PostgreSQL with two roles: the planner migrates as the owner and runs
 //!   as a role that may only read and insert.
+//! - [`replay`]: the audits that replay the log (`state`, `why`, `report`)
+//!   and a service's audit policy, on a whole Mentat.
 
 #![allow(clippy::unwrap_used)] // a failing test should fail loudly
 
@@ -29,6 +31,9 @@ use mentat_store::Store;
 use mentat_testkit::{NatsServer, PgDatabase};
 use sqlx::{AnyConnection, Connection};
 use tempfile::TempDir;
+
+#[path = "audit/replay.rs"]
+mod replay;
 
 /// Three services: a log of a handful of events to tamper with.
 const CONFIG: &str = r#"services:

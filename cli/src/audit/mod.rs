@@ -1,9 +1,15 @@
 //! `mt audit`: was the log changed? Verify its hash chain (through the
 //! planner, or offline from an exported file), export it, print the
-//! planner's public key, and have the planner sign an anchor now.
+//! planner's public key, and have the planner sign an anchor now. And
+//! what the log says: the state at a past point, why a deployment ended
+//! as it did, who did what.
 //!
 //! - [`verify`]: `mt audit verify [--file F] [--anchors F] [--key K]`.
 //! - [`export`]: `mt audit export [--from N] [--db URL]`.
+//! - [`state`]: `mt audit state (--at TIME | --position N) [SERVICE]`.
+//! - [`why`]: `mt audit why (DEPLOYMENT | POSITION) [--file F]`.
+//! - [`report`]: `mt audit report --since DURATION [--actor A] [--service S]
+//!   [--format md|csv|json] [--file F]`.
 //! - `mt audit key`, `mt audit anchor`: here.
 //!
 //! Exports go over the bus, a page at a time, like every other command
@@ -12,7 +18,11 @@
 //! refuses to start on a broken log, say).
 
 pub mod export;
+mod read;
+pub mod report;
+pub mod state;
 pub mod verify;
+pub mod why;
 
 use std::time::Duration;
 
@@ -38,6 +48,16 @@ pub enum Cmd {
     /// Have the leading planner check the log since its last anchor and
     /// sign an anchor of its head now.
     Anchor(JsonArg),
+    /// What `mt status` would have shown at a past time or position,
+    /// rebuilt by folding the log up to it.
+    State(state::Args),
+    /// The story of one deployment: the command that started it, each
+    /// decision, the facts that drove them (with their numbers), the end.
+    Why(why::Args),
+    /// Who did what, when, why and with what result; and per service the
+    /// deployment frequency, change failure rate, time to restore and
+    /// median deployment duration.
+    Report(report::Args),
 }
 
 /// `--json`
@@ -55,6 +75,9 @@ pub async fn run(nats: &str, cmd: Cmd) -> Result<()> {
         Cmd::Export(args) => export::run(nats, args).await,
         Cmd::Key(args) => key(nats, args).await,
         Cmd::Anchor(args) => anchor(nats, args).await,
+        Cmd::State(args) => state::run(nats, args).await,
+        Cmd::Why(args) => why::run(nats, args).await,
+        Cmd::Report(args) => report::run(nats, args).await,
     }
 }
 

@@ -270,14 +270,14 @@ fn kind(kind: mentat_store::BreakKind) -> audit::BreakKind {
 
 /// The events of an exported file, a line at a time, each at most
 /// [`MAX_EXPORT_LINE_BYTES`]; blank lines are skipped.
-struct Lines {
+pub(crate) struct Lines {
     reader: std::io::BufReader<std::fs::File>,
     number: usize,
     path: PathBuf,
 }
 
 impl Lines {
-    fn open(path: &Path) -> Result<Lines> {
+    pub(crate) fn open(path: &Path) -> Result<Lines> {
         let file = std::fs::File::open(path)
             .map_err(|e| Error::Runtime(format!("{}: {e}", path.display())))?;
         Ok(Lines {
@@ -290,7 +290,9 @@ impl Lines {
     /// The next line's number and event (or why it is not one); `None` at
     /// the end of the file.
     #[allow(clippy::type_complexity)]
-    fn next_line(&mut self) -> Result<Option<(usize, std::result::Result<LoggedEvent, String>)>> {
+    pub(crate) fn next_line(
+        &mut self,
+    ) -> Result<Option<(usize, std::result::Result<LoggedEvent, String>)>> {
         let io = |e: std::io::Error| Error::Runtime(format!("{}: {e}", self.path.display()));
         loop {
             self.number += 1;

@@ -2,9 +2,8 @@
 //! events are its own, the progress line of each, and the milestones where
 //! following stops (the end, or a wait for an operator).
 
-use std::collections::HashSet;
-
 use mentat_domain::command::Outcome;
+use mentat_domain::story::Membership;
 use mentat_domain::{Event, EventEnvelope, Strategy};
 
 use crate::output::{self, Known, Waiting};
@@ -39,8 +38,7 @@ pub struct Observed {
 /// What one deployment's events mean for the person following it.
 #[derive(Debug)]
 pub struct Tracker {
-    ids: [String; 2],
-    replicas: HashSet<String>,
+    members: Membership,
     known: Known,
     strategy: Option<Strategy>,
     promoted: bool,
@@ -53,8 +51,7 @@ impl Tracker {
     /// by command `command_id`.
     pub fn new(service: &str, deployment_id: &str, command_id: &str) -> Self {
         Self {
-            ids: [deployment_id.to_owned(), command_id.to_owned()],
-            replicas: HashSet::new(),
+            members: Membership::new(service, deployment_id, Some(command_id)),
             known: Known::new(service),
             strategy: None,
             promoted: false,
@@ -74,9 +71,10 @@ impl Tracker {
         &self.known
     }
 
-    /// `None` when the event is not about this deployment.
+    /// `None` when the event is not about this deployment (the domain's
+    /// [`Membership`] decides, as it does for `mt audit why`).
     pub fn observe(&mut self, env: &EventEnvelope) -> Option<Observed> {
-        if !self.is_ours(env) {
+        if !self.members.admits(env) {
             return None;
         }
         self.learn(&env.event);
@@ -84,31 +82,6 @@ impl Tracker {
             line: output::progress(&env.event, &self.known),
             milestone: milestone(&env.event),
         })
-    }
-
-    fn is_ours(&self, env: &EventEnvelope) -> bool {
-        // The health-watcher's verdicts on the version being rolled out.
-        if let Event::ThresholdBreached { version, .. }
-        | Event::NoData { version, .. }
-        | Event::ThresholdsMet { version, .. } = &env.event
-        {
-            return self.known.image.as_ref() == Some(version);
-        }
-        if let Some(id) = deployment_of(&env.event) {
-            return id == self.ids[0];
-        }
-        if env
-            .meta
-            .correlation_id
-            .as_ref()
-            .is_some_and(|c| self.ids.contains(c))
-        {
-            return true;
-        }
-        match replica_of(&env.event) {
-            Some(replica) => self.replicas.contains(replica),
-            None => matches!(env.event, Event::RouteChanged { .. }),
-        }
     }
 
     fn learn(&mut self, event: &Event) {
@@ -152,8 +125,6 @@ impl Tracker {
                 if canary {
                     self.known.canary.clone_from(start);
                 }
-                self.replicas.extend(start.iter().cloned());
-                self.replicas.extend(replace.iter().cloned());
                 // A revert retires the deployment's own new replicas.
                 if !self.reverting {
                     self.known.old.extend(replace.iter().cloned());
@@ -166,11 +137,7 @@ impl Tracker {
                 self.known.batches = None;
                 self.known.old.clear();
             }
-            other => {
-                if let Some(replica) = replica_of(other) {
-                    self.replicas.insert(replica.to_owned());
-                }
-            }
+            _ => {}
         }
     }
 }
@@ -201,43 +168,6 @@ fn milestone(event: &Event) -> Option<Milestone> {
         Event::DeploymentPaused { reason, .. } => waiting(Waiting::Paused {
             reason: reason.clone(),
         }),
-        _ => None,
-    }
-}
-
-/// The deployment an event names, when it names one.
-fn deployment_of(event: &Event) -> Option<&str> {
-    match event {
-        Event::DeploymentStarted { deployment_id, .. }
-        | Event::BatchStarted { deployment_id, .. }
-        | Event::BatchCompleted { deployment_id, .. }
-        | Event::DeploymentPaused { deployment_id, .. }
-        | Event::DeploymentResumed { deployment_id, .. }
-        | Event::TrafficShifted { deployment_id, .. }
-        | Event::CanaryPromoted { deployment_id, .. }
-        | Event::TrafficSwitched { deployment_id, .. }
-        | Event::StandbyEnded { deployment_id, .. }
-        | Event::BakeStarted { deployment_id, .. }
-        | Event::DeploymentReverting { deployment_id, .. }
-        | Event::DeploymentCompleted { deployment_id, .. }
-        | Event::DeploymentReverted { deployment_id, .. }
-        | Event::DeploymentFailed { deployment_id, .. } => Some(deployment_id),
-        Event::ReplicaStartRequested { deployment_id, .. } => deployment_id.as_deref(),
-        _ => None,
-    }
-}
-
-/// The replica an event is about, when it is about one.
-fn replica_of(event: &Event) -> Option<&str> {
-    match event {
-        Event::ReplicaStartRequested { replica, .. }
-        | Event::ReplicaStarted { replica, .. }
-        | Event::ReplicaExited { replica, .. }
-        | Event::ReplicaHealthy { replica, .. }
-        | Event::ReplicaUnhealthy { replica, .. }
-        | Event::ReplicaDrained { replica, .. }
-        | Event::ReplicaStopRequested { replica, .. }
-        | Event::ReplicaRetireRequested { replica, .. } => Some(replica),
         _ => None,
     }
 }

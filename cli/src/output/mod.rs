@@ -1,11 +1,13 @@
 //! Everything `mt` prints: tables, times, replies and event lines. Pure
 //! functions from data to text, so they are tested without a bus.
 
+mod audit;
 mod events;
 mod progress;
 mod ps;
 mod tables;
 
+pub use audit::{report_csv, report_md, story_text};
 pub use events::details;
 pub use progress::{next_steps, progress, Known, Waiting};
 pub use ps::{ps_rows, ps_table};

@@ -259,6 +259,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         planner: config.planner_id(),
         anchor_file: config.anchor_file.clone(),
         verifying: Default::default(),
+        stating: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
+        snapshots: Default::default(),
     };
     // Before anything is decided: the whole chain, against the latest anchor.
     let acceptance = config.acceptance();

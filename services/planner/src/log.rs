@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use mentat_domain::audit::StatePoint;
 use mentat_domain::event::{Event, EventEnvelope, Meta, SCHEMA_VERSION};
 use mentat_domain::planner::World;
 use mentat_store::{CommandRecord, ExpectedVersion, NewEvent, RecordedEvent, Store, StreamAppend};
@@ -74,12 +75,8 @@ impl Log {
             for recorded in &page {
                 self.versions
                     .insert(recorded.stream.clone(), recorded.version);
-                match envelope(recorded) {
-                    Ok(envelope) => self.fold(&envelope),
-                    Err(error) => {
-                        self.world.position = recorded.position;
-                        self.mark_broken(&recorded.stream, recorded.position, error);
-                    }
+                if let Some((stream, broken)) = fold_recorded(&mut self.world, recorded) {
+                    self.mark_broken(&stream, broken.position, broken.error);
                 }
             }
         }
@@ -98,15 +95,8 @@ impl Log {
 
     /// Fold one event, containing a panic to its stream.
     fn fold(&mut self, envelope: &EventEnvelope) {
-        let world = &mut self.world;
-        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| world.apply(envelope))) {
-            self.world.position = envelope.position;
-            let error = format!(
-                "folding {}: {}",
-                envelope.event.type_name(),
-                panic_message(&panic)
-            );
-            self.mark_broken(&envelope.stream, envelope.position, error);
+        if let Some((stream, broken)) = fold_envelope(&mut self.world, envelope) {
+            self.mark_broken(&stream, broken.position, broken.error);
         }
     }
 
@@ -192,6 +182,186 @@ impl Log {
     }
 }
 
+/// Fold one recorded event into `world`, as the planner does: an event
+/// that does not decode, or whose fold panics, breaks its stream (returned
+/// with why) and the world goes on.
+fn fold_recorded(world: &mut World, recorded: &RecordedEvent) -> Option<(String, Broken)> {
+    match envelope(recorded) {
+        Ok(envelope) => fold_envelope(world, &envelope),
+        Err(error) => {
+            world.position = recorded.position;
+            let broken = Broken {
+                position: recorded.position,
+                error,
+            };
+            Some((recorded.stream.clone(), broken))
+        }
+    }
+}
+
+/// Fold one event into `world`, containing a panic to its stream.
+fn fold_envelope(world: &mut World, envelope: &EventEnvelope) -> Option<(String, Broken)> {
+    let folded = catch_unwind(AssertUnwindSafe(|| world.apply(envelope)));
+    let panic = folded.err()?;
+    world.position = envelope.position;
+    let error = format!(
+        "folding {}: {}",
+        envelope.event.type_name(),
+        panic_message(&panic)
+    );
+    let broken = Broken {
+        position: envelope.position,
+        error,
+    };
+    Some((envelope.stream.clone(), broken))
+}
+
+/// Worlds folded up to a position, kept by the past-state queries so that
+/// the next one folds from the nearest instead of from position 1. One is
+/// taken every `every` events while folding, up to `max` of them (past
+/// that, none more: the memory they hold is bounded). Each remembers the
+/// hash of the event at its position and is used only while the log still
+/// has that hash there: the chain makes it the hash of the whole prefix
+/// the snapshot summarises.
+#[derive(Debug)]
+pub struct Snapshots {
+    every: i64,
+    max: usize,
+    kept: BTreeMap<i64, Snapshot>,
+}
+
+#[derive(Debug, Clone)]
+struct Snapshot {
+    world: World,
+    broken: BTreeMap<String, Broken>,
+    hash: String,
+    recorded_at_ms: i64,
+    /// The latest recording time of any event up to here: a snapshot
+    /// serves a point in time only if none of its events is after it.
+    latest_ms: i64,
+}
+
+/// Events between two snapshots of the past-state queries.
+pub const SNAPSHOT_EVERY: i64 = 50_000;
+/// Most snapshots kept: 64 × 50,000 events covers a log of 3.2 million.
+pub const MAX_SNAPSHOTS: usize = 64;
+
+impl Default for Snapshots {
+    fn default() -> Self {
+        Snapshots::new(SNAPSHOT_EVERY, MAX_SNAPSHOTS)
+    }
+}
+
+impl Snapshots {
+    /// One snapshot every `every` events, at most `max`.
+    pub fn new(every: i64, max: usize) -> Self {
+        Snapshots {
+            every: every.max(1),
+            max,
+            kept: BTreeMap::new(),
+        }
+    }
+
+    /// How many are kept.
+    pub fn len(&self) -> usize {
+        self.kept.len()
+    }
+
+    /// Whether none is kept.
+    pub fn is_empty(&self) -> bool {
+        self.kept.is_empty()
+    }
+
+    /// The latest snapshot that lies before `point`.
+    fn before(&self, point: StatePoint) -> Option<(i64, Snapshot)> {
+        self.kept
+            .iter()
+            .rev()
+            .find(|(position, snap)| match point {
+                StatePoint::Position(p) => **position <= p,
+                StatePoint::At(t) => snap.latest_ms <= t,
+            })
+            .map(|(p, s)| (*p, s.clone()))
+    }
+}
+
+/// A snapshot still summarises the log when the log's event at its
+/// position has the hash it had.
+async fn still_holds(store: &Store, position: i64, hash: &str) -> Result<bool> {
+    Ok(store
+        .event_at(position)
+        .await?
+        .is_some_and(|e| e.hash == hash))
+}
+
+/// The world as the log folded into it up to `point`, with the streams
+/// whose fold broke on the way, and the recording time of the last event
+/// folded: the very fold [`Log::open`] replays with, stopped early, and
+/// started from the nearest of `snapshots` that still holds (taking new
+/// ones on the way). (Streams a failed *decision* marked broken are not in
+/// the log, so they are not here.)
+pub async fn replay_until(
+    store: &Store,
+    point: StatePoint,
+    snapshots: &std::sync::Mutex<Snapshots>,
+) -> Result<(World, BTreeMap<String, Broken>, Option<i64>)> {
+    let lock = || {
+        snapshots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
+    let (mut world, mut broken, mut last_at, mut latest) = loop {
+        let nearest = lock().before(point);
+        let Some((position, snap)) = nearest else {
+            break (World::default(), BTreeMap::new(), None, i64::MIN);
+        };
+        if still_holds(store, position, &snap.hash).await? {
+            break (
+                snap.world,
+                snap.broken,
+                Some(snap.recorded_at_ms),
+                snap.latest_ms,
+            );
+        }
+        // The log changed at or before it: it and every later one go.
+        tracing::warn!(
+            position,
+            "a past-state snapshot no longer matches the log; dropped"
+        );
+        lock().kept.retain(|p, _| *p < position);
+    };
+    loop {
+        let page = store.read_all(world.position, REPLAY_PAGE).await?;
+        if page.is_empty() {
+            return Ok((world, broken, last_at));
+        }
+        for recorded in &page {
+            if point.passed(recorded.position, recorded.recorded_at_ms) {
+                return Ok((world, broken, last_at));
+            }
+            if let Some((stream, b)) = fold_recorded(&mut world, recorded) {
+                broken.insert(stream, b);
+            }
+            last_at = Some(recorded.recorded_at_ms);
+            latest = latest.max(recorded.recorded_at_ms);
+            let mut kept = lock();
+            let due = recorded.position % kept.every == 0
+                && kept.kept.len() < kept.max
+                && !kept.kept.contains_key(&recorded.position);
+            if due {
+                let snap = Snapshot {
+                    world: world.clone(),
+                    broken: broken.clone(),
+                    hash: recorded.hash.clone(),
+                    recorded_at_ms: recorded.recorded_at_ms,
+                    latest_ms: latest,
+                };
+                kept.kept.insert(recorded.position, snap);
+            }
+        }
+    }
+}
+
 pub(crate) fn new_event(id: &str, event: &Event, metadata: &str, now_ms: i64) -> Result<NewEvent> {
     Ok(NewEvent {
         id: id.to_owned(),
@@ -231,4 +401,109 @@ pub fn envelope(recorded: &RecordedEvent) -> std::result::Result<EventEnvelope, 
         meta,
         event,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use mentat_domain::audit::StatePoint;
+    use mentat_domain::event::Event;
+    use mentat_store::{ExpectedVersion, Store};
+
+    use super::{new_event, replay_until, Snapshots};
+
+    /// A log of `n` host events (hosts joining, every third one lost
+    /// again), event `i` recorded at `i * 10` ms.
+    async fn log_of(n: i64) -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("a directory");
+        let url = format!("sqlite://{}", dir.path().join("log.db").display());
+        let store = Store::open(&url).await.expect("a store");
+        for i in 1..=n {
+            let event = if i % 3 == 0 {
+                Event::HostLost {
+                    host: format!("h{}", i - 1),
+                    reason: "silent".into(),
+                }
+            } else {
+                Event::HostJoined {
+                    host: format!("h{i}"),
+                    capacity: 4,
+                }
+            };
+            let new = new_event(&format!("e{i}"), &event, "{}", i * 10).expect("an event");
+            store
+                .append("_hosts", ExpectedVersion::Any, None, vec![new])
+                .await
+                .expect("appended");
+        }
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn a_fold_from_a_snapshot_is_the_fold_from_the_start() {
+        let (_dir, store) = log_of(95).await;
+        let snapshots = Mutex::new(Snapshots::new(10, 5));
+        let points = [
+            StatePoint::Position(95),
+            StatePoint::Position(0),
+            StatePoint::Position(37),
+            StatePoint::Position(40),
+            StatePoint::Position(500),
+            StatePoint::At(375),
+            StatePoint::At(9),
+        ];
+        for point in points {
+            let none = Mutex::new(Snapshots::new(i64::MAX, 0));
+            let whole = replay_until(&store, point, &none).await.expect("folded");
+            let from_snapshot = replay_until(&store, point, &snapshots)
+                .await
+                .expect("folded");
+            assert_eq!(from_snapshot.0, whole.0, "{point:?}");
+            assert_eq!(from_snapshot.1, whole.1, "{point:?}");
+            assert_eq!(from_snapshot.2, whole.2, "{point:?}");
+        }
+        // Every 10 events, at most 5 of them.
+        let kept: Vec<i64> = snapshots
+            .lock()
+            .expect("lock")
+            .kept
+            .keys()
+            .copied()
+            .collect();
+        assert_eq!(kept, [10, 20, 30, 40, 50]);
+        let (world, _, at) = replay_until(&store, StatePoint::At(375), &snapshots)
+            .await
+            .expect("folded");
+        assert_eq!((world.position, at), (37, Some(370)));
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_the_log_no_longer_matches_is_dropped() {
+        let (_dir, store) = log_of(30).await;
+        let snapshots = Mutex::new(Snapshots::new(10, 5));
+        let whole = replay_until(&store, StatePoint::Position(25), &snapshots)
+            .await
+            .expect("folded");
+        // As if the log had been rewritten at 20: the snapshot there, and
+        // after it, no longer holds.
+        for (p, snap) in snapshots.lock().expect("lock").kept.iter_mut() {
+            if *p >= 20 {
+                snap.hash = "0".repeat(64);
+                snap.world.hosts.clear();
+            }
+        }
+        let again = replay_until(&store, StatePoint::Position(25), &snapshots)
+            .await
+            .expect("folded");
+        assert_eq!(again.0, whole.0);
+        let kept: Vec<i64> = snapshots
+            .lock()
+            .expect("lock")
+            .kept
+            .keys()
+            .copied()
+            .collect();
+        assert_eq!(kept, [10, 20], "20 dropped, then taken again from the log");
+    }
 }

@@ -1,6 +1,8 @@
 //! Answers to `mentat.query.status` and `mentat.query.history`, read from
 //! the world the log folded into (and, for raw events, the log itself),
 //! and the audit queries (`mentat.query.audit_*`, see [`crate::audit`]).
+//! [`status`] answers `mentat.query.audit_state` too, from a world folded
+//! up to a past point.
 
 use std::collections::BTreeMap;
 
@@ -82,6 +84,11 @@ pub async fn answer(bus: &Bus, msg: &async_nats::Message, on: Answering<'_>) {
             audit::answer::spawn_verify(store, bus.clone(), on.audit.clone(), msg.clone()).await;
             Ok(())
         }
+        "audit_state" => {
+            let store = on.log.store().clone();
+            audit::answer::spawn_state(store, bus.clone(), on.audit.clone(), msg.clone()).await;
+            Ok(())
+        }
         "audit_export" => {
             let reply =
                 match codec::decode::<AuditExportQuery>(&msg.payload, encoding, "AuditExportQuery")
@@ -108,7 +115,7 @@ pub async fn answer(bus: &Bus, msg: &async_nats::Message, on: Answering<'_>) {
         other => {
             let reason = format!(
                 "unknown query `{other}`; known queries: status, history, audit_verify, \
-                 audit_export, audit_key"
+                 audit_state, audit_export, audit_key"
             );
             bus.reply(msg, &Reply::rejected(RejectKind::Invalid, reason))
                 .await
@@ -198,6 +205,16 @@ pub fn host_states(world: &World) -> Vec<HostStatus> {
             suspect_since_ms: h.suspect_since_ms,
         })
         .collect()
+}
+
+/// Who leads (from the log) and who stands by, as `status` reports them.
+pub fn planners(world: &World, standbys: Vec<String>, answered_by: &str) -> PlannersStatus {
+    PlannersStatus {
+        leader: world.leader.as_ref().map(|(p, _)| p.clone()),
+        epoch: world.leader.as_ref().map(|(_, e)| *e),
+        standbys,
+        answered_by: answered_by.to_owned(),
+    }
 }
 
 /// The live routers, each with the services whose latest routes it has not

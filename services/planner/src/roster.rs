@@ -95,12 +95,7 @@ impl Roster {
             .map(|(id, _)| id.clone())
             .collect();
         standbys.sort();
-        PlannersStatus {
-            leader: world.leader.as_ref().map(|(p, _)| p.clone()),
-            epoch: world.leader.as_ref().map(|(_, e)| *e),
-            standbys,
-            answered_by: self.me.clone(),
-        }
+        crate::queries::planners(world, standbys, &self.me)
     }
 }
 

@@ -17,6 +17,8 @@ pub const QUERY_AUDIT_VERIFY: &str = "mentat.query.audit_verify";
 pub const QUERY_AUDIT_EXPORT: &str = "mentat.query.audit_export";
 /// `mentat.query.audit_key`: the planner's public key.
 pub const QUERY_AUDIT_KEY: &str = "mentat.query.audit_key";
+/// Request/reply: the status at a past position or time, rebuilt from the log.
+pub const QUERY_AUDIT_STATE: &str = "mentat.query.audit_state";
 /// `mentat.audit.anchor` (request/reply, not stored): the leading planner
 /// signs an anchor now. Only the leader listens.
 pub const AUDIT_ANCHOR: &str = "mentat.audit.anchor";

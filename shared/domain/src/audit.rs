@@ -9,6 +9,9 @@
 //!   ([`LoggedEvent`], also the line format of `mt audit export`).
 //! - `mentat.query.audit_key` ([`AuditKeyQuery`] → [`AuditKeyReply`]): the
 //!   planner's public key.
+//! - `mentat.query.audit_state` ([`AuditStateQuery`] → [`AuditStateReply`]):
+//!   what `mentat.query.status` would have answered at a past position or
+//!   time.
 //! - `mentat.audit.anchor` ([`AnchorRequest`] → [`AnchorReply`]): the leading
 //!   planner signs an [`Anchor`] of the head now.
 //!
@@ -327,6 +330,110 @@ pub enum AuditExportReply {
         /// More events may follow: ask again with `after` set to this.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         next: Option<i64>,
+    },
+    /// The query could not be answered.
+    Rejected {
+        /// What kind of refusal.
+        kind: RejectKind,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// `mentat.query.audit_state`: what `mentat.query.status` would have
+/// answered at a past point of the log, rebuilt by folding the log up to
+/// it. Exactly one of `position` and `at_ms`; `service`, `after` and
+/// `limit` page the services as in `mentat.query.status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditStateQuery {
+    /// Fold the log up to this position, included (past the head: the head).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<i64>,
+    /// Fold every event recorded at or before this time (ms since the
+    /// Unix epoch), stopping at the first one recorded after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_ms: Option<i64>,
+    /// Only this service; every service when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// Services after this many, in name order: the `next` of the previous page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<u64>,
+    /// At most this many services in the page (as `mentat.query.status`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+impl AuditStateQuery {
+    /// The point asked for, or why the query names none or both.
+    pub fn point(&self) -> Result<StatePoint, String> {
+        match (self.position, self.at_ms) {
+            (Some(p), None) if p >= 0 => Ok(StatePoint::Position(p)),
+            (Some(p), None) => Err(format!("position: {p} is negative")),
+            (None, Some(t)) => Ok(StatePoint::At(t)),
+            _ => Err("give exactly one of position and at_ms".into()),
+        }
+    }
+}
+
+/// Where a rebuilt state stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatePoint {
+    /// After the event at this position.
+    Position(i64),
+    /// After the last event recorded at or before this time (ms).
+    At(i64),
+}
+
+impl StatePoint {
+    /// Whether the event at `position`, recorded at `recorded_at_ms`, is
+    /// past the point (and folding stops before it). Events come in
+    /// position order.
+    pub fn passed(self, position: i64, recorded_at_ms: i64) -> bool {
+        match self {
+            StatePoint::Position(p) => position > p,
+            StatePoint::At(t) => recorded_at_ms > t,
+        }
+    }
+}
+
+/// Reply to `mentat.query.audit_state`: the fields of a
+/// `mentat.query.status` answer, computed by the same function from the
+/// world folded up to the point, and where the fold stopped. What only
+/// heartbeats tell (planners standing by, whether a router was heard and
+/// the routes it had applied) is not in the log: `planners.standbys` is
+/// empty and each router is not `heard`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "status", rename_all = "snake_case")]
+#[allow(clippy::large_enum_variant)] // as StatusReply: one per reply, moved once
+pub enum AuditStateReply {
+    /// The state then.
+    Ok {
+        /// The last position folded (0: none).
+        position: i64,
+        /// When its event was recorded (ms since the Unix epoch).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        recorded_at_ms: Option<i64>,
+        /// As `mentat.query.status`.
+        services: Vec<crate::command::ServiceStatus>,
+        /// As `mentat.query.status`.
+        hosts: Vec<String>,
+        /// As `mentat.query.status`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next: Option<u64>,
+        /// As `mentat.query.status` (leader and epoch from the log).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        planners: Option<crate::command::PlannersStatus>,
+        /// As `mentat.query.status` (routers live in the log).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        routers: Vec<crate::command::RouterStatus>,
+        /// As `mentat.query.status`.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        host_states: Vec<crate::command::HostStatus>,
+        /// As `mentat.query.status`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        held: Option<crate::command::HeldStatus>,
     },
     /// The query could not be answered.
     Rejected {

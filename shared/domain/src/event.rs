@@ -672,6 +672,98 @@ impl Event {
         }
     }
 
+    /// The deployment this event names, when it names one. Facts of the
+    /// health-watcher name the deployment in flight when they were judged,
+    /// if the watcher knew one.
+    pub fn deployment_id(&self) -> Option<&str> {
+        match self {
+            Event::DeploymentStarted { deployment_id, .. }
+            | Event::BatchStarted { deployment_id, .. }
+            | Event::BatchCompleted { deployment_id, .. }
+            | Event::DeploymentPaused { deployment_id, .. }
+            | Event::DeploymentResumed { deployment_id, .. }
+            | Event::TrafficShifted { deployment_id, .. }
+            | Event::CanaryPromoted { deployment_id, .. }
+            | Event::TrafficSwitched { deployment_id, .. }
+            | Event::StandbyEnded { deployment_id, .. }
+            | Event::BakeStarted { deployment_id, .. }
+            | Event::DeploymentReverting { deployment_id, .. }
+            | Event::DeploymentCompleted { deployment_id, .. }
+            | Event::DeploymentReverted { deployment_id, .. }
+            | Event::DeploymentFailed { deployment_id, .. } => Some(deployment_id),
+            Event::ReplicaStartRequested { deployment_id, .. }
+            | Event::ThresholdBreached { deployment_id, .. } => deployment_id.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The replica this event is about, when it is about one.
+    pub fn replica(&self) -> Option<&str> {
+        match self {
+            Event::ReplicaStartRequested { replica, .. }
+            | Event::ReplicaStarted { replica, .. }
+            | Event::ReplicaExited { replica, .. }
+            | Event::ReplicaHealthy { replica, .. }
+            | Event::ReplicaUnhealthy { replica, .. }
+            | Event::ReplicaDrained { replica, .. }
+            | Event::ReplicaStopRequested { replica, .. }
+            | Event::ReplicaRetireRequested { replica, .. }
+            | Event::ReplicaReplaced { replica, .. } => Some(replica),
+            _ => None,
+        }
+    }
+
+    /// The service this event is about, when it names one. Deployment
+    /// events carry only their deployment id (see [`Event::deployment_id`]);
+    /// their service is the stream they were appended to.
+    pub fn service(&self) -> Option<&str> {
+        match self {
+            Event::ServiceDefined { spec, .. } => Some(&spec.name),
+            Event::DeploymentStarted { service, .. }
+            | Event::ReplicaStartRequested { service, .. }
+            | Event::ReplicaStarted { service, .. }
+            | Event::ReplicaExited { service, .. }
+            | Event::ReplicaHealthy { service, .. }
+            | Event::ReplicaUnhealthy { service, .. }
+            | Event::RouteChanged { service, .. }
+            | Event::ReplicaDrained { service, .. }
+            | Event::ReplicaStopRequested { service, .. }
+            | Event::WeightsSet { service, .. }
+            | Event::ReplicaRetireRequested { service, .. }
+            | Event::ReplicaReplaced { service, .. }
+            | Event::ThresholdBreached { service, .. }
+            | Event::NoData { service, .. }
+            | Event::ThresholdsMet { service, .. } => Some(service),
+            _ => None,
+        }
+    }
+
+    /// The version (image) a verdict of the health-watcher judged.
+    pub fn judged_version(&self) -> Option<&str> {
+        match self {
+            Event::ThresholdBreached { version, .. }
+            | Event::NoData { version, .. }
+            | Event::ThresholdsMet { version, .. } => Some(version),
+            _ => None,
+        }
+    }
+
+    /// How a deployment ended, when this event ends one: its outcome, the
+    /// reason it did not complete, and when.
+    pub fn ending(&self) -> Option<(crate::command::Outcome, Option<&str>, i64)> {
+        use crate::command::Outcome;
+        match self {
+            Event::DeploymentCompleted { at_ms, .. } => Some((Outcome::Completed, None, *at_ms)),
+            Event::DeploymentReverted { reason, at_ms, .. } => {
+                Some((Outcome::Reverted, Some(reason), *at_ms))
+            }
+            Event::DeploymentFailed { reason, at_ms, .. } => {
+                Some((Outcome::Failed, Some(reason), *at_ms))
+            }
+            _ => None,
+        }
+    }
+
     /// The log stream this event belongs to: [`HOSTS_STREAM`] for host
     /// events, otherwise the name of the service. `None` for deployment
     /// events, which carry only their deployment id: the planner appends them
@@ -688,35 +780,7 @@ impl Event {
             Event::RouterJoined { .. } | Event::RouterLost { .. } => ROUTERS_STREAM.to_owned(),
             Event::PlannerLeaderElected { .. } => PLANNERS_STREAM.to_owned(),
             Event::LogBreakAccepted { .. } => AUDIT_STREAM.to_owned(),
-            Event::ServiceDefined { spec, .. } => spec.name.clone(),
-            Event::DeploymentStarted { service, .. }
-            | Event::ReplicaStartRequested { service, .. }
-            | Event::ReplicaStarted { service, .. }
-            | Event::ReplicaExited { service, .. }
-            | Event::ReplicaHealthy { service, .. }
-            | Event::ReplicaUnhealthy { service, .. }
-            | Event::RouteChanged { service, .. }
-            | Event::ReplicaDrained { service, .. }
-            | Event::ReplicaStopRequested { service, .. }
-            | Event::WeightsSet { service, .. }
-            | Event::ReplicaRetireRequested { service, .. }
-            | Event::ReplicaReplaced { service, .. }
-            | Event::ThresholdBreached { service, .. }
-            | Event::NoData { service, .. }
-            | Event::ThresholdsMet { service, .. } => service.clone(),
-            Event::BatchStarted { .. }
-            | Event::BatchCompleted { .. }
-            | Event::DeploymentReverting { .. }
-            | Event::DeploymentCompleted { .. }
-            | Event::DeploymentReverted { .. }
-            | Event::DeploymentFailed { .. }
-            | Event::DeploymentPaused { .. }
-            | Event::DeploymentResumed { .. }
-            | Event::TrafficShifted { .. }
-            | Event::CanaryPromoted { .. }
-            | Event::TrafficSwitched { .. }
-            | Event::StandbyEnded { .. }
-            | Event::BakeStarted { .. } => return None,
+            other => other.service()?.to_owned(),
         })
     }
 }

@@ -12,6 +12,10 @@
 //! - [`event`]: every event of the log, and the envelopes that carry them.
 //! - [`paging`]: pages of query replies, so none outgrows NATS's payload limit.
 //! - [`planner`]: the planner's state and decisions (rolling deployments).
+//! - [`report`]: who did what, and the delivery figures per service, over a
+//!   window of the log (`mt audit report`).
+//! - [`story`]: which events are one deployment's, and its whole story
+//!   (`mt deploy`'s progress, `mt audit why`).
 //! - [`stats`]: traffic statistics the routers publish.
 
 pub mod audit;
@@ -21,8 +25,10 @@ pub mod event;
 pub mod limits;
 pub mod paging;
 pub mod planner;
+pub mod report;
 pub mod spec;
 pub mod stats;
+pub mod story;
 
 pub use command::{Command, Reply};
 pub use event::{Event, EventEnvelope, Fact, Meta};

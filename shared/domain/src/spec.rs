@@ -38,6 +38,70 @@ pub struct ServiceSpec {
     /// How the router serves it.
     #[serde(default)]
     pub route: RouteSpec,
+    /// What every command about the service must carry. Absent from
+    /// definitions that set none, so definitions from before it read and
+    /// hash the same.
+    #[serde(default, skip_serializing_if = "AuditSpec::is_default")]
+    pub audit: AuditSpec,
+}
+
+/// The `audit` block of a service: what its commands must say about who
+/// and why. The planner rejects a command that falls short (kind
+/// `invalid`, naming the missing field) and changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSpec {
+    /// Every command about the service must name its actor.
+    pub require_actor: bool,
+    /// Commands of these verbs (`rollback`, `abort`, `weight`, `route`,
+    /// `stop`, or any other verb of `mentat.cmd.<verb>`) must give a reason.
+    pub require_reason_for: Vec<String>,
+}
+
+impl AuditSpec {
+    /// True when the block sets nothing.
+    pub fn is_default(&self) -> bool {
+        *self == AuditSpec::default()
+    }
+
+    /// The field a command of `verb` with this `actor` and `reason` lacks
+    /// under this policy (`actor`, `reason`), if any. Blank counts as
+    /// missing.
+    pub fn missing(
+        &self,
+        verb: &str,
+        actor: Option<&str>,
+        reason: Option<&str>,
+    ) -> Option<&'static str> {
+        let blank = |v: Option<&str>| v.is_none_or(|v| v.trim().is_empty());
+        if self.require_actor && blank(actor) {
+            return Some("actor");
+        }
+        if self.require_reason_for.iter().any(|v| v == verb) && blank(reason) {
+            return Some("reason");
+        }
+        None
+    }
+
+    fn problems(&self, out: &mut Problems) {
+        let verbs = crate::command::Command::VERBS;
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, verb) in self.require_reason_for.iter().enumerate() {
+            let field = format!("audit.require_reason_for[{i}]");
+            if !verbs.contains(&verb.as_str()) {
+                out.push((
+                    field,
+                    format!(
+                        "`{}` is not a command; expected one of {}",
+                        shown(verb),
+                        verbs.join(", ")
+                    ),
+                ));
+            } else if !seen.insert(verb) {
+                out.push((field, format!("`{verb}` is listed twice")));
+            }
+        }
+    }
 }
 
 /// How the router serves a service: under which host name, in which
@@ -464,6 +528,7 @@ impl ServiceSpec {
             out.push((format!("deploy.{field}"), message));
         }
         self.route.problems(&mut out);
+        self.audit.problems(&mut out);
         let base = format!("services.{}", shown(&self.name));
         out.into_iter()
             .map(|(field, message)| FieldError {
@@ -696,6 +761,7 @@ mod tests {
             health: HealthSpec::default(),
             deploy: DeploySpec::default(),
             route: RouteSpec::default(),
+            audit: AuditSpec::default(),
         }
     }
 

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use mentat_domain::audit::{
     Anchor, AnchorReply, AnchorRequest, AuditExportQuery, AuditExportReply, AuditKeyQuery,
-    AuditKeyReply, AuditVerifyQuery, AuditVerifyReply, LoggedEvent,
+    AuditKeyReply, AuditStateQuery, AuditStateReply, AuditVerifyQuery, AuditVerifyReply,
+    LoggedEvent,
 };
 use mentat_domain::command::{
     Apply, Control, Deploy, HistoryQuery, HistoryReply, ReleaseHosts, Reply, Rollback, Route,
@@ -48,6 +49,8 @@ fn schemas() -> Vec<(&'static str, schemars::Schema)> {
             "query.audit_export.reply.json",
             schema_for!(AuditExportReply),
         ),
+        ("query.audit_state.json", schema_for!(AuditStateQuery)),
+        ("query.audit_state.reply.json", schema_for!(AuditStateReply)),
         ("query.audit_key.json", schema_for!(AuditKeyQuery)),
         ("query.audit_key.reply.json", schema_for!(AuditKeyReply)),
         ("audit.anchor.json", schema_for!(AnchorRequest)),

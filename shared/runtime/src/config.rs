@@ -37,12 +37,12 @@ use std::fmt;
 use std::path::Path;
 
 use mentat_domain::cluster::ClusterSpec;
-use mentat_domain::spec::{DeploySpec, HealthSpec, RouteSpec, RunSpec, ServiceSpec};
+use mentat_domain::spec::{AuditSpec, DeploySpec, HealthSpec, RouteSpec, RunSpec, ServiceSpec};
 use serde::de::DeserializeOwned;
 use serde_yaml::{Mapping, Value};
 
 /// Fields of one service entry, in the order they are documented.
-const SERVICE_FIELDS: [&str; 5] = ["replicas", "run", "health", "deploy", "route"];
+const SERVICE_FIELDS: [&str; 6] = ["replicas", "run", "health", "deploy", "route", "audit"];
 
 /// One problem in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -294,7 +294,7 @@ impl Checker<'_> {
                 let message = if key == "name" {
                     "the service name is the key of its entry; remove `name`".to_owned()
                 } else {
-                    format!("unknown field `{key}`, expected one of replicas, run, health, deploy, route")
+                    format!("unknown field `{key}`, expected one of replicas, run, health, deploy, route, audit")
                 };
                 self.report(&["services", name, &key], message);
             }
@@ -306,6 +306,7 @@ impl Checker<'_> {
         let health = self.section::<HealthSpec>(map, &base, "health", None);
         let deploy = self.section::<DeploySpec>(map, &base, "deploy", None);
         let route = self.section::<RouteSpec>(map, &base, "route", None);
+        let audit = self.section::<AuditSpec>(map, &base, "audit", None);
         let spec = ServiceSpec {
             name: name.to_owned(),
             replicas: replicas?,
@@ -313,6 +314,7 @@ impl Checker<'_> {
             health: health?,
             deploy: deploy?,
             route: route?,
+            audit: audit?,
         };
         self.validate(&spec, map, before);
         (self.problems.len() == before).then_some(spec)

@@ -1,5 +1,6 @@
 //! Answers to the audit queries: `mentat.query.audit_verify` (in a task of
 //! its own, one at a time, since it reads the whole log),
+//! `mentat.query.audit_state` (likewise: it folds the log up to a point),
 //! `mentat.query.audit_export` and `mentat.query.audit_key`. Any planner,
 //! leading or standing by, answers them.
 
@@ -7,15 +8,19 @@ use std::sync::atomic::Ordering;
 
 use mentat_bus::anchors::{self, Found};
 use mentat_bus::{codec, Bus, Encoding};
+use std::collections::BTreeMap;
+
 use mentat_domain::audit::{
-    self, AuditExportQuery, AuditExportReply, AuditKeyReply, AuditVerifyQuery, AuditVerifyReply,
-    LoggedEvent, EXPORT_DEFAULT_LIMIT, EXPORT_MAX_LIMIT,
+    self, AuditExportQuery, AuditExportReply, AuditKeyReply, AuditStateQuery, AuditStateReply,
+    AuditVerifyQuery, AuditVerifyReply, LoggedEvent, StatePoint, EXPORT_DEFAULT_LIMIT,
+    EXPORT_MAX_LIMIT,
 };
-use mentat_domain::command::RejectKind;
+use mentat_domain::command::{RejectKind, StatusQuery, StatusReply};
 use mentat_domain::paging;
 use mentat_store::{Chain, RecordedEvent, Store};
 
 use super::{log_break, Audit};
+use crate::{log, queries};
 
 /// Verify the whole log in a task of its own and answer `msg` from it; or
 /// answer at once that a verification is already running.
@@ -176,5 +181,85 @@ pub fn logged(r: RecordedEvent) -> LoggedEvent {
         recorded_at_ms: r.recorded_at_ms,
         prev_hash: r.prev_hash,
         hash: r.hash,
+    }
+}
+
+/// Answer `mentat.query.audit_state` in a task of its own (it folds the log
+/// from its start), one such fold at a time per planner: others wait
+/// their turn.
+pub async fn spawn_state(store: Store, bus: Bus, audit: Audit, msg: async_nats::Message) {
+    let encoding = Encoding::of(msg.headers.as_ref());
+    let query = codec::decode::<AuditStateQuery>(&msg.payload, encoding, "AuditStateQuery")
+        .map_err(|e| e.to_string())
+        .and_then(|q| q.point().map(|point| (q, point)));
+    let (query, point) = match query {
+        Ok(q) => q,
+        Err(reason) => {
+            let reply = AuditStateReply::Rejected {
+                kind: RejectKind::Invalid,
+                reason,
+            };
+            send(&bus, &msg, &reply).await;
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        let reply = match audit.stating.clone().acquire_owned().await {
+            Ok(_turn) => state(&store, &audit, &query, point).await,
+            Err(_) => AuditStateReply::Rejected {
+                kind: RejectKind::Unavailable,
+                reason: "this planner is shutting down".into(),
+            },
+        };
+        send(&bus, &msg, &reply).await;
+    });
+}
+
+/// What `mentat.query.status` would have answered at `point`: the world
+/// folded up to it by [`log::replay_until`], answered by
+/// [`queries::status`], the function that answers `status` live.
+pub async fn state(
+    store: &Store,
+    audit: &Audit,
+    query: &AuditStateQuery,
+    point: StatePoint,
+) -> AuditStateReply {
+    let folded = log::replay_until(store, point, &audit.snapshots).await;
+    let (world, broken, recorded_at_ms) = match folded {
+        Ok(folded) => folded,
+        Err(e) => return unavailable_state(e),
+    };
+    let status_query = StatusQuery {
+        service: query.service.clone(),
+        after: query.after,
+        limit: query.limit,
+    };
+    match queries::status(&world, &broken, &status_query, None) {
+        StatusReply::Ok {
+            services,
+            hosts,
+            next,
+            host_states,
+            held,
+            ..
+        } => AuditStateReply::Ok {
+            position: world.position,
+            recorded_at_ms,
+            services,
+            hosts,
+            next,
+            planners: Some(queries::planners(&world, Vec::new(), &audit.planner)),
+            routers: queries::routers(&world, &BTreeMap::new()),
+            host_states,
+            held,
+        },
+        StatusReply::Rejected { kind, reason } => AuditStateReply::Rejected { kind, reason },
+    }
+}
+
+fn unavailable_state(e: impl std::fmt::Display) -> AuditStateReply {
+    AuditStateReply::Rejected {
+        kind: RejectKind::Unavailable,
+        reason: format!("cannot read the log: {e}"),
     }
 }

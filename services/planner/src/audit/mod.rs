@@ -5,7 +5,8 @@
 //! - [`trust`]: the check at start (the whole chain, against the latest
 //!   anchor), accepting a break, the check again before leading, and
 //!   signing anchors.
-//! - [`answer`]: `mentat.query.audit_verify`, `audit_export`, `audit_key`.
+//! - [`answer`]: `mentat.query.audit_verify`, `audit_state`, `audit_export`,
+//!   `audit_key`.
 //!
 //! What is trusted: the planner reads every row of the log at start
 //! anyway (to replay it), so it recomputes the whole chain then, not only
@@ -38,6 +39,13 @@ pub struct Audit {
     /// Set while a verification runs: one at a time, others are turned
     /// away (each reads the whole log).
     pub verifying: Arc<AtomicBool>,
+    /// One permit: past states are rebuilt one at a time (each folds the
+    /// log from its start); the next waits its turn.
+    pub stating: Arc<tokio::sync::Semaphore>,
+    /// Worlds folded by past-state queries, every
+    /// [`SNAPSHOT_EVERY`](crate::log::SNAPSHOT_EVERY) events, that the next
+    /// one starts from.
+    pub snapshots: Arc<std::sync::Mutex<crate::log::Snapshots>>,
 }
 
 impl std::fmt::Debug for Audit {

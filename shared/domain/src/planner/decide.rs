@@ -67,6 +67,9 @@ pub fn handle(world: &World, command: &Command, deployment_id: &str, now_ms: i64
     if let Err(rejection) = check_command(command) {
         return Decision::Reject(rejection);
     }
+    if let Err(rejection) = check_policy(world, command) {
+        return Decision::Reject(rejection);
+    }
     match command {
         Command::Apply(apply) => handle_apply(world, apply),
         Command::Deploy(deploy) => handle_deploy(world, deploy, deployment_id, now_ms),
@@ -81,6 +84,30 @@ pub fn handle(world: &World, command: &Command, deployment_id: &str, now_ms: i64
         Command::Stop(c) => traffic::stop(world, c),
         Command::ReleaseHosts(c) => hosts::release(world, c),
     }
+}
+
+/// The `audit` policy of every service the command is about, as defined
+/// when it comes: a missing actor, or a missing reason for a verb that
+/// needs one, rejects it (kind `invalid`, naming the field).
+fn check_policy(world: &World, command: &Command) -> Result<(), Rejection> {
+    let (actor, reason) = command.actor_reason();
+    let verb = command.verb();
+    for service in command.services() {
+        let Some(spec) = world.services.get(service).and_then(|s| s.spec.as_ref()) else {
+            continue;
+        };
+        if let Some(field) = spec.audit.missing(verb, actor, reason) {
+            let rule = match field {
+                "actor" => "audit.require_actor".to_owned(),
+                _ => format!("audit.require_reason_for lists `{verb}`"),
+            };
+            return Err(Rejection::invalid(format!(
+                "{field}: `{}` requires one ({rule}); give --{field}",
+                shown(service)
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn handle_apply(world: &World, apply: &Apply) -> Decision {

@@ -85,6 +85,7 @@ impl Sim {
             },
             deploy,
             route: Default::default(),
+            audit: Default::default(),
         };
         let spec = ServiceSpec {
             health: health.unwrap_or(spec.health),
