@@ -2,11 +2,9 @@
 
 use std::io::Write;
 
-use mentat_bus::subject;
-use mentat_domain::audit::{AuditExportQuery, AuditExportReply, LoggedEvent};
+use mentat_domain::audit::LoggedEvent;
 use mentat_store::{RecordedEvent, Store};
 
-use crate::client;
 use crate::error::{Error, Result};
 
 /// Events read from the database per query, with `--db`.
@@ -42,38 +40,10 @@ pub async fn run(nats: &str, args: Args) -> Result<()> {
 }
 
 async fn from_bus(nats: &str, from: i64, out: &mut impl Write) -> Result<()> {
-    let bus = client::connect(nats).await?;
-    let mut query = AuditExportQuery {
-        after: Some(from - 1),
-        limit: None,
-    };
-    loop {
-        let reply = client::query(
-            &bus,
-            subject::QUERY_AUDIT_EXPORT,
-            &query,
-            client::QUERY_TIMEOUT,
-        )
-        .await?;
-        let (events, next) = match reply {
-            AuditExportReply::Ok { events, next } => (events, next),
-            AuditExportReply::Rejected { kind, reason } => {
-                return Err(Error::Rejected { kind, reason })
-            }
-        };
-        for event in &events {
-            line(out, event)?;
-        }
-        match next {
-            Some(n) if n > query.after.unwrap_or(0) => query.after = Some(n),
-            Some(n) => {
-                return Err(Error::Runtime(format!(
-                    "the planner's next page ({n}) does not move past the last one"
-                )))
-            }
-            None => return Ok(()),
-        }
-    }
+    super::read::pages_from_bus(nats, from - 1, None, |events| {
+        events.iter().try_for_each(|event| line(out, event))
+    })
+    .await
 }
 
 async fn from_db(url: &str, from: i64, out: &mut impl Write) -> Result<()> {

@@ -58,11 +58,29 @@ fn from_file(path: &Path) -> Result<Vec<LoggedEvent>> {
 }
 
 async fn from_bus(nats: &str) -> Result<Vec<LoggedEvent>> {
-    let bus = client::connect(nats).await?;
     let mut out = Vec::new();
+    pages_from_bus(nats, 0, Some(EXPORT_MAX_LIMIT), |events| {
+        out.extend(events);
+        Ok(())
+    })
+    .await?;
+    Ok(out)
+}
+
+/// Ask the planner for the log after position `after`, a page of at most
+/// `limit` events at a time (its own bound when `None`), and hand every
+/// page to `each` in order: what `mt audit export` writes and what the
+/// story-telling audits read.
+pub async fn pages_from_bus(
+    nats: &str,
+    after: i64,
+    limit: Option<u32>,
+    mut each: impl FnMut(Vec<LoggedEvent>) -> Result<()>,
+) -> Result<()> {
+    let bus = client::connect(nats).await?;
     let mut query = AuditExportQuery {
-        after: Some(0),
-        limit: Some(EXPORT_MAX_LIMIT),
+        after: Some(after),
+        limit,
     };
     loop {
         let reply = client::query(
@@ -78,7 +96,7 @@ async fn from_bus(nats: &str) -> Result<Vec<LoggedEvent>> {
                 return Err(Error::Rejected { kind, reason })
             }
         };
-        out.extend(events);
+        each(events)?;
         match next {
             Some(n) if n > query.after.unwrap_or(0) => query.after = Some(n),
             Some(n) => {
@@ -86,7 +104,7 @@ async fn from_bus(nats: &str) -> Result<Vec<LoggedEvent>> {
                     "the planner's next page ({n}) does not move past the last one"
                 )))
             }
-            None => return Ok(out),
+            None => return Ok(()),
         }
     }
 }
