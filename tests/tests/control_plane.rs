@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 
 use mentat_bus::{now_ms, subject, Encoding};
 use mentat_domain::command::{Apply, Deploy, Outcome, Reply, StatusReply};
-use mentat_domain::event::{Event, Fact};
+use mentat_domain::event::{Event, Fact, HostHeartbeat};
 use mentat_e2e::{on_both_databases, text, web_config, Cluster, Db};
 
 on_both_databases!(
     a_fact_repeating_an_event_id_leaves_the_planner_up,
+    forged_host_heartbeats_out_of_bounds_join_nothing,
     an_event_that_does_not_decode_breaks_its_service_only,
 );
 
@@ -58,6 +59,62 @@ async fn a_fact_repeating_an_event_id_leaves_the_planner_up(db: Db) {
         1,
         "the repeated id is in the log once"
     );
+    assert!(cluster.is_running("planner"));
+}
+
+/// Any NATS client can publish a heartbeat. One whose host id is huge, is
+/// not the host its subject names, or whose address is not an address,
+/// used to be taken as a host joining (a huge id went into the log, every
+/// made-up id into the planner's memory); they are dropped.
+async fn forged_host_heartbeats_out_of_bounds_join_nothing(db: Db) {
+    let mut cluster = cluster_with_v1(db).await;
+    let beat = |host: &str, ip: Option<&str>| HostHeartbeat {
+        host: host.to_owned(),
+        capacity: 100,
+        running: 0,
+        at_ms: now_ms(),
+        ip: ip.map(str::to_owned),
+    };
+    let huge = "h".repeat(100_000);
+    let forged = [
+        (subject::heartbeat("huge"), beat(&huge, None)),
+        (subject::heartbeat("someone-else"), beat("ghost", None)),
+        (
+            subject::heartbeat("bad-ip"),
+            beat("bad-ip", Some("10.0.0.1; rm -rf /")),
+        ),
+        (subject::heartbeat("UPPER"), beat("UPPER", None)),
+    ];
+    for _ in 0..3 {
+        for (subject, beat) in &forged {
+            cluster
+                .bus
+                .publish(subject.clone(), beat)
+                .await
+                .expect("published");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // A well-formed one is taken: the check is not a wall.
+    cluster
+        .bus
+        .publish(
+            subject::heartbeat("spare"),
+            &beat("spare", Some("127.0.0.1")),
+        )
+        .await
+        .expect("published");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let hosts = loop {
+        let Ok(StatusReply::Ok { hosts, .. }) = cluster.status_query(None).await else {
+            panic!("status failed:\n{}", cluster.logs());
+        };
+        if hosts.iter().any(|h| h == "spare") || Instant::now() > deadline {
+            break hosts;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(hosts, ["e2e-host", "spare"], "{}", cluster.logs());
     assert!(cluster.is_running("planner"));
 }
 

@@ -173,11 +173,7 @@ impl Config {
     }
 }
 
-/// True when `id` is usable as a host id: it appears in NATS subjects, in
-/// the durable consumer's name and in a directory name.
-pub fn is_valid_host_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 63 && id.chars().all(|c| matches!(c, 'a'..='z' | '0'..='9' | '-'))
-}
+pub use mentat_domain::limits::is_valid_host_id;
 
 /// Every address of this host's interfaces, in the kernel's order.
 pub fn local_addrs() -> Vec<IpAddr> {

@@ -536,6 +536,11 @@ impl Engine {
                 return Ok(());
             }
         };
+        let subject_host = msg.subject.as_str().rsplit('.').next().unwrap_or("");
+        if let Err(field) = mentat_domain::limits::check_host_heartbeat(&beat, subject_host) {
+            tracing::warn!(host = %beat.host.chars().take(64).collect::<String>(), field, "dropped a host heartbeat out of bounds");
+            return Ok(());
+        }
         self.heartbeats.insert(beat.host.clone(), Instant::now());
         let known = self.log.world.hosts.get(&beat.host);
         let same = known.is_some_and(|h| h.live && h.capacity == beat.capacity);

@@ -102,6 +102,35 @@ pub fn check_router_heartbeat(beat: &crate::event::RouterHeartbeat) -> Result<()
     Ok(())
 }
 
+/// True when `id` is usable as a host id: it appears in NATS subjects, in
+/// an executor's durable consumer's name and in a directory name.
+pub fn is_valid_host_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_NAME_BYTES
+        && id.chars().all(|c| matches!(c, 'a'..='z' | '0'..='9' | '-'))
+}
+
+/// Longest advertised address in a heartbeat (an IPv6 address in text).
+pub const MAX_IP_BYTES: usize = 45;
+
+/// A host heartbeat's fields against their bounds, as it arrives from the
+/// bus: the name of the first field out of bounds. `subject_host` is the
+/// host its subject (`mentat.host.heartbeat.<host>`) names; the payload
+/// must name the same.
+pub fn check_host_heartbeat(
+    beat: &crate::event::HostHeartbeat,
+    subject_host: &str,
+) -> Result<(), &'static str> {
+    if !is_valid_host_id(&beat.host) || beat.host != subject_host {
+        return Err("host");
+    }
+    let bad_ip = |ip: &String| ip.len() > MAX_IP_BYTES || ip.parse::<std::net::IpAddr>().is_err();
+    if beat.ip.as_ref().is_some_and(bad_ip) {
+        return Err("ip");
+    }
+    Ok(())
+}
+
 /// `secs` in milliseconds, for adding to a time in ms: saturates instead of
 /// overflowing on a number recorded before the bounds.
 pub fn secs_to_ms(secs: u64) -> i64 {
@@ -204,6 +233,31 @@ fn invalid(field: &str, problem: String) -> Rejection {
 mod tests {
     use super::*;
     use crate::command::{Apply, Control, Deploy, Spawn, Weight};
+
+    #[test]
+    fn a_host_heartbeat_names_its_own_host_within_bounds() {
+        let beat = |host: &str, ip: Option<&str>| crate::event::HostHeartbeat {
+            host: host.to_owned(),
+            capacity: 4,
+            running: 0,
+            at_ms: 0,
+            ip: ip.map(str::to_owned),
+        };
+        let check =
+            |b: &crate::event::HostHeartbeat, subject: &str| check_host_heartbeat(b, subject);
+        assert_eq!(check(&beat("h1", Some("10.0.0.7")), "h1"), Ok(()));
+        assert_eq!(check(&beat("h1", Some("fd00::7")), "h1"), Ok(()));
+        assert_eq!(check(&beat("h1", None), "h1"), Ok(()));
+        assert_eq!(check(&beat("h1", None), "h2"), Err("host"));
+        assert_eq!(
+            check(&beat(&"h".repeat(64), None), &"h".repeat(64)),
+            Err("host")
+        );
+        assert_eq!(check(&beat("H1", None), "H1"), Err("host"));
+        assert_eq!(check(&beat("", None), ""), Err("host"));
+        assert_eq!(check(&beat("h1", Some("10.0.0.7; x")), "h1"), Err("ip"));
+        assert_eq!(check(&beat("h1", Some(&"1".repeat(46))), "h1"), Err("ip"));
+    }
 
     fn deploy(image: &str) -> Command {
         Command::Deploy(Deploy {
