@@ -45,33 +45,20 @@ pub async fn run(nats: &str, args: Args) -> Result<()> {
     let mut all = Vec::new();
     loop {
         let reply = client::query(&bus, subject::QUERY_AUDIT_STATE, &query, STATE_TIMEOUT).await?;
-        let (position, recorded_at_ms, services, hosts, next, planners, routers, host_states, held) =
-            match reply {
-                AuditStateReply::Ok {
-                    position,
-                    recorded_at_ms,
-                    services,
-                    hosts,
-                    next,
-                    planners,
-                    routers,
-                    host_states,
-                    held,
-                } => (
-                    position,
-                    recorded_at_ms,
-                    services,
-                    hosts,
-                    next,
-                    planners,
-                    routers,
-                    host_states,
-                    held,
-                ),
-                AuditStateReply::Rejected { kind, reason } => {
-                    return Err(Error::Rejected { kind, reason })
-                }
-            };
+        let AuditStateReply::Ok {
+            position,
+            recorded_at_ms,
+            services,
+            hosts,
+            next,
+            planners,
+            routers,
+            host_states,
+            held,
+        } = reply
+        else {
+            return Err(rejected(reply));
+        };
         all.extend(services);
         match next {
             Some(n) if n > query.after.unwrap_or(0) => query.after = Some(n),
@@ -94,6 +81,16 @@ pub async fn run(nats: &str, args: Args) -> Result<()> {
                 print(&status, position, recorded_at_ms, args.json);
                 return Ok(());
             }
+        }
+    }
+}
+
+/// The error for a reply that is not `Ok`.
+fn rejected(reply: AuditStateReply) -> Error {
+    match reply {
+        AuditStateReply::Rejected { kind, reason } => Error::Rejected { kind, reason },
+        AuditStateReply::Ok { .. } => {
+            Error::Runtime("the planner's answer was not a refusal".into())
         }
     }
 }

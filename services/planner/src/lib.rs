@@ -44,6 +44,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use mentat_bus::client::redact;
 use mentat_domain::limits;
 use mentat_runtime::Shutdown;
 
@@ -314,7 +315,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         log.appended.clone(),
         shutdown.child(),
     ));
-    tracing::info!(database = %redact(&url), nats = %config.nats, "planner started");
+    tracing::info!(database = %redact(&url), nats = %redact(&config.nats), "planner started");
     let result = engine::Engine::new(config, bus, log, roster, audit, checkpoint)
         .run(queries, shutdown.clone())
         .await;
@@ -356,25 +357,6 @@ async fn open_log(
             _ = tokio::time::sleep(pause) => {}
         }
         pause = (pause * 2).min(Duration::from_secs(5));
-    }
-}
-
-/// A URL without its password, for logs.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.find('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let creds = &url[scheme + 3..at];
-            match creds.find(':') {
-                Some(colon) => format!(
-                    "{}{}:***{}",
-                    &url[..scheme + 3],
-                    &creds[..colon],
-                    &url[at..]
-                ),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
     }
 }
 

@@ -440,6 +440,17 @@ mod tests {
         (dir, store)
     }
 
+    /// The positions snapshots are kept at.
+    fn kept_positions(snapshots: &Mutex<Snapshots>) -> Vec<i64> {
+        snapshots
+            .lock()
+            .expect("lock")
+            .kept
+            .keys()
+            .copied()
+            .collect()
+    }
+
     #[tokio::test]
     async fn a_fold_from_a_snapshot_is_the_fold_from_the_start() {
         let (_dir, store) = log_of(95).await;
@@ -464,13 +475,7 @@ mod tests {
             assert_eq!(from_snapshot.2, whole.2, "{point:?}");
         }
         // Every 10 events, at most 5 of them.
-        let kept: Vec<i64> = snapshots
-            .lock()
-            .expect("lock")
-            .kept
-            .keys()
-            .copied()
-            .collect();
+        let kept = kept_positions(&snapshots);
         assert_eq!(kept, [10, 20, 30, 40, 50]);
         let (world, _, at) = replay_until(&store, StatePoint::At(375), &snapshots)
             .await
@@ -497,13 +502,7 @@ mod tests {
             .await
             .expect("folded");
         assert_eq!(again.0, whole.0);
-        let kept: Vec<i64> = snapshots
-            .lock()
-            .expect("lock")
-            .kept
-            .keys()
-            .copied()
-            .collect();
+        let kept = kept_positions(&snapshots);
         assert_eq!(kept, [10, 20], "20 dropped, then taken again from the log");
     }
 }

@@ -109,6 +109,15 @@ fn passwords_are_masked_wherever_a_url_is_shown() {
         "nats://u:***@a:4222,nats://b:4222,nats://***@c:4222/x"
     );
     assert_eq!(client::redact("nats://a:4222"), "nats://a:4222");
+    // The planner masks its database URL with it too.
+    assert_eq!(
+        client::redact("postgres://mentat:s3cret@db:5432/mentat?sslmode=require"),
+        "postgres://mentat:***@db:5432/mentat?sslmode=require"
+    );
+    assert_eq!(
+        client::redact("sqlite:///var/lib/mentat/mentat.db"),
+        "sqlite:///var/lib/mentat/mentat.db"
+    );
     let addrs = client::server_addrs("nats://u:p@a:4222,nats://u:q@b:4222").unwrap();
     let err = client::UrlAuth::of(&addrs).unwrap_err();
     assert!(matches!(err, Error::InvalidUrl { .. }), "{err:?}");
