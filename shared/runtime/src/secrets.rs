@@ -57,11 +57,27 @@ pub fn password_on_command_line_error(flag: &str, env: &str) -> String {
     )
 }
 
+/// Most of a secret file that is read: a URL is far shorter, and a path
+/// to something endless (`/dev/zero`) must not hang the start.
+pub const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
+
 /// The secret held in the file at `path`: its first line, without the
 /// line end. An error names the file.
 pub fn read_secret_file(path: &Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    use std::io::Read;
+    let failed = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    let mut raw = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_SECRET_FILE_BYTES + 1).read_to_end(&mut raw))
+        .map_err(failed)?;
+    if raw.len() as u64 > MAX_SECRET_FILE_BYTES {
+        return Err(format!(
+            "{} is longer than {MAX_SECRET_FILE_BYTES} bytes",
+            path.display()
+        ));
+    }
+    let text =
+        String::from_utf8(raw).map_err(|_| format!("{} is not UTF-8 text", path.display()))?;
     let line = text.lines().next().unwrap_or("").trim();
     if line.is_empty() {
         return Err(format!("{} is empty", path.display()));
@@ -114,6 +130,11 @@ mod tests {
         assert_eq!(read_secret_file(&path).unwrap(), "postgres://u:p@db/m");
         std::fs::write(&path, "\n").unwrap();
         assert!(read_secret_file(&path).unwrap_err().contains("is empty"));
+        std::fs::write(&path, vec![b'x'; 64 * 1024 + 1]).unwrap();
+        assert!(read_secret_file(&path).unwrap_err().contains("longer than"));
+        assert!(read_secret_file(Path::new("/dev/zero"))
+            .unwrap_err()
+            .contains("longer than"));
         let missing = dir.path().join("none");
         assert!(read_secret_file(&missing).unwrap_err().contains("none"));
     }
