@@ -16,6 +16,7 @@
 
 pub mod chaos;
 pub mod load;
+pub mod netns;
 pub mod pg_server;
 pub mod proxy;
 
@@ -116,6 +117,14 @@ impl Cluster {
     pub async fn start_without_router(db: Db) -> Cluster {
         let services = ["planner", "executor", "health-watcher"];
         Self::start_on(NatsServer::start(), Vec::new(), db, &[], &services).await
+    }
+
+    /// The planner and the health-watcher alone, on `nats` (for example a
+    /// server on a [`netns::Lan`]'s gateway): the hosts join as `mt node`s
+    /// of the test's own. Ready when the planner answers.
+    pub async fn start_control_plane(nats: NatsServer, db: Db) -> Cluster {
+        let services = ["planner", "health-watcher"];
+        Self::start_on(nats, Vec::new(), db, &[], &services).await
     }
 
     /// As [`Cluster::start`], on a three-node NATS cluster: every service
@@ -292,7 +301,8 @@ impl Cluster {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(StatusReply::Ok { hosts, .. }) = self.status_query(None).await {
-                if !hosts.is_empty() {
+                // Without an executor of its own, the planner answering is enough.
+                if !hosts.is_empty() || !self.procs.contains_key("executor") {
                     return;
                 }
             }
@@ -694,4 +704,106 @@ pub fn web_config_health(replicas: u32, env: &str, health: &str, deploy: &str) -
     deploy: {{ {deploy} }}
 "#
     )
+}
+
+/// The replicas the planner stopped as drained (`ReplicaStopRequested` with
+/// "out of rotation and drained"), each checked against the
+/// `ReplicaDrained` facts before it: how many there were, or which one was
+/// stopped before every router in `routers` had reported it drained.
+pub fn drained_stops(
+    events: &[Event],
+    routers: &std::collections::BTreeSet<String>,
+) -> Result<usize, String> {
+    let mut drained: BTreeMap<&str, std::collections::BTreeSet<String>> = BTreeMap::new();
+    let mut stopped = 0;
+    for event in events {
+        match event {
+            Event::ReplicaDrained {
+                replica, router, ..
+            } => {
+                drained
+                    .entry(replica.as_str())
+                    .or_default()
+                    .insert(router.clone());
+            }
+            Event::ReplicaStopRequested {
+                replica, reason, ..
+            } if reason == "out of rotation and drained" => {
+                stopped += 1;
+                let by = drained.get(replica.as_str());
+                if !by.is_some_and(|by| routers.is_subset(by)) {
+                    return Err(format!(
+                        "{replica} stopped when drained by {by:?}, not by every router of {routers:?}"
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(stopped)
+}
+
+/// The replicas placed again because their host was lost
+/// (`ReplicaReplaced`): (replica, its lost host, the replica in its place).
+pub fn replaced(events: &[Event]) -> Vec<(String, String, String)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ReplicaReplaced {
+                replica,
+                host,
+                new_replica,
+                ..
+            } => Some((replica.clone(), host.clone(), new_replica.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+impl Cluster {
+    /// Wait until every replica of `replicas` has a `ReplicaExited` in
+    /// `service`'s log; `logs` is shown if not within `within`.
+    pub async fn wait_exited(
+        &self,
+        service: &str,
+        replicas: &[String],
+        within: Duration,
+        logs: impl Fn() -> String,
+    ) {
+        let deadline = Instant::now() + within;
+        loop {
+            let events = self.events(service).await;
+            let exited = |id: &String| {
+                events
+                    .iter()
+                    .any(|e| matches!(e, Event::ReplicaExited { replica, .. } if replica == id))
+            };
+            if replicas.iter().all(exited) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not all of {replicas:?} exited within {within:?}\n{}",
+                logs()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Stop `child` as an operator would: send it `signal` (`TERM`, `INT`),
+/// wait up to `within` for it to exit, then SIGKILL it.
+pub fn stop_child(child: &mut Child, signal: &str, within: Duration) {
+    let _ = Command::new("kill")
+        .args([format!("-{signal}"), child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }

@@ -292,7 +292,9 @@ pub async fn request(
 /// A non-200 answer seen by a [`Timeline`], with when it came.
 #[derive(Debug, Clone)]
 pub struct Stamp {
-    /// When the answer was read (ms since the Unix epoch).
+    /// When the request was sent (ms since the Unix epoch).
+    pub sent_ms: i64,
+    /// When the answer was read, or given up (ms since the Unix epoch).
     pub at_ms: i64,
     /// Its status (0: no answer at all).
     pub status: u16,
@@ -337,9 +339,11 @@ impl Timeline {
                         }
                     }
                     let Some(c) = conn.as_mut() else { continue };
+                    let sent_ms = mentat_bus::now_ms();
                     let result = request(c, &host).await;
                     total.fetch_add(1, Ordering::Relaxed);
                     let stamp = |status, body: String| Stamp {
+                        sent_ms,
                         at_ms: mentat_bus::now_ms(),
                         status,
                         body: body.trim().to_owned(),

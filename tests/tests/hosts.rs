@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use mentat_domain::command::{HostState, Outcome, StatusReply};
 use mentat_domain::event::Event;
-use mentat_e2e::{bin_dir, text, Cluster, Db};
+use mentat_e2e::{bin_dir, replaced, stop_child, text, Cluster, Db};
 
 /// suspect after 2 s, lost after 6 s: short, so that each test stays well
 /// under a minute.
@@ -57,16 +57,7 @@ impl Executor {
 impl Drop for Executor {
     fn drop(&mut self) {
         self.signal("CONT");
-        self.signal("TERM");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if matches!(self.0.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        stop_child(&mut self.0, "TERM", Duration::from_secs(10));
     }
 }
 
@@ -147,21 +138,6 @@ async fn serving(
     assert!(out.status.success(), "{}", text(&out));
     cluster.deploy_first("v1");
     (cluster, executors)
-}
-
-fn replaced(events: &[Event]) -> Vec<(String, String, String)> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::ReplicaReplaced {
-                replica,
-                host,
-                new_replica,
-                ..
-            } => Some((replica.clone(), host.clone(), new_replica.clone())),
-            _ => None,
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -245,24 +221,11 @@ async fn a_host_cut_off_mid_deploy_is_zeroed_replaced_and_cleaned_up_when_back()
         .into_iter()
         .map(|(old, _, _)| old)
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let events = cluster.events("web").await;
-        let exited = |id: &String| {
-            events
-                .iter()
-                .any(|e| matches!(e, Event::ReplicaExited { replica, .. } if replica == id))
-        };
-        if replaced_ids.iter().all(exited) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "replaced replicas not stopped\n{}",
+    cluster
+        .wait_exited("web", &replaced_ids, Duration::from_secs(20), || {
             cluster.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        })
+        .await;
     let status = cluster
         .wait_status("web", Duration::from_secs(10), "four replicas of v2", |s| {
             s.instances.iter().filter(|r| r.phase != "exited").count() == 4

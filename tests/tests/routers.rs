@@ -3,13 +3,13 @@
 //! drained; a router killed is recorded lost (it leaves `mt status`) and
 //! no longer waited for.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mentat_domain::command::StatusReply;
 use mentat_domain::event::Event;
-use mentat_e2e::{bin_dir, text, web_config, Cluster, Db};
+use mentat_e2e::{bin_dir, drained_stops, text, web_config, Cluster, Db};
 use mentat_testkit::free_port;
 
 /// A second router, `r2`, on its own ports.
@@ -71,28 +71,8 @@ async fn a_replica_is_stopped_only_once_every_live_router_drained_it() {
     // Every replica stopped as drained was reported drained by both routers
     // before its stop.
     let live: BTreeSet<String> = routers.iter().cloned().collect();
-    let mut drained: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut stopped = 0;
-    for event in cluster.events("web").await {
-        match event {
-            Event::ReplicaDrained {
-                replica, router, ..
-            } => {
-                drained.entry(replica).or_default().insert(router);
-            }
-            Event::ReplicaStopRequested {
-                replica, reason, ..
-            } if reason == "out of rotation and drained" => {
-                stopped += 1;
-                assert_eq!(
-                    drained.get(&replica),
-                    Some(&live),
-                    "{replica} stopped before every router drained it"
-                );
-            }
-            _ => {}
-        }
-    }
+    let stopped =
+        drained_stops(&cluster.events("web").await, &live).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(stopped, 3, "the three v1 replicas stopped as drained");
 
     // r2 dies: it is recorded lost, and the next deploy does not wait for it.

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -36,6 +36,7 @@ struct Membership {
 #[derive(Debug)]
 pub struct NatsServer {
     child: Option<Child>,
+    host: IpAddr,
     port: u16,
     membership: Option<Membership>,
     dir: TempDir,
@@ -44,8 +45,15 @@ pub struct NatsServer {
 impl NatsServer {
     /// Start a server on a free port and wait until it accepts connections.
     pub fn start() -> Self {
+        Self::start_on(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    }
+
+    /// Start a server listening on `host` (an address of this machine, for
+    /// example the gateway of a lan of test hosts) on a free port.
+    pub fn start_on(host: IpAddr) -> Self {
         let mut server = NatsServer {
             child: None,
+            host,
             port: crate::free_port(),
             membership: None,
             dir: tempfile::tempdir().expect("tempdir for nats-server"),
@@ -54,9 +62,9 @@ impl NatsServer {
         server
     }
 
-    /// `nats://127.0.0.1:<port>`
+    /// `nats://<host>:<port>` (`nats://127.0.0.1:<port>` by default)
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        format!("nats://{}", SocketAddr::new(self.host, self.port))
     }
 
     /// The port it listens on (kept across restarts).
@@ -124,15 +132,9 @@ impl NatsServer {
             .open(self.dir.path().join("nats.log"))
             .expect("nats log file");
         let mut cmd = Command::new(server_bin());
-        cmd.args([
-            "-a",
-            "127.0.0.1",
-            "-p",
-            &self.port.to_string(),
-            "-js",
-            "-sd",
-        ])
-        .arg(&store);
+        cmd.args(["-a", &self.host.to_string(), "-p", &self.port.to_string()])
+            .args(["-js", "-sd"])
+            .arg(&store);
         if let Some(m) = &self.membership {
             let routes: Vec<String> = m
                 .routes
@@ -156,7 +158,7 @@ impl NatsServer {
             });
         self.child = Some(child);
         let deadline = Instant::now() + START_WITHIN;
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        while TcpStream::connect((self.host, self.port)).is_err() {
             assert!(
                 Instant::now() < deadline,
                 "nats-server did not start on port {}; see {}",
@@ -209,6 +211,7 @@ impl NatsCluster {
         let mut nodes: Vec<NatsServer> = (0..size)
             .map(|i| NatsServer {
                 child: None,
+                host: IpAddr::V4(Ipv4Addr::LOCALHOST),
                 port: ports[i],
                 membership: Some(Membership {
                     cluster: "mentat-test".into(),
