@@ -22,6 +22,16 @@ use mentat_e2e::{
 };
 use mentat_testkit::NatsServer;
 
+#[path = "../../bench/hosts/measure.rs"]
+mod measure;
+
+/// The multi-host benchmark (`bench/hosts/run.sh`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: run by bench/hosts/run.sh"]
+async fn hosts_benchmark() {
+    measure::run().await;
+}
+
 /// The port every host's router listens on (each host has its own ports).
 const HTTP_PORT: u16 = 8080;
 
@@ -50,6 +60,8 @@ impl Node {
             .arg(&dir)
             .env("PATH", path)
             .env("RUST_LOG", "info")
+            // JSON lines, with their times, for the benchmark.
+            .env("MENTAT_LOG_FORMAT", "json")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
