@@ -93,7 +93,7 @@ impl Follow<'_> {
                         None
                     }
                 },
-                _ = poll.tick() => self.poll(bus, &tracker).await,
+                _ = poll.tick() => self.poll(bus, &mut tracker).await,
                 () = &mut deadline => {
                     return Err(Error::WaitTimedOut {
                         deployment_id: self.deployment_id.to_owned(),
@@ -128,6 +128,9 @@ impl Follow<'_> {
         if self.json {
             output::print(output::json(&env));
         } else if let Some(line) = seen.line {
+            if let Some(back) = tracker.moved() {
+                output::print(format!("{}  {back}", output::clock(env.recorded_at_ms)));
+            }
             output::print(format!("{}  {line}", output::clock(env.recorded_at_ms)));
         }
         seen.milestone
@@ -135,7 +138,7 @@ impl Follow<'_> {
 
     /// Look the deployment up in the history; `Some` once it has ended, or
     /// when it is paused (a missed `DeploymentPaused`).
-    async fn poll(&self, bus: &Bus, tracker: &Tracker) -> Option<Milestone> {
+    async fn poll(&self, bus: &Bus, tracker: &mut Tracker) -> Option<Milestone> {
         let reply = client::history(bus, self.service, false, POLL_TIMEOUT).await;
         let HistoryReply::Ok { deployments, .. } = reply.ok()? else {
             return None;
@@ -144,6 +147,11 @@ impl Follow<'_> {
             .into_iter()
             .find(|d| d.deployment_id == self.deployment_id)?;
         if !record.outcome.is_final() {
+            if let Some(line) = tracker.router_wait(record.waiting_for_router) {
+                if !self.json {
+                    output::print(format!("{}  {line}", output::clock(mentat_bus::now_ms())));
+                }
+            }
             // Only for a deployment this command started: one joined in
             // flight (mt abort) may still show the pause it is taken out of.
             if self.wait || !tracker.saw_start() {

@@ -127,6 +127,7 @@ fn record(outcome: Outcome) -> DeploymentRecord {
         batches_done: 0,
         phase: None,
         paused: None,
+        waiting_for_router: false,
         breaches: vec![],
         started_at_ms: 1_714_564_803_000,
         ended_at_ms: None,

@@ -99,3 +99,40 @@ async fn a_replica_is_stopped_only_once_every_live_router_drained_it() {
         "with r2 lost, r1's drains suffice: {stops_after:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_with_no_live_router_waits_for_one_and_says_so() {
+    let mut cluster = Cluster::start(Db::Sqlite).await;
+    cluster.apply(&web_config(2, 10));
+    deploy(&cluster, "v1");
+    cluster.kill("router");
+    routers_in_step(&cluster, 0).await;
+
+    let deploying = cluster.mt_spawn(&["deploy", "web", "--image", "v2", "--timeout", "120"]);
+    let status = cluster
+        .wait_status(
+            "web",
+            Duration::from_secs(20),
+            "waiting for a router",
+            |s| s.deployment.as_ref().is_some_and(|d| d.waiting_for_router),
+        )
+        .await;
+    let shown = cluster.mt_ok(&["status", "web"]);
+    assert!(shown.contains("waiting for a router"), "{shown}");
+    // Nothing moved: no v2 replica takes traffic while no router is live.
+    assert!(
+        status
+            .routes
+            .iter()
+            .all(|b| b.image == "v1" || b.weight == 0),
+        "{:?}",
+        status.routes
+    );
+
+    cluster.start_service("router");
+    let out = tokio::task::block_in_place(|| deploying.wait_with_output()).expect("mt deploy");
+    let said = text(&out);
+    assert!(out.status.success(), "{said}\n{}", cluster.logs());
+    assert!(said.contains("waiting for a router"), "{said}");
+    assert!(said.contains("a router is live again"), "{said}");
+}

@@ -35,6 +35,9 @@ pub struct Observed {
     pub milestone: Option<Milestone>,
 }
 
+/// Said when a deployment that waited for a router goes on.
+const ROUTER_BACK: &str = "a router is live again";
+
 /// What one deployment's events mean for the person following it.
 #[derive(Debug)]
 pub struct Tracker {
@@ -44,6 +47,7 @@ pub struct Tracker {
     promoted: bool,
     reverting: bool,
     started: bool,
+    waiting_for_router: bool,
 }
 
 impl Tracker {
@@ -57,7 +61,29 @@ impl Tracker {
             promoted: false,
             reverting: false,
             started: false,
+            waiting_for_router: false,
         }
+    }
+
+    /// What to print when the deployment's `waiting_for_router` (from a
+    /// poll of the history) is `now`: a line when it starts or stops
+    /// waiting for a router, nothing while it stays the same.
+    pub fn router_wait(&mut self, now: bool) -> Option<&'static str> {
+        let was = std::mem::replace(&mut self.waiting_for_router, now);
+        match (was, now) {
+            (false, true) => Some(
+                "waiting for a router: none is live; the deployment goes on when one joins, \
+                 or its phase deadline decides",
+            ),
+            (true, false) => Some(ROUTER_BACK),
+            _ => None,
+        }
+    }
+
+    /// The deployment moved (an event of it came): if it was waiting for a
+    /// router, one is live again.
+    pub fn moved(&mut self) -> Option<&'static str> {
+        std::mem::take(&mut self.waiting_for_router).then_some(ROUTER_BACK)
     }
 
     /// True once the deployment's `DeploymentStarted` was seen: it began

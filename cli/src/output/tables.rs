@@ -268,6 +268,7 @@ mod tests {
             batches_done: 1,
             phase: None,
             paused: None,
+            waiting_for_router: false,
             breaches: vec![],
             started_at_ms: 1_714_564_803_000,
             ended_at_ms: Some(1_714_564_815_000),

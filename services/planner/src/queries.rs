@@ -155,7 +155,7 @@ pub fn status(
                     position: b.position,
                     error: b.error.clone(),
                 }),
-                ..service_status(name, s)
+                ..service_status(world, name, s)
             };
             cap(&mut status, paging::SERVICE_BYTES);
             status
@@ -303,7 +303,7 @@ fn cap(status: &mut ServiceStatus, max: usize) {
     ));
 }
 
-fn service_status(name: &str, s: &ServiceState) -> ServiceStatus {
+fn service_status(world: &World, name: &str, s: &ServiceState) -> ServiceStatus {
     let deployment = s.deployment.as_ref().and_then(|d| {
         let mut record = s
             .history
@@ -311,7 +311,7 @@ fn service_status(name: &str, s: &ServiceState) -> ServiceStatus {
             .rev()
             .find(|r| r.deployment_id == d.id)
             .cloned()?;
-        record.phase = Some(planner::deployment::describe(d));
+        planner::deployment::annotate(world, d, &mut record);
         Some(record)
     });
     let shares = planner::routes::shares(&s.routes);
@@ -382,7 +382,13 @@ pub async fn history(log: &Log, query: &HistoryQuery) -> HistoryReply {
         };
     };
     if !query.events {
-        let (deployments, next) = paging::page(&state.history, query.after, query.limit, json_size);
+        let (mut deployments, next) =
+            paging::page(&state.history, query.after, query.limit, json_size);
+        if let Some(d) = &state.deployment {
+            if let Some(record) = deployments.iter_mut().find(|r| r.deployment_id == d.id) {
+                planner::deployment::annotate(&log.world, d, record);
+            }
+        }
         return HistoryReply::Ok {
             deployments,
             events: Vec::new(),
@@ -547,7 +553,7 @@ mod tests {
             };
             s.verdicts.insert(version.into(), verdict);
         }
-        let status = service_status("web", &s);
+        let status = service_status(&World::default(), "web", &s);
         let versions: Vec<&str> = status.health.iter().map(|h| h.version.as_str()).collect();
         assert_eq!(versions, ["v2", "v3"]);
     }

@@ -842,6 +842,11 @@ pub struct DeploymentRecord {
     /// Why it is held, while paused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused: Option<String>,
+    /// True while it is in flight and no router is live: nothing would
+    /// carry the traffic its next step moves, so it waits for a router (or
+    /// for its phase deadline).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub waiting_for_router: bool,
     /// Threshold breaches of its new version while it ran, with their numbers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub breaches: Vec<String>,

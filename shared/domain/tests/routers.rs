@@ -135,8 +135,21 @@ fn given_no_live_router_when_a_deployment_runs_then_it_waits_for_one_or_its_dead
         "moved on with no router: {decided:?}"
     );
     assert!(sim.in_flight(), "the deployment waits, in flight");
+    let record = |sim: &Sim| {
+        let s = &sim.world.services["web"];
+        let d = s.deployment.as_ref().expect("in flight");
+        let mut record = s.history.last().expect("recorded").clone();
+        mentat_domain::planner::deployment::annotate(&sim.world, d, &mut record);
+        record
+    };
+    let waiting = record(&sim);
+    assert!(waiting.waiting_for_router, "{waiting:?}");
+    assert!(waiting
+        .phase
+        .is_some_and(|p| p.starts_with("waiting for a router")));
 
     sim.record("_routers", vec![joined("r1")]);
+    assert!(!record(&sim).waiting_for_router, "a router is live");
     sim.run(200);
     assert_eq!(
         sim.outcome(&id).0,

@@ -8,6 +8,7 @@
 //! that passes its own deadline fails. So no deployment waits forever, and
 //! the log says which phase ran out of time.
 
+use crate::command::DeploymentRecord;
 use crate::event::{Event, Judgement};
 use crate::limits::secs_to_ms;
 use crate::planner::policy::{self, Cause, TurnBack};
@@ -126,6 +127,17 @@ fn deadline_passed(d: &Deployment, now_ms: i64) -> Vec<Event> {
     );
     let choice = policy::turn_back(Cause::Deadline, d.into());
     vec![policy::event(choice, d, reason, now_ms)]
+}
+
+/// Fill in what `record` (the history's record of `d`, in flight) says of
+/// now: its phase, and whether it waits for a router because none is live.
+pub fn annotate(world: &World, d: &Deployment, record: &mut DeploymentRecord) {
+    record.waiting_for_router = d.paused.is_none() && world.no_live_router();
+    record.phase = Some(if record.waiting_for_router {
+        format!("waiting for a router: none is live ({})", describe(d))
+    } else {
+        describe(d)
+    });
 }
 
 /// What `d` is doing or waiting for, in a few words.

@@ -490,6 +490,7 @@ fn apply_service(s: &mut ServiceState, event: &Event, at: i64, meta: &crate::Met
                 batches_done: 0,
                 phase: None,
                 paused: None,
+                waiting_for_router: false,
                 breaches: Vec::new(),
                 started_at_ms: *at_ms,
                 ended_at_ms: None,
