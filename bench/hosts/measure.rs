@@ -23,12 +23,11 @@
 //! Prints a markdown report on stdout.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Child;
 
 use mentat_domain::event::EventEnvelope;
 use mentat_e2e::{stop_child, Cluster};
-use mentat_testkit::free_port;
 
 use super::*;
 
@@ -145,26 +144,18 @@ async fn host_loss(runs: usize) -> (Vec<i64>, Vec<i64>) {
     (zero, elsewhere)
 }
 
-/// A router of this machine, logging JSON lines to its own file.
+/// A router of this machine, logging JSON lines to its own file; stopped
+/// when dropped.
 struct Router {
     child: Child,
     log: PathBuf,
 }
 
 impl Router {
-    fn start(nats: &str, id: usize, dir: &Path) -> Router {
-        let log = dir.join(format!("router-{id}.log"));
-        let child = Command::new(bin_dir().join("mentat-router"))
-            .args(["--nats", nats, "--router-id", &format!("r{id}")])
-            .args(["--listen", &format!("127.0.0.1:{}", free_port())])
-            .args(["--admin-listen", &format!("127.0.0.1:{}", free_port())])
-            .args(["--drain-timeout-secs", "5"])
-            .env("MENTAT_LOG_FORMAT", "json")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("router log"))
-            .spawn()
-            .expect("start a router");
+    fn start(cluster: &Cluster, id: usize) -> Router {
+        let id = format!("r{id}");
+        let (child, _) = cluster.extra_router(&id, &[], &[("MENTAT_LOG_FORMAT", "json")]);
+        let log = cluster.path().join(format!("router-{id}.log"));
         Router { child, log }
     }
 }
@@ -178,7 +169,7 @@ impl Drop for Router {
 async fn route_propagation(n: usize) -> Vec<i64> {
     let cluster = Cluster::start_without_router(Db::Sqlite).await;
     let routers: Vec<Router> = (0..n)
-        .map(|i| Router::start(&cluster.nats_urls(), i, cluster.path()))
+        .map(|i| Router::start(&cluster, i))
         .collect();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

@@ -18,7 +18,10 @@
 //! | routing change | `DeploymentReverting` recorded | the revert's `RouteChanged` relayed on NATS (what the router consumes) |
 //! | end to end | first 500 at the client | last 500 of the bad version at the client |
 //!
-//! plus the bad version's 500s the client received. One JSON object per run
+//! plus the bad version's 500s the client received. `ROUTERS=3` runs three
+//! routers with the load spread over them (the health-watcher merges their
+//! statistics); `DEFAULTS=1` leaves the router's statistics interval and
+//! the thresholds at what `mt up` gives (1 s; window 10 s, 50 requests). One JSON object per run
 //! is appended to `$REVERT_BENCH_OUT` (default `revert-bench.jsonl`).
 
 use std::io::Write;
@@ -43,11 +46,29 @@ pub async fn run() {
         .unwrap_or(20);
     let out_path =
         std::env::var("REVERT_BENCH_OUT").unwrap_or_else(|_| "revert-bench.jsonl".into());
-    let cluster =
-        Cluster::start_with_router_args(Db::Sqlite, &["--stats-interval-ms", "100"]).await;
+    let routers: usize = std::env::var("ROUTERS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(1)
+        .clamp(1, 10);
+    // DEFAULTS=1: the router's statistics interval and the thresholds that
+    // `mt up` and a service file without `thresholds:` give.
+    let defaults = std::env::var("DEFAULTS").is_ok_and(|v| v == "1");
+    let router_args: &[&str] = if defaults {
+        &[]
+    } else {
+        &["--stats-interval-ms", "100"]
+    };
+    let cluster = Cluster::start_with_router_args(Db::Sqlite, router_args).await;
+    let extra: Vec<(std::process::Child, String)> = (2..=routers)
+        .map(|i| cluster.extra_router(&format!("r{i}"), router_args, &[]))
+        .collect();
     let env = r#"ERROR_RATE: "1", ERROR_AFTER_MS: "2000""#;
-    let health =
-        "thresholds: {window_secs: 1, min_requests: 10, error_rate_percent: 5}, bake_secs: 1";
+    let health = if defaults {
+        "bake_secs: 10"
+    } else {
+        "thresholds: {window_secs: 1, min_requests: 10, error_rate_percent: 5}, bake_secs: 1"
+    };
     cluster.apply(&web_config_health(
         2,
         env,
@@ -85,7 +106,12 @@ pub async fn run() {
             }
         });
     }
-    let load = Timeline::start(cluster.router_addr(), "web.localhost", 400, 8);
+    // 400 requests/s in all, spread over the routers.
+    let per = u32::try_from(routers).unwrap_or(1);
+    let load: Vec<Timeline> = std::iter::once(cluster.router_addr())
+        .chain(extra.iter().map(|(_, addr)| addr.clone()))
+        .map(|addr| Timeline::start(addr, "web.localhost", 400 / per, (8 / per).max(2)))
+        .collect();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut file = std::fs::OpenOptions::new()
         .create(true)
@@ -118,25 +144,32 @@ pub async fn run() {
         writeln!(file, "{row}").expect("write");
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let (total, _) = load.stop().await;
+    let mut total = 0;
+    for timeline in load {
+        total += timeline.stop().await.0;
+    }
+    for (mut child, _) in extra {
+        mentat_e2e::stop_child(&mut child, "TERM", Duration::from_secs(10));
+    }
     println!("{total} requests in all");
 }
 
 async fn measure_run(
     cluster: &Cluster,
-    load: &Timeline,
+    load: &[Timeline],
     seen: &Seen,
     image: &str,
     deployment_id: &str,
     failure: &Option<String>,
 ) -> serde_json::Value {
     let body = format!("error from version {image}");
-    let bad: Vec<i64> = load
-        .stamps()
+    let mut bad: Vec<i64> = load
         .iter()
+        .flat_map(Timeline::stamps)
         .filter(|s| s.body == body)
         .map(|s| s.at_ms)
         .collect();
+    bad.sort_unstable();
     let first_bad = bad.first().copied();
     let last_bad = bad.last().copied();
     let envelopes = history(cluster).await;

@@ -10,6 +10,9 @@
 #
 # Environment:
 #   RUNS=20          canaries of a failing version, one after the other
+#   ROUTERS=1        routers (1 to 10), the client's load spread over them
+#   DEFAULTS=0       1: router statistics interval and thresholds as `mt up`
+#                    gives them (1 s; window 10 s), instead of 100 ms and 1 s
 #   PROFILE=release  cargo profile of the binaries and the driver (or dev)
 #   NATS_SERVER_BIN  nats-server 2.10+ (the pinned one is installed when unset)
 #
@@ -28,11 +31,11 @@ export NATS_SERVER_BIN
 flag=(); [[ "$PROFILE" == release ]] && flag=(--release)
 cargo build "${flag[@]}" --workspace --bins >&2
 OUT="$(mktemp "${TMPDIR:-/tmp}/mentat-revert.XXXXXX.jsonl")"
-RUNS="$RUNS" REVERT_BENCH_OUT="$OUT" \
+RUNS="$RUNS" REVERT_BENCH_OUT="$OUT" ROUTERS="${ROUTERS:-1}" DEFAULTS="${DEFAULTS:-0}" \
     cargo test "${flag[@]}" -p mentat-e2e --test thresholds -- \
     --ignored --exact revert_benchmark --nocapture >&2
 cat "$OUT"
 echo
-echo "## Revert benchmark ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, profile $PROFILE, $RUNS runs)"
+echo "## Revert benchmark ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, profile $PROFILE, $RUNS runs, ${ROUTERS:-1} routers, defaults ${DEFAULTS:-0})"
 echo
 python3 "$HERE/summarize.py" "$OUT"

@@ -267,6 +267,27 @@ impl Cluster {
         self.procs.insert(service, child);
     }
 
+    /// One more router, `id`, on its own free ports, with `args` added (its
+    /// log in the cluster's directory as `router-<id>.log`, with `env`
+    /// set): the process and the address it listens on.
+    pub fn extra_router(&self, id: &str, args: &[&str], env: &[(&str, &str)]) -> (Child, String) {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let log = std::fs::File::create(self.dir.path().join(format!("router-{id}.log"))).unwrap();
+        let child = Command::new(bin_dir().join("mentat-router"))
+            .args(["--nats", &self.nats_urls(), "--router-id", id])
+            .args(["--listen", &listen])
+            .args(["--admin-listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--drain-timeout-secs", "5"])
+            .args(args)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        (child, listen)
+    }
+
     /// Whether `service` was started and has not exited.
     pub fn is_running(&mut self, service: &'static str) -> bool {
         self.procs

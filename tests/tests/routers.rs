@@ -4,26 +4,11 @@
 //! no longer waited for.
 
 use std::collections::BTreeSet;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mentat_domain::command::StatusReply;
 use mentat_domain::event::Event;
-use mentat_e2e::{bin_dir, drained_stops, text, web_config, Cluster, Db};
-use mentat_testkit::free_port;
-
-/// A second router, `r2`, on its own ports.
-fn second_router(cluster: &Cluster) -> Child {
-    Command::new(bin_dir().join("mentat-router"))
-        .args(["--nats", &cluster.nats_urls(), "--router-id", "r2"])
-        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
-        .args(["--admin-listen", &format!("127.0.0.1:{}", free_port())])
-        .args(["--drain-timeout-secs", "5"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start a second router")
-}
+use mentat_e2e::{drained_stops, text, web_config, Cluster, Db};
 
 /// Wait until the planner lists `n` live routers, all in step; their ids.
 async fn routers_in_step(cluster: &Cluster, n: usize) -> Vec<String> {
@@ -56,7 +41,7 @@ fn deploy(cluster: &Cluster, image: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_is_stopped_only_once_every_live_router_drained_it() {
     let cluster = Cluster::start(Db::Sqlite).await;
-    let mut r2 = second_router(&cluster);
+    let (mut r2, _) = cluster.extra_router("r2", &[], &[]);
     let routers = routers_in_step(&cluster, 2).await;
     assert!(routers.contains(&"r2".to_owned()), "{routers:?}");
     let status = cluster.mt_ok(&["status"]);
