@@ -168,9 +168,7 @@ impl Drop for Router {
 
 async fn route_propagation(n: usize) -> Vec<i64> {
     let cluster = Cluster::start_without_router(Db::Sqlite).await;
-    let routers: Vec<Router> = (0..n)
-        .map(|i| Router::start(&cluster, i))
-        .collect();
+    let routers: Vec<Router> = (0..n).map(|i| Router::start(&cluster, i)).collect();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let joined = match cluster.status_query(None).await {

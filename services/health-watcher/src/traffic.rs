@@ -79,6 +79,22 @@ impl Traffic {
         }
     }
 
+    /// How far back to replay the statistics so that every window can be
+    /// judged at once: the longest window plus `margin_ms`, at most
+    /// `max_age_ms` (what the stream keeps).
+    pub fn replay_span_ms(&self, margin_ms: i64, max_age_ms: i64) -> i64 {
+        (self.longest_window_ms() + margin_ms).min(max_age_ms)
+    }
+
+    /// True when a replay from `now_ms - replay_span_ms` would cover windows
+    /// that the statistics seen so far (complete from `covered_from_ms`) do
+    /// not: a window longer than the one known when the feeds were opened
+    /// (thresholds learnt later) is otherwise judged only once the watcher
+    /// has run that long.
+    pub fn needs_longer_replay(&self, now_ms: i64, margin_ms: i64, max_age_ms: i64) -> bool {
+        now_ms - self.replay_span_ms(margin_ms, max_age_ms) + margin_ms < self.covered_from_ms
+    }
+
     /// The longest window of any service, in milliseconds.
     pub fn longest_window_ms(&self) -> i64 {
         self.services

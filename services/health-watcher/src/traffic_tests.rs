@@ -243,3 +243,40 @@ fn given_a_judged_version_when_its_traffic_hovers_below_min_requests_then_no_fla
         [("NoData", "v2".to_owned())]
     );
 }
+
+#[test]
+fn given_a_window_longer_than_the_replay_then_a_longer_replay_is_asked_for_once() {
+    const MARGIN: i64 = 2_000;
+    const MAX_AGE: i64 = 900_000;
+    // The feeds were opened at 10 s knowing no window: complete from 8 s.
+    let mut t = Traffic::new(8_000);
+    t.set_thresholds(&BTreeMap::from([(
+        "web".to_owned(),
+        Thresholds {
+            window_secs: 10,
+            ..thresholds()
+        },
+    )]));
+    // At 11 s a 10 s window reaches back to 1 s, before what was replayed.
+    assert!(t.needs_longer_replay(11_000, MARGIN, MAX_AGE));
+    t.restart_windows(11_000 - t.replay_span_ms(MARGIN, MAX_AGE));
+    assert!(!t.needs_longer_replay(11_100, MARGIN, MAX_AGE));
+    // Once the watcher has run a whole window, nothing is missing.
+    assert!(!Traffic::new(0).needs_longer_replay(11_000, MARGIN, MAX_AGE));
+}
+
+#[test]
+fn given_a_window_longer_than_the_stream_keeps_then_one_replay_of_all_it_keeps() {
+    const MARGIN: i64 = 2_000;
+    const MAX_AGE: i64 = 60_000;
+    let mut t = traffic_with(Thresholds {
+        window_secs: 3_600,
+        ..thresholds()
+    });
+    t.restart_windows(100_000);
+    assert!(t.needs_longer_replay(110_000, MARGIN, MAX_AGE));
+    assert_eq!(t.replay_span_ms(MARGIN, MAX_AGE), MAX_AGE);
+    t.restart_windows(110_000 - MAX_AGE);
+    // What the stream no longer holds cannot be replayed: no second replay.
+    assert!(!t.needs_longer_replay(110_500, MARGIN, MAX_AGE));
+}

@@ -13,6 +13,10 @@
 //! [`Traffic`]); verdicts published before are replayed too, so only
 //! changes are published. A crash between a judgement and its publication
 //! loses nothing: the restarted watcher judges the same window again.
+//! Thresholds learnt after the feeds were opened (a service applied after
+//! the watcher started) with a window longer than the replay re-open them
+//! at once with a replay that covers it, rather than leaving that window
+//! unjudged until the watcher has run as long as the window.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -115,8 +119,9 @@ impl Judge {
         idle: &mut Idle,
     ) {
         loop {
-            let span = (self.traffic.longest_window_ms() + REPLAY_MARGIN_MS)
-                .min(i64::try_from(streams::STATS_MAX_AGE.as_millis()).unwrap_or(i64::MAX));
+            let span = self
+                .traffic
+                .replay_span_ms(REPLAY_MARGIN_MS, stats_max_age_ms());
             let start = mentat_bus::now_ms() - span;
             let opened = async {
                 let stats = feeds::open_stats(&self.bus, start).await?;
@@ -131,8 +136,12 @@ impl Judge {
                         stats_backlog = stats.backlog,
                         "judging traffic"
                     );
-                    self.judge_feeds(stats, routes, thresholds, answers, idle)
+                    let longer = self
+                        .judge_feeds(stats, routes, thresholds, answers, idle)
                         .await;
+                    if longer {
+                        continue;
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot open the statistics or route feed; retrying")
@@ -142,7 +151,9 @@ impl Judge {
         }
     }
 
-    /// Judge until one of the feeds ends (then they are re-opened).
+    /// Judge until one of the feeds ends (then they are re-opened), or
+    /// until thresholds with a longer window than the replay covers arrive:
+    /// `true` then, and the feeds are re-opened at once with a longer replay.
     async fn judge_feeds(
         &mut self,
         mut stats: Replay,
@@ -150,7 +161,7 @@ impl Judge {
         thresholds: &mut ThresholdsRx,
         answers: &mut mpsc::Receiver<Answer>,
         idle: &mut Idle,
-    ) {
+    ) -> bool {
         let mut stats_current = stats.backlog == 0;
         let mut routes_current = routes.backlog == 0;
         let mut tick = tokio::time::interval(TICK);
@@ -161,7 +172,7 @@ impl Judge {
                 next = stats.next() => {
                     let Some(Ok(msg)) = next else {
                         tracing::warn!("statistics feed ended (or NATS reconnected); re-opening it");
-                        return;
+                        return false;
                     };
                     stats_current |= feeds::caught_up(&msg);
                     let Some(s) = feeds::decode_stats(&msg) else { continue };
@@ -177,7 +188,7 @@ impl Judge {
                 next = routes.next() => {
                     let Some(Ok(msg)) = next else {
                         tracing::warn!("route feed ended (or NATS reconnected); re-opening it");
-                        return;
+                        return false;
                     };
                     routes_current |= feeds::caught_up(&msg);
                     if let Some(Event::RouteChanged { service, backends, .. }) = feeds::decode_event(&msg) {
@@ -187,6 +198,14 @@ impl Judge {
                 Ok(()) = thresholds.changed() => {
                     if let Some(t) = thresholds.borrow_and_update().clone() {
                         self.traffic.set_thresholds(&t);
+                        let now = mentat_bus::now_ms();
+                        if self.traffic.needs_longer_replay(now, REPLAY_MARGIN_MS, stats_max_age_ms()) {
+                            tracing::info!(
+                                window_ms = self.traffic.longest_window_ms(),
+                                "a longer window than the statistics replayed; replaying them again"
+                            );
+                            return true;
+                        }
                     }
                 }
                 Some(a) = answers.recv() => {
@@ -262,4 +281,9 @@ async fn publish_all(bus: Bus, mut verdicts: mpsc::Receiver<Fact>, stop: Cancell
             wait = (wait * 2).min(crate::probes::MAX_RETRY);
         }
     }
+}
+
+/// How long the statistics stream keeps a message, in milliseconds.
+fn stats_max_age_ms() -> i64 {
+    i64::try_from(streams::STATS_MAX_AGE.as_millis()).unwrap_or(i64::MAX)
 }

@@ -26,20 +26,32 @@ struct Harness {
 }
 
 impl Harness {
+    /// NATS, the test's bus, and a service `web` judged over 1 s windows.
     async fn new() -> Self {
+        let h = Self::bare().await;
+        h.announce(1).await;
+        h
+    }
+
+    /// NATS and the test's bus, no service known yet.
+    async fn bare() -> Self {
         let nats = NatsServer::start();
         let bus = Bus::connect(&nats.url(), "test", WAIT).await.unwrap();
         streams::ensure_stats(&bus).await.unwrap();
         let verdicts = bus.client.subscribe(subject::FACT_ALL).await.unwrap();
-        let h = Harness {
+        Harness {
             nats,
             bus,
             verdicts,
-        };
-        // The service's thresholds come with its replicas' ReplicaStarted.
+        }
+    }
+
+    /// A replica of `web` started: with it come the service's thresholds,
+    /// over `window_secs`.
+    async fn announce(&self, window_secs: u64) {
         let health = HealthSpec {
             thresholds: Thresholds {
-                window_secs: 1,
+                window_secs,
                 min_requests: 20,
                 ..Thresholds::default()
             },
@@ -54,8 +66,7 @@ impl Harness {
             addr: format!("127.0.0.1:{}", mentat_testkit::free_port()),
             health,
         };
-        h.fact(started).await;
-        h
+        self.fact(started).await;
     }
 
     async fn fact(&self, event: Event) {
@@ -213,6 +224,24 @@ async fn a_restarted_watcher_rebuilds_its_windows_and_repeats_nothing() {
     assert_eq!(
         breaches(&h.drain().await),
         [("v2".to_owned(), Metric::ErrorRate)]
+    );
+    stop(shutdown, task).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_longer_than_the_first_replay_is_judged_from_the_start() {
+    // The watcher runs before any service exists; a service with a 5 s
+    // window appears: the watcher replays the statistics again for that
+    // window, rather than judging nothing until it has run 5 s.
+    let mut h = Harness::bare().await;
+    let (shutdown, task) = h.watcher();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    h.announce(5).await;
+    h.traffic_for(1.0, &[("v1", 45, 0), ("v2", 5, 5)]).await;
+    let seen = h.drain().await;
+    assert!(
+        breaches(&seen).contains(&("v2".to_owned(), Metric::ErrorRate)),
+        "{seen:?}"
     );
     stop(shutdown, task).await;
 }
