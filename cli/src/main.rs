@@ -5,6 +5,7 @@
 //! - [`audit`]: verifying, exporting and anchoring the log.
 //! - [`apply`], [`deploy`], [`control`], [`instances`], [`ps`], [`status`],
 //!   [`history`], [`hosts`], [`up`]: one module per subcommand or family of them.
+//! - [`key`]: operators' key pairs for signed commands.
 //! - [`send`]: the flags commands share, sending one and printing its reply.
 //! - [`follow`]: following a deployment live.
 //! - [`output`]: everything printed, as pure functions.
@@ -22,6 +23,7 @@ mod follow;
 mod history;
 mod hosts;
 mod instances;
+mod key;
 mod node;
 mod output;
 mod ps;
@@ -49,6 +51,10 @@ struct Cli {
         default_value = supervisor::DEFAULT_NATS_URL
     )]
     nats: String,
+    /// Sign every command with this operator's secret key (made by `mt key
+    /// new`; see the service file's `security:` block).
+    #[arg(long, global = true, value_name = "FILE", env = "MENTAT_KEY")]
+    key: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -99,6 +105,9 @@ enum Cmd {
     /// planner's key, sign an anchor now.
     #[command(subcommand)]
     Audit(audit::Cmd),
+    /// Operators' keys: `mt key new NAME` makes a key pair to sign commands with.
+    #[command(subcommand)]
+    Key(key::Cmd),
 }
 
 fn main() -> ExitCode {
@@ -136,6 +145,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    if let Some(path) = &cli.key {
+        client::sign_with(path)?;
+    }
     let nats = cli.nats.as_str();
     match cli.command {
         Cmd::Apply(args) => apply::run(nats, args).await,
@@ -157,6 +169,7 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Up(args) => up::run(nats, args).await,
         Cmd::Node(args) => node::run(nats, args).await,
         Cmd::Audit(cmd) => audit::run(nats, cmd).await,
+        Cmd::Key(cmd) => key::run(cmd),
     }
 }
 

@@ -49,6 +49,13 @@ pub enum Db {
     PrivatePostgres,
 }
 
+/// Extra flags for some of the services, kept when they are restarted.
+#[derive(Debug, Default, Clone, Copy)]
+struct Args<'a> {
+    router: &'a [&'a str],
+    executor: &'a [&'a str],
+}
+
 /// The four services.
 pub const SERVICES: [&str; 4] = ["planner", "executor", "health-watcher", "router"];
 
@@ -93,6 +100,8 @@ pub struct Cluster {
     pub bus: Bus,
     /// Extra flags for the router (see [`Cluster::start_with_router_args`]).
     router_args: Vec<String>,
+    /// Extra flags for the executor (see [`Cluster::start_with_executor_args`]).
+    executor_args: Vec<String>,
     /// On a NATS cluster ([`Cluster::start_on_nats_cluster`]): its other
     /// nodes, `nats` being the first. Empty on a single server.
     pub nats_peers: Vec<NatsServer>,
@@ -108,14 +117,35 @@ impl Cluster {
     /// As [`Cluster::start`], with extra flags for the router (kept when it
     /// is restarted), for example `["--stats-interval-ms", "100"]`.
     pub async fn start_with_router_args(db: Db, router_args: &[&str]) -> Cluster {
-        Self::start_on(NatsServer::start(), Vec::new(), db, router_args, &SERVICES).await
+        let args = Args {
+            router: router_args,
+            ..Args::default()
+        };
+        Self::start_on(NatsServer::start(), Vec::new(), db, args, &SERVICES).await
+    }
+
+    /// As [`Cluster::start`], with extra flags for the executor (kept when
+    /// it is restarted), for example `["--allow-command", "/usr/bin/*"]`.
+    pub async fn start_with_executor_args(db: Db, executor_args: &[&str]) -> Cluster {
+        let args = Args {
+            executor: executor_args,
+            ..Args::default()
+        };
+        Self::start_on(NatsServer::start(), Vec::new(), db, args, &SERVICES).await
     }
 
     /// As [`Cluster::start`], with no router at all: no router is known,
     /// so drains are not waited for, and `mt status` lists none.
     pub async fn start_without_router(db: Db) -> Cluster {
         let services = ["planner", "executor", "health-watcher"];
-        Self::start_on(NatsServer::start(), Vec::new(), db, &[], &services).await
+        Self::start_on(
+            NatsServer::start(),
+            Vec::new(),
+            db,
+            Args::default(),
+            &services,
+        )
+        .await
     }
 
     /// As [`Cluster::start`], on a three-node NATS cluster: every service
@@ -124,14 +154,14 @@ impl Cluster {
     pub async fn start_on_nats_cluster(db: Db) -> Cluster {
         let mut nodes = NatsCluster::start(3).into_nodes();
         let first = nodes.remove(0);
-        Self::start_on(first, nodes, db, &[], &SERVICES).await
+        Self::start_on(first, nodes, db, Args::default(), &SERVICES).await
     }
 
     async fn start_on(
         nats: NatsServer,
         nats_peers: Vec<NatsServer>,
         db: Db,
-        router_args: &[&str],
+        args: Args<'_>,
         services: &[&'static str],
     ) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
@@ -179,7 +209,8 @@ impl Cluster {
             router_port: free_port(),
             admin_port: free_port(),
             bus,
-            router_args: router_args.iter().map(|a| (*a).to_owned()).collect(),
+            router_args: args.router.iter().map(|a| (*a).to_owned()).collect(),
+            executor_args: args.executor.iter().map(|a| (*a).to_owned()).collect(),
             nats_peers,
         };
         for service in services {
@@ -208,16 +239,19 @@ impl Cluster {
                     "5".into(),
                 ]);
             }
-            "executor" => args.extend([
-                "--data-dir".into(),
-                data,
-                "--host-id".into(),
-                "e2e-host".into(),
-                "--advertise-ip".into(),
-                "127.0.0.1".into(),
-                "--stop-grace-secs".into(),
-                "5".into(),
-            ]),
+            "executor" => {
+                args.extend([
+                    "--data-dir".into(),
+                    data,
+                    "--host-id".into(),
+                    "e2e-host".into(),
+                    "--advertise-ip".into(),
+                    "127.0.0.1".into(),
+                    "--stop-grace-secs".into(),
+                    "5".into(),
+                ]);
+                args.extend(self.executor_args.iter().cloned());
+            }
             "router" => {
                 args.extend([
                     "--listen".into(),

@@ -292,6 +292,7 @@ mod tests {
                 signal: None,
             },
             requested: false,
+            reason: None,
         });
         assert!(
             t.observe(&exited).is_none(),

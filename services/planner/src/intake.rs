@@ -58,6 +58,14 @@ pub fn decode(subject: &str, payload: &[u8], encoding: Encoding) -> Result<Comma
     result.map_err(|e| Rejection::invalid(e.to_string()))
 }
 
+/// The SHA-256 of a command's canonical content as it arrived (see
+/// [`mentat_domain::security::canonical`]): what its signature covers.
+pub fn content_sha256(payload: &[u8], encoding: Encoding) -> Result<String, Rejection> {
+    let value: serde_json::Value = codec::decode(payload, encoding, "command")
+        .map_err(|e| Rejection::invalid(e.to_string()))?;
+    Ok(mentat_domain::security::content_sha256(&value))
+}
+
 type Key = [u8; 32];
 
 fn key(subject: &str, payload: &[u8]) -> Key {

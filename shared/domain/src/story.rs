@@ -402,6 +402,7 @@ mod tests {
             correlation_id: Some("d2".into()),
             causation_id: Some("c1".into()),
             epoch: None,
+            signed: None,
         };
         let planner = Meta {
             correlation_id: Some("d2".into()),
