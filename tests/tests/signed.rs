@@ -222,6 +222,11 @@ async fn every_refusal_by_kind_and_the_proven_actor(db: Db) {
     );
     let events = cluster.mt_ok(&["history", "web", "--events"]);
     assert!(events.contains("signed_by=deployer:"), "{events}");
+    let why = cluster.mt_ok(&["audit", "why", id]);
+    assert!(
+        why.contains("by dee (signed_by=deployer:"),
+        "mt audit why names the signed actor: {why}"
+    );
 }
 
 on_both_databases!(every_refusal_by_kind_and_the_proven_actor);

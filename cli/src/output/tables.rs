@@ -238,11 +238,7 @@ pub fn events_table(events: &[EventEnvelope]) -> String {
                 detail.push_str(&format!(" actor={actor:?}"));
             }
             if let Some(signed) = &e.meta.signed {
-                detail.push_str(&format!(
-                    " signed_by={}:{}",
-                    signed.role,
-                    &signed.key[..signed.key.len().min(16)]
-                ));
+                detail.push_str(&super::signed_by(signed));
             }
             vec![
                 e.position.to_string(),
