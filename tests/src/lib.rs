@@ -49,11 +49,16 @@ pub enum Db {
     PrivatePostgres,
 }
 
-/// Extra flags for some of the services, kept when they are restarted.
+/// Extra flags for some of the services, kept when they are restarted
+/// (see [`Cluster::start_with`]).
 #[derive(Debug, Default, Clone, Copy)]
-struct Args<'a> {
-    router: &'a [&'a str],
-    executor: &'a [&'a str],
+pub struct Args<'a> {
+    /// For the router.
+    pub router: &'a [&'a str],
+    /// For the executor.
+    pub executor: &'a [&'a str],
+    /// For the planner (and a standby).
+    pub planner: &'a [&'a str],
 }
 
 /// The four services.
@@ -100,8 +105,10 @@ pub struct Cluster {
     pub bus: Bus,
     /// Extra flags for the router (see [`Cluster::start_with_router_args`]).
     router_args: Vec<String>,
-    /// Extra flags for the executor (see [`Cluster::start_with_executor_args`]).
+    /// Extra flags for the executor (see [`Cluster::start_with`]).
     executor_args: Vec<String>,
+    /// Extra flags for the planner (see [`Cluster::start_with`]).
+    planner_args: Vec<String>,
     /// On a NATS cluster ([`Cluster::start_on_nats_cluster`]): its other
     /// nodes, `nats` being the first. Empty on a single server.
     pub nats_peers: Vec<NatsServer>,
@@ -124,13 +131,9 @@ impl Cluster {
         Self::start_on(NatsServer::start(), Vec::new(), db, args, &SERVICES).await
     }
 
-    /// As [`Cluster::start`], with extra flags for the executor (kept when
-    /// it is restarted), for example `["--allow-command", "/usr/bin/*"]`.
-    pub async fn start_with_executor_args(db: Db, executor_args: &[&str]) -> Cluster {
-        let args = Args {
-            executor: executor_args,
-            ..Args::default()
-        };
+    /// As [`Cluster::start`], with extra flags for some of the services,
+    /// for example `executor: &["--allow-command", "/usr/bin/*"]`.
+    pub async fn start_with(db: Db, args: Args<'_>) -> Cluster {
         Self::start_on(NatsServer::start(), Vec::new(), db, args, &SERVICES).await
     }
 
@@ -211,6 +214,7 @@ impl Cluster {
             bus,
             router_args: args.router.iter().map(|a| (*a).to_owned()).collect(),
             executor_args: args.executor.iter().map(|a| (*a).to_owned()).collect(),
+            planner_args: args.planner.iter().map(|a| (*a).to_owned()).collect(),
             nats_peers,
         };
         for service in services {
@@ -238,6 +242,7 @@ impl Cluster {
                     "--drain-timeout-secs".into(),
                     "5".into(),
                 ]);
+                args.extend(self.planner_args.iter().cloned());
             }
             "executor" => {
                 args.extend([

@@ -8,15 +8,19 @@ use std::time::Duration;
 
 use mentat_domain::command::Outcome;
 use mentat_domain::event::Event;
-use mentat_e2e::{bin_dir, text, web_config, Cluster, Db};
+use mentat_e2e::{bin_dir, text, web_config, Args, Cluster, Db};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_program_off_the_list_fails_its_deployment_with_the_reason() {
     // Given an executor that may run the demo app and nothing else
     let demo = std::fs::canonicalize(bin_dir().join("mentat-demo-app")).unwrap();
     let pattern = demo.display().to_string();
-    let cluster =
-        Cluster::start_with_executor_args(Db::Sqlite, &["--allow-command", &pattern]).await;
+    let allow = ["--allow-command", pattern.as_str()];
+    let args = Args {
+        executor: &allow,
+        ..Args::default()
+    };
+    let cluster = Cluster::start_with(Db::Sqlite, args).await;
     // And two services: the demo app, and a shell
     let mut yaml = web_config(1, 30);
     yaml.push_str(

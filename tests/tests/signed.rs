@@ -16,7 +16,7 @@ use mentat_domain::command::{Deploy, RejectKind};
 use mentat_domain::event::{Event, Meta};
 use mentat_domain::security;
 use mentat_domain::Reply;
-use mentat_e2e::{on_both_databases, text, web_config, Cluster, Db};
+use mentat_e2e::{on_both_databases, text, web_config, Args, Cluster, Db};
 
 /// An operator's key pair made by `mt key new`: its secret file and key.
 struct Key {
@@ -107,6 +107,20 @@ async fn send(cluster: &Cluster, verb: &str, value: &serde_json::Value) -> Reply
         .unwrap()
 }
 
+/// The `SecurityDefined` event of the log, and its metadata, as
+/// `mt audit export` gives them.
+fn security_defined(cluster: &Cluster) -> (Event, Meta) {
+    let export = cluster.mt_ok(&["audit", "export"]);
+    let defined: LoggedEvent = export
+        .lines()
+        .filter_map(|l| serde_json::from_str::<LoggedEvent>(l).ok())
+        .find(|e| e.event_type == "SecurityDefined")
+        .expect("SecurityDefined in the log");
+    assert_eq!(defined.stream, "_cluster");
+    let event = serde_json::from_str(&defined.payload).unwrap();
+    (event, serde_json::from_str(&defined.metadata).unwrap())
+}
+
 fn kind(reply: &Reply) -> Option<RejectKind> {
     reply.rejection_kind()
 }
@@ -137,19 +151,11 @@ async fn every_refusal_by_kind_and_the_proven_actor(db: Db) {
     let reply = reply_of(&cluster, Some(&ana.file), &["apply", "-f", file]);
     assert_eq!(kind(&reply), None, "{reply:?}");
     // Recorded in the log, with the admin who signed it.
-    let export = cluster.mt_ok(&["audit", "export"]);
-    let defined: LoggedEvent = export
-        .lines()
-        .filter_map(|l| serde_json::from_str::<LoggedEvent>(l).ok())
-        .find(|e| e.event_type == "SecurityDefined")
-        .expect("SecurityDefined in the log");
-    assert_eq!(defined.stream, "_cluster");
-    let event: Event = serde_json::from_str(&defined.payload).unwrap();
+    let (event, meta) = security_defined(&cluster);
     assert!(
         matches!(&event, Event::SecurityDefined { security, .. } if security.require_signed_commands && security.operators.len() == 2),
         "{event:?}"
     );
-    let meta: Meta = serde_json::from_str(&defined.metadata).unwrap();
     assert_eq!(meta.actor.as_deref(), Some("ana"));
     assert_eq!(meta.signed.map(|s| s.operator), Some("ana".to_owned()));
     let before = cluster.events("web").await.len();
@@ -230,3 +236,46 @@ async fn every_refusal_by_kind_and_the_proven_actor(db: Db) {
 }
 
 on_both_databases!(every_refusal_by_kind_and_the_proven_actor);
+
+/// With `--admin-key`, only that key turns signing on, whoever the block
+/// lists; and it keeps the way back once signing is on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_planners_admin_key_alone_turns_signing_on() {
+    // Given a key made beforehand and given to the planner
+    let dir = tempfile::tempdir().unwrap();
+    let root = SigningKey::from_bytes(&[42; 32]);
+    let root_file = dir.path().join("root.key");
+    std::fs::write(&root_file, format!("{}\n", hex::encode(root.to_bytes()))).unwrap();
+    let mut perms = std::fs::metadata(&root_file).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
+    std::fs::set_permissions(&root_file, perms).unwrap();
+    let root_hex = mentat_domain::audit::key_hex(&root.verifying_key());
+    let planner = ["--admin-key", root_hex.as_str()];
+    let args = Args {
+        planner: &planner,
+        ..Args::default()
+    };
+    let cluster = Cluster::start_with(Db::Sqlite, args).await;
+    // And a block whose only admin is ana
+    let ana = key_new(&cluster, "ana");
+    let file = cluster.path().join("mentat.yaml");
+    std::fs::write(&file, secured_config(&[("ana", &ana, "admin")])).unwrap();
+    let file = file.to_str().unwrap();
+    // When ana turns it on: refused, she is no admin key of the planner's
+    let reply = reply_of(&cluster, Some(&ana.file), &["apply", "-f", file]);
+    assert_eq!(kind(&reply), Some(RejectKind::Unauthorised), "{reply:?}");
+    // When the planner's key does: applied, recorded under that key
+    let reply = reply_of(&cluster, Some(&root_file), &["apply", "-f", file]);
+    assert_eq!(kind(&reply), None, "{reply:?}");
+    let (_, meta) = security_defined(&cluster);
+    assert_eq!(meta.actor, Some(security::admin_key_name(&root_hex)));
+    // And from then on ana, an admin of the block, may stop, unsigned may not
+    let reply = reply_of(&cluster, None, &["stop", "web:web-1"]);
+    assert_eq!(kind(&reply), Some(RejectKind::Unsigned), "{reply:?}");
+    let reply = reply_of(&cluster, Some(&ana.file), &["stop", "web:web-1"]);
+    assert_eq!(
+        kind(&reply),
+        Some(RejectKind::UnknownInstance),
+        "authorised, then decided: {reply:?}"
+    );
+}
