@@ -1,10 +1,10 @@
 //! What a signed command costs the planner.
 //!
 //! 1. **Verification path**, in process: the planner's intake of one
-//!    `deploy` as `mt` sends it (MessagePack), unsigned (decode, then
-//!    `security::authorise`, which has nothing to check) and signed
-//!    (decode, the canonical content's SHA-256, `authorise` with its
-//!    Ed25519 verification), [`ROUNDS`] times each, alternating.
+//!    `deploy` as `mt` sends it (MessagePack): `intake::decode`, then
+//!    `intake::authorise` as the engine calls it, which for a signed one
+//!    takes the canonical content's SHA-256 and verifies the Ed25519
+//!    signature; unsigned and signed, [`ROUNDS`] times each, alternating.
 //! 2. **End to end**: a real nats-server and the release `mentat-planner`
 //!    (SQLite, no executor), with a `security:` block that lists the
 //!    bench's key but does not require signatures, so that unsigned and
@@ -122,16 +122,12 @@ fn security_block(key: &SigningKey, required: bool) -> SecuritySpec {
     }
 }
 
-/// The planner's intake of one command, as `Engine::authorise` runs it.
+/// The planner's intake of one command: decoded, then authorised as the
+/// engine does; whether it was signed.
 fn intake_once(payload: &[u8], trust: Trust<'_>, now_ms: i64) -> Result<bool> {
     let command = intake::decode("mentat.cmd.deploy", payload, Encoding::MsgPack)
         .map_err(|r| anyhow::anyhow!("{r}"))?;
-    let digest = match command.signature() {
-        Some(_) => intake::content_sha256(payload, Encoding::MsgPack)
-            .map_err(|r| anyhow::anyhow!("{r}"))?,
-        None => String::new(),
-    };
-    let signed = security::authorise(trust, &command, &digest, now_ms)
+    let (_, signed) = intake::authorise(trust, command, payload, Encoding::MsgPack, now_ms)
         .map_err(|r| anyhow::anyhow!("{r}"))?;
     Ok(signed.is_some())
 }

@@ -369,9 +369,15 @@ impl Engine {
                 tracing::warn!(subject, %rejection, "rejected a malformed command");
                 rejection
             })
-            .and_then(|command| self.authorise(command, payload, encoding));
+            .and_then(|command| {
+                let trust = security::Trust {
+                    current: self.log.world.security.as_ref(),
+                    admin_keys: &self.config.admin_keys,
+                };
+                intake::authorise(trust, command, payload, encoding, now_ms())
+            });
         let reply = match authorised {
-            Ok((command, signed)) => self.execute(&command, signed).await?,
+            Ok((command, signed)) => self.execute(&command, signed.as_ref()).await?,
             Err(rejection) => Reply::from(rejection),
         };
         if let Some((request, reply)) = self.pairing.handled(subject, payload, reply) {
@@ -380,49 +386,16 @@ impl Engine {
         Ok(())
     }
 
-    /// Whether `command` may be carried out under the security block in
-    /// force (`mentat_domain::security::authorise`), before anything else
-    /// about it is looked at: a refusal is not recorded, so that an unsigned
-    /// command cannot take the id of a signed one. A proven sender becomes
-    /// the command's actor.
-    fn authorise(
-        &self,
-        mut command: Command,
-        payload: &[u8],
-        encoding: Encoding,
-    ) -> std::result::Result<(Command, Option<SignedBy>), Rejection> {
-        let digest = match command.signature() {
-            Some(_) => intake::content_sha256(payload, encoding)?,
-            None => String::new(),
-        };
-        let trust = security::Trust {
-            current: self.log.world.security.as_ref(),
-            admin_keys: &self.config.admin_keys,
-        };
-        match security::authorise(trust, &command, &digest, now_ms()) {
-            Ok(signed) => {
-                if let Some(signed) = &signed {
-                    command.set_actor(&signed.operator);
-                }
-                Ok((command, signed))
-            }
-            Err(rejection) => {
-                tracing::warn!(verb = command.verb(), kind = %rejection.kind, %rejection, "refused a command");
-                Err(rejection)
-            }
-        }
-    }
-
     /// Decide about `command` and record the decision with it, deciding
     /// again when a stream moved meanwhile.
-    async fn execute(&mut self, command: &Command, signed: Option<SignedBy>) -> Result<Reply> {
+    async fn execute(&mut self, command: &Command, signed: Option<&SignedBy>) -> Result<Reply> {
         if let Some(id) = command.command_id() {
             if let Some(first) = self.log.store().command_outcome(id).await? {
                 return Ok(first_reply(&first));
             }
         }
         for _ in 0..MAX_REDECIDE {
-            match self.decide_and_record(command, &signed).await {
+            match self.decide_and_record(command, signed).await {
                 Err(Error::Conflict { stream, detail }) => {
                     tracing::info!(%stream, %detail, "deciding again on the stream as it is now");
                     self.log.catch_up().await?;
@@ -439,7 +412,7 @@ impl Engine {
     async fn decide_and_record(
         &mut self,
         command: &Command,
-        signed: &Option<SignedBy>,
+        signed: Option<&SignedBy>,
     ) -> Result<Reply> {
         let deployment_id = new_id();
         let now = now_ms();
@@ -488,7 +461,7 @@ impl Engine {
             },
             causation_id: command.command_id().map(str::to_owned),
             epoch: None,
-            signed: signed.clone(),
+            signed: signed.cloned(),
         };
         let touched: Vec<String> = appends.iter().map(|a| a.stream.clone()).collect();
         let batch = appends

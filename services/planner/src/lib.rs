@@ -14,7 +14,8 @@
 //! - [`audit`]: the log checked before it is trusted, signed anchors of its
 //!   head, and the audit queries.
 //! - [`log`]: the log as domain events, with the world kept in step.
-//! - [`intake`]: decoding commands and pairing replies with requests.
+//! - [`intake`]: decoding commands, checking who sent them (signed
+//!   commands), and pairing replies with requests.
 //! - [`queries`]: status and history.
 //! - [`relay`]: the log, published to JetStream.
 //! - [`standby`], [`roster`]: waiting to lead, and who else plans.
