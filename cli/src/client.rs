@@ -43,7 +43,7 @@ pub async fn connect(url: &str) -> Result<Bus> {
 }
 
 /// The operator's key that signs every command this run of `mt` sends
-/// (`--key`, or `MENTAT_KEY`), read once at start.
+/// (`--key-file`, or `MENTAT_KEY`), read once at start.
 static SIGNER: OnceLock<SigningKey> = OnceLock::new();
 
 /// Sign every command with the secret key in the file at `path`; an

@@ -1,6 +1,6 @@
 //! `mt key new NAME`: an Ed25519 key pair for an operator, whose public key
 //! goes in the service file's `security.operators` and whose secret key
-//! signs the commands `mt` sends (`mt --key FILE`, or `MENTAT_KEY`).
+//! signs the commands `mt` sends (`mt --key-file FILE`, or `MENTAT_KEY`).
 
 use std::path::PathBuf;
 

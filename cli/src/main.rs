@@ -54,7 +54,7 @@ struct Cli {
     /// Sign every command with this operator's secret key (made by `mt key
     /// new`; see the service file's `security:` block).
     #[arg(long, global = true, value_name = "FILE", env = "MENTAT_KEY")]
-    key: Option<std::path::PathBuf>,
+    key_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -145,7 +145,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    if let Some(path) = &cli.key {
+    if let Some(path) = &cli.key_file {
         client::sign_with(path)?;
     }
     let nats = cli.nats.as_str();
@@ -248,6 +248,27 @@ mod tests {
             let err = parse(bad).err().unwrap_or_else(|| panic!("{bad:?} parsed"));
             assert!(err.use_stderr(), "{bad:?}: a usage error, exit 64");
         }
+        // The audit's trusted key and the signing key file are two flags.
+        let public = mentat_domain::audit::SigningKey::from_bytes(&[1; 32]).verifying_key();
+        let public = mentat_domain::audit::key_hex(&public);
+        let both = Cli::try_parse_from([
+            "mt",
+            "audit",
+            "verify",
+            "--file",
+            "log.ndjson",
+            "--key",
+            &public,
+            "--key-file",
+            "ana.key",
+        ])
+        .expect("parses");
+        assert_eq!(both.key_file, Some("ana.key".into()));
+        assert!(matches!(both.command, Cmd::Audit(audit::Cmd::Verify(_))));
+        let signed =
+            Cli::try_parse_from(["mt", "deploy", "web", "--image", "v2", "--key-file", "k"])
+                .expect("parses");
+        assert_eq!(signed.key_file, Some("k".into()));
         assert!(matches!(
             parse(&["audit", "export", "--from", "7", "--db", "sqlite://x.db"]),
             Ok(Cmd::Audit(audit::Cmd::Export(args))) if args.from == 7

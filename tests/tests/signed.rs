@@ -62,7 +62,7 @@ fn reply_of(cluster: &Cluster, key: Option<&Path>, args: &[&str]) -> Reply {
     let mut all: Vec<&str> = args.to_vec();
     all.push("--json");
     if let Some(key) = key {
-        all.extend(["--key", key.to_str().unwrap()]);
+        all.extend(["--key-file", key.to_str().unwrap()]);
     }
     let out = cluster.mt(&all);
     let line = String::from_utf8_lossy(&out.stdout);

@@ -480,7 +480,7 @@ pub enum RejectKind {
     /// allow the verb, or only an admin may change the security block.
     Unauthorised,
     /// Commands must be signed (`security.require_signed_commands`) and
-    /// this one is not: send it with `mt --key FILE`.
+    /// this one is not: send it with `mt --key-file FILE`.
     Unsigned,
     /// The signature does not hold for this command and key: it was changed
     /// after it was signed, or signed with another key.

@@ -395,9 +395,9 @@ pub fn authorise(
     let Some(signature) = command.signature() else {
         if required {
             let why = match (bootstrap, trust.admin_keys.is_empty()) {
-                (true, true) => "this apply turns require_signed_commands on: sign it with the key of one of the admins it lists (mt --key FILE, or MENTAT_KEY)",
-                (true, false) => "this apply turns require_signed_commands on: sign it with one of the planner's --admin-key keys (mt --key FILE, or MENTAT_KEY)",
-                (false, _) => "commands must be signed (security.require_signed_commands): give mt --key FILE, or set MENTAT_KEY",
+                (true, true) => "this apply turns require_signed_commands on: sign it with the key of one of the admins it lists (mt --key-file FILE, or MENTAT_KEY)",
+                (true, false) => "this apply turns require_signed_commands on: sign it with one of the planner's --admin-key keys (mt --key-file FILE, or MENTAT_KEY)",
+                (false, _) => "commands must be signed (security.require_signed_commands): give mt --key-file FILE, or set MENTAT_KEY",
             };
             return Err(Rejection::new(RejectKind::Unsigned, why));
         }
