@@ -44,11 +44,8 @@
 //! The actor recorded is then the operator's name, whatever the command's
 //! `actor` field said.
 
-use std::fmt::Write as _;
-
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::audit::{check_signature, key_hex, parse_key, sign_text, SigningKey, KEY_HEX_LEN};
 use crate::command::{Command, RejectKind, Rejection};
@@ -262,74 +259,6 @@ pub fn signed_text(verb: &str, command_id: &str, at_ms: i64, content_sha256: &st
     format!("{SIGNED_TEXT_VERSION}\n{verb}\n{command_id}\n{at_ms}\n{content_sha256}")
 }
 
-/// The canonical content of a command as sent (its JSON or MessagePack
-/// decoded to a value): JSON of every top-level field but `signature`,
-/// object keys sorted by their bytes at every level, no whitespace, strings
-/// escaped as JSON does. Two senders of the same fields get the same bytes
-/// whatever order or encoding they wrote them in.
-pub fn canonical(content: &serde_json::Value) -> String {
-    let mut out = String::new();
-    match content {
-        serde_json::Value::Object(map) => {
-            let fields = map.iter().filter(|(k, _)| k.as_str() != "signature");
-            write_object(&mut out, fields);
-        }
-        other => write_canonical(&mut out, other),
-    }
-    out
-}
-
-fn write_object<'a>(
-    out: &mut String,
-    fields: impl Iterator<Item = (&'a String, &'a serde_json::Value)>,
-) {
-    let mut fields: Vec<_> = fields.collect();
-    fields.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-    out.push('{');
-    for (i, (k, v)) in fields.into_iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        write_string(out, k);
-        out.push(':');
-        write_canonical(out, v);
-    }
-    out.push('}');
-}
-
-fn write_canonical(out: &mut String, value: &serde_json::Value) {
-    use serde_json::Value;
-    match value {
-        Value::Null => out.push_str("null"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => {
-            let _ = write!(out, "{n}");
-        }
-        Value::String(s) => write_string(out, s),
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_canonical(out, item);
-            }
-            out.push(']');
-        }
-        Value::Object(map) => write_object(out, map.iter()),
-    }
-}
-
-fn write_string(out: &mut String, s: &str) {
-    // serde_json's escaping of a string cannot fail.
-    out.push_str(&serde_json::to_string(s).unwrap_or_default());
-}
-
-/// SHA-256 of [`canonical`]`(content)`, hex.
-pub fn content_sha256(content: &serde_json::Value) -> String {
-    hex::encode(Sha256::digest(canonical(content).as_bytes()))
-}
-
 /// Sign a command given as a value (its fields as it will be sent, with a
 /// `command_id`) at `at_ms`: the signature to put in its `signature` field.
 /// `None` when it has no `command_id`.
@@ -378,64 +307,144 @@ pub fn authorise(
     content_sha256: &str,
     now_ms: i64,
 ) -> Result<Option<SignedBy>, Rejection> {
-    let current = trust.current;
-    let required_now = current.is_some_and(|s| s.require_signed_commands);
-    let brought = match command {
-        Command::Apply(apply) => apply.security.as_ref(),
-        _ => None,
-    };
-    let changes_security = brought.is_some_and(|b| current != Some(b));
-    let bootstrap = !required_now && brought.is_some_and(|b| b.require_signed_commands);
-    let (listed, required) = match (required_now, bootstrap) {
-        (true, _) => (current, true),
-        (false, true) => (brought, true),
-        (false, false) => (current, false),
-    };
-    let verb = command.verb();
+    let scope = Scope::of(trust, command);
     let Some(signature) = command.signature() else {
-        if required {
-            let why = match (bootstrap, trust.admin_keys.is_empty()) {
-                (true, true) => "this apply turns require_signed_commands on: sign it with the key of one of the admins it lists (mt --key-file FILE, or MENTAT_KEY)",
-                (true, false) => "this apply turns require_signed_commands on: sign it with one of the planner's --admin-key keys (mt --key-file FILE, or MENTAT_KEY)",
-                (false, _) => "commands must be signed (security.require_signed_commands): give mt --key-file FILE, or set MENTAT_KEY",
-            };
-            return Err(Rejection::new(RejectKind::Unsigned, why));
-        }
-        return Ok(None);
+        return scope.unsigned().map(|()| None);
     };
     let Some(command_id) = command.command_id() else {
         return Err(Rejection::invalid(
             "command_id: a signed command needs one (the signature covers it)",
         ));
     };
-    let root = trust.admin_keys.contains(&signature.key);
-    let operator = match listed.and_then(|s| s.operator(&signature.key)) {
-        Some(op) if !root => op.clone(),
-        Some(op) => Operator {
-            role: Role::Admin,
-            ..op.clone()
-        },
-        None if root => Operator {
-            name: admin_key_name(&signature.key),
-            key: signature.key.clone(),
-            role: Role::Admin,
-        },
-        None => {
-            let listed = match bootstrap {
-                true => "the security block this apply brings",
-                false => "security.operators",
-            };
-            return Err(Rejection::new(
-                RejectKind::UnknownKey,
-                format!(
-                    "key {} is not listed in {listed}: add it there (an admin applies it), or sign with a listed key",
-                    shown(&signature.key)
-                ),
+    let (operator, root) = scope.signer(&signature.key)?;
+    let verb = command.verb();
+    let text = signed_text(verb, command_id, signature.at_ms, content_sha256);
+    check_proof(&operator.key, &text, signature, now_ms)?;
+    scope.allows(&operator, root, verb)?;
+    Ok(Some(SignedBy {
+        operator: operator.name,
+        role: operator.role,
+        key: operator.key,
+        verb: verb.to_owned(),
+        at_ms: signature.at_ms,
+        content_sha256: content_sha256.to_owned(),
+        signature: signature.signature.clone(),
+    }))
+}
+
+/// What a command is checked against: whether it must be signed, by whose
+/// keys, and whether it changes the security block.
+struct Scope<'a> {
+    trust: Trust<'a>,
+    /// The operators its key is looked up in.
+    listed: Option<&'a SecuritySpec>,
+    required: bool,
+    /// An apply that turns signing on.
+    bootstrap: bool,
+    changes_security: bool,
+}
+
+impl<'a> Scope<'a> {
+    fn of(trust: Trust<'a>, command: &'a Command) -> Self {
+        let current = trust.current;
+        let required_now = current.is_some_and(|s| s.require_signed_commands);
+        let brought = match command {
+            Command::Apply(apply) => apply.security.as_ref(),
+            _ => None,
+        };
+        let bootstrap = !required_now && brought.is_some_and(|b| b.require_signed_commands);
+        Scope {
+            trust,
+            listed: if bootstrap { brought } else { current },
+            required: required_now || bootstrap,
+            bootstrap,
+            changes_security: brought.is_some_and(|b| current != Some(b)),
+        }
+    }
+
+    /// An unsigned command: refused when signing is required.
+    fn unsigned(&self) -> Result<(), Rejection> {
+        if !self.required {
+            return Ok(());
+        }
+        let why = match (self.bootstrap, self.trust.admin_keys.is_empty()) {
+            (true, true) => "this apply turns require_signed_commands on: sign it with the key of one of the admins it lists (mt --key-file FILE, or MENTAT_KEY)",
+            (true, false) => "this apply turns require_signed_commands on: sign it with one of the planner's --admin-key keys (mt --key-file FILE, or MENTAT_KEY)",
+            (false, _) => "commands must be signed (security.require_signed_commands): give mt --key-file FILE, or set MENTAT_KEY",
+        };
+        Err(Rejection::new(RejectKind::Unsigned, why))
+    }
+
+    /// The operator whose key signed, and whether it is one of the
+    /// planner's admin keys (an admin then, listed or not).
+    fn signer(&self, key: &str) -> Result<(Operator, bool), Rejection> {
+        let root = self.trust.admin_keys.iter().any(|k| k == key);
+        match self.listed.and_then(|s| s.operator(key)) {
+            Some(op) if root => Ok((
+                Operator {
+                    role: Role::Admin,
+                    ..op.clone()
+                },
+                true,
+            )),
+            Some(op) => Ok((op.clone(), false)),
+            None if root => Ok((
+                Operator {
+                    name: admin_key_name(key),
+                    key: key.to_owned(),
+                    role: Role::Admin,
+                },
+                true,
+            )),
+            None => {
+                let listed = match self.bootstrap {
+                    true => "the security block this apply brings",
+                    false => "security.operators",
+                };
+                Err(Rejection::new(
+                    RejectKind::UnknownKey,
+                    format!(
+                        "key {} is not listed in {listed}: add it there (an admin applies it), or sign with a listed key",
+                        shown(key)
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// Whether `operator` may send `verb` here.
+    fn allows(&self, operator: &Operator, root: bool, verb: &str) -> Result<(), Rejection> {
+        let refuse = |why: String| Err(Rejection::new(RejectKind::Unauthorised, why));
+        let (name, role) = (&operator.name, operator.role);
+        if !role.may(verb) {
+            let least = Role::least_for(verb);
+            return refuse(format!(
+                "{name} is a {role}: `{verb}` needs the role {least} or above"
             ));
         }
-    };
-    let text = signed_text(verb, command_id, signature.at_ms, content_sha256);
-    if let Err(e) = check_signature_of(&operator.key, &text, &signature.signature) {
+        if self.changes_security && role != Role::Admin {
+            return refuse(format!(
+                "{name} is a {role}: changing the security block needs an admin"
+            ));
+        }
+        if self.bootstrap && !root && !self.trust.admin_keys.is_empty() {
+            return refuse(format!(
+                "{name} is not one of the planner's --admin-key keys: only they may turn require_signed_commands on"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Whether `signature` is `key`'s over `text`, made within
+/// [`MAX_SIGNATURE_AGE_MS`] of `now_ms`.
+fn check_proof(
+    key: &str,
+    text: &str,
+    signature: &CommandSignature,
+    now_ms: i64,
+) -> Result<(), Rejection> {
+    if let Err(e) = check_signature_of(key, text, &signature.signature) {
         return Err(Rejection::new(
             RejectKind::BadSignature,
             format!(
@@ -457,49 +466,15 @@ pub fn authorise(
             ),
         ));
     }
-    if !operator.role.may(verb) {
-        return Err(Rejection::new(
-            RejectKind::Unauthorised,
-            format!(
-                "{} is a {}: `{verb}` needs the role {} or above",
-                operator.name,
-                operator.role,
-                Role::least_for(verb)
-            ),
-        ));
-    }
-    if changes_security && operator.role != Role::Admin {
-        return Err(Rejection::new(
-            RejectKind::Unauthorised,
-            format!(
-                "{} is a {}: changing the security block needs an admin",
-                operator.name, operator.role
-            ),
-        ));
-    }
-    if bootstrap && !root && !trust.admin_keys.is_empty() {
-        return Err(Rejection::new(
-            RejectKind::Unauthorised,
-            format!(
-                "{} is not one of the planner's --admin-key keys: only they may turn require_signed_commands on",
-                operator.name
-            ),
-        ));
-    }
-    Ok(Some(SignedBy {
-        operator: operator.name,
-        role: operator.role,
-        key: operator.key,
-        verb: verb.to_owned(),
-        at_ms: signature.at_ms,
-        content_sha256: content_sha256.to_owned(),
-        signature: signature.signature.clone(),
-    }))
+    Ok(())
 }
 
 fn check_signature_of(key: &str, text: &str, signature: &str) -> Result<(), String> {
     check_signature(&parse_key(key)?, text, signature)
 }
 
+mod canonical;
 #[cfg(test)]
 mod tests;
+
+pub use canonical::{canonical, content_sha256};
