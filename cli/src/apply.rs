@@ -53,8 +53,10 @@ pub async fn send(
 ) -> Result<Reply> {
     let cmd = Apply {
         command_id: Some(mentat_bus::new_id()),
+        signature: None,
         services: config.services,
         cluster: config.cluster,
+        security: config.security,
         source: Some(file.display().to_string()),
         actor: Some(client::default_actor()),
         reason,

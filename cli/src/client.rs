@@ -1,11 +1,15 @@
 //! The CLI's side of the bus: connecting, and sending commands and queries
 //! so that "nobody answered" is told apart from every other failure.
 
+use std::path::Path;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use mentat_bus::codec::Encoding;
 use mentat_bus::{subject, Bus};
+use mentat_domain::audit::SigningKey;
 use mentat_domain::command::{HistoryQuery, HistoryReply, StatusQuery, StatusReply};
+use mentat_domain::security;
 use mentat_domain::Reply;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -38,9 +42,55 @@ pub async fn connect(url: &str) -> Result<Bus> {
         })
 }
 
-/// Send the command `cmd` on `mentat.cmd.<verb>` and wait for its reply.
+/// The operator's key that signs every command this run of `mt` sends
+/// (`--key-file`, or `MENTAT_KEY`), read once at start.
+static SIGNER: OnceLock<SigningKey> = OnceLock::new();
+
+/// Sign every command with the secret key in the file at `path`; an
+/// unreadable key, or one others may read, is a usage error.
+pub fn sign_with(path: &Path) -> Result<()> {
+    let key = mentat_runtime::keyfile::read(path).map_err(Error::Usage)?;
+    let _ = SIGNER.set(key);
+    Ok(())
+}
+
+/// Send the command `cmd` on `mentat.cmd.<verb>` and wait for its reply;
+/// signed first when `mt` was given a key ([`sign_with`]).
 pub async fn command<C: Serialize>(bus: &Bus, verb: &str, cmd: &C) -> Result<Reply> {
-    request(bus, &subject::command(verb), cmd, COMMAND_TIMEOUT, true).await
+    let subject = subject::command(verb);
+    match SIGNER.get() {
+        Some(key) => {
+            let signed = signed(key, verb, cmd, mentat_bus::now_ms())?;
+            request(bus, &subject, &signed, COMMAND_TIMEOUT, true).await
+        }
+        None => request(bus, &subject, cmd, COMMAND_TIMEOUT, true).await,
+    }
+}
+
+/// `cmd` with a `command_id` (a new one when it has none) and its
+/// `signature` made with `key` at `at_ms`, as the value to send.
+fn signed<C: Serialize>(
+    key: &SigningKey,
+    verb: &str,
+    cmd: &C,
+    at_ms: i64,
+) -> Result<serde_json::Value> {
+    let mut value = serde_json::to_value(cmd)
+        .map_err(|e| Error::Runtime(format!("encoding the command: {e}")))?;
+    let Some(fields) = value.as_object_mut() else {
+        return Err(Error::Runtime("a command is an object".into()));
+    };
+    fields
+        .entry("command_id")
+        .or_insert_with(|| mentat_bus::new_id().into());
+    let signature = security::sign(key, verb, &value, at_ms)
+        .ok_or_else(|| Error::Runtime("a command to sign needs a command id".into()))?;
+    let signature = serde_json::to_value(signature)
+        .map_err(|e| Error::Runtime(format!("encoding the signature: {e}")))?;
+    if let Some(fields) = value.as_object_mut() {
+        fields.insert("signature".into(), signature);
+    }
+    Ok(value)
 }
 
 /// Ask `mentat.query.status`, page after page, and return every service
@@ -180,4 +230,48 @@ pub fn default_actor() -> String {
         .filter_map(|var| std::env::var(var).ok())
         .find(|v| !v.trim().is_empty())
         .unwrap_or_else(|| "mt".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mentat_domain::command::{Command, Stop};
+    use mentat_domain::security::{Operator, Role, SecuritySpec};
+
+    #[test]
+    fn a_signed_command_gets_an_id_and_a_signature_the_planner_accepts() {
+        // Given a key listed as an admin
+        let key = SigningKey::from_bytes(&[5; 32]);
+        let security = SecuritySpec {
+            require_signed_commands: true,
+            operators: vec![Operator {
+                name: "ana".into(),
+                key: mentat_domain::audit::key_hex(&key.verifying_key()),
+                role: Role::Admin,
+            }],
+        };
+        let cmd = Stop {
+            command_id: None,
+            signature: None,
+            service: "web".into(),
+            instance: "web-1".into(),
+            actor: Some("someone".into()),
+            reason: None,
+        };
+        // When mt signs it, and it travels as MessagePack
+        let value = signed(&key, "stop", &cmd, 1_000).expect("signed");
+        let packed = rmp_serde::to_vec_named(&value).expect("packs");
+        let arrived: serde_json::Value = rmp_serde::from_slice(&packed).expect("unpacks");
+        let decoded: Stop = rmp_serde::from_slice(&packed).expect("a Stop");
+        // Then it has a command id, and the planner's check proves ana
+        assert!(decoded.command_id.is_some());
+        let digest = security::content_sha256(&arrived);
+        let trust = security::Trust {
+            current: Some(&security),
+            admin_keys: &[],
+        };
+        let proven = security::authorise(trust, &Command::Stop(decoded), &digest, 2_000)
+            .expect("authorised");
+        assert_eq!(proven.map(|s| s.operator), Some("ana".to_owned()));
+    }
 }

@@ -47,6 +47,7 @@ pub enum CanaryCmd {
 pub fn control(service: &str, who: &WhoArgs) -> Control {
     Control {
         command_id: Some(mentat_bus::new_id()),
+        signature: None,
         service: service.to_owned(),
         actor: who.actor(),
         reason: who.reason.clone(),

@@ -43,6 +43,7 @@ pub async fn deploy(nats: &str, args: DeployArgs) -> Result<()> {
     let command_id = mentat_bus::new_id();
     let cmd = Deploy {
         command_id: Some(command_id.clone()),
+        signature: None,
         service: args.service.clone(),
         image: args.image,
         strategy: args.strategy,
@@ -64,6 +65,7 @@ pub async fn rollback(nats: &str, args: RollbackArgs) -> Result<()> {
     let command_id = mentat_bus::new_id();
     let cmd = Rollback {
         command_id: Some(command_id.clone()),
+        signature: None,
         service: args.service.clone(),
         actor: args.who.actor(),
         reason: args.who.reason,

@@ -51,6 +51,7 @@ pub async fn run(nats: &str, args: Args) -> Result<()> {
             };
             let cmd = ReleaseHosts {
                 command_id: Some(mentat_bus::new_id()),
+                signature: None,
                 actor: who.actor(),
                 reason: who.reason,
             };

@@ -126,6 +126,7 @@ pub struct StopArgs {
 pub fn weight_command(args: &WeightArgs) -> Weight {
     Weight {
         command_id: Some(mentat_bus::new_id()),
+        signature: None,
         service: args.target.service.clone(),
         instance: args.target.instance.clone(),
         weight: args.weight,
@@ -150,6 +151,7 @@ pub fn route_command(args: &RouteArgs) -> Result<Route> {
     }
     Ok(Route {
         command_id: Some(mentat_bus::new_id()),
+        signature: None,
         service: args.service.clone(),
         from: from.to_owned(),
         to: to.to_owned(),
@@ -173,6 +175,7 @@ pub fn spawn_command(args: &SpawnArgs) -> Result<Spawn> {
     }
     Ok(Spawn {
         command_id: Some(mentat_bus::new_id()),
+        signature: None,
         service: args.service.clone(),
         id: args.id.clone(),
         image: image.map(str::to_owned),
@@ -185,6 +188,7 @@ pub fn spawn_command(args: &SpawnArgs) -> Result<Spawn> {
 pub fn stop_command(args: &StopArgs) -> Stop {
     Stop {
         command_id: Some(mentat_bus::new_id()),
+        signature: None,
         service: args.target.service.clone(),
         instance: args.target.instance.clone(),
         actor: args.who.actor(),

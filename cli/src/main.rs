@@ -5,6 +5,7 @@
 //! - [`audit`]: verifying, exporting and anchoring the log.
 //! - [`apply`], [`deploy`], [`control`], [`instances`], [`ps`], [`status`],
 //!   [`history`], [`hosts`], [`up`]: one module per subcommand or family of them.
+//! - [`key`]: operators' key pairs for signed commands.
 //! - [`send`]: the flags commands share, sending one and printing its reply.
 //! - [`follow`]: following a deployment live.
 //! - [`output`]: everything printed, as pure functions.
@@ -22,6 +23,7 @@ mod follow;
 mod history;
 mod hosts;
 mod instances;
+mod key;
 mod node;
 mod output;
 mod ps;
@@ -49,6 +51,10 @@ struct Cli {
         default_value = supervisor::DEFAULT_NATS_URL
     )]
     nats: String,
+    /// Sign every command with this operator's secret key (made by `mt key
+    /// new`; see the service file's `security:` block).
+    #[arg(long, global = true, value_name = "FILE", env = "MENTAT_KEY")]
+    key_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -99,6 +105,9 @@ enum Cmd {
     /// planner's key, sign an anchor now.
     #[command(subcommand)]
     Audit(audit::Cmd),
+    /// Operators' keys: `mt key new NAME` makes a key pair to sign commands with.
+    #[command(subcommand)]
+    Key(key::Cmd),
 }
 
 fn main() -> ExitCode {
@@ -136,6 +145,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    if let Some(path) = &cli.key_file {
+        client::sign_with(path)?;
+    }
     let nats = cli.nats.as_str();
     match cli.command {
         Cmd::Apply(args) => apply::run(nats, args).await,
@@ -157,6 +169,7 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Up(args) => up::run(nats, args).await,
         Cmd::Node(args) => node::run(nats, args).await,
         Cmd::Audit(cmd) => audit::run(nats, cmd).await,
+        Cmd::Key(cmd) => key::run(cmd),
     }
 }
 
@@ -235,6 +248,27 @@ mod tests {
             let err = parse(bad).err().unwrap_or_else(|| panic!("{bad:?} parsed"));
             assert!(err.use_stderr(), "{bad:?}: a usage error, exit 64");
         }
+        // The audit's trusted key and the signing key file are two flags.
+        let public = mentat_domain::audit::SigningKey::from_bytes(&[1; 32]).verifying_key();
+        let public = mentat_domain::audit::key_hex(&public);
+        let both = Cli::try_parse_from([
+            "mt",
+            "audit",
+            "verify",
+            "--file",
+            "log.ndjson",
+            "--key",
+            &public,
+            "--key-file",
+            "ana.key",
+        ])
+        .expect("parses");
+        assert_eq!(both.key_file, Some("ana.key".into()));
+        assert!(matches!(both.command, Cmd::Audit(audit::Cmd::Verify(_))));
+        let signed =
+            Cli::try_parse_from(["mt", "deploy", "web", "--image", "v2", "--key-file", "k"])
+                .expect("parses");
+        assert_eq!(signed.key_file, Some("k".into()));
         assert!(matches!(
             parse(&["audit", "export", "--from", "7", "--db", "sqlite://x.db"]),
             Ok(Cmd::Audit(audit::Cmd::Export(args))) if args.from == 7

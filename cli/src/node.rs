@@ -32,6 +32,10 @@ pub struct Args {
     /// Where the executor's state and the replicas' and services' logs are kept.
     #[arg(long, value_name = "DIR", default_value = ".mentat")]
     pub data_dir: PathBuf,
+    /// Run only programs whose real path matches this pattern (repeatable;
+    /// the executor's `--allow-command`, e.g. `/srv/app/bin/*`).
+    #[arg(long, value_name = "PATTERN")]
+    pub allow_command: Vec<String>,
 }
 
 /// Run this host's executor and router until Ctrl-C.
@@ -44,6 +48,7 @@ pub async fn run(nats: &str, args: Args) -> Result<()> {
         http: args.http,
         admin: args.admin,
         capacity: args.capacity,
+        allow_command: args.allow_command,
     })
     .await
 }

@@ -50,6 +50,18 @@ pub enum Db {
     PrivatePostgres,
 }
 
+/// Extra flags for some of the services, kept when they are restarted
+/// (see [`Cluster::start_with`]).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Args<'a> {
+    /// For the router.
+    pub router: &'a [&'a str],
+    /// For the executor.
+    pub executor: &'a [&'a str],
+    /// For the planner (and a standby).
+    pub planner: &'a [&'a str],
+}
+
 /// The four services.
 pub const SERVICES: [&str; 4] = ["planner", "executor", "health-watcher", "router"];
 
@@ -94,6 +106,10 @@ pub struct Cluster {
     pub bus: Bus,
     /// Extra flags for the router (see [`Cluster::start_with_router_args`]).
     router_args: Vec<String>,
+    /// Extra flags for the executor (see [`Cluster::start_with`]).
+    executor_args: Vec<String>,
+    /// Extra flags for the planner (see [`Cluster::start_with`]).
+    planner_args: Vec<String>,
     /// On a NATS cluster ([`Cluster::start_on_nats_cluster`]): its other
     /// nodes, `nats` being the first. Empty on a single server.
     pub nats_peers: Vec<NatsServer>,
@@ -109,14 +125,31 @@ impl Cluster {
     /// As [`Cluster::start`], with extra flags for the router (kept when it
     /// is restarted), for example `["--stats-interval-ms", "100"]`.
     pub async fn start_with_router_args(db: Db, router_args: &[&str]) -> Cluster {
-        Self::start_on(NatsServer::start(), Vec::new(), db, router_args, &SERVICES).await
+        let args = Args {
+            router: router_args,
+            ..Args::default()
+        };
+        Self::start_on(NatsServer::start(), Vec::new(), db, args, &SERVICES).await
+    }
+
+    /// As [`Cluster::start`], with extra flags for some of the services,
+    /// for example `executor: &["--allow-command", "/usr/bin/*"]`.
+    pub async fn start_with(db: Db, args: Args<'_>) -> Cluster {
+        Self::start_on(NatsServer::start(), Vec::new(), db, args, &SERVICES).await
     }
 
     /// As [`Cluster::start`], with no router at all: no router is known,
     /// so drains are not waited for, and `mt status` lists none.
     pub async fn start_without_router(db: Db) -> Cluster {
         let services = ["planner", "executor", "health-watcher"];
-        Self::start_on(NatsServer::start(), Vec::new(), db, &[], &services).await
+        Self::start_on(
+            NatsServer::start(),
+            Vec::new(),
+            db,
+            Args::default(),
+            &services,
+        )
+        .await
     }
 
     /// The planner and the health-watcher alone, on `nats` (for example a
@@ -124,7 +157,7 @@ impl Cluster {
     /// of the test's own. Ready when the planner answers.
     pub async fn start_control_plane(nats: NatsServer, db: Db) -> Cluster {
         let services = ["planner", "health-watcher"];
-        Self::start_on(nats, Vec::new(), db, &[], &services).await
+        Self::start_on(nats, Vec::new(), db, Args::default(), &services).await
     }
 
     /// As [`Cluster::start`], on a three-node NATS cluster: every service
@@ -133,14 +166,14 @@ impl Cluster {
     pub async fn start_on_nats_cluster(db: Db) -> Cluster {
         let mut nodes = NatsCluster::start(3).into_nodes();
         let first = nodes.remove(0);
-        Self::start_on(first, nodes, db, &[], &SERVICES).await
+        Self::start_on(first, nodes, db, Args::default(), &SERVICES).await
     }
 
     async fn start_on(
         nats: NatsServer,
         nats_peers: Vec<NatsServer>,
         db: Db,
-        router_args: &[&str],
+        args: Args<'_>,
         services: &[&'static str],
     ) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
@@ -188,7 +221,9 @@ impl Cluster {
             router_port: free_port(),
             admin_port: free_port(),
             bus,
-            router_args: router_args.iter().map(|a| (*a).to_owned()).collect(),
+            router_args: args.router.iter().map(|a| (*a).to_owned()).collect(),
+            executor_args: args.executor.iter().map(|a| (*a).to_owned()).collect(),
+            planner_args: args.planner.iter().map(|a| (*a).to_owned()).collect(),
             nats_peers,
         };
         for service in services {
@@ -216,17 +251,21 @@ impl Cluster {
                     "--drain-timeout-secs".into(),
                     "5".into(),
                 ]);
+                args.extend(self.planner_args.iter().cloned());
             }
-            "executor" => args.extend([
-                "--data-dir".into(),
-                data,
-                "--host-id".into(),
-                "e2e-host".into(),
-                "--advertise-ip".into(),
-                "127.0.0.1".into(),
-                "--stop-grace-secs".into(),
-                "5".into(),
-            ]),
+            "executor" => {
+                args.extend([
+                    "--data-dir".into(),
+                    data,
+                    "--host-id".into(),
+                    "e2e-host".into(),
+                    "--advertise-ip".into(),
+                    "127.0.0.1".into(),
+                    "--stop-grace-secs".into(),
+                    "5".into(),
+                ]);
+                args.extend(self.executor_args.iter().cloned());
+            }
             "router" => {
                 args.extend([
                     "--listen".into(),

@@ -132,6 +132,7 @@ async fn a_database_outage_is_waited_out_and_nothing_is_lost() {
     // A deploy published while the log is unreachable.
     let deploy = Deploy {
         command_id: Some("deploy-during-outage".into()),
+        signature: None,
         service: "web".into(),
         image: "v2".into(),
         strategy: None,
@@ -286,8 +287,10 @@ async fn an_apply_of_many_services_is_recorded_whole_once() {
     };
     let apply = Apply {
         command_id: Some("apply-three".into()),
+        signature: None,
         services: vec![spec("alpha"), spec("beta"), spec("gamma")],
         cluster: None,
+        security: None,
         source: None,
         actor: Some("e2e".into()),
         reason: None,

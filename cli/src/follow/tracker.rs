@@ -318,6 +318,7 @@ mod tests {
                 signal: None,
             },
             requested: false,
+            reason: None,
         });
         assert!(
             t.observe(&exited).is_none(),

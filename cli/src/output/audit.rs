@@ -5,7 +5,7 @@ use mentat_domain::command::Outcome;
 use mentat_domain::report::{Figures, Report};
 use mentat_domain::story::Story;
 
-use super::{details, duration, table, utc};
+use super::{details, duration, signed_by, table, utc};
 
 /// `mt audit why`: the command, every step with its numbers, the end.
 pub fn story_text(s: &Story) -> String {
@@ -19,9 +19,13 @@ pub fn story_text(s: &Story) -> String {
         if s.rollback { ", a rollback" } else { "" }
     );
     out.push_str(&format!(
-        "started {} UTC by {}, reason: {}\n",
+        "started {} UTC by {}{}, reason: {}\n",
         utc(s.started_at_ms),
         s.actor.as_deref().unwrap_or("(no actor)"),
+        s.signed
+            .as_ref()
+            .map(|signed| format!(" ({})", signed_by(signed).trim()))
+            .unwrap_or_default(),
         s.reason.as_deref().unwrap_or("(none given)")
     ));
     let rows: Vec<Vec<String>> = s
@@ -31,6 +35,9 @@ pub fn story_text(s: &Story) -> String {
             let mut detail = details(&step.event);
             if let Some(actor) = &step.actor {
                 detail.push_str(&format!(" actor={actor:?}"));
+            }
+            if let Some(signed) = &step.signed {
+                detail.push_str(&signed_by(signed));
             }
             if let Some(reason) = &step.reason {
                 detail.push_str(&format!(" reason={reason:?}"));

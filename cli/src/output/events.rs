@@ -26,6 +26,17 @@ pub fn details(event: &Event) -> String {
             cluster.lost_after_secs,
             source.as_deref().unwrap_or("-")
         ),
+        Event::SecurityDefined { security, source } => format!(
+            "require_signed_commands={} operators={} source={}",
+            security.require_signed_commands,
+            security
+                .operators
+                .iter()
+                .map(|o| format!("{}:{}", o.name, o.role))
+                .collect::<Vec<_>>()
+                .join(","),
+            source.as_deref().unwrap_or("-")
+        ),
         Event::MassHostLossHeld { hosts, live } => {
             format!("hosts={} live={live}", hosts.join(","))
         }
@@ -214,8 +225,14 @@ pub fn details(event: &Event) -> String {
             host,
             status,
             requested,
+            reason,
             ..
-        } => format!("replica={replica} host={host} status=\"{status}\" requested={requested}"),
+        } => match reason {
+            Some(reason) => format!(
+                "replica={replica} host={host} status=\"{status}\" requested={requested} reason={reason:?}"
+            ),
+            None => format!("replica={replica} host={host} status=\"{status}\" requested={requested}"),
+        },
         Event::ReplicaHealthy { replica, .. } => format!("replica={replica}"),
         Event::ReplicaUnhealthy {
             replica, reason, ..

@@ -154,6 +154,13 @@ pub fn json_pretty<T: Serialize>(value: &T) -> String {
     )
 }
 
+/// ` signed_by=ROLE:KEY` (the key's first 16 hex characters): the proof a
+/// signed command's events carry, as tables show it.
+pub fn signed_by(signed: &mentat_domain::security::SignedBy) -> String {
+    let key = signed.key.get(..16).unwrap_or(&signed.key);
+    format!(" signed_by={}:{key}", signed.role)
+}
+
 /// `-` for a missing value.
 fn or_dash(value: Option<&str>) -> String {
     value.filter(|v| !v.is_empty()).unwrap_or("-").to_owned()

@@ -170,6 +170,12 @@ pub fn progress(event: &Event, known: &Known) -> Option<String> {
             ..
         } => format!("{} {replica} stopped ({status})", known.age(replica)),
         Event::ReplicaExited {
+            replica,
+            status,
+            reason: Some(reason),
+            ..
+        } => format!("{replica} did not start ({status}): {reason}"),
+        Event::ReplicaExited {
             replica, status, ..
         } => format!(
             "{} {replica} exited unexpectedly ({status})",
@@ -279,6 +285,7 @@ pub fn progress(event: &Event, known: &Known) -> Option<String> {
         | Event::HostSuspected { .. }
         | Event::HostSuspicionCleared { .. }
         | Event::ClusterDefined { .. }
+        | Event::SecurityDefined { .. }
         | Event::MassHostLossHeld { .. }
         | Event::MassHostLossReleased { .. }
         | Event::RouterJoined { .. }
@@ -391,6 +398,7 @@ mod tests {
                 signal: Some(15),
             },
             requested: true,
+            reason: None,
         };
         assert_eq!(
             progress(&exited, &known).as_deref(),

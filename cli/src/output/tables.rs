@@ -237,6 +237,9 @@ pub fn events_table(events: &[EventEnvelope]) -> String {
             if let Some(actor) = &e.meta.actor {
                 detail.push_str(&format!(" actor={actor:?}"));
             }
+            if let Some(signed) = &e.meta.signed {
+                detail.push_str(&super::signed_by(signed));
+            }
             vec![
                 e.position.to_string(),
                 utc(e.recorded_at_ms),

@@ -76,6 +76,8 @@ pub struct NodePlan {
     pub admin: std::net::SocketAddr,
     /// The executor's `--capacity`; its default when absent.
     pub capacity: Option<u32>,
+    /// The executor's `--allow-command` patterns (none: any program).
+    pub allow_command: Vec<String>,
 }
 
 /// The services `mt node` runs, in the order they are stopped.
@@ -122,6 +124,9 @@ pub async fn run_node(plan: NodePlan) -> Result<()> {
             }
             if let Some(capacity) = plan.capacity {
                 args.extend(["--capacity".into(), capacity.to_string().into()]);
+            }
+            for pattern in &plan.allow_command {
+                args.extend(["--allow-command".into(), pattern.into()]);
             }
         } else {
             args.extend([

@@ -79,6 +79,15 @@ pub struct Config {
     /// is how to upgrade the executor without touching its replicas.
     #[arg(long = "leave-replicas-running", action = ArgAction::SetFalse)]
     pub stop_replicas_on_shutdown: bool,
+
+    /// Run only programs whose real path matches one of these patterns
+    /// (repeatable; `*` is any run of characters but `/`, `**` any run,
+    /// `?` one character; for example `/usr/bin/*` or `/srv/app/bin/web`).
+    /// A replica whose program is not allowed is not started: its exit is
+    /// reported with the reason, and its deployment fails with it. Without
+    /// the flag every program may run.
+    #[arg(long = "allow-command", value_name = "PATTERN")]
+    pub allow_command: Vec<String>,
 }
 
 impl Config {
@@ -95,6 +104,7 @@ impl Config {
             stop_grace_secs: 10,
             heartbeat_ms: 1000,
             stop_replicas_on_shutdown: true,
+            allow_command: Vec::new(),
         }
     }
 
@@ -137,6 +147,12 @@ impl Config {
                 message: "must be at least 1".into(),
             });
         }
+        if let Err(message) = crate::allow::AllowList::new(self.allow_command.clone()) {
+            return Err(Error::Config {
+                field: "allow-command",
+                message,
+            });
+        }
         if self.heartbeat_ms < 10 {
             return Err(Error::Config {
                 field: "heartbeat-ms",
@@ -165,6 +181,11 @@ impl Config {
     /// Time between heartbeats.
     pub fn heartbeat_interval(&self) -> Duration {
         Duration::from_millis(self.heartbeat_ms)
+    }
+
+    /// The programs this host may run (`--allow-command`), once validated.
+    pub fn allow_list(&self) -> crate::allow::AllowList {
+        crate::allow::AllowList::new(self.allow_command.clone()).unwrap_or_default()
     }
 
     /// `<data-dir>/executor/<host-id>`: where this executor keeps its files.

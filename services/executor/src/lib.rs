@@ -12,12 +12,14 @@
 //! stops every replica (SIGTERM, grace, SIGKILL) before exiting.
 //!
 //! - [`config`]: flags, environment and defaults.
+//! - [`allow`]: the programs this host may run (`--allow-command`).
 //! - [`intents`]: the durable consumer of start/stop intents.
 //! - [`supervisor`]: the owner of the replicas; turns intents and exits into facts.
 //! - [`watch`]: one task per replica waiting for its end and carrying out stops.
 //! - [`process`]: spawning, `/proc` inspection and signals.
 //! - [`state`]: the state file and the host directory lock.
 
+pub mod allow;
 pub mod config;
 mod error;
 pub mod intents;
@@ -122,6 +124,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         logs_dir,
         grace: config.stop_grace(),
         capacity: config.capacity,
+        allow: config.allow_list(),
     };
     let mut supervisor = Supervisor::new(bus, settings, state, exits_tx);
     supervisor.adopt_all().await;

@@ -79,13 +79,16 @@ pub struct Listen {
 /// The child inherits the executor's environment, then gets `run.env` and
 /// finally `HOST` and `PORT`, which always win: the executor reports that
 /// address as the replica's; and [`START_TOKEN_VAR`] set to `token`, which
-/// the state file recorded before this call.
+/// the state file recorded before this call. `resolved`, when given, is the
+/// path to start in place of `run.command[0]` (the real path the host's
+/// allow-list checked), with `run.command[0]` kept as its `argv[0]`.
 pub fn spawn(
     run: &RunSpec,
     image: &str,
     listen: Listen,
     token: &str,
     log: &Path,
+    resolved: Option<&Path>,
 ) -> Result<Spawned> {
     let Listen { ip, port } = listen;
     let program = run.command.first().map(String::as_str).unwrap_or("");
@@ -105,7 +108,14 @@ pub fn spawn(
         .map_err(|e| Error::io(log, e))?;
     let err = out.try_clone().map_err(|e| Error::io(log, e))?;
 
-    let mut cmd = tokio::process::Command::new(sub(&run.command[0]));
+    let mut cmd = match resolved {
+        Some(path) => {
+            let mut cmd = tokio::process::Command::new(path);
+            cmd.arg0(sub(&run.command[0]));
+            cmd
+        }
+        None => tokio::process::Command::new(sub(&run.command[0])),
+    };
     cmd.args(run.command[1..].iter().map(sub))
         .args(run.args.iter().map(sub))
         .envs(run.env.iter().map(|(k, v)| (k, sub(v))))

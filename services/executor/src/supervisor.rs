@@ -11,10 +11,12 @@ use std::time::Duration;
 
 use mentat_bus::Bus;
 use mentat_domain::event::{Event, ExitStatus, Fact};
+use mentat_domain::limits::MAX_REASON_BYTES;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::allow::AllowList;
 use crate::intents::StartIntent;
 use crate::state::{Record, StateFile};
 use crate::watch::{self, Exit, Proc, Watcher};
@@ -48,6 +50,8 @@ pub struct Settings {
     pub grace: Duration,
     /// Replicas this host offers to run.
     pub capacity: u32,
+    /// The programs this host may run (`--allow-command`).
+    pub allow: AllowList,
 }
 
 /// Owner of this host's replicas.
@@ -180,6 +184,10 @@ impl Supervisor {
             Ok(port) => port,
             Err(e) => return self.not_started(&replica, &intent.service, &e).await,
         };
+        let program = match self.allowed(&intent, port) {
+            Ok(program) => program,
+            Err(why) => return self.not_started(&replica, &intent.service, &why).await,
+        };
         // Recorded before the spawn: an executor killed between the spawn
         // and the pid being recorded leaves this record, and the next one
         // finds the process by its token instead of starting a second one.
@@ -202,6 +210,7 @@ impl Supervisor {
             process::Listen { ip, port },
             &record.token,
             &record.log,
+            program.as_deref(),
         ) {
             Ok(s) => s,
             Err(e) => {
@@ -232,8 +241,25 @@ impl Supervisor {
         self.publish(event).await
     }
 
+    /// The real path to start the intent's program by, when the host has
+    /// an allow-list (`None`: no list, started as written); why it may not
+    /// run otherwise.
+    fn allowed(
+        &self,
+        intent: &StartIntent,
+        port: u16,
+    ) -> std::result::Result<Option<PathBuf>, String> {
+        if self.settings.allow.allows_all() {
+            return Ok(None);
+        }
+        let first = intent.run.command.first().map(String::as_str).unwrap_or("");
+        let program = process::substitute(first, &intent.image, self.settings.ip, port);
+        let path_var = intent.run.env.get("PATH").map(String::as_str);
+        self.settings.allow.check(&program, path_var).map(Some)
+    }
+
     /// A replica whose program could not be started: reported as exited
-    /// with [`EXIT_NOT_STARTED`], as a shell would.
+    /// with [`EXIT_NOT_STARTED`], as a shell would, and why.
     async fn not_started(
         &mut self,
         replica: &str,
@@ -245,7 +271,15 @@ impl Supervisor {
             code: Some(EXIT_NOT_STARTED),
             signal: None,
         };
-        self.queue_exit(replica, service, status, false);
+        let mut reason = error.to_string();
+        if reason.len() > MAX_REASON_BYTES {
+            let mut end = MAX_REASON_BYTES;
+            while !reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            reason.truncate(end);
+        }
+        self.queue_exit_because(replica, service, status, false, Some(reason));
         self.flush().await;
         Ok(())
     }
@@ -406,12 +440,24 @@ impl Supervisor {
     }
 
     fn queue_exit(&mut self, replica: &str, service: &str, status: ExitStatus, requested: bool) {
+        self.queue_exit_because(replica, service, status, requested, None);
+    }
+
+    fn queue_exit_because(
+        &mut self,
+        replica: &str,
+        service: &str,
+        status: ExitStatus,
+        requested: bool,
+        reason: Option<String>,
+    ) {
         let event = Event::ReplicaExited {
             replica: replica.to_owned(),
             service: service.to_owned(),
             host: self.settings.host.clone(),
             status,
             requested,
+            reason,
         };
         self.unreported.insert(replica.to_owned(), fact(event));
     }

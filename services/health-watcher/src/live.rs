@@ -108,6 +108,7 @@ mod tests {
                 signal: None,
             },
             requested: true,
+            reason: None,
         }
     }
 

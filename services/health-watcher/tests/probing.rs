@@ -143,6 +143,7 @@ impl Harness {
                 signal: None,
             },
             requested: true,
+            reason: None,
         })
         .await;
     }

@@ -16,6 +16,7 @@ use mentat_domain::audit::{Anchor, AnchorReply, AnchorRequest};
 use mentat_domain::command::{Command, RejectKind, Rejection, Reply};
 use mentat_domain::event::{Event, HostHeartbeat, Meta, RouterHeartbeat};
 use mentat_domain::planner::{self, Decision, Settings};
+use mentat_domain::security::{self, SignedBy};
 use mentat_domain::Fact;
 use mentat_runtime::Shutdown;
 use mentat_store::CommandRecord;
@@ -363,12 +364,21 @@ impl Engine {
         payload: &[u8],
         encoding: Encoding,
     ) -> Result<()> {
-        let reply = match intake::decode(subject, payload, encoding) {
-            Ok(command) => self.execute(&command).await?,
-            Err(rejection) => {
+        let authorised = intake::decode(subject, payload, encoding)
+            .map_err(|rejection| {
                 tracing::warn!(subject, %rejection, "rejected a malformed command");
-                Reply::from(rejection)
-            }
+                rejection
+            })
+            .and_then(|command| {
+                let trust = security::Trust {
+                    current: self.log.world.security.as_ref(),
+                    admin_keys: &self.config.admin_keys,
+                };
+                intake::authorise(trust, command, payload, encoding, now_ms())
+            });
+        let reply = match authorised {
+            Ok((command, signed)) => self.execute(&command, signed.as_ref()).await?,
+            Err(rejection) => Reply::from(rejection),
         };
         if let Some((request, reply)) = self.pairing.handled(subject, payload, reply) {
             self.send_reply(&request, &reply).await;
@@ -378,14 +388,14 @@ impl Engine {
 
     /// Decide about `command` and record the decision with it, deciding
     /// again when a stream moved meanwhile.
-    async fn execute(&mut self, command: &Command) -> Result<Reply> {
+    async fn execute(&mut self, command: &Command, signed: Option<&SignedBy>) -> Result<Reply> {
         if let Some(id) = command.command_id() {
             if let Some(first) = self.log.store().command_outcome(id).await? {
                 return Ok(first_reply(&first));
             }
         }
         for _ in 0..MAX_REDECIDE {
-            match self.decide_and_record(command).await {
+            match self.decide_and_record(command, signed).await {
                 Err(Error::Conflict { stream, detail }) => {
                     tracing::info!(%stream, %detail, "deciding again on the stream as it is now");
                     self.log.catch_up().await?;
@@ -399,7 +409,11 @@ impl Engine {
         ))
     }
 
-    async fn decide_and_record(&mut self, command: &Command) -> Result<Reply> {
+    async fn decide_and_record(
+        &mut self,
+        command: &Command,
+        signed: Option<&SignedBy>,
+    ) -> Result<Reply> {
         let deployment_id = new_id();
         let now = now_ms();
         let (actor, reason) = command.actor_reason();
@@ -447,6 +461,7 @@ impl Engine {
             },
             causation_id: command.command_id().map(str::to_owned),
             epoch: None,
+            signed: signed.cloned(),
         };
         let touched: Vec<String> = appends.iter().map(|a| a.stream.clone()).collect();
         let batch = appends

@@ -15,6 +15,7 @@ use mentat_domain::command::{
     Weight,
 };
 use mentat_domain::limits::MAX_COMMAND_BYTES;
+use mentat_domain::security::{self, SignedBy, Trust};
 use sha2::{Digest, Sha256};
 
 /// How long an unmatched request or reply is kept.
@@ -56,6 +57,44 @@ pub fn decode(subject: &str, payload: &[u8], encoding: Encoding) -> Result<Comma
         }
     };
     result.map_err(|e| Rejection::invalid(e.to_string()))
+}
+
+/// Whether `command`, decoded from `payload`, may be carried out under
+/// `trust` at `now_ms` ([`security::authorise`]), before anything else
+/// about it is looked at: the planner does not record a refusal, so that
+/// an unsigned command cannot take the id of a signed one. A proven sender
+/// becomes the command's actor, and is returned with it.
+pub fn authorise(
+    trust: Trust<'_>,
+    mut command: Command,
+    payload: &[u8],
+    encoding: Encoding,
+    now_ms: i64,
+) -> Result<(Command, Option<SignedBy>), Rejection> {
+    let digest = match command.signature() {
+        Some(_) => content_sha256(payload, encoding)?,
+        None => String::new(),
+    };
+    match security::authorise(trust, &command, &digest, now_ms) {
+        Ok(signed) => {
+            if let Some(signed) = &signed {
+                command.set_actor(&signed.operator);
+            }
+            Ok((command, signed))
+        }
+        Err(rejection) => {
+            tracing::warn!(verb = command.verb(), kind = %rejection.kind, %rejection, "refused a command");
+            Err(rejection)
+        }
+    }
+}
+
+/// The SHA-256 of a command's canonical content as it arrived (see
+/// [`mentat_domain::security::canonical`]): what its signature covers.
+pub fn content_sha256(payload: &[u8], encoding: Encoding) -> Result<String, Rejection> {
+    let value: serde_json::Value = codec::decode(payload, encoding, "command")
+        .map_err(|e| Rejection::invalid(e.to_string()))?;
+    Ok(mentat_domain::security::content_sha256(&value))
 }
 
 type Key = [u8; 32];

@@ -14,7 +14,8 @@
 //! - [`audit`]: the log checked before it is trusted, signed anchors of its
 //!   head, and the audit queries.
 //! - [`log`]: the log as domain events, with the world kept in step.
-//! - [`intake`]: decoding commands and pairing replies with requests.
+//! - [`intake`]: decoding commands, checking who sent them (signed
+//!   commands), and pairing replies with requests.
 //! - [`queries`]: status and history.
 //! - [`relay`]: the log, published to JetStream.
 //! - [`standby`], [`roster`]: waiting to lead, and who else plans.
@@ -130,6 +131,14 @@ pub struct Config {
     /// the same key.
     #[arg(long, env = "MENTAT_ANCHOR_KEY", value_name = "PATH")]
     pub anchor_key: Option<PathBuf>,
+    /// An operator's Ed25519 public key (hex, as `mt key new` prints it)
+    /// that this planner trusts as an admin whatever the service file's
+    /// `security:` block says (repeatable): the apply that turns
+    /// `require_signed_commands` on must be signed by one of these when any
+    /// is given, and they can always change the block again.
+    #[arg(long = "admin-key", env = "MENTAT_ADMIN_KEYS", value_name = "HEX",
+          value_delimiter = ',', value_parser = admin_key)]
+    pub admin_keys: Vec<String>,
     /// Run on a log whose hash chain is broken at POSITION (the position
     /// the planner named when it refused to start): the acceptance is
     /// recorded in the log, signed, with --actor and --reason.
@@ -142,6 +151,13 @@ pub struct Config {
     /// Why (with --accept-break; 1 to 1024 bytes).
     #[arg(long, requires = "accept_break", value_parser = bounded::<{ limits::MAX_REASON_BYTES }>)]
     pub reason: Option<String>,
+}
+
+/// An Ed25519 public key in lowercase hex.
+fn admin_key(value: &str) -> std::result::Result<String, String> {
+    let key = value.trim().to_ascii_lowercase();
+    mentat_domain::audit::parse_key(&key)?;
+    Ok(key)
 }
 
 /// A non-blank flag value of at most `MAX` bytes.
@@ -173,6 +189,7 @@ impl Config {
             anchor_every_secs: 300,
             anchor_file: None,
             anchor_key: None,
+            admin_keys: Vec::new(),
             accept_break: None,
             actor: None,
             reason: None,

@@ -105,6 +105,7 @@ mod tests {
     fn round_trips_in_both_encodings() {
         let d = Deploy {
             command_id: None,
+            signature: None,
             service: "web".into(),
             image: "v2".into(),
             strategy: None,

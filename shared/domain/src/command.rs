@@ -14,6 +14,7 @@ use crate::limits::{
     MAX_ACTOR_BYTES, MAX_COMMAND_ID_BYTES, MAX_IMAGE_BYTES, MAX_INSTANCE_BYTES, MAX_NAME_BYTES,
     MAX_REASON_BYTES, MAX_SERVICES_PER_APPLY, MAX_SOURCE_BYTES, MAX_WEIGHT,
 };
+use crate::security::{CommandSignature, SecuritySpec};
 use crate::spec::{ServiceSpec, Strategy};
 
 /// `mentat.cmd.deploy`: roll a service out to a new image.
@@ -24,6 +25,10 @@ pub struct Deploy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = MAX_COMMAND_ID_BYTES))]
     pub command_id: Option<String>,
+    /// The sender's signature (see [`crate::security`]): required once the
+    /// `security:` block sets `require_signed_commands`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<CommandSignature>,
     /// Service to deploy (as applied with `mentat.cmd.apply`).
     #[schemars(length(max = MAX_NAME_BYTES))]
     pub service: String,
@@ -51,6 +56,10 @@ pub struct Rollback {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = MAX_COMMAND_ID_BYTES))]
     pub command_id: Option<String>,
+    /// The sender's signature (see [`crate::security`]): required once the
+    /// `security:` block sets `require_signed_commands`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<CommandSignature>,
     /// Service to roll back.
     #[schemars(length(max = MAX_NAME_BYTES))]
     pub service: String,
@@ -72,6 +81,10 @@ pub struct Apply {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = MAX_COMMAND_ID_BYTES))]
     pub command_id: Option<String>,
+    /// The sender's signature (see [`crate::security`]): required once the
+    /// `security:` block sets `require_signed_commands`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<CommandSignature>,
     /// Every service of the config, validated before anything is applied.
     #[schemars(length(max = MAX_SERVICES_PER_APPLY))]
     pub services: Vec<ServiceSpec>,
@@ -79,6 +92,11 @@ pub struct Apply {
     /// services; recorded as `ClusterDefined` when it changes anything).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterSpec>,
+    /// The config's security block, when it has one: who may sign commands
+    /// and whether they must (recorded as `SecurityDefined` when it changes
+    /// anything; see [`crate::security`] for who may change it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<SecuritySpec>,
     /// The file they came from, recorded in the log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = MAX_SOURCE_BYTES))]
@@ -109,6 +127,10 @@ pub struct Control {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = MAX_COMMAND_ID_BYTES))]
     pub command_id: Option<String>,
+    /// The sender's signature (see [`crate::security`]): required once the
+    /// `security:` block sets `require_signed_commands`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<CommandSignature>,
     /// Service whose deployment is steered.
     #[schemars(length(max = MAX_NAME_BYTES))]
     pub service: String,
@@ -132,6 +154,10 @@ pub struct Weight {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = MAX_COMMAND_ID_BYTES))]
     pub command_id: Option<String>,
+    /// The sender's signature (see [`crate::security`]): required once the
+    /// `security:` block sets `require_signed_commands`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<CommandSignature>,
     /// Service.
     #[schemars(length(max = MAX_NAME_BYTES))]
     pub service: String,
@@ -161,6 +187,10 @@ pub struct Route {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = MAX_COMMAND_ID_BYTES))]
     pub command_id: Option<String>,
+    /// The sender's signature (see [`crate::security`]): required once the
+    /// `security:` block sets `require_signed_commands`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<CommandSignature>,
     /// Service.
     #[schemars(length(max = MAX_NAME_BYTES))]
     pub service: String,
@@ -190,6 +220,10 @@ pub struct Spawn {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = MAX_COMMAND_ID_BYTES))]
     pub command_id: Option<String>,
+    /// The sender's signature (see [`crate::security`]): required once the
+    /// `security:` block sets `require_signed_commands`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<CommandSignature>,
     /// Service.
     #[schemars(length(max = MAX_NAME_BYTES))]
     pub service: String,
@@ -219,6 +253,10 @@ pub struct Stop {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = MAX_COMMAND_ID_BYTES))]
     pub command_id: Option<String>,
+    /// The sender's signature (see [`crate::security`]): required once the
+    /// `security:` block sets `require_signed_commands`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<CommandSignature>,
     /// Service.
     #[schemars(length(max = MAX_NAME_BYTES))]
     pub service: String,
@@ -245,6 +283,10 @@ pub struct ReleaseHosts {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = MAX_COMMAND_ID_BYTES))]
     pub command_id: Option<String>,
+    /// The sender's signature (see [`crate::security`]): required once the
+    /// `security:` block sets `require_signed_commands`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<CommandSignature>,
     /// Who asks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = MAX_ACTOR_BYTES))]
@@ -284,14 +326,35 @@ pub enum Command {
     ReleaseHosts(ReleaseHosts),
 }
 
-/// `(command_id, actor, reason)` of any command struct.
+/// `(command_id, actor, reason, signature)` of any command struct.
 macro_rules! common {
     ($c:expr) => {
         (
             $c.command_id.as_deref(),
             $c.actor.as_deref(),
             $c.reason.as_deref(),
+            $c.signature.as_ref(),
         )
+    };
+}
+
+/// Applies `$body` to the command struct inside any [`Command`].
+macro_rules! each {
+    ($command:expr, $c:ident => $body:expr) => {
+        match $command {
+            Command::Deploy($c) => $body,
+            Command::Rollback($c) => $body,
+            Command::Apply($c) => $body,
+            Command::Pause($c)
+            | Command::Resume($c)
+            | Command::Abort($c)
+            | Command::Promote($c) => $body,
+            Command::Weight($c) => $body,
+            Command::Route($c) => $body,
+            Command::Spawn($c) => $body,
+            Command::Stop($c) => $body,
+            Command::ReleaseHosts($c) => $body,
+        }
     };
 }
 
@@ -347,20 +410,15 @@ impl Command {
         }
     }
 
-    fn common(&self) -> (Option<&str>, Option<&str>, Option<&str>) {
-        match self {
-            Command::Deploy(c) => common!(c),
-            Command::Rollback(c) => common!(c),
-            Command::Apply(c) => common!(c),
-            Command::Pause(c) | Command::Resume(c) | Command::Abort(c) | Command::Promote(c) => {
-                common!(c)
-            }
-            Command::Weight(c) => common!(c),
-            Command::Route(c) => common!(c),
-            Command::Spawn(c) => common!(c),
-            Command::Stop(c) => common!(c),
-            Command::ReleaseHosts(c) => common!(c),
-        }
+    fn common(
+        &self,
+    ) -> (
+        Option<&str>,
+        Option<&str>,
+        Option<&str>,
+        Option<&CommandSignature>,
+    ) {
+        each!(self, c => common!(c))
     }
 
     /// The command's idempotency key, when the sender gave one.
@@ -370,8 +428,19 @@ impl Command {
 
     /// Actor and reason given with the command.
     pub fn actor_reason(&self) -> (Option<&str>, Option<&str>) {
-        let (_, actor, reason) = self.common();
+        let (_, actor, reason, _) = self.common();
         (actor, reason)
+    }
+
+    /// The sender's signature, when the command carries one.
+    pub fn signature(&self) -> Option<&CommandSignature> {
+        self.common().3
+    }
+
+    /// Record `actor` as the command's actor: the operator a signature
+    /// proved, in place of whatever the command said.
+    pub fn set_actor(&mut self, actor: &str) {
+        each!(self, c => c.actor = Some(actor.to_owned()))
     }
 }
 
@@ -407,8 +476,20 @@ pub enum RejectKind {
     ServiceBroken,
     /// This planner is a standby: the command goes to the leader.
     NotLeader,
-    /// The sender may not do this.
+    /// The sender may not do this: the signing operator's role does not
+    /// allow the verb, or only an admin may change the security block.
     Unauthorised,
+    /// Commands must be signed (`security.require_signed_commands`) and
+    /// this one is not: send it with `mt --key-file FILE`.
+    Unsigned,
+    /// The signature does not hold for this command and key: it was changed
+    /// after it was signed, or signed with another key.
+    BadSignature,
+    /// The signing key is not an operator's (`security.operators`).
+    UnknownKey,
+    /// The signature was made more than 5 minutes away from the planner's
+    /// clock: sign it again (and check the clocks).
+    StaleSignature,
 }
 
 impl RejectKind {
@@ -427,6 +508,10 @@ impl RejectKind {
             RejectKind::ServiceBroken => "service_broken",
             RejectKind::NotLeader => "not_leader",
             RejectKind::Unauthorised => "unauthorised",
+            RejectKind::Unsigned => "unsigned",
+            RejectKind::BadSignature => "bad_signature",
+            RejectKind::UnknownKey => "unknown_key",
+            RejectKind::StaleSignature => "stale_signature",
         }
     }
 }

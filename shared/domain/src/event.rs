@@ -35,6 +35,10 @@ pub struct Meta {
     /// if its epoch is not older than the newest they have seen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch: Option<i64>,
+    /// The operator whose signature proved the command that caused the
+    /// event (see [`crate::security`]): `actor` is then that operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed: Option<crate::security::SignedBy>,
 }
 
 impl Meta {
@@ -171,6 +175,16 @@ pub enum Event {
     ClusterDefined {
         /// The settings as applied, defaults filled in.
         cluster: ClusterSpec,
+        /// The file it came from, when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source: Option<String>,
+    },
+    /// The security block of a service file was applied (`mt apply`): who
+    /// may sign commands, with what role, and whether they must. Its meta
+    /// names the admin who signed it once signing is required.
+    SecurityDefined {
+        /// The block as applied.
+        security: crate::security::SecuritySpec,
         /// The file it came from, when known.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         source: Option<String>,
@@ -416,6 +430,11 @@ pub enum Event {
         status: ExitStatus,
         /// True when it ended because a stop was requested.
         requested: bool,
+        /// Why it never ran, when the executor refused or failed to start
+        /// it (exit code 127): the program is not on this host's
+        /// `--allow-command` list, or could not be found.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     /// Fact from the health-watcher: the replica passed `healthy_after` probes in a row.
     ReplicaHealthy {
@@ -635,6 +654,7 @@ impl Event {
             Event::HostSuspected { .. } => "HostSuspected",
             Event::HostSuspicionCleared { .. } => "HostSuspicionCleared",
             Event::ClusterDefined { .. } => "ClusterDefined",
+            Event::SecurityDefined { .. } => "SecurityDefined",
             Event::MassHostLossHeld { .. } => "MassHostLossHeld",
             Event::MassHostLossReleased { .. } => "MassHostLossReleased",
             Event::ReplicaReplaced { .. } => "ReplicaReplaced",
@@ -775,6 +795,7 @@ impl Event {
             | Event::HostSuspected { .. }
             | Event::HostSuspicionCleared { .. } => HOSTS_STREAM.to_owned(),
             Event::ClusterDefined { .. }
+            | Event::SecurityDefined { .. }
             | Event::MassHostLossHeld { .. }
             | Event::MassHostLossReleased { .. } => CLUSTER_STREAM.to_owned(),
             Event::RouterJoined { .. } | Event::RouterLost { .. } => ROUTERS_STREAM.to_owned(),
@@ -791,7 +812,7 @@ pub const HOSTS_STREAM: &str = "_hosts";
 /// Log stream of router membership events (`RouterJoined`, `RouterLost`).
 pub const ROUTERS_STREAM: &str = "_routers";
 /// Log stream of the cluster's settings and of holds on re-placement
-/// (`ClusterDefined`, `MassHostLossHeld`, `MassHostLossReleased`).
+/// (`ClusterDefined`, `SecurityDefined`, `MassHostLossHeld`, `MassHostLossReleased`).
 pub const CLUSTER_STREAM: &str = "_cluster";
 /// The stream of planner elections.
 pub const PLANNERS_STREAM: &str = "_planners";

@@ -12,6 +12,8 @@
 //! - [`event`]: every event of the log, and the envelopes that carry them.
 //! - [`paging`]: pages of query replies, so none outgrows NATS's payload limit.
 //! - [`planner`]: the planner's state and decisions (rolling deployments).
+//! - [`security`]: operators' keys and roles, signed commands and who
+//!   may send what.
 //! - [`report`]: who did what, and the delivery figures per service, over a
 //!   window of the log (`mt audit report`).
 //! - [`story`]: which events are one deployment's, and its whole story
@@ -26,6 +28,7 @@ pub mod limits;
 pub mod paging;
 pub mod planner;
 pub mod report;
+pub mod security;
 pub mod spec;
 pub mod stats;
 pub mod story;

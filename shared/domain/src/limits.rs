@@ -262,6 +262,7 @@ mod tests {
     fn deploy(image: &str) -> Command {
         Command::Deploy(Deploy {
             command_id: None,
+            signature: None,
             service: "web".into(),
             image: image.into(),
             strategy: None,
@@ -300,6 +301,7 @@ mod tests {
         let control = |c: Control| Command::Pause(c);
         let base = Control {
             command_id: None,
+            signature: None,
             service: "web".into(),
             actor: None,
             reason: None,
@@ -308,6 +310,7 @@ mod tests {
             (
                 control(Control {
                     command_id: Some(long.clone()),
+                    signature: None,
                     ..base.clone()
                 }),
                 "command_id",
@@ -336,6 +339,7 @@ mod tests {
             (
                 Command::Spawn(Spawn {
                     command_id: None,
+                    signature: None,
                     service: "web".into(),
                     id: "green".into(),
                     image: Some(long.clone()),
@@ -347,8 +351,10 @@ mod tests {
             (
                 Command::Apply(Apply {
                     command_id: None,
+                    signature: None,
                     services: Vec::new(),
                     cluster: None,
+                    security: None,
                     source: Some(long.clone()),
                     actor: None,
                     reason: None,
@@ -367,6 +373,7 @@ mod tests {
         let weight = |weight| {
             Command::Weight(Weight {
                 command_id: None,
+                signature: None,
                 service: "web".into(),
                 instance: "web-1".into(),
                 weight,

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::command::Outcome;
 use crate::event::{Event, EventEnvelope};
+use crate::security::SignedBy;
 use crate::spec::Strategy;
 
 /// Which events belong to one deployment, learnt as they come: its own
@@ -154,6 +155,9 @@ pub struct Step {
     /// Who asked, for a command.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
+    /// The signature that proved who asked, for a signed command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed: Option<SignedBy>,
     /// Why, in their words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -168,6 +172,7 @@ impl Step {
             at_ms: env.recorded_at_ms,
             role: Role::of(env),
             actor: env.meta.actor.clone(),
+            signed: env.meta.signed.clone(),
             reason: env.meta.reason.clone(),
             event: env.event.clone(),
         }
@@ -191,6 +196,9 @@ pub struct Story {
     pub rollback: bool,
     /// Who started it.
     pub actor: Option<String>,
+    /// The signature that proved who started it, when signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed: Option<SignedBy>,
     /// Why they did.
     pub reason: Option<String>,
     /// When it started (ms since epoch).
@@ -318,6 +326,7 @@ pub fn story(events: &[EventEnvelope], deployment_id: &str) -> Result<Story, Not
         strategy: *strategy,
         rollback: *rollback,
         actor: env.meta.actor.clone(),
+        signed: env.meta.signed.clone(),
         reason: env.meta.reason.clone(),
         started_at_ms: *at_ms,
         steps: Vec::new(),
@@ -402,6 +411,7 @@ mod tests {
             correlation_id: Some("d2".into()),
             causation_id: Some("c1".into()),
             epoch: None,
+            signed: None,
         };
         let planner = Meta {
             correlation_id: Some("d2".into()),

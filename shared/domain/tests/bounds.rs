@@ -20,8 +20,10 @@ fn web(sim: &Sim) -> ServiceSpec {
 fn apply(services: Vec<ServiceSpec>) -> Command {
     Command::Apply(Apply {
         command_id: None,
+        signature: None,
         services,
         cluster: None,
+        security: None,
         source: None,
         actor: None,
         reason: None,
@@ -192,6 +194,7 @@ fn a_spec_from_before_the_bounds_is_not_deployed_again() {
     invalid_naming(deploy, "services.web.replicas");
     let rollback = sim.command(&Command::Rollback(mentat_domain::command::Rollback {
         command_id: None,
+        signature: None,
         service: "web".into(),
         actor: None,
         reason: None,

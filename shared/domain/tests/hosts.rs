@@ -84,6 +84,7 @@ fn replaced(sim: &Sim) -> Vec<(String, String, String)> {
 fn release(sim: &mut Sim, reason: Option<&str>) -> Result<Option<String>, RejectKind> {
     sim.command(&Command::ReleaseHosts(ReleaseHosts {
         command_id: None,
+        signature: None,
         actor: Some("ana".into()),
         reason: reason.map(str::to_owned),
     }))
@@ -267,11 +268,13 @@ fn apply_cluster(sim: &mut Sim, suspect: u64, lost: u64) -> Result<Option<String
     let spec = sim.world.services["web"].spec.clone().unwrap();
     sim.command(&Command::Apply(Apply {
         command_id: None,
+        signature: None,
         services: vec![spec],
         cluster: Some(ClusterSpec {
             suspect_after_secs: suspect,
             lost_after_secs: lost,
         }),
+        security: None,
         source: None,
         actor: None,
         reason: None,

@@ -12,11 +12,13 @@ use mentat_domain::spec::{AuditSpec, ServiceSpec};
 fn apply(spec: ServiceSpec, actor: Option<&str>) -> Command {
     Command::Apply(Apply {
         command_id: None,
+        signature: None,
         services: vec![spec],
         source: None,
         actor: actor.map(str::to_owned),
         reason: None,
         cluster: None,
+        security: None,
     })
 }
 
@@ -46,6 +48,7 @@ fn missing<T: std::fmt::Debug>(result: Result<T, Rejection>, field: &str) {
 fn deploy(actor: Option<&str>) -> Command {
     Command::Deploy(Deploy {
         command_id: None,
+        signature: None,
         service: "web".into(),
         image: "v2".into(),
         strategy: None,
@@ -57,6 +60,7 @@ fn deploy(actor: Option<&str>) -> Command {
 fn rollback(reason: Option<&str>) -> Command {
     Command::Rollback(Rollback {
         command_id: None,
+        signature: None,
         service: "web".into(),
         actor: Some("ana".into()),
         reason: reason.map(str::to_owned),
@@ -99,6 +103,7 @@ fn require_reason_for_rejects_only_the_verbs_listed() {
     let abort = |reason: Option<&str>| {
         Command::Abort(Control {
             command_id: None,
+            signature: None,
             service: "web".into(),
             actor: Some("ana".into()),
             reason: reason.map(str::to_owned),

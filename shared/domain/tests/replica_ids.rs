@@ -28,8 +28,10 @@ fn define_rec(sim: &mut Sim) {
     rec.name = "rec".into();
     sim.command(&Command::Apply(Apply {
         command_id: None,
+        signature: None,
         services: vec![rec],
         cluster: None,
+        security: None,
         source: None,
         actor: None,
         reason: None,
@@ -40,6 +42,7 @@ fn define_rec(sim: &mut Sim) {
 fn spawn(sim: &mut Sim, service: &str, id: &str) -> Result<Option<String>, Rejection> {
     sim.command(&Command::Spawn(Spawn {
         command_id: None,
+        signature: None,
         service: service.into(),
         id: id.into(),
         image: Some("r1".into()),
@@ -145,6 +148,7 @@ fn the_planner_numbers_new_replicas_past_ids_in_use_anywhere_and_never_reuses_on
                 signal: None,
             },
             requested: true,
+            reason: None,
         }],
     );
     assert!(sim.world.services["rec"].replicas.is_empty());

@@ -120,6 +120,7 @@ fn rollback_returns_to_the_previous_image() {
     sim.run(50);
     let rollback = Command::Rollback(Rollback {
         command_id: None,
+        signature: None,
         service: "web".into(),
         actor: None,
         reason: None,
@@ -165,6 +166,7 @@ fn a_replica_that_dies_outside_a_deployment_is_replaced() {
                 signal: None,
             },
             requested: false,
+            reason: None,
         }],
     );
     sim.run(20);

@@ -113,6 +113,7 @@ fn blue_green_rollback_during_standby_flips_back_without_starting_anything() {
     let mark = sim.log.len();
     sim.command(&Command::Rollback(Rollback {
         command_id: None,
+        signature: None,
         service: "web".into(),
         actor: Some("ana".into()),
         reason: Some("errors".into()),
@@ -441,6 +442,7 @@ fn a_pause_stops_the_deadline_clock() {
 fn spawn(sim: &mut Sim, id: &str, image: Option<&str>) -> Result<Option<String>, Rejection> {
     sim.command(&Command::Spawn(Spawn {
         command_id: None,
+        signature: None,
         service: "web".into(),
         id: id.into(),
         image: image.map(str::to_owned),
@@ -452,6 +454,7 @@ fn spawn(sim: &mut Sim, id: &str, image: Option<&str>) -> Result<Option<String>,
 fn weight(sim: &mut Sim, instance: &str, weight: u32) -> Result<Option<String>, Rejection> {
     sim.command(&Command::Weight(Weight {
         command_id: None,
+        signature: None,
         service: "web".into(),
         instance: instance.into(),
         weight,
@@ -481,6 +484,7 @@ fn a_spawned_instance_starts_at_weight_zero_and_takes_the_weight_it_is_given() {
     assert!((share["v2"] - 20.0).abs() < 1e-9, "{share:?}"); // 50 / (100 + 100 + 50)
     sim.command(&Command::Route(Route {
         command_id: None,
+        signature: None,
         service: "web".into(),
         from: "v1".into(),
         to: "green".into(),
@@ -493,6 +497,7 @@ fn a_spawned_instance_starts_at_weight_zero_and_takes_the_weight_it_is_given() {
     assert_eq!(sim.running("v1"), 2, "weight 0 keeps them running");
     sim.command(&Command::Stop(Stop {
         command_id: None,
+        signature: None,
         service: "web".into(),
         instance: "green".into(),
         actor: None,

@@ -77,6 +77,7 @@ fn crash(sim: &mut Sim, replica: &str) {
                 signal: None,
             },
             requested: false,
+            reason: None,
         }],
     );
     sim.settle();

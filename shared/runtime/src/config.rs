@@ -27,6 +27,17 @@
 //!   lost_after_secs: 30
 //! ```
 //!
+//! A top-level `security:` block is optional too (see
+//! [`mentat_domain::security`]): the operators whose Ed25519 keys sign
+//! commands, their roles, and whether every command must be signed.
+//!
+//! ```yaml
+//! security:
+//!   require_signed_commands: true
+//!   operators:
+//!     - { name: ana, key: 3f0c…, role: admin }
+//! ```
+//!
 //! `health` and `deploy` and every field in them are optional, with the
 //! defaults of [`mentat_domain::spec`]. Every problem is reported, not just
 //! the first, each with the file, the line and the dotted path of the field:
@@ -37,7 +48,10 @@ use std::fmt;
 use std::path::Path;
 
 use mentat_domain::cluster::ClusterSpec;
-use mentat_domain::spec::{AuditSpec, DeploySpec, HealthSpec, RouteSpec, RunSpec, ServiceSpec};
+use mentat_domain::security::SecuritySpec;
+use mentat_domain::spec::{
+    AuditSpec, DeploySpec, FieldError, HealthSpec, RouteSpec, RunSpec, ServiceSpec,
+};
 use serde::de::DeserializeOwned;
 use serde_yaml::{Mapping, Value};
 
@@ -126,6 +140,8 @@ pub struct ServiceFile {
     pub services: Vec<ServiceSpec>,
     /// The `cluster:` block, when the file has one (defaults filled in).
     pub cluster: Option<ClusterSpec>,
+    /// The `security:` block, when the file has one.
+    pub security: Option<SecuritySpec>,
 }
 
 /// Read and validate a service file's services. Errors name the file as
@@ -164,9 +180,14 @@ pub fn parse_file(text: &str, file: &str) -> Result<ServiceFile, ConfigError> {
         problems: Vec::new(),
     };
     let services = checker.root(&root);
-    let cluster = checker.cluster(&root);
+    let cluster = checker.block(&root, "cluster", ClusterSpec::validate);
+    let security = checker.block(&root, "security", SecuritySpec::validate);
     if checker.problems.is_empty() {
-        Ok(ServiceFile { services, cluster })
+        Ok(ServiceFile {
+            services,
+            cluster,
+            security,
+        })
     } else {
         let mut problems = checker.problems;
         problems.sort_by_key(|p| p.line.unwrap_or(0));
@@ -217,11 +238,11 @@ impl Checker<'_> {
             }
         };
         for key in map.keys() {
-            if !matches!(key.as_str(), Some("services" | "cluster")) {
+            if !matches!(key.as_str(), Some("services" | "cluster" | "security")) {
                 let key = key_text(key);
                 self.report(
                     &[&key],
-                    format!("unknown field `{key}`, expected `services` or `cluster`"),
+                    format!("unknown field `{key}`, expected `services`, `cluster` or `security`"),
                 );
             }
         }
@@ -250,23 +271,29 @@ impl Checker<'_> {
             .collect()
     }
 
-    /// The `cluster:` block, checked field by field; `None` when the file
-    /// has none (or it is invalid: the problems say why).
-    fn cluster(&mut self, root: &Value) -> Option<ClusterSpec> {
+    /// A top-level block (`cluster:`, `security:`), checked field by field
+    /// and then by `validate`; `None` when the file has none (or it is
+    /// invalid: the problems say why).
+    fn block<T: DeserializeOwned>(
+        &mut self,
+        root: &Value,
+        name: &str,
+        validate: impl Fn(&T) -> Vec<FieldError>,
+    ) -> Option<T> {
         let Value::Mapping(map) = root else {
             return None;
         };
-        map.get("cluster")?;
+        map.get(name)?;
         let before = self.problems.len();
-        let cluster = self.section::<ClusterSpec>(map, &[], "cluster", None)?;
+        let block = self.section::<T>(map, &[], name, None)?;
         if self.problems.len() > before {
             return None;
         }
-        for e in cluster.validate() {
+        for e in validate(&block) {
             let path: Vec<&str> = e.path.split('.').collect();
             self.report(&path, e.message);
         }
-        (self.problems.len() == before).then_some(cluster)
+        (self.problems.len() == before).then_some(block)
     }
 
     fn service(&mut self, key: &Value, body: &Value) -> Option<ServiceSpec> {

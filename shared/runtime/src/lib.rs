@@ -6,8 +6,10 @@
 //! - [`config`]: the `mentat.yaml` service file, parsed and validated with
 //!   file, line and field named in every error.
 //! - [`secrets`]: database URLs with passwords kept off command lines.
+//! - [`keyfile`]: Ed25519 secret keys in files only their owner may read.
 
 pub mod config;
+pub mod keyfile;
 pub mod secrets;
 pub mod shutdown;
 pub mod telemetry;

@@ -425,6 +425,7 @@ mod tests {
                 signal: None,
             },
             requested: true,
+            reason: None,
         };
         let events = [
             started("web-1", "a:1"),

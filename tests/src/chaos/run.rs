@@ -280,6 +280,7 @@ async fn play(scenario: Scenario, found: Arc<Mutex<Found>>) {
 async fn deploy(cluster: &Cluster, command_id: &str, scenario: Scenario) -> String {
     let deploy = Deploy {
         command_id: Some(command_id.to_owned()),
+        signature: None,
         service: "web".into(),
         image: "v2".into(),
         strategy: Some(scenario.rollout.strategy()),
@@ -309,6 +310,7 @@ async fn deploy(cluster: &Cluster, command_id: &str, scenario: Scenario) -> Stri
 async fn abort(cluster: &Cluster, command_id: &str) {
     let abort = Control {
         command_id: Some(command_id.to_owned()),
+        signature: None,
         service: "web".into(),
         actor: Some("chaos".into()),
         reason: Some("chaos revert".into()),

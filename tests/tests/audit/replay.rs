@@ -205,6 +205,7 @@ async fn a_policy_rejects_by_kind_and_records_nothing(db: Db) {
     // A deploy with no actor, straight on the bus.
     let deploy = Deploy {
         command_id: None,
+        signature: None,
         service: "web".into(),
         image: "v2".into(),
         strategy: None,

@@ -125,6 +125,9 @@ fn handle_apply(world: &World, apply: &Apply) -> Decision {
     if let Some(cluster) = &apply.cluster {
         errors.extend(cluster.validate().iter().map(ToString::to_string));
     }
+    if let Some(security) = &apply.security {
+        errors.extend(security.validate().iter().map(ToString::to_string));
+    }
     if !errors.is_empty() {
         return reject(
             RejectKind::Invalid,
@@ -151,16 +154,33 @@ fn handle_apply(world: &World, apply: &Apply) -> Decision {
         })
         .collect();
     let mut names: Vec<&str> = changed.iter().map(|s| s.name.as_str()).collect();
-    // A file without a cluster block leaves the cluster settings as they are.
+    // A file without a cluster (or security) block leaves those settings as
+    // they are. Who may change the security block was checked before
+    // (`security::authorise`).
+    let mut settings = Vec::new();
     if let Some(cluster) = apply.cluster.filter(|c| world.cluster != Some(*c)) {
-        appends.push(Append {
-            stream: crate::event::CLUSTER_STREAM.to_owned(),
-            events: vec![Event::ClusterDefined {
-                cluster,
-                source: apply.source.clone(),
-            }],
+        settings.push(Event::ClusterDefined {
+            cluster,
+            source: apply.source.clone(),
         });
         names.push("the cluster settings");
+    }
+    if let Some(security) = apply
+        .security
+        .as_ref()
+        .filter(|s| world.security.as_ref() != Some(*s))
+    {
+        settings.push(Event::SecurityDefined {
+            security: security.clone(),
+            source: apply.source.clone(),
+        });
+        names.push("the security settings");
+    }
+    if !settings.is_empty() {
+        appends.push(Append {
+            stream: crate::event::CLUSTER_STREAM.to_owned(),
+            events: settings,
+        });
     }
     let message = if names.is_empty() {
         "no change: every service is already defined this way".to_owned()
@@ -285,6 +305,7 @@ fn handle_rollback(
         if state.deployment.is_some() {
             let control = crate::command::Control {
                 command_id: rollback.command_id.clone(),
+                signature: rollback.signature.clone(),
                 service: rollback.service.clone(),
                 actor: rollback.actor.clone(),
                 reason: rollback.reason.clone(),

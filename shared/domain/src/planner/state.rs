@@ -320,6 +320,9 @@ pub struct World {
     pub leader: Option<(String, i64)>,
     /// The cluster block last applied, if any (see [`World::cluster`]).
     pub cluster: Option<ClusterSpec>,
+    /// The security block last applied, if any: who may sign commands and
+    /// whether they must (see [`crate::security`]).
+    pub security: Option<crate::security::SecuritySpec>,
     /// Set while re-placement is held after a mass host loss.
     pub held: Option<Hold>,
     /// When the last hold ended (ms since epoch): hosts suspected before
@@ -393,6 +396,7 @@ impl World {
                 }
             }
             Event::ClusterDefined { cluster, .. } => self.cluster = Some(*cluster),
+            Event::SecurityDefined { security, .. } => self.security = Some(security.clone()),
             Event::MassHostLossHeld { hosts, .. } => {
                 self.held = Some(Hold {
                     hosts: hosts.clone(),
@@ -581,11 +585,17 @@ fn apply_service(s: &mut ServiceState, event: &Event, at: i64, meta: &crate::Met
             }
         }
         Event::ReplicaExited {
-            replica, status, ..
+            replica,
+            status,
+            reason,
+            ..
         } => {
             if let Some(r) = s.replicas.get_mut(replica) {
                 r.phase = Phase::Exited;
-                r.exit = Some(status.to_string());
+                r.exit = Some(match reason {
+                    Some(reason) => format!("{status}: {reason}"),
+                    None => status.to_string(),
+                });
             }
             // Keep it while its batch may still need to know how it ended.
             if !s.is_routed(replica) {
@@ -799,6 +809,7 @@ fn apply_service(s: &mut ServiceState, event: &Event, at: i64, meta: &crate::Met
         | Event::HostSuspected { .. }
         | Event::HostSuspicionCleared { .. }
         | Event::ClusterDefined { .. }
+        | Event::SecurityDefined { .. }
         | Event::MassHostLossHeld { .. }
         | Event::MassHostLossReleased { .. }
         | Event::RouterJoined { .. }

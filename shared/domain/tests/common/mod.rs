@@ -93,8 +93,10 @@ impl Sim {
         };
         let apply = Command::Apply(Apply {
             command_id: None,
+            signature: None,
             services: vec![spec],
             cluster: None,
+            security: None,
             source: None,
             actor: None,
             reason: None,
@@ -161,6 +163,7 @@ impl Sim {
     ) -> Result<String, Rejection> {
         let cmd = Command::Deploy(Deploy {
             command_id: None,
+            signature: None,
             service: "web".into(),
             image: image.into(),
             strategy,
@@ -254,6 +257,7 @@ impl Sim {
                     signal: None,
                 },
                 requested,
+                reason: None,
             };
             match r.phase {
                 Requested if !self.started.contains_key(&r.id) => {
@@ -306,6 +310,7 @@ impl Sim {
     pub fn control(&mut self, make: fn(Control) -> Command) -> Result<Option<String>, Rejection> {
         self.command(&make(Control {
             command_id: None,
+            signature: None,
             service: "web".into(),
             actor: Some("ana".into()),
             reason: Some("testing".into()),

@@ -260,3 +260,33 @@ other:
     assert_eq!(locate(text, &["missing"]), None);
     assert_eq!(locate(text, &[]), None);
 }
+
+#[test]
+fn a_security_block_is_read_and_each_bad_value_named() {
+    let key = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+    let text = format!(
+        "{MINIMAL}security:\n  require_signed_commands: true\n  operators:\n    - {{ name: ana, key: {key}, role: admin }}\n"
+    );
+    let file = parse_file(&text, "mentat.yaml").expect("valid");
+    let security = file.security.expect("a security block");
+    assert!(security.require_signed_commands);
+    assert_eq!(security.operators[0].name, "ana");
+    assert_eq!(parse_file(MINIMAL, "m").expect("valid").security, None);
+    // A role that is none, and signing required with no admin
+    let bad = format!(
+        "{MINIMAL}security:\n  require_signed_commands: true\n  operators:\n    - {{ name: ana, key: {key}, role: root }}\n"
+    );
+    let e = one_error(&bad);
+    assert!(
+        e.starts_with("mentat.yaml:8: security.operators: unknown variant `root`"),
+        "{e}"
+    );
+    let no_admin = format!(
+        "{MINIMAL}security:\n  require_signed_commands: true\n  operators:\n    - {{ name: ana, key: {key}, role: operator }}\n"
+    );
+    let e = one_error(&no_admin);
+    assert!(
+        e.starts_with("mentat.yaml:7: security.require_signed_commands:"),
+        "{e}"
+    );
+}
