@@ -135,6 +135,7 @@ async fn a_database_outage_is_waited_out_and_nothing_is_lost() {
         service: "web".into(),
         image: "v2".into(),
         strategy: None,
+        override_rollout: false,
         actor: Some("e2e".into()),
         reason: Some("sent while the database is away".into()),
     };

@@ -108,6 +108,7 @@ mod tests {
             service: "web".into(),
             image: "v2".into(),
             strategy: None,
+            override_rollout: false,
             actor: Some("ana".into()),
             reason: None,
         };

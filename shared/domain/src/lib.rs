@@ -12,6 +12,7 @@
 //! - [`event`]: every event of the log, and the envelopes that carry them.
 //! - [`paging`]: pages of query replies, so none outgrows NATS's payload limit.
 //! - [`planner`]: the planner's state and decisions (rolling deployments).
+//! - [`rollout`]: fleet rollouts in waves over many services.
 //! - [`report`]: who did what, and the delivery figures per service, over a
 //!   window of the log (`mt audit report`).
 //! - [`story`]: which events are one deployment's, and its whole story
@@ -26,6 +27,7 @@ pub mod limits;
 pub mod paging;
 pub mod planner;
 pub mod report;
+pub mod rollout;
 pub mod spec;
 pub mod stats;
 pub mod story;

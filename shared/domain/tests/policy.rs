@@ -49,6 +49,7 @@ fn deploy(actor: Option<&str>) -> Command {
         service: "web".into(),
         image: "v2".into(),
         strategy: None,
+        override_rollout: false,
         actor: actor.map(str::to_owned),
         reason: None,
     })

@@ -33,6 +33,7 @@
 //! `mentat.yaml:12: services.web.deploy.max_unavailable: 4 is larger than replicas (3)`.
 //! A file with any problem yields no service at all.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
@@ -42,7 +43,9 @@ use serde::de::DeserializeOwned;
 use serde_yaml::{Mapping, Value};
 
 /// Fields of one service entry, in the order they are documented.
-const SERVICE_FIELDS: [&str; 6] = ["replicas", "run", "health", "deploy", "route", "audit"];
+const SERVICE_FIELDS: [&str; 7] = [
+    "replicas", "run", "health", "deploy", "route", "audit", "labels",
+];
 
 /// One problem in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -294,7 +297,7 @@ impl Checker<'_> {
                 let message = if key == "name" {
                     "the service name is the key of its entry; remove `name`".to_owned()
                 } else {
-                    format!("unknown field `{key}`, expected one of replicas, run, health, deploy, route, audit")
+                    format!("unknown field `{key}`, expected one of replicas, run, health, deploy, route, audit, labels")
                 };
                 self.report(&["services", name, &key], message);
             }
@@ -307,6 +310,7 @@ impl Checker<'_> {
         let deploy = self.section::<DeploySpec>(map, &base, "deploy", None);
         let route = self.section::<RouteSpec>(map, &base, "route", None);
         let audit = self.section::<AuditSpec>(map, &base, "audit", None);
+        let labels = self.section::<BTreeMap<String, String>>(map, &base, "labels", None);
         let spec = ServiceSpec {
             name: name.to_owned(),
             replicas: replicas?,
@@ -315,6 +319,7 @@ impl Checker<'_> {
             deploy: deploy?,
             route: route?,
             audit: audit?,
+            labels: labels?,
         };
         self.validate(&spec, map, before);
         (self.problems.len() == before).then_some(spec)

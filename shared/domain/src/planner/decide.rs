@@ -13,6 +13,7 @@ use crate::planner::routes::route_change;
 use crate::planner::state::{Phase, ServiceState, World};
 use crate::planner::steady::{reconcile, serving, stop_drained, stop_retired};
 use crate::planner::{canary, control, deployment, hosts, traffic};
+use crate::rollout;
 use crate::spec::{ServiceSpec, Strategy};
 
 /// Settings of the planner that are not part of any service's spec.
@@ -83,6 +84,11 @@ pub fn handle(world: &World, command: &Command, deployment_id: &str, now_ms: i64
         Command::Spawn(c) => traffic::spawn(world, c),
         Command::Stop(c) => traffic::stop(world, c),
         Command::ReleaseHosts(c) => hosts::release(world, c),
+        Command::RolloutStart(c) => rollout::start(world, c, deployment_id, now_ms),
+        Command::RolloutPause(c)
+        | Command::RolloutResume(c)
+        | Command::RolloutCancel(c)
+        | Command::RolloutRollbackAll(c) => rollout::control(world, command.verb(), c, now_ms),
     }
 }
 
@@ -253,6 +259,15 @@ fn handle_deploy(world: &World, deploy: &Deploy, deployment_id: &str, now_ms: i6
             deploy.service
         ));
     }
+    let overridden = match rollout::guard_deploy(
+        world,
+        &deploy.service,
+        deploy.override_rollout,
+        deployment_id,
+    ) {
+        Ok(recorded) => recorded,
+        Err(rejection) => return Decision::Reject(rejection),
+    };
     let up_to_date = state.image.as_deref() == Some(deploy.image.as_str())
         && serving(state).filter(|r| r.image == deploy.image).count() as u32 >= spec.replicas;
     if up_to_date {
@@ -264,7 +279,7 @@ fn handle_deploy(world: &World, deploy: &Deploy, deployment_id: &str, now_ms: i6
             ),
         );
     }
-    start_deployment(
+    let decision = start_deployment(
         state,
         spec,
         &deploy.image,
@@ -272,7 +287,25 @@ fn handle_deploy(world: &World, deploy: &Deploy, deployment_id: &str, now_ms: i6
         false,
         deployment_id,
         now_ms,
-    )
+    );
+    match (decision, overridden) {
+        (
+            Decision::Accept {
+                mut appends,
+                deployment_id,
+                message,
+            },
+            Some(recorded),
+        ) => {
+            appends.push(recorded);
+            Decision::Accept {
+                appends,
+                deployment_id,
+                message: format!("{message}; outside the rollout in flight (overridden)"),
+            }
+        }
+        (decision, _) => decision,
+    }
 }
 
 fn handle_rollback(
@@ -314,7 +347,8 @@ fn handle_rollback(
     start_deployment(state, spec, previous, strategy, true, deployment_id, now_ms)
 }
 
-fn start_deployment(
+/// The `DeploymentStarted` of `spec`'s service to `image`, as a decision.
+pub(crate) fn start_deployment(
     state: &ServiceState,
     spec: &ServiceSpec,
     image: &str,

@@ -260,3 +260,21 @@ other:
     assert_eq!(locate(text, &["missing"]), None);
     assert_eq!(locate(text, &[]), None);
 }
+
+#[test]
+fn labels_are_read_and_a_bad_one_is_named_with_its_line() {
+    let text = format!("{MINIMAL}    labels: {{ kind: edge, zone: eu-1 }}\n");
+    let specs = parse(&text, "mentat.yaml").expect("valid");
+    assert_eq!(
+        specs[0].labels.get("kind").map(String::as_str),
+        Some("edge")
+    );
+    assert_eq!(specs[0].labels.len(), 2);
+    let text = format!("{MINIMAL}    labels: {{ kind: \"edge node\" }}\n");
+    let err = one_error(&text);
+    assert!(err.contains("services.web.labels.kind"), "{err}");
+    let text = format!("{MINIMAL}    labels: [edge]\n");
+    let all = problems(&text);
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0].path, "services.web.labels");
+}
