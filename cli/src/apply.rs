@@ -55,6 +55,7 @@ pub async fn send(
         command_id: Some(mentat_bus::new_id()),
         services: config.services,
         cluster: config.cluster,
+        notify: config.notify,
         source: Some(file.display().to_string()),
         actor: Some(client::default_actor()),
         reason,

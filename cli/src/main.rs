@@ -93,7 +93,7 @@ enum Cmd {
     /// List the executor hosts (live, suspect, lost); `mt hosts release`
     /// ends a hold on re-placement after a mass host loss.
     Hosts(hosts::Args),
-    /// Run NATS and the four services on this machine, in the foreground.
+    /// Run NATS, the four services and the notifier on this machine, in the foreground.
     Up(up::Args),
     /// Join a cluster as one more host: an executor and a router, in the foreground.
     Node(node::Args),

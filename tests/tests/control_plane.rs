@@ -289,6 +289,7 @@ async fn an_apply_of_many_services_is_recorded_whole_once() {
         command_id: Some("apply-three".into()),
         services: vec![spec("alpha"), spec("beta"), spec("gamma")],
         cluster: None,
+        notify: None,
         source: None,
         actor: Some("e2e".into()),
         reason: None,

@@ -1,14 +1,17 @@
-//! End to end: fleet rollouts over ten services with the real binaries, a
-//! real nats-server and a real database, on SQLite and on PostgreSQL.
+//! End to end: fleet rollouts over ten services, and the notifier's
+//! webhooks, with the real binaries, a real nats-server and a real
+//! database, on SQLite and on PostgreSQL.
 
 use std::time::{Duration, Instant};
 
 use mentat_bus::{subject, Encoding};
 use mentat_domain::command::{RejectKind, Reply};
+use mentat_domain::event::EventEnvelope;
 use mentat_domain::rollout::{
     RolloutControl, RolloutQuery, RolloutReply, RolloutStart, RolloutState, RolloutStatus,
     TargetState,
 };
+use mentat_e2e::receiver::Receiver;
 use mentat_e2e::{text, Cluster, Db};
 
 /// The ten services of the fleet.
@@ -16,30 +19,9 @@ fn names() -> Vec<String> {
     (1..=10).map(|i| format!("s{i:02}")).collect()
 }
 
-/// Ten services `s01`..`s10` labelled `kind=edge`, one replica each, whose
-/// replicas are ready `ready_delay_ms` after they start; `s04` exits at
-/// start on images v2 and v3 (a bad image for that one target alone).
+/// The fleet of ten, `s04` exiting at start on v2 and v3.
 fn fleet_config(ready_delay_ms: u64) -> String {
-    let mut yaml = String::from("services:\n");
-    for name in names() {
-        let command = if name == "s04" {
-            r#"["sh", "-c", "case {image} in v2|v3) exit 1;; esac; exec mentat-demo-app"]"#
-        } else {
-            r#"["mentat-demo-app"]"#
-        };
-        yaml.push_str(&format!(
-            r#"  {name}:
-    replicas: 1
-    labels: {{ kind: edge }}
-    run:
-      command: {command}
-      env: {{ APP_VERSION: "{{image}}", READY_DELAY_MS: "{ready_delay_ms}" }}
-    health: {{ path: /health, interval_ms: 100, healthy_after: 2, unhealthy_after: 3, bake_secs: 0, thresholds: {{ enabled: false }} }}
-    deploy: {{ strategy: rolling, max_unavailable: 1, health_timeout_secs: 10, auto_revert: true }}
-"#
-        ));
-    }
-    yaml
+    mentat_e2e::fleet_config(10, ready_delay_ms, "")
 }
 
 /// The last rollout, from `mentat.query.rollout`.
@@ -293,7 +275,136 @@ async fn planner_killed_mid_wave_deploys_every_target_once(db: Db) {
     assert_eq!(deployed_images(&cluster, "s04").await, ["v1"]);
 }
 
+async fn webhooks_tell_every_transition_once_in_log_order(db: Db) {
+    // Given a receiver that refuses its first request, and a notifier
+    let receiver = Receiver::start(1).await;
+    let mut cluster = Cluster::start(db).await;
+    cluster.start_service("notifier");
+    let secret = cluster.dir.path().join("hook.secret");
+    std::fs::write(&secret, "s3cret\n").expect("secret file");
+    let url = format!("http://127.0.0.1:{}/hook", receiver.port);
+    let notify = format!(
+        "notify:\n  - {{ name: ops, url: \"{url}\", format: envelope, secret_file: \"{}\" }}\n  - {{ name: chat, url: \"{url}\", format: slack, events: [RolloutStarted, RolloutCompleted] }}\n",
+        secret.display()
+    );
+    // When three services are rolled out in two waves, the notifier
+    // stopped and started again in the middle
+    cluster.apply(&mentat_e2e::fleet_config(3, 0, &notify));
+    let out = start(&cluster, "v1", "50,100");
+    assert!(out.status.success(), "{}", text(&out));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while receiver.received().len() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "no webhook came\n{}",
+            cluster.log_of("notifier")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cluster.signal("notifier", "TERM");
+    while cluster.is_running("notifier") {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cluster.start_service("notifier");
+    let done = wait_rollout(&cluster, "v1 completed", in_state(RolloutState::Completed)).await;
+    // Then the outcomes are recorded: 6 rollout events to ops, 2 to chat
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let told = loop {
+        let last = rollout(&cluster).await.expect("a rollout");
+        if last.webhooks_delivered + last.webhooks_failed >= 8 {
+            break last;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "outcomes not recorded: {last:#?}\nreceived: {:#?}\n--- notifier ---\n{}",
+            receiver
+                .received()
+                .iter()
+                .map(|r| (r.status, r.headers.get("x-mentat-event").cloned()))
+                .collect::<Vec<_>>(),
+            cluster.log_of("notifier")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!((told.webhooks_delivered, told.webhooks_failed), (8, 0));
+    let ok: Vec<_> = receiver
+        .received()
+        .into_iter()
+        .filter(|r| r.status == 200)
+        .collect();
+    // And ops got every notifiable event once, in log order, signed
+    let ops: Vec<_> = ok
+        .iter()
+        .filter(|r| r.headers.contains_key("x-mentat-signature"))
+        .collect();
+    let envelopes: Vec<EventEnvelope> = ops
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).expect("an envelope"))
+        .collect();
+    for (r, e) in ops.iter().zip(&envelopes) {
+        let expected = mentat_notifier::hmac::signature(b"s3cret", &r.body);
+        assert_eq!(r.headers["x-mentat-signature"], expected);
+        assert_eq!(r.headers["idempotency-key"], e.id);
+        assert_eq!(r.headers["x-mentat-event"], e.event.type_name());
+        assert_eq!(r.path, "/hook");
+    }
+    let positions: Vec<i64> = envelopes.iter().map(|e| e.position).collect();
+    let mut sorted = positions.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(positions, sorted, "in log order, none twice");
+    let mut types: Vec<&str> = envelopes.iter().map(|e| e.event.type_name()).collect();
+    types.sort_unstable();
+    let mut expected = vec![
+        "RolloutStarted",
+        "RolloutWaveStarted",
+        "RolloutWaveStarted",
+        "RolloutWaveCompleted",
+        "RolloutWaveCompleted",
+        "RolloutCompleted",
+        "DeploymentStarted",
+        "DeploymentStarted",
+        "DeploymentStarted",
+        "DeploymentCompleted",
+        "DeploymentCompleted",
+        "DeploymentCompleted",
+    ];
+    expected.sort_unstable();
+    assert_eq!(
+        types, expected,
+        "every transition of the rollout and its deployments"
+    );
+    // And chat got the two it asked for, as Slack text, unsigned
+    let chat: Vec<String> = ok
+        .iter()
+        .filter(|r| !r.headers.contains_key("x-mentat-signature"))
+        .map(|r| {
+            let v: serde_json::Value = serde_json::from_slice(&r.body).expect("JSON");
+            v["text"].as_str().expect("text").to_owned()
+        })
+        .collect();
+    assert_eq!(chat.len(), 2, "{chat:?}");
+    assert!(
+        chat[0].contains("started") && chat[1].contains("completed"),
+        "{chat:?}"
+    );
+    // And the refused first request was tried again
+    assert_eq!(receiver.received()[0].status, 503);
+    let worst = ops
+        .iter()
+        .zip(&envelopes)
+        .map(|(r, e)| r.at_ms - e.recorded_at_ms)
+        .max()
+        .unwrap_or(0);
+    println!(
+        "webhooks: {} delivered, longest from record to receipt {worst} ms (one retried after 1 s, a notifier restart)",
+        ok.len()
+    );
+    assert_eq!(done.summary.took_image, 3);
+}
+
 mentat_e2e::on_both_databases!(
     a_failed_wave_pauses_and_rollback_all_reverts_what_took_the_image,
     planner_killed_mid_wave_deploys_every_target_once,
+    webhooks_tell_every_transition_once_in_log_order,
 );

@@ -260,6 +260,36 @@ pub fn details(event: &Event) -> String {
             reason,
             ..
         } => format!("deployment={} reason={reason:?}", short_id(deployment_id)),
+        Event::NotifyDefined { webhooks, source } => {
+            let names: Vec<&str> = webhooks.iter().map(|w| w.name.as_str()).collect();
+            format!(
+                "webhooks={} source={}",
+                names.join(","),
+                source.as_deref().unwrap_or("-")
+            )
+        }
+        Event::WebhookDelivered {
+            webhook,
+            event_id,
+            event_type,
+            attempts,
+            status,
+            ..
+        } => format!(
+            "webhook={webhook} event={event_type} id={} tries={attempts} status={status}",
+            short_id(event_id)
+        ),
+        Event::WebhookFailed {
+            webhook,
+            event_id,
+            event_type,
+            attempts,
+            error,
+            ..
+        } => format!(
+            "webhook={webhook} event={event_type} id={} tries={attempts} error={error:?}",
+            short_id(event_id)
+        ),
         rollout => rollout_details(rollout),
     }
 }

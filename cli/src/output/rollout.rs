@@ -45,6 +45,17 @@ pub fn status(r: &RolloutStatus, now_ms: i64) -> String {
     if let Some(why) = &r.paused {
         out.push(format!("  paused: {why}"));
     }
+    if r.webhooks_delivered + r.webhooks_failed > 0 {
+        out.push(format!(
+            "  webhooks: {} delivered, {} failed{}",
+            r.webhooks_delivered,
+            r.webhooks_failed,
+            r.webhook_error
+                .as_deref()
+                .map(|e| format!(" (last: {e})"))
+                .unwrap_or_default()
+        ));
+    }
     let legal = if r.legal.is_empty() {
         "none: wait for the rollback to finish".to_owned()
     } else {

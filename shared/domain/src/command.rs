@@ -84,6 +84,10 @@ pub struct Apply {
     /// services; recorded as `ClusterDefined` when it changes anything).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterSpec>,
+    /// The config's notify block, when it has one (validated with the
+    /// services; recorded as `NotifyDefined` when it changes anything).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<Vec<crate::notify::Webhook>>,
     /// The file they came from, recorded in the log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = MAX_SOURCE_BYTES))]

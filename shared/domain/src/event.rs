@@ -631,6 +631,53 @@ pub enum Event {
         /// The operator's deployment.
         deployment_id: String,
     },
+    /// The notify block of a service file was applied (`mt apply`): the
+    /// webhooks the notifier tells, from here on.
+    NotifyDefined {
+        /// Every webhook (empty: none).
+        webhooks: Vec<crate::notify::Webhook>,
+        /// The file it came from, when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source: Option<String>,
+    },
+    /// Fact from the notifier: a webhook answered 2xx to an event.
+    /// Recorded in the stream of the event it told.
+    WebhookDelivered {
+        /// Webhook name.
+        webhook: String,
+        /// The event told (also the `Idempotency-Key` sent).
+        event_id: String,
+        /// Its type.
+        event_type: String,
+        /// Its stream.
+        stream: String,
+        /// Its rollout, when it is a rollout's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rollout_id: Option<String>,
+        /// Tries it took.
+        attempts: u32,
+        /// The HTTP status of the answer.
+        status: u16,
+    },
+    /// Fact from the notifier: a webhook was tried for the last time and
+    /// did not take the event.
+    WebhookFailed {
+        /// Webhook name.
+        webhook: String,
+        /// The event told.
+        event_id: String,
+        /// Its type.
+        event_type: String,
+        /// Its stream.
+        stream: String,
+        /// Its rollout, when it is a rollout's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rollout_id: Option<String>,
+        /// Tries made.
+        attempts: u32,
+        /// The last error.
+        error: String,
+    },
 }
 
 /// A measurement that broke a threshold.
@@ -750,6 +797,8 @@ impl Event {
                 | Event::ThresholdBreached { .. }
                 | Event::NoData { .. }
                 | Event::ThresholdsMet { .. }
+                | Event::WebhookDelivered { .. }
+                | Event::WebhookFailed { .. }
         )
     }
 
@@ -808,6 +857,9 @@ impl Event {
             Event::RolloutRollbackCompleted { .. } => "RolloutRollbackCompleted",
             Event::RolloutCompleted { .. } => "RolloutCompleted",
             Event::RolloutTargetOverridden { .. } => "RolloutTargetOverridden",
+            Event::NotifyDefined { .. } => "NotifyDefined",
+            Event::WebhookDelivered { .. } => "WebhookDelivered",
+            Event::WebhookFailed { .. } => "WebhookFailed",
         }
     }
 
@@ -938,6 +990,15 @@ impl Event {
             Event::RouterJoined { .. } | Event::RouterLost { .. } => ROUTERS_STREAM.to_owned(),
             Event::PlannerLeaderElected { .. } => PLANNERS_STREAM.to_owned(),
             Event::LogBreakAccepted { .. } => AUDIT_STREAM.to_owned(),
+            Event::NotifyDefined { .. } => NOTIFY_STREAM.to_owned(),
+            // An outcome goes with the event it told: a rollout's or a
+            // service's; any other stream is refused.
+            Event::WebhookDelivered { stream, .. } | Event::WebhookFailed { stream, .. } => {
+                if stream != ROLLOUTS_STREAM && !crate::spec::is_valid_name(stream) {
+                    return None;
+                }
+                stream.clone()
+            }
             other if other.rollout_id().is_some() => ROLLOUTS_STREAM.to_owned(),
             other => other.service()?.to_owned(),
         })
@@ -959,6 +1020,8 @@ pub const AUDIT_STREAM: &str = "_audit";
 /// The stream of fleet rollouts (`Rollout*` events): one rollout in
 /// flight at a time, so one stream orders them all.
 pub const ROLLOUTS_STREAM: &str = "_rollouts";
+/// The stream of the notify block (`NotifyDefined`).
+pub const NOTIFY_STREAM: &str = "_notify";
 
 /// An event as recorded in the log and published by the relay.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -10,6 +10,7 @@
 //! - [`command`]: commands, queries and their replies.
 //! - [`limits`]: the bound of every number and string a command carries.
 //! - [`event`]: every event of the log, and the envelopes that carry them.
+//! - [`notify`]: the webhooks the notifier tells of transitions.
 //! - [`paging`]: pages of query replies, so none outgrows NATS's payload limit.
 //! - [`planner`]: the planner's state and decisions (rolling deployments).
 //! - [`rollout`]: fleet rollouts in waves over many services.
@@ -24,6 +25,7 @@ pub mod cluster;
 pub mod command;
 pub mod event;
 pub mod limits;
+pub mod notify;
 pub mod paging;
 pub mod planner;
 pub mod report;

@@ -396,6 +396,7 @@ mod tests {
                     command_id: None,
                     services: Vec::new(),
                     cluster: None,
+                    notify: None,
                     source: Some(long.clone()),
                     actor: None,
                     reason: None,

@@ -22,6 +22,7 @@ fn apply(services: Vec<ServiceSpec>) -> Command {
         command_id: None,
         services,
         cluster: None,
+        notify: None,
         source: None,
         actor: None,
         reason: None,

@@ -272,6 +272,7 @@ fn apply_cluster(sim: &mut Sim, suspect: u64, lost: u64) -> Result<Option<String
             suspect_after_secs: suspect,
             lost_after_secs: lost,
         }),
+        notify: None,
         source: None,
         actor: None,
         reason: None,

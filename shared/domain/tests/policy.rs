@@ -17,6 +17,7 @@ fn apply(spec: ServiceSpec, actor: Option<&str>) -> Command {
         actor: actor.map(str::to_owned),
         reason: None,
         cluster: None,
+        notify: None,
     })
 }
 

@@ -30,6 +30,7 @@ fn define_rec(sim: &mut Sim) {
         command_id: None,
         services: vec![rec],
         cluster: None,
+        notify: None,
         source: None,
         actor: None,
         reason: None,

@@ -79,6 +79,7 @@ impl Fleet {
                 command_id: None,
                 services,
                 cluster: None,
+                notify: None,
                 source: None,
                 actor: None,
                 reason: None,

@@ -38,6 +38,7 @@ use std::fmt;
 use std::path::Path;
 
 use mentat_domain::cluster::ClusterSpec;
+use mentat_domain::notify::Webhook;
 use mentat_domain::spec::{AuditSpec, DeploySpec, HealthSpec, RouteSpec, RunSpec, ServiceSpec};
 use serde::de::DeserializeOwned;
 use serde_yaml::{Mapping, Value};
@@ -129,6 +130,8 @@ pub struct ServiceFile {
     pub services: Vec<ServiceSpec>,
     /// The `cluster:` block, when the file has one (defaults filled in).
     pub cluster: Option<ClusterSpec>,
+    /// The `notify:` block (webhooks), when the file has one.
+    pub notify: Option<Vec<Webhook>>,
 }
 
 /// Read and validate a service file's services. Errors name the file as
@@ -168,8 +171,13 @@ pub fn parse_file(text: &str, file: &str) -> Result<ServiceFile, ConfigError> {
     };
     let services = checker.root(&root);
     let cluster = checker.cluster(&root);
+    let notify = checker.notify(&root);
     if checker.problems.is_empty() {
-        Ok(ServiceFile { services, cluster })
+        Ok(ServiceFile {
+            services,
+            cluster,
+            notify,
+        })
     } else {
         let mut problems = checker.problems;
         problems.sort_by_key(|p| p.line.unwrap_or(0));
@@ -220,11 +228,11 @@ impl Checker<'_> {
             }
         };
         for key in map.keys() {
-            if !matches!(key.as_str(), Some("services" | "cluster")) {
+            if !matches!(key.as_str(), Some("services" | "cluster" | "notify")) {
                 let key = key_text(key);
                 self.report(
                     &[&key],
-                    format!("unknown field `{key}`, expected `services` or `cluster`"),
+                    format!("unknown field `{key}`, expected `services`, `cluster` or `notify`"),
                 );
             }
         }
@@ -270,6 +278,34 @@ impl Checker<'_> {
             self.report(&path, e.message);
         }
         (self.problems.len() == before).then_some(cluster)
+    }
+
+    /// The `notify:` block (a list of webhooks), checked webhook by
+    /// webhook; `None` when the file has none (or it is invalid).
+    fn notify(&mut self, root: &Value) -> Option<Vec<Webhook>> {
+        let Value::Mapping(map) = root else {
+            return None;
+        };
+        let value = map.get("notify")?;
+        let Value::Sequence(items) = value else {
+            self.report(
+                &["notify"],
+                format!("expected a list of webhooks, found {}", kind(value)),
+            );
+            return None;
+        };
+        let before = self.problems.len();
+        let mut webhooks = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            match serde_yaml::from_value::<Webhook>(item.clone()) {
+                Ok(w) => webhooks.push(w),
+                Err(e) => self.report(&["notify", &format!("[{i}]")], e.to_string()),
+            }
+        }
+        for e in mentat_domain::notify::validate(&webhooks) {
+            self.report(&["notify"], e.to_string());
+        }
+        (self.problems.len() == before).then_some(webhooks)
     }
 
     fn service(&mut self, key: &Value, body: &Value) -> Option<ServiceSpec> {

@@ -131,6 +131,13 @@ fn handle_apply(world: &World, apply: &Apply) -> Decision {
     if let Some(cluster) = &apply.cluster {
         errors.extend(cluster.validate().iter().map(ToString::to_string));
     }
+    if let Some(notify) = &apply.notify {
+        errors.extend(
+            crate::notify::validate(notify)
+                .iter()
+                .map(ToString::to_string),
+        );
+    }
     if !errors.is_empty() {
         return reject(
             RejectKind::Invalid,
@@ -167,6 +174,16 @@ fn handle_apply(world: &World, apply: &Apply) -> Decision {
             }],
         });
         names.push("the cluster settings");
+    }
+    if let Some(webhooks) = apply.notify.as_ref().filter(|n| **n != world.notify) {
+        appends.push(Append {
+            stream: crate::event::NOTIFY_STREAM.to_owned(),
+            events: vec![Event::NotifyDefined {
+                webhooks: webhooks.clone(),
+                source: apply.source.clone(),
+            }],
+        });
+        names.push("the webhooks");
     }
     let message = if names.is_empty() {
         "no change: every service is already defined this way".to_owned()

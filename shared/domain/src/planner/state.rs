@@ -327,6 +327,8 @@ pub struct World {
     pub released_at_ms: Option<i64>,
     /// Fleet rollouts (stream `_rollouts`).
     pub rollouts: crate::rollout::Rollouts,
+    /// The webhooks of the notify block last applied.
+    pub notify: Vec<crate::notify::Webhook>,
 }
 
 impl World {
@@ -431,6 +433,13 @@ impl World {
             Event::LogBreakAccepted { .. } => {}
             Event::ServiceDefined { spec, .. } => {
                 self.services.entry(spec.name.clone()).or_default().spec = Some(spec.clone());
+            }
+            Event::NotifyDefined { webhooks, .. } => self.notify = webhooks.clone(),
+            Event::WebhookDelivered { rollout_id, .. }
+            | Event::WebhookFailed { rollout_id, .. } => {
+                if let Some(id) = rollout_id {
+                    self.rollouts.note_webhook(id, &envelope.event);
+                }
             }
             event if event.rollout_id().is_some() => {
                 self.rollouts.apply(event, at, &envelope.meta);
@@ -821,7 +830,10 @@ fn apply_service(s: &mut ServiceState, event: &Event, at: i64, meta: &crate::Met
         | Event::RolloutRollbackStarted { .. }
         | Event::RolloutRollbackCompleted { .. }
         | Event::RolloutCompleted { .. }
-        | Event::RolloutTargetOverridden { .. } => {}
+        | Event::RolloutTargetOverridden { .. }
+        | Event::NotifyDefined { .. }
+        | Event::WebhookDelivered { .. }
+        | Event::WebhookFailed { .. } => {}
     }
 }
 

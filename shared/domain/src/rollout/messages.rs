@@ -285,6 +285,15 @@ pub struct RolloutStatus {
     pub legal: Vec<String>,
     /// Every wave with its targets.
     pub waves: Vec<WaveStatus>,
+    /// Webhook deliveries of its events that succeeded.
+    #[serde(default)]
+    pub webhooks_delivered: u32,
+    /// Webhook deliveries of its events that failed for good.
+    #[serde(default)]
+    pub webhooks_failed: u32,
+    /// The last such failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_error: Option<String>,
 }
 
 /// One wave in `mt rollout status`.

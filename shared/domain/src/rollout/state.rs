@@ -65,6 +65,12 @@ pub struct Rollout {
     pub started_at_ms: i64,
     /// When it ended.
     pub ended_at_ms: Option<i64>,
+    /// Webhooks that took one of its events (`WebhookDelivered`).
+    pub webhooks_delivered: u32,
+    /// Webhooks that did not (`WebhookFailed`), with the last of them.
+    pub webhooks_failed: u32,
+    /// The last failure: webhook, event type and error.
+    pub webhook_error: Option<String>,
 }
 
 impl Rollout {
@@ -108,6 +114,26 @@ impl Rollouts {
     /// The rollout in flight, if one is.
     pub fn active(&self) -> Option<&Rollout> {
         self.last.as_ref().filter(|r| r.state.is_active())
+    }
+
+    /// A webhook's outcome for an event of rollout `id`.
+    pub fn note_webhook(&mut self, id: &str, outcome: &Event) {
+        let Some(r) = self.last.as_mut().filter(|r| r.id == id) else {
+            return;
+        };
+        match outcome {
+            Event::WebhookDelivered { .. } => r.webhooks_delivered += 1,
+            Event::WebhookFailed {
+                webhook,
+                event_type,
+                error,
+                ..
+            } => {
+                r.webhooks_failed += 1;
+                r.webhook_error = Some(format!("{webhook} ({event_type}): {error}"));
+            }
+            _ => {}
+        }
     }
 
     /// Fold one event of the `_rollouts` stream recorded at `at`.
@@ -162,6 +188,9 @@ impl Rollouts {
                 reason: meta.reason.clone(),
                 started_at_ms: *at_ms,
                 ended_at_ms: None,
+                webhooks_delivered: 0,
+                webhooks_failed: 0,
+                webhook_error: None,
             });
             return;
         }

@@ -141,6 +141,9 @@ pub fn status(world: &World) -> Option<RolloutStatus> {
         paused: r.paused.as_ref().map(|(_, why)| why.clone()),
         legal: r.legal().iter().map(|s| (*s).to_owned()).collect(),
         waves,
+        webhooks_delivered: r.webhooks_delivered,
+        webhooks_failed: r.webhooks_failed,
+        webhook_error: r.webhook_error.clone(),
     })
 }
 

@@ -96,6 +96,7 @@ impl Sim {
             command_id: None,
             services: vec![spec],
             cluster: None,
+            notify: None,
             source: None,
             actor: None,
             reason: None,

@@ -278,3 +278,24 @@ fn labels_are_read_and_a_bad_one_is_named_with_its_line() {
     assert_eq!(all.len(), 1, "{all:?}");
     assert_eq!(all[0].path, "services.web.labels");
 }
+
+#[test]
+fn a_notify_block_is_read_and_checked() {
+    let text = format!(
+        "{MINIMAL}notify:\n  - {{ name: ops, url: \"http://127.0.0.1:9/hook\", format: slack, events: [RolloutPaused] }}\n"
+    );
+    let file = parse_file(&text, "mentat.yaml").expect("valid");
+    let hooks = file.notify.expect("a notify block");
+    assert_eq!(hooks[0].name, "ops");
+    assert!(hooks[0].wants("RolloutPaused") && !hooks[0].wants("RolloutStarted"));
+    let text =
+        format!("{MINIMAL}notify:\n  - {{ name: ops, url: \"https://x/\", format: slack }}\n");
+    let err = parse_file(&text, "mentat.yaml").expect_err("https refused");
+    assert!(err.to_string().contains("notify[0].url"), "{err}");
+    let text = format!("{MINIMAL}notify:\n  - {{ name: ops, url: \"http://x/\", format: xml }}\n");
+    assert!(parse_file(&text, "mentat.yaml").is_err());
+    assert_eq!(
+        parse_file(MINIMAL, "mentat.yaml").expect("valid").notify,
+        None
+    );
+}
