@@ -543,6 +543,47 @@ fn a_breach_of_an_earlier_wave_pauses_the_rollout() {
 }
 
 #[test]
+fn a_retry_deploys_a_failed_target_of_an_earlier_wave_again() {
+    // Given a rollout in its second wave, paused by a breach of s01, from its first
+    let mut fleet = Fleet::new(2);
+    fleet.start(&[50, 100], 30).expect("started");
+    fleet.run(100);
+    fleet.now += 31_000;
+    fleet.run(100);
+    assert_eq!(fleet.world.rollouts.last.as_ref().expect("rollout").wave, 2);
+    assert_eq!(fleet.target("s02"), TargetState::Completed);
+    fleet.record(
+        "s01",
+        vec![Event::ThresholdBreached {
+            service: "s01".into(),
+            deployment_id: None,
+            version: BAD.into(),
+            judgement: mentat_domain::event::Judgement {
+                metric: mentat_domain::event::Metric::ErrorRate,
+                observed: 5000,
+                threshold: 500,
+                baseline: None,
+                window_secs: 10,
+                requests: 100,
+            },
+        }],
+    );
+    fleet.run(10);
+    assert_eq!(fleet.state(), RolloutState::Paused);
+    // When the operator resumes with --retry-failed
+    fleet
+        .control(Command::RolloutResume, true)
+        .expect("resumed");
+    for _ in 0..3 {
+        fleet.now += 31_000;
+        fleet.run(100);
+    }
+    // Then s01 was deployed again before the rollout went on to the end
+    assert_eq!(fleet.deployments("s01", BAD), 2);
+    assert_eq!(fleet.state(), RolloutState::Completed);
+}
+
+#[test]
 fn a_deploy_to_a_target_is_rejected_unless_it_overrides_the_rollout() {
     let mut fleet = Fleet::new(3);
     fleet.start(&[1, 100], 3600).expect("started");

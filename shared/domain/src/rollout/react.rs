@@ -65,14 +65,12 @@ fn in_progress(
     if r.wave == 0 {
         return vec![own(vec![wave_started(r, 1)])];
     }
-    let pending: Vec<&String> = r
-        .members(r.wave)
-        .iter()
-        .filter(|s| {
-            r.targets
-                .get(*s)
-                .is_some_and(|t| target_state(world, s, t).0 == TargetState::Pending)
-        })
+    // The wave's targets, and those of earlier waves a resume with
+    // --retry-failed sent back to pending.
+    let so_far = || r.targets.iter().filter(|(_, t)| t.wave <= r.wave);
+    let pending: Vec<&String> = so_far()
+        .filter(|(s, t)| target_state(world, s, t).0 == TargetState::Pending)
+        .map(|(s, _)| s)
         .collect();
     let mut appends = Vec::new();
     let mut deployed = Vec::new();
@@ -88,13 +86,11 @@ fn in_progress(
         appends.push(own(deployed));
         return appends;
     }
-    let settled = r.members(r.wave).iter().all(|s| {
-        r.targets.get(s).is_none_or(|t| {
-            matches!(
-                target_state(world, s, t).0,
-                TargetState::Completed | TargetState::Failed | TargetState::Overridden
-            )
-        })
+    let settled = so_far().all(|(s, t)| {
+        matches!(
+            target_state(world, s, t).0,
+            TargetState::Completed | TargetState::Failed | TargetState::Overridden
+        )
     });
     if !settled {
         return Vec::new();
