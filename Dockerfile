@@ -15,7 +15,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
     cargo build --release --bins --locked \
  && mkdir -p /out \
- && for bin in mt mentat-planner mentat-executor mentat-health-watcher \
+ && for bin in mt mentat-planner mentat-executor mentat-health-watcher mentat-notifier \
                mentat-router mentat-demo-app; do \
         cp "target/release/$bin" /out/; \
     done

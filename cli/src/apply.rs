@@ -57,6 +57,7 @@ pub async fn send(
         services: config.services,
         cluster: config.cluster,
         security: config.security,
+        notify: config.notify,
         source: Some(file.display().to_string()),
         actor: Some(client::default_actor()),
         reason,

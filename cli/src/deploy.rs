@@ -20,6 +20,10 @@ pub struct DeployArgs {
     /// [default: the service's configured strategy].
     #[arg(long, value_name = "STRATEGY")]
     pub strategy: Option<Strategy>,
+    /// Deploy a target of the fleet rollout in flight anyway: recorded,
+    /// and the rollout leaves the service alone from then on.
+    #[arg(long)]
+    pub override_rollout: bool,
     #[command(flatten)]
     pub who: WhoArgs,
     #[command(flatten)]
@@ -47,6 +51,7 @@ pub async fn deploy(nats: &str, args: DeployArgs) -> Result<()> {
         service: args.service.clone(),
         image: args.image,
         strategy: args.strategy,
+        override_rollout: args.override_rollout,
         actor: args.who.actor(),
         reason: args.who.reason,
     };

@@ -4,7 +4,8 @@
 //!
 //! - [`audit`]: verifying, exporting and anchoring the log.
 //! - [`apply`], [`deploy`], [`control`], [`instances`], [`ps`], [`status`],
-//!   [`history`], [`hosts`], [`up`]: one module per subcommand or family of them.
+//!   [`history`], [`hosts`], [`rollout`], [`up`]: one module per subcommand
+//!   or family of them.
 //! - [`key`]: operators' key pairs for signed commands.
 //! - [`send`]: the flags commands share, sending one and printing its reply.
 //! - [`follow`]: following a deployment live.
@@ -27,6 +28,7 @@ mod key;
 mod node;
 mod output;
 mod ps;
+mod rollout;
 mod send;
 mod status;
 mod supervisor;
@@ -97,10 +99,14 @@ enum Cmd {
     /// List the executor hosts (live, suspect, lost); `mt hosts release`
     /// ends a hold on re-placement after a mass host loss.
     Hosts(hosts::Args),
-    /// Run NATS and the four services on this machine, in the foreground.
+    /// Run NATS, the four services and the notifier on this machine, in the foreground.
     Up(up::Args),
     /// Join a cluster as one more host: an executor and a router, in the foreground.
     Node(node::Args),
+    /// Fleet rollouts: one image over many services in cumulative waves,
+    /// with pause, resume, cancel and rollback-all.
+    #[command(subcommand)]
+    Rollout(rollout::Cmd),
     /// Audit the log: verify its hash chain and anchors, export it, the
     /// planner's key, sign an anchor now.
     #[command(subcommand)]
@@ -170,6 +176,7 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Node(args) => node::run(nats, args).await,
         Cmd::Audit(cmd) => audit::run(nats, cmd).await,
         Cmd::Key(cmd) => key::run(cmd),
+        Cmd::Rollout(cmd) => rollout::run(nats, cmd).await,
     }
 }
 
@@ -225,6 +232,70 @@ mod tests {
             Ok(Cmd::Abort(_))
         ));
         assert!(parse(&["canary", "web"]).is_err());
+    }
+
+    #[test]
+    fn rollout_commands_parse_and_check_their_flags() {
+        let Ok(Cmd::Rollout(rollout::Cmd::Start(args))) = parse(&[
+            "rollout",
+            "start",
+            "--image",
+            "v2",
+            "--select",
+            "kind=edge",
+            "--waves",
+            "10,50,100",
+            "--wave-bake-secs",
+            "5",
+            "--dry-run",
+        ]) else {
+            panic!("rollout start parses");
+        };
+        assert_eq!(args.waves, [10, 50, 100]);
+        assert_eq!(args.select.as_deref(), Some("kind=edge"));
+        assert!(args.dry_run && args.services.is_empty());
+        let Ok(Cmd::Rollout(rollout::Cmd::Start(args))) =
+            parse(&["rollout", "start", "--image", "v2", "--services", "a,b,c"])
+        else {
+            panic!("--services parses");
+        };
+        assert_eq!(args.services, ["a", "b", "c"]);
+        for bad in [
+            &["rollout", "start", "--image", "v2"][..],
+            &[
+                "rollout",
+                "start",
+                "--image",
+                "v2",
+                "--select",
+                "k=v",
+                "--services",
+                "a",
+            ],
+            &["rollout", "history", "--limit", "0"],
+            &["rollout", "resume", "--retry"],
+        ] {
+            let err = parse(bad).err().unwrap_or_else(|| panic!("{bad:?} parsed"));
+            assert!(err.use_stderr(), "{bad:?}: a usage error, exit 64");
+        }
+        assert!(matches!(
+            parse(&["rollout", "resume", "--retry-failed", "--reason", "fixed"]),
+            Ok(Cmd::Rollout(rollout::Cmd::Resume(args))) if args.retry_failed
+        ));
+        assert!(matches!(
+            parse(&["rollout", "rollback-all"]),
+            Ok(Cmd::Rollout(rollout::Cmd::RollbackAll(_)))
+        ));
+        assert!(matches!(
+            parse(&["rollout", "status", "--watch"]),
+            Ok(Cmd::Rollout(rollout::Cmd::Status(args))) if args.watch
+        ));
+        let Ok(Cmd::Deploy(args)) =
+            parse(&["deploy", "web", "--image", "v2", "--override-rollout"])
+        else {
+            panic!("--override-rollout parses");
+        };
+        assert!(args.override_rollout);
     }
 
     #[test]

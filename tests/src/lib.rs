@@ -10,6 +10,7 @@
 //! - [`mt`]: runs the CLI against the cluster.
 //! - [`pg_server::PgServer`]: a private PostgreSQL server that a test may
 //!   kill and restart ([`Db::PrivatePostgres`]).
+//! - [`receiver`]: a webhook receiver that records what it gets.
 //! - [`chaos`]: the chaos suite's scenarios, checks and matrix.
 
 #![allow(clippy::unwrap_used)] // fixtures fail the test loudly on purpose
@@ -19,6 +20,7 @@ pub mod load;
 pub mod netns;
 pub mod pg_server;
 pub mod proxy;
+pub mod receiver;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -266,6 +268,9 @@ impl Cluster {
                 ]);
                 args.extend(self.executor_args.iter().cloned());
             }
+            // A short POST timeout: after a restart, the event the
+            // stopped notifier held comes again within it and 5 s.
+            "notifier" => args.extend(["--timeout-ms".into(), "2000".into()]),
             "router" => {
                 args.extend([
                     "--listen".into(),
@@ -686,6 +691,34 @@ pub fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// A fleet of `count` services `s01`.. labelled `kind=edge`, one replica
+/// each, ready `ready_delay_ms` after they start; `s04` exits at start on
+/// images v2 and v3 (a bad image for that one target alone). `extra` is
+/// appended (a `notify:` block, for example).
+pub fn fleet_config(count: usize, ready_delay_ms: u64, extra: &str) -> String {
+    let mut yaml = String::from("services:\n");
+    for name in (1..=count).map(|i| format!("s{i:02}")) {
+        let command = if name == "s04" {
+            r#"["sh", "-c", "case {image} in v2|v3) exit 1;; esac; exec mentat-demo-app"]"#
+        } else {
+            r#"["mentat-demo-app"]"#
+        };
+        yaml.push_str(&format!(
+            r#"  {name}:
+    replicas: 1
+    labels: {{ kind: edge }}
+    run:
+      command: {command}
+      env: {{ APP_VERSION: "{{image}}", READY_DELAY_MS: "{ready_delay_ms}" }}
+    health: {{ path: /health, interval_ms: 100, healthy_after: 2, unhealthy_after: 3, bake_secs: 0, thresholds: {{ enabled: false }} }}
+    deploy: {{ strategy: rolling, max_unavailable: 1, health_timeout_secs: 10, auto_revert: true }}
+"#
+        ));
+    }
+    yaml.push_str(extra);
+    yaml
 }
 
 /// The service file used by the tests: `replicas` of mentat-demo-app,

@@ -136,6 +136,7 @@ async fn a_database_outage_is_waited_out_and_nothing_is_lost() {
         service: "web".into(),
         image: "v2".into(),
         strategy: None,
+        override_rollout: false,
         actor: Some("e2e".into()),
         reason: Some("sent while the database is away".into()),
     };
@@ -291,6 +292,7 @@ async fn an_apply_of_many_services_is_recorded_whole_once() {
         services: vec![spec("alpha"), spec("beta"), spec("gamma")],
         cluster: None,
         security: None,
+        notify: None,
         source: None,
         actor: Some("e2e".into()),
         reason: None,

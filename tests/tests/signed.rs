@@ -85,6 +85,7 @@ fn signed_deploy(
         service: "web".into(),
         image: image.into(),
         strategy: None,
+        override_rollout: false,
         actor: Some(actor.into()),
         reason: Some("e2e".into()),
     };

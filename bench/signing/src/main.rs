@@ -96,6 +96,7 @@ fn deploy(id: usize) -> Deploy {
         service: "web".into(),
         image: format!("v{id}"),
         strategy: None,
+        override_rollout: false,
         actor: Some("bench".into()),
         reason: Some("what a signature costs".into()),
     }
@@ -226,6 +227,7 @@ async fn measure(url: &str, key: &SigningKey) -> Result<Pair> {
         services: vec![spec],
         cluster: None,
         security: Some(security_block(key, false)),
+        notify: None,
         source: None,
         actor: Some("bench".into()),
         reason: None,

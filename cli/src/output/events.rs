@@ -277,7 +277,111 @@ pub fn details(event: &Event) -> String {
             reason,
             ..
         } => format!("deployment={} reason={reason:?}", short_id(deployment_id)),
+        Event::NotifyDefined { webhooks, source } => {
+            let names: Vec<&str> = webhooks.iter().map(|w| w.name.as_str()).collect();
+            format!(
+                "webhooks={} source={}",
+                names.join(","),
+                source.as_deref().unwrap_or("-")
+            )
+        }
+        Event::WebhookDelivered {
+            webhook,
+            event_id,
+            event_type,
+            attempts,
+            status,
+            ..
+        } => format!(
+            "webhook={webhook} event={event_type} id={} tries={attempts} status={status}",
+            short_id(event_id)
+        ),
+        Event::WebhookFailed {
+            webhook,
+            event_id,
+            event_type,
+            attempts,
+            error,
+            ..
+        } => format!(
+            "webhook={webhook} event={event_type} id={} tries={attempts} error={error:?}",
+            short_id(event_id)
+        ),
+        rollout => rollout_details(rollout),
     }
+}
+
+/// The key fields of a rollout's event.
+fn rollout_details(event: &Event) -> String {
+    let id = event.rollout_id().map(short_id).unwrap_or("-");
+    let rest = match event {
+        Event::RolloutStarted {
+            image,
+            selector,
+            targets,
+            waves,
+            wave_bake_secs,
+            ..
+        } => format!(
+            "image={image} select={selector} targets={} waves={} bake={wave_bake_secs}s",
+            targets.len(),
+            waves.len()
+        ),
+        Event::RolloutWaveStarted { wave, members, .. } => {
+            format!("wave={wave} members={}", members.join(","))
+        }
+        Event::RolloutTargetDeployed {
+            service,
+            deployment_id,
+            image,
+            rollback,
+            ..
+        } => format!(
+            "service={service} deployment={} image={image}{}",
+            short_id(deployment_id),
+            if *rollback { " rollback" } else { "" }
+        ),
+        Event::RolloutWaveBaking { wave, until_ms, .. } => {
+            format!("wave={wave} until={}", clock(*until_ms))
+        }
+        Event::RolloutWaveCompleted { wave, .. } => format!("wave={wave}"),
+        Event::RolloutPaused {
+            wave,
+            failed,
+            by_operator,
+            ..
+        } => {
+            let failed: Vec<String> = failed
+                .iter()
+                .map(|f| format!("{}: {}", f.service, f.reason))
+                .collect();
+            format!(
+                "wave={wave} by={} failed={failed:?}",
+                if *by_operator { "operator" } else { "failure" }
+            )
+        }
+        Event::RolloutResumed {
+            retry_failed,
+            paused_ms,
+            ..
+        } => format!(
+            "retry_failed={retry_failed} paused={}",
+            duration(*paused_ms)
+        ),
+        Event::RolloutRollbackStarted { targets, .. } => {
+            format!("targets={}", targets.join(","))
+        }
+        Event::RolloutRollbackCompleted {
+            reverted, failed, ..
+        } => format!("reverted={reverted} failed={}", failed.len()),
+        Event::RolloutTargetOverridden {
+            service,
+            deployment_id,
+            ..
+        } => format!("service={service} deployment={}", short_id(deployment_id)),
+        _ => String::new(),
+    };
+    format!("rollout={id} {rest}").trim_end().to_owned()
 }
 
 /// The metric's name in `mt history --events`.

@@ -5,6 +5,7 @@ mod audit;
 mod events;
 mod progress;
 mod ps;
+pub mod rollout;
 mod tables;
 
 pub use audit::{report_csv, report_md, story_text};

@@ -294,6 +294,9 @@ pub fn progress(event: &Event, known: &Known) -> Option<String> {
         | Event::LogBreakAccepted { .. }
         | Event::WeightsSet { .. }
         | Event::ReplicaStartRequested { .. } => return None,
+        // A rollout's events (stream `_rollouts`) never reach a
+        // deployment's follower.
+        _ => return None,
     })
 }
 

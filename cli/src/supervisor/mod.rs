@@ -4,7 +4,7 @@
 //! 2. When nothing answers at the NATS URL, a nats-server child is started
 //!    with JetStream in `<data-dir>/nats`; with `--nats-cluster N`, N of
 //!    them clustered, each restarted like a service when it dies.
-//! 3. The four services run as child processes, each restarted with backoff
+//! 3. The services (the four and the notifier) run as child processes, each restarted with backoff
 //!    when it dies; their output is prefixed with their name and kept in
 //!    `<data-dir>/logs/<service>.log`.
 //! 4. Once the planner answers, the config is applied.
@@ -31,8 +31,14 @@ use mentat_bus::streams::CLUSTER_REPLICAS;
 pub use nats::HOW_TO_GET as NATS_HOW_TO_GET;
 pub use ready::DEFAULT_NATS_URL;
 
-/// The four services, in the order they are stopped.
-pub const SERVICES: [&str; 4] = ["router", "planner", "health-watcher", "executor"];
+/// The five services (the four and the notifier), in the order they are stopped.
+pub const SERVICES: [&str; 5] = [
+    "notifier",
+    "router",
+    "planner",
+    "health-watcher",
+    "executor",
+];
 /// How long the services get to stop after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(15);
 /// How long the nats-server we started gets to stop.
@@ -240,7 +246,7 @@ pub async fn run(mut plan: Plan) -> Result<()> {
     Ok(())
 }
 
-/// The four service binaries, or an error naming the ones missing.
+/// The service binaries, or an error naming the ones missing.
 fn find_services(exe_dir: &Path) -> Result<Vec<PathBuf>> {
     let mut found = Vec::new();
     let mut missing = Vec::new();
@@ -297,7 +303,7 @@ fn private_dirs(data_dir: &Path) -> Result<PathBuf> {
     Ok(log_dir)
 }
 
-/// Command lines of the four services, in [`SERVICES`] order.
+/// Command lines of the services, in [`SERVICES`] order.
 fn service_specs(
     plan: &Plan,
     programs: &[PathBuf],

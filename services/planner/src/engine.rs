@@ -14,8 +14,9 @@ use mentat_bus::consumer::{ack, Durable, DurableSpec};
 use mentat_bus::{codec, new_id, now_ms, streams, subject, Bus, Encoding};
 use mentat_domain::audit::{Anchor, AnchorReply, AnchorRequest};
 use mentat_domain::command::{Command, RejectKind, Rejection, Reply};
-use mentat_domain::event::{Event, HostHeartbeat, Meta, RouterHeartbeat};
+use mentat_domain::event::{Event, HostHeartbeat, Meta, RouterHeartbeat, ROLLOUTS_STREAM};
 use mentat_domain::planner::{self, Decision, Settings};
+use mentat_domain::rollout;
 use mentat_domain::security::{self, SignedBy};
 use mentat_domain::Fact;
 use mentat_runtime::Shutdown;
@@ -94,6 +95,8 @@ pub struct Engine {
     /// When to sign the next anchor, and the position of the last one.
     next_anchor: Instant,
     last_anchored: Option<i64>,
+    /// Set when deciding for the rollout panicked or never converged.
+    rollout_broken: bool,
 }
 
 impl Engine {
@@ -127,6 +130,7 @@ impl Engine {
             // The first anchor right away: every start is anchored.
             next_anchor: Instant::now(),
             last_anchored: None,
+            rollout_broken: false,
         }
     }
 
@@ -485,6 +489,8 @@ impl Engine {
             let reacted = self.react(&service).await;
             self.settle(reacted)?;
         }
+        let reacted = self.react_rollout().await;
+        self.settle(reacted)?;
         Ok(reply)
     }
 
@@ -522,6 +528,8 @@ impl Engine {
             {
                 Ok(None) => {
                     let reacted = self.react(&stream).await;
+                    self.settle(reacted)?;
+                    let reacted = self.react_rollout().await;
                     return self.settle(reacted);
                 }
                 Ok(Some(_)) => return Ok(()),
@@ -760,7 +768,7 @@ impl Engine {
         for service in due {
             self.react(&service).await?;
         }
-        Ok(())
+        self.react_rollout().await
     }
 
     /// Hosts silent for the cluster's `suspect_after_secs` are suspected,
@@ -828,6 +836,76 @@ impl Engine {
         for service in services {
             self.react(&service).await?;
         }
+        self.react_rollout().await
+    }
+
+    /// Take every decision the rollout in flight has now
+    /// ([`rollout::react`]): each one transaction over `_rollouts` and the
+    /// streams of the targets it deploys, so that a deployment the log
+    /// holds is never decided again. Then the services deployed react.
+    /// A decision that panics stops the rollout's reactions until the
+    /// planner restarts (an operator can still steer it).
+    async fn react_rollout(&mut self) -> Result<()> {
+        if self.rollout_broken {
+            return Ok(());
+        }
+        for _ in 0..MAX_STEPS {
+            let now = now_ms();
+            let world = &self.log.world;
+            let decided = catch_unwind(AssertUnwindSafe(|| {
+                rollout::react(world, now, &mut || new_id())
+            }));
+            let appends = match decided {
+                Ok(appends) => appends,
+                Err(panic) => {
+                    tracing::error!(error = %panic_message(&panic), "deciding for the rollout panicked; its reactions stop until a restart");
+                    self.rollout_broken = true;
+                    return Ok(());
+                }
+            };
+            let Some(r) = self
+                .log
+                .world
+                .rollouts
+                .active()
+                .filter(|_| !appends.is_empty())
+            else {
+                return Ok(());
+            };
+            let meta = Meta {
+                actor: r.actor.clone(),
+                reason: Some(format!("rollout {} of {}", r.id, r.image)),
+                correlation_id: Some(r.id.clone()),
+                ..Meta::default()
+            };
+            let mut touched = Vec::new();
+            let mut batch = Vec::new();
+            for a in appends {
+                for e in &a.events {
+                    tracing::info!(stream = %a.stream, kind = e.type_name(), rollout = %r.id, "decided");
+                }
+                if a.stream != ROLLOUTS_STREAM {
+                    touched.push(a.stream.clone());
+                }
+                batch.push((
+                    a.stream,
+                    a.events.into_iter().map(|e| (new_id(), e)).collect(),
+                ));
+            }
+            match self.log.append_batch(batch, &meta, None, now).await {
+                Ok(_) => {}
+                // Decided on a stale view: fold what is there, decide again.
+                Err(Error::Conflict { .. } | Error::Duplicate { .. }) => {
+                    self.log.catch_up().await?
+                }
+                Err(e) => return Err(e),
+            }
+            for service in touched {
+                self.react(&service).await?;
+            }
+        }
+        tracing::error!("the rollout kept deciding without converging ({MAX_STEPS} steps)");
+        self.rollout_broken = true;
         Ok(())
     }
 

@@ -15,6 +15,7 @@ use mentat_domain::command::{
     Weight,
 };
 use mentat_domain::limits::MAX_COMMAND_BYTES;
+use mentat_domain::rollout::{RolloutControl, RolloutStart};
 use mentat_domain::security::{self, SignedBy, Trust};
 use sha2::{Digest, Sha256};
 
@@ -49,6 +50,18 @@ pub fn decode(subject: &str, payload: &[u8], encoding: Encoding) -> Result<Comma
         "stop" => codec::decode::<Stop>(payload, encoding, "Stop").map(Command::Stop),
         "release_hosts" => codec::decode::<ReleaseHosts>(payload, encoding, "ReleaseHosts")
             .map(Command::ReleaseHosts),
+        "rollout_start" => codec::decode::<RolloutStart>(payload, encoding, "RolloutStart")
+            .map(Command::RolloutStart),
+        "rollout_pause" => codec::decode::<RolloutControl>(payload, encoding, "RolloutPause")
+            .map(Command::RolloutPause),
+        "rollout_resume" => codec::decode::<RolloutControl>(payload, encoding, "RolloutResume")
+            .map(Command::RolloutResume),
+        "rollout_cancel" => codec::decode::<RolloutControl>(payload, encoding, "RolloutCancel")
+            .map(Command::RolloutCancel),
+        "rollout_rollback_all" => {
+            codec::decode::<RolloutControl>(payload, encoding, "RolloutRollbackAll")
+                .map(Command::RolloutRollbackAll)
+        }
         other => {
             return Err(Rejection::invalid(format!(
                 "unknown command `{other}` on {subject}; known commands: {}",
@@ -180,6 +193,21 @@ mod tests {
             Encoding::Json,
         );
         assert!(matches!(ok, Ok(Command::Deploy(_))));
+        let ok = decode(
+            "mentat.cmd.rollout_start",
+            br#"{"image":"v2","select":"kind=edge","waves":[10,50,100]}"#,
+            Encoding::Json,
+        );
+        assert!(matches!(ok, Ok(Command::RolloutStart(_))), "{ok:?}");
+        let ok = decode(
+            "mentat.cmd.rollout_resume",
+            br#"{"retry_failed":true}"#,
+            Encoding::Json,
+        );
+        assert!(
+            matches!(&ok, Ok(Command::RolloutResume(c)) if c.retry_failed),
+            "{ok:?}"
+        );
     }
 
     /// A deploy of `size` bytes: valid JSON, padded with spaces.

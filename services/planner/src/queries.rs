@@ -1,4 +1,5 @@
-//! Answers to `mentat.query.status` and `mentat.query.history`, read from
+//! Answers to `mentat.query.status`, `mentat.query.history` and
+//! `mentat.query.rollout`, read from
 //! the world the log folded into (and, for raw events, the log itself),
 //! and the audit queries (`mentat.query.audit_*`, see [`crate::audit`]).
 //! [`status`] answers `mentat.query.audit_state` too, from a world folded
@@ -16,6 +17,7 @@ use mentat_domain::command::{
 use mentat_domain::paging;
 use mentat_domain::planner::state::VerdictKind;
 use mentat_domain::planner::{self, Phase, ServiceState, World};
+use mentat_domain::rollout::{self, RolloutQuery, RolloutReply};
 
 use crate::audit::{self, Audit};
 use crate::log::{envelope, Broken, Log};
@@ -79,6 +81,17 @@ pub async fn answer(bus: &Bus, msg: &async_nats::Message, on: Answering<'_>) {
             };
             bus.reply(msg, &reply).await
         }
+        "rollout" => {
+            let reply = match codec::decode::<RolloutQuery>(&msg.payload, encoding, "RolloutQuery")
+            {
+                Ok(q) => rollout::view::answer(&on.log.world, &q),
+                Err(e) => RolloutReply::Rejected {
+                    kind: RejectKind::Invalid,
+                    reason: e.to_string(),
+                },
+            };
+            bus.reply(msg, &reply).await
+        }
         "audit_verify" => {
             let store = on.log.store().clone();
             audit::answer::spawn_verify(store, bus.clone(), on.audit.clone(), msg.clone()).await;
@@ -114,7 +127,7 @@ pub async fn answer(bus: &Bus, msg: &async_nats::Message, on: Answering<'_>) {
         }
         other => {
             let reason = format!(
-                "unknown query `{other}`; known queries: status, history, audit_verify, \
+                "unknown query `{other}`; known queries: status, history, rollout, audit_verify, \
                  audit_state, audit_export, audit_key"
             );
             bus.reply(msg, &Reply::rejected(RejectKind::Invalid, reason))

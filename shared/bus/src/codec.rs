@@ -109,6 +109,7 @@ mod tests {
             service: "web".into(),
             image: "v2".into(),
             strategy: None,
+            override_rollout: false,
             actor: Some("ana".into()),
             reason: None,
         };

@@ -82,3 +82,6 @@ pub fn router_heartbeat(router: &str) -> String {
 pub fn last_token(subject: &str) -> &str {
     subject.rsplit('.').next().unwrap_or(subject)
 }
+
+/// `mentat.query.rollout`: the last fleet rollout in detail, or the past ones.
+pub const QUERY_ROLLOUT: &str = "mentat.query.rollout";

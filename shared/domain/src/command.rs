@@ -14,6 +14,7 @@ use crate::limits::{
     MAX_ACTOR_BYTES, MAX_COMMAND_ID_BYTES, MAX_IMAGE_BYTES, MAX_INSTANCE_BYTES, MAX_NAME_BYTES,
     MAX_REASON_BYTES, MAX_SERVICES_PER_APPLY, MAX_SOURCE_BYTES, MAX_WEIGHT,
 };
+use crate::rollout::{RolloutControl, RolloutStart};
 use crate::security::{CommandSignature, SecuritySpec};
 use crate::spec::{ServiceSpec, Strategy};
 
@@ -38,6 +39,10 @@ pub struct Deploy {
     /// Strategy for this deployment only; the service's configured one otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<Strategy>,
+    /// Deploy a target of the fleet rollout in flight anyway (recorded as
+    /// `RolloutTargetOverridden`; the rollout leaves the service alone).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub override_rollout: bool,
     /// Who asks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = MAX_ACTOR_BYTES))]
@@ -97,6 +102,10 @@ pub struct Apply {
     /// anything; see [`crate::security`] for who may change it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security: Option<SecuritySpec>,
+    /// The config's notify block, when it has one (validated with the
+    /// services; recorded as `NotifyDefined` when it changes anything).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<Vec<crate::notify::Webhook>>,
     /// The file they came from, recorded in the log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = MAX_SOURCE_BYTES))]
@@ -324,6 +333,16 @@ pub enum Command {
     Stop(Stop),
     /// `mentat.cmd.release_hosts`
     ReleaseHosts(ReleaseHosts),
+    /// `mentat.cmd.rollout_start`
+    RolloutStart(RolloutStart),
+    /// `mentat.cmd.rollout_pause`
+    RolloutPause(RolloutControl),
+    /// `mentat.cmd.rollout_resume`
+    RolloutResume(RolloutControl),
+    /// `mentat.cmd.rollout_cancel`
+    RolloutCancel(RolloutControl),
+    /// `mentat.cmd.rollout_rollback_all`
+    RolloutRollbackAll(RolloutControl),
 }
 
 /// `(command_id, actor, reason, signature)` of any command struct.
@@ -354,13 +373,18 @@ macro_rules! each {
             Command::Spawn($c) => $body,
             Command::Stop($c) => $body,
             Command::ReleaseHosts($c) => $body,
+            Command::RolloutStart($c) => $body,
+            Command::RolloutPause($c)
+            | Command::RolloutResume($c)
+            | Command::RolloutCancel($c)
+            | Command::RolloutRollbackAll($c) => $body,
         }
     };
 }
 
 impl Command {
     /// Verbs understood on `mentat.cmd.<verb>`.
-    pub const VERBS: [&'static str; 12] = [
+    pub const VERBS: [&'static str; 17] = [
         "deploy",
         "rollback",
         "apply",
@@ -373,6 +397,11 @@ impl Command {
         "spawn",
         "stop",
         "release_hosts",
+        "rollout_start",
+        "rollout_pause",
+        "rollout_resume",
+        "rollout_cancel",
+        "rollout_rollback_all",
     ];
 
     /// The services this command is about (every service of an apply).
@@ -389,6 +418,13 @@ impl Command {
             Command::Spawn(c) => vec![c.service.as_str()],
             Command::Stop(c) => vec![c.service.as_str()],
             Command::ReleaseHosts(_) => Vec::new(),
+            // The targets of a rollout are decided with it (see
+            // `rollout::handle`), which checks their audit policies.
+            Command::RolloutStart(_)
+            | Command::RolloutPause(_)
+            | Command::RolloutResume(_)
+            | Command::RolloutCancel(_)
+            | Command::RolloutRollbackAll(_) => Vec::new(),
         }
     }
 
@@ -407,6 +443,11 @@ impl Command {
             Command::Spawn(_) => "spawn",
             Command::Stop(_) => "stop",
             Command::ReleaseHosts(_) => "release_hosts",
+            Command::RolloutStart(_) => "rollout_start",
+            Command::RolloutPause(_) => "rollout_pause",
+            Command::RolloutResume(_) => "rollout_resume",
+            Command::RolloutCancel(_) => "rollout_cancel",
+            Command::RolloutRollbackAll(_) => "rollout_rollback_all",
         }
     }
 
@@ -490,6 +531,12 @@ pub enum RejectKind {
     /// The signature was made more than 5 minutes away from the planner's
     /// clock: sign it again (and check the clocks).
     StaleSignature,
+    /// The fleet rollout is in a state where this operation is not legal:
+    /// the reason names the state and the operations that are.
+    IllegalState,
+    /// The service is a target of the fleet rollout in flight: deploy it
+    /// with `override_rollout`, or steer the rollout.
+    RolloutInFlight,
 }
 
 impl RejectKind {
@@ -512,6 +559,8 @@ impl RejectKind {
             RejectKind::BadSignature => "bad_signature",
             RejectKind::UnknownKey => "unknown_key",
             RejectKind::StaleSignature => "stale_signature",
+            RejectKind::IllegalState => "illegal_state",
+            RejectKind::RolloutInFlight => "rollout_in_flight",
         }
     }
 }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use crate::cluster::ClusterSpec;
+use crate::rollout::{FailedTarget, RolloutTarget, RolloutWave};
 use crate::spec::{CanaryStep, HealthSpec, RouteSpec, RunSpec, ServiceSpec, Strategy};
 
 /// Schema version of every event type in this release.
@@ -523,6 +524,179 @@ pub enum Event {
         /// When (ms since epoch).
         at_ms: i64,
     },
+    /// A fleet rollout began (`mentat.cmd.rollout_start`): its targets,
+    /// each with the image it served, and its waves with their members,
+    /// fixed for its whole life. Who started it and why are in the meta.
+    RolloutStarted {
+        /// Rollout id.
+        rollout_id: String,
+        /// Image rolled out.
+        image: String,
+        /// How the targets were chosen (`kind=edge`, or the services named).
+        selector: String,
+        /// Every target, in wave order, with its previous image.
+        targets: Vec<RolloutTarget>,
+        /// The waves, in order; a wave that would add no target is left out.
+        waves: Vec<RolloutWave>,
+        /// How long each wave's targets hold their health before the next.
+        wave_bake_secs: u64,
+        /// When it was accepted (ms since epoch).
+        at_ms: i64,
+    },
+    /// A wave of the rollout began: its members are deployed.
+    RolloutWaveStarted {
+        /// Rollout id.
+        rollout_id: String,
+        /// Wave number, from 1.
+        wave: u32,
+        /// The services it deploys.
+        members: Vec<String>,
+    },
+    /// The rollout started a deployment of one target (appended with the
+    /// `DeploymentStarted` in the target's stream, in one transaction):
+    /// a target is never deployed twice for one decision.
+    RolloutTargetDeployed {
+        /// Rollout id.
+        rollout_id: String,
+        /// The target.
+        service: String,
+        /// The deployment started.
+        deployment_id: String,
+        /// Image it deploys: the rollout's, or the previous one for a rollback.
+        image: String,
+        /// True when it takes the target back (`rollback_all`).
+        #[serde(default)]
+        rollback: bool,
+    },
+    /// Every target of the wave completed: it holds its health for
+    /// `wave_bake_secs` before the wave completes.
+    RolloutWaveBaking {
+        /// Rollout id.
+        rollout_id: String,
+        /// Wave number.
+        wave: u32,
+        /// End of the bake (ms since epoch).
+        until_ms: i64,
+    },
+    /// Every target of the wave completed and held its health through the bake.
+    RolloutWaveCompleted {
+        /// Rollout id.
+        rollout_id: String,
+        /// Wave number.
+        wave: u32,
+    },
+    /// The rollout is held: targets failed (their deployment was reverted
+    /// or failed, or they breached a threshold), or an operator paused it.
+    RolloutPaused {
+        /// Rollout id.
+        rollout_id: String,
+        /// The wave in progress.
+        wave: u32,
+        /// The targets that failed, with their reasons (empty when an
+        /// operator paused it).
+        failed: Vec<FailedTarget>,
+        /// True when an operator paused it.
+        #[serde(default)]
+        by_operator: bool,
+    },
+    /// An operator resumed the rollout.
+    RolloutResumed {
+        /// Rollout id.
+        rollout_id: String,
+        /// The failed targets are deployed again first.
+        #[serde(default)]
+        retry_failed: bool,
+        /// How long it was held; the bake moves on by this much.
+        paused_ms: i64,
+    },
+    /// An operator cancelled the rollout: no further deployment; the new
+    /// image stays where it succeeded.
+    RolloutCancelled {
+        /// Rollout id.
+        rollout_id: String,
+    },
+    /// An operator asked for every target that took the new image to go
+    /// back to its previous one.
+    RolloutRollbackStarted {
+        /// Rollout id.
+        rollout_id: String,
+        /// The targets to take back (those deployed by the rollout and not
+        /// reverted by their own deployment).
+        targets: Vec<String>,
+    },
+    /// Every rollback deployment ended.
+    RolloutRollbackCompleted {
+        /// Rollout id.
+        rollout_id: String,
+        /// How many targets are back on their previous image.
+        reverted: u32,
+        /// The targets that could not be taken back, and why.
+        failed: Vec<FailedTarget>,
+    },
+    /// Every wave of the rollout completed.
+    RolloutCompleted {
+        /// Rollout id.
+        rollout_id: String,
+        /// When (ms since epoch).
+        at_ms: i64,
+    },
+    /// An operator deployed a target of the rollout in flight outside it
+    /// (`mt deploy --override-rollout`): the rollout leaves it alone.
+    RolloutTargetOverridden {
+        /// Rollout id.
+        rollout_id: String,
+        /// The target.
+        service: String,
+        /// The operator's deployment.
+        deployment_id: String,
+    },
+    /// The notify block of a service file was applied (`mt apply`): the
+    /// webhooks the notifier tells, from here on.
+    NotifyDefined {
+        /// Every webhook (empty: none).
+        webhooks: Vec<crate::notify::Webhook>,
+        /// The file it came from, when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source: Option<String>,
+    },
+    /// Fact from the notifier: a webhook answered 2xx to an event.
+    /// Recorded in the stream of the event it told.
+    WebhookDelivered {
+        /// Webhook name.
+        webhook: String,
+        /// The event told (also the `Idempotency-Key` sent).
+        event_id: String,
+        /// Its type.
+        event_type: String,
+        /// Its stream.
+        stream: String,
+        /// Its rollout, when it is a rollout's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rollout_id: Option<String>,
+        /// Tries it took.
+        attempts: u32,
+        /// The HTTP status of the answer.
+        status: u16,
+    },
+    /// Fact from the notifier: a webhook was tried for the last time and
+    /// did not take the event.
+    WebhookFailed {
+        /// Webhook name.
+        webhook: String,
+        /// The event told.
+        event_id: String,
+        /// Its type.
+        event_type: String,
+        /// Its stream.
+        stream: String,
+        /// Its rollout, when it is a rollout's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rollout_id: Option<String>,
+        /// Tries made.
+        attempts: u32,
+        /// The last error.
+        error: String,
+    },
 }
 
 /// A measurement that broke a threshold.
@@ -642,6 +816,8 @@ impl Event {
                 | Event::ThresholdBreached { .. }
                 | Event::NoData { .. }
                 | Event::ThresholdsMet { .. }
+                | Event::WebhookDelivered { .. }
+                | Event::WebhookFailed { .. }
         )
     }
 
@@ -689,6 +865,21 @@ impl Event {
             Event::NoData { .. } => "NoData",
             Event::ThresholdsMet { .. } => "ThresholdsMet",
             Event::BakeStarted { .. } => "BakeStarted",
+            Event::RolloutStarted { .. } => "RolloutStarted",
+            Event::RolloutWaveStarted { .. } => "RolloutWaveStarted",
+            Event::RolloutTargetDeployed { .. } => "RolloutTargetDeployed",
+            Event::RolloutWaveBaking { .. } => "RolloutWaveBaking",
+            Event::RolloutWaveCompleted { .. } => "RolloutWaveCompleted",
+            Event::RolloutPaused { .. } => "RolloutPaused",
+            Event::RolloutResumed { .. } => "RolloutResumed",
+            Event::RolloutCancelled { .. } => "RolloutCancelled",
+            Event::RolloutRollbackStarted { .. } => "RolloutRollbackStarted",
+            Event::RolloutRollbackCompleted { .. } => "RolloutRollbackCompleted",
+            Event::RolloutCompleted { .. } => "RolloutCompleted",
+            Event::RolloutTargetOverridden { .. } => "RolloutTargetOverridden",
+            Event::NotifyDefined { .. } => "NotifyDefined",
+            Event::WebhookDelivered { .. } => "WebhookDelivered",
+            Event::WebhookFailed { .. } => "WebhookFailed",
         }
     }
 
@@ -713,6 +904,25 @@ impl Event {
             | Event::DeploymentFailed { deployment_id, .. } => Some(deployment_id),
             Event::ReplicaStartRequested { deployment_id, .. }
             | Event::ThresholdBreached { deployment_id, .. } => deployment_id.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The rollout this event is about, when it is a rollout's.
+    pub fn rollout_id(&self) -> Option<&str> {
+        match self {
+            Event::RolloutStarted { rollout_id, .. }
+            | Event::RolloutWaveStarted { rollout_id, .. }
+            | Event::RolloutTargetDeployed { rollout_id, .. }
+            | Event::RolloutWaveBaking { rollout_id, .. }
+            | Event::RolloutWaveCompleted { rollout_id, .. }
+            | Event::RolloutPaused { rollout_id, .. }
+            | Event::RolloutResumed { rollout_id, .. }
+            | Event::RolloutCancelled { rollout_id }
+            | Event::RolloutRollbackStarted { rollout_id, .. }
+            | Event::RolloutRollbackCompleted { rollout_id, .. }
+            | Event::RolloutCompleted { rollout_id, .. }
+            | Event::RolloutTargetOverridden { rollout_id, .. } => Some(rollout_id),
             _ => None,
         }
     }
@@ -801,6 +1011,16 @@ impl Event {
             Event::RouterJoined { .. } | Event::RouterLost { .. } => ROUTERS_STREAM.to_owned(),
             Event::PlannerLeaderElected { .. } => PLANNERS_STREAM.to_owned(),
             Event::LogBreakAccepted { .. } => AUDIT_STREAM.to_owned(),
+            Event::NotifyDefined { .. } => NOTIFY_STREAM.to_owned(),
+            // An outcome goes with the event it told: a rollout's or a
+            // service's; any other stream is refused.
+            Event::WebhookDelivered { stream, .. } | Event::WebhookFailed { stream, .. } => {
+                if stream != ROLLOUTS_STREAM && !crate::spec::is_valid_name(stream) {
+                    return None;
+                }
+                stream.clone()
+            }
+            other if other.rollout_id().is_some() => ROLLOUTS_STREAM.to_owned(),
             other => other.service()?.to_owned(),
         })
     }
@@ -818,6 +1038,11 @@ pub const CLUSTER_STREAM: &str = "_cluster";
 pub const PLANNERS_STREAM: &str = "_planners";
 /// The stream of the log's own audit events (`LogBreakAccepted`).
 pub const AUDIT_STREAM: &str = "_audit";
+/// The stream of fleet rollouts (`Rollout*` events): one rollout in
+/// flight at a time, so one stream orders them all.
+pub const ROLLOUTS_STREAM: &str = "_rollouts";
+/// The stream of the notify block (`NotifyDefined`).
+pub const NOTIFY_STREAM: &str = "_notify";
 
 /// An event as recorded in the log and published by the relay.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

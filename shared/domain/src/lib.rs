@@ -10,10 +10,12 @@
 //! - [`command`]: commands, queries and their replies.
 //! - [`limits`]: the bound of every number and string a command carries.
 //! - [`event`]: every event of the log, and the envelopes that carry them.
+//! - [`notify`]: the webhooks the notifier tells of transitions.
 //! - [`paging`]: pages of query replies, so none outgrows NATS's payload limit.
 //! - [`planner`]: the planner's state and decisions (rolling deployments).
 //! - [`security`]: operators' keys and roles, signed commands and who
 //!   may send what.
+//! - [`rollout`]: fleet rollouts in waves over many services.
 //! - [`report`]: who did what, and the delivery figures per service, over a
 //!   window of the log (`mt audit report`).
 //! - [`story`]: which events are one deployment's, and its whole story
@@ -25,9 +27,11 @@ pub mod cluster;
 pub mod command;
 pub mod event;
 pub mod limits;
+pub mod notify;
 pub mod paging;
 pub mod planner;
 pub mod report;
+pub mod rollout;
 pub mod security;
 pub mod spec;
 pub mod stats;

@@ -76,6 +76,19 @@ pub const MAX_ENV_BYTES: usize = 16 * 1024;
 /// make a replica's start request much larger than its spec.
 pub const MAX_IMAGE_PLACEHOLDERS: usize = 8;
 
+/// Most labels a service may carry.
+pub const MAX_LABELS: usize = 16;
+/// Longest label key or value (and each side of a rollout's selector).
+pub const MAX_LABEL_BYTES: usize = 63;
+/// Most targets of one fleet rollout.
+pub const MAX_ROLLOUT_TARGETS: usize = 1000;
+/// Most services a rollout may name with `services`.
+pub const MAX_ROLLOUT_SERVICES: usize = MAX_ROLLOUT_TARGETS;
+/// Most waves of one fleet rollout.
+pub const MAX_WAVES: usize = 20;
+/// Longest selector of a rollout (`key=value`).
+pub const MAX_SELECTOR_BYTES: usize = 2 * MAX_LABEL_BYTES + 1;
+
 /// Longest router id, host name or listen address in a router heartbeat.
 pub const MAX_ROUTER_FIELD_BYTES: usize = 253;
 /// Most services a router heartbeat may report route versions for.
@@ -216,6 +229,39 @@ pub fn check_command(command: &Command) -> Result<(), Rejection> {
             fields.push(("instance", Some(&c.instance), MAX_INSTANCE_BYTES));
         }
         Command::ReleaseHosts(_) => {}
+        Command::RolloutStart(c) => {
+            if c.services.len() > MAX_ROLLOUT_SERVICES {
+                return Err(invalid(
+                    "services",
+                    format!(
+                        "{} services, at most {MAX_ROLLOUT_SERVICES}",
+                        c.services.len()
+                    ),
+                ));
+            }
+            // No waves means the default ones.
+            if !c.waves.is_empty() {
+                if let Err(problem) = crate::rollout::waves::check(&c.waves, MAX_WAVES) {
+                    return Err(invalid("waves", problem));
+                }
+            }
+            if let Some(secs) = c.wave_bake_secs.filter(|s| *s > MAX_DURATION_SECS) {
+                return Err(invalid(
+                    "wave_bake_secs",
+                    format!("{secs} is over {MAX_DURATION_SECS}"),
+                ));
+            }
+            fields.push(("image", Some(&c.image), MAX_IMAGE_BYTES));
+            fields.push(("select", c.select.as_deref(), MAX_SELECTOR_BYTES));
+            fields.push(("environment", c.environment.as_deref(), MAX_NAME_BYTES));
+            if let Some(long) = c.services.iter().find(|s| s.len() > MAX_NAME_BYTES) {
+                fields.push(("services", Some(long), MAX_NAME_BYTES));
+            }
+        }
+        Command::RolloutPause(_)
+        | Command::RolloutResume(_)
+        | Command::RolloutCancel(_)
+        | Command::RolloutRollbackAll(_) => {}
     }
     for (field, value, max) in fields {
         if let Some(problem) = value.and_then(|v| too_long(v, max)) {
@@ -266,6 +312,7 @@ mod tests {
             service: "web".into(),
             image: image.into(),
             strategy: None,
+            override_rollout: false,
             actor: None,
             reason: None,
         })
@@ -355,6 +402,7 @@ mod tests {
                     services: Vec::new(),
                     cluster: None,
                     security: None,
+                    notify: None,
                     source: Some(long.clone()),
                     actor: None,
                     reason: None,

@@ -67,10 +67,13 @@ pub const SIGNED_TEXT_VERSION: &str = "mentat-command-v1";
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
-    /// Deployments: `deploy`, `rollback`, `pause`, `resume`, `abort`, `promote`.
+    /// Deployments: `deploy`, `rollback`, `pause`, `resume`, `abort`,
+    /// `promote`; and steering a fleet rollout: `rollout_pause`,
+    /// `rollout_resume`, `rollout_cancel`.
     Deployer,
     /// A deployer's commands, and `apply` (services and the cluster block,
-    /// not `security:`), `weight`, `spawn`, `release_hosts`.
+    /// not `security:`), `weight`, `spawn`, `release_hosts`, and the fleet
+    /// rollouts' `rollout_start` and `rollout_rollback_all`.
     Operator,
     /// Everything: also `stop`, `route` and changing the `security:` block.
     Admin,
@@ -80,8 +83,14 @@ impl Role {
     /// The least role that may send `verb` (an unknown verb needs an admin).
     pub fn least_for(verb: &str) -> Role {
         match verb {
-            "deploy" | "rollback" | "pause" | "resume" | "abort" | "promote" => Role::Deployer,
-            "apply" | "weight" | "spawn" | "release_hosts" => Role::Operator,
+            "deploy" | "rollback" | "pause" | "resume" | "abort" | "promote" | "rollout_pause"
+            | "rollout_resume" | "rollout_cancel" => Role::Deployer,
+            "apply"
+            | "weight"
+            | "spawn"
+            | "release_hosts"
+            | "rollout_start"
+            | "rollout_rollback_all" => Role::Operator,
             _ => Role::Admin,
         }
     }

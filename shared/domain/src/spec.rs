@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use crate::limits::{
     shown, too_long, MAX_ARGV_BYTES, MAX_ARGV_ENTRIES, MAX_CANARY_STEPS, MAX_CONSECUTIVE_PROBES,
     MAX_DEGRADATION_PERCENT, MAX_DURATION_MS, MAX_DURATION_SECS, MAX_ENV_BYTES, MAX_ENV_ENTRIES,
-    MAX_HEALTH_PATH_BYTES, MAX_IDLE_PROBE_RPS, MAX_IMAGE_PLACEHOLDERS, MAX_MIN_REQUESTS,
-    MAX_PERCENT, MAX_REPLICAS, MAX_STICKY_KEY_BYTES,
+    MAX_HEALTH_PATH_BYTES, MAX_IDLE_PROBE_RPS, MAX_IMAGE_PLACEHOLDERS, MAX_LABELS, MAX_LABEL_BYTES,
+    MAX_MIN_REQUESTS, MAX_PERCENT, MAX_REPLICAS, MAX_STICKY_KEY_BYTES,
 };
 
 /// One service as declared in the config file.
@@ -43,6 +43,11 @@ pub struct ServiceSpec {
     /// hash the same.
     #[serde(default, skip_serializing_if = "AuditSpec::is_default")]
     pub audit: AuditSpec,
+    /// Labels a fleet rollout selects services by (`mt rollout start
+    /// --select kind=edge`). Absent from definitions that set none, so
+    /// definitions from before it read and hash the same.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// The `audit` block of a service: what its commands must say about who
@@ -529,6 +534,7 @@ impl ServiceSpec {
         }
         self.route.problems(&mut out);
         self.audit.problems(&mut out);
+        labels_problems(&self.labels, &mut out);
         let base = format!("services.{}", shown(&self.name));
         out.into_iter()
             .map(|(field, message)| FieldError {
@@ -536,6 +542,43 @@ impl ServiceSpec {
                 message,
             })
             .collect()
+    }
+}
+
+/// True when `text` can be a label key or value: 1 to
+/// [`MAX_LABEL_BYTES`] characters of `a-z`, `A-Z`, `0-9`, `-`, `_` and
+/// `.`, starting with a letter or a digit.
+pub fn is_valid_label(text: &str) -> bool {
+    let mut chars = text.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && text.len() <= MAX_LABEL_BYTES
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// What a label key or value must be, for the reasons that reject one.
+pub const LABEL_RULE: &str =
+    "must be 1-63 characters of a-z, A-Z, 0-9, -, _ and ., starting with a letter or a digit";
+
+fn labels_problems(labels: &BTreeMap<String, String>, out: &mut Problems) {
+    if labels.len() > MAX_LABELS {
+        out.push((
+            "labels".into(),
+            format!("{} labels, at most {MAX_LABELS}", labels.len()),
+        ));
+        return;
+    }
+    for (key, value) in labels {
+        if !is_valid_label(key) {
+            out.push((
+                "labels".into(),
+                format!("key `{}` {LABEL_RULE}", shown(key)),
+            ));
+        } else if !is_valid_label(value) {
+            out.push((
+                format!("labels.{key}"),
+                format!("`{}` {LABEL_RULE}", shown(value)),
+            ));
+        }
     }
 }
 
@@ -762,6 +805,7 @@ mod tests {
             deploy: DeploySpec::default(),
             route: RouteSpec::default(),
             audit: AuditSpec::default(),
+            labels: BTreeMap::new(),
         }
     }
 
@@ -824,6 +868,32 @@ mod tests {
             ],
             "with steps, canary_percent 0 is not used"
         );
+    }
+
+    #[test]
+    fn labels_are_bounded_and_named_when_wrong() {
+        // Given a service with good labels
+        let mut s = spec();
+        s.labels = BTreeMap::from([
+            ("kind".into(), "edge".into()),
+            ("tier".into(), "v1.2_a".into()),
+        ]);
+        assert!(s.validate().is_empty(), "{:?}", s.validate());
+        // When a key and a value break the rule
+        s.labels.insert("Bad key".into(), "x".into());
+        s.labels.insert("zone".into(), "-west".into());
+        let paths: Vec<_> = s.validate().into_iter().map(|e| e.path).collect();
+        // Then each is named
+        assert_eq!(paths, ["services.web.labels", "services.web.labels.zone"]);
+        // And too many labels is one problem
+        s.labels = (0..=crate::limits::MAX_LABELS)
+            .map(|i| (format!("k{i}"), "v".to_owned()))
+            .collect();
+        let errors = s.validate();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].message, "17 labels, at most 16");
+        assert!(!is_valid_label(&"a".repeat(64)));
+        assert!(is_valid_label(&"a".repeat(63)));
     }
 
     #[test]

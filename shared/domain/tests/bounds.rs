@@ -24,6 +24,7 @@ fn apply(services: Vec<ServiceSpec>) -> Command {
         services,
         cluster: None,
         security: None,
+        notify: None,
         source: None,
         actor: None,
         reason: None,

@@ -275,6 +275,7 @@ fn apply_cluster(sim: &mut Sim, suspect: u64, lost: u64) -> Result<Option<String
             lost_after_secs: lost,
         }),
         security: None,
+        notify: None,
         source: None,
         actor: None,
         reason: None,

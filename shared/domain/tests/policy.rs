@@ -19,6 +19,7 @@ fn apply(spec: ServiceSpec, actor: Option<&str>) -> Command {
         reason: None,
         cluster: None,
         security: None,
+        notify: None,
     })
 }
 
@@ -52,6 +53,7 @@ fn deploy(actor: Option<&str>) -> Command {
         service: "web".into(),
         image: "v2".into(),
         strategy: None,
+        override_rollout: false,
         actor: actor.map(str::to_owned),
         reason: None,
     })

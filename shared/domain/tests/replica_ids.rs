@@ -32,6 +32,7 @@ fn define_rec(sim: &mut Sim) {
         services: vec![rec],
         cluster: None,
         security: None,
+        notify: None,
         source: None,
         actor: None,
         reason: None,

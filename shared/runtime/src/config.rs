@@ -44,10 +44,12 @@
 //! `mentat.yaml:12: services.web.deploy.max_unavailable: 4 is larger than replicas (3)`.
 //! A file with any problem yields no service at all.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
 use mentat_domain::cluster::ClusterSpec;
+use mentat_domain::notify::Webhook;
 use mentat_domain::security::SecuritySpec;
 use mentat_domain::spec::{
     AuditSpec, DeploySpec, FieldError, HealthSpec, RouteSpec, RunSpec, ServiceSpec,
@@ -56,7 +58,9 @@ use serde::de::DeserializeOwned;
 use serde_yaml::{Mapping, Value};
 
 /// Fields of one service entry, in the order they are documented.
-const SERVICE_FIELDS: [&str; 6] = ["replicas", "run", "health", "deploy", "route", "audit"];
+const SERVICE_FIELDS: [&str; 7] = [
+    "replicas", "run", "health", "deploy", "route", "audit", "labels",
+];
 
 /// One problem in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,6 +146,8 @@ pub struct ServiceFile {
     pub cluster: Option<ClusterSpec>,
     /// The `security:` block, when the file has one.
     pub security: Option<SecuritySpec>,
+    /// The `notify:` block (webhooks), when the file has one.
+    pub notify: Option<Vec<Webhook>>,
 }
 
 /// Read and validate a service file's services. Errors name the file as
@@ -182,11 +188,13 @@ pub fn parse_file(text: &str, file: &str) -> Result<ServiceFile, ConfigError> {
     let services = checker.root(&root);
     let cluster = checker.block(&root, "cluster", ClusterSpec::validate);
     let security = checker.block(&root, "security", SecuritySpec::validate);
+    let notify = checker.notify(&root);
     if checker.problems.is_empty() {
         Ok(ServiceFile {
             services,
             cluster,
             security,
+            notify,
         })
     } else {
         let mut problems = checker.problems;
@@ -238,11 +246,14 @@ impl Checker<'_> {
             }
         };
         for key in map.keys() {
-            if !matches!(key.as_str(), Some("services" | "cluster" | "security")) {
+            if !matches!(
+                key.as_str(),
+                Some("services" | "cluster" | "security" | "notify")
+            ) {
                 let key = key_text(key);
                 self.report(
                     &[&key],
-                    format!("unknown field `{key}`, expected `services`, `cluster` or `security`"),
+                    format!("unknown field `{key}`, expected `services`, `cluster`, `security` or `notify`"),
                 );
             }
         }
@@ -296,6 +307,34 @@ impl Checker<'_> {
         (self.problems.len() == before).then_some(block)
     }
 
+    /// The `notify:` block (a list of webhooks), checked webhook by
+    /// webhook; `None` when the file has none (or it is invalid).
+    fn notify(&mut self, root: &Value) -> Option<Vec<Webhook>> {
+        let Value::Mapping(map) = root else {
+            return None;
+        };
+        let value = map.get("notify")?;
+        let Value::Sequence(items) = value else {
+            self.report(
+                &["notify"],
+                format!("expected a list of webhooks, found {}", kind(value)),
+            );
+            return None;
+        };
+        let before = self.problems.len();
+        let mut webhooks = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            match serde_yaml::from_value::<Webhook>(item.clone()) {
+                Ok(w) => webhooks.push(w),
+                Err(e) => self.report(&["notify", &format!("[{i}]")], e.to_string()),
+            }
+        }
+        for e in mentat_domain::notify::validate(&webhooks) {
+            self.report(&["notify"], e.to_string());
+        }
+        (self.problems.len() == before).then_some(webhooks)
+    }
+
     fn service(&mut self, key: &Value, body: &Value) -> Option<ServiceSpec> {
         let Some(name) = key.as_str() else {
             let found = key_text(key);
@@ -321,7 +360,7 @@ impl Checker<'_> {
                 let message = if key == "name" {
                     "the service name is the key of its entry; remove `name`".to_owned()
                 } else {
-                    format!("unknown field `{key}`, expected one of replicas, run, health, deploy, route, audit")
+                    format!("unknown field `{key}`, expected one of replicas, run, health, deploy, route, audit, labels")
                 };
                 self.report(&["services", name, &key], message);
             }
@@ -334,6 +373,7 @@ impl Checker<'_> {
         let deploy = self.section::<DeploySpec>(map, &base, "deploy", None);
         let route = self.section::<RouteSpec>(map, &base, "route", None);
         let audit = self.section::<AuditSpec>(map, &base, "audit", None);
+        let labels = self.section::<BTreeMap<String, String>>(map, &base, "labels", None);
         let spec = ServiceSpec {
             name: name.to_owned(),
             replicas: replicas?,
@@ -342,6 +382,7 @@ impl Checker<'_> {
             deploy: deploy?,
             route: route?,
             audit: audit?,
+            labels: labels?,
         };
         self.validate(&spec, map, before);
         (self.problems.len() == before).then_some(spec)

@@ -284,6 +284,7 @@ async fn deploy(cluster: &Cluster, command_id: &str, scenario: Scenario) -> Stri
         service: "web".into(),
         image: "v2".into(),
         strategy: Some(scenario.rollout.strategy()),
+        override_rollout: false,
         actor: Some("chaos".into()),
         reason: Some(scenario.to_string()),
     };

@@ -209,6 +209,7 @@ async fn a_policy_rejects_by_kind_and_records_nothing(db: Db) {
         service: "web".into(),
         image: "v2".into(),
         strategy: None,
+        override_rollout: false,
         actor: None,
         reason: None,
     };

@@ -13,6 +13,7 @@ use crate::planner::routes::route_change;
 use crate::planner::state::{Phase, ServiceState, World};
 use crate::planner::steady::{reconcile, serving, stop_drained, stop_retired};
 use crate::planner::{canary, control, deployment, hosts, traffic};
+use crate::rollout;
 use crate::spec::{ServiceSpec, Strategy};
 
 /// Settings of the planner that are not part of any service's spec.
@@ -83,6 +84,11 @@ pub fn handle(world: &World, command: &Command, deployment_id: &str, now_ms: i64
         Command::Spawn(c) => traffic::spawn(world, c),
         Command::Stop(c) => traffic::stop(world, c),
         Command::ReleaseHosts(c) => hosts::release(world, c),
+        Command::RolloutStart(c) => rollout::start(world, c, deployment_id, now_ms),
+        Command::RolloutPause(c)
+        | Command::RolloutResume(c)
+        | Command::RolloutCancel(c)
+        | Command::RolloutRollbackAll(c) => rollout::control(world, command.verb(), c, now_ms),
     }
 }
 
@@ -127,6 +133,13 @@ fn handle_apply(world: &World, apply: &Apply) -> Decision {
     }
     if let Some(security) = &apply.security {
         errors.extend(security.validate().iter().map(ToString::to_string));
+    }
+    if let Some(notify) = &apply.notify {
+        errors.extend(
+            crate::notify::validate(notify)
+                .iter()
+                .map(ToString::to_string),
+        );
     }
     if !errors.is_empty() {
         return reject(
@@ -181,6 +194,16 @@ fn handle_apply(world: &World, apply: &Apply) -> Decision {
             stream: crate::event::CLUSTER_STREAM.to_owned(),
             events: settings,
         });
+    }
+    if let Some(webhooks) = apply.notify.as_ref().filter(|n| **n != world.notify) {
+        appends.push(Append {
+            stream: crate::event::NOTIFY_STREAM.to_owned(),
+            events: vec![Event::NotifyDefined {
+                webhooks: webhooks.clone(),
+                source: apply.source.clone(),
+            }],
+        });
+        names.push("the webhooks");
     }
     let message = if names.is_empty() {
         "no change: every service is already defined this way".to_owned()
@@ -273,6 +296,15 @@ fn handle_deploy(world: &World, deploy: &Deploy, deployment_id: &str, now_ms: i6
             deploy.service
         ));
     }
+    let overridden = match rollout::guard_deploy(
+        world,
+        &deploy.service,
+        deploy.override_rollout,
+        deployment_id,
+    ) {
+        Ok(recorded) => recorded,
+        Err(rejection) => return Decision::Reject(rejection),
+    };
     let up_to_date = state.image.as_deref() == Some(deploy.image.as_str())
         && serving(state).filter(|r| r.image == deploy.image).count() as u32 >= spec.replicas;
     if up_to_date {
@@ -284,7 +316,7 @@ fn handle_deploy(world: &World, deploy: &Deploy, deployment_id: &str, now_ms: i6
             ),
         );
     }
-    start_deployment(
+    let decision = start_deployment(
         state,
         spec,
         &deploy.image,
@@ -292,7 +324,25 @@ fn handle_deploy(world: &World, deploy: &Deploy, deployment_id: &str, now_ms: i6
         false,
         deployment_id,
         now_ms,
-    )
+    );
+    match (decision, overridden) {
+        (
+            Decision::Accept {
+                mut appends,
+                deployment_id,
+                message,
+            },
+            Some(recorded),
+        ) => {
+            appends.push(recorded);
+            Decision::Accept {
+                appends,
+                deployment_id,
+                message: format!("{message}; outside the rollout in flight (overridden)"),
+            }
+        }
+        (decision, _) => decision,
+    }
 }
 
 fn handle_rollback(
@@ -335,7 +385,8 @@ fn handle_rollback(
     start_deployment(state, spec, previous, strategy, true, deployment_id, now_ms)
 }
 
-fn start_deployment(
+/// The `DeploymentStarted` of `spec`'s service to `image`, as a decision.
+pub(crate) fn start_deployment(
     state: &ServiceState,
     spec: &ServiceSpec,
     image: &str,

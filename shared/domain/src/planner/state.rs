@@ -328,6 +328,10 @@ pub struct World {
     /// When the last hold ended (ms since epoch): hosts suspected before
     /// then do not make a new one.
     pub released_at_ms: Option<i64>,
+    /// Fleet rollouts (stream `_rollouts`).
+    pub rollouts: crate::rollout::Rollouts,
+    /// The webhooks of the notify block last applied.
+    pub notify: Vec<crate::notify::Webhook>,
 }
 
 impl World {
@@ -433,6 +437,16 @@ impl World {
             Event::LogBreakAccepted { .. } => {}
             Event::ServiceDefined { spec, .. } => {
                 self.services.entry(spec.name.clone()).or_default().spec = Some(spec.clone());
+            }
+            Event::NotifyDefined { webhooks, .. } => self.notify = webhooks.clone(),
+            Event::WebhookDelivered { rollout_id, .. }
+            | Event::WebhookFailed { rollout_id, .. } => {
+                if let Some(id) = rollout_id {
+                    self.rollouts.note_webhook(id, &envelope.event);
+                }
+            }
+            event if event.rollout_id().is_some() => {
+                self.rollouts.apply(event, at, &envelope.meta);
             }
             event => {
                 let service = self.services.entry(stream.to_owned()).or_default();
@@ -816,7 +830,22 @@ fn apply_service(s: &mut ServiceState, event: &Event, at: i64, meta: &crate::Met
         | Event::RouterLost { .. }
         | Event::PlannerLeaderElected { .. }
         | Event::LogBreakAccepted { .. }
-        | Event::ServiceDefined { .. } => {}
+        | Event::ServiceDefined { .. }
+        | Event::RolloutStarted { .. }
+        | Event::RolloutWaveStarted { .. }
+        | Event::RolloutTargetDeployed { .. }
+        | Event::RolloutWaveBaking { .. }
+        | Event::RolloutWaveCompleted { .. }
+        | Event::RolloutPaused { .. }
+        | Event::RolloutResumed { .. }
+        | Event::RolloutCancelled { .. }
+        | Event::RolloutRollbackStarted { .. }
+        | Event::RolloutRollbackCompleted { .. }
+        | Event::RolloutCompleted { .. }
+        | Event::RolloutTargetOverridden { .. }
+        | Event::NotifyDefined { .. }
+        | Event::WebhookDelivered { .. }
+        | Event::WebhookFailed { .. } => {}
     }
 }
 

@@ -86,6 +86,7 @@ impl Sim {
             deploy,
             route: Default::default(),
             audit: Default::default(),
+            labels: Default::default(),
         };
         let spec = ServiceSpec {
             health: health.unwrap_or(spec.health),
@@ -97,6 +98,7 @@ impl Sim {
             services: vec![spec],
             cluster: None,
             security: None,
+            notify: None,
             source: None,
             actor: None,
             reason: None,
@@ -167,6 +169,7 @@ impl Sim {
             service: "web".into(),
             image: image.into(),
             strategy,
+            override_rollout: false,
             actor: Some("test".into()),
             reason: None,
         });
@@ -244,49 +247,14 @@ impl Sim {
     }
 
     pub fn cluster_facts(&mut self) -> Vec<Event> {
-        let s = &self.world.services["web"];
-        let mut facts = Vec::new();
-        for r in s.replicas.values().filter(|r| !self.down.contains(&r.host)) {
-            use mentat_domain::planner::Phase::*;
-            let exit = |requested| Event::ReplicaExited {
-                replica: r.id.clone(),
-                service: "web".into(),
-                host: r.host.clone(),
-                status: ExitStatus {
-                    code: Some(if requested { 0 } else { 1 }),
-                    signal: None,
-                },
-                requested,
-                reason: None,
-            };
-            match r.phase {
-                Requested if !self.started.contains_key(&r.id) => {
-                    self.started.insert(r.id.clone(), r.image.clone());
-                    facts.push(Event::ReplicaStarted {
-                        replica: r.id.clone(),
-                        service: "web".into(),
-                        host: r.host.clone(),
-                        pid: 1,
-                        addr: format!("127.0.0.1:{}", 9000 + self.started.len()),
-                        health: r.health.clone(),
-                    });
-                }
-                Running if r.image.contains("crash") => facts.push(exit(false)),
-                Running if !r.image.contains("unhealthy") => facts.push(Event::ReplicaHealthy {
-                    replica: r.id.clone(),
-                    service: "web".into(),
-                }),
-                Draining if r.drained_by.is_empty() => facts.push(Event::ReplicaDrained {
-                    replica: r.id.clone(),
-                    service: "web".into(),
-                    router: "r1".into(),
-                    timed_out: false,
-                }),
-                Stopping => facts.push(exit(true)),
-                _ => {}
-            }
-        }
-        facts
+        let crashes = |r: &mentat_domain::planner::Replica| r.image.contains("crash");
+        service_facts(
+            &self.world.services["web"],
+            "web",
+            &mut self.started,
+            &self.down,
+            crashes,
+        )
     }
 
     pub fn outcome(&self, id: &str) -> (Outcome, Option<String>) {
@@ -374,4 +342,60 @@ impl Sim {
         }
         self.settle();
     }
+}
+
+/// What a make-believe cluster reports next about the replicas of
+/// `service`: a requested replica starts (once: `started` remembers it),
+/// a running one crashes when `crashes` says so, passes its probe unless
+/// its image contains "unhealthy", a draining one drains, a stopping one
+/// exits. Replicas on hosts in `down` report nothing.
+pub fn service_facts(
+    s: &mentat_domain::planner::ServiceState,
+    service: &str,
+    started: &mut BTreeMap<String, String>,
+    down: &std::collections::BTreeSet<String>,
+    crashes: impl Fn(&mentat_domain::planner::Replica) -> bool,
+) -> Vec<Event> {
+    let mut facts = Vec::new();
+    for r in s.replicas.values().filter(|r| !down.contains(&r.host)) {
+        use mentat_domain::planner::Phase::*;
+        let exit = |requested| Event::ReplicaExited {
+            replica: r.id.clone(),
+            service: service.into(),
+            host: r.host.clone(),
+            status: ExitStatus {
+                code: Some(if requested { 0 } else { 1 }),
+                signal: None,
+            },
+            requested,
+            reason: None,
+        };
+        match r.phase {
+            Requested if !started.contains_key(&r.id) => {
+                started.insert(r.id.clone(), r.image.clone());
+                facts.push(Event::ReplicaStarted {
+                    replica: r.id.clone(),
+                    service: service.into(),
+                    host: r.host.clone(),
+                    pid: 1,
+                    addr: format!("127.0.0.1:{}", 9000 + started.len()),
+                    health: r.health.clone(),
+                });
+            }
+            Running if crashes(r) => facts.push(exit(false)),
+            Running if !r.image.contains("unhealthy") => facts.push(Event::ReplicaHealthy {
+                replica: r.id.clone(),
+                service: service.into(),
+            }),
+            Draining if r.drained_by.is_empty() => facts.push(Event::ReplicaDrained {
+                replica: r.id.clone(),
+                service: service.into(),
+                router: "r1".into(),
+                timed_out: false,
+            }),
+            Stopping => facts.push(exit(true)),
+            _ => {}
+        }
+    }
+    facts
 }

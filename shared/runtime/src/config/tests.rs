@@ -290,3 +290,42 @@ fn a_security_block_is_read_and_each_bad_value_named() {
         "{e}"
     );
 }
+
+#[test]
+fn labels_are_read_and_a_bad_one_is_named_with_its_line() {
+    let text = format!("{MINIMAL}    labels: {{ kind: edge, zone: eu-1 }}\n");
+    let specs = parse(&text, "mentat.yaml").expect("valid");
+    assert_eq!(
+        specs[0].labels.get("kind").map(String::as_str),
+        Some("edge")
+    );
+    assert_eq!(specs[0].labels.len(), 2);
+    let text = format!("{MINIMAL}    labels: {{ kind: \"edge node\" }}\n");
+    let err = one_error(&text);
+    assert!(err.contains("services.web.labels.kind"), "{err}");
+    let text = format!("{MINIMAL}    labels: [edge]\n");
+    let all = problems(&text);
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0].path, "services.web.labels");
+}
+
+#[test]
+fn a_notify_block_is_read_and_checked() {
+    let text = format!(
+        "{MINIMAL}notify:\n  - {{ name: ops, url: \"http://127.0.0.1:9/hook\", format: slack, events: [RolloutPaused] }}\n"
+    );
+    let file = parse_file(&text, "mentat.yaml").expect("valid");
+    let hooks = file.notify.expect("a notify block");
+    assert_eq!(hooks[0].name, "ops");
+    assert!(hooks[0].wants("RolloutPaused") && !hooks[0].wants("RolloutStarted"));
+    let text =
+        format!("{MINIMAL}notify:\n  - {{ name: ops, url: \"https://x/\", format: slack }}\n");
+    let err = parse_file(&text, "mentat.yaml").expect_err("https refused");
+    assert!(err.to_string().contains("notify[0].url"), "{err}");
+    let text = format!("{MINIMAL}notify:\n  - {{ name: ops, url: \"http://x/\", format: xml }}\n");
+    assert!(parse_file(&text, "mentat.yaml").is_err());
+    assert_eq!(
+        parse_file(MINIMAL, "mentat.yaml").expect("valid").notify,
+        None
+    );
+}
