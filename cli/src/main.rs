@@ -25,6 +25,7 @@ mod instances;
 mod node;
 mod output;
 mod ps;
+mod security;
 mod send;
 mod status;
 mod supervisor;
@@ -49,6 +50,15 @@ struct Cli {
         default_value = supervisor::DEFAULT_NATS_URL
     )]
     nats: String,
+    /// This `mt`'s NATS credentials (an nkey seed or .creds file) [default:
+    /// ./.mentat/identities/operator.nk when `mt up` made it there].
+    #[arg(long, global = true, value_name = "FILE", env = "MENTAT_NATS_CREDS")]
+    nats_creds: Option<std::path::PathBuf>,
+    /// Run without NATS credentials: `mt up` starts NATS open to anyone who
+    /// reaches it; other commands talk to a NATS beyond this machine
+    /// without credentials.
+    #[arg(long, global = true)]
+    insecure: bool,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -99,6 +109,9 @@ enum Cmd {
     /// planner's key, sign an anchor now.
     #[command(subcommand)]
     Audit(audit::Cmd),
+    /// NATS identities and permissions for a cluster set up by hand.
+    #[command(subcommand)]
+    Security(security::Cmd),
 }
 
 fn main() -> ExitCode {
@@ -137,6 +150,15 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<()> {
     let nats = cli.nats.as_str();
+    let access = mentat_runtime::NatsAccess {
+        nats_creds: cli.nats_creds,
+        insecure: cli.insecure,
+    };
+    match &cli.command {
+        // They choose their own identities.
+        Cmd::Up(_) | Cmd::Node(_) | Cmd::Security(_) => {}
+        _ => client::choose_credentials(nats, access.nats_creds.as_deref(), access.insecure)?,
+    }
     match cli.command {
         Cmd::Apply(args) => apply::run(nats, args).await,
         Cmd::Deploy(args) => deploy::deploy(nats, args).await,
@@ -154,9 +176,10 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Status(args) => status::run(nats, args).await,
         Cmd::History(args) => history::run(nats, args).await,
         Cmd::Hosts(args) => hosts::run(nats, args).await,
-        Cmd::Up(args) => up::run(nats, args).await,
-        Cmd::Node(args) => node::run(nats, args).await,
+        Cmd::Up(args) => up::run(nats, access, args).await,
+        Cmd::Node(args) => node::run(nats, access, args).await,
         Cmd::Audit(cmd) => audit::run(nats, cmd).await,
+        Cmd::Security(cmd) => security::run(cmd),
     }
 }
 

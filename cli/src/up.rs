@@ -50,8 +50,10 @@ pub struct Args {
     pub nats_cluster: Option<u16>,
 }
 
-/// Run the whole system in the foreground until Ctrl-C.
-pub async fn run(nats: &str, args: Args) -> Result<()> {
+/// Run the whole system in the foreground until Ctrl-C. Unless
+/// `access.insecure`, every component gets its own NATS identity, made
+/// under `<data-dir>/identities` (see [`supervisor::Security`]).
+pub async fn run(nats: &str, access: mentat_runtime::NatsAccess, args: Args) -> Result<()> {
     if secrets::password_on_command_line(std::env::args_os(), &["--database-url"]).is_some() {
         return Err(Error::Usage(secrets::password_on_command_line_error(
             "--database-url",
@@ -70,6 +72,8 @@ pub async fn run(nats: &str, args: Args) -> Result<()> {
         http: args.http,
         admin: args.admin,
         nats_cluster: args.nats_cluster.map(usize::from),
+        insecure: access.insecure,
+        credentials: None,
     })
     .await
 }

@@ -32,14 +32,18 @@ fn up(nats_url: &str, data: &Path, http: &str, admin: &str) -> Command {
     cmd
 }
 
-/// `mt ARGS` against `nats_url`.
-fn mt(nats_url: &str, args: &[&str]) -> Output {
-    Command::new(bin_dir().join("mt"))
-        .args(args)
+/// `mt ARGS` against `nats_url`, with the credentials in `creds` (none
+/// when empty).
+fn mt(nats_url: &str, creds: &str, args: &[&str]) -> Output {
+    let mut mt = Command::new(bin_dir().join("mt"));
+    mt.args(args)
         .env("MENTAT_NATS_URL", nats_url)
-        .env("USER", "tester")
-        .output()
-        .expect("run mt")
+        .env_remove("MENTAT_NATS_CREDS")
+        .env("USER", "tester");
+    if !creds.is_empty() {
+        mt.env("MENTAT_NATS_CREDS", creds);
+    }
+    mt.output().expect("run mt")
 }
 
 fn closed(port: u16) -> bool {
@@ -123,12 +127,39 @@ async fn up_runs_the_whole_system_deploys_through_it_and_stops_on_ctrl_c() {
         Duration::from_secs(60),
     );
     wait_for(&out, &mut said, "Mentat is up", Duration::from_secs(60));
+    // Its data directory is not ./.mentat: it says where the operator's
+    // credentials are, and nothing is done without them.
+    let creds = said
+        .iter()
+        .find_map(|line| line.split("export MENTAT_NATS_CREDS=").nth(1))
+        .map(|path| path.trim().to_owned())
+        .expect("mt up says where the operator's credentials are");
+    assert!(
+        creds.starts_with(&dir.path().display().to_string()),
+        "{creds}"
+    );
+    let anonymous = mt(&nats_url, "", &["status"]);
+    assert!(!anonymous.status.success());
+    assert!(
+        text(&anonymous).contains("refused the connection"),
+        "{}",
+        text(&anonymous)
+    );
+    let viewer = creds.replace("operator.nk", "viewer.nk");
+    let refused = mt(&nats_url, &viewer, &["deploy", "web", "--image", "v0"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("unauthorised") && text(&refused).contains("mentat.cmd.deploy"),
+        "{}",
+        text(&refused)
+    );
 
     // A reason holding terminal escape sequences (set the window title,
     // clear the screen) is recorded as sent and shown escaped.
     let reason = "\u{1b}]0;owned\u{7}\u{1b}[2Jfirst";
     let deploy = mt(
         &nats_url,
+        &creds,
         &[
             "deploy",
             "web",
@@ -141,7 +172,7 @@ async fn up_runs_the_whole_system_deploys_through_it_and_stops_on_ctrl_c() {
         ],
     );
     assert!(deploy.status.success(), "{}", text(&deploy));
-    let status = mt(&nats_url, &["history", "web"]);
+    let status = mt(&nats_url, &viewer, &["history", "web"]);
     let shown = String::from_utf8_lossy(&status.stdout);
     assert!(
         !shown.contains('\u{1b}') && !shown.contains('\u{7}'),
@@ -166,6 +197,10 @@ async fn up_runs_the_whole_system_deploys_through_it_and_stops_on_ctrl_c() {
         .collect::<Vec<_>>();
     assert_eq!(planners.len(), 1, "{planners:?}");
     assert!(!planners[0].contains("database"), "{}", planners[0]);
+    // Each service has its own identity, given by path: no secret in `ps`.
+    assert!(planners[0].contains("planner.nk"), "{}", planners[0]);
+    let seed = std::fs::read_to_string(dir.path().join("identities/planner.nk")).expect("seed");
+    assert!(!planners[0].contains(seed.trim()), "{}", planners[0]);
     let (status, body) = load::get(&http, "web.localhost")
         .await
         .expect("GET through the router");

@@ -66,6 +66,9 @@ pub struct Config {
     /// updated to it). Give every service the same value.
     #[arg(long, env = "MENTAT_STREAM_REPLICAS", default_value = "auto")]
     pub stream_replicas: mentat_bus::Replicas,
+    /// Credentials for NATS, or `--insecure`.
+    #[command(flatten)]
+    pub access: mentat_runtime::NatsAccess,
     /// Event log: sqlite://PATH (default: DATA_DIR/mentat.db) or
     /// postgres://... A URL with a password is refused here (every local
     /// user reads command lines): give it in MENTAT_DATABASE_URL or
@@ -161,6 +164,7 @@ impl Config {
         Config {
             nats: nats.into(),
             stream_replicas: mentat_bus::Replicas::Auto,
+            access: mentat_runtime::NatsAccess::default(),
             database_url: Some(database_url.into()),
             database_url_file: None,
             data_dir: PathBuf::from(".mentat"),
@@ -244,8 +248,13 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     if let Some(why) = store.rewrite_rights().await? {
         tracing::warn!("{why}");
     }
-    let bus = mentat_bus::Bus::connect_with(
+    let access = mentat_bus::access::Access::new(
         &config.nats,
+        config.access.nats_creds.as_deref(),
+        config.access.insecure,
+    )?;
+    let bus = mentat_bus::Bus::connect_with(
+        &access,
         "mentat-planner",
         Duration::from_secs(30),
         config.stream_replicas,

@@ -167,8 +167,13 @@ impl Router {
             addr: config.admin_listen,
             source,
         })?;
-        let bus = Bus::connect_with(
+        let access = mentat_bus::access::Access::new(
             &config.nats_url,
+            config.access.nats_creds.as_deref(),
+            config.access.insecure,
+        )?;
+        let bus = Bus::connect_with(
+            &access,
             "router",
             config.nats_wait(),
             config.stream_replicas,

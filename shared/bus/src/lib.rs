@@ -6,15 +6,21 @@
 //! - [`streams`]: the JetStream streams that make commands, facts and events
 //!   survive a restart, replicated on a cluster.
 //! - [`anchors`]: signed anchors of the log, in `MENTAT_ANCHORS` and in a file.
+//! - [`access`]: an identity's credentials, and no NATS beyond this
+//!   machine without them unless `--insecure`.
+//! - [`identities`]: one nkey identity per component and the nats-server
+//!   permissions that give each the least it needs.
 //! - [`client`]: connecting (to one server or any of a cluster, reconnecting
 //!   to another when one goes away), requesting and publishing with the codec.
 //! - [`consumer`]: durable consumers that re-open themselves, and ordered
 //!   consumers for replays.
 
+pub mod access;
 pub mod anchors;
 pub mod client;
 pub mod codec;
 pub mod consumer;
+pub mod identities;
 pub mod streams;
 pub mod subject;
 
@@ -39,12 +45,38 @@ pub enum Error {
     },
     /// The NATS server refused the credentials (or their absence): fix
     /// them, retrying does not help. `url` has its password masked.
-    #[error("the NATS server at {url} refused the connection: {detail}; give the user and password in the URL (nats://USER:PASSWORD@HOST:PORT, best in MENTAT_NATS_URL rather than on a command line)")]
+    #[error("the NATS server at {url} refused the connection: {detail}; give this component's credentials file with --nats-creds FILE (or MENTAT_NATS_CREDS; `mt security init` makes them), or a user and password in the URL (nats://USER:PASSWORD@HOST:PORT, best in MENTAT_NATS_URL rather than on a command line)")]
     Refused {
         /// The URL list, passwords masked.
         url: String,
         /// What the server said.
         detail: String,
+    },
+    /// A credentials file cannot be read or is not one; fix the path or
+    /// the file, retrying does not help.
+    #[error("cannot use the NATS credentials in {}: {detail}", path.display())]
+    Credentials {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong (never the secret).
+        detail: String,
+    },
+    /// No credentials, and a NATS server of the list is beyond this
+    /// machine: refused before connecting, unless `--insecure`.
+    #[error("refusing to talk to NATS at {url} without credentials: anyone who reaches it could command the cluster; give this component's credentials with --nats-creds FILE (or MENTAT_NATS_CREDS; `mt security init --dir DIR` makes one per component and the nats-server configuration), or pass --insecure to run without")]
+    Insecure {
+        /// The URL list, passwords masked.
+        url: String,
+    },
+    /// The server refused this identity an operation (publishing or
+    /// subscribing on `subject`): its permissions do not allow it.
+    /// Reject; retrying does not help.
+    #[error("unauthorised: the NATS server refused to let this identity {action} on {subject}")]
+    Unauthorised {
+        /// `publish` or `subscribe`.
+        action: &'static str,
+        /// The subject refused.
+        subject: String,
     },
     /// The NATS server is older than [`client::MIN_SERVER_VERSION`]; nothing
     /// was created on it. Retrying does not help.

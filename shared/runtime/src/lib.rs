@@ -6,12 +6,15 @@
 //! - [`config`]: the `mentat.yaml` service file, parsed and validated with
 //!   file, line and field named in every error.
 //! - [`secrets`]: database URLs with passwords kept off command lines.
+//! - [`nats_access`]: the NATS credentials flags every component takes.
 
 pub mod config;
+pub mod nats_access;
 pub mod secrets;
 pub mod shutdown;
 pub mod telemetry;
 
+pub use nats_access::NatsAccess;
 pub use shutdown::Shutdown;
 
 /// Exit code for a bad configuration (`EX_USAGE`).

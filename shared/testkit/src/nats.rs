@@ -38,16 +38,26 @@ pub struct NatsServer {
     child: Option<Child>,
     port: u16,
     membership: Option<Membership>,
+    /// A configuration file given first (`-c`), such as the one
+    /// `mentat_bus::identities::init` writes.
+    config: Option<PathBuf>,
     dir: TempDir,
 }
 
 impl NatsServer {
     /// Start a server on a free port and wait until it accepts connections.
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// [`NatsServer::start`] with the configuration file `config` (its
+    /// `authorization`, say), the test's flags winning over it.
+    pub fn start_with(config: Option<PathBuf>) -> Self {
         let mut server = NatsServer {
             child: None,
             port: crate::free_port(),
             membership: None,
+            config,
             dir: tempfile::tempdir().expect("tempdir for nats-server"),
         };
         server.spawn();
@@ -124,6 +134,9 @@ impl NatsServer {
             .open(self.dir.path().join("nats.log"))
             .expect("nats log file");
         let mut cmd = Command::new(server_bin());
+        if let Some(config) = &self.config {
+            cmd.arg("-c").arg(config);
+        }
         cmd.args([
             "-a",
             "127.0.0.1",
@@ -203,6 +216,11 @@ impl NatsCluster {
     /// Start `size` nodes and wait until each accepts connections and
     /// reports JetStream healthy (a meta leader elected, the node current).
     pub fn start(size: usize) -> Self {
+        Self::start_with(size, None)
+    }
+
+    /// [`NatsCluster::start`], every node with the configuration `config`.
+    pub fn start_with(size: usize, config: Option<PathBuf>) -> Self {
         assert!(size >= 1, "a cluster has at least one node");
         let ports = distinct_free_ports(3 * size);
         let cluster_ports: Vec<u16> = ports[size..2 * size].to_vec();
@@ -220,6 +238,7 @@ impl NatsCluster {
                         .map(|j| cluster_ports[j])
                         .collect(),
                 }),
+                config: config.clone(),
                 dir: tempfile::tempdir().expect("tempdir for nats-server"),
             })
             .collect();
