@@ -3,6 +3,8 @@
 //! on a free port and a real database, SQLite or a fresh PostgreSQL one.
 //!
 //! - [`Cluster`]: starts and stops the four services; kills and restarts one.
+//!   NATS runs with Mentat's permissions: every service and `mt` has its
+//!   own identity ([`Identities`]); the test's own bus plays every part.
 //!   [`Cluster::start_on_nats_cluster`] runs them on a three-node NATS
 //!   cluster instead of one server.
 //! - [`Load`]: a client that sends requests through the router without pause
@@ -24,7 +26,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use mentat_bus::{subject, Bus, Encoding};
+use mentat_bus::access::{Access, Credentials};
+use mentat_bus::identities::{self, Role};
+use mentat_bus::{subject, Bus, Encoding, Replicas};
 use mentat_domain::command::{
     DeploymentRecord, HistoryQuery, HistoryReply, ServiceStatus, StatusQuery, StatusReply,
 };
@@ -51,6 +55,60 @@ pub enum Db {
 
 /// The four services.
 pub const SERVICES: [&str; 4] = ["planner", "executor", "health-watcher", "router"];
+
+/// The executor hosts that have an identity on a test cluster's NATS.
+pub const HOSTS: [&str; 4] = ["e2e-host", "e2e-b", "e2e-c", "node-2"];
+
+/// The NATS identities of a test cluster (`mt security init` for
+/// [`HOSTS`]) and the nats-server configuration that holds each to its
+/// permissions, plus one unrestricted identity for the test itself, which
+/// forges what the tests forge.
+#[derive(Debug)]
+pub struct Identities {
+    dir: TempDir,
+    unrestricted: Credentials,
+}
+
+impl Identities {
+    /// Make them in a directory of their own.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let hosts: Vec<String> = HOSTS.iter().map(|h| (*h).to_owned()).collect();
+        let made = identities::init(dir.path(), &Role::all(&hosts)).unwrap();
+        let admin = dir.path().join("unrestricted");
+        identities::init(&admin, &[Role::Operator]).unwrap();
+        let unrestricted =
+            Credentials::read(&identities::seed_path(&admin, &Role::Operator)).unwrap();
+        let key = unrestricted.public_key().unwrap();
+        let config = identities::server_config_with(&made, &[key]);
+        std::fs::write(dir.path().join(identities::SERVER_CONFIG), config).unwrap();
+        Identities { dir, unrestricted }
+    }
+
+    /// The nats-server configuration.
+    pub fn server_config(&self) -> PathBuf {
+        self.dir.path().join(identities::SERVER_CONFIG)
+    }
+
+    /// The credentials file of `role`.
+    pub fn creds(&self, role: &Role) -> PathBuf {
+        identities::seed_path(self.dir.path(), role)
+    }
+
+    /// `--nats-creds <file of role>`, for a component a test starts.
+    pub fn args(&self, role: &Role) -> Vec<String> {
+        vec![
+            "--nats-creds".into(),
+            self.creds(role).display().to_string(),
+        ]
+    }
+}
+
+impl Default for Identities {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 /// Directory holding the workspace's built binaries (target/debug).
 pub fn bin_dir() -> PathBuf {
@@ -96,6 +154,8 @@ pub struct Cluster {
     /// On a NATS cluster ([`Cluster::start_on_nats_cluster`]): its other
     /// nodes, `nats` being the first. Empty on a single server.
     pub nats_peers: Vec<NatsServer>,
+    /// Every component's NATS identity.
+    pub identities: Identities,
 }
 
 impl Cluster {
@@ -108,26 +168,32 @@ impl Cluster {
     /// As [`Cluster::start`], with extra flags for the router (kept when it
     /// is restarted), for example `["--stats-interval-ms", "100"]`.
     pub async fn start_with_router_args(db: Db, router_args: &[&str]) -> Cluster {
-        Self::start_on(NatsServer::start(), Vec::new(), db, router_args, &SERVICES).await
+        let ids = Identities::new();
+        let nats = NatsServer::start_with(Some(ids.server_config()));
+        Self::start_on(ids, nats, Vec::new(), db, router_args, &SERVICES).await
     }
 
     /// As [`Cluster::start`], with no router at all: no router is known,
     /// so drains are not waited for, and `mt status` lists none.
     pub async fn start_without_router(db: Db) -> Cluster {
         let services = ["planner", "executor", "health-watcher"];
-        Self::start_on(NatsServer::start(), Vec::new(), db, &[], &services).await
+        let ids = Identities::new();
+        let nats = NatsServer::start_with(Some(ids.server_config()));
+        Self::start_on(ids, nats, Vec::new(), db, &[], &services).await
     }
 
     /// As [`Cluster::start`], on a three-node NATS cluster: every service
     /// (and `mt`) gets all three URLs, and the streams three replicas.
     /// [`Cluster::nats_node`] reaches each node, to kill and restart it.
     pub async fn start_on_nats_cluster(db: Db) -> Cluster {
-        let mut nodes = NatsCluster::start(3).into_nodes();
+        let ids = Identities::new();
+        let mut nodes = NatsCluster::start_with(3, Some(ids.server_config())).into_nodes();
         let first = nodes.remove(0);
-        Self::start_on(first, nodes, db, &[], &SERVICES).await
+        Self::start_on(ids, first, nodes, db, &[], &SERVICES).await
     }
 
     async fn start_on(
+        identities: Identities,
         nats: NatsServer,
         nats_peers: Vec<NatsServer>,
         db: Db,
@@ -165,7 +231,11 @@ impl Cluster {
             .chain(&nats_peers)
             .map(NatsServer::url)
             .collect();
-        let bus = Bus::connect(&urls.join(","), "e2e", Duration::from_secs(30))
+        let access = Access {
+            urls: urls.join(","),
+            credentials: Some(identities.unrestricted.clone()),
+        };
+        let bus = Bus::connect_with(&access, "e2e", Duration::from_secs(30), Replicas::Auto)
             .await
             .unwrap();
         let mut cluster = Cluster {
@@ -181,6 +251,7 @@ impl Cluster {
             bus,
             router_args: router_args.iter().map(|a| (*a).to_owned()).collect(),
             nats_peers,
+            identities,
         };
         for service in services {
             cluster.start_service(service);
@@ -194,6 +265,13 @@ impl Cluster {
         let nats = self.nats_urls();
         let data = self.dir.path().display().to_string();
         let mut args: Vec<String> = vec!["--nats".into(), nats];
+        let role = match service {
+            "planner" | "standby" => Role::Planner,
+            "executor" => Role::Executor("e2e-host".into()),
+            "router" => Role::Router,
+            _ => Role::HealthWatcher,
+        };
+        args.extend(self.identities.args(&role));
         match service {
             // `standby`: a second planner on the same log, standing by.
             "planner" | "standby" => {
@@ -288,7 +366,8 @@ impl Cluster {
         }
     }
 
-    async fn wait_ready(&self) {
+    /// Wait until the planner answers and a host is alive.
+    pub async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(StatusReply::Ok { hosts, .. }) = self.status_query(None).await {
@@ -328,11 +407,12 @@ impl Cluster {
         out
     }
 
-    /// Run `mt ARGS --nats URL`.
+    /// Run `mt ARGS --nats URL` with the operator's identity.
     pub fn mt(&self, args: &[&str]) -> Output {
         Command::new(bin_dir().join("mt"))
             .args(args)
             .args(["--nats", &self.nats_urls()])
+            .env("MENTAT_NATS_CREDS", self.identities.creds(&Role::Operator))
             .env("MENTAT_ACTOR", "e2e")
             .output()
             .unwrap()
@@ -374,6 +454,7 @@ impl Cluster {
         Command::new(bin_dir().join("mt"))
             .args(args)
             .args(["--nats", &self.nats_urls()])
+            .env("MENTAT_NATS_CREDS", self.identities.creds(&Role::Operator))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

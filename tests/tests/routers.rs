@@ -3,6 +3,7 @@
 //! drained; a router killed is recorded lost (it leaves `mt status`) and
 //! no longer waited for.
 
+use mentat_bus::identities::Role;
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,6 +17,7 @@ use mentat_testkit::free_port;
 fn second_router(cluster: &Cluster) -> Child {
     Command::new(bin_dir().join("mentat-router"))
         .args(["--nats", &cluster.nats_urls(), "--router-id", "r2"])
+        .args(cluster.identities.args(&Role::Router))
         .args(["--listen", &format!("127.0.0.1:{}", free_port())])
         .args(["--admin-listen", &format!("127.0.0.1:{}", free_port())])
         .args(["--drain-timeout-secs", "5"])

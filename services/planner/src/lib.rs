@@ -238,6 +238,13 @@ impl Config {
 /// Run the planner until `shutdown` is cancelled. A log that cannot be
 /// reached at start is waited for, as it is later.
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    // Before the log is opened: a planner without credentials for a NATS
+    // beyond this machine does not start at all.
+    let access = mentat_bus::access::Access::new(
+        &config.nats,
+        config.access.nats_creds.as_deref(),
+        config.access.insecure,
+    )?;
     let url = config.database_url();
     let Some((store, mut log)) = open_log(&url, config.migrate_url.as_deref(), &shutdown).await?
     else {
@@ -248,11 +255,6 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     if let Some(why) = store.rewrite_rights().await? {
         tracing::warn!("{why}");
     }
-    let access = mentat_bus::access::Access::new(
-        &config.nats,
-        config.access.nats_creds.as_deref(),
-        config.access.insecure,
-    )?;
     let bus = mentat_bus::Bus::connect_with(
         &access,
         "mentat-planner",

@@ -336,6 +336,13 @@ pub fn read_dir(dir: &Path) -> Result<Vec<Identity>> {
 
 /// The `authorization` block for `identities`, for nats-server's `-c`.
 pub fn server_config(identities: &[Identity]) -> String {
+    server_config_with(identities, &[])
+}
+
+/// [`server_config`] with users held to nothing (public nkeys in
+/// `unrestricted`): an administrator's tool, a test harness that plays
+/// every part.
+pub fn server_config_with(identities: &[Identity], unrestricted: &[&str]) -> String {
     let list = |subjects: &[String]| {
         let quoted: Vec<String> = subjects.iter().map(|s| format!("{s:?}")).collect();
         format!("[{}]", quoted.join(", "))
@@ -358,6 +365,9 @@ pub fn server_config(identities: &[Identity]) -> String {
             out.push_str("      allow_responses: true\n");
         }
         out.push_str("    } }\n");
+    }
+    for key in unrestricted {
+        out.push_str(&format!("    # unrestricted\n    {{ nkey: {key} }}\n"));
     }
     out.push_str("  ]\n}\n");
     out
