@@ -29,9 +29,26 @@ pub const IDENTITIES_DIR: &str = "identities";
 /// operator's credentials when none are given.
 pub const DEFAULT_DATA_DIR: &str = ".mentat";
 
-/// The credentials every connection of this `mt` uses, chosen once at
-/// start from its flags ([`choose_credentials`]).
-static CREDENTIALS: OnceLock<Option<Credentials>> = OnceLock::new();
+/// The credentials and CA every connection of this `mt` uses, chosen once
+/// at start from its flags ([`choose_credentials`]).
+static IDENTITY: OnceLock<Identity> = OnceLock::new();
+
+/// How `mt` proves who it is and checks whom it talks to.
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    /// Its credentials, if any.
+    pub credentials: Option<Credentials>,
+    /// The CA NATS's certificate must be signed by, if TLS.
+    pub ca: Option<PathBuf>,
+}
+
+/// Where `mt up --tls` keeps the CA and certificates, under its data directory.
+pub const TLS_DIR: &str = "tls";
+
+/// The CA certificate `mt up --tls` made in `data_dir`.
+pub fn ca_cert(data_dir: &Path) -> PathBuf {
+    data_dir.join(TLS_DIR).join(mentat_bus::tls::CA_CERT)
+}
 
 /// The operator's credentials file in `data_dir`.
 pub fn operator_creds(data_dir: &Path) -> PathBuf {
@@ -41,25 +58,39 @@ pub fn operator_creds(data_dir: &Path) -> PathBuf {
 /// Decide how this `mt` proves who it is to the NATS at `urls`: the file
 /// given (`--nats-creds`, `MENTAT_NATS_CREDS`), else the operator's in
 /// `./.mentat` when `mt up` made one there, else none, which is refused
-/// for a server beyond this machine unless `insecure`.
-pub fn choose_credentials(urls: &str, given: Option<&Path>, insecure: bool) -> Result<()> {
-    let found = operator_creds(Path::new(DEFAULT_DATA_DIR));
+/// for a server beyond this machine unless `insecure`; and the CA given
+/// (`--nats-ca`, `MENTAT_NATS_CA`), else `./.mentat/tls/ca.pem` when `mt up
+/// --tls` made it.
+pub fn choose_credentials(
+    urls: &str,
+    given: Option<&Path>,
+    ca: Option<&Path>,
+    insecure: bool,
+) -> Result<()> {
+    let here = Path::new(DEFAULT_DATA_DIR);
+    let found = operator_creds(here);
     let path = given.or_else(|| found.is_file().then_some(found.as_path()));
-    let access = Access::new(urls, path, insecure)?;
-    let _ = CREDENTIALS.set(access.credentials);
+    let found_ca = ca_cert(here);
+    let ca = ca.or_else(|| found_ca.is_file().then_some(found_ca.as_path()));
+    let access = Access::new(urls, path, insecure)?.with_ca(ca)?;
+    let _ = IDENTITY.set(Identity {
+        credentials: access.credentials,
+        ca: access.ca,
+    });
     Ok(())
 }
 
-/// Connect to the bus as `mt`, with the credentials [`choose_credentials`] chose.
+/// Connect to the bus as `mt`, as [`choose_credentials`] chose.
 pub async fn connect(url: &str) -> Result<Bus> {
-    connect_as(url, CREDENTIALS.get().cloned().flatten()).await
+    connect_as(url, IDENTITY.get().cloned().unwrap_or_default()).await
 }
 
-/// Connect to the bus as `mt` with `credentials`.
-pub async fn connect_as(url: &str, credentials: Option<Credentials>) -> Result<Bus> {
+/// Connect to the bus as `mt` with `identity`.
+pub async fn connect_as(url: &str, identity: Identity) -> Result<Bus> {
     let access = Access {
         urls: url.to_owned(),
-        credentials,
+        credentials: identity.credentials,
+        ca: identity.ca,
     };
     Bus::connect_with(&access, "mt", CONNECT_WAIT, Replicas::Auto)
         .await

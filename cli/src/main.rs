@@ -54,6 +54,10 @@ struct Cli {
     /// ./.mentat/identities/operator.nk when `mt up` made it there].
     #[arg(long, global = true, value_name = "FILE", env = "MENTAT_NATS_CREDS")]
     nats_creds: Option<std::path::PathBuf>,
+    /// The CA certificate NATS's must be signed by: TLS is then required
+    /// [default: ./.mentat/tls/ca.pem when `mt up --tls` made it there].
+    #[arg(long, global = true, value_name = "FILE", env = "MENTAT_NATS_CA")]
+    nats_ca: Option<std::path::PathBuf>,
     /// Run without NATS credentials: `mt up` starts NATS open to anyone who
     /// reaches it; other commands talk to a NATS beyond this machine
     /// without credentials.
@@ -152,12 +156,18 @@ async fn run(cli: Cli) -> Result<()> {
     let nats = cli.nats.as_str();
     let access = mentat_runtime::NatsAccess {
         nats_creds: cli.nats_creds,
+        nats_ca: cli.nats_ca,
         insecure: cli.insecure,
     };
     match &cli.command {
         // They choose their own identities.
         Cmd::Up(_) | Cmd::Node(_) | Cmd::Security(_) => {}
-        _ => client::choose_credentials(nats, access.nats_creds.as_deref(), access.insecure)?,
+        _ => client::choose_credentials(
+            nats,
+            access.nats_creds.as_deref(),
+            access.nats_ca.as_deref(),
+            access.insecure,
+        )?,
     }
     match cli.command {
         Cmd::Apply(args) => apply::run(nats, args).await,

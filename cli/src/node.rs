@@ -38,6 +38,7 @@ pub struct Args {
 pub async fn run(nats: &str, access: mentat_runtime::NatsAccess, args: Args) -> Result<()> {
     supervisor::run_node(NodePlan {
         insecure: access.insecure,
+        ca: access.nats_ca,
         nats_url: nats.to_owned(),
         data_dir: args.data_dir,
         host_id: args.host_id,

@@ -48,6 +48,12 @@ pub struct Args {
     /// services get every node's URL and streams get 3 replicas.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(3..=5))]
     pub nats_cluster: Option<u16>,
+    /// Serve NATS over TLS (and the routes of --nats-cluster): a CA and
+    /// certificates of its own are made in <data-dir>/tls, and every
+    /// component verifies the server against the CA (<data-dir>/tls/ca.pem,
+    /// for other shells: MENTAT_NATS_CA or --nats-ca).
+    #[arg(long)]
+    pub tls: bool,
 }
 
 /// Run the whole system in the foreground until Ctrl-C. Unless
@@ -73,7 +79,8 @@ pub async fn run(nats: &str, access: mentat_runtime::NatsAccess, args: Args) -> 
         admin: args.admin,
         nats_cluster: args.nats_cluster.map(usize::from),
         insecure: access.insecure,
-        credentials: None,
+        tls: args.tls,
+        identity: Default::default(),
     })
     .await
 }

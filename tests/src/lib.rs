@@ -234,6 +234,7 @@ impl Cluster {
         let access = Access {
             urls: urls.join(","),
             credentials: Some(identities.unrestricted.clone()),
+            ca: None,
         };
         let bus = Bus::connect_with(&access, "e2e", Duration::from_secs(30), Replicas::Auto)
             .await

@@ -87,6 +87,22 @@ fn wait_for(rx: &mpsc::Receiver<String>, seen: &mut Vec<String>, wanted: &str, w
 /// Stops `mt up` if the test fails half-way.
 struct Up(Child);
 
+impl Up {
+    /// Start `cmd` (an `mt up`) with the test's nats-server, and the lines
+    /// it prints on stdout and stderr.
+    fn start(cmd: &mut Command) -> (Up, mpsc::Receiver<String>, mpsc::Receiver<String>) {
+        let mut up = Up(cmd
+            .env("NATS_SERVER_BIN", mentat_testkit::nats::server_bin())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start mt up"));
+        let out = lines(up.0.stdout.take().expect("stdout"));
+        let err = lines(up.0.stderr.take().expect("stderr"));
+        (up, out, err)
+    }
+}
+
 impl Drop for Up {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -102,14 +118,7 @@ async fn up_runs_the_whole_system_deploys_through_it_and_stops_on_ctrl_c() {
     let http_port = free_port();
     let http = format!("127.0.0.1:{http_port}");
     let admin = format!("127.0.0.1:{}", free_port());
-    let mut up = Up(up(&nats_url, dir.path(), &http, &admin)
-        .env("NATS_SERVER_BIN", mentat_testkit::nats::server_bin())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start mt up"));
-    let out = lines(up.0.stdout.take().expect("stdout"));
-    let err = lines(up.0.stderr.take().expect("stderr"));
+    let (mut up, out, err) = Up::start(&mut up(&nats_url, dir.path(), &http, &admin));
     let mut said = Vec::new();
 
     // It starts a nats-server where none answers, then the four services,
@@ -235,6 +244,57 @@ async fn up_runs_the_whole_system_deploys_through_it_and_stops_on_ctrl_c() {
         "nats-server still listens on {nats_port}"
     );
     assert!(closed(http_port), "the router still listens on {http_port}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_with_tls_serves_nats_to_those_with_its_ca_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nats_url = format!("nats://127.0.0.1:{}", free_port());
+    let http = format!("127.0.0.1:{}", free_port());
+    let admin = format!("127.0.0.1:{}", free_port());
+    let (mut up, out, err) = Up::start(up(&nats_url, dir.path(), &http, &admin).arg("--tls"));
+    let mut said = Vec::new();
+    wait_for(
+        &err,
+        &mut said,
+        "export MENTAT_NATS_CA=",
+        Duration::from_secs(30),
+    );
+    wait_for(&out, &mut said, "Mentat is up", Duration::from_secs(60));
+    let exported = |var: &str| {
+        said.iter()
+            .find_map(|line| line.split(&format!("export {var}=")).nth(1))
+            .map(|path| path.trim().to_owned())
+            .unwrap_or_else(|| panic!("mt up says {var}: {said:?}"))
+    };
+    let (creds, ca) = (exported("MENTAT_NATS_CREDS"), exported("MENTAT_NATS_CA"));
+    let with_ca = |args: &[&str]| {
+        Command::new(bin_dir().join("mt"))
+            .args(args)
+            .env("MENTAT_NATS_URL", &nats_url)
+            .env("MENTAT_NATS_CREDS", &creds)
+            .env("MENTAT_NATS_CA", &ca)
+            .output()
+            .expect("run mt")
+    };
+    let deploy = with_ca(&["deploy", "web", "--image", "v1", "--timeout", "60"]);
+    assert!(deploy.status.success(), "{}", text(&deploy));
+    let (status, body) = load::get(&http, "web.localhost")
+        .await
+        .expect("GET through the router");
+    assert_eq!((status, body.trim()), (200, "v1"));
+    // The operator's credentials alone, without the CA: no connection.
+    let without = mt(&nats_url, &creds, &["status"]);
+    assert_eq!(without.status.code(), Some(2), "{}", text(&without));
+    assert!(text(&without).contains("certificate"), "{}", text(&without));
+
+    let signalled = Command::new("sh")
+        .args(["-c", &format!("kill -INT {}", up.0.id())])
+        .status()
+        .expect("kill");
+    assert!(signalled.success());
+    wait_for(&err, &mut said, "stopped", Duration::from_secs(40));
+    assert!(up.0.wait().expect("wait for mt up").success());
 }
 
 /// The command lines of running processes that mention `needle`.

@@ -62,8 +62,11 @@ pub struct Plan {
     pub nats_cluster: Option<usize>,
     /// Run without NATS credentials (`--insecure`).
     pub insecure: bool,
-    /// The operator's credentials, once made: what `mt up` itself uses.
-    pub credentials: Option<Credentials>,
+    /// Serve NATS over TLS with a CA of its own (`--tls`).
+    pub tls: bool,
+    /// The operator's credentials and the CA, once made: what `mt up`
+    /// itself uses.
+    pub identity: client::Identity,
 }
 
 /// The identities `mt up` runs with: one per component under
@@ -136,6 +139,8 @@ pub struct NodePlan {
     pub capacity: Option<u32>,
     /// Run without NATS credentials (`--insecure`).
     pub insecure: bool,
+    /// The CA NATS's certificate must be signed by (`--nats-ca`).
+    pub ca: Option<PathBuf>,
 }
 
 /// The services `mt node` runs, in the order they are stopped.
@@ -152,7 +157,11 @@ pub async fn run_node(plan: NodePlan) -> Result<()> {
         .as_ref()
         .map(|(_, router)| Credentials::read(router))
         .transpose()?;
-    crate::client::connect_as(&plan.nats_url, router_creds)
+    let identity = client::Identity {
+        credentials: router_creds,
+        ca: plan.ca.clone(),
+    };
+    crate::client::connect_as(&plan.nats_url, identity)
         .await
         .map_err(|e| match e {
             Error::Unreachable { url, detail } => Error::Runtime(format!(
@@ -185,6 +194,9 @@ pub async fn run_node(plan: NodePlan) -> Result<()> {
             }
             None if plan.insecure => args.push("--insecure".into()),
             None => {}
+        }
+        if let Some(ca) = &plan.ca {
+            args.extend(["--nats-ca".into(), ca.clone().into_os_string()]);
         }
         if name == "executor" {
             args.extend(["--data-dir".into(), data_dir.as_os_str().to_owned()]);
@@ -308,6 +320,7 @@ pub async fn run(mut plan: Plan) -> Result<()> {
     let data_dir = std::path::absolute(&plan.data_dir)?;
     let log_dir = private_dirs(&data_dir)?;
     let security = secure(&mut plan, &data_dir)?;
+    let server_config = nats_config(&mut plan, security.as_ref(), &data_dir)?;
     let specs = service_specs(
         &plan,
         security.as_ref(),
@@ -319,7 +332,6 @@ pub async fn run(mut plan: Plan) -> Result<()> {
     let mut signals = Signals::new()?;
     let kill = CancellationToken::new();
 
-    let server_config = security.as_ref().map(Security::server_config);
     let files = NatsFiles {
         config: server_config.as_deref(),
         data_dir: &data_dir,
@@ -364,7 +376,7 @@ fn secure(plan: &mut Plan, data_dir: &Path) -> Result<Option<Security>> {
     }
     let security = Security::init(data_dir, this_host_id())?;
     let operator = security.creds(&Role::Operator);
-    plan.credentials = Some(Credentials::read(&operator)?);
+    plan.identity.credentials = Some(Credentials::read(&operator)?);
     let found = std::path::absolute(client::operator_creds(Path::new(client::DEFAULT_DATA_DIR)))?;
     if found != operator {
         say(&format!(
@@ -375,6 +387,53 @@ fn secure(plan: &mut Plan, data_dir: &Path) -> Result<Option<Security>> {
         ));
     }
     Ok(Some(security))
+}
+
+/// The configuration of the nats-servers `mt up` starts: the identities'
+/// permissions (unless `--insecure`) and, with `--tls`, a CA and
+/// certificates of its own in `<data-dir>/tls` (the CA then required of
+/// every connection). `None` when there is nothing to configure.
+fn nats_config(
+    plan: &mut Plan,
+    security: Option<&Security>,
+    data_dir: &Path,
+) -> Result<Option<PathBuf>> {
+    let mut includes = Vec::new();
+    if let Some(security) = security {
+        includes.push(security.server_config());
+    }
+    if plan.tls {
+        let tls = data_dir.join(client::TLS_DIR);
+        let host = nats::host_port(&plan.nats_url).map(|(host, _)| host);
+        let ca = mentat_bus::tls::init(&tls, &host.into_iter().collect::<Vec<_>>())?;
+        let config = if plan.nats_cluster.is_some() {
+            mentat_bus::tls::CLUSTER_CONFIG
+        } else {
+            mentat_bus::tls::SERVER_CONFIG
+        };
+        includes.push(tls.join(config));
+        if ca != std::path::absolute(client::ca_cert(Path::new(client::DEFAULT_DATA_DIR)))? {
+            say(&format!(
+                "NATS is served over TLS with a CA of its own: in other shells, first\n  export MENTAT_NATS_CA={}",
+                ca.display()
+            ));
+        }
+        plan.identity.ca = Some(ca);
+    }
+    if includes.is_empty() {
+        return Ok(None);
+    }
+    // nats-server takes one file: it includes the others, by relative path.
+    let lines: Vec<String> = includes
+        .iter()
+        .map(|path| {
+            let relative = path.strip_prefix(data_dir).unwrap_or(path);
+            format!("include {:?}\n", relative.display().to_string())
+        })
+        .collect();
+    let config = data_dir.join("nats.conf");
+    std::fs::write(&config, lines.concat())?;
+    Ok(Some(config))
 }
 
 /// The four service binaries, or an error naming the ones missing.
@@ -457,6 +516,9 @@ fn service_specs(
                 security.service_creds(name).into_os_string(),
             ]),
             None => args.push("--insecure".into()),
+        }
+        if let Some(ca) = &plan.identity.ca {
+            args.extend(["--nats-ca".into(), ca.clone().into_os_string()]);
         }
         if *name == "executor" {
             if let Some(security) = security {
@@ -583,7 +645,7 @@ async fn start_nats(
     if nats::answers(&host, port, Duration::from_secs(1)).await {
         // A server Mentat cannot work with stops `mt up` here, before any
         // service starts against it.
-        crate::client::connect_as(&plan.nats_url, plan.credentials.clone())
+        crate::client::connect_as(&plan.nats_url, plan.identity.clone())
             .await
             .map_err(|e| match e {
                 Error::Unreachable { url, detail } => Error::Runtime(format!(

@@ -63,7 +63,7 @@ pub async fn apply_when_ready(plan: Plan, services: ServiceFile) {
 async fn connect(plan: &Plan) -> Option<Bus> {
     let deadline = tokio::time::Instant::now() + PLANNER_WAIT;
     loop {
-        match client::connect_as(&plan.nats_url, plan.credentials.clone()).await {
+        match client::connect_as(&plan.nats_url, plan.identity.clone()).await {
             Ok(bus) => return Some(bus),
             Err(e) if tokio::time::Instant::now() >= deadline => {
                 say(&format!("cannot connect to NATS to apply the config: {e}"));
@@ -126,7 +126,8 @@ mod tests {
             admin: std::net::SocketAddr::from(([127, 0, 0, 1], 9180)),
             nats_cluster: None,
             insecure: false,
-            credentials: None,
+            tls: false,
+            identity: Default::default(),
         };
         let text = next_steps(&plan, "web");
         assert!(text.contains("\n  mt deploy web --image v1\n"), "{text}");

@@ -104,7 +104,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         &config.nats,
         config.access.nats_creds.as_deref(),
         config.access.insecure,
-    )?;
+    )?
+    .with_ca(config.access.nats_ca.as_deref())?;
     let bus = tokio::select! {
         bus = Bus::connect_with(&access, &client_name, CONNECT_WAIT, config.stream_replicas) => bus?,
         _ = shutdown.cancelled() => return Ok(()),

@@ -75,7 +75,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         &config.nats,
         config.access.nats_creds.as_deref(),
         config.access.insecure,
-    )?;
+    )?
+    .with_ca(config.access.nats_ca.as_deref())?;
     let bus = tokio::select! {
         bus = Bus::connect_with(
             &access,

@@ -244,7 +244,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         &config.nats,
         config.access.nats_creds.as_deref(),
         config.access.insecure,
-    )?;
+    )?
+    .with_ca(config.access.nats_ca.as_deref())?;
     let url = config.database_url();
     let Some((store, mut log)) = open_log(&url, config.migrate_url.as_deref(), &shutdown).await?
     else {

@@ -171,7 +171,8 @@ impl Router {
             &config.nats_url,
             config.access.nats_creds.as_deref(),
             config.access.insecure,
-        )?;
+        )?
+        .with_ca(config.access.nats_ca.as_deref())?;
         let bus = Bus::connect_with(
             &access,
             "router",

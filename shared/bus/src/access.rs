@@ -119,6 +119,9 @@ pub struct Access {
     pub urls: String,
     /// The identity's credentials.
     pub credentials: Option<Credentials>,
+    /// The CA the server's certificate must be signed by (`--nats-ca`):
+    /// TLS is then required.
+    pub ca: Option<PathBuf>,
 }
 
 impl Access {
@@ -127,7 +130,22 @@ impl Access {
         Access {
             urls: urls.to_owned(),
             credentials: None,
+            ca: None,
         }
+    }
+
+    /// Require TLS, the server's certificate signed by the CA in `ca`.
+    pub fn with_ca(self, ca: Option<&Path>) -> Result<Self> {
+        if let Some(ca) = ca.filter(|ca| !ca.is_file()) {
+            return Err(Error::Credentials {
+                path: ca.to_owned(),
+                detail: "no CA certificate there".into(),
+            });
+        }
+        Ok(Access {
+            ca: ca.map(Path::to_owned),
+            ..self
+        })
     }
 
     /// What a component was given: `urls`, a credentials file, and
@@ -147,6 +165,7 @@ impl Access {
         Ok(Access {
             urls: urls.to_owned(),
             credentials,
+            ca: None,
         })
     }
 }

@@ -275,6 +275,9 @@ impl Bus {
             if let Some(credentials) = &access.credentials {
                 options = credentials.apply(options)?;
             }
+            if let Some(ca) = &access.ca {
+                options = options.add_root_certificates(ca.clone()).require_tls(true);
+            }
             let attempt = options
                 .event_callback(move |event| {
                     let connected = connected.clone();

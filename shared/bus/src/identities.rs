@@ -283,18 +283,7 @@ pub fn init(dir: &Path, roles: &[Role]) -> Result<Vec<Identity>> {
         file.write_all(seed.as_bytes()).map_err(|e| io(&path, e))?;
     }
     let identities = read_dir(dir)?;
-    let config = server_config(&identities);
-    let conf = dir.join(SERVER_CONFIG);
-    let tmp = dir.join(format!(".{SERVER_CONFIG}.tmp"));
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .and_then(|mut f| f.write_all(config.as_bytes()))
-        .map_err(|e| io(&tmp, e))?;
-    std::fs::rename(&tmp, &conf).map_err(|e| io(&conf, e))?;
+    crate::write_private(&dir.join(SERVER_CONFIG), &server_config(&identities))?;
     Ok(identities)
 }
 

@@ -10,6 +10,7 @@
 //!   machine without them unless `--insecure`.
 //! - [`identities`]: one nkey identity per component and the nats-server
 //!   permissions that give each the least it needs.
+//! - [`tls`]: a CA of Mentat's own and the NATS servers' certificate.
 //! - [`client`]: connecting (to one server or any of a cluster, reconnecting
 //!   to another when one goes away), requesting and publishing with the codec.
 //! - [`consumer`]: durable consumers that re-open themselves, and ordered
@@ -23,6 +24,7 @@ pub mod consumer;
 pub mod identities;
 pub mod streams;
 pub mod subject;
+pub mod tls;
 
 pub use client::Bus;
 pub use codec::Encoding;
@@ -122,6 +124,27 @@ impl Error {
     pub(crate) fn nats(e: impl std::fmt::Display) -> Self {
         Error::Nats(e.to_string())
     }
+}
+
+/// Write `text` to `path`, readable by its owner only (0600), replacing
+/// it whole (written beside it, then renamed).
+pub(crate) fn write_private(path: &std::path::Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let failed = |path: &std::path::Path, e: std::io::Error| Error::Credentials {
+        path: path.to_owned(),
+        detail: e.to_string(),
+    };
+    let tmp = path.with_extension("tmp");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| failed(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| failed(path, e))
 }
 
 /// Current time in milliseconds since the Unix epoch.

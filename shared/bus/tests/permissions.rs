@@ -292,6 +292,7 @@ async fn an_identity_the_server_does_not_know_is_refused_at_connect() {
     let access = Access {
         urls: s.nats.url(),
         credentials: Some(creds),
+        ca: None,
     };
     let refused = Bus::connect_with(&access, "stranger", WAIT, Replicas::Auto).await;
     assert!(matches!(refused, Err(Error::Refused { .. })), "{refused:?}");

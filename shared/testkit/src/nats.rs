@@ -74,6 +74,11 @@ impl NatsServer {
         self.port
     }
 
+    /// The port it listens on for routes (a cluster node only).
+    pub fn route_port(&self) -> Option<u16> {
+        self.membership.as_ref().map(|m| m.cluster_port)
+    }
+
     /// Its server name, as clients and the other nodes know it (a cluster
     /// node only).
     pub fn name(&self) -> Option<&str> {
