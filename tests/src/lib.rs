@@ -3,8 +3,9 @@
 //! on a free port and a real database, SQLite or a fresh PostgreSQL one.
 //!
 //! - [`Cluster`]: starts and stops the four services; kills and restarts one.
-//!   NATS runs with Mentat's permissions: every service and `mt` has its
-//!   own identity ([`Identities`]); the test's own bus plays every part.
+//!   NATS runs with Mentat's permissions and over TLS: every service and
+//!   `mt` has its own identity and verifies the server against the CA
+//!   ([`Identities`]); the test's own bus plays every part.
 //!   [`Cluster::start_on_nats_cluster`] runs them on a three-node NATS
 //!   cluster instead of one server.
 //! - [`Load`]: a client that sends requests through the router without pause
@@ -28,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use mentat_bus::access::{Access, Credentials};
 use mentat_bus::identities::{self, Role};
-use mentat_bus::{subject, Bus, Encoding, Replicas};
+use mentat_bus::{subject, tls, Bus, Encoding, Replicas};
 use mentat_domain::command::{
     DeploymentRecord, HistoryQuery, HistoryReply, ServiceStatus, StatusQuery, StatusReply,
 };
@@ -61,12 +62,14 @@ pub const HOSTS: [&str; 4] = ["e2e-host", "e2e-b", "e2e-c", "node-2"];
 
 /// The NATS identities of a test cluster (`mt security init` for
 /// [`HOSTS`]) and the nats-server configuration that holds each to its
-/// permissions, plus one unrestricted identity for the test itself, which
-/// forges what the tests forge.
+/// permissions and serves them over TLS (`mt up --tls`), plus one
+/// unrestricted identity for the test itself, which forges what the tests
+/// forge.
 #[derive(Debug)]
 pub struct Identities {
     dir: TempDir,
     unrestricted: Credentials,
+    ca: PathBuf,
 }
 
 impl Identities {
@@ -82,12 +85,38 @@ impl Identities {
         let key = unrestricted.public_key().unwrap();
         let config = identities::server_config_with(&made, &[key]);
         std::fs::write(dir.path().join(identities::SERVER_CONFIG), config).unwrap();
-        Identities { dir, unrestricted }
+        let ca = tls::init(&dir.path().join("tls"), &[]).unwrap();
+        for (file, tls) in [
+            ("nats.conf", tls::SERVER_CONFIG),
+            ("nats-cluster.conf", tls::CLUSTER_CONFIG),
+        ] {
+            let config = format!(
+                "include {:?}\ninclude \"tls/{tls}\"\n",
+                identities::SERVER_CONFIG
+            );
+            std::fs::write(dir.path().join(file), config).unwrap();
+        }
+        Identities {
+            dir,
+            unrestricted,
+            ca,
+        }
     }
 
-    /// The nats-server configuration.
+    /// The nats-server configuration of a server alone.
     pub fn server_config(&self) -> PathBuf {
-        self.dir.path().join(identities::SERVER_CONFIG)
+        self.dir.path().join("nats.conf")
+    }
+
+    /// The nats-server configuration of the nodes of a cluster (its routes
+    /// over TLS too).
+    pub fn cluster_config(&self) -> PathBuf {
+        self.dir.path().join("nats-cluster.conf")
+    }
+
+    /// The CA the servers' certificate is signed by.
+    pub fn ca(&self) -> &Path {
+        &self.ca
     }
 
     /// The credentials file of `role`.
@@ -95,11 +124,14 @@ impl Identities {
         identities::seed_path(self.dir.path(), role)
     }
 
-    /// `--nats-creds <file of role>`, for a component a test starts.
+    /// `--nats-creds <file of role> --nats-ca <CA>`, for a component a
+    /// test starts.
     pub fn args(&self, role: &Role) -> Vec<String> {
         vec![
             "--nats-creds".into(),
             self.creds(role).display().to_string(),
+            "--nats-ca".into(),
+            self.ca.display().to_string(),
         ]
     }
 }
@@ -187,7 +219,7 @@ impl Cluster {
     /// [`Cluster::nats_node`] reaches each node, to kill and restart it.
     pub async fn start_on_nats_cluster(db: Db) -> Cluster {
         let ids = Identities::new();
-        let mut nodes = NatsCluster::start_with(3, Some(ids.server_config())).into_nodes();
+        let mut nodes = NatsCluster::start_with(3, Some(ids.cluster_config())).into_nodes();
         let first = nodes.remove(0);
         Self::start_on(ids, first, nodes, db, &[], &SERVICES).await
     }
@@ -234,7 +266,7 @@ impl Cluster {
         let access = Access {
             urls: urls.join(","),
             credentials: Some(identities.unrestricted.clone()),
-            ca: None,
+            ca: Some(identities.ca.clone()),
         };
         let bus = Bus::connect_with(&access, "e2e", Duration::from_secs(30), Replicas::Auto)
             .await
@@ -414,6 +446,7 @@ impl Cluster {
             .args(args)
             .args(["--nats", &self.nats_urls()])
             .env("MENTAT_NATS_CREDS", self.identities.creds(&Role::Operator))
+            .env("MENTAT_NATS_CA", self.identities.ca())
             .env("MENTAT_ACTOR", "e2e")
             .output()
             .unwrap()
@@ -456,6 +489,7 @@ impl Cluster {
             .args(args)
             .args(["--nats", &self.nats_urls()])
             .env("MENTAT_NATS_CREDS", self.identities.creds(&Role::Operator))
+            .env("MENTAT_NATS_CA", self.identities.ca())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -36,6 +36,8 @@ async fn a_node_joins_with_its_executor_and_router_and_takes_its_share() {
     let mut node = Node(
         Command::new(bin_dir().join("mt"))
             .args(["node", "--nats", &cluster.nats_urls()])
+            .arg("--nats-ca")
+            .arg(cluster.identities.ca())
             .args(["--host-id", "node-2", "--advertise-ip", "127.0.0.2"])
             .args(["--http", &http])
             .args(["--admin", &format!("127.0.0.1:{}", free_port())])

@@ -18,7 +18,9 @@ use mentat_e2e::{web_config, Cluster, Db};
 /// A bus connected as `role`.
 async fn as_identity(cluster: &Cluster, role: &Role) -> Bus {
     let creds = cluster.identities.creds(role);
-    let access = Access::new(&cluster.nats_urls(), Some(&creds), false).expect("credentials");
+    let access = Access::new(&cluster.nats_urls(), Some(&creds), false)
+        .and_then(|a| a.with_ca(Some(cluster.identities.ca())))
+        .expect("credentials");
     Bus::connect_with(
         &access,
         &role.name(),
