@@ -31,7 +31,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use mentat_bus::codec::{self, Encoding};
 use mentat_bus::subject;
-use mentat_domain::event::{Event, Fact};
+use mentat_domain::event::{Event, Fact, FactSource};
 use mentat_domain::EventEnvelope;
 use mentat_e2e::load::Timeline;
 use mentat_e2e::{web_config_health, Cluster, Db};
@@ -78,7 +78,7 @@ pub async fn run() {
     cluster.deploy_first("v1");
     let seen: Seen = Arc::default();
     for filter in [
-        subject::fact("web", "ThresholdBreached"),
+        subject::fact(FactSource::HealthWatcher, "web", "ThresholdBreached"),
         subject::event("web", "RouteChanged"),
     ] {
         let mut sub = cluster
@@ -223,7 +223,11 @@ async fn measure_run(
 /// `MENTAT_FACTS` (its `observed_at_ms`).
 async fn fact_observed_ms(cluster: &Cluster, image: &str) -> Option<i64> {
     use async_nats::jetstream::consumer::DeliverPolicy;
-    let filters = vec![subject::fact("web", "ThresholdBreached")];
+    let filters = vec![subject::fact(
+        FactSource::HealthWatcher,
+        "web",
+        "ThresholdBreached",
+    )];
     let mut replay = mentat_bus::consumer::ordered(
         &cluster.bus,
         mentat_bus::streams::FACTS,

@@ -1,12 +1,14 @@
 //! The CLI's side of the bus: connecting, and sending commands and queries
 //! so that "nobody answered" is told apart from every other failure.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use mentat_bus::access::{Access, Credentials};
 use mentat_bus::codec::Encoding;
-use mentat_bus::{subject, Bus};
+use mentat_bus::identities::{self, Role};
+use mentat_bus::{subject, Bus, Replicas};
 use mentat_domain::audit::SigningKey;
 use mentat_domain::command::{HistoryQuery, HistoryReply, StatusQuery, StatusReply};
 use mentat_domain::security;
@@ -23,9 +25,76 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long `mt` waits for the planner to answer a query.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Connect to the bus as `mt`.
+/// Where `mt up` keeps the identities, under its data directory.
+pub const IDENTITIES_DIR: &str = "identities";
+/// The data directory `mt up` uses by default, where `mt` looks for the
+/// operator's credentials when none are given.
+pub const DEFAULT_DATA_DIR: &str = ".mentat";
+
+/// The credentials and CA every connection of this `mt` uses, chosen once
+/// at start from its flags ([`choose_credentials`]).
+static IDENTITY: OnceLock<Identity> = OnceLock::new();
+
+/// How `mt` proves who it is and checks whom it talks to.
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    /// Its credentials, if any.
+    pub credentials: Option<Credentials>,
+    /// The CA NATS's certificate must be signed by, if TLS.
+    pub ca: Option<PathBuf>,
+}
+
+/// Where `mt up --tls` keeps the CA and certificates, under its data directory.
+pub const TLS_DIR: &str = "tls";
+
+/// The CA certificate `mt up --tls` made in `data_dir`.
+pub fn ca_cert(data_dir: &Path) -> PathBuf {
+    data_dir.join(TLS_DIR).join(mentat_bus::tls::CA_CERT)
+}
+
+/// The operator's credentials file in `data_dir`.
+pub fn operator_creds(data_dir: &Path) -> PathBuf {
+    identities::seed_path(&data_dir.join(IDENTITIES_DIR), &Role::Operator)
+}
+
+/// Decide how this `mt` proves who it is to the NATS at `urls`: the file
+/// given (`--nats-creds`, `MENTAT_NATS_CREDS`), else the operator's in
+/// `./.mentat` when `mt up` made one there, else none, which is refused
+/// for a server beyond this machine unless `insecure`; and the CA given
+/// (`--nats-ca`, `MENTAT_NATS_CA`), else `./.mentat/tls/ca.pem` when `mt up
+/// --tls` made it.
+pub fn choose_credentials(
+    urls: &str,
+    given: Option<&Path>,
+    ca: Option<&Path>,
+    insecure: bool,
+) -> Result<()> {
+    let here = Path::new(DEFAULT_DATA_DIR);
+    let found = operator_creds(here);
+    let path = given.or_else(|| found.is_file().then_some(found.as_path()));
+    let found_ca = ca_cert(here);
+    let ca = ca.or_else(|| found_ca.is_file().then_some(found_ca.as_path()));
+    let access = Access::new(urls, path, insecure)?.with_ca(ca)?;
+    let _ = IDENTITY.set(Identity {
+        credentials: access.credentials,
+        ca: access.ca,
+    });
+    Ok(())
+}
+
+/// Connect to the bus as `mt`, as [`choose_credentials`] chose.
 pub async fn connect(url: &str) -> Result<Bus> {
-    Bus::connect(url, "mt", CONNECT_WAIT)
+    connect_as(url, IDENTITY.get().cloned().unwrap_or_default()).await
+}
+
+/// Connect to the bus as `mt` with `identity`.
+pub async fn connect_as(url: &str, identity: Identity) -> Result<Bus> {
+    let access = Access {
+        urls: url.to_owned(),
+        credentials: identity.credentials,
+        ca: identity.ca,
+    };
+    Bus::connect_with(&access, "mt", CONNECT_WAIT, Replicas::Auto)
         .await
         .map_err(|e| match e {
             mentat_bus::Error::ServerTooOld { .. } => Error::Runtime(format!(
@@ -35,6 +104,10 @@ pub async fn connect(url: &str) -> Result<Bus> {
                 crate::supervisor::NATS_HOW_TO_GET
             )),
             e @ mentat_bus::Error::Refused { .. } => Error::Runtime(e.to_string()),
+            e
+            @ (mentat_bus::Error::Unauthorised { .. } | mentat_bus::Error::Credentials { .. }) => {
+                e.into()
+            }
             e => Error::Unreachable {
                 url: mentat_bus::client::redact(url),
                 detail: e.to_string(),

@@ -7,8 +7,9 @@ use mentat_runtime::config::ConfigError;
 pub mod exit {
     /// Success.
     pub const OK: u8 = 0;
-    /// The deployment failed or was reverted, the command was rejected, or
-    /// `mt audit verify` found the log broken or an anchor forged.
+    /// The deployment failed or was reverted, the command was rejected or
+    /// its identity may not send it, or `mt audit verify` found the log
+    /// broken or an anchor forged.
     pub const FAILED: u8 = 1;
     /// NATS could not be reached or is older than 2.10, or another error at run time.
     pub const RUNTIME: u8 = 2;
@@ -24,8 +25,9 @@ pub mod exit {
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0   success
-  1   the deployment failed or was reverted, the command was rejected,
-      or mt audit verify found the log broken or an anchor forged
+  1   the deployment failed or was reverted, the command was rejected
+      or its identity may not send it, or mt audit verify found the log
+      broken or an anchor forged
   2   NATS could not be reached or is older than 2.10, or another error at run time
   3   the planner did not answer (a command stays queued in JetStream)
   4   --timeout passed while the deployment was still running
@@ -71,6 +73,18 @@ pub enum Error {
         kind: RejectKind,
         /// Why, as the planner said.
         reason: String,
+    },
+    /// The NATS server refused this identity the operation (a viewer's
+    /// credentials sending a command). Exit 1.
+    #[error(
+        "unauthorised: the NATS server refused to let this identity {action} on {subject}; \
+             use credentials allowed to (the operator's, in MENTAT_NATS_CREDS or --nats-creds)"
+    )]
+    Unauthorised {
+        /// `publish` or `subscribe`.
+        action: &'static str,
+        /// The subject refused.
+        subject: String,
     },
     /// The deployment ended without completing. Exit 1.
     #[error("deployment {deployment_id} {outcome}: {reason}")]
@@ -131,9 +145,10 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Config(_) | Error::Usage(_) => exit::USAGE,
-            Error::Rejected { .. } | Error::DeploymentFailed { .. } | Error::AuditFailed(_) => {
-                exit::FAILED
-            }
+            Error::Rejected { .. }
+            | Error::Unauthorised { .. }
+            | Error::DeploymentFailed { .. }
+            | Error::AuditFailed(_) => exit::FAILED,
             Error::PlannerSilent { .. } => exit::NO_PLANNER,
             Error::WaitTimedOut { .. } => exit::WAIT_TIMED_OUT,
             Error::Unreachable { .. } | Error::Runtime(_) => exit::RUNTIME,
@@ -143,7 +158,15 @@ impl Error {
 
 impl From<mentat_bus::Error> for Error {
     fn from(e: mentat_bus::Error) -> Self {
-        Error::Runtime(e.to_string())
+        match e {
+            mentat_bus::Error::Unauthorised { action, subject } => {
+                Error::Unauthorised { action, subject }
+            }
+            e @ (mentat_bus::Error::Insecure { .. } | mentat_bus::Error::Credentials { .. }) => {
+                Error::Usage(e.to_string())
+            }
+            e => Error::Runtime(e.to_string()),
+        }
     }
 }
 

@@ -29,6 +29,7 @@ mod node;
 mod output;
 mod ps;
 mod rollout;
+mod security;
 mod send;
 mod status;
 mod supervisor;
@@ -57,6 +58,19 @@ struct Cli {
     /// new`; see the service file's `security:` block).
     #[arg(long, global = true, value_name = "FILE", env = "MENTAT_KEY")]
     key_file: Option<std::path::PathBuf>,
+    /// This `mt`'s NATS credentials (an nkey seed or .creds file) [default:
+    /// ./.mentat/identities/operator.nk when `mt up` made it there].
+    #[arg(long, global = true, value_name = "FILE", env = "MENTAT_NATS_CREDS")]
+    nats_creds: Option<std::path::PathBuf>,
+    /// The CA certificate NATS's must be signed by: TLS is then required
+    /// [default: ./.mentat/tls/ca.pem when `mt up --tls` made it there].
+    #[arg(long, global = true, value_name = "FILE", env = "MENTAT_NATS_CA")]
+    nats_ca: Option<std::path::PathBuf>,
+    /// Run without NATS credentials: `mt up` starts NATS open to anyone who
+    /// reaches it; other commands talk to a NATS beyond this machine
+    /// without credentials.
+    #[arg(long, global = true)]
+    insecure: bool,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -114,6 +128,9 @@ enum Cmd {
     /// Operators' keys: `mt key new NAME` makes a key pair to sign commands with.
     #[command(subcommand)]
     Key(key::Cmd),
+    /// NATS identities and permissions for a cluster set up by hand.
+    #[command(subcommand)]
+    Security(security::Cmd),
 }
 
 fn main() -> ExitCode {
@@ -155,6 +172,21 @@ async fn run(cli: Cli) -> Result<()> {
         client::sign_with(path)?;
     }
     let nats = cli.nats.as_str();
+    let access = mentat_runtime::NatsAccess {
+        nats_creds: cli.nats_creds,
+        nats_ca: cli.nats_ca,
+        insecure: cli.insecure,
+    };
+    match &cli.command {
+        // They choose their own identities.
+        Cmd::Up(_) | Cmd::Node(_) | Cmd::Security(_) => {}
+        _ => client::choose_credentials(
+            nats,
+            access.nats_creds.as_deref(),
+            access.nats_ca.as_deref(),
+            access.insecure,
+        )?,
+    }
     match cli.command {
         Cmd::Apply(args) => apply::run(nats, args).await,
         Cmd::Deploy(args) => deploy::deploy(nats, args).await,
@@ -172,11 +204,12 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Status(args) => status::run(nats, args).await,
         Cmd::History(args) => history::run(nats, args).await,
         Cmd::Hosts(args) => hosts::run(nats, args).await,
-        Cmd::Up(args) => up::run(nats, args).await,
-        Cmd::Node(args) => node::run(nats, args).await,
+        Cmd::Up(args) => up::run(nats, access, args).await,
+        Cmd::Node(args) => node::run(nats, access, args).await,
         Cmd::Audit(cmd) => audit::run(nats, cmd).await,
         Cmd::Key(cmd) => key::run(cmd),
         Cmd::Rollout(cmd) => rollout::run(nats, cmd).await,
+        Cmd::Security(cmd) => security::run(cmd),
     }
 }
 

@@ -39,8 +39,10 @@ pub struct Args {
 }
 
 /// Run this host's executor and router until Ctrl-C.
-pub async fn run(nats: &str, args: Args) -> Result<()> {
+pub async fn run(nats: &str, access: mentat_runtime::NatsAccess, args: Args) -> Result<()> {
     supervisor::run_node(NodePlan {
+        insecure: access.insecure,
+        ca: access.nats_ca,
         nats_url: nats.to_owned(),
         data_dir: args.data_dir,
         host_id: args.host_id,

@@ -48,10 +48,18 @@ pub struct Args {
     /// services get every node's URL and streams get 3 replicas.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(3..=5))]
     pub nats_cluster: Option<u16>,
+    /// Serve NATS over TLS (and the routes of --nats-cluster): a CA and
+    /// certificates of its own are made in <data-dir>/tls, and every
+    /// component verifies the server against the CA (<data-dir>/tls/ca.pem,
+    /// for other shells: MENTAT_NATS_CA or --nats-ca).
+    #[arg(long)]
+    pub tls: bool,
 }
 
-/// Run the whole system in the foreground until Ctrl-C.
-pub async fn run(nats: &str, args: Args) -> Result<()> {
+/// Run the whole system in the foreground until Ctrl-C. Unless
+/// `access.insecure`, every component gets its own NATS identity, made
+/// under `<data-dir>/identities` (see [`supervisor::Security`]).
+pub async fn run(nats: &str, access: mentat_runtime::NatsAccess, args: Args) -> Result<()> {
     if secrets::password_on_command_line(std::env::args_os(), &["--database-url"]).is_some() {
         return Err(Error::Usage(secrets::password_on_command_line_error(
             "--database-url",
@@ -70,6 +78,9 @@ pub async fn run(nats: &str, args: Args) -> Result<()> {
         http: args.http,
         admin: args.admin,
         nats_cluster: args.nats_cluster.map(usize::from),
+        insecure: access.insecure,
+        tls: args.tls,
+        identity: Default::default(),
     })
     .await
 }

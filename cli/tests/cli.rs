@@ -97,6 +97,42 @@ async fn unreachable_nats_names_the_url_and_suggests_mt_up() {
     );
 }
 
+#[tokio::test]
+async fn without_credentials_a_nats_beyond_this_machine_is_refused_unless_insecure() {
+    // Refused before connecting: nothing needs to answer there.
+    let far = "nats://10.255.255.1:4222";
+    let out = mt(far, &["status"]).await;
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out.stderr));
+    let said = text(&out.stderr);
+    assert!(
+        said.contains("--nats-creds") && said.contains("--insecure"),
+        "says how to get credentials: {said}"
+    );
+    // A credentials file that is not one is named, and refused the same way.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let junk = dir.path().join("junk.nk");
+    std::fs::write(&junk, "not a seed").expect("write");
+    let out = mt(
+        far,
+        &["status", "--nats-creds", junk.to_str().expect("utf-8")],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("junk.nk"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        !text(&out.stderr).contains("not a seed"),
+        "{}",
+        text(&out.stderr)
+    );
+    // With --insecure it goes on, and finds nothing there.
+    let out = mt(far, &["status", "--insecure"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}
+
 /// Answer one request on `subject` with `reply`, and return the request.
 async fn answer_once<T: serde::Serialize + Send + Sync + 'static>(
     bus: &Bus,

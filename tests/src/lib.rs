@@ -3,6 +3,9 @@
 //! on a free port and a real database, SQLite or a fresh PostgreSQL one.
 //!
 //! - [`Cluster`]: starts and stops the four services; kills and restarts one.
+//!   NATS runs with Mentat's permissions and over TLS: every service and
+//!   `mt` has its own identity and verifies the server against the CA
+//!   ([`Identities`]); the test's own bus plays every part.
 //!   [`Cluster::start_on_nats_cluster`] runs them on a three-node NATS
 //!   cluster instead of one server.
 //! - [`Load`]: a client that sends requests through the router without pause
@@ -27,7 +30,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use mentat_bus::{subject, Bus, Encoding};
+use mentat_bus::access::{Access, Credentials};
+use mentat_bus::identities::{self, Role};
+use mentat_bus::{subject, tls, Bus, Encoding, Replicas};
 use mentat_domain::command::{
     DeploymentRecord, HistoryQuery, HistoryReply, ServiceStatus, StatusQuery, StatusReply,
 };
@@ -66,6 +71,98 @@ pub struct Args<'a> {
 
 /// The four services.
 pub const SERVICES: [&str; 4] = ["planner", "executor", "health-watcher", "router"];
+
+/// The executor hosts that have an identity on a test cluster's NATS.
+/// (`h0` to `h2`: the hosts of the multi-host tests, tests/tests/netns_hosts.rs.)
+pub const HOSTS: [&str; 7] = ["e2e-host", "e2e-b", "e2e-c", "node-2", "h0", "h1", "h2"];
+
+/// The NATS identities of a test cluster (`mt security init` for
+/// [`HOSTS`]) and the nats-server configuration that holds each to its
+/// permissions and serves them over TLS (`mt up --tls`), plus one
+/// unrestricted identity for the test itself, which forges what the tests
+/// forge.
+#[derive(Debug)]
+pub struct Identities {
+    dir: TempDir,
+    unrestricted: Credentials,
+    ca: PathBuf,
+}
+
+impl Identities {
+    /// Make them in a directory of their own.
+    pub fn new() -> Self {
+        Self::reached_at(&[])
+    }
+
+    /// As [`Identities::new`], the servers' TLS certificate good for
+    /// `names` too (besides localhost and 127.0.0.1).
+    pub fn reached_at(names: &[String]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let hosts: Vec<String> = HOSTS.iter().map(|h| (*h).to_owned()).collect();
+        let made = identities::init(dir.path(), &Role::all(&hosts)).unwrap();
+        let admin = dir.path().join("unrestricted");
+        identities::init(&admin, &[Role::Operator]).unwrap();
+        let unrestricted =
+            Credentials::read(&identities::seed_path(&admin, &Role::Operator)).unwrap();
+        let key = unrestricted.public_key().unwrap();
+        let config = identities::server_config_with(&made, &[key]);
+        std::fs::write(dir.path().join(identities::SERVER_CONFIG), config).unwrap();
+        let ca = tls::init(&dir.path().join("tls"), names).unwrap();
+        for (file, tls) in [
+            ("nats.conf", tls::SERVER_CONFIG),
+            ("nats-cluster.conf", tls::CLUSTER_CONFIG),
+        ] {
+            let config = format!(
+                "include {:?}\ninclude \"tls/{tls}\"\n",
+                identities::SERVER_CONFIG
+            );
+            std::fs::write(dir.path().join(file), config).unwrap();
+        }
+        Identities {
+            dir,
+            unrestricted,
+            ca,
+        }
+    }
+
+    /// The nats-server configuration of a server alone.
+    pub fn server_config(&self) -> PathBuf {
+        self.dir.path().join("nats.conf")
+    }
+
+    /// The nats-server configuration of the nodes of a cluster (its routes
+    /// over TLS too).
+    pub fn cluster_config(&self) -> PathBuf {
+        self.dir.path().join("nats-cluster.conf")
+    }
+
+    /// The CA the servers' certificate is signed by.
+    pub fn ca(&self) -> &Path {
+        &self.ca
+    }
+
+    /// The credentials file of `role`.
+    pub fn creds(&self, role: &Role) -> PathBuf {
+        identities::seed_path(self.dir.path(), role)
+    }
+
+    /// `--nats-creds <file of role> --nats-ca <CA>`, for a component a
+    /// test starts.
+    pub fn args(&self, role: &Role) -> Vec<String> {
+        vec![
+            "--nats-creds".into(),
+            self.creds(role).display().to_string(),
+            "--nats-ca".into(),
+            self.ca.display().to_string(),
+        ]
+    }
+}
+
+impl Default for Identities {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 /// Directory holding the workspace's built binaries (target/debug).
 pub fn bin_dir() -> PathBuf {
@@ -115,6 +212,8 @@ pub struct Cluster {
     /// On a NATS cluster ([`Cluster::start_on_nats_cluster`]): its other
     /// nodes, `nats` being the first. Empty on a single server.
     pub nats_peers: Vec<NatsServer>,
+    /// Every component's NATS identity.
+    pub identities: Identities,
 }
 
 impl Cluster {
@@ -131,47 +230,49 @@ impl Cluster {
             router: router_args,
             ..Args::default()
         };
-        Self::start_on(NatsServer::start(), Vec::new(), db, args, &SERVICES).await
+        Self::start_with(db, args).await
     }
 
     /// As [`Cluster::start`], with extra flags for some of the services,
     /// for example `executor: &["--allow-command", "/usr/bin/*"]`.
     pub async fn start_with(db: Db, args: Args<'_>) -> Cluster {
-        Self::start_on(NatsServer::start(), Vec::new(), db, args, &SERVICES).await
+        let ids = Identities::new();
+        let nats = NatsServer::start_with(Some(ids.server_config()));
+        Self::start_on(ids, nats, Vec::new(), db, args, &SERVICES).await
     }
 
     /// As [`Cluster::start`], with no router at all: no router is known,
     /// so drains are not waited for, and `mt status` lists none.
     pub async fn start_without_router(db: Db) -> Cluster {
         let services = ["planner", "executor", "health-watcher"];
-        Self::start_on(
-            NatsServer::start(),
-            Vec::new(),
-            db,
-            Args::default(),
-            &services,
-        )
-        .await
+        let ids = Identities::new();
+        let nats = NatsServer::start_with(Some(ids.server_config()));
+        Self::start_on(ids, nats, Vec::new(), db, Args::default(), &services).await
     }
 
-    /// The planner and the health-watcher alone, on `nats` (for example a
-    /// server on a [`netns::Lan`]'s gateway): the hosts join as `mt node`s
-    /// of the test's own. Ready when the planner answers.
-    pub async fn start_control_plane(nats: NatsServer, db: Db) -> Cluster {
+    /// The planner and the health-watcher alone, on a NATS server that
+    /// listens on `host` (for example a [`netns::Lan`]'s gateway, its TLS
+    /// certificate made for that address too): the hosts join as `mt
+    /// node`s of the test's own. Ready when the planner answers.
+    pub async fn start_control_plane(host: std::net::IpAddr, db: Db) -> Cluster {
         let services = ["planner", "health-watcher"];
-        Self::start_on(nats, Vec::new(), db, Args::default(), &services).await
+        let ids = Identities::reached_at(&[host.to_string()]);
+        let nats = NatsServer::start_on(host, Some(ids.server_config()));
+        Self::start_on(ids, nats, Vec::new(), db, Args::default(), &services).await
     }
 
     /// As [`Cluster::start`], on a three-node NATS cluster: every service
     /// (and `mt`) gets all three URLs, and the streams three replicas.
     /// [`Cluster::nats_node`] reaches each node, to kill and restart it.
     pub async fn start_on_nats_cluster(db: Db) -> Cluster {
-        let mut nodes = NatsCluster::start(3).into_nodes();
+        let ids = Identities::new();
+        let mut nodes = NatsCluster::start_with(3, Some(ids.cluster_config())).into_nodes();
         let first = nodes.remove(0);
-        Self::start_on(first, nodes, db, Args::default(), &SERVICES).await
+        Self::start_on(ids, first, nodes, db, Args::default(), &SERVICES).await
     }
 
     async fn start_on(
+        identities: Identities,
         nats: NatsServer,
         nats_peers: Vec<NatsServer>,
         db: Db,
@@ -209,7 +310,12 @@ impl Cluster {
             .chain(&nats_peers)
             .map(NatsServer::url)
             .collect();
-        let bus = Bus::connect(&urls.join(","), "e2e", Duration::from_secs(30))
+        let access = Access {
+            urls: urls.join(","),
+            credentials: Some(identities.unrestricted.clone()),
+            ca: Some(identities.ca.clone()),
+        };
+        let bus = Bus::connect_with(&access, "e2e", Duration::from_secs(30), Replicas::Auto)
             .await
             .unwrap();
         let mut cluster = Cluster {
@@ -227,6 +333,7 @@ impl Cluster {
             executor_args: args.executor.iter().map(|a| (*a).to_owned()).collect(),
             planner_args: args.planner.iter().map(|a| (*a).to_owned()).collect(),
             nats_peers,
+            identities,
         };
         for service in services {
             cluster.start_service(service);
@@ -240,6 +347,14 @@ impl Cluster {
         let nats = self.nats_urls();
         let data = self.dir.path().display().to_string();
         let mut args: Vec<String> = vec!["--nats".into(), nats];
+        let role = match service {
+            "planner" | "standby" => Role::Planner,
+            "executor" => Role::Executor("e2e-host".into()),
+            "router" => Role::Router,
+            "notifier" => Role::Notifier,
+            _ => Role::HealthWatcher,
+        };
+        args.extend(self.identities.args(&role));
         match service {
             // `standby`: a second planner on the same log, standing by.
             "planner" | "standby" => {
@@ -319,6 +434,7 @@ impl Cluster {
         let log = std::fs::File::create(self.dir.path().join(format!("router-{id}.log"))).unwrap();
         let child = Command::new(bin_dir().join("mentat-router"))
             .args(["--nats", &self.nats_urls(), "--router-id", id])
+            .args(self.identities.args(&Role::Router))
             .args(["--listen", &listen])
             .args(["--admin-listen", &format!("127.0.0.1:{}", free_port())])
             .args(["--drain-timeout-secs", "5"])
@@ -362,7 +478,8 @@ impl Cluster {
         }
     }
 
-    async fn wait_ready(&self) {
+    /// Wait until the planner answers and a host is alive.
+    pub async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(StatusReply::Ok { hosts, .. }) = self.status_query(None).await {
@@ -403,11 +520,13 @@ impl Cluster {
         out
     }
 
-    /// Run `mt ARGS --nats URL`.
+    /// Run `mt ARGS --nats URL` with the operator's identity.
     pub fn mt(&self, args: &[&str]) -> Output {
         Command::new(bin_dir().join("mt"))
             .args(args)
             .args(["--nats", &self.nats_urls()])
+            .env("MENTAT_NATS_CREDS", self.identities.creds(&Role::Operator))
+            .env("MENTAT_NATS_CA", self.identities.ca())
             .env("MENTAT_ACTOR", "e2e")
             .output()
             .unwrap()
@@ -449,6 +568,8 @@ impl Cluster {
         Command::new(bin_dir().join("mt"))
             .args(args)
             .args(["--nats", &self.nats_urls()])
+            .env("MENTAT_NATS_CREDS", self.identities.creds(&Role::Operator))
+            .env("MENTAT_NATS_CA", self.identities.ca())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -6,6 +6,7 @@
 //! comes back. A short partition places nothing again; two of three hosts
 //! stopped together hold re-placement until `mt hosts release`.
 
+use mentat_bus::identities::Role;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -33,6 +34,7 @@ impl Executor {
         let log = std::fs::File::create(data.join("executor.log")).expect("log file");
         let child = Command::new(bins.join("mentat-executor"))
             .args(["--nats", &cluster.nats_urls(), "--host-id", host])
+            .args(cluster.identities.args(&Role::Executor(host.into())))
             .args(["--advertise-ip", "127.0.0.1", "--stop-grace-secs", "5"])
             .arg("--data-dir")
             .arg(data)

@@ -13,6 +13,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use mentat_bus::identities::Role;
 use mentat_domain::command::{HostState, Outcome, StatusReply};
 use mentat_domain::event::Event;
 use mentat_e2e::load::{self, Timeline};
@@ -20,7 +21,6 @@ use mentat_e2e::netns::Lan;
 use mentat_e2e::{
     bin_dir, drained_stops, replaced, stop_child, text, web_config_judged, Cluster, Db,
 };
-use mentat_testkit::NatsServer;
 
 #[path = "../../bench/hosts/measure.rs"]
 mod measure;
@@ -40,7 +40,7 @@ const HTTP_PORT: u16 = 8080;
 struct Node(Child);
 
 impl Node {
-    fn start(lan: &Lan, host: usize, nats: &str, data: &Path) -> Node {
+    fn start(lan: &Lan, host: usize, cluster: &Cluster, data: &Path) -> Node {
         let bins = bin_dir();
         let path = format!(
             "{}:{}",
@@ -48,11 +48,25 @@ impl Node {
             std::env::var("PATH").unwrap_or_default()
         );
         let dir = data.join(host_id(host));
-        std::fs::create_dir_all(&dir).expect("node dir");
+        // Its identities, copied from where the cluster's were made.
+        let ids = dir.join("identities");
+        std::fs::create_dir_all(&ids).expect("node identities dir");
+        for role in [Role::Executor(host_id(host)), Role::Router] {
+            let from = cluster.identities.creds(&role);
+            std::fs::copy(&from, ids.join(from.file_name().expect("a file"))).expect("copy");
+        }
         let log = std::fs::File::create(dir.join("node.log")).expect("node log");
         let child = lan
             .command(host, bins.join("mt"))
-            .args(["node", "--nats", nats, "--host-id", &host_id(host)])
+            .args([
+                "node",
+                "--nats",
+                &cluster.nats_urls(),
+                "--host-id",
+                &host_id(host),
+            ])
+            .arg("--nats-ca")
+            .arg(cluster.identities.ca())
             .args(["--advertise-ip", &lan.address(host).to_string()])
             .args(["--http", &format!("0.0.0.0:{HTTP_PORT}")])
             .args(["--admin", "127.0.0.1:9180"])
@@ -94,11 +108,10 @@ impl Hosts {
     /// cannot be made (outside CI).
     async fn start() -> Option<Hosts> {
         let lan = Lan::create(3)?;
-        let nats = NatsServer::start_on(IpAddr::V4(lan.gateway()));
-        let cluster = Cluster::start_control_plane(nats, Db::Sqlite).await;
+        let cluster = Cluster::start_control_plane(IpAddr::V4(lan.gateway()), Db::Sqlite).await;
         let data = tempfile::tempdir().expect("tempdir");
         let nodes = (0..3)
-            .map(|h| Some(Node::start(&lan, h, &cluster.nats_urls(), data.path())))
+            .map(|h| Some(Node::start(&lan, h, &cluster, data.path())))
             .collect();
         let hosts = Hosts {
             _nodes: nodes,

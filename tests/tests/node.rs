@@ -3,6 +3,7 @@
 //! the node's advertised address, and the node's router serves it. A node
 //! that cannot reach NATS says which URL it tried.
 
+use mentat_bus::identities::Role;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -24,10 +25,19 @@ impl Drop for Node {
 async fn a_node_joins_with_its_executor_and_router_and_takes_its_share() {
     let cluster = Cluster::start(Db::Sqlite).await;
     let data = tempfile::tempdir().expect("tempdir");
+    // Its identities, copied from where the cluster's were made.
+    let ids = data.path().join("identities");
+    std::fs::create_dir(&ids).expect("identities dir");
+    for role in [Role::Executor("node-2".into()), Role::Router] {
+        let from = cluster.identities.creds(&role);
+        std::fs::copy(&from, ids.join(from.file_name().expect("a file"))).expect("copy");
+    }
     let http = format!("127.0.0.1:{}", free_port());
     let mut node = Node(
         Command::new(bin_dir().join("mt"))
             .args(["node", "--nats", &cluster.nats_urls()])
+            .arg("--nats-ca")
+            .arg(cluster.identities.ca())
             .args(["--host-id", "node-2", "--advertise-ip", "127.0.0.2"])
             .args(["--http", &http])
             .args(["--admin", &format!("127.0.0.1:{}", free_port())])
@@ -101,4 +111,28 @@ fn a_node_that_cannot_reach_nats_names_the_url_it_tried() {
     assert!(!out.status.success());
     let said = text(&out);
     assert!(said.contains(&url), "names the URL: {said}");
+}
+
+#[test]
+fn a_node_without_identities_refuses_a_nats_beyond_this_machine() {
+    let data = tempfile::tempdir().expect("tempdir");
+    // Refused before any connection: nothing needs to answer there.
+    let out = Command::new(bin_dir().join("mt"))
+        .args([
+            "node",
+            "--nats",
+            "nats://10.255.255.1:4222",
+            "--host-id",
+            "far",
+        ])
+        .arg("--data-dir")
+        .arg(data.path())
+        .output()
+        .expect("run mt node");
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out));
+    let said = text(&out);
+    assert!(
+        said.contains("mt security init") && said.contains("executor-far.nk"),
+        "says how to get its identities: {said}"
+    );
 }

@@ -32,14 +32,18 @@ fn up(nats_url: &str, data: &Path, http: &str, admin: &str) -> Command {
     cmd
 }
 
-/// `mt ARGS` against `nats_url`.
-fn mt(nats_url: &str, args: &[&str]) -> Output {
-    Command::new(bin_dir().join("mt"))
-        .args(args)
+/// `mt ARGS` against `nats_url`, with the credentials in `creds` (none
+/// when empty).
+fn mt(nats_url: &str, creds: &str, args: &[&str]) -> Output {
+    let mut mt = Command::new(bin_dir().join("mt"));
+    mt.args(args)
         .env("MENTAT_NATS_URL", nats_url)
-        .env("USER", "tester")
-        .output()
-        .expect("run mt")
+        .env_remove("MENTAT_NATS_CREDS")
+        .env("USER", "tester");
+    if !creds.is_empty() {
+        mt.env("MENTAT_NATS_CREDS", creds);
+    }
+    mt.output().expect("run mt")
 }
 
 fn closed(port: u16) -> bool {
@@ -83,6 +87,22 @@ fn wait_for(rx: &mpsc::Receiver<String>, seen: &mut Vec<String>, wanted: &str, w
 /// Stops `mt up` if the test fails half-way.
 struct Up(Child);
 
+impl Up {
+    /// Start `cmd` (an `mt up`) with the test's nats-server, and the lines
+    /// it prints on stdout and stderr.
+    fn start(cmd: &mut Command) -> (Up, mpsc::Receiver<String>, mpsc::Receiver<String>) {
+        let mut up = Up(cmd
+            .env("NATS_SERVER_BIN", mentat_testkit::nats::server_bin())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start mt up"));
+        let out = lines(up.0.stdout.take().expect("stdout"));
+        let err = lines(up.0.stderr.take().expect("stderr"));
+        (up, out, err)
+    }
+}
+
 impl Drop for Up {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -98,14 +118,7 @@ async fn up_runs_the_whole_system_deploys_through_it_and_stops_on_ctrl_c() {
     let http_port = free_port();
     let http = format!("127.0.0.1:{http_port}");
     let admin = format!("127.0.0.1:{}", free_port());
-    let mut up = Up(up(&nats_url, dir.path(), &http, &admin)
-        .env("NATS_SERVER_BIN", mentat_testkit::nats::server_bin())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start mt up"));
-    let out = lines(up.0.stdout.take().expect("stdout"));
-    let err = lines(up.0.stderr.take().expect("stderr"));
+    let (mut up, out, err) = Up::start(&mut up(&nats_url, dir.path(), &http, &admin));
     let mut said = Vec::new();
 
     // It starts a nats-server where none answers, then the four services,
@@ -123,12 +136,39 @@ async fn up_runs_the_whole_system_deploys_through_it_and_stops_on_ctrl_c() {
         Duration::from_secs(60),
     );
     wait_for(&out, &mut said, "Mentat is up", Duration::from_secs(60));
+    // Its data directory is not ./.mentat: it says where the operator's
+    // credentials are, and nothing is done without them.
+    let creds = said
+        .iter()
+        .find_map(|line| line.split("export MENTAT_NATS_CREDS=").nth(1))
+        .map(|path| path.trim().to_owned())
+        .expect("mt up says where the operator's credentials are");
+    assert!(
+        creds.starts_with(&dir.path().display().to_string()),
+        "{creds}"
+    );
+    let anonymous = mt(&nats_url, "", &["status"]);
+    assert!(!anonymous.status.success());
+    assert!(
+        text(&anonymous).contains("refused the connection"),
+        "{}",
+        text(&anonymous)
+    );
+    let viewer = creds.replace("operator.nk", "viewer.nk");
+    let refused = mt(&nats_url, &viewer, &["deploy", "web", "--image", "v0"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("unauthorised") && text(&refused).contains("mentat.cmd.deploy"),
+        "{}",
+        text(&refused)
+    );
 
     // A reason holding terminal escape sequences (set the window title,
     // clear the screen) is recorded as sent and shown escaped.
     let reason = "\u{1b}]0;owned\u{7}\u{1b}[2Jfirst";
     let deploy = mt(
         &nats_url,
+        &creds,
         &[
             "deploy",
             "web",
@@ -141,7 +181,7 @@ async fn up_runs_the_whole_system_deploys_through_it_and_stops_on_ctrl_c() {
         ],
     );
     assert!(deploy.status.success(), "{}", text(&deploy));
-    let status = mt(&nats_url, &["history", "web"]);
+    let status = mt(&nats_url, &viewer, &["history", "web"]);
     let shown = String::from_utf8_lossy(&status.stdout);
     assert!(
         !shown.contains('\u{1b}') && !shown.contains('\u{7}'),
@@ -166,6 +206,10 @@ async fn up_runs_the_whole_system_deploys_through_it_and_stops_on_ctrl_c() {
         .collect::<Vec<_>>();
     assert_eq!(planners.len(), 1, "{planners:?}");
     assert!(!planners[0].contains("database"), "{}", planners[0]);
+    // Each service has its own identity, given by path: no secret in `ps`.
+    assert!(planners[0].contains("planner.nk"), "{}", planners[0]);
+    let seed = std::fs::read_to_string(dir.path().join("identities/planner.nk")).expect("seed");
+    assert!(!planners[0].contains(seed.trim()), "{}", planners[0]);
     let (status, body) = load::get(&http, "web.localhost")
         .await
         .expect("GET through the router");
@@ -200,6 +244,57 @@ async fn up_runs_the_whole_system_deploys_through_it_and_stops_on_ctrl_c() {
         "nats-server still listens on {nats_port}"
     );
     assert!(closed(http_port), "the router still listens on {http_port}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_with_tls_serves_nats_to_those_with_its_ca_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nats_url = format!("nats://127.0.0.1:{}", free_port());
+    let http = format!("127.0.0.1:{}", free_port());
+    let admin = format!("127.0.0.1:{}", free_port());
+    let (mut up, out, err) = Up::start(up(&nats_url, dir.path(), &http, &admin).arg("--tls"));
+    let mut said = Vec::new();
+    wait_for(
+        &err,
+        &mut said,
+        "export MENTAT_NATS_CA=",
+        Duration::from_secs(30),
+    );
+    wait_for(&out, &mut said, "Mentat is up", Duration::from_secs(60));
+    let exported = |var: &str| {
+        said.iter()
+            .find_map(|line| line.split(&format!("export {var}=")).nth(1))
+            .map(|path| path.trim().to_owned())
+            .unwrap_or_else(|| panic!("mt up says {var}: {said:?}"))
+    };
+    let (creds, ca) = (exported("MENTAT_NATS_CREDS"), exported("MENTAT_NATS_CA"));
+    let with_ca = |args: &[&str]| {
+        Command::new(bin_dir().join("mt"))
+            .args(args)
+            .env("MENTAT_NATS_URL", &nats_url)
+            .env("MENTAT_NATS_CREDS", &creds)
+            .env("MENTAT_NATS_CA", &ca)
+            .output()
+            .expect("run mt")
+    };
+    let deploy = with_ca(&["deploy", "web", "--image", "v1", "--timeout", "60"]);
+    assert!(deploy.status.success(), "{}", text(&deploy));
+    let (status, body) = load::get(&http, "web.localhost")
+        .await
+        .expect("GET through the router");
+    assert_eq!((status, body.trim()), (200, "v1"));
+    // The operator's credentials alone, without the CA: no connection.
+    let without = mt(&nats_url, &creds, &["status"]);
+    assert_eq!(without.status.code(), Some(2), "{}", text(&without));
+    assert!(text(&without).contains("certificate"), "{}", text(&without));
+
+    let signalled = Command::new("sh")
+        .args(["-c", &format!("kill -INT {}", up.0.id())])
+        .status()
+        .expect("kill");
+    assert!(signalled.success());
+    wait_for(&err, &mut said, "stopped", Duration::from_secs(40));
+    assert!(up.0.wait().expect("wait for mt up").success());
 }
 
 /// The command lines of running processes that mention `needle`.

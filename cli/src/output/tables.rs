@@ -335,6 +335,7 @@ mod tests {
             epoch: Some(3),
             standbys: vec!["p-2".into()],
             answered_by: "p-2".into(),
+            refused_facts: 0,
         };
         let routers = [
             RouterStatus {

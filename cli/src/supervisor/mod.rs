@@ -25,8 +25,11 @@ use mentat_runtime::shutdown::CancellationToken;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::task::JoinHandle;
 
+use crate::client;
 use crate::error::{Error, Result};
 pub use child::ChildSpec;
+use mentat_bus::access::Credentials;
+use mentat_bus::identities::Role;
 use mentat_bus::streams::CLUSTER_REPLICAS;
 pub use nats::HOW_TO_GET as NATS_HOW_TO_GET;
 pub use ready::DEFAULT_NATS_URL;
@@ -63,6 +66,65 @@ pub struct Plan {
     pub admin: std::net::SocketAddr,
     /// Run this many clustered nats-server nodes instead of one.
     pub nats_cluster: Option<usize>,
+    /// Run without NATS credentials (`--insecure`).
+    pub insecure: bool,
+    /// Serve NATS over TLS with a CA of its own (`--tls`).
+    pub tls: bool,
+    /// The operator's credentials and the CA, once made: what `mt up`
+    /// itself uses.
+    pub identity: client::Identity,
+}
+
+/// The identities `mt up` runs with: one per component under
+/// `<data-dir>/identities`, made when missing, and the nats-server
+/// configuration that gives each the least it needs.
+#[derive(Debug, Clone)]
+pub struct Security {
+    /// Where the identities are.
+    pub dir: PathBuf,
+    /// The host id of the executor `mt up` runs.
+    pub host: String,
+}
+
+impl Security {
+    /// Make the identities of `mt up`'s components in `data_dir` (those
+    /// there already are kept) and its nats-server configuration.
+    pub fn init(data_dir: &Path, host: String) -> Result<Self> {
+        let dir = data_dir.join(client::IDENTITIES_DIR);
+        let hosts = [host.clone()];
+        mentat_bus::identities::init(&dir, &Role::all(&hosts))?;
+        Ok(Security { dir, host })
+    }
+
+    /// The credentials file of `role`.
+    pub fn creds(&self, role: &Role) -> PathBuf {
+        mentat_bus::identities::seed_path(&self.dir, role)
+    }
+
+    /// The credentials file of the service `name`.
+    fn service_creds(&self, name: &str) -> PathBuf {
+        let role = match name {
+            "planner" => Role::Planner,
+            "router" => Role::Router,
+            "health-watcher" => Role::HealthWatcher,
+            "notifier" => Role::Notifier,
+            _ => Role::Executor(self.host.clone()),
+        };
+        self.creds(&role)
+    }
+
+    /// The nats-server configuration.
+    pub fn server_config(&self) -> PathBuf {
+        self.dir.join(mentat_bus::identities::SERVER_CONFIG)
+    }
+}
+
+/// This machine's host id, as the executor makes it from the hostname.
+pub fn this_host_id() -> String {
+    let name = nix::unistd::gethostname()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    mentat_domain::limits::sanitise_host_id(&name)
 }
 
 /// What `mt node` runs.
@@ -84,6 +146,10 @@ pub struct NodePlan {
     pub capacity: Option<u32>,
     /// The executor's `--allow-command` patterns (none: any program).
     pub allow_command: Vec<String>,
+    /// Run without NATS credentials (`--insecure`).
+    pub insecure: bool,
+    /// The CA NATS's certificate must be signed by (`--nats-ca`).
+    pub ca: Option<PathBuf>,
 }
 
 /// The services `mt node` runs, in the order they are stopped.
@@ -93,7 +159,18 @@ pub const NODE_SERVICES: [&str; 2] = ["router", "executor"];
 /// cluster's NATS must answer first: a node that cannot reach it says which
 /// URL it tried and what to check.
 pub async fn run_node(plan: NodePlan) -> Result<()> {
-    crate::client::connect(&plan.nats_url)
+    let data_dir = std::path::absolute(&plan.data_dir)?;
+    let host = plan.host_id.clone().unwrap_or_else(this_host_id);
+    let creds = node_creds(&plan, &data_dir, &host)?;
+    let router_creds = creds
+        .as_ref()
+        .map(|(_, router)| Credentials::read(router))
+        .transpose()?;
+    let identity = client::Identity {
+        credentials: router_creds,
+        ca: plan.ca.clone(),
+    };
+    crate::client::connect_as(&plan.nats_url, identity)
         .await
         .map_err(|e| match e {
             Error::Unreachable { url, detail } => Error::Runtime(format!(
@@ -107,7 +184,6 @@ pub async fn run_node(plan: NodePlan) -> Result<()> {
         .parent()
         .map(Path::to_owned)
         .ok_or_else(|| Error::Runtime("cannot tell where the mt executable is".into()))?;
-    let data_dir = std::path::absolute(&plan.data_dir)?;
     let log_dir = private_dirs(&data_dir)?;
     let path_env = children_path(&exe_dir)?;
     let mut specs = Vec::new();
@@ -120,6 +196,17 @@ pub async fn run_node(plan: NodePlan) -> Result<()> {
             ))
         })?;
         let mut args: Vec<OsString> = vec!["--nats".into(), plan.nats_url.clone().into()];
+        match &creds {
+            Some((executor, router)) => {
+                let file = if name == "executor" { executor } else { router };
+                args.extend(["--nats-creds".into(), file.clone().into_os_string()]);
+            }
+            None if plan.insecure => args.push("--insecure".into()),
+            None => {}
+        }
+        if let Some(ca) = &plan.ca {
+            args.extend(["--nats-ca".into(), ca.clone().into_os_string()]);
+        }
         if name == "executor" {
             args.extend(["--data-dir".into(), data_dir.as_os_str().to_owned()]);
             if let Some(id) = &plan.host_id {
@@ -179,6 +266,34 @@ pub async fn run_node(plan: NodePlan) -> Result<()> {
     Ok(())
 }
 
+/// The credentials files of this node's executor and router, from
+/// `<data-dir>/identities` (`executor-<host>.nk`, `router.nk`, as `mt
+/// security init` makes them where the cluster's identities are kept).
+/// `None` when they are not there: refused for a NATS beyond this machine
+/// unless `--insecure`, with what to do.
+fn node_creds(plan: &NodePlan, data_dir: &Path, host: &str) -> Result<Option<(PathBuf, PathBuf)>> {
+    let dir = data_dir.join(client::IDENTITIES_DIR);
+    let executor = mentat_bus::identities::seed_path(&dir, &Role::Executor(host.to_owned()));
+    let router = mentat_bus::identities::seed_path(&dir, &Role::Router);
+    if executor.is_file() && router.is_file() {
+        return Ok(Some((executor, router)));
+    }
+    match mentat_bus::access::Access::new(&plan.nats_url, None, plan.insecure) {
+        Ok(_) => Ok(None),
+        Err(mentat_bus::Error::Insecure { url }) => Err(Error::Usage(format!(
+            "no NATS identity for host {host} in {}: where the cluster's identities are kept, \
+             run `mt security init --dir DIR --executor-hosts {host}` (and restart NATS with \
+             DIR/{}), then copy DIR/{} and DIR/{} here; or pass --insecure to talk to NATS at \
+             {url} without credentials",
+            dir.display(),
+            mentat_bus::identities::SERVER_CONFIG,
+            executor.file_name().unwrap_or_default().to_string_lossy(),
+            router.file_name().unwrap_or_default().to_string_lossy(),
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// A line from `mt` itself, in the same column as the children's output.
 pub(crate) fn say(message: &str) {
     eprintln!("{:>14} | {message}", "mt");
@@ -216,13 +331,27 @@ pub async fn run(mut plan: Plan) -> Result<()> {
     let programs = find_services(&exe_dir)?;
     let data_dir = std::path::absolute(&plan.data_dir)?;
     let log_dir = private_dirs(&data_dir)?;
-    let specs = service_specs(&plan, &programs, &exe_dir, &data_dir, &log_dir)?;
+    let security = secure(&mut plan, &data_dir)?;
+    let server_config = nats_config(&mut plan, security.as_ref(), &data_dir)?;
+    let specs = service_specs(
+        &plan,
+        security.as_ref(),
+        &programs,
+        &exe_dir,
+        &data_dir,
+        &log_dir,
+    )?;
     let mut signals = Signals::new()?;
     let kill = CancellationToken::new();
 
+    let files = NatsFiles {
+        config: server_config.as_deref(),
+        data_dir: &data_dir,
+        log_dir: &log_dir,
+    };
     let nats = match &cluster {
-        Some(cluster) => start_cluster(cluster, &data_dir, &log_dir, &kill, &mut signals).await?,
-        None => start_nats(&plan, &data_dir, &log_dir, &kill, &mut signals).await?,
+        Some(cluster) => start_cluster(cluster, &files, &kill, &mut signals).await?,
+        None => start_nats(&plan, &files, &kill, &mut signals).await?,
     };
     let Some(nats) = nats else {
         return Ok(()); // interrupted while NATS was starting
@@ -244,6 +373,79 @@ pub async fn run(mut plan: Plan) -> Result<()> {
     shutdown(children, nats).await;
     say("stopped");
     Ok(())
+}
+
+/// Unless `--insecure`, make the identities (see [`Security`]), take the
+/// operator's for `mt up`'s own connections and say how other `mt`
+/// commands find it; with `--insecure`, say what that means.
+fn secure(plan: &mut Plan, data_dir: &Path) -> Result<Option<Security>> {
+    if plan.insecure {
+        say(&format!(
+            "--insecure: NATS at {} runs without credentials; anyone who can reach it commands this cluster",
+            mentat_bus::client::redact(&plan.nats_url)
+        ));
+        return Ok(None);
+    }
+    let security = Security::init(data_dir, this_host_id())?;
+    let operator = security.creds(&Role::Operator);
+    plan.identity.credentials = Some(Credentials::read(&operator)?);
+    let found = std::path::absolute(client::operator_creds(Path::new(client::DEFAULT_DATA_DIR)))?;
+    if found != operator {
+        say(&format!(
+            "`mt` finds its credentials in ./{}/{}/ only: in other shells, first\n  export MENTAT_NATS_CREDS={}",
+            client::DEFAULT_DATA_DIR,
+            client::IDENTITIES_DIR,
+            operator.display()
+        ));
+    }
+    Ok(Some(security))
+}
+
+/// The configuration of the nats-servers `mt up` starts: the identities'
+/// permissions (unless `--insecure`) and, with `--tls`, a CA and
+/// certificates of its own in `<data-dir>/tls` (the CA then required of
+/// every connection). `None` when there is nothing to configure.
+fn nats_config(
+    plan: &mut Plan,
+    security: Option<&Security>,
+    data_dir: &Path,
+) -> Result<Option<PathBuf>> {
+    let mut includes = Vec::new();
+    if let Some(security) = security {
+        includes.push(security.server_config());
+    }
+    if plan.tls {
+        let tls = data_dir.join(client::TLS_DIR);
+        let host = nats::host_port(&plan.nats_url).map(|(host, _)| host);
+        let ca = mentat_bus::tls::init(&tls, &host.into_iter().collect::<Vec<_>>())?;
+        let config = if plan.nats_cluster.is_some() {
+            mentat_bus::tls::CLUSTER_CONFIG
+        } else {
+            mentat_bus::tls::SERVER_CONFIG
+        };
+        includes.push(tls.join(config));
+        if ca != std::path::absolute(client::ca_cert(Path::new(client::DEFAULT_DATA_DIR)))? {
+            say(&format!(
+                "NATS is served over TLS with a CA of its own: in other shells, first\n  export MENTAT_NATS_CA={}",
+                ca.display()
+            ));
+        }
+        plan.identity.ca = Some(ca);
+    }
+    if includes.is_empty() {
+        return Ok(None);
+    }
+    // nats-server takes one file: it includes the others, by relative path.
+    let lines: Vec<String> = includes
+        .iter()
+        .map(|path| {
+            let relative = path.strip_prefix(data_dir).unwrap_or(path);
+            format!("include {:?}\n", relative.display().to_string())
+        })
+        .collect();
+    let config = data_dir.join("nats.conf");
+    std::fs::write(&config, lines.concat())?;
+    Ok(Some(config))
 }
 
 /// The service binaries, or an error naming the ones missing.
@@ -306,6 +508,7 @@ fn private_dirs(data_dir: &Path) -> Result<PathBuf> {
 /// Command lines of the services, in [`SERVICES`] order.
 fn service_specs(
     plan: &Plan,
+    security: Option<&Security>,
     programs: &[PathBuf],
     exe_dir: &Path,
     data_dir: &Path,
@@ -319,6 +522,22 @@ fn service_specs(
     let data = data_dir.as_os_str().to_owned();
     let specs = SERVICES.iter().zip(programs).map(|(name, program)| {
         let mut args: Vec<OsString> = vec!["--nats".into(), plan.nats_url.clone().into()];
+        match security {
+            Some(security) => args.extend([
+                "--nats-creds".into(),
+                security.service_creds(name).into_os_string(),
+            ]),
+            None => args.push("--insecure".into()),
+        }
+        if let Some(ca) = &plan.identity.ca {
+            args.extend(["--nats-ca".into(), ca.clone().into_os_string()]);
+        }
+        if *name == "executor" {
+            if let Some(security) = security {
+                // The host its identity may speak for.
+                args.extend(["--host-id".into(), security.host.clone().into()]);
+            }
+        }
         if plan.nats_cluster.is_some() && std::env::var_os("MENTAT_STREAM_REPLICAS").is_none() {
             // Known, not guessed: the cluster may still be forming when a service connects.
             args.extend([
@@ -412,12 +631,20 @@ struct NatsChild {
     kill: CancellationToken,
 }
 
+/// Where the nats-servers `mt up` starts find their configuration, keep
+/// their data and write their logs.
+struct NatsFiles<'a> {
+    /// Mentat's identities and their permissions, unless `--insecure`.
+    config: Option<&'a Path>,
+    data_dir: &'a Path,
+    log_dir: &'a Path,
+}
+
 /// Use the NATS server at the URL, or start one. `None` when a signal came
 /// while it was starting (it is stopped again).
 async fn start_nats(
     plan: &Plan,
-    data_dir: &Path,
-    log_dir: &Path,
+    files: &NatsFiles<'_>,
     kill: &CancellationToken,
     signals: &mut Signals,
 ) -> Result<Option<NatsChild>> {
@@ -430,7 +657,7 @@ async fn start_nats(
     if nats::answers(&host, port, Duration::from_secs(1)).await {
         // A server Mentat cannot work with stops `mt up` here, before any
         // service starts against it.
-        crate::client::connect(&plan.nats_url)
+        crate::client::connect_as(&plan.nats_url, plan.identity.clone())
             .await
             .map_err(|e| match e {
                 Error::Unreachable { url, detail } => Error::Runtime(format!(
@@ -439,6 +666,12 @@ async fn start_nats(
                 e => e,
             })?;
         say(&format!("using the NATS server at {}", plan.nats_url));
+        if let Some(config) = files.config {
+            say(&format!(
+                "it enforces Mentat's permissions only when it runs with {}",
+                config.display()
+            ));
+        }
         return Ok(Some(NatsChild {
             servers: Vec::new(),
             kill: kill.clone(),
@@ -450,13 +683,14 @@ async fn start_nats(
             plan.nats_url
         )));
     }
-    let spec = nats::server_spec(&host, port, data_dir, log_dir).map_err(|why| {
-        Error::Runtime(format!("nothing answers at {}, and {why}", plan.nats_url))
-    })?;
+    let spec = nats::server_spec(&host, port, files.config, files.data_dir, files.log_dir)
+        .map_err(|why| {
+            Error::Runtime(format!("nothing answers at {}, and {why}", plan.nats_url))
+        })?;
     say(&format!(
         "starting {} on {host}:{port} (log: {})",
         spec.program.display(),
-        log_dir.join("nats.log").display()
+        files.log_dir.join("nats.log").display()
     ));
     let server = Supervised::start(spec, kill);
     let started = NatsChild {
@@ -475,7 +709,7 @@ async fn start_nats(
         return Err(Error::Runtime(format!(
             "nats-server did not accept connections on {host}:{port} within {}s; see {}",
             NATS_READY.as_secs(),
-            log_dir.join("nats.log").display()
+            files.log_dir.join("nats.log").display()
         )));
     }
     Ok(Some(started))
@@ -485,8 +719,7 @@ async fn start_nats(
 /// `None` when a signal came first (they are stopped again).
 async fn start_cluster(
     cluster: &nats::Cluster,
-    data_dir: &Path,
-    log_dir: &Path,
+    files: &NatsFiles<'_>,
     kill: &CancellationToken,
     signals: &mut Signals,
 ) -> Result<Option<NatsChild>> {
@@ -500,13 +733,13 @@ async fn start_cluster(
         }
     }
     let specs = cluster
-        .specs(data_dir, log_dir)
+        .specs(files.config, files.data_dir, files.log_dir)
         .map_err(|why| Error::Runtime(format!("cannot start a NATS cluster: {why}")))?;
     say(&format!(
         "starting a {}-node NATS cluster: {} (logs: {})",
         cluster.size,
         cluster.urls(),
-        log_dir.join("nats-*.log").display()
+        files.log_dir.join("nats-*.log").display()
     ));
     let started = NatsChild {
         servers: specs
@@ -536,7 +769,7 @@ async fn start_cluster(
             "a nats-server of the cluster did not accept connections on {}:{port} within {}s; see {}",
             cluster.host,
             NATS_READY.as_secs(),
-            log_dir.display()
+            files.log_dir.display()
         )));
     }
     Ok(Some(started))

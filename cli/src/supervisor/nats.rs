@@ -80,20 +80,25 @@ pub fn server_bin() -> Result<PathBuf, String> {
 }
 
 /// How to run a nats-server with JetStream in `<data_dir>/nats` on
-/// `host:port`, its output going to `<log_dir>/nats.log` only. The error
-/// says how to get a nats-server, when there is none or it is too old.
+/// `host:port`, with the configuration `config` (Mentat's identities and
+/// their permissions) when given, its output going to `<log_dir>/nats.log`
+/// only. The error says how to get a nats-server, when there is none or
+/// it is too old.
 pub fn server_spec(
     host: &str,
     port: u16,
+    config: Option<&Path>,
     data_dir: &Path,
     log_dir: &Path,
 ) -> Result<ChildSpec, String> {
     let bin = current_server_bin()?;
     let port = port.to_string();
-    let mut args: Vec<OsString> = ["-a", host, "-p", &port, "-js", "-sd"]
-        .iter()
-        .map(OsString::from)
-        .collect();
+    let mut args = config_args(config);
+    args.extend(
+        ["-a", host, "-p", &port, "-js", "-sd"]
+            .iter()
+            .map(OsString::from),
+    );
     args.push(data_dir.join("nats").into_os_string());
     Ok(ChildSpec {
         name: "nats",
@@ -104,6 +109,14 @@ pub fn server_spec(
         log_dir: log_dir.to_owned(),
         echo: false,
     })
+}
+
+/// `-c <config>` when there is one: flags given after it win over it.
+fn config_args(config: Option<&Path>) -> Vec<OsString> {
+    match config {
+        Some(config) => vec!["-c".into(), config.as_os_str().to_owned()],
+        None => Vec::new(),
+    }
 }
 
 /// [`server_bin`], refused when it is older than Mentat needs.
@@ -198,13 +211,25 @@ impl Cluster {
         urls.join(",")
     }
 
-    /// How to run each node; the error says how to get a nats-server.
-    pub fn specs(&self, data_dir: &Path, log_dir: &Path) -> Result<Vec<ChildSpec>, String> {
-        Ok(self.specs_with(&current_server_bin()?, data_dir, log_dir))
+    /// How to run each node, with the configuration `config` when given;
+    /// the error says how to get a nats-server.
+    pub fn specs(
+        &self,
+        config: Option<&Path>,
+        data_dir: &Path,
+        log_dir: &Path,
+    ) -> Result<Vec<ChildSpec>, String> {
+        Ok(self.specs_with(&current_server_bin()?, config, data_dir, log_dir))
     }
 
     /// How to run each node with the nats-server `bin`.
-    fn specs_with(&self, bin: &Path, data_dir: &Path, log_dir: &Path) -> Vec<ChildSpec> {
+    fn specs_with(
+        &self,
+        bin: &Path,
+        config: Option<&Path>,
+        data_dir: &Path,
+        log_dir: &Path,
+    ) -> Vec<ChildSpec> {
         let route = |port: u16| {
             format!(
                 "nats://{}:{}",
@@ -218,7 +243,8 @@ impl Cluster {
                 .filter(|&p| p != port)
                 .map(route)
                 .collect();
-            let mut args: Vec<OsString> = vec![
+            let mut args = config_args(config);
+            args.extend::<[OsString; 7]>([
                 "-a".into(),
                 self.host.clone().into(),
                 "-p".into(),
@@ -226,7 +252,7 @@ impl Cluster {
                 "-js".into(),
                 "-sd".into(),
                 data_dir.join("nats").join(name).into_os_string(),
-            ];
+            ]);
             for (flag, value) in [
                 ("--server_name", name.to_owned()),
                 ("--cluster_name", CLUSTER_NAME.to_owned()),
@@ -312,7 +338,7 @@ mod tests {
     fn each_node_routes_to_every_other_and_keeps_its_own_store() {
         let dir = tempfile::tempdir().expect("tempdir");
         let c = Cluster::on("nats://127.0.0.1:4222", 3).expect("a local cluster");
-        let specs = c.specs_with(Path::new("nats-server"), dir.path(), dir.path());
+        let specs = c.specs_with(Path::new("nats-server"), None, dir.path(), dir.path());
         let args: Vec<Vec<String>> = specs
             .iter()
             .map(|s| {

@@ -20,7 +20,7 @@ pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 
 /// Wait for the planner, apply `services`, print the next commands.
 pub async fn apply_when_ready(plan: Plan, services: ServiceFile) {
-    let Some(bus) = connect(&plan.nats_url).await else {
+    let Some(bus) = connect(&plan).await else {
         return;
     };
     if !planner_answers(&bus).await {
@@ -60,10 +60,10 @@ pub async fn apply_when_ready(plan: Plan, services: ServiceFile) {
     }
 }
 
-async fn connect(url: &str) -> Option<Bus> {
+async fn connect(plan: &Plan) -> Option<Bus> {
     let deadline = tokio::time::Instant::now() + PLANNER_WAIT;
     loop {
-        match client::connect(url).await {
+        match client::connect_as(&plan.nats_url, plan.identity.clone()).await {
             Ok(bus) => return Some(bus),
             Err(e) if tokio::time::Instant::now() >= deadline => {
                 say(&format!("cannot connect to NATS to apply the config: {e}"));
@@ -125,6 +125,9 @@ mod tests {
             http: "127.0.0.1:8080".into(),
             admin: std::net::SocketAddr::from(([127, 0, 0, 1], 9180)),
             nats_cluster: None,
+            insecure: false,
+            tls: false,
+            identity: Default::default(),
         };
         let text = next_steps(&plan, "web");
         assert!(text.contains("\n  mt deploy web --image v1\n"), "{text}");

@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{ArgAction, Parser};
 
 use crate::Error;
+pub use mentat_domain::limits::sanitise_host_id;
 
 /// Everything the executor needs to know at start-up.
 ///
@@ -31,6 +32,9 @@ pub struct Config {
     /// updated to it). Give every service the same value.
     #[arg(long, env = "MENTAT_STREAM_REPLICAS", default_value = "auto")]
     pub stream_replicas: mentat_bus::Replicas,
+    /// Credentials for NATS, or `--insecure`.
+    #[command(flatten)]
+    pub access: mentat_runtime::NatsAccess,
 
     /// Id of this host: 1 to 63 characters of a-z, 0-9 and `-`. Intents for
     /// other hosts are ignored. Defaults to the machine's hostname, lowercased
@@ -97,6 +101,7 @@ impl Config {
         Self {
             nats: nats.into(),
             stream_replicas: mentat_bus::Replicas::Auto,
+            access: mentat_runtime::NatsAccess::default(),
             host_id: host_id.into(),
             advertise_ip: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
             data_dir,
@@ -226,26 +231,6 @@ pub fn default_host_id() -> String {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     sanitise_host_id(&name)
-}
-
-/// Lowercase `name`, replace every character outside a-z, 0-9 and `-` with
-/// `-`, trim dashes at both ends and cut at 63 characters.
-pub fn sanitise_host_id(name: &str) -> String {
-    let mapped: String = name
-        .to_ascii_lowercase()
-        .chars()
-        .map(|c| match c {
-            'a'..='z' | '0'..='9' | '-' => c,
-            _ => '-',
-        })
-        .collect();
-    let trimmed: String = mapped.trim_matches('-').chars().take(63).collect();
-    let trimmed = trimmed.trim_end_matches('-');
-    if trimmed.is_empty() {
-        "localhost".to_owned()
-    } else {
-        trimmed.to_owned()
-    }
 }
 
 #[cfg(test)]

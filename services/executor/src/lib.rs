@@ -102,8 +102,14 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let state = state::StateFile::load(host_dir.join("replicas.json"))?;
 
     let client_name = format!("mentat-executor-{host}");
+    let access = mentat_bus::access::Access::new(
+        &config.nats,
+        config.access.nats_creds.as_deref(),
+        config.access.insecure,
+    )?
+    .with_ca(config.access.nats_ca.as_deref())?;
     let bus = tokio::select! {
-        bus = Bus::connect_with(&config.nats, &client_name, CONNECT_WAIT, config.stream_replicas) => bus?,
+        bus = Bus::connect_with(&access, &client_name, CONNECT_WAIT, config.stream_replicas) => bus?,
         _ = shutdown.cancelled() => return Ok(()),
     };
     tokio::select! {

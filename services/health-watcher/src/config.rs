@@ -25,6 +25,9 @@ pub struct Config {
     /// updated to it). Give every service the same value.
     #[arg(long, env = "MENTAT_STREAM_REPLICAS", default_value = "auto")]
     pub stream_replicas: mentat_bus::Replicas,
+    /// Credentials for NATS, or `--insecure`.
+    #[command(flatten)]
+    pub access: mentat_runtime::NatsAccess,
 
     /// Milliseconds a probe may take (connect, send, read the status line)
     /// before it counts as a failure.
@@ -59,6 +62,7 @@ impl Config {
         Self {
             nats: nats.into(),
             stream_replicas: mentat_bus::Replicas::Auto,
+            access: mentat_runtime::NatsAccess::default(),
             probe_timeout_ms: 1000,
             verdict_queue: 256,
             probe_answer_queue: 1024,

@@ -1,20 +1,23 @@
-//! Replica facts, read from `MENTAT_FACTS` through an ordered (ephemeral)
-//! consumer from the very first message, so that a restarted health-watcher
-//! rebuilds the set of live replicas before it starts probing.
+//! Replica facts as the log recorded them, read from `MENTAT_EVENTS`
+//! through an ordered (ephemeral) consumer from the very first message, so
+//! that a restarted health-watcher rebuilds the set of live replicas before
+//! it starts probing. Only what the planner accepted counts: a fact it
+//! refused (a `ReplicaStarted` from another host than the replica's) never
+//! makes the health-watcher probe the address it names.
 
 use async_nats::jetstream::consumer::DeliverPolicy;
 use mentat_bus::codec::{self, Encoding};
 use mentat_bus::consumer::{self, Replay};
 use mentat_bus::{streams, subject, Bus};
-use mentat_domain::event::Fact;
+use mentat_domain::event::{EventEnvelope, Fact};
 
 use crate::{Error, Result};
 
-/// The subjects of the facts the health-watcher needs.
+/// The subjects of the recorded facts the health-watcher needs.
 pub fn filter_subjects() -> Vec<String> {
     vec![
-        subject::fact("*", "ReplicaStarted"),
-        subject::fact("*", "ReplicaExited"),
+        subject::events_of_type("ReplicaStarted"),
+        subject::events_of_type("ReplicaExited"),
     ]
 }
 
@@ -46,7 +49,7 @@ impl Facts {
     /// Create the consumer, delivering every stored fact first.
     pub async fn open(bus: &Bus) -> Result<Self> {
         let messages =
-            consumer::ordered(bus, streams::FACTS, filter_subjects(), DeliverPolicy::All)
+            consumer::ordered(bus, streams::EVENTS, filter_subjects(), DeliverPolicy::All)
                 .await
                 .map_err(|e| Error::Consumer(e.to_string()))?;
         Ok(Self { messages })
@@ -69,12 +72,16 @@ impl Facts {
             Some(Ok(msg)) => msg,
         };
         let caught_up = msg.info().map(|i| i.pending == 0).unwrap_or(false);
-        let fact = match codec::decode::<Fact>(
+        let fact = match codec::decode::<EventEnvelope>(
             &msg.payload,
             Encoding::of(msg.headers.as_ref()),
-            "Fact",
+            "EventEnvelope",
         ) {
-            Ok(fact) => Some(fact),
+            Ok(env) => Some(Fact {
+                id: env.id,
+                observed_at_ms: env.recorded_at_ms,
+                event: env.event,
+            }),
             Err(e) => {
                 tracing::warn!(subject = %msg.subject, error = %e, "undecodable fact; skipping it");
                 None

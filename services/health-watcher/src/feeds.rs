@@ -85,7 +85,10 @@ pub fn decode_event(msg: &Message) -> Option<Event> {
 
 /// Fold every verdict fact published so far into `traffic`.
 pub async fn seed_verdicts(bus: &Bus, traffic: &mut Traffic) -> Result<usize> {
-    let filters = VERDICTS.iter().map(|t| subject::fact("*", t)).collect();
+    let filters = VERDICTS
+        .iter()
+        .map(|t| subject::health_facts_of_type(t))
+        .collect();
     let mut replay = consumer::ordered(bus, streams::FACTS, filters, DeliverPolicy::All)
         .await
         .map_err(|e| Error::Consumer(e.to_string()))?;

@@ -71,9 +71,15 @@ const REOPEN_DELAY: Duration = Duration::from_secs(1);
 /// Run the health-watcher until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     config.validate()?;
+    let access = mentat_bus::access::Access::new(
+        &config.nats,
+        config.access.nats_creds.as_deref(),
+        config.access.insecure,
+    )?
+    .with_ca(config.access.nats_ca.as_deref())?;
     let bus = tokio::select! {
         bus = Bus::connect_with(
-            &config.nats,
+            &access,
             "mentat-health-watcher",
             CONNECT_WAIT,
             config.stream_replicas,

@@ -1,7 +1,7 @@
 //! The judging task: it follows the routers' statistics, the route tables
 //! and the thresholds, judges each version's window, and publishes the
 //! verdicts that changed as facts (`ThresholdBreached`, `NoData`,
-//! `ThresholdsMet` on `mentat.fact.<service>.<Type>`).
+//! `ThresholdsMet` on `mentat.fact.health.<service>.<Type>`).
 //!
 //! Speed: a version is judged as soon as a statistics message about its
 //! service arrives (and every [`TICK`] for windows that empty without

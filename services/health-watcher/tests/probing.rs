@@ -3,6 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::Relay;
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,6 +87,8 @@ struct Harness {
     nats: NatsServer,
     bus: Bus,
     health_facts: async_nats::Subscriber,
+    /// Plays the planner's relay.
+    relay: Relay,
 }
 
 impl Harness {
@@ -95,6 +100,7 @@ impl Harness {
             nats,
             bus,
             health_facts,
+            relay: Relay::default(),
         }
     }
 
@@ -107,12 +113,7 @@ impl Harness {
     }
 
     async fn fact(&self, event: Event) {
-        let fact = Fact {
-            id: mentat_bus::new_id(),
-            observed_at_ms: mentat_bus::now_ms(),
-            event,
-        };
-        self.bus.publish_fact(&fact).await.unwrap();
+        self.relay.record(&self.bus, event).await;
     }
 
     async fn started(&self, replica: &str, addr: &str, healthy_after: u32, unhealthy_after: u32) {

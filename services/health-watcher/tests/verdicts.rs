@@ -4,6 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::Relay;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
@@ -23,6 +26,8 @@ struct Harness {
     nats: NatsServer,
     bus: Bus,
     verdicts: async_nats::Subscriber,
+    /// Plays the planner's relay.
+    relay: Relay,
 }
 
 impl Harness {
@@ -43,6 +48,7 @@ impl Harness {
             nats,
             bus,
             verdicts,
+            relay: Relay::default(),
         }
     }
 
@@ -70,12 +76,7 @@ impl Harness {
     }
 
     async fn fact(&self, event: Event) {
-        let fact = Fact {
-            id: mentat_bus::new_id(),
-            observed_at_ms: mentat_bus::now_ms(),
-            event,
-        };
-        self.bus.publish_fact(&fact).await.unwrap();
+        self.relay.record(&self.bus, event).await;
     }
 
     fn watcher(&self) -> (Shutdown, JoinHandle<anyhow::Result<()>>) {

@@ -62,6 +62,9 @@ pub struct Config {
     /// Copies JetStream keeps of each of Mentat's streams (`auto` or 1 to 5).
     #[arg(long, env = "MENTAT_STREAM_REPLICAS", default_value = "auto")]
     pub stream_replicas: mentat_bus::Replicas,
+    /// Credentials for NATS, or `--insecure`.
+    #[command(flatten)]
+    pub access: mentat_runtime::NatsAccess,
     /// Tries of one delivery before it is recorded as failed (1 to 20).
     #[arg(long, env = "MENTAT_WEBHOOK_TRIES", default_value_t = 10)]
     pub tries: u32,
@@ -216,8 +219,14 @@ impl Defined {
 /// Run the notifier until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     config.validate()?;
+    let access = mentat_bus::access::Access::new(
+        &config.nats,
+        config.access.nats_creds.as_deref(),
+        config.access.insecure,
+    )?
+    .with_ca(config.access.nats_ca.as_deref())?;
     let bus = tokio::select! {
-        bus = Bus::connect_with(&config.nats, "mentat-notifier", CONNECT_WAIT, config.stream_replicas) => bus?,
+        bus = Bus::connect_with(&access, "mentat-notifier", CONNECT_WAIT, config.stream_replicas) => bus?,
         _ = shutdown.cancelled() => return Ok(()),
     };
     let mut done = published(&bus).await?;

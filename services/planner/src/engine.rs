@@ -13,7 +13,7 @@ use futures::StreamExt;
 use mentat_bus::consumer::{ack, Durable, DurableSpec};
 use mentat_bus::{codec, new_id, now_ms, streams, subject, Bus, Encoding};
 use mentat_domain::audit::{Anchor, AnchorReply, AnchorRequest};
-use mentat_domain::command::{Command, RejectKind, Rejection, Reply};
+use mentat_domain::command::{Command, PlannersStatus, RejectKind, Rejection, Reply};
 use mentat_domain::event::{Event, HostHeartbeat, Meta, RouterHeartbeat, ROLLOUTS_STREAM};
 use mentat_domain::planner::{self, Decision, Settings};
 use mentat_domain::rollout;
@@ -97,6 +97,8 @@ pub struct Engine {
     last_anchored: Option<i64>,
     /// Set when deciding for the rollout panicked or never converged.
     rollout_broken: bool,
+    /// Facts dropped since start because their source may not report them.
+    refused_facts: u64,
 }
 
 impl Engine {
@@ -131,6 +133,7 @@ impl Engine {
             next_anchor: Instant::now(),
             last_anchored: None,
             rollout_broken: false,
+            refused_facts: 0,
         }
     }
 
@@ -252,7 +255,7 @@ impl Engine {
         let encoding = Encoding::of(msg.headers.as_ref());
         let result = match &held {
             Held::Command(m) => self.on_command(&m.subject, &m.payload, encoding).await,
-            Held::Fact(m) => self.on_fact(&m.payload, encoding).await,
+            Held::Fact(m) => self.on_fact(&m.subject, &m.payload, encoding).await,
         };
         match result {
             Err(Error::Unavailable(e)) => {
@@ -495,7 +498,7 @@ impl Engine {
     }
 
     /// Record a fact from another service with its own id, then react.
-    async fn on_fact(&mut self, payload: &[u8], encoding: Encoding) -> Result<()> {
+    async fn on_fact(&mut self, subject: &str, payload: &[u8], encoding: Encoding) -> Result<()> {
         let fact: Fact = match codec::decode(payload, encoding, "Fact") {
             Ok(f) => f,
             Err(e) => {
@@ -510,6 +513,17 @@ impl Engine {
             );
             return Ok(());
         };
+        if let Some(why) = refuse_fact(&self.log.world, subject, &stream, &fact) {
+            self.refused_facts += 1;
+            tracing::warn!(
+                %subject,
+                fact_id = %fact.id,
+                refused_facts = self.refused_facts,
+                reason = %why,
+                "dropped a fact from the wrong source"
+            );
+            return Ok(());
+        }
         tracing::debug!(kind = fact.event.type_name(), %stream, "fact");
         let meta = Meta {
             causation_id: Some(fact.id.clone()),
@@ -650,7 +664,10 @@ impl Engine {
         let on = queries::Answering {
             log: &self.log,
             unavailable_since_ms: self.outage.as_ref().map(|o| o.since_ms),
-            planners: self.roster.status(&self.log.world),
+            planners: PlannersStatus {
+                refused_facts: self.refused_facts,
+                ..self.roster.status(&self.log.world)
+            },
             applied: self
                 .router_beats
                 .iter()
@@ -978,4 +995,28 @@ fn first_reply(outcome: &str) -> Reply {
             "this command id was used before, by a command whose reply is not on record",
         )
     })
+}
+
+/// Why the fact that came on `subject` is not to be recorded: its subject
+/// does not say who reported it, or names another service or type than
+/// the fact, or the log says its source may not report it (see
+/// [`mentat_domain::planner::World::refuse_fact`]).
+fn refuse_fact(
+    world: &mentat_domain::planner::World,
+    subject: &str,
+    stream: &str,
+    fact: &Fact,
+) -> Option<String> {
+    let Some(on) = subject::parse_fact(subject) else {
+        return Some("its subject does not say who reported it".into());
+    };
+    if on.service != stream || on.event_type != fact.event.type_name() {
+        return Some(format!(
+            "its subject names {} {} but it is a {} of {stream}",
+            on.service,
+            on.event_type,
+            fact.event.type_name()
+        ));
+    }
+    world.refuse_fact(&fact.event, on.source)
 }

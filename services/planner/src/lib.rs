@@ -67,6 +67,9 @@ pub struct Config {
     /// updated to it). Give every service the same value.
     #[arg(long, env = "MENTAT_STREAM_REPLICAS", default_value = "auto")]
     pub stream_replicas: mentat_bus::Replicas,
+    /// Credentials for NATS, or `--insecure`.
+    #[command(flatten)]
+    pub access: mentat_runtime::NatsAccess,
     /// Event log: sqlite://PATH (default: DATA_DIR/mentat.db) or
     /// postgres://... A URL with a password is refused here (every local
     /// user reads command lines): give it in MENTAT_DATABASE_URL or
@@ -177,6 +180,7 @@ impl Config {
         Config {
             nats: nats.into(),
             stream_replicas: mentat_bus::Replicas::Auto,
+            access: mentat_runtime::NatsAccess::default(),
             database_url: Some(database_url.into()),
             database_url_file: None,
             data_dir: PathBuf::from(".mentat"),
@@ -251,6 +255,14 @@ impl Config {
 /// Run the planner until `shutdown` is cancelled. A log that cannot be
 /// reached at start is waited for, as it is later.
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    // Before the log is opened: a planner without credentials for a NATS
+    // beyond this machine does not start at all.
+    let access = mentat_bus::access::Access::new(
+        &config.nats,
+        config.access.nats_creds.as_deref(),
+        config.access.insecure,
+    )?
+    .with_ca(config.access.nats_ca.as_deref())?;
     let url = config.database_url();
     let Some((store, mut log)) = open_log(&url, config.migrate_url.as_deref(), &shutdown).await?
     else {
@@ -262,7 +274,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         tracing::warn!("{why}");
     }
     let bus = mentat_bus::Bus::connect_with(
-        &config.nats,
+        &access,
         "mentat-planner",
         Duration::from_secs(30),
         config.stream_replicas,

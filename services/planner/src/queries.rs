@@ -227,6 +227,7 @@ pub fn planners(world: &World, standbys: Vec<String>, answered_by: &str) -> Plan
         epoch: world.leader.as_ref().map(|(_, e)| *e),
         standbys,
         answered_by: answered_by.to_owned(),
+        refused_facts: 0,
     }
 }
 

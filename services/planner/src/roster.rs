@@ -12,7 +12,7 @@ use mentat_domain::planner::World;
 use serde::{Deserialize, Serialize};
 
 /// Subject of every planner's heartbeat.
-pub const HEARTBEAT_ALL: &str = "mentat.planner.heartbeat.*";
+pub const HEARTBEAT_ALL: &str = mentat_bus::subject::PLANNER_HEARTBEAT_ALL;
 
 /// How often a planner announces itself.
 pub const EVERY: Duration = Duration::from_secs(1);

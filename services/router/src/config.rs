@@ -70,6 +70,9 @@ pub struct Config {
     /// updated to it). Give every service the same value.
     #[arg(long, env = "MENTAT_STREAM_REPLICAS", default_value = "auto")]
     pub stream_replicas: mentat_bus::Replicas,
+    /// Credentials for NATS, or `--insecure`.
+    #[command(flatten)]
+    pub access: mentat_runtime::NatsAccess,
 
     /// Address the proxy listens on (`host:port`; port 0 picks a free port).
     /// The router refuses to start when another process already listens
@@ -196,6 +199,7 @@ impl Default for Config {
         Config {
             nats_url: DEFAULT_NATS_URL.to_owned(),
             stream_replicas: mentat_bus::Replicas::Auto,
+            access: mentat_runtime::NatsAccess::default(),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             domain: DEFAULT_DOMAIN.to_owned(),
             router_id: default_router_id(),

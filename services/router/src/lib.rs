@@ -167,8 +167,14 @@ impl Router {
             addr: config.admin_listen,
             source,
         })?;
-        let bus = Bus::connect_with(
+        let access = mentat_bus::access::Access::new(
             &config.nats_url,
+            config.access.nats_creds.as_deref(),
+            config.access.insecure,
+        )?
+        .with_ca(config.access.nats_ca.as_deref())?;
+        let bus = Bus::connect_with(
+            &access,
             "router",
             config.nats_wait(),
             config.stream_replicas,

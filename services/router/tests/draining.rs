@@ -10,6 +10,7 @@ use std::time::Duration;
 use common::*;
 use futures::StreamExt;
 use hyper::StatusCode;
+use mentat_domain::event::FactSource;
 use mentat_domain::Event;
 use mentat_testkit::NatsServer;
 
@@ -90,7 +91,10 @@ async fn a_removed_replica_is_reported_drained_only_after_its_slow_request() {
         }
         other => panic!("unexpected fact {other:?}"),
     }
-    assert_eq!(msg.subject.as_str(), "mentat.fact.web.ReplicaDrained");
+    assert_eq!(
+        msg.subject.as_str(),
+        format!("mentat.fact.router.{ROUTER_ID}.web.ReplicaDrained")
+    );
 
     // A replica with nothing in flight is reported at once; weight 0 counts as out.
     publish_routes(&bus, "web", vec![new.route(0)]).await;
@@ -109,7 +113,11 @@ async fn a_drain_that_outlasts_the_timeout_is_reported_timed_out() {
     let bus = bus(&nats.url()).await;
     let mut facts = bus
         .client
-        .subscribe(mentat_bus::subject::fact("web", "ReplicaDrained"))
+        .subscribe(mentat_bus::subject::fact(
+            FactSource::Router(ROUTER_ID),
+            "web",
+            "ReplicaDrained",
+        ))
         .await
         .expect("subscribe to facts");
     let a = Backend::start("a").await;
@@ -197,7 +205,11 @@ async fn long_lived_connections_to_a_drained_replica_close_at_the_timeout() {
     let bus = bus(&nats.url()).await;
     let mut facts = bus
         .client
-        .subscribe(mentat_bus::subject::fact("web", "ReplicaDrained"))
+        .subscribe(mentat_bus::subject::fact(
+            FactSource::Router(ROUTER_ID),
+            "web",
+            "ReplicaDrained",
+        ))
         .await
         .expect("subscribe to facts");
     let (old, new) = (Backend::start("old").await, Backend::start("new").await);

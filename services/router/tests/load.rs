@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use futures::StreamExt;
 use hyper::StatusCode;
+use mentat_domain::event::FactSource;
 use mentat_domain::Event;
 use mentat_testkit::NatsServer;
 
@@ -76,7 +77,11 @@ async fn no_request_fails_while_the_table_changes_under_load() {
     // Stop a backend as soon as the router reports it drained.
     let mut facts = bus
         .client
-        .subscribe(mentat_bus::subject::fact("web", "ReplicaDrained"))
+        .subscribe(mentat_bus::subject::fact(
+            FactSource::Router(ROUTER_ID),
+            "web",
+            "ReplicaDrained",
+        ))
         .await
         .expect("subscribe");
     let stopped = Arc::new(Mutex::new(Vec::new()));

@@ -8,9 +8,11 @@ use async_nats::jetstream;
 use async_nats::{HeaderMap, Message, ServerAddr};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
-use mentat_domain::Fact;
+use crate::access::Access;
+
+use mentat_domain::{EventEnvelope, Fact};
 
 use crate::codec::{self, Encoding};
 use crate::streams::{self, Replicas};
@@ -175,6 +177,11 @@ fn decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// True for a subject of the JetStream API (`$JS.API.…`, `$JS.ACK.…`).
+pub fn is_jetstream_api(subject: &str) -> bool {
+    subject.starts_with("$JS.")
+}
+
 /// How many servers `info` announces in its cluster (its own client URL
 /// and those of the servers it has routes to); 1 for a server alone.
 pub fn cluster_servers(info: &async_nats::ServerInfo) -> usize {
@@ -196,12 +203,47 @@ pub struct Bus {
     connections: watch::Receiver<u64>,
     /// The replicas of the streams this connection creates.
     replication: streams::Replication,
+    /// What the server refused this identity, as it says so.
+    violations: broadcast::Sender<Violation>,
+}
+
+/// Something the server refused this connection's identity: publishing or
+/// subscribing on `subject`. It says so on the connection, not in answer
+/// to the operation, which otherwise waits for a reply that never comes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// `publish` or `subscribe`.
+    pub action: &'static str,
+    /// The subject refused.
+    pub subject: String,
+}
+
+impl Violation {
+    /// Read the server's `Permissions Violation for Publish to "x"` (or
+    /// `for Subscription to "x"`).
+    pub fn parse(error: &str) -> Option<Violation> {
+        let rest = error.trim().strip_prefix("Permissions Violation for ")?;
+        let action = if rest.starts_with("Publish") {
+            "publish"
+        } else if rest.starts_with("Subscription") {
+            "subscribe"
+        } else {
+            return None;
+        };
+        let (_, quoted) = rest.split_once('"')?;
+        let (subject, _) = quoted.split_once('"')?;
+        Some(Violation {
+            action,
+            subject: subject.to_owned(),
+        })
+    }
 }
 
 impl Bus {
-    /// [`Bus::connect_with`] with [`Replicas::Auto`]: what `mt` and tests use.
+    /// [`Bus::connect_with`] with no credentials and [`Replicas::Auto`]:
+    /// what tests use.
     pub async fn connect(urls: &str, name: &str, wait: Duration) -> Result<Self> {
-        Self::connect_with(urls, name, wait, Replicas::Auto).await
+        Self::connect_with(&Access::open(urls), name, wait, Replicas::Auto).await
     }
 
     /// Connect to any server of `urls` (one URL or several separated by
@@ -210,30 +252,54 @@ impl Bus {
     /// [`MIN_SERVER_VERSION`] is refused ([`Error::ServerTooOld`]) before
     /// anything is created on it. Once connected, the client reconnects by
     /// itself for as long as it lives, to whichever server of the list (or
-    /// of the cluster, which the servers announce) answers.
+    /// of the cluster, which the servers announce) answers. The identity is
+    /// `access`'s credentials, else the user or token in the URLs.
     pub async fn connect_with(
-        urls: &str,
+        access: &Access,
         name: &str,
         wait: Duration,
         replicas: Replicas,
     ) -> Result<Self> {
+        let urls = access.urls.as_str();
         let addrs = server_addrs(urls)?;
         let auth = UrlAuth::of(&addrs)?;
         let shown = redact(urls);
         let deadline = tokio::time::Instant::now() + wait;
         let (connected, connections) = watch::channel(0u64);
         let connected = Arc::new(connected);
+        let (violations, _) = broadcast::channel(64);
         let client = loop {
             let connected = connected.clone();
-            let attempt = auth
-                .apply(async_nats::ConnectOptions::new())
+            let refused = violations.clone();
+            let mut options = auth.apply(async_nats::ConnectOptions::new());
+            if let Some(credentials) = &access.credentials {
+                options = credentials.apply(options)?;
+            }
+            if let Some(ca) = &access.ca {
+                options = options.add_root_certificates(ca.clone()).require_tls(true);
+            }
+            let attempt = options
                 .event_callback(move |event| {
                     let connected = connected.clone();
+                    let refused = refused.clone();
                     async move {
                         match event {
                             async_nats::Event::Connected => connected.send_modify(|n| *n += 1),
                             async_nats::Event::Disconnected => {
                                 tracing::warn!("disconnected from NATS; reconnecting")
+                            }
+                            async_nats::Event::ServerError(async_nats::ServerError::Other(e)) => {
+                                match Violation::parse(&e) {
+                                    Some(v) => {
+                                        tracing::error!(
+                                            action = v.action,
+                                            subject = %v.subject,
+                                            "the NATS server refused this identity; see the permissions of its credentials"
+                                        );
+                                        let _ = refused.send(v);
+                                    }
+                                    None => tracing::warn!(error = %e, "NATS server error"),
+                                }
                             }
                             _ => {}
                         }
@@ -294,11 +360,13 @@ impl Bus {
             js,
             connections,
             replication,
+            violations,
         };
         // A cluster that has just started answers before it has elected its
         // JetStream leader: keep trying until `wait` has passed.
         loop {
-            match streams::ensure(&bus.js, replication).await {
+            let ensured = bus.refusable(is_jetstream_api, streams::ensure(&bus.js, replication));
+            match ensured.await {
                 Ok(()) => return Ok(bus),
                 Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
                 Err(e) => {
@@ -312,6 +380,33 @@ impl Bus {
     /// The replicas of the streams this connection creates, and why.
     pub fn replication(&self) -> streams::Replication {
         self.replication
+    }
+
+    /// Run `op`, failing it with [`Error::Unauthorised`] as soon as the
+    /// server says it refused this identity a subject `refused` picks:
+    /// what would otherwise wait for a reply that never comes.
+    pub async fn refusable<T>(
+        &self,
+        refused: impl Fn(&str) -> bool,
+        op: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let mut violations = self.violations.subscribe();
+        tokio::pin!(op);
+        loop {
+            tokio::select! {
+                done = &mut op => return done,
+                seen = violations.recv() => match seen {
+                    Ok(v) if refused(&v.subject) => {
+                        return Err(Error::Unauthorised {
+                            action: v.action,
+                            subject: v.subject,
+                        })
+                    }
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return op.await,
+                },
+            }
+        }
     }
 
     /// Resolves at the next reconnection to the server after this call.
@@ -338,25 +433,31 @@ impl Bus {
             .payload(payload)
             .headers(encoding.headers())
             .timeout(Some(timeout));
-        let reply = self
-            .client
-            .send_request(subject.to_owned(), req)
-            .await
-            .map_err(|e| match e.kind() {
-                async_nats::RequestErrorKind::TimedOut => Error::Timeout {
-                    subject: subject.to_owned(),
-                    secs: timeout.as_secs(),
-                },
-                async_nats::RequestErrorKind::NoResponders => Error::NoResponders {
-                    subject: subject.to_owned(),
-                },
-                async_nats::RequestErrorKind::Other => Error::nats(e),
-            })?;
+        let sent = async {
+            self.client
+                .send_request(subject.to_owned(), req)
+                .await
+                .map_err(|e| Self::request_error(subject, timeout, e))
+        };
+        let reply = self.refusable(|s| s == subject, sent).await?;
         codec::decode(
             &reply.payload,
             Encoding::of(reply.headers.as_ref()),
             "reply",
         )
+    }
+
+    fn request_error(subject: &str, timeout: Duration, e: async_nats::RequestError) -> Error {
+        match e.kind() {
+            async_nats::RequestErrorKind::TimedOut => Error::Timeout {
+                subject: subject.to_owned(),
+                secs: timeout.as_secs(),
+            },
+            async_nats::RequestErrorKind::NoResponders => Error::NoResponders {
+                subject: subject.to_owned(),
+            },
+            async_nats::RequestErrorKind::Other => Error::nats(e),
+        }
     }
 
     /// Answer `request` with `value`, in the encoding the request used.
@@ -375,12 +476,20 @@ impl Bus {
     /// Publish a fact to JetStream, with its id as `Nats-Msg-Id`, and wait
     /// for the stream to acknowledge it.
     pub async fn publish_fact(&self, fact: &Fact) -> Result<()> {
-        let stream = fact
-            .event
-            .stream()
-            .ok_or_else(|| Error::Encode(format!("{} is not a fact", fact.event.type_name())))?;
-        let subject = subject::fact(&stream, fact.event.type_name());
+        let not_a_fact = || Error::Encode(format!("{} is not a fact", fact.event.type_name()));
+        let stream = fact.event.stream().ok_or_else(not_a_fact)?;
+        let source = fact.event.fact_source().ok_or_else(not_a_fact)?;
+        let subject = subject::fact(source, &stream, fact.event.type_name());
         self.publish_durable(subject, &fact.id, fact).await
+    }
+
+    /// Publish an event of the log to `MENTAT_EVENTS`, on
+    /// `mentat.evt.<stream>.<EventType>` with its id as `Nats-Msg-Id`, and
+    /// wait for the stream to acknowledge it (what the planner's relay does;
+    /// only the planner's identity may).
+    pub async fn publish_event(&self, env: &EventEnvelope) -> Result<()> {
+        let subject = subject::event(&env.stream, env.event.type_name());
+        self.publish_durable(subject, &env.id, env).await
     }
 
     /// Publish `value` in MessagePack to a JetStream subject with `Nats-Msg-Id`
@@ -394,12 +503,15 @@ impl Bus {
         let mut headers: HeaderMap = Encoding::MsgPack.headers();
         headers.insert(MSG_ID, id);
         let payload = codec::encode(value, Encoding::MsgPack)?;
-        self.js
-            .publish_with_headers(subject, headers, payload)
-            .await
-            .map_err(Error::nats)?
-            .await
-            .map_err(Error::nats)?;
+        let published = async {
+            self.js
+                .publish_with_headers(subject.clone(), headers, payload)
+                .await
+                .map_err(Error::nats)?
+                .await
+                .map_err(Error::nats)
+        };
+        self.refusable(|s| s == subject, published).await?;
         Ok(())
     }
 
@@ -447,6 +559,26 @@ mod tests {
             Err(Error::InvalidUrl { url, .. }) => assert_eq!(url, "nats://b:port"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn permission_violations_are_read() {
+        assert_eq!(
+            Violation::parse(r#"Permissions Violation for Publish to "mentat.cmd.deploy""#),
+            Some(Violation {
+                action: "publish",
+                subject: "mentat.cmd.deploy".into()
+            })
+        );
+        assert_eq!(
+            Violation::parse(r#"Permissions Violation for Subscription to "mentat.evt.>""#),
+            Some(Violation {
+                action: "subscribe",
+                subject: "mentat.evt.>".into()
+            })
+        );
+        assert_eq!(Violation::parse("Maximum Payload Violation"), None);
+        assert_eq!(Violation::parse("Permissions Violation for Publish"), None);
     }
 
     #[test]

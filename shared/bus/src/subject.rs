@@ -1,6 +1,8 @@
 //! Every NATS subject Mentat uses. `schemas/README.md` documents each one
 //! with its publisher, consumers and message type.
 
+use mentat_domain::event::FactSource;
+
 /// Prefix of command subjects: `mentat.cmd.<verb>` (request/reply).
 pub const CMD_PREFIX: &str = "mentat.cmd";
 /// Every command subject.
@@ -24,8 +26,17 @@ pub const QUERY_AUDIT_STATE: &str = "mentat.query.audit_state";
 pub const AUDIT_ANCHOR: &str = "mentat.audit.anchor";
 /// Signed anchors (JetStream stream `MENTAT_ANCHORS`).
 pub const ANCHORS: &str = "mentat.anchors";
-/// Every fact subject: `mentat.fact.<service>.<EventType>`.
+/// Every fact subject: `mentat.fact.<source>.<service>.<EventType>`, where
+/// `<source>` is `host.<host>`, `router.<router>` or `health` (see [`fact`]).
 pub const FACT_ALL: &str = "mentat.fact.>";
+/// Prefix of the facts an executor reports: `mentat.fact.host.<host>.…`.
+pub const HOST_FACTS_PREFIX: &str = "mentat.fact.host";
+/// Prefix of the facts a router reports: `mentat.fact.router.<router>.…`.
+pub const ROUTER_FACTS_PREFIX: &str = "mentat.fact.router";
+/// Prefix of the facts the health-watcher reports: `mentat.fact.health.…`.
+pub const HEALTH_FACTS_PREFIX: &str = "mentat.fact.health";
+/// Prefix of the facts the notifier reports: `mentat.fact.notifier.…`.
+pub const NOTIFIER_FACTS_PREFIX: &str = "mentat.fact.notifier";
 /// Every relayed log event: `mentat.evt.<stream>.<EventType>`.
 pub const EVT_ALL: &str = "mentat.evt.>";
 /// Prefix of router traffic statistics: `mentat.stats.<router-id>` (JetStream, stream `MENTAT_STATS`).
@@ -40,9 +51,66 @@ pub fn command(verb: &str) -> String {
     format!("{CMD_PREFIX}.{verb}")
 }
 
-/// `mentat.fact.<service>.<event_type>`
-pub fn fact(service: &str, event_type: &str) -> String {
-    format!("mentat.fact.{service}.{event_type}")
+/// The subject of a fact from `source` about `service`:
+/// `mentat.fact.host.<host>.<service>.<event_type>`,
+/// `mentat.fact.router.<router>.<service>.<event_type>` or
+/// `mentat.fact.health.<service>.<event_type>`. Each source publishes only
+/// under its own prefix (the server's permissions see to it), so the
+/// subject says who reported the fact.
+pub fn fact(source: FactSource<'_>, service: &str, event_type: &str) -> String {
+    match source {
+        FactSource::Host(host) => format!("{HOST_FACTS_PREFIX}.{host}.{service}.{event_type}"),
+        FactSource::Router(router) => {
+            format!("{ROUTER_FACTS_PREFIX}.{router}.{service}.{event_type}")
+        }
+        FactSource::HealthWatcher => format!("{HEALTH_FACTS_PREFIX}.{service}.{event_type}"),
+        FactSource::Notifier => format!("{NOTIFIER_FACTS_PREFIX}.{service}.{event_type}"),
+    }
+}
+
+/// Facts of one type from every host: `mentat.fact.host.*.*.<event_type>`.
+pub fn host_facts_of_type(event_type: &str) -> String {
+    format!("{HOST_FACTS_PREFIX}.*.*.{event_type}")
+}
+
+/// Facts of one type from the health-watcher: `mentat.fact.health.*.<event_type>`.
+pub fn health_facts_of_type(event_type: &str) -> String {
+    format!("{HEALTH_FACTS_PREFIX}.*.{event_type}")
+}
+
+/// What a fact's subject says: who reported it, about which service, of
+/// which type. `None` for a subject [`fact`] does not build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FactSubject<'a> {
+    /// Who reported it.
+    pub source: FactSource<'a>,
+    /// The service (the log stream) it is about.
+    pub service: &'a str,
+    /// Its event type.
+    pub event_type: &'a str,
+}
+
+/// Read a fact's subject (the inverse of [`fact`]).
+pub fn parse_fact(subject: &str) -> Option<FactSubject<'_>> {
+    let rest = subject.strip_prefix("mentat.fact.")?;
+    let tokens: Vec<&str> = rest.split('.').collect();
+    let (source, service, event_type) = match tokens.as_slice() {
+        ["host", host, service, t] => (FactSource::Host(host), *service, *t),
+        ["router", router, service, t] => (FactSource::Router(router), *service, *t),
+        ["health", service, t] => (FactSource::HealthWatcher, *service, *t),
+        ["notifier", service, t] => (FactSource::Notifier, *service, *t),
+        _ => return None,
+    };
+    let named = |token: &str| !token.is_empty() && !token.contains(['*', '>']);
+    let source_named = match source {
+        FactSource::Host(id) | FactSource::Router(id) => named(id),
+        FactSource::HealthWatcher | FactSource::Notifier => true,
+    };
+    (source_named && named(service) && named(event_type)).then_some(FactSubject {
+        source,
+        service,
+        event_type,
+    })
 }
 
 /// `mentat.evt.<stream>.<event_type>`
@@ -70,6 +138,9 @@ pub fn heartbeat(host: &str) -> String {
     format!("mentat.host.heartbeat.{host}")
 }
 
+/// Planner heartbeats: `mentat.planner.heartbeat.<planner>` (core NATS, not stored).
+pub const PLANNER_HEARTBEAT_ALL: &str = "mentat.planner.heartbeat.*";
+
 /// Router heartbeats: `mentat.router.heartbeat.<router>` (core NATS, not stored).
 pub const ROUTER_HEARTBEAT_ALL: &str = "mentat.router.heartbeat.*";
 
@@ -85,3 +156,43 @@ pub fn last_token(subject: &str) -> &str {
 
 /// `mentat.query.rollout`: the last fleet rollout in detail, or the past ones.
 pub const QUERY_ROLLOUT: &str = "mentat.query.rollout";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fact_subject_names_its_source_and_reads_back() {
+        for source in [
+            FactSource::Host("h-1"),
+            FactSource::Router("r1"),
+            FactSource::HealthWatcher,
+            FactSource::Notifier,
+        ] {
+            let subject = fact(source, "web", "ReplicaStarted");
+            assert_eq!(
+                parse_fact(&subject),
+                Some(FactSubject {
+                    source,
+                    service: "web",
+                    event_type: "ReplicaStarted"
+                }),
+                "{subject}"
+            );
+        }
+        assert_eq!(
+            fact(FactSource::Host("h1"), "web", "ReplicaExited"),
+            "mentat.fact.host.h1.web.ReplicaExited"
+        );
+        for bad in [
+            "mentat.fact.web.ReplicaStarted",
+            "mentat.fact.host.h1.web",
+            "mentat.fact.host.*.web.ReplicaStarted",
+            "mentat.fact.health.web.ReplicaHealthy.extra",
+            "mentat.fact.planner.web.ReplicaStarted",
+            "mentat.evt.web.ReplicaStarted",
+        ] {
+            assert_eq!(parse_fact(bad), None, "{bad}");
+        }
+    }
+}

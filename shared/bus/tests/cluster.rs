@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::AckKind;
+use mentat_bus::access::Access;
 use mentat_bus::consumer::{self, Durable, DurableSpec};
 use mentat_bus::{streams, Bus, Replicas};
 use mentat_testkit::{NatsCluster, NatsServer};
@@ -60,7 +61,7 @@ async fn streams_get_three_replicas_on_a_cluster_and_one_on_a_server_alone() {
 async fn existing_streams_change_replicas_only_when_a_count_is_set() {
     let cluster = NatsCluster::start(3);
     let urls = cluster.urls();
-    let one = Bus::connect_with(&urls, "test", WAIT, Replicas::Exactly(1))
+    let one = Bus::connect_with(&Access::open(&urls), "test", WAIT, Replicas::Exactly(1))
         .await
         .unwrap();
     assert_eq!(replicas(&one).await, all(1));
@@ -69,7 +70,7 @@ async fn existing_streams_change_replicas_only_when_a_count_is_set() {
     assert_eq!(auto.replication().count(), 3);
     assert_eq!(replicas(&auto).await, all(1));
     // A count that differs updates them.
-    let three = Bus::connect_with(&urls, "test", WAIT, Replicas::Exactly(3))
+    let three = Bus::connect_with(&Access::open(&urls), "test", WAIT, Replicas::Exactly(3))
         .await
         .unwrap();
     assert_eq!(replicas(&three).await, all(3));

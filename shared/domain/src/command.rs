@@ -842,6 +842,11 @@ pub struct PlannersStatus {
     pub standbys: Vec<String>,
     /// The planner that answered this query.
     pub answered_by: String,
+    /// Facts the leading planner dropped since it started because their
+    /// source may not report them (a host about a replica it does not
+    /// run, a subject that does not say who reported it).
+    #[serde(default)]
+    pub refused_facts: u64,
 }
 
 /// A live router in `mt status`.

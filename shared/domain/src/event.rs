@@ -804,7 +804,8 @@ impl Default for Plan {
 
 impl Event {
     /// True for the events other services report as facts (on
-    /// `mentat.fact.<service>.<Type>`); every other event is the planner's own.
+    /// `mentat.fact.<source>.<service>.<Type>`, see [`Event::fact_source`]);
+    /// every other event is the planner's own.
     pub fn is_fact(&self) -> bool {
         matches!(
             self,
@@ -819,6 +820,27 @@ impl Event {
                 | Event::WebhookDelivered { .. }
                 | Event::WebhookFailed { .. }
         )
+    }
+
+    /// Who may report this fact, which its subject names: the executor of
+    /// the host that runs the replica, the router that drained it, the
+    /// health-watcher, or the notifier. `None` for an event that is not a fact.
+    pub fn fact_source(&self) -> Option<FactSource<'_>> {
+        match self {
+            Event::ReplicaStarted { host, .. } | Event::ReplicaExited { host, .. } => {
+                Some(FactSource::Host(host))
+            }
+            Event::ReplicaDrained { router, .. } => Some(FactSource::Router(router)),
+            Event::ReplicaHealthy { .. }
+            | Event::ReplicaUnhealthy { .. }
+            | Event::ThresholdBreached { .. }
+            | Event::NoData { .. }
+            | Event::ThresholdsMet { .. } => Some(FactSource::HealthWatcher),
+            Event::WebhookDelivered { .. } | Event::WebhookFailed { .. } => {
+                Some(FactSource::Notifier)
+            }
+            _ => None,
+        }
     }
 
     /// Stable type name, as stored in the log and used in subjects.
@@ -1024,6 +1046,20 @@ impl Event {
             other => other.service()?.to_owned(),
         })
     }
+}
+
+/// Who reports a fact (see [`Event::fact_source`]); each has its own
+/// subjects, and the bus lets only that identity publish on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FactSource<'a> {
+    /// The executor of this host.
+    Host(&'a str),
+    /// This router.
+    Router(&'a str),
+    /// The health-watcher.
+    HealthWatcher,
+    /// The notifier (the outcomes of its webhook deliveries).
+    Notifier,
 }
 
 /// Name of the log stream that holds host events. Service names start with

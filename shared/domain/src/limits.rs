@@ -115,6 +115,26 @@ pub fn check_router_heartbeat(beat: &crate::event::RouterHeartbeat) -> Result<()
     Ok(())
 }
 
+/// Lowercase `name`, replace every character outside a-z, 0-9 and `-` with
+/// `-`, trim dashes at both ends and cut at 63 characters.
+pub fn sanitise_host_id(name: &str) -> String {
+    let mapped: String = name
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | '0'..='9' | '-' => c,
+            _ => '-',
+        })
+        .collect();
+    let trimmed: String = mapped.trim_matches('-').chars().take(63).collect();
+    let trimmed = trimmed.trim_end_matches('-');
+    if trimmed.is_empty() {
+        "localhost".to_owned()
+    } else {
+        trimmed.to_owned()
+    }
+}
+
 /// True when `id` is usable as a host id: it appears in NATS subjects, in
 /// an executor's durable consumer's name and in a directory name.
 pub fn is_valid_host_id(id: &str) -> bool {

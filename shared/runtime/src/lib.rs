@@ -7,13 +7,16 @@
 //!   file, line and field named in every error.
 //! - [`secrets`]: database URLs with passwords kept off command lines.
 //! - [`keyfile`]: Ed25519 secret keys in files only their owner may read.
+//! - [`nats_access`]: the NATS credentials flags every component takes.
 
 pub mod config;
 pub mod keyfile;
+pub mod nats_access;
 pub mod secrets;
 pub mod shutdown;
 pub mod telemetry;
 
+pub use nats_access::NatsAccess;
 pub use shutdown::Shutdown;
 
 /// Exit code for a bad configuration (`EX_USAGE`).

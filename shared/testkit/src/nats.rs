@@ -39,23 +39,34 @@ pub struct NatsServer {
     host: IpAddr,
     port: u16,
     membership: Option<Membership>,
+    /// A configuration file given first (`-c`), such as the one
+    /// `mentat_bus::identities::init` writes.
+    config: Option<PathBuf>,
     dir: TempDir,
 }
 
 impl NatsServer {
     /// Start a server on a free port and wait until it accepts connections.
     pub fn start() -> Self {
-        Self::start_on(IpAddr::V4(Ipv4Addr::LOCALHOST))
+        Self::start_with(None)
+    }
+
+    /// [`NatsServer::start`] with the configuration file `config` (its
+    /// `authorization`, say), the test's flags winning over it.
+    pub fn start_with(config: Option<PathBuf>) -> Self {
+        Self::start_on(IpAddr::V4(Ipv4Addr::LOCALHOST), config)
     }
 
     /// Start a server listening on `host` (an address of this machine, for
-    /// example the gateway of a lan of test hosts) on a free port.
-    pub fn start_on(host: IpAddr) -> Self {
+    /// example the gateway of a lan of test hosts) on a free port, with the
+    /// configuration file `config`.
+    pub fn start_on(host: IpAddr, config: Option<PathBuf>) -> Self {
         let mut server = NatsServer {
             child: None,
             host,
             port: crate::free_port(),
             membership: None,
+            config,
             dir: tempfile::tempdir().expect("tempdir for nats-server"),
         };
         server.spawn();
@@ -70,6 +81,11 @@ impl NatsServer {
     /// The port it listens on (kept across restarts).
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port it listens on for routes (a cluster node only).
+    pub fn route_port(&self) -> Option<u16> {
+        self.membership.as_ref().map(|m| m.cluster_port)
     }
 
     /// Its server name, as clients and the other nodes know it (a cluster
@@ -132,6 +148,9 @@ impl NatsServer {
             .open(self.dir.path().join("nats.log"))
             .expect("nats log file");
         let mut cmd = Command::new(server_bin());
+        if let Some(config) = &self.config {
+            cmd.arg("-c").arg(config);
+        }
         cmd.args(["-a", &self.host.to_string(), "-p", &self.port.to_string()])
             .args(["-js", "-sd"])
             .arg(&store);
@@ -205,6 +224,11 @@ impl NatsCluster {
     /// Start `size` nodes and wait until each accepts connections and
     /// reports JetStream healthy (a meta leader elected, the node current).
     pub fn start(size: usize) -> Self {
+        Self::start_with(size, None)
+    }
+
+    /// [`NatsCluster::start`], every node with the configuration `config`.
+    pub fn start_with(size: usize, config: Option<PathBuf>) -> Self {
         assert!(size >= 1, "a cluster has at least one node");
         let ports = distinct_free_ports(3 * size);
         let cluster_ports: Vec<u16> = ports[size..2 * size].to_vec();
@@ -223,6 +247,7 @@ impl NatsCluster {
                         .map(|j| cluster_ports[j])
                         .collect(),
                 }),
+                config: config.clone(),
                 dir: tempfile::tempdir().expect("tempdir for nats-server"),
             })
             .collect();

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::cluster::ClusterSpec;
 use crate::command::{DeploymentRecord, Outcome};
-use crate::event::{Backend, Event, EventEnvelope, Judgement, Plan};
+use crate::event::{Backend, Event, EventEnvelope, FactSource, Judgement, Plan};
 use crate::spec::{HealthSpec, RouteSpec, ServiceSpec, Strategy};
 
 /// Where a replica is in its life.
@@ -335,6 +335,42 @@ pub struct World {
 }
 
 impl World {
+    /// Why the fact `event`, reported by `from` (what its subject says, which
+    /// only that identity may publish on), is not to be recorded; `None`
+    /// when it may be. It must be a fact and name `from` as its source, and
+    /// a host reports only about the replicas the log placed on it.
+    pub fn refuse_fact(&self, event: &Event, from: FactSource<'_>) -> Option<String> {
+        let kind = event.type_name();
+        let Some(source) = event.fact_source() else {
+            return Some(format!("{kind} is not a fact"));
+        };
+        if source != from {
+            return Some(format!("a {kind} naming {source:?} came from {from:?}"));
+        }
+        if let FactSource::Host(host) = source {
+            let replica = event.replica().unwrap_or_default();
+            let placed = event
+                .service()
+                .and_then(|s| self.services.get(s))
+                .and_then(|s| s.replicas.get(replica))
+                .map(|r| r.host.as_str());
+            match placed {
+                Some(placed) if placed == host => {}
+                Some(placed) => {
+                    return Some(format!(
+                        "host {host} reported a {kind} about replica {replica}, which the log placed on {placed}"
+                    ))
+                }
+                None => {
+                    return Some(format!(
+                        "host {host} reported a {kind} about replica {replica}, which the log does not know"
+                    ))
+                }
+            }
+        }
+        None
+    }
+
     /// True when `replica`, out of rotation, has drained in every live
     /// router: each reported it (its drain finished or timed out). With no
     /// live router nothing is drained (nothing says traffic left it; the

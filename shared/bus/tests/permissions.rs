@@ -1,0 +1,304 @@
+//! Each identity `mentat_bus::identities` makes, against a real nats-server
+//! run with the configuration it writes: what a component needs works, and
+//! what it must not do is refused at once with `Error::Unauthorised`
+//! naming the subject, never a hang.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failing test should fail loudly
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::DeliverPolicy;
+use mentat_bus::access::{Access, Credentials};
+use mentat_bus::consumer::{self, Durable, DurableSpec};
+use mentat_bus::identities::{self, Role};
+use mentat_bus::{streams, subject, Bus, Encoding, Error, Replicas};
+use mentat_domain::event::{Event, EventEnvelope, Fact, Meta};
+use mentat_domain::spec::{HealthSpec, RunSpec};
+use mentat_domain::stats::TrafficStats;
+use mentat_testkit::NatsServer;
+
+const WAIT: Duration = Duration::from_secs(10);
+/// Longer than any refusal takes: a refusal that waits for it is a hang.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+struct Secured {
+    nats: NatsServer,
+    dir: tempfile::TempDir,
+}
+
+impl Secured {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = ["h1".to_owned(), "h2".to_owned()];
+        let roles = Role::all(&hosts);
+        identities::init(dir.path(), &roles).unwrap();
+        let nats = NatsServer::start_with(Some(dir.path().join(identities::SERVER_CONFIG)));
+        Secured { nats, dir }
+    }
+
+    fn creds(&self, role: &Role) -> PathBuf {
+        identities::seed_path(self.dir.path(), role)
+    }
+
+    async fn bus(&self, role: &Role) -> Bus {
+        let access = Access::new(&self.nats.url(), Some(&self.creds(role)), false).unwrap();
+        Bus::connect_with(&access, &role.name(), WAIT, Replicas::Auto)
+            .await
+            .unwrap_or_else(|e| panic!("{role} connects: {e}"))
+    }
+}
+
+fn assert_refused<T: std::fmt::Debug>(result: mentat_bus::Result<T>, subject: &str) {
+    match result {
+        Err(Error::Unauthorised {
+            action: "publish",
+            subject: refused,
+        }) => assert_eq!(refused, subject),
+        other => panic!("expected {subject} refused, got {other:?}"),
+    }
+}
+
+fn started(host: &str) -> Fact {
+    Fact {
+        id: mentat_bus::new_id(),
+        observed_at_ms: mentat_bus::now_ms(),
+        event: Event::ReplicaStarted {
+            replica: "web-1".into(),
+            service: "web".into(),
+            host: host.into(),
+            pid: 1,
+            addr: "127.0.0.1:1".into(),
+            health: HealthSpec::default(),
+        },
+    }
+}
+
+fn envelope(event: Event) -> EventEnvelope {
+    EventEnvelope {
+        id: mentat_bus::new_id(),
+        position: 1,
+        stream: "web".into(),
+        version: 1,
+        schema_version: 1,
+        recorded_at_ms: mentat_bus::now_ms(),
+        meta: Meta::default(),
+        event,
+    }
+}
+
+#[tokio::test]
+async fn the_router_cannot_send_a_command_and_a_viewer_cannot_deploy() {
+    let s = Secured::start();
+    let deploy = subject::command("deploy");
+    for role in [Role::Router, Role::Viewer, Role::Executor("h1".into())] {
+        let bus = s.bus(&role).await;
+        let sent = bus
+            .request::<_, serde_json::Value>(
+                &deploy,
+                &serde_json::json!({"service": "web", "image": "evil"}),
+                Encoding::Json,
+                REQUEST_TIMEOUT,
+            )
+            .await;
+        assert_refused(sent, &deploy);
+    }
+    // The operator may: nobody answers (no planner here), which is not a refusal.
+    let operator = s.bus(&Role::Operator).await;
+    let sent = operator
+        .request::<_, serde_json::Value>(
+            &deploy,
+            &serde_json::json!({}),
+            Encoding::Json,
+            Duration::from_secs(2),
+        )
+        .await;
+    assert!(
+        matches!(
+            sent,
+            Err(Error::NoResponders { .. } | Error::Timeout { .. })
+        ),
+        "{sent:?}"
+    );
+    // A viewer may ask.
+    let viewer = s.bus(&Role::Viewer).await;
+    let asked = viewer
+        .request::<_, serde_json::Value>(
+            subject::QUERY_STATUS,
+            &serde_json::json!({}),
+            Encoding::Json,
+            Duration::from_secs(2),
+        )
+        .await;
+    assert!(
+        matches!(asked, Err(Error::NoResponders { .. })),
+        "{asked:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_executor_reports_facts_of_its_own_host_only() {
+    let s = Secured::start();
+    let h1 = s.bus(&Role::Executor("h1".into())).await;
+    h1.publish_fact(&started("h1")).await.unwrap();
+    let other = started("h2");
+    let subject = subject::fact(other.event.fact_source().unwrap(), "web", "ReplicaStarted");
+    assert_refused(h1.publish_fact(&other).await, &subject);
+    // Nor does anyone but the health-watcher report health.
+    let healthy = Fact {
+        id: mentat_bus::new_id(),
+        observed_at_ms: mentat_bus::now_ms(),
+        event: Event::ReplicaHealthy {
+            replica: "web-1".into(),
+            service: "web".into(),
+        },
+    };
+    assert_refused(
+        h1.publish_fact(&healthy).await,
+        "mentat.fact.health.web.ReplicaHealthy",
+    );
+    s.bus(&Role::HealthWatcher)
+        .await
+        .publish_fact(&healthy)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn only_the_planner_publishes_the_log_and_only_routers_traffic() {
+    let s = Secured::start();
+    // A forged intent: an executor would run it. And a forged route.
+    let intent = envelope(Event::ReplicaStartRequested {
+        replica: "web-9".into(),
+        service: "web".into(),
+        host: "h1".into(),
+        image: "evil".into(),
+        run: RunSpec {
+            command: vec!["/bin/sh".into(), "-c".into(), "id".into()],
+            args: Vec::new(),
+            env: Default::default(),
+        },
+        health: HealthSpec::default(),
+        deployment_id: None,
+        spawned: false,
+    });
+    let evt = subject::event("web", "ReplicaStartRequested");
+    for role in [
+        Role::Router,
+        Role::HealthWatcher,
+        Role::Operator,
+        Role::Viewer,
+        Role::Executor("h1".into()),
+    ] {
+        assert_refused(s.bus(&role).await.publish_event(&intent).await, &evt);
+    }
+    s.bus(&Role::Planner)
+        .await
+        .publish_event(&intent)
+        .await
+        .unwrap();
+
+    let stats = TrafficStats {
+        router: "r1".into(),
+        at_ms: mentat_bus::now_ms(),
+        interval_ms: 1000,
+        instances: Vec::new(),
+    };
+    let on = subject::stats("r1");
+    let router = s.bus(&Role::Router).await;
+    streams::ensure_stats(&router).await.unwrap();
+    for role in [
+        Role::HealthWatcher,
+        Role::Executor("h1".into()),
+        Role::Operator,
+    ] {
+        let bus = s.bus(&role).await;
+        assert_refused(
+            bus.publish_durable(on.clone(), &mentat_bus::new_id(), &stats)
+                .await,
+            &on,
+        );
+    }
+    router
+        .publish_durable(on, &mentat_bus::new_id(), &stats)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn each_component_reads_what_it_needs() {
+    let s = Secured::start();
+    let planner = s.bus(&Role::Planner).await;
+    streams::ensure_anchors(&planner).await.unwrap();
+    let spec = |stream, name: &str, filters: Vec<String>| DurableSpec {
+        stream,
+        name: name.to_owned(),
+        filters,
+        deliver: DeliverPolicy::All,
+        ack_wait: Duration::from_secs(30),
+        max_ack_pending: 1,
+    };
+    Durable::open(
+        &planner,
+        spec(streams::COMMANDS, "planner-commands", vec![]),
+    )
+    .await
+    .unwrap();
+    Durable::open(&planner, spec(streams::FACTS, "planner-facts", vec![]))
+        .await
+        .unwrap();
+    let intents = vec![
+        subject::events_of_type("ReplicaStartRequested"),
+        subject::events_of_type("ReplicaStopRequested"),
+    ];
+    let h1 = s.bus(&Role::Executor("h1".into())).await;
+    Durable::open(&h1, spec(streams::EVENTS, "executor-h1", intents.clone()))
+        .await
+        .unwrap();
+    let router = s.bus(&Role::Router).await;
+    streams::ensure_stats(&router).await.unwrap();
+    let routes = vec![subject::events_of_type("RouteChanged")];
+    consumer::ordered(
+        &router,
+        streams::EVENTS,
+        routes,
+        DeliverPolicy::LastPerSubject,
+    )
+    .await
+    .unwrap();
+    let watcher = s.bus(&Role::HealthWatcher).await;
+    for stream in [streams::FACTS, streams::EVENTS, streams::STATS] {
+        consumer::ordered(&watcher, stream, Vec::new(), DeliverPolicy::All)
+            .await
+            .unwrap_or_else(|e| panic!("the health-watcher reads {stream}: {e}"));
+    }
+    for role in [Role::Operator, Role::Viewer] {
+        let bus = s.bus(&role).await;
+        for stream in [streams::EVENTS, streams::ANCHORS] {
+            consumer::ordered(&bus, stream, Vec::new(), DeliverPolicy::All)
+                .await
+                .unwrap_or_else(|e| panic!("{role} reads {stream}: {e}"));
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_identity_the_server_does_not_know_is_refused_at_connect() {
+    let s = Secured::start();
+    let stranger = tempfile::tempdir().unwrap();
+    identities::init(stranger.path(), &[Role::Operator]).unwrap();
+    let creds =
+        Credentials::read(&identities::seed_path(stranger.path(), &Role::Operator)).unwrap();
+    let access = Access {
+        urls: s.nats.url(),
+        credentials: Some(creds),
+        ca: None,
+    };
+    let refused = Bus::connect_with(&access, "stranger", WAIT, Replicas::Auto).await;
+    assert!(matches!(refused, Err(Error::Refused { .. })), "{refused:?}");
+    let anonymous = Bus::connect(&s.nats.url(), "anonymous", WAIT).await;
+    assert!(
+        matches!(anonymous, Err(Error::Refused { .. })),
+        "{anonymous:?}"
+    );
+}

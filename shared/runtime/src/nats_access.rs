@@ -1,0 +1,22 @@
+//! The flags every component takes to prove who it is to NATS.
+
+use std::path::PathBuf;
+
+/// `--nats-creds FILE` (`MENTAT_NATS_CREDS`), `--nats-ca FILE`
+/// (`MENTAT_NATS_CA`) and `--insecure`, flattened
+/// into each binary's flags.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+pub struct NatsAccess {
+    /// This component's NATS credentials: an nkey seed file (`mt security
+    /// init` and `mt up` write one per component) or a NATS `.creds` file.
+    #[arg(long = "nats-creds", value_name = "FILE", env = "MENTAT_NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+    /// The CA certificate NATS's must be signed by: TLS is then required
+    /// (`mt up --tls` writes it to `<data-dir>/tls/ca.pem`).
+    #[arg(long = "nats-ca", value_name = "FILE", env = "MENTAT_NATS_CA")]
+    pub nats_ca: Option<PathBuf>,
+    /// Talk to NATS without credentials even when it is beyond this
+    /// machine. Anyone who reaches such a server commands the cluster.
+    #[arg(long)]
+    pub insecure: bool,
+}
