@@ -102,12 +102,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let state = state::StateFile::load(host_dir.join("replicas.json"))?;
 
     let client_name = format!("mentat-executor-{host}");
-    let access = mentat_bus::access::Access::new(
-        &config.nats,
-        config.access.nats_creds.as_deref(),
-        config.access.insecure,
-    )?
-    .with_ca(config.access.nats_ca.as_deref())?;
+    let access = config.access.access(&config.nats)?;
     let bus = tokio::select! {
         bus = Bus::connect_with(&access, &client_name, CONNECT_WAIT, config.stream_replicas) => bus?,
         _ = shutdown.cancelled() => return Ok(()),

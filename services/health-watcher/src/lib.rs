@@ -71,12 +71,7 @@ const REOPEN_DELAY: Duration = Duration::from_secs(1);
 /// Run the health-watcher until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     config.validate()?;
-    let access = mentat_bus::access::Access::new(
-        &config.nats,
-        config.access.nats_creds.as_deref(),
-        config.access.insecure,
-    )?
-    .with_ca(config.access.nats_ca.as_deref())?;
+    let access = config.access.access(&config.nats)?;
     let bus = tokio::select! {
         bus = Bus::connect_with(
             &access,

@@ -257,12 +257,7 @@ impl Config {
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     // Before the log is opened: a planner without credentials for a NATS
     // beyond this machine does not start at all.
-    let access = mentat_bus::access::Access::new(
-        &config.nats,
-        config.access.nats_creds.as_deref(),
-        config.access.insecure,
-    )?
-    .with_ca(config.access.nats_ca.as_deref())?;
+    let access = config.access.access(&config.nats)?;
     let url = config.database_url();
     let Some((store, mut log)) = open_log(&url, config.migrate_url.as_deref(), &shutdown).await?
     else {

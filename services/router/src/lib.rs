@@ -167,12 +167,7 @@ impl Router {
             addr: config.admin_listen,
             source,
         })?;
-        let access = mentat_bus::access::Access::new(
-            &config.nats_url,
-            config.access.nats_creds.as_deref(),
-            config.access.insecure,
-        )?
-        .with_ca(config.access.nats_ca.as_deref())?;
+        let access = config.access.access(&config.nats_url)?;
         let bus = Bus::connect_with(
             &access,
             "router",

@@ -20,3 +20,13 @@ pub struct NatsAccess {
     #[arg(long)]
     pub insecure: bool,
 }
+
+impl NatsAccess {
+    /// How to reach NATS at `urls` with these flags: the credentials read,
+    /// the CA required when given; an error naming the file, or the
+    /// non-loopback server that would be reached without credentials.
+    pub fn access(&self, urls: &str) -> mentat_bus::Result<mentat_bus::access::Access> {
+        mentat_bus::access::Access::new(urls, self.nats_creds.as_deref(), self.insecure)?
+            .with_ca(self.nats_ca.as_deref())
+    }
+}
