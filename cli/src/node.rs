@@ -23,7 +23,8 @@ pub struct Args {
     /// Address the router listens on.
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8080")]
     pub http: String,
-    /// Address of the router's admin server (`GET /metrics`).
+    /// Address of the router's admin server (`GET /metrics`); the executor
+    /// serves its own three ports up, as under `mt up`.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9180")]
     pub admin: SocketAddr,
     /// Replicas this host offers to run.

@@ -33,8 +33,9 @@ pub struct Args {
     /// Address the router listens on.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     pub http: String,
-    /// Address of the router's admin server (`GET /metrics`); give each
-    /// `mt up` on one machine its own.
+    /// Address of the router's admin server (`GET /metrics`); the planner,
+    /// health-watcher and executor serve theirs on the next three ports.
+    /// Give each `mt up` on one machine its own.
     #[arg(
         long,
         value_name = "ADDR",

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use mentat_domain::command::StatusReply;
 use mentat_e2e::{bin_dir, load, text, web_config, Cluster, Db};
-use mentat_testkit::free_port;
+use mentat_testkit::{free_port, free_ports};
 
 /// Stops `mt node` if the test fails half-way.
 struct Node(Child);
@@ -33,6 +33,7 @@ async fn a_node_joins_with_its_executor_and_router_and_takes_its_share() {
         std::fs::copy(&from, ids.join(from.file_name().expect("a file"))).expect("copy");
     }
     let http = format!("127.0.0.1:{}", free_port());
+    let admin = free_ports(4);
     let mut node = Node(
         Command::new(bin_dir().join("mt"))
             .args(["node", "--nats", &cluster.nats_urls()])
@@ -40,7 +41,7 @@ async fn a_node_joins_with_its_executor_and_router_and_takes_its_share() {
             .arg(cluster.identities.ca())
             .args(["--host-id", "node-2", "--advertise-ip", "127.0.0.2"])
             .args(["--http", &http])
-            .args(["--admin", &format!("127.0.0.1:{}", free_port())])
+            .args(["--admin", &format!("127.0.0.1:{admin}")])
             .arg("--data-dir")
             .arg(data.path())
             .stdout(Stdio::null())
@@ -87,6 +88,16 @@ async fn a_node_joins_with_its_executor_and_router_and_takes_its_share() {
         .await
         .expect("GET through the node's router");
     assert_eq!((code, body.as_str()), (200, "v1"));
+    // Its executor serves its metrics three ports after the router's.
+    let executor = format!("127.0.0.1:{}", admin + 3);
+    let (code, metrics) = load::get_path(&executor, "localhost", "/metrics")
+        .await
+        .expect("GET the executor's /metrics");
+    assert_eq!(code, 200, "{metrics}");
+    assert!(
+        metrics.contains("mentat_executor_replica_starts_total 2"),
+        "the node started two replicas: {metrics}"
+    );
 
     // Ctrl-C stops the node.
     let signalled = Command::new("sh")

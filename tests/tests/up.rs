@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use mentat_e2e::{bin_dir, load, text, SERVICES};
-use mentat_testkit::free_port;
+use mentat_testkit::{free_port, free_ports};
 
 fn example_config() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/mentat.yaml")
@@ -44,6 +44,15 @@ fn mt(nats_url: &str, creds: &str, args: &[&str]) -> Output {
         mt.env("MENTAT_NATS_CREDS", creds);
     }
     mt.output().expect("run mt")
+}
+
+/// True when `text` has a sample of `name` (with `labels` among its
+/// labels) whose value is above zero.
+fn has_sample(text: &str, name: &str, labels: &str) -> bool {
+    text.lines().filter(|l| l.starts_with(name)).any(|l| {
+        let value = l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+        l.contains(labels) && value.is_some_and(|v| v > 0.0)
+    })
 }
 
 fn closed(port: u16) -> bool {
@@ -117,7 +126,8 @@ async fn up_runs_the_whole_system_deploys_through_it_and_stops_on_ctrl_c() {
     let nats_url = format!("nats://127.0.0.1:{nats_port}");
     let http_port = free_port();
     let http = format!("127.0.0.1:{http_port}");
-    let admin = format!("127.0.0.1:{}", free_port());
+    let admin_port = free_ports(4);
+    let admin = format!("127.0.0.1:{admin_port}");
     let (mut up, out, err) = Up::start(&mut up(&nats_url, dir.path(), &http, &admin));
     let mut said = Vec::new();
 
@@ -214,11 +224,56 @@ async fn up_runs_the_whole_system_deploys_through_it_and_stops_on_ctrl_c() {
         .await
         .expect("GET through the router");
     assert_eq!((status, body.trim()), (200, "v1"));
-    // The router's admin server is where --admin put it.
-    let (status, metrics) = load::get_path(&admin, "localhost", "/metrics")
-        .await
-        .expect("GET /metrics from the router's admin address");
-    assert_eq!(status, 200, "{metrics}");
+    // The router's admin server is where --admin put it, and every other
+    // service serves its own metrics on the ports after it.
+    let scrape = |offset: u16| {
+        let addr = format!("127.0.0.1:{}", admin_port + offset);
+        async move {
+            let (status, text) = load::get_path(&addr, "localhost", "/metrics")
+                .await
+                .unwrap_or_else(|e| panic!("GET /metrics from {addr}: {e}"));
+            assert_eq!(status, 200, "{addr}: {text}");
+            text
+        }
+    };
+    let router = scrape(0).await;
+    assert!(
+        has_sample(&router, "mentat_router_requests_total{", "service=\"web\"")
+            && has_sample(&router, "mentat_router_route_version{", "service=\"web\""),
+        "{router}"
+    );
+    let planner = scrape(1).await;
+    for (name, labels) in [
+        ("mentat_planner_commands_total{", "verb=\"deploy\""),
+        (
+            "mentat_planner_events_appended_total{",
+            "event=\"DeploymentCompleted\"",
+        ),
+        ("mentat_planner_append_seconds_count", ""),
+    ] {
+        assert!(
+            has_sample(&planner, name, labels),
+            "{name} {labels}: {planner}"
+        );
+    }
+    let health = scrape(2).await;
+    for (name, labels) in [
+        ("mentat_health_probes_total{", "result=\"ok\""),
+        ("mentat_health_transitions_total{", "to=\"healthy\""),
+        ("mentat_health_probe_seconds_count", ""),
+    ] {
+        assert!(
+            has_sample(&health, name, labels),
+            "{name} {labels}: {health}"
+        );
+    }
+    let executor = scrape(3).await;
+    for name in [
+        "mentat_executor_replica_starts_total",
+        "mentat_executor_replicas",
+    ] {
+        assert!(has_sample(&executor, name, ""), "{name}: {executor}");
+    }
     for service in SERVICES {
         let log = dir.path().join("logs").join(format!("{service}.log"));
         assert!(log.exists(), "no log for the {service}: {}", log.display());

@@ -208,6 +208,10 @@ pub async fn run_node(plan: NodePlan) -> Result<()> {
             args.extend(["--nats-ca".into(), ca.clone().into_os_string()]);
         }
         if name == "executor" {
+            args.extend([
+                "--admin-listen".into(),
+                admin_of(plan.admin, "executor")?.to_string().into(),
+            ]);
             args.extend(["--data-dir".into(), data_dir.as_os_str().to_owned()]);
             if let Some(id) = &plan.host_id {
                 args.extend(["--host-id".into(), id.into()]);
@@ -246,6 +250,10 @@ pub async fn run_node(plan: NodePlan) -> Result<()> {
         "joining the cluster at {} as {}",
         plan.nats_url,
         plan.host_id.as_deref().unwrap_or("this host")
+    ));
+    say(&format!(
+        "metrics: {}",
+        metrics_addresses(plan.admin, &["router", "executor"])?
     ));
     let mut signals = Signals::new()?;
     let kill = CancellationToken::new();
@@ -520,65 +528,125 @@ fn service_specs(
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}/mentat.db", data_dir.display()));
     let data = data_dir.as_os_str().to_owned();
-    let specs = SERVICES.iter().zip(programs).map(|(name, program)| {
-        let mut args: Vec<OsString> = vec!["--nats".into(), plan.nats_url.clone().into()];
-        match security {
-            Some(security) => args.extend([
-                "--nats-creds".into(),
-                security.service_creds(name).into_os_string(),
-            ]),
-            None => args.push("--insecure".into()),
-        }
-        if let Some(ca) = &plan.identity.ca {
-            args.extend(["--nats-ca".into(), ca.clone().into_os_string()]);
-        }
-        if *name == "executor" {
-            if let Some(security) = security {
-                // The host its identity may speak for.
-                args.extend(["--host-id".into(), security.host.clone().into()]);
+    let specs = SERVICES
+        .iter()
+        .zip(programs)
+        .map(|(name, program)| -> Result<ChildSpec> {
+            let mut args: Vec<OsString> = vec!["--nats".into(), plan.nats_url.clone().into()];
+            match security {
+                Some(security) => args.extend([
+                    "--nats-creds".into(),
+                    security.service_creds(name).into_os_string(),
+                ]),
+                None => args.push("--insecure".into()),
             }
-        }
-        if plan.nats_cluster.is_some() && std::env::var_os("MENTAT_STREAM_REPLICAS").is_none() {
-            // Known, not guessed: the cluster may still be forming when a service connects.
-            args.extend([
-                "--stream-replicas".into(),
-                CLUSTER_REPLICAS.to_string().into(),
-            ]);
-        }
-        match *name {
-            "planner" => {
-                args.extend(["--data-dir".into(), data.clone()]);
+            if let Some(ca) = &plan.identity.ca {
+                args.extend(["--nats-ca".into(), ca.clone().into_os_string()]);
             }
-            "executor" => args.extend([
-                "--data-dir".into(),
-                data.clone(),
-                "--advertise-ip".into(),
-                "127.0.0.1".into(),
-            ]),
-            "router" => args.extend([
-                "--listen".into(),
-                plan.http.clone().into(),
-                "--admin-listen".into(),
-                plan.admin.to_string().into(),
-            ]),
-            _ => {}
-        }
-        // In the environment, which only the owner reads, not in `ps`.
-        let env = match *name {
-            "planner" => vec![("MENTAT_DATABASE_URL", database_url.clone().into())],
-            _ => Vec::new(),
-        };
-        ChildSpec {
-            name,
-            program: program.clone(),
-            args,
-            path_env: Some(path_env.clone()),
-            env,
-            log_dir: log_dir.to_owned(),
-            echo: true,
-        }
-    });
-    Ok(specs.collect())
+            if *name == "executor" {
+                if let Some(security) = security {
+                    // The host its identity may speak for.
+                    args.extend(["--host-id".into(), security.host.clone().into()]);
+                }
+            }
+            if plan.nats_cluster.is_some() && std::env::var_os("MENTAT_STREAM_REPLICAS").is_none() {
+                // Known, not guessed: the cluster may still be forming when a service connects.
+                args.extend([
+                    "--stream-replicas".into(),
+                    CLUSTER_REPLICAS.to_string().into(),
+                ]);
+            }
+            if *name != "router" && *name != "notifier" {
+                let admin = admin_of(plan.admin, name)?;
+                args.extend(["--admin-listen".into(), admin.to_string().into()]);
+            }
+            match *name {
+                "planner" => {
+                    args.extend(["--data-dir".into(), data.clone()]);
+                }
+                "executor" => args.extend([
+                    "--data-dir".into(),
+                    data.clone(),
+                    "--advertise-ip".into(),
+                    "127.0.0.1".into(),
+                ]),
+                "router" => args.extend([
+                    "--listen".into(),
+                    plan.http.clone().into(),
+                    "--admin-listen".into(),
+                    plan.admin.to_string().into(),
+                ]),
+                _ => {}
+            }
+            // In the environment, which only the owner reads, not in `ps`.
+            let env = match *name {
+                "planner" => vec![("MENTAT_DATABASE_URL", database_url.clone().into())],
+                _ => Vec::new(),
+            };
+            Ok(ChildSpec {
+                name,
+                program: program.clone(),
+                args,
+                path_env: Some(path_env.clone()),
+                env,
+                log_dir: log_dir.to_owned(),
+                echo: true,
+            })
+        });
+    let specs = specs.collect::<Result<Vec<_>>>()?;
+    say(&format!(
+        "metrics: {}",
+        metrics_addresses(
+            plan.admin,
+            &["router", "planner", "health-watcher", "executor"]
+        )?
+    ));
+    Ok(specs)
+}
+
+/// Where each service serves `/metrics`: the router on `--admin`, the
+/// others on the ports after it, in the order of [`ADMIN_OFFSETS`] (all on
+/// a port of their own choosing when `--admin` asks for port 0).
+pub fn admin_of(router: std::net::SocketAddr, service: &str) -> Result<std::net::SocketAddr> {
+    let offset = ADMIN_OFFSETS
+        .iter()
+        .position(|s| *s == service)
+        .unwrap_or(0);
+    if router.port() == 0 {
+        return Ok(router);
+    }
+    let port = router.port().checked_add(offset as u16).ok_or_else(|| {
+        Error::Usage(format!(
+            "--admin {router}: the services' metrics take the {} ports from it up; \
+                 give a port below {}",
+            ADMIN_OFFSETS.len(),
+            u16::MAX - ADMIN_OFFSETS.len() as u16 + 2
+        ))
+    })?;
+    Ok(std::net::SocketAddr::new(router.ip(), port))
+}
+
+/// The services with a `/metrics` of their own, by port offset from the
+/// router's admin address.
+pub const ADMIN_OFFSETS: [&str; 4] = ["router", "planner", "health-watcher", "executor"];
+
+/// `router http://…/metrics, planner …` for the services named.
+fn metrics_addresses(router: std::net::SocketAddr, services: &[&str]) -> Result<String> {
+    if router.port() == 0 {
+        return Ok(format!(
+            "{} on ports of their own on {} (each logs its address)",
+            services.join(", "),
+            router.ip()
+        ));
+    }
+    let mut shown = Vec::new();
+    for service in services {
+        shown.push(format!(
+            "{service} http://{}/metrics",
+            admin_of(router, service)?
+        ));
+    }
+    Ok(shown.join(", "))
 }
 
 /// A child under supervision: its stop token and its supervising task.

@@ -35,6 +35,9 @@ pub struct Config {
     /// Credentials for NATS, or `--insecure`.
     #[command(flatten)]
     pub access: mentat_runtime::NatsAccess,
+    /// Where `/metrics` is served, if anywhere.
+    #[command(flatten)]
+    pub admin: mentat_runtime::metrics::AdminListen,
 
     /// Id of this host: 1 to 63 characters of a-z, 0-9 and `-`. Intents for
     /// other hosts are ignored. Defaults to the machine's hostname, lowercased
@@ -102,6 +105,7 @@ impl Config {
             nats: nats.into(),
             stream_replicas: mentat_bus::Replicas::Auto,
             access: mentat_runtime::NatsAccess::default(),
+            admin: Default::default(),
             host_id: host_id.into(),
             advertise_ip: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
             data_dir,

@@ -14,6 +14,7 @@
 //! - [`config`]: flags, environment and defaults.
 //! - [`allow`]: the programs this host may run (`--allow-command`).
 //! - [`intents`]: the durable consumer of start/stop intents.
+//! - [`metrics`]: the names of its metrics on `/metrics`.
 //! - [`supervisor`]: the owner of the replicas; turns intents and exits into facts.
 //! - [`watch`]: one task per replica waiting for its end and carrying out stops.
 //! - [`process`]: spawning, `/proc` inspection and signals.
@@ -23,6 +24,7 @@ pub mod allow;
 pub mod config;
 mod error;
 pub mod intents;
+pub mod metrics;
 pub mod process;
 pub mod state;
 pub mod supervisor;
@@ -101,6 +103,11 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let _lock = state::HostLock::acquire(&host_dir)?;
     let state = state::StateFile::load(host_dir.join("replicas.json"))?;
 
+    metrics::describe();
+    let _admin = config
+        .admin
+        .start(mentat_runtime::metrics::no_refresh(), shutdown.token())
+        .await?;
     let client_name = format!("mentat-executor-{host}");
     let access = config.access.access(&config.nats)?;
     let bus = tokio::select! {

@@ -223,6 +223,10 @@ impl Supervisor {
         record.pid = spawned.pid;
         record.start_ticks = spawned.start_ticks;
         tracing::info!(replica_id = %replica, service = %record.service, pid = record.pid, addr = %record.addr, deployment_id = ?intent.deployment_id, "replica started");
+        metrics::counter!(crate::metrics::STARTS_TOTAL).increment(1);
+        if self.recent.iter().any(|(id, _)| *id == replica) {
+            metrics::counter!(crate::metrics::RESTARTS_TOTAL).increment(1);
+        }
         let event = started_event(&replica, &self.settings.host, &record);
         let pid = record.pid;
         if let Err(e) = self.state.insert(replica.clone(), record) {
@@ -267,6 +271,7 @@ impl Supervisor {
         error: &(dyn std::fmt::Display + Sync),
     ) -> Result<()> {
         tracing::error!(replica_id = %replica, service, error = %error, "replica did not start");
+        metrics::counter!(crate::metrics::START_FAILURES_TOTAL).increment(1);
         let status = ExitStatus {
             code: Some(EXIT_NOT_STARTED),
             signal: None,
@@ -326,6 +331,8 @@ impl Supervisor {
         let Some(running) = self.running.remove(&exit.replica) else {
             return;
         };
+        let requested = if running.requested { "true" } else { "false" };
+        metrics::counter!(crate::metrics::EXITS_TOTAL, "requested" => requested).increment(1);
         self.queue_exit(
             &exit.replica,
             &running.service,
@@ -361,6 +368,8 @@ impl Supervisor {
 
     /// Publish this host's heartbeat on core NATS.
     pub async fn heartbeat(&self) -> Result<()> {
+        metrics::gauge!(crate::metrics::REPLICAS).set(self.running.len() as f64);
+        metrics::gauge!(crate::metrics::CAPACITY).set(self.settings.capacity as f64);
         let beat = mentat_domain::event::HostHeartbeat {
             host: self.settings.host.clone(),
             capacity: self.settings.capacity,

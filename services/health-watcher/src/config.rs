@@ -28,6 +28,9 @@ pub struct Config {
     /// Credentials for NATS, or `--insecure`.
     #[command(flatten)]
     pub access: mentat_runtime::NatsAccess,
+    /// Where `/metrics` is served, if anywhere.
+    #[command(flatten)]
+    pub admin: mentat_runtime::metrics::AdminListen,
 
     /// Milliseconds a probe may take (connect, send, read the status line)
     /// before it counts as a failure.
@@ -63,6 +66,7 @@ impl Config {
             nats: nats.into(),
             stream_replicas: mentat_bus::Replicas::Auto,
             access: mentat_runtime::NatsAccess::default(),
+            admin: Default::default(),
             probe_timeout_ms: 1000,
             verdict_queue: 256,
             probe_answer_queue: 1024,

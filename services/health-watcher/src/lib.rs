@@ -16,6 +16,7 @@
 //! - [`tracker`]: one replica's verdict from consecutive probes (pure).
 //! - [`probes`]: the probe tasks, kept in step with the live set.
 //! - [`http`]: the probe: one `GET`, judged on its status line.
+//! - [`metrics`]: the names of its metrics on `/metrics`.
 //!
 //! It also judges each version's traffic against the service's
 //! `health.thresholds`, from the routers' statistics (`MENTAT_STATS`) and
@@ -37,6 +38,7 @@ pub mod http;
 pub mod idle;
 pub mod judge;
 pub mod live;
+pub mod metrics;
 pub mod probes;
 pub mod tracker;
 pub mod traffic;
@@ -82,6 +84,13 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         _ = shutdown.cancelled() => return Ok(()),
     };
     let mut probes = Probes::new(bus.clone(), config.probe_timeout());
+    metrics::describe();
+    let probed = probes.probed();
+    let refresh: mentat_runtime::metrics::Refresh = std::sync::Arc::new(move || {
+        let probed = probed.load(std::sync::atomic::Ordering::Relaxed);
+        ::metrics::gauge!(metrics::PROBED_REPLICAS).set(probed as f64);
+    });
+    let _admin = config.admin.start(refresh, shutdown.token()).await?;
     let (thresholds_tx, thresholds_rx) = watch::channel(None);
     let stop_judging = CancellationToken::new();
     let judging = tokio::spawn(verdicts::run(

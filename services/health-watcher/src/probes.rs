@@ -4,6 +4,8 @@
 //! published.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use mentat_bus::Bus;
@@ -37,6 +39,8 @@ pub struct Probes {
     bus: Bus,
     timeout: Duration,
     running: HashMap<String, Probe>,
+    /// `running.len()`, for `/metrics`.
+    probed: Arc<AtomicUsize>,
 }
 
 impl Probes {
@@ -46,7 +50,13 @@ impl Probes {
             bus,
             timeout,
             running: HashMap::new(),
+            probed: Arc::default(),
         }
+    }
+
+    /// How many replicas are probed, kept up to date by [`Probes::sync`].
+    pub fn probed(&self) -> Arc<AtomicUsize> {
+        self.probed.clone()
     }
 
     /// How many replicas are being probed.
@@ -91,6 +101,7 @@ impl Probes {
             };
             self.running.insert(replica.clone(), probe);
         }
+        self.probed.store(self.running.len(), Ordering::Relaxed);
     }
 
     /// Stop every probe and wait for them, at most `grace`.
@@ -122,9 +133,14 @@ async fn probe_loop(
             _ = stop.cancelled() => return,
             outcome = async {
                 ticks.tick().await;
-                http::get(&target.addr, &health.path, timeout).await
+                let started = std::time::Instant::now();
+                let outcome = http::get(&target.addr, &health.path, timeout).await;
+                metrics::histogram!(crate::metrics::PROBE_DURATION).record(started.elapsed());
+                outcome
             } => outcome,
         };
+        let result = if outcome.is_ok() { "ok" } else { "failed" };
+        metrics::counter!(crate::metrics::PROBES_TOTAL, "result" => result).increment(1);
         if let Err(failure) = &outcome {
             tracing::debug!(replica_id = %replica, service = %target.service, %failure, "probe failed");
         }
@@ -156,6 +172,11 @@ async fn probe_loop(
         if !publish(&bus, &fact, &stop).await {
             return;
         }
+        let entered = match &fact.event {
+            Event::ReplicaHealthy { .. } => "healthy",
+            _ => "unhealthy",
+        };
+        metrics::counter!(crate::metrics::TRANSITIONS_TOTAL, "to" => entered).increment(1);
     }
 }
 

@@ -271,7 +271,12 @@ async fn publish_all(bus: Bus, mut verdicts: mpsc::Receiver<Fact>, stop: Cancell
         let mut wait = Duration::from_millis(50);
         loop {
             match bus.publish_fact(&fact).await {
-                Ok(()) => break,
+                Ok(()) => {
+                    let verdict = fact.event.type_name();
+                    metrics::counter!(crate::metrics::VERDICTS_TOTAL, "verdict" => verdict)
+                        .increment(1);
+                    break;
+                }
                 Err(e) => tracing::warn!(error = %e, "cannot publish a verdict; retrying"),
             }
             tokio::select! {

@@ -185,7 +185,10 @@ impl Engine {
                     let r = self.on_anchor_request(&msg).await;
                     self.settle(r)?;
                 }
-                _ = announce.tick() => self.roster.announce(&self.bus, self.log.store().epoch()).await,
+                _ = announce.tick() => {
+                    self.roster.announce(&self.bus, self.log.store().epoch()).await;
+                    metrics::gauge!(crate::metrics::LOG_POSITION).set(self.log.world.position as f64);
+                }
                 _ = tick.tick() => {
                     let r = self.on_tick().await;
                     self.settle(r)?;
@@ -383,10 +386,19 @@ impl Engine {
                 };
                 intake::authorise(trust, command, payload, encoding, now_ms())
             });
-        let reply = match authorised {
-            Ok((command, signed)) => self.execute(&command, signed.as_ref()).await?,
-            Err(rejection) => Reply::from(rejection),
+        let (verb, reply) = match authorised {
+            Ok((command, signed)) => (
+                command.verb(),
+                self.execute(&command, signed.as_ref()).await?,
+            ),
+            Err(rejection) => ("unknown", Reply::from(rejection)),
         };
+        let result = match &reply {
+            Reply::Accepted { .. } => "accepted",
+            Reply::Rejected { kind, .. } => kind.as_str(),
+        };
+        metrics::counter!(crate::metrics::COMMANDS_TOTAL, "verb" => verb, "result" => result)
+            .increment(1);
         if let Some((request, reply)) = self.pairing.handled(subject, payload, reply) {
             self.send_reply(&request, &reply).await;
         }

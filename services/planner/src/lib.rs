@@ -18,6 +18,7 @@
 //!   commands), and pairing replies with requests.
 //! - [`queries`]: status and history.
 //! - [`relay`]: the log, published to JetStream.
+//! - [`metrics`]: the names of its metrics on `/metrics`.
 //! - [`standby`], [`roster`]: waiting to lead, and who else plans.
 //!
 //! Trust: at start the planner recomputes the log's whole hash chain and
@@ -36,6 +37,7 @@ pub mod engine;
 pub mod error;
 pub mod intake;
 pub mod log;
+pub mod metrics;
 pub mod queries;
 pub mod relay;
 pub mod roster;
@@ -70,6 +72,9 @@ pub struct Config {
     /// Credentials for NATS, or `--insecure`.
     #[command(flatten)]
     pub access: mentat_runtime::NatsAccess,
+    /// Where `/metrics` is served, if anywhere.
+    #[command(flatten)]
+    pub admin: mentat_runtime::metrics::AdminListen,
     /// Event log: sqlite://PATH (default: DATA_DIR/mentat.db) or
     /// postgres://... A URL with a password is refused here (every local
     /// user reads command lines): give it in MENTAT_DATABASE_URL or
@@ -194,6 +199,7 @@ impl Config {
             anchor_file: None,
             anchor_key: None,
             admin_keys: Vec::new(),
+            admin: Default::default(),
             accept_break: None,
             actor: None,
             reason: None,
@@ -268,6 +274,11 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     if let Some(why) = store.rewrite_rights().await? {
         tracing::warn!("{why}");
     }
+    metrics::describe();
+    let _admin = config
+        .admin
+        .start(mentat_runtime::metrics::no_refresh(), shutdown.token())
+        .await?;
     let bus = mentat_bus::Bus::connect_with(
         &access,
         "mentat-planner",

@@ -156,7 +156,9 @@ impl Log {
                 events,
             });
         }
+        let started = std::time::Instant::now();
         let appended = self.store.append_batch(appends, command).await?;
+        metrics::histogram!(crate::metrics::APPEND_DURATION).record(started.elapsed());
         if let Some(first) = appended.first().and_then(|a| a.duplicate.clone()) {
             return Ok(Some(first));
         }
@@ -173,6 +175,8 @@ impl Log {
                     meta: meta.clone(),
                     event,
                 };
+                metrics::counter!(crate::metrics::EVENTS_APPENDED_TOTAL, "event" => envelope.event.type_name())
+                    .increment(1);
                 self.fold(&envelope);
             }
             self.versions.insert(stream, done.stream_version);

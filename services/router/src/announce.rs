@@ -31,7 +31,8 @@ impl Applied {
             .insert(service.to_owned(), version);
     }
 
-    fn snapshot(&self) -> BTreeMap<String, i64> {
+    /// The version applied per service.
+    pub fn snapshot(&self) -> BTreeMap<String, i64> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }

@@ -52,7 +52,7 @@ impl Endpoint {
         backend: &mentat_domain::event::Backend,
         settings: PoolSettings,
     ) -> Arc<Self> {
-        Arc::new(Endpoint {
+        let endpoint = Arc::new(Endpoint {
             service: service.to_owned(),
             replica: backend.replica.clone(),
             image: backend.image.clone(),
@@ -65,7 +65,22 @@ impl Endpoint {
             draining: AtomicBool::new(backend.weight == 0),
             epoch: AtomicU64::new(0),
             idle: Notify::new(),
-        })
+        });
+        let labels = endpoint.metric_labels();
+        endpoint.traffic.export_latency(metrics::histogram!(
+            crate::metrics::REQUEST_DURATION,
+            &labels
+        ));
+        endpoint
+    }
+
+    /// The labels of its series on `/metrics`.
+    pub fn metric_labels(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("service", self.service.clone()),
+            ("replica", self.replica.clone()),
+            ("image", self.image.clone()),
+        ]
     }
 
     /// Requests in flight now (sent, or response still streaming).

@@ -8,7 +8,6 @@
 //! timestamp) to the moment the new table is swapped in.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -21,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::announce::Applied;
 use crate::drain::Drainer;
-use crate::metrics::RouterMetrics;
+use crate::metrics;
 use crate::table::TableWriter;
 use crate::traffic::Registry;
 use crate::Error;
@@ -40,7 +39,6 @@ pub struct Feed {
     /// True once the table was current: later changes are timed.
     live: bool,
     registry: Arc<Registry>,
-    metrics: Arc<RouterMetrics>,
     /// The newest planner epoch applied per service: a route change from an
     /// older epoch is ignored. Per service, because a re-opened feed
     /// replays each service's last change, whatever epoch decided it.
@@ -56,7 +54,6 @@ impl Feed {
         writer: TableWriter,
         drainer: Drainer,
         registry: Arc<Registry>,
-        metrics: Arc<RouterMetrics>,
         applied: Applied,
     ) -> Result<Self, Error> {
         let messages = subscribe(&bus).await?;
@@ -69,7 +66,6 @@ impl Feed {
             live: false,
             epochs: HashMap::new(),
             registry,
-            metrics,
             applied,
         })
     }
@@ -137,9 +133,9 @@ impl Feed {
         self.applied.set(service, envelope.version);
         let apply_us = self.live.then(|| apply_latency_us(msg)).flatten();
         self.registry.add(self.writer.take_created());
-        self.metrics.route_changes.fetch_add(1, Ordering::Relaxed);
+        ::metrics::counter!(metrics::ROUTE_CHANGES_TOTAL).increment(1);
         if let Some(us) = apply_us {
-            self.metrics.route_apply.record(Duration::from_micros(us));
+            ::metrics::histogram!(metrics::ROUTE_APPLY).record(us as f64 / 1e6);
         }
         tracing::info!(event_id = %envelope.id, service, backends = backends.len(), draining = drains.len(), apply_us, "route table updated");
         for drain in drains {

@@ -87,7 +87,6 @@ pub use error::Error;
 
 use drain::Drainer;
 use feed::Feed;
-use metrics::RouterMetrics;
 use pool::PoolSettings;
 use proxy::Proxy;
 use table::{SharedTable, TableWriter};
@@ -122,7 +121,6 @@ pub struct Router {
     drainer: Drainer,
     feed: JoinHandle<()>,
     registry: Arc<Registry>,
-    metrics: Arc<RouterMetrics>,
     /// `--trusted-proxies`, parsed.
     trusted: TrustedProxies,
     /// The route version applied per service, for the heartbeats.
@@ -134,6 +132,7 @@ impl Router {
     /// Validate `config`, listen, connect to NATS and load the current
     /// routing table (the last RouteChanged of every service).
     pub async fn bind(mut config: Config, shutdown: Shutdown) -> Result<Self, Error> {
+        mentat_runtime::metrics::install();
         config.validate()?;
         let trusted = config.trusted_proxies()?;
         let listen_error = |source| Error::Listen {
@@ -190,7 +189,6 @@ impl Router {
             connect_timeout: config.connect_timeout(),
         };
         let registry = Arc::new(Registry::default());
-        let metrics = Arc::new(RouterMetrics::default());
         let writer = TableWriter::new(table.clone(), pool);
         let applied = announce::Applied::default();
         let feed = Feed::open(
@@ -198,7 +196,6 @@ impl Router {
             writer,
             drainer.clone(),
             registry.clone(),
-            metrics.clone(),
             applied.clone(),
         )
         .await?;
@@ -226,7 +223,6 @@ impl Router {
             drainer,
             feed,
             registry,
-            metrics,
             trusted,
             applied,
             shutdown,
@@ -260,11 +256,12 @@ impl Router {
     /// finish in-flight requests within the grace, stop following the feed
     /// and report the drains that completed.
     pub async fn serve(self) {
-        let sources = admin::Sources {
-            registry: self.registry.clone(),
-            metrics: self.metrics.clone(),
-        };
-        let admin = tokio::spawn(admin::serve(self.admin, sources, self.shutdown.token()));
+        let refresh = admin::refresh(self.registry.clone(), self.applied.clone());
+        let admin = tokio::spawn(mentat_runtime::metrics::serve(
+            self.admin,
+            refresh,
+            self.shutdown.token(),
+        ));
         let identity = announce::Identity {
             router: self.config.router_id.clone(),
             host: announce::hostname(),
@@ -279,7 +276,6 @@ impl Router {
         let stats = tokio::spawn(traffic::publish(
             self.bus.clone(),
             self.registry.clone(),
-            self.metrics.clone(),
             self.config.router_id.clone(),
             self.config.stats_interval(),
             self.shutdown.token(),

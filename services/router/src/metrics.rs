@@ -1,10 +1,13 @@
 //! Lock-free counters and histograms, and the names of the metrics the
-//! admin server exposes. The request path only does relaxed atomic adds;
-//! readers (the stats publisher, `/metrics`) take snapshots.
+//! admin server exposes. The request path only does relaxed atomic adds
+//! (and one lock-free push onto the exported latency histogram); readers
+//! (the stats publisher, `/metrics`) take snapshots.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use mentat_domain::stats::{bucket_of, LATENCY_BUCKETS};
 
 /// Requests per instance (counter).
@@ -24,6 +27,37 @@ pub const ROUTE_APPLY: &str = "mentat_router_route_apply_seconds";
 pub const ROUTE_CHANGES_TOTAL: &str = "mentat_router_route_changes_total";
 /// Traffic statistics messages that could not be published (counter).
 pub const STATS_PUBLISH_FAILURES: &str = "mentat_router_stats_publish_failures_total";
+/// The route version applied per service: the version of the service's
+/// stream whose `RouteChanged` the table now holds (gauge).
+pub const ROUTE_VERSION: &str = "mentat_router_route_version";
+
+/// Describe every metric (the `# HELP` lines).
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(REQUESTS_TOTAL, "Requests per instance.");
+    describe_counter!(RESPONSES_5XX_TOTAL, "5xx answers per instance.");
+    describe_histogram!(
+        REQUEST_DURATION,
+        Unit::Seconds,
+        "Request latency per instance, to the last byte."
+    );
+    describe_gauge!(IN_FLIGHT, "Requests in flight per instance.");
+    describe_gauge!(
+        BACKEND_CONNECTIONS,
+        "Connections to each instance: open (busy and idle) and idle."
+    );
+    describe_histogram!(
+        ROUTE_APPLY,
+        Unit::Seconds,
+        "From a RouteChanged stored by JetStream to the new table in use."
+    );
+    describe_counter!(ROUTE_CHANGES_TOTAL, "Route changes applied.");
+    describe_counter!(
+        STATS_PUBLISH_FAILURES,
+        "Traffic statistics that could not be published."
+    );
+    describe_gauge!(ROUTE_VERSION, "Route version applied per service.");
+}
 
 /// A histogram on the fixed bounds of [`mentat_domain::stats`].
 #[derive(Debug)]
@@ -92,11 +126,26 @@ impl Histogram {
 }
 
 /// The traffic counters of one instance, cumulative since it appeared.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct TrafficCounters {
     requests: AtomicU64,
     errors_5xx: AtomicU64,
     latency: Histogram,
+    /// The same latencies, on `/metrics` ([`REQUEST_DURATION`]). Swapped
+    /// for a fresh handle by [`TrafficCounters::export_latency`], so a
+    /// series the exporter dropped while idle comes back.
+    exported: ArcSwap<metrics::Histogram>,
+}
+
+impl Default for TrafficCounters {
+    fn default() -> Self {
+        TrafficCounters {
+            requests: AtomicU64::new(0),
+            errors_5xx: AtomicU64::new(0),
+            latency: Histogram::default(),
+            exported: ArcSwap::from_pointee(metrics::Histogram::noop()),
+        }
+    }
 }
 
 /// A copy of [`TrafficCounters`].
@@ -118,6 +167,12 @@ impl TrafficCounters {
             self.errors_5xx.fetch_add(1, Ordering::Relaxed);
         }
         self.latency.record(latency);
+        self.exported.load().record(latency.as_secs_f64());
+    }
+
+    /// Record latencies from now on into `histogram` too.
+    pub fn export_latency(&self, histogram: metrics::Histogram) {
+        self.exported.store(Arc::new(histogram));
     }
 
     /// The counts so far.
@@ -139,17 +194,6 @@ impl TrafficSnapshot {
             latency: self.latency.since(&earlier.latency),
         }
     }
-}
-
-/// Router-wide metrics that are not per instance.
-#[derive(Debug, Default)]
-pub struct RouterMetrics {
-    /// Route-change apply latency.
-    pub route_apply: Histogram,
-    /// Route changes applied.
-    pub route_changes: AtomicU64,
-    /// Failed stats publications.
-    pub stats_publish_failures: AtomicU64,
 }
 
 #[cfg(test)]

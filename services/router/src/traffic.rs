@@ -7,7 +7,6 @@
 //! every endpoint and subtracts the previous snapshot; an endpoint gone
 //! from every table and from every request is dropped after its last delta.
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -16,7 +15,7 @@ use mentat_domain::stats::{percentile_ms, InstanceStats, TrafficStats};
 use tokio_util::sync::CancellationToken;
 
 use crate::endpoint::Endpoint;
-use crate::metrics::{RouterMetrics, TrafficSnapshot};
+use crate::metrics::{self, TrafficSnapshot};
 
 /// Every endpoint with traffic counters, and what was last published of them.
 #[derive(Debug, Default)]
@@ -95,7 +94,6 @@ impl Registry {
 pub async fn publish(
     bus: Bus,
     registry: Arc<Registry>,
-    metrics: Arc<RouterMetrics>,
     router_id: String,
     interval: Duration,
     stop: CancellationToken,
@@ -129,15 +127,11 @@ pub async fn publish(
         match sent {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                metrics
-                    .stats_publish_failures
-                    .fetch_add(1, Ordering::Relaxed);
+                ::metrics::counter!(metrics::STATS_PUBLISH_FAILURES).increment(1);
                 tracing::warn!(error = %e, "could not publish traffic statistics");
             }
             Err(_) => {
-                metrics
-                    .stats_publish_failures
-                    .fetch_add(1, Ordering::Relaxed);
+                ::metrics::counter!(metrics::STATS_PUBLISH_FAILURES).increment(1);
                 tracing::warn!("publishing traffic statistics timed out");
             }
         }

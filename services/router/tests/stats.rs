@@ -151,11 +151,16 @@ async fn route_change_apply_latency_is_measured() {
     let a = Backend::start("a").await;
     publish_routes(&bus, "web", vec![a.route(1)]).await;
     let router = TestRouter::start(&nats.url()).await;
-    // The change loaded at start is not timed (it is old); live ones are.
+    // The change loaded at start is applied but not timed (it is old);
+    // live ones are. A histogram with no sample has no series yet.
     let text = metrics(router.admin).await;
     assert_eq!(
-        sample(&text, "mentat_router_route_apply_seconds_count"),
-        Some(0.0)
+        sample(&text, "mentat_router_route_changes_total"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, "mentat_router_route_apply_seconds_count").unwrap_or(0.0),
+        0.0
     );
     for w in 1..=20 {
         publish_routes(&bus, "web", vec![a.route(w)]).await;
@@ -179,4 +184,10 @@ async fn route_change_apply_latency_is_measured() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(count, 20.0);
+    let text = metrics(router.admin).await;
+    assert_eq!(
+        sample(&text, "mentat_router_route_version{service=\"web\"}"),
+        Some(1.0),
+        "the version of the stream event applied"
+    );
 }

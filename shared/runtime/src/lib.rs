@@ -8,9 +8,11 @@
 //! - [`secrets`]: database URLs with passwords kept off command lines.
 //! - [`keyfile`]: Ed25519 secret keys in files only their owner may read.
 //! - [`nats_access`]: the NATS credentials flags every component takes.
+//! - [`metrics`]: the Prometheus recorder and the `/metrics` admin server.
 
 pub mod config;
 pub mod keyfile;
+pub mod metrics;
 pub mod nats_access;
 pub mod secrets;
 pub mod shutdown;

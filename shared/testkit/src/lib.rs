@@ -20,3 +20,19 @@ pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     listener.local_addr().expect("local addr").port()
 }
+
+/// The first of `n` consecutive ports on 127.0.0.1 that are free now (as
+/// `mt up --admin` takes: the router's, then one per service).
+pub fn free_ports(n: u16) -> u16 {
+    loop {
+        let first = free_port();
+        let all_free = (0..n).all(|i| {
+            first
+                .checked_add(i)
+                .is_some_and(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
+        });
+        if all_free {
+            return first;
+        }
+    }
+}
