@@ -265,7 +265,10 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     // beyond this machine does not start at all.
     let access = config.access.access(&config.nats)?;
     let url = config.database_url();
-    let Some((store, mut log)) = open_log(&url, config.migrate_url.as_deref(), &shutdown).await?
+    // The past-state queries' snapshots, left by the replay at start too.
+    let snapshots = std::sync::Arc::default();
+    let Some((store, mut log)) =
+        open_log(&url, config.migrate_url.as_deref(), &snapshots, &shutdown).await?
     else {
         return Ok(());
     };
@@ -296,7 +299,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         anchor_file: config.anchor_file.clone(),
         verifying: Default::default(),
         stating: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
-        snapshots: Default::default(),
+        snapshots,
     };
     // Before anything is decided: the whole chain, against the latest anchor.
     let acceptance = config.acceptance();
@@ -365,6 +368,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
 async fn open_log(
     url: &str,
     migrate_url: Option<&str>,
+    snapshots: &std::sync::Arc<std::sync::Mutex<log::Snapshots>>,
     shutdown: &Shutdown,
 ) -> anyhow::Result<Option<(mentat_store::Store, log::Log)>> {
     let mut pause = Duration::from_millis(250);
@@ -374,7 +378,9 @@ async fn open_log(
             None => mentat_store::Store::open(url).await,
         };
         let opened = match store {
-            Ok(store) => log::Log::open(store.clone()).await.map(|log| (store, log)),
+            Ok(store) => log::Log::open_keeping(store.clone(), Some(snapshots.clone()))
+                .await
+                .map(|log| (store, log)),
             Err(e) => Err(error::Error::from(e)),
         };
         match opened {

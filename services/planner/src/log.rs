@@ -44,17 +44,34 @@ pub struct Log {
     pub broken: BTreeMap<String, Broken>,
     /// Woken after every append, for the relay.
     pub appended: std::sync::Arc<Notify>,
+    /// Where the replays of the log leave worlds for the past-state
+    /// queries, so that even the first query folds from a snapshot.
+    snapshots: Option<std::sync::Arc<std::sync::Mutex<Snapshots>>>,
+    /// The latest recording time of any event folded so far.
+    latest_ms: i64,
 }
 
 impl Log {
     /// Open the log and replay it into a fresh world.
     pub async fn open(store: Store) -> Result<Self> {
+        Log::open_keeping(store, None).await
+    }
+
+    /// [`Log::open`], leaving snapshots in `snapshots` as the past-state
+    /// queries do ([`replay_until`]) whenever a replay passes one that is
+    /// due.
+    pub async fn open_keeping(
+        store: Store,
+        snapshots: Option<std::sync::Arc<std::sync::Mutex<Snapshots>>>,
+    ) -> Result<Self> {
         let mut log = Log {
             store,
             versions: HashMap::new(),
             world: World::default(),
             broken: BTreeMap::new(),
             appended: std::sync::Arc::new(Notify::new()),
+            snapshots,
+            latest_ms: i64::MIN,
         };
         log.catch_up().await?;
         tracing::info!(position = log.world.position, "log replayed");
@@ -64,19 +81,26 @@ impl Log {
     /// Fold every event recorded after the world's position: after a
     /// replay, a conflict, or an append whose commit was not confirmed.
     pub async fn catch_up(&mut self) -> Result<()> {
+        let mut pages = self.store.pages(self.world.position, REPLAY_PAGE);
         loop {
-            let page = self
-                .store
-                .read_all(self.world.position, REPLAY_PAGE)
-                .await?;
+            let page = pages.next().await?;
             if page.is_empty() {
                 return Ok(());
             }
             for recorded in &page {
-                self.versions
-                    .insert(recorded.stream.clone(), recorded.version);
+                match self.versions.get_mut(&recorded.stream) {
+                    Some(version) => *version = recorded.version,
+                    None => {
+                        self.versions
+                            .insert(recorded.stream.clone(), recorded.version);
+                    }
+                }
                 if let Some((stream, broken)) = fold_recorded(&mut self.world, recorded) {
                     self.mark_broken(&stream, broken.position, broken.error);
+                }
+                self.latest_ms = self.latest_ms.max(recorded.recorded_at_ms);
+                if let Some(snapshots) = &self.snapshots {
+                    lock(snapshots).offer(recorded, self.latest_ms, &self.world, &self.broken);
                 }
             }
         }
@@ -95,6 +119,7 @@ impl Log {
 
     /// Fold one event, containing a panic to its stream.
     fn fold(&mut self, envelope: &EventEnvelope) {
+        self.latest_ms = self.latest_ms.max(envelope.recorded_at_ms);
         if let Some((stream, broken)) = fold_envelope(&mut self.world, envelope) {
             self.mark_broken(&stream, broken.position, broken.error);
         }
@@ -276,6 +301,31 @@ impl Snapshots {
         self.kept.is_empty()
     }
 
+    /// Keep a snapshot of `world` after `recorded` when one is due there:
+    /// at every `every`-th position, while fewer than `max` are kept.
+    /// `latest_ms` is the latest recording time of any event up to it.
+    fn offer(
+        &mut self,
+        recorded: &RecordedEvent,
+        latest_ms: i64,
+        world: &World,
+        broken: &BTreeMap<String, Broken>,
+    ) {
+        let due = recorded.position % self.every == 0
+            && self.kept.len() < self.max
+            && !self.kept.contains_key(&recorded.position);
+        if due {
+            let snap = Snapshot {
+                world: world.clone(),
+                broken: broken.clone(),
+                hash: recorded.hash.clone(),
+                recorded_at_ms: recorded.recorded_at_ms,
+                latest_ms,
+            };
+            self.kept.insert(recorded.position, snap);
+        }
+    }
+
     /// The latest snapshot that lies before `point`.
     fn before(&self, point: StatePoint) -> Option<(i64, Snapshot)> {
         self.kept
@@ -287,6 +337,13 @@ impl Snapshots {
             })
             .map(|(p, s)| (*p, s.clone()))
     }
+}
+
+/// The snapshots, whoever panicked while holding them.
+fn lock(snapshots: &std::sync::Mutex<Snapshots>) -> std::sync::MutexGuard<'_, Snapshots> {
+    snapshots
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A snapshot still summarises the log when the log's event at its
@@ -309,11 +366,7 @@ pub async fn replay_until(
     point: StatePoint,
     snapshots: &std::sync::Mutex<Snapshots>,
 ) -> Result<(World, BTreeMap<String, Broken>, Option<i64>)> {
-    let lock = || {
-        snapshots
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    };
+    let lock = || lock(snapshots);
     let (mut world, mut broken, mut last_at, mut latest) = loop {
         let nearest = lock().before(point);
         let Some((position, snap)) = nearest else {
@@ -334,8 +387,9 @@ pub async fn replay_until(
         );
         lock().kept.retain(|p, _| *p < position);
     };
+    let mut pages = store.pages(world.position, REPLAY_PAGE);
     loop {
-        let page = store.read_all(world.position, REPLAY_PAGE).await?;
+        let page = pages.next().await?;
         if page.is_empty() {
             return Ok((world, broken, last_at));
         }
@@ -348,20 +402,7 @@ pub async fn replay_until(
             }
             last_at = Some(recorded.recorded_at_ms);
             latest = latest.max(recorded.recorded_at_ms);
-            let mut kept = lock();
-            let due = recorded.position % kept.every == 0
-                && kept.kept.len() < kept.max
-                && !kept.kept.contains_key(&recorded.position);
-            if due {
-                let snap = Snapshot {
-                    world: world.clone(),
-                    broken: broken.clone(),
-                    hash: recorded.hash.clone(),
-                    recorded_at_ms: recorded.recorded_at_ms,
-                    latest_ms: latest,
-                };
-                kept.kept.insert(recorded.position, snap);
-            }
+            lock().offer(recorded, latest, &world, &broken);
         }
     }
 }
@@ -453,6 +494,26 @@ mod tests {
             .keys()
             .copied()
             .collect()
+    }
+
+    #[tokio::test]
+    async fn the_replay_at_start_leaves_snapshots_that_fold_as_the_whole_log_does() {
+        let (_dir, store) = log_of(95).await;
+        let snapshots = std::sync::Arc::new(Mutex::new(Snapshots::new(10, 5)));
+        let log = super::Log::open_keeping(store.clone(), Some(snapshots.clone()))
+            .await
+            .expect("replayed");
+        assert_eq!(log.world.position, 95);
+        assert_eq!(kept_positions(&snapshots), [10, 20, 30, 40, 50]);
+        for point in [StatePoint::Position(47), StatePoint::At(475)] {
+            let none = Mutex::new(Snapshots::new(i64::MAX, 0));
+            let whole = replay_until(&store, point, &none).await.expect("folded");
+            let from_start = replay_until(&store, point, &snapshots)
+                .await
+                .expect("folded");
+            assert_eq!(from_start.0, whole.0, "{point:?}");
+            assert_eq!(from_start.2, whole.2, "{point:?}");
+        }
     }
 
     #[tokio::test]

@@ -67,7 +67,7 @@ mod types;
 pub use chain::{Break, BreakKind, Chain};
 pub use error::{Error, Result};
 pub use leader::{Leader, LogFileLock};
-pub use store::Store;
+pub use store::{Pages, Store};
 pub use types::{
     Appended, Backend, CommandRecord, ExpectedVersion, NewEvent, RecordedEvent, StreamAppend,
     Verified,

@@ -76,7 +76,10 @@ pub struct NewEvent {
 }
 
 /// An event as stored in the log.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Its fields are in the order of the `events` columns the store reads
+/// (`EVENT_COLUMNS`): a page of the log decodes from arrays of them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 pub struct RecordedEvent {
     /// Global position: 1, 2, 3… with no gaps, in commit order. Readers
     /// resume with `position > checkpoint`.
