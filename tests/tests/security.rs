@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use mentat_bus::access::Access;
 use mentat_bus::identities::Role;
 use mentat_bus::{subject, Bus, Error, Replicas};
@@ -86,6 +87,33 @@ async fn bait() -> (String, Arc<AtomicUsize>) {
         }
     });
     (addr, hits)
+}
+
+/// Before, every identity could read `_INBOX.>`: a viewer saw the
+/// operator's replies. Each now has an inbox of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_identity_reads_the_replies_to_another() {
+    let cluster = Cluster::start(Db::Sqlite).await;
+    let viewer = as_identity(&cluster, &Role::Viewer).await;
+    let mut eavesdrop = viewer
+        .client
+        .subscribe("_INBOX.>")
+        .await
+        .expect("the subscription is sent (the server refuses it)");
+    viewer.client.flush().await.expect("flush");
+    let operator = as_identity(&cluster, &Role::Operator).await;
+    // A status query answered over the operator's inbox.
+    let reply = operator
+        .client
+        .request(subject::QUERY_STATUS, Vec::new().into())
+        .await
+        .expect("the planner answers the operator");
+    assert!(!reply.payload.is_empty());
+    let overheard = tokio::time::timeout(Duration::from_secs(1), eavesdrop.next()).await;
+    assert!(
+        !matches!(overheard, Ok(Some(_))),
+        "the viewer read a reply meant for the operator: {overheard:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

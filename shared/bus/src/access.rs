@@ -102,7 +102,9 @@ impl Credentials {
         options: async_nats::ConnectOptions,
     ) -> Result<async_nats::ConnectOptions> {
         match &self.secret {
-            Secret::Seed { seed, .. } => Ok(options.nkey(seed.clone())),
+            Secret::Seed { seed, public } => Ok(options
+                .nkey(seed.clone())
+                .custom_inbox_prefix(crate::identities::inbox_prefix(public))),
             Secret::Creds(text) => options.credentials(text).map_err(|e| Error::Credentials {
                 path: self.path.clone(),
                 detail: e.to_string(),

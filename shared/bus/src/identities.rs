@@ -109,8 +109,12 @@ fn durable(stream: &str, name: &str) -> Vec<String> {
     ]
 }
 
-/// Replies to the requests a component sends (and its consumers' pulls).
-const INBOX: &str = "_INBOX.>";
+/// Where the replies to an identity's requests (and its consumers' pulls)
+/// arrive: an inbox of its own, named by its public nkey, so that no
+/// identity reads another's replies (a status, a history).
+pub fn inbox_prefix(public_key: &str) -> String {
+    format!("_INBOX.{public_key}")
+}
 /// The three streams every component ensures at connect.
 const COMMON_STREAMS: [&str; 3] = [streams::COMMANDS, streams::FACTS, streams::EVENTS];
 
@@ -154,10 +158,11 @@ impl Role {
         })
     }
 
-    /// The least it needs.
-    pub fn permissions(&self) -> Permissions {
+    /// The least it needs, as the identity whose public nkey is
+    /// `public_key`.
+    pub fn permissions(&self, public_key: &str) -> Permissions {
         let mut publish: Vec<String> = ensures(&COMMON_STREAMS);
-        let mut subscribe = vec![INBOX.to_owned()];
+        let mut subscribe = vec![format!("{}.>", inbox_prefix(public_key))];
         let mut responds = false;
         match self {
             Role::Planner => {
@@ -355,7 +360,7 @@ pub fn server_config_with(identities: &[Identity], unrestricted: &[&str]) -> Str
          authorization {\n  users = [\n",
     );
     for identity in identities {
-        let p = identity.role.permissions();
+        let p = identity.role.permissions(&identity.public_key);
         out.push_str(&format!(
             "    # {}\n    {{ nkey: {}, permissions: {{\n      publish: {{ allow: {} }}\n      subscribe: {{ allow: {} }}\n",
             identity.role,
@@ -406,7 +411,7 @@ mod tests {
     #[test]
     fn only_the_planner_publishes_events_and_an_executor_only_its_own_facts() {
         let may_publish = |role: &Role, subject: &str| {
-            role.permissions()
+            role.permissions("UKEY")
                 .publish
                 .iter()
                 .any(|allowed| matches(allowed, subject))
