@@ -34,7 +34,8 @@ pub struct Args {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     pub http: String,
     /// Address of the router's admin server (`GET /metrics`); the planner,
-    /// health-watcher and executor serve theirs on the next three ports.
+    /// health-watcher, executor and notifier serve theirs on the next four
+    /// ports.
     /// Give each `mt up` on one machine its own.
     #[arg(
         long,

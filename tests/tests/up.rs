@@ -126,7 +126,7 @@ async fn up_runs_the_whole_system_deploys_through_it_and_stops_on_ctrl_c() {
     let nats_url = format!("nats://127.0.0.1:{nats_port}");
     let http_port = free_port();
     let http = format!("127.0.0.1:{http_port}");
-    let admin_port = free_ports(4);
+    let admin_port = free_ports(5);
     let admin = format!("127.0.0.1:{admin_port}");
     let (mut up, out, err) = Up::start(&mut up(&nats_url, dir.path(), &http, &admin));
     let mut said = Vec::new();
@@ -236,7 +236,16 @@ async fn up_runs_the_whole_system_deploys_through_it_and_stops_on_ctrl_c() {
             text
         }
     };
-    let router = scrape(0).await;
+    // A request is counted when its exchange ends, just after the client
+    // has the answer.
+    let mut router = scrape(0).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !has_sample(&router, "mentat_router_requests_total{", "service=\"web\"")
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        router = scrape(0).await;
+    }
     assert!(
         has_sample(&router, "mentat_router_requests_total{", "service=\"web\"")
             && has_sample(&router, "mentat_router_route_version{", "service=\"web\""),
@@ -267,6 +276,8 @@ async fn up_runs_the_whole_system_deploys_through_it_and_stops_on_ctrl_c() {
             "{name} {labels}: {health}"
         );
     }
+    // The notifier's answers even before it has posted anything.
+    scrape(4).await;
     let executor = scrape(3).await;
     for name in [
         "mentat_executor_replica_starts_total",

@@ -556,7 +556,7 @@ fn service_specs(
                     CLUSTER_REPLICAS.to_string().into(),
                 ]);
             }
-            if *name != "router" && *name != "notifier" {
+            if *name != "router" {
                 let admin = admin_of(plan.admin, name)?;
                 args.extend(["--admin-listen".into(), admin.to_string().into()]);
             }
@@ -628,7 +628,13 @@ pub fn admin_of(router: std::net::SocketAddr, service: &str) -> Result<std::net:
 
 /// The services with a `/metrics` of their own, by port offset from the
 /// router's admin address.
-pub const ADMIN_OFFSETS: [&str; 4] = ["router", "planner", "health-watcher", "executor"];
+pub const ADMIN_OFFSETS: [&str; 5] = [
+    "router",
+    "planner",
+    "health-watcher",
+    "executor",
+    "notifier",
+];
 
 /// `router http://…/metrics, planner …` for the services named.
 fn metrics_addresses(router: std::net::SocketAddr, services: &[&str]) -> Result<String> {

@@ -23,9 +23,11 @@
 //! - [`format`]: the bodies (pure).
 //! - [`hmac`]: the signature (pure).
 //! - [`post`]: one POST.
+//! - [`metrics`]: the names of its metrics on `/metrics`.
 
 pub mod format;
 pub mod hmac;
+pub mod metrics;
 pub mod post;
 
 use std::collections::HashSet;
@@ -65,6 +67,9 @@ pub struct Config {
     /// Credentials for NATS, or `--insecure`.
     #[command(flatten)]
     pub access: mentat_runtime::NatsAccess,
+    /// Where `/metrics` is served, if anywhere.
+    #[command(flatten)]
+    pub admin: mentat_runtime::metrics::AdminListen,
     /// Tries of one delivery before it is recorded as failed (1 to 20).
     #[arg(long, env = "MENTAT_WEBHOOK_TRIES", default_value_t = 10)]
     pub tries: u32,
@@ -220,6 +225,11 @@ impl Defined {
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     config.validate()?;
     let access = config.access.access(&config.nats)?;
+    metrics::describe();
+    let _admin = config
+        .admin
+        .start(mentat_runtime::metrics::no_refresh(), shutdown.token())
+        .await?;
     let bus = tokio::select! {
         bus = Bus::connect_with(&access, "mentat-notifier", CONNECT_WAIT, config.stream_replicas) => bus?,
         _ = shutdown.cancelled() => return Ok(()),
@@ -320,6 +330,12 @@ async fn tell(
             hook.name.clone(),
         );
         let rollout_id = envelope.event.rollout_id().map(str::to_owned);
+        let result_label = if result.is_ok() {
+            "delivered"
+        } else {
+            "failed"
+        };
+        ::metrics::counter!(metrics::DELIVERIES_TOTAL, "result" => result_label).increment(1);
         let event = match result {
             Ok(status) => Event::WebhookDelivered {
                 webhook,
@@ -398,14 +414,22 @@ async fn deliver(
             event_id: envelope.id.clone(),
             signature,
         };
-        match post::post(
+        let started = std::time::Instant::now();
+        let posted = post::post(
             &url,
             &headers,
             &body,
             Duration::from_millis(config.timeout_ms),
         )
-        .await
-        {
+        .await;
+        ::metrics::histogram!(metrics::POST_DURATION).record(started.elapsed());
+        let ok = if matches!(posted, Ok(200..=299)) {
+            "ok"
+        } else {
+            "failed"
+        };
+        ::metrics::counter!(metrics::POSTS_TOTAL, "result" => ok).increment(1);
+        match posted {
             Ok(status @ 200..=299) => {
                 tracing::info!(webhook = %hook.name, event = headers.event_type, status, tries = n, "delivered");
                 return Some((n, Ok(status)));
