@@ -158,6 +158,20 @@ impl Role {
         })
     }
 
+    /// The durable consumers it reads through, as (stream, name): no other
+    /// identity may pull from them (see [`server_config_with`]).
+    pub fn durables(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Role::Planner => vec![
+                (streams::COMMANDS, "planner-commands".into()),
+                (streams::FACTS, "planner-facts".into()),
+            ],
+            Role::Executor(host) => vec![(streams::EVENTS, format!("executor-{host}"))],
+            Role::Notifier => vec![(streams::EVENTS, "notifier".into())],
+            _ => Vec::new(),
+        }
+    }
+
     /// The least it needs, as the identity whose public nkey is
     /// `public_key`.
     pub fn permissions(&self, public_key: &str) -> Permissions {
@@ -190,7 +204,9 @@ impl Role {
             Role::Executor(host) => {
                 publish.push(subject::heartbeat(host));
                 publish.push(format!("{}.{host}.>", subject::HOST_FACTS_PREFIX));
-                publish.extend(durable(streams::EVENTS, &format!("executor-{host}")));
+                for (stream, name) in self.durables() {
+                    publish.extend(durable(stream, &name));
+                }
                 subscribe.push(subject::heartbeat(host));
             }
             Role::Router => {
@@ -217,7 +233,9 @@ impl Role {
                 // Its outcomes; the events through its durable consumer;
                 // the notify blocks and its past outcomes, replayed at start.
                 publish.push(format!("{}.>", subject::NOTIFIER_FACTS_PREFIX));
-                publish.extend(durable(streams::EVENTS, "notifier"));
+                for (stream, name) in self.durables() {
+                    publish.extend(durable(stream, &name));
+                }
                 publish.extend(replays(streams::EVENTS));
                 publish.extend(replays(streams::FACTS));
             }
@@ -354,6 +372,14 @@ pub fn server_config_with(identities: &[Identity], unrestricted: &[&str]) -> Str
         let quoted: Vec<String> = subjects.iter().map(|s| format!("{s:?}")).collect();
         format!("[{}]", quoted.join(", "))
     };
+    // Pulling from a consumer is publishing on its MSG.NEXT subject; the
+    // replays a component may make need `MSG.NEXT.<stream>.*` (their
+    // names are the server's), so the durables of the others are denied
+    // by name.
+    let mut durables: Vec<(&str, String)> = Role::Planner.durables();
+    durables.extend(identities.iter().flat_map(|i| i.role.durables()));
+    durables.sort();
+    durables.dedup();
     let mut out = String::from(
         "# Written by Mentat (mt security init): one nkey user per component,\n\
          # each allowed the least it needs. Anything else is refused.\n\
@@ -361,8 +387,23 @@ pub fn server_config_with(identities: &[Identity], unrestricted: &[&str]) -> Str
     );
     for identity in identities {
         let p = identity.role.permissions(&identity.public_key);
+        let own = identity.role.durables();
+        let deny: Vec<String> = match identity.role {
+            // It owns the streams and every consumer on them.
+            Role::Planner => Vec::new(),
+            _ => durables
+                .iter()
+                .filter(|d| !own.contains(d))
+                .map(|(stream, name)| format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{name}"))
+                .collect(),
+        };
+        let deny = if deny.is_empty() {
+            String::new()
+        } else {
+            format!(", deny: {}", list(&deny))
+        };
         out.push_str(&format!(
-            "    # {}\n    {{ nkey: {}, permissions: {{\n      publish: {{ allow: {} }}\n      subscribe: {{ allow: {} }}\n",
+            "    # {}\n    {{ nkey: {}, permissions: {{\n      publish: {{ allow: {}{deny} }}\n      subscribe: {{ allow: {} }}\n",
             identity.role,
             identity.public_key,
             list(&p.publish),

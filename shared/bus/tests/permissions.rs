@@ -302,3 +302,75 @@ async fn an_identity_the_server_does_not_know_is_refused_at_connect() {
         "{anonymous:?}"
     );
 }
+
+/// Before, any component that may replay a stream (`MSG.NEXT.<stream>.*`)
+/// could pull from an executor's durable consumer too, and take its
+/// intents away from it. The durables of the others are now denied.
+#[tokio::test]
+async fn no_component_pulls_from_the_durable_consumer_of_another() {
+    use async_nats::jetstream::consumer::pull;
+    use futures::StreamExt;
+
+    let s = Secured::start();
+    let planner = s.bus(&Role::Planner).await;
+    let h1 = s.bus(&Role::Executor("h1".into())).await;
+    let spec = DurableSpec {
+        stream: streams::EVENTS,
+        name: "executor-h1".into(),
+        filters: vec![subject::events_of_type("ReplicaStartRequested")],
+        deliver: DeliverPolicy::All,
+        ack_wait: Duration::from_secs(30),
+        max_ack_pending: 1,
+    };
+    let mut intents = Durable::open(&h1, spec).await.unwrap();
+    let intent = envelope(Event::ReplicaStartRequested {
+        replica: "web-1".into(),
+        service: "web".into(),
+        host: "h1".into(),
+        image: "v1".into(),
+        run: RunSpec {
+            command: vec!["app".into()],
+            args: Vec::new(),
+            env: Default::default(),
+        },
+        health: HealthSpec::default(),
+        deployment_id: None,
+        spawned: false,
+    });
+    planner.publish_event(&intent).await.unwrap();
+
+    for role in [
+        Role::Router,
+        Role::HealthWatcher,
+        Role::Notifier,
+        Role::Operator,
+        Role::Viewer,
+        Role::Executor("h2".into()),
+    ] {
+        let thief = s.bus(&role).await;
+        let stream = thief.js.get_stream(streams::EVENTS).await.unwrap();
+        // Looking it up may be refused already (an executor sees only its own).
+        let Ok(consumer) = stream.get_consumer::<pull::Config>("executor-h1").await else {
+            continue;
+        };
+        let pulled = consumer
+            .fetch()
+            .max_messages(1)
+            .expires(Duration::from_millis(500))
+            .messages()
+            .await;
+        if let Ok(mut messages) = pulled {
+            let got = tokio::time::timeout(Duration::from_secs(2), messages.next()).await;
+            assert!(
+                !matches!(got, Ok(Some(Ok(_)))),
+                "{role} pulled an intent meant for executor-h1"
+            );
+        }
+    }
+    // The executor itself has it, first time (no delivery lost to a thief).
+    let msg = tokio::time::timeout(WAIT, intents.next())
+        .await
+        .expect("executor-h1 gets its intent");
+    let info = msg.info().expect("a JetStream message");
+    assert_eq!(info.delivered, 1, "delivered before, to someone else");
+}
