@@ -51,7 +51,7 @@ impl Node {
         // Its identities, copied from where the cluster's were made.
         let ids = dir.join("identities");
         std::fs::create_dir_all(&ids).expect("node identities dir");
-        for role in [Role::Executor(host_id(host)), Role::Router] {
+        for role in [Role::Executor(host_id(host)), Role::RouterOf(host_id(host))] {
             let from = cluster.identities.creds(&role);
             std::fs::copy(&from, ids.join(from.file_name().expect("a file"))).expect("copy");
         }

@@ -28,7 +28,10 @@ async fn a_node_joins_with_its_executor_and_router_and_takes_its_share() {
     // Its identities, copied from where the cluster's were made.
     let ids = data.path().join("identities");
     std::fs::create_dir(&ids).expect("identities dir");
-    for role in [Role::Executor("node-2".into()), Role::Router] {
+    for role in [
+        Role::Executor("node-2".into()),
+        Role::RouterOf("node-2".into()),
+    ] {
         let from = cluster.identities.creds(&role);
         std::fs::copy(&from, ids.join(from.file_name().expect("a file"))).expect("copy");
     }

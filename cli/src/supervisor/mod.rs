@@ -105,7 +105,7 @@ impl Security {
     fn service_creds(&self, name: &str) -> PathBuf {
         let role = match name {
             "planner" => Role::Planner,
-            "router" => Role::Router,
+            "router" => Role::RouterOf(self.host.clone()),
             "health-watcher" => Role::HealthWatcher,
             "notifier" => Role::Notifier,
             _ => Role::Executor(self.host.clone()),
@@ -232,9 +232,8 @@ pub async fn run_node(plan: NodePlan) -> Result<()> {
                 "--admin-listen".into(),
                 plan.admin.to_string().into(),
             ]);
-            if let Some(id) = &plan.host_id {
-                args.extend(["--router-id".into(), id.into()]);
-            }
+            // Its id is the host's: what its own identity may speak for.
+            args.extend(["--router-id".into(), host.clone().into()]);
         }
         specs.push(ChildSpec {
             name,
@@ -275,14 +274,22 @@ pub async fn run_node(plan: NodePlan) -> Result<()> {
 }
 
 /// The credentials files of this node's executor and router, from
-/// `<data-dir>/identities` (`executor-<host>.nk`, `router.nk`, as `mt
-/// security init` makes them where the cluster's identities are kept).
+/// `<data-dir>/identities` (`executor-<host>.nk` and `router-<host>.nk`,
+/// as `mt security init --executor-hosts` makes them where the cluster's
+/// identities are kept; a `router.nk`, which may speak for any router, is
+/// taken when there is no `router-<host>.nk`).
 /// `None` when they are not there: refused for a NATS beyond this machine
 /// unless `--insecure`, with what to do.
 fn node_creds(plan: &NodePlan, data_dir: &Path, host: &str) -> Result<Option<(PathBuf, PathBuf)>> {
     let dir = data_dir.join(client::IDENTITIES_DIR);
     let executor = mentat_bus::identities::seed_path(&dir, &Role::Executor(host.to_owned()));
-    let router = mentat_bus::identities::seed_path(&dir, &Role::Router);
+    let router = [Role::RouterOf(host.to_owned()), Role::Router]
+        .iter()
+        .map(|role| mentat_bus::identities::seed_path(&dir, role))
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| {
+            mentat_bus::identities::seed_path(&dir, &Role::RouterOf(host.to_owned()))
+        });
     if executor.is_file() && router.is_file() {
         return Ok(Some((executor, router)));
     }
@@ -543,10 +550,15 @@ fn service_specs(
             if let Some(ca) = &plan.identity.ca {
                 args.extend(["--nats-ca".into(), ca.clone().into_os_string()]);
             }
-            if *name == "executor" {
-                if let Some(security) = security {
-                    // The host its identity may speak for.
-                    args.extend(["--host-id".into(), security.host.clone().into()]);
+            if let Some(security) = security {
+                // The host (and router id) its identity may speak for.
+                let flag = match *name {
+                    "executor" => Some("--host-id"),
+                    "router" => Some("--router-id"),
+                    _ => None,
+                };
+                if let Some(flag) = flag {
+                    args.extend([flag.into(), security.host.clone().into()]);
                 }
             }
             if plan.nats_cluster.is_some() && std::env::var_os("MENTAT_STREAM_REPLICAS").is_none() {

@@ -33,8 +33,12 @@ pub enum Role {
     Planner,
     /// The executor of one host.
     Executor(String),
-    /// A router.
+    /// A router, any router id: what one router on one machine (`mt up`)
+    /// or a test harness uses.
     Router,
+    /// The router whose id is this (`mt node`'s, the host id): it may
+    /// publish statistics, drains and heartbeats under its own id only.
+    RouterOf(String),
     /// The health-watcher.
     HealthWatcher,
     /// The notifier: webhooks on the log's events.
@@ -51,6 +55,7 @@ impl fmt::Display for Role {
             Role::Planner => f.write_str("planner"),
             Role::Executor(host) => write!(f, "executor-{host}"),
             Role::Router => f.write_str("router"),
+            Role::RouterOf(id) => write!(f, "router-{id}"),
             Role::HealthWatcher => f.write_str("health-watcher"),
             Role::Notifier => f.write_str("notifier"),
             Role::Operator => f.write_str("operator"),
@@ -130,6 +135,7 @@ impl Role {
             Role::Viewer,
         ];
         roles.extend(hosts.iter().cloned().map(Role::Executor));
+        roles.extend(hosts.iter().cloned().map(Role::RouterOf));
         roles
     }
 
@@ -149,11 +155,18 @@ impl Role {
             "operator" => Role::Operator,
             "viewer" => Role::Viewer,
             other => {
-                let host = other.strip_prefix("executor-")?;
-                if !mentat_domain::limits::is_valid_host_id(host) {
+                let (make, id): (fn(String) -> Role, _) = match (
+                    other.strip_prefix("executor-"),
+                    other.strip_prefix("router-"),
+                ) {
+                    (Some(host), _) => (Role::Executor, host),
+                    (_, Some(router)) => (Role::RouterOf, router),
+                    _ => return None,
+                };
+                if !mentat_domain::limits::is_valid_host_id(id) {
                     return None;
                 }
-                Role::Executor(host.to_owned())
+                make(id.to_owned())
             }
         })
     }
@@ -209,17 +222,25 @@ impl Role {
                 }
                 subscribe.push(subject::heartbeat(host));
             }
-            Role::Router => {
-                publish.extend(
-                    [
+            Role::Router | Role::RouterOf(_) => {
+                let own = match self {
+                    Role::RouterOf(id) => [
+                        subject::stats(id),
+                        format!("{}.{id}.>", subject::ROUTER_FACTS_PREFIX),
+                        subject::router_heartbeat(id),
+                    ],
+                    _ => [
                         subject::STATS_ALL.to_owned(),
                         format!("{}.>", subject::ROUTER_FACTS_PREFIX),
                         subject::ROUTER_HEARTBEAT_ALL.to_owned(),
-                    ]
-                    .into_iter()
-                    .chain(ensures(&[streams::STATS]))
-                    .chain(replays(streams::EVENTS)),
+                    ],
+                };
+                publish.extend(
+                    own.into_iter()
+                        .chain(ensures(&[streams::STATS]))
+                        .chain(replays(streams::EVENTS)),
                 );
+                // Every router's heartbeat: one whose id is taken refuses to start.
                 subscribe.push(subject::ROUTER_HEARTBEAT_ALL.into());
             }
             Role::HealthWatcher => {

@@ -374,3 +374,67 @@ async fn no_component_pulls_from_the_durable_consumer_of_another() {
     let info = msg.info().expect("a JetStream message");
     assert_eq!(info.delivered, 1, "delivered before, to someone else");
 }
+
+/// Before, every router shared one identity and could report drains (and
+/// statistics) under another router's id, which the planner counts per
+/// router. A router's own identity speaks for its id only.
+#[tokio::test]
+async fn a_router_speaks_for_its_own_id_only() {
+    let s = Secured::start();
+    let h1 = s.bus(&Role::RouterOf("h1".into())).await;
+    streams::ensure_stats(&h1).await.unwrap();
+    let stats = |router: &str| TrafficStats {
+        router: router.into(),
+        at_ms: mentat_bus::now_ms(),
+        interval_ms: 1000,
+        instances: Vec::new(),
+    };
+    h1.publish_durable(subject::stats("h1"), &mentat_bus::new_id(), &stats("h1"))
+        .await
+        .unwrap();
+    let theirs = subject::stats("h2");
+    assert_refused(
+        h1.publish_durable(theirs.clone(), &mentat_bus::new_id(), &stats("h2"))
+            .await,
+        &theirs,
+    );
+    let drained = |router: &str| Fact {
+        id: mentat_bus::new_id(),
+        observed_at_ms: mentat_bus::now_ms(),
+        event: Event::ReplicaDrained {
+            replica: "web-1".into(),
+            service: "web".into(),
+            router: router.into(),
+            timed_out: false,
+        },
+    };
+    h1.publish_fact(&drained("h1")).await.unwrap();
+    assert_refused(
+        h1.publish_fact(&drained("h2")).await,
+        "mentat.fact.router.h2.web.ReplicaDrained",
+    );
+    // Its heartbeat only (core NATS: the server drops the other one).
+    let planner = s.bus(&Role::Planner).await;
+    let mut beats = planner
+        .client
+        .subscribe(subject::ROUTER_HEARTBEAT_ALL)
+        .await
+        .unwrap();
+    planner.client.flush().await.unwrap();
+    h1.publish(subject::router_heartbeat("h2"), &serde_json::json!({}))
+        .await
+        .unwrap();
+    let _ = h1.client.flush().await;
+    // From a connection of its own: the refusal may cost the first one.
+    let again = s.bus(&Role::RouterOf("h1".into())).await;
+    again
+        .publish(subject::router_heartbeat("h1"), &serde_json::json!({}))
+        .await
+        .unwrap();
+    again.client.flush().await.unwrap();
+    let first = tokio::time::timeout(WAIT, futures::StreamExt::next(&mut beats))
+        .await
+        .expect("a heartbeat")
+        .expect("subscribed");
+    assert_eq!(first.subject.as_str(), subject::router_heartbeat("h1"));
+}
