@@ -121,12 +121,7 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
-/// The short form of an id shown in tables: its last 8 characters (the
-/// first ones of a UUIDv7 are a timestamp, shared by ids made close together).
-pub fn short_id(id: &str) -> &str {
-    let start = id.char_indices().rev().nth(7).map(|(i, _)| i).unwrap_or(0);
-    &id[start..]
-}
+pub use mentat_domain::short_id;
 
 /// A command's reply for a person.
 pub fn reply(reply: &Reply) -> String {

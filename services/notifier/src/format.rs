@@ -3,6 +3,7 @@
 
 use mentat_domain::event::{Event, EventEnvelope};
 use mentat_domain::notify::WebhookFormat;
+use mentat_domain::short_id;
 use serde_json::json;
 
 /// The body of `envelope` in `format`.
@@ -26,14 +27,10 @@ pub fn body(envelope: &EventEnvelope, format: WebhookFormat) -> Vec<u8> {
     value.to_string().into_bytes()
 }
 
-fn short(id: &str) -> &str {
-    id.get(..8).unwrap_or(id)
-}
-
 /// One line for people about the event.
 pub fn text(envelope: &EventEnvelope) -> String {
     let stream = &envelope.stream;
-    let rollout = |id: &str| format!("Rollout {}", short(id));
+    let rollout = |id: &str| format!("Rollout {}", short_id(id));
     match &envelope.event {
         Event::RolloutStarted {
             rollout_id,
@@ -113,10 +110,10 @@ pub fn text(envelope: &EventEnvelope) -> String {
             ..
         } => format!(
             "{service}: deployment {} of {image} started ({strategy})",
-            short(deployment_id)
+            short_id(deployment_id)
         ),
         Event::DeploymentCompleted { deployment_id, .. } => {
-            format!("{stream}: deployment {} completed", short(deployment_id))
+            format!("{stream}: deployment {} completed", short_id(deployment_id))
         }
         Event::DeploymentReverted {
             deployment_id,
@@ -124,7 +121,7 @@ pub fn text(envelope: &EventEnvelope) -> String {
             ..
         } => format!(
             "{stream}: deployment {} reverted: {reason}",
-            short(deployment_id)
+            short_id(deployment_id)
         ),
         Event::DeploymentFailed {
             deployment_id,
@@ -132,7 +129,7 @@ pub fn text(envelope: &EventEnvelope) -> String {
             ..
         } => format!(
             "{stream}: deployment {} failed: {reason}",
-            short(deployment_id)
+            short_id(deployment_id)
         ),
         Event::ThresholdBreached {
             service,
@@ -165,13 +162,15 @@ mod tests {
     #[test]
     fn slack_bodies_carry_text_and_blocks_envelopes_the_event() {
         let e = envelope(Event::RolloutWaveStarted {
-            rollout_id: "0190abcdef".into(),
+            rollout_id: "01a25309-b614-736e-a089-b849042530f3".into(),
             wave: 2,
             members: vec!["s02".into(), "s03".into()],
         });
         let slack: serde_json::Value =
             serde_json::from_slice(&body(&e, WebhookFormat::Slack)).expect("JSON");
-        assert_eq!(slack["text"], "Rollout 0190abcd: wave 2 started (s02, s03)");
+        // The random end of the id: its start is a timestamp, the same for
+        // a rollout and the deployments it starts.
+        assert_eq!(slack["text"], "Rollout 042530f3: wave 2 started (s02, s03)");
         assert_eq!(slack["blocks"][0]["text"]["text"], slack["text"]);
         let raw = body(&e, WebhookFormat::Envelope);
         let back: EventEnvelope = serde_json::from_slice(&raw).expect("an envelope");

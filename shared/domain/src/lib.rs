@@ -40,3 +40,11 @@ pub mod story;
 pub use command::{Command, Reply};
 pub use event::{Event, EventEnvelope, Fact, Meta};
 pub use spec::{ServiceSpec, Strategy};
+
+/// The short form of an id shown to people: its last 8 characters (the
+/// first ones of a UUIDv7 are a timestamp, shared by ids made close
+/// together, such as a rollout's and its deployments').
+pub fn short_id(id: &str) -> &str {
+    let start = id.char_indices().rev().nth(7).map(|(i, _)| i).unwrap_or(0);
+    &id[start..]
+}

@@ -415,6 +415,11 @@ fn rollback_all_reverts_exactly_the_targets_that_took_the_image() {
     fleet.run(400);
     // Then exactly those four are back on v1, s04 untouched, the rest never moved
     assert_eq!(fleet.state(), RolloutState::RolledBack);
+    // And the waves read as they ended: the first done, the second stopped
+    // where it was, the third never begun
+    let shown = mentat_domain::rollout::view::status(&fleet.world).expect("a rollout");
+    let waves: Vec<&str> = shown.waves.iter().map(|w| w.state.as_str()).collect();
+    assert_eq!(waves, ["completed", "stopped", "pending"]);
     let done = fleet
         .rollout_events()
         .into_iter()

@@ -312,7 +312,8 @@ pub struct WaveStatus {
     pub wave: u32,
     /// Cumulative percentage reached once it is done.
     pub percent: u32,
-    /// `pending`, `in_progress`, `baking` or `completed`.
+    /// `pending`, `in_progress`, `baking`, `completed` or `stopped` (the
+    /// rollout was cancelled or rolled back while it ran).
     pub state: String,
     /// Its targets.
     pub targets: Vec<TargetStatus>,

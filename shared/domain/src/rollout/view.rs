@@ -103,6 +103,9 @@ pub fn status(world: &World) -> Option<RolloutStatus> {
             let n = i as u32 + 1;
             let state = if n <= r.waves_completed {
                 "completed"
+            } else if !r.state.is_active() && n <= r.wave {
+                // Cancelled or rolled back while it ran: it never will end.
+                "stopped"
             } else if n < r.wave || (n == r.wave && r.bake_until_ms.is_none()) {
                 "in_progress"
             } else if n == r.wave {
