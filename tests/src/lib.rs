@@ -37,6 +37,7 @@ use mentat_domain::command::{
     DeploymentRecord, HistoryQuery, HistoryReply, ServiceStatus, StatusQuery, StatusReply,
 };
 use mentat_domain::event::{Event, EventEnvelope};
+use mentat_domain::replay::ReplayReport;
 use mentat_testkit::{free_port, pg::PgDatabase, NatsCluster, NatsServer};
 use tempfile::TempDir;
 
@@ -214,6 +215,9 @@ pub struct Cluster {
     pub nats_peers: Vec<NatsServer>,
     /// Every component's NATS identity.
     pub identities: Identities,
+    /// Whether the log is replayed when the cluster stops (see
+    /// [`Cluster::rewrites_log`]).
+    replays: bool,
 }
 
 impl Cluster {
@@ -334,6 +338,7 @@ impl Cluster {
             planner_args: args.planner.iter().map(|a| (*a).to_owned()).collect(),
             nats_peers,
             identities,
+            replays: true,
         };
         for service in services {
             cluster.start_service(service);
@@ -766,7 +771,39 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// This test rewrites the log on purpose (a tampering attack): its
+    /// decisions are not replayed when it stops.
+    pub fn rewrites_log(&mut self) {
+        self.replays = false;
+    }
+
+    /// `mt audit replay --db` on the log, read directly: every decision
+    /// the planner recorded, taken again from the log alone, must come out
+    /// the same. Called when the cluster stops, so that every end-to-end
+    /// test ends with it.
+    pub fn assert_replays(&self) -> ReplayReport {
+        let out = Command::new(bin_dir().join("mt"))
+            .args(["audit", "replay", "--json", "--db", &self.database_url])
+            .output()
+            .unwrap();
+        let report: Option<ReplayReport> = serde_json::from_slice(&out.stdout).ok();
+        match report {
+            Some(report) if report.divergence.is_none() && out.status.success() => {
+                eprintln!(
+                    "replayed: {} decisions, {} events, 0 divergences",
+                    report.decisions, report.events
+                );
+                report
+            }
+            _ => panic!("the log does not replay: {}", text(&out)),
+        }
+    }
+}
+
 impl Drop for Cluster {
+    /// Stop every process, then replay the log (unless the test failed
+    /// already, or [`Cluster::rewrites_log`]).
     fn drop(&mut self) {
         // SIGTERM first so the executor stops its replicas.
         for child in self.procs.values() {
@@ -784,6 +821,9 @@ impl Drop for Cluster {
             }
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if self.replays && !std::thread::panicking() && !self.database_url.is_empty() {
+            let _ = self.assert_replays();
         }
     }
 }

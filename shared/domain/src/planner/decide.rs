@@ -17,7 +17,10 @@ use crate::rollout;
 use crate::spec::{ServiceSpec, Strategy};
 
 /// Settings of the planner that are not part of any service's spec.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Recorded by each leader in its `PlannerLeaderElected`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct Settings {
     /// How long to wait for a router's drained fact before stopping a replica anyway.
     pub drain_timeout_ms: i64,

@@ -466,7 +466,7 @@ impl World {
                     r.live = false;
                 }
             }
-            Event::PlannerLeaderElected { planner, epoch } => {
+            Event::PlannerLeaderElected { planner, epoch, .. } => {
                 self.leader = Some((planner.clone(), *epoch));
             }
             // The log's own business: nothing of the world changes.
