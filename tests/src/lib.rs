@@ -778,26 +778,32 @@ impl Cluster {
         self.replays = false;
     }
 
-    /// `mt audit replay --db` on the log, read directly: every decision
-    /// the planner recorded, taken again from the log alone, must come out
-    /// the same. Called when the cluster stops, so that every end-to-end
-    /// test ends with it.
+    /// Every decision in the cluster's log replays the same
+    /// ([`assert_replays`]). Called when the cluster stops, so that every
+    /// end-to-end test ends with it.
     pub fn assert_replays(&self) -> ReplayReport {
-        let out = Command::new(bin_dir().join("mt"))
-            .args(["audit", "replay", "--json", "--db", &self.database_url])
-            .output()
-            .unwrap();
-        let report: Option<ReplayReport> = serde_json::from_slice(&out.stdout).ok();
-        match report {
-            Some(report) if report.divergence.is_none() && out.status.success() => {
-                eprintln!(
-                    "replayed: {} decisions, {} events, 0 divergences",
-                    report.decisions, report.events
-                );
-                report
-            }
-            _ => panic!("the log does not replay: {}", text(&out)),
+        assert_replays(&self.database_url)
+    }
+}
+
+/// `mt audit replay --db URL` on a log, read directly: every decision the
+/// planner recorded, taken again from the log alone, must come out the
+/// same. Panics with mt's answer otherwise.
+pub fn assert_replays(database_url: &str) -> ReplayReport {
+    let out = Command::new(bin_dir().join("mt"))
+        .args(["audit", "replay", "--json", "--db", database_url])
+        .output()
+        .unwrap();
+    let report: Option<ReplayReport> = serde_json::from_slice(&out.stdout).ok();
+    match report {
+        Some(report) if report.divergence.is_none() && out.status.success() => {
+            eprintln!(
+                "replayed: {} decisions, {} events, 0 divergences",
+                report.decisions, report.events
+            );
+            report
         }
+        _ => panic!("the log does not replay: {}", text(&out)),
     }
 }
 
