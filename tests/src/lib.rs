@@ -3,6 +3,8 @@
 //! on a free port and a real database, SQLite or a fresh PostgreSQL one.
 //!
 //! - [`Cluster`]: starts and stops the four services; kills and restarts one.
+//!   When it stops, every decision in its log is replayed
+//!   ([`assert_replays`]): each end-to-end test ends with 0 divergences.
 //!   NATS runs with Mentat's permissions and over TLS: every service and
 //!   `mt` has its own identity and verifies the server against the CA
 //!   ([`Identities`]); the test's own bus plays every part.
@@ -216,7 +218,7 @@ pub struct Cluster {
     /// Every component's NATS identity.
     pub identities: Identities,
     /// Whether the log is replayed when the cluster stops (see
-    /// [`Cluster::rewrites_log`]).
+    /// [`Cluster::writes_to_log`]).
     replays: bool,
 }
 
@@ -772,9 +774,10 @@ impl Cluster {
 }
 
 impl Cluster {
-    /// This test rewrites the log on purpose (a tampering attack): its
+    /// This test writes to the log itself, not through the planner (an
+    /// event that does not decode, a history recorded by hand): its
     /// decisions are not replayed when it stops.
-    pub fn rewrites_log(&mut self) {
+    pub fn writes_to_log(&mut self) {
         self.replays = false;
     }
 
@@ -809,7 +812,7 @@ pub fn assert_replays(database_url: &str) -> ReplayReport {
 
 impl Drop for Cluster {
     /// Stop every process, then replay the log (unless the test failed
-    /// already, or [`Cluster::rewrites_log`]).
+    /// already, or [`Cluster::writes_to_log`]).
     fn drop(&mut self) {
         // SIGTERM first so the executor stops its replicas.
         for child in self.procs.values() {

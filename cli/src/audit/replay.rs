@@ -107,7 +107,7 @@ fn divergence(d: &Divergence) -> String {
     };
     format!(
         "position {} (the decision at {}: {} at {} UTC{cause})\n  \
-         the log holds:            {}\n  \
+         the log holds:           {}\n  \
          the planner decides now: {now}",
         d.position,
         d.decision,
