@@ -17,14 +17,17 @@ use crate::error::{Error, Result};
 /// Every event of the log, in order: from `file` (an export) when given,
 /// else from the planner.
 pub async fn events(nats: &str, file: Option<&Path>) -> Result<Vec<EventEnvelope>> {
-    let logged = match file {
-        Some(path) => from_file(path)?,
-        None => from_bus(nats).await?,
+    let source = match file {
+        Some(path) => Source::File(path),
+        None => Source::Bus(nats),
     };
-    logged
-        .iter()
-        .map(|e| envelope(e).map_err(Error::Runtime))
-        .collect()
+    let mut out = Vec::new();
+    each_event(source, 0, |e| {
+        out.push(e);
+        Ok(true)
+    })
+    .await?;
+    Ok(out)
 }
 
 /// Where the log is read from.
@@ -105,27 +108,6 @@ fn envelope(e: &LoggedEvent) -> std::result::Result<EventEnvelope, String> {
         meta: serde_json::from_str(&e.metadata).unwrap_or_default(),
         event,
     })
-}
-
-fn from_file(path: &Path) -> Result<Vec<LoggedEvent>> {
-    let mut lines = super::verify::Lines::open(path)?;
-    let mut out = Vec::new();
-    while let Some((number, event)) = lines.next_line()? {
-        let event =
-            event.map_err(|e| Error::Runtime(format!("{} line {number}: {e}", path.display())))?;
-        out.push(event);
-    }
-    Ok(out)
-}
-
-async fn from_bus(nats: &str) -> Result<Vec<LoggedEvent>> {
-    let mut out = Vec::new();
-    pages_from_bus(nats, 0, Some(EXPORT_MAX_LIMIT), |events| {
-        out.extend(events);
-        Ok(true)
-    })
-    .await?;
-    Ok(out)
 }
 
 /// Ask the planner for the log after position `after`, a page of at most

@@ -1,14 +1,19 @@
 //! `mt audit replay [--from N] [--to M] [--file F | --db URL] [--json]`:
 //! every decision of the planner taken again from the log alone and
-//! compared with what the log holds, by the domain ([`replay`]), over the
-//! log read a page at a time.
+//! compared with what the log holds, by the domain ([`replay`]): by the
+//! planner over its own log (`mentat.query.audit_replay`), or here,
+//! offline, over an export or the database read a page at a time.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use mentat_domain::planner::Settings;
-use mentat_domain::replay::{self, Divergence, Placed, Replay, ReplayReport};
+use mentat_bus::subject;
+use mentat_domain::replay::{
+    AuditReplayQuery, AuditReplayReply, Divergence, Placed, Replay, ReplayReport,
+};
 
 use super::read::{self, Source};
+use crate::client;
 use crate::error::{Error, Result};
 use crate::output;
 
@@ -38,33 +43,53 @@ pub struct Args {
     /// planner runs.
     #[arg(long, value_name = "URL")]
     pub db: Option<String>,
+    /// How long to wait for the planner's answer (it folds the whole log).
+    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    pub timeout: u64,
 }
 
 /// Replay; exit 0 with "0 divergences", 1 with the first.
 pub async fn run(nats: &str, args: Args) -> Result<()> {
+    let query = AuditReplayQuery {
+        from: Some(args.from),
+        to: args.to,
+        drain_timeout_ms: args.drain_timeout_secs.map(|secs| i64::from(secs) * 1000),
+    };
     let source = match (&args.file, &args.db) {
         (Some(path), _) => Source::File(path),
         (None, Some(url)) => Source::Db(url),
-        (None, None) => Source::Bus(nats),
+        (None, None) => return by_planner(nats, &query, &args).await,
     };
-    let config = replay::Config {
-        from: args.from,
-        to: args.to,
-        settings: args.drain_timeout_secs.map(|secs| Settings {
-            drain_timeout_ms: i64::from(secs) * 1000,
-        }),
-    };
+    let config = query.config().map_err(|reason| Error::Rejected {
+        kind: mentat_domain::command::RejectKind::Invalid,
+        reason,
+    })?;
     let mut replay = Replay::new(config);
     read::each_event(source, 0, |e| {
         replay.feed(&e);
         Ok(replay.wants_more())
     })
     .await?;
-    let report = replay.finish();
-    if args.json {
-        output::print(output::json_pretty(&report));
+    print(&replay.finish(), args.json)
+}
+
+/// Have the planner replay its own log.
+async fn by_planner(nats: &str, query: &AuditReplayQuery, args: &Args) -> Result<()> {
+    let bus = client::connect(nats).await?;
+    let timeout = Duration::from_secs(args.timeout);
+    let reply = client::query(&bus, subject::QUERY_AUDIT_REPLAY, query, timeout).await?;
+    match reply {
+        AuditReplayReply::Ok { report } => print(&report, args.json),
+        AuditReplayReply::Rejected { kind, reason } => Err(Error::Rejected { kind, reason }),
+    }
+}
+
+/// Print the report; the error that ends `mt` on a divergence.
+fn print(report: &ReplayReport, json: bool) -> Result<()> {
+    if json {
+        output::print(output::json_pretty(report));
     } else {
-        output::print(text(&report));
+        output::print(text(report));
     }
     match &report.divergence {
         None => Ok(()),

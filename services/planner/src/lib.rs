@@ -293,6 +293,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         planner: config.planner_id(),
         anchor_file: config.anchor_file.clone(),
         verifying: Default::default(),
+        replaying: Default::default(),
         stating: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
         snapshots: Default::default(),
     };

@@ -111,6 +111,75 @@ pub struct Config {
     pub settings: Option<Settings>,
 }
 
+/// The longest drain timeout a replay may be asked to decide with: a day.
+pub const MAX_DRAIN_TIMEOUT_MS: i64 = 86_400_000;
+
+/// `mentat.query.audit_replay`: the planner replays its own log
+/// ([`Replay`]) and answers with the [`ReplayReport`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditReplayQuery {
+    /// Compare the decisions from this position on (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<i64>,
+    /// Stop after this position (default: the head).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<i64>,
+    /// Decide with this drain timeout (ms, at most
+    /// [`MAX_DRAIN_TIMEOUT_MS`]) instead of the one each leader recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_timeout_ms: Option<i64>,
+}
+
+impl AuditReplayQuery {
+    /// What to replay, or why the query is out of bounds (naming the field).
+    pub fn config(&self) -> Result<Config, String> {
+        let from = self.from.unwrap_or(1);
+        if from < 1 {
+            return Err(format!("from: {from} is not a position (1 or more)"));
+        }
+        if let Some(to) = self.to.filter(|to| *to < 1) {
+            return Err(format!("to: {to} is not a position (1 or more)"));
+        }
+        let settings = match self.drain_timeout_ms {
+            Some(ms) if !(0..=MAX_DRAIN_TIMEOUT_MS).contains(&ms) => {
+                return Err(format!(
+                    "drain_timeout_ms: {ms} is out of 0..={MAX_DRAIN_TIMEOUT_MS}"
+                ))
+            }
+            Some(ms) => Some(Settings {
+                drain_timeout_ms: ms,
+            }),
+            None => None,
+        };
+        Ok(Config {
+            from,
+            to: self.to,
+            settings,
+        })
+    }
+}
+
+/// Reply to `mentat.query.audit_replay`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum AuditReplayReply {
+    /// The log was replayed: the report says whether a decision diverged.
+    Ok {
+        /// What the replay found.
+        report: ReplayReport,
+    },
+    /// Not replayed: the query is invalid (`invalid`), the planner is
+    /// replaying already or cannot read its log (`unavailable`), or an
+    /// event does not decode (`service_broken`).
+    Rejected {
+        /// What kind of refusal.
+        kind: RejectKind,
+        /// Why.
+        reason: String,
+    },
+}
+
 /// An event and the stream it is in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Placed {
@@ -169,7 +238,7 @@ pub struct ReplayReport {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub unfolded: u64,
     /// The first divergence; none when every decision is taken the same.
-    pub divergence: Option<Divergence>,
+    pub divergence: Option<Box<Divergence>>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -245,7 +314,7 @@ impl Replay {
                 Some(decided) if check => self.begin(e, decided),
                 Some(decided) => self.skip_until = e.position + i64::from(decided.events) - 1,
                 None if check && e.event.is_decision() => {
-                    self.report.divergence = Some(Divergence {
+                    self.report.divergence = Some(Box::new(Divergence {
                         position: e.position,
                         decision: e.position,
                         decided: None,
@@ -253,14 +322,14 @@ impl Replay {
                         now: None,
                         rejected: None,
                         panicked: None,
-                    });
+                    }));
                 }
                 _ => {}
             }
         }
         if let Some(pending) = &mut self.pending {
             if let Some(divergence) = pending.compare(e) {
-                self.report.divergence = Some(divergence);
+                self.report.divergence = Some(Box::new(divergence));
             }
             if pending.remaining == 0 {
                 self.pending = None;
@@ -282,7 +351,8 @@ impl Replay {
     pub fn finish(mut self) -> ReplayReport {
         if let Some(p) = self.pending.take() {
             if self.report.divergence.is_none() && p.next < p.now.len() {
-                self.report.divergence = Some(p.diverged(p.start + p.next as i64, None));
+                let position = p.start + p.next as i64;
+                self.report.divergence = Some(Box::new(p.diverged(position, None)));
             }
         }
         self.report

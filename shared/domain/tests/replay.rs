@@ -11,7 +11,9 @@ use common::{Sim, SETTINGS};
 use mentat_domain::command::Outcome;
 use mentat_domain::event::{Event, EventEnvelope, Meta};
 use mentat_domain::planner::{Phase, Settings, World};
-use mentat_domain::replay::{replay, Config, Decided, DecidedBy, ReplayReport};
+use mentat_domain::replay::{
+    replay, AuditReplayQuery, Config, Decided, DecidedBy, ReplayReport, MAX_DRAIN_TIMEOUT_MS,
+};
 use mentat_domain::spec::{CanaryStep, DeploySpec, Strategy};
 use proptest::prelude::*;
 
@@ -234,6 +236,37 @@ fn decisions_travel_in_metadata_as_json_and_messagepack() {
         let unpacked: Meta = rmp_serde::from_slice(&packed).unwrap();
         assert_eq!(unpacked, e.meta);
     }
+}
+
+#[test]
+fn a_replay_query_out_of_bounds_names_its_field() {
+    let query = |from, to, drain_timeout_ms| AuditReplayQuery {
+        from,
+        to,
+        drain_timeout_ms,
+    };
+    for (bad, field) in [
+        (query(Some(0), None, None), "from"),
+        (query(None, Some(-1), None), "to"),
+        (query(None, None, Some(-1)), "drain_timeout_ms"),
+        (
+            query(None, None, Some(MAX_DRAIN_TIMEOUT_MS + 1)),
+            "drain_timeout_ms",
+        ),
+    ] {
+        let error = bad.config().expect_err("out of bounds");
+        assert!(error.starts_with(&format!("{field}:")), "{error}");
+    }
+    let config = query(None, Some(9), Some(0)).config().unwrap();
+    assert_eq!((config.from, config.to), (1, Some(9)));
+    assert_eq!(config.settings.map(|s| s.drain_timeout_ms), Some(0));
+    assert_eq!(
+        AuditReplayQuery::default().config(),
+        Ok(Config {
+            from: 1,
+            ..Config::default()
+        })
+    );
 }
 
 proptest! {

@@ -437,7 +437,7 @@ async fn a_changed_drain_timeout_is_the_first_divergence(db: Db) {
     assert_eq!(d.position, decision.position + i64::from(decided.events));
     assert_eq!(d.decided, Some(decided));
     assert_eq!(d.logged, None, "{d:#?}");
-    match d.now.map(|p| p.event) {
+    match d.now.clone().map(|p| p.event) {
         Some(Event::ReplicaStopRequested { replica, .. }) => assert_eq!(replica, dropped),
         other => panic!("{other:?}"),
     }
@@ -446,6 +446,13 @@ async fn a_changed_drain_timeout_is_the_first_divergence(db: Db) {
         |e| matches!(&e.event, Event::ReplicaStopRequested { replica, .. } if *replica == dropped),
     );
     assert!(stopped.unwrap().position > d.position);
+    // The planner, replaying its own log, finds the same.
+    let by_planner = cluster.mt(&["audit", "replay", "--drain-timeout-secs", "0", "--json"]);
+    assert_eq!(by_planner.status.code(), Some(1), "{}", text(&by_planner));
+    let report: ReplayReport = serde_json::from_slice(&by_planner.stdout).unwrap();
+    assert_eq!(report.divergence, Some(d.clone()));
+    let same = cluster.mt_ok(&["audit", "replay"]);
+    assert!(same.starts_with("0 divergences"), "{same}");
     // Said plainly, with the position.
     let plain = replay(&["--drain-timeout-secs", "0"]);
     assert_eq!(plain.status.code(), Some(1));
