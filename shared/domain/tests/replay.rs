@@ -285,3 +285,14 @@ proptest! {
         prop_assert_eq!(report.divergence, None);
     }
 }
+
+#[path = "../../../bench/replay/measure.rs"]
+mod measure;
+
+/// `bench/replay/run.sh`: how fast decisions replay (ignored: no test
+/// times anything).
+#[test]
+#[ignore = "a benchmark: bench/replay/run.sh"]
+fn replay_benchmark() {
+    measure::run();
+}
