@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use mentat_bus::{subject, Encoding};
 use mentat_domain::command::{Deploy, Outcome, RejectKind, Reply};
 use mentat_domain::event::{Event, EventEnvelope, Metric};
-use mentat_domain::replay::ReplayReport;
+use mentat_domain::replay::{Decided, DecidedBy, ReplayReport};
 use mentat_domain::report::Report;
 use mentat_domain::story::{Role, Story};
 use mentat_e2e::{text, web_config, web_config_health, Cluster, Db};
@@ -409,6 +409,31 @@ async fn a_changed_drain_timeout_is_the_first_divergence(db: Db) {
             event: serde_json::from_str(&r.payload).unwrap(),
         })
         .collect();
+    // How each decision was taken is in the log: its cause before it (a
+    // fact, for some), the command of the deploy with its id.
+    let decided: Vec<(&EventEnvelope, &Decided)> = logged
+        .iter()
+        .filter_map(|e| e.meta.decided.as_ref().map(|d| (e, d)))
+        .collect();
+    assert!(decided
+        .iter()
+        .all(|(e, d)| d.cause.is_none_or(|c| c < e.position)));
+    let caused_by_fact = decided
+        .iter()
+        .filter_map(|(_, d)| d.cause)
+        .any(|c| logged.iter().any(|e| e.position == c && e.event.is_fact()));
+    assert!(caused_by_fact, "no decision names a fact as its cause");
+    let deployed = decided.iter().find_map(|(e, d)| match (&d.by, &e.event) {
+        (DecidedBy::Command { command, id }, Event::DeploymentStarted { deployment_id, .. })
+            if command.verb() == "deploy" && d.cause.is_none() =>
+        {
+            Some((id.clone(), deployment_id.clone()))
+        }
+        _ => None,
+    });
+    let (id, started) = deployed.expect("the deploy's decision");
+    assert_eq!(id, started);
+
     // The first route change that leaves out a replica routed before it.
     let mut routed: Vec<String> = Vec::new();
     let (out, dropped) = logged
