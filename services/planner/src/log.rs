@@ -181,6 +181,8 @@ impl Log {
         for ((stream, events), done) in batch.into_iter().zip(appended) {
             let version = done.stream_version - events.len() as i64;
             for (i, (id, event)) in events.into_iter().enumerate() {
+                let meta = meta_of(folded);
+                folded += 1;
                 let envelope = EventEnvelope {
                     id,
                     position: done.first_position + i as i64,
@@ -188,10 +190,9 @@ impl Log {
                     version: version + 1 + i as i64,
                     schema_version: SCHEMA_VERSION,
                     recorded_at_ms: now_ms,
-                    meta: meta_of(folded).clone(),
+                    meta: meta.clone(),
                     event,
                 };
-                folded += 1;
                 self.fold(&envelope);
             }
             self.versions.insert(stream, done.stream_version);
