@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use mentat_bus::{subject, Encoding};
 use mentat_domain::command::{Deploy, Outcome, RejectKind, Reply};
 use mentat_domain::event::{Event, EventEnvelope, Metric};
-use mentat_domain::replay::{Decided, DecidedBy, ReplayReport};
+use mentat_domain::replay::{AuditReplayQuery, AuditReplayReply, Decided, DecidedBy, ReplayReport};
 use mentat_domain::report::Report;
 use mentat_domain::story::{Role, Story};
 use mentat_e2e::{text, web_config, web_config_health, Cluster, Db};
@@ -478,6 +478,28 @@ async fn a_changed_drain_timeout_is_the_first_divergence(db: Db) {
     assert_eq!(report.divergence, Some(d.clone()));
     let same = cluster.mt_ok(&["audit", "replay"]);
     assert!(same.starts_with("0 divergences"), "{same}");
+    // A query out of bounds is rejected by kind, naming the field.
+    let query = AuditReplayQuery {
+        drain_timeout_ms: Some(-1),
+        ..AuditReplayQuery::default()
+    };
+    let reply: AuditReplayReply = cluster
+        .bus
+        .request(
+            subject::QUERY_AUDIT_REPLAY,
+            &query,
+            Encoding::Json,
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    match reply {
+        AuditReplayReply::Rejected { kind, reason } => {
+            assert_eq!(kind, RejectKind::Invalid);
+            assert!(reason.starts_with("drain_timeout_ms:"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
     // Said plainly, with the position.
     let plain = replay(&["--drain-timeout-secs", "0"]);
     assert_eq!(plain.status.code(), Some(1));
