@@ -9,6 +9,10 @@
 //!    decision recorded with its `Meta::decided` as the planner records it.
 //! 2. `replay` over the whole log, `RUNS` times (5): events and decisions
 //!    per second, the median and the best run.
+//! 3. With `EXPORT=PATH`, the log is also written there as `mt audit
+//!    export` writes it (one JSON event a line; the hashes are not
+//!    computed, a replay does not read them), for `run.sh` to time `mt
+//!    audit replay --file` on it: reading and decoding included.
 //!
 //! Prints a markdown table on stdout. No assertion on time: the figures
 //! go to docs/BENCHMARKS.md.
@@ -40,6 +44,9 @@ pub fn run() {
     }
     let generated = generating.elapsed();
     let log = sim.log;
+    if let Ok(path) = std::env::var("EXPORT") {
+        export(&log, &path);
+    }
     let config = Config {
         settings: Some(SETTINGS),
         ..Config::default()
@@ -83,4 +90,29 @@ fn timed(runs: usize, replay: impl Fn() -> ReplayReport) -> (u64, Vec<Duration>)
     }
     times.sort();
     (decisions, times)
+}
+
+/// Write `log` to `path` as `mt audit export` does, less the hashes.
+fn export(log: &[mentat_domain::EventEnvelope], path: &str) {
+    use std::io::Write;
+    let file = std::fs::File::create(path).expect("the export file");
+    let mut out = std::io::BufWriter::new(file);
+    for e in log {
+        let line = mentat_domain::audit::LoggedEvent {
+            position: e.position,
+            stream: e.stream.clone(),
+            version: e.version,
+            id: e.id.clone(),
+            event_type: e.event.type_name().to_owned(),
+            schema_version: e.schema_version,
+            payload: serde_json::to_string(&e.event).expect("payload"),
+            metadata: serde_json::to_string(&e.meta).expect("metadata"),
+            recorded_at_ms: e.recorded_at_ms,
+            prev_hash: String::new(),
+            hash: String::new(),
+        };
+        serde_json::to_writer(&mut out, &line).expect("written");
+        out.write_all(b"\n").expect("written");
+    }
+    out.flush().expect("written");
 }

@@ -13,10 +13,29 @@
 #   REPLICAS=10      replicas of the one service
 #   RUNS=5           replays timed
 #
+# Then the same log, exported to a file, through the real CLI:
+# `mt audit replay --file` (reading and decoding each line included).
+#
 # Prints a markdown report on stdout.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$HERE/../.."
+EXPORT="$(mktemp --suffix .ndjson)"
+trap 'rm -f "$EXPORT"' EXIT
+export EXPORT
+cargo build --release -q -p mentat-cli
 cargo test --release -q -p mentat-domain --test replay -- \
     --ignored --exact replay_benchmark --nocapture --test-threads 1
+events=$(wc -l < "$EXPORT")
+echo
+echo "| mt audit replay --file, $events events | time | events/s |"
+echo "|---|---|---|"
+for run in $(seq "${RUNS:-5}"); do
+    start=$(date +%s%N)
+    # The simulated planner decided with a drain timeout of 5 s.
+    "${CARGO_TARGET_DIR:-target}/release/mt" audit replay --file "$EXPORT" \
+        --drain-timeout-secs 5 > /dev/null
+    ms=$(( ($(date +%s%N) - start) / 1000000 ))
+    echo "| run $run | ${ms} ms | $(( events * 1000 / (ms > 0 ? ms : 1) )) |"
+done
