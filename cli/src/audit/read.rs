@@ -8,7 +8,6 @@ use std::path::Path;
 use mentat_bus::subject;
 use mentat_domain::audit::{AuditExportQuery, AuditExportReply, LoggedEvent, EXPORT_MAX_LIMIT};
 use mentat_domain::EventEnvelope;
-
 use mentat_store::{RecordedEvent, Store};
 
 use crate::client;
@@ -22,7 +21,7 @@ pub async fn events(nats: &str, file: Option<&Path>) -> Result<Vec<EventEnvelope
         None => Source::Bus(nats),
     };
     let mut out = Vec::new();
-    each_event(source, 0, |e| {
+    each_event(source, |e| {
         out.push(e);
         Ok(true)
     })
@@ -41,24 +40,22 @@ pub enum Source<'a> {
     Db(&'a str),
 }
 
-/// Hand every event of the log after position `after` to `each`, in
-/// order, a page at a time, until it returns false: the whole log is
-/// never held at once.
+/// Hand every event of the log to `each`, in order, a page at a time,
+/// until it returns false: the whole log is never held at once.
 pub async fn each_event(
     source: Source<'_>,
-    after: i64,
     mut each: impl FnMut(EventEnvelope) -> Result<bool>,
 ) -> Result<()> {
     let mut one = |e: &LoggedEvent| envelope(e).map_err(Error::Runtime).and_then(&mut each);
     match source {
         Source::Bus(nats) => {
-            pages_from_bus(nats, after, Some(EXPORT_MAX_LIMIT), |events| {
+            pages_from_bus(nats, 0, Some(EXPORT_MAX_LIMIT), |events| {
                 all(events.iter(), &mut one)
             })
             .await
         }
         Source::Db(url) => {
-            pages_from_db(url, after, |events| {
+            pages_from_db(url, 0, |events| {
                 all(events.into_iter().map(super::export::logged), |e| one(&e))
             })
             .await
@@ -69,7 +66,7 @@ pub async fn each_event(
                 let event = event.map_err(|e| {
                     Error::Runtime(format!("{} line {number}: {e}", path.display()))
                 })?;
-                if event.position > after && !one(&event)? {
+                if !one(&event)? {
                     break;
                 }
             }

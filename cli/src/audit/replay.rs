@@ -65,7 +65,7 @@ pub async fn run(nats: &str, args: Args) -> Result<()> {
         reason,
     })?;
     let mut replay = Replay::new(config);
-    read::each_event(source, 0, |e| {
+    read::each_event(source, |e| {
         replay.feed(&e);
         Ok(replay.wants_more())
     })
