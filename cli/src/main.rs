@@ -385,6 +385,27 @@ mod tests {
             parse(&["audit", "anchor", "--json"]),
             Ok(Cmd::Audit(audit::Cmd::Anchor(_)))
         ));
+        let replay = [
+            "audit",
+            "replay",
+            "--from",
+            "3",
+            "--to",
+            "9",
+            "--db",
+            "sqlite://x.db",
+        ];
+        assert!(matches!(
+            parse(&[&replay[..], &["--drain-timeout-secs", "0"]].concat()),
+            Ok(Cmd::Audit(audit::Cmd::Replay(args)))
+                if (args.from, args.to, args.drain_timeout_secs) == (3, Some(9), Some(0))
+        ));
+        for bad in [
+            &["audit", "replay", "--from", "0"][..],
+            &["audit", "replay", "--file", "log", "--db", "sqlite://x.db"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

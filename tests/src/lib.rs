@@ -3,6 +3,8 @@
 //! on a free port and a real database, SQLite or a fresh PostgreSQL one.
 //!
 //! - [`Cluster`]: starts and stops the four services; kills and restarts one.
+//!   When it stops, every decision in its log is replayed
+//!   ([`assert_replays`]): each end-to-end test ends with 0 divergences.
 //!   NATS runs with Mentat's permissions and over TLS: every service and
 //!   `mt` has its own identity and verifies the server against the CA
 //!   ([`Identities`]); the test's own bus plays every part.
@@ -37,6 +39,7 @@ use mentat_domain::command::{
     DeploymentRecord, HistoryQuery, HistoryReply, ServiceStatus, StatusQuery, StatusReply,
 };
 use mentat_domain::event::{Event, EventEnvelope};
+use mentat_domain::replay::ReplayReport;
 use mentat_testkit::{free_port, pg::PgDatabase, NatsCluster, NatsServer};
 use tempfile::TempDir;
 
@@ -214,6 +217,9 @@ pub struct Cluster {
     pub nats_peers: Vec<NatsServer>,
     /// Every component's NATS identity.
     pub identities: Identities,
+    /// Whether the log is replayed when the cluster stops (see
+    /// [`Cluster::writes_to_log`]).
+    replays: bool,
 }
 
 impl Cluster {
@@ -334,6 +340,7 @@ impl Cluster {
             planner_args: args.planner.iter().map(|a| (*a).to_owned()).collect(),
             nats_peers,
             identities,
+            replays: true,
         };
         for service in services {
             cluster.start_service(service);
@@ -766,7 +773,46 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// This test writes to the log itself, not through the planner (an
+    /// event that does not decode, a history recorded by hand): its
+    /// decisions are not replayed when it stops.
+    pub fn writes_to_log(&mut self) {
+        self.replays = false;
+    }
+
+    /// Every decision in the cluster's log replays the same
+    /// ([`assert_replays`]). Called when the cluster stops, so that every
+    /// end-to-end test ends with it.
+    pub fn assert_replays(&self) -> ReplayReport {
+        assert_replays(&self.database_url)
+    }
+}
+
+/// `mt audit replay --db URL` on a log, read directly: every decision the
+/// planner recorded, taken again from the log alone, must come out the
+/// same. Panics with mt's answer otherwise.
+pub fn assert_replays(database_url: &str) -> ReplayReport {
+    let out = Command::new(bin_dir().join("mt"))
+        .args(["audit", "replay", "--json", "--db", database_url])
+        .output()
+        .unwrap();
+    let report: Option<ReplayReport> = serde_json::from_slice(&out.stdout).ok();
+    match report {
+        Some(report) if report.divergence.is_none() && out.status.success() => {
+            eprintln!(
+                "replayed: {} decisions, {} events, 0 divergences",
+                report.decisions, report.events
+            );
+            report
+        }
+        _ => panic!("the log does not replay: {}", text(&out)),
+    }
+}
+
 impl Drop for Cluster {
+    /// Stop every process, then replay the log (unless the test failed
+    /// already, or [`Cluster::writes_to_log`]).
     fn drop(&mut self) {
         // SIGTERM first so the executor stops its replicas.
         for child in self.procs.values() {
@@ -784,6 +830,9 @@ impl Drop for Cluster {
             }
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if self.replays && !std::thread::panicking() && !self.database_url.is_empty() {
+            let _ = self.assert_replays();
         }
     }
 }

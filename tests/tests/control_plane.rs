@@ -395,6 +395,7 @@ async fn an_event_that_does_not_decode_breaks_its_service_only(db: Db) {
     cluster.apply(&two);
     cluster.deploy_first("v1");
     cluster.kill("planner");
+    cluster.writes_to_log();
     let store = mentat_store::Store::open(&cluster.database_url)
         .await
         .expect("the log opens");

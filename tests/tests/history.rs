@@ -60,6 +60,7 @@ async fn a_history_past_the_payload_limit_is_answered_in_full(db: Db) {
     // Record the history in the log while the planner is down; it folds
     // it when it comes back.
     cluster.kill("planner");
+    cluster.writes_to_log();
     let store = Store::open(&cluster.database_url)
         .await
         .expect("the log opens");

@@ -310,6 +310,9 @@ async fn up_runs_the_whole_system_deploys_through_it_and_stops_on_ctrl_c() {
         "nats-server still listens on {nats_port}"
     );
     assert!(closed(http_port), "the router still listens on {http_port}");
+    // Every decision it took replays the same from its log.
+    let replayed = mentat_e2e::assert_replays(&format!("sqlite://{}", log.display()));
+    assert!(replayed.decisions > 0, "{replayed:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,12 +3,9 @@
 use std::io::Write;
 
 use mentat_domain::audit::LoggedEvent;
-use mentat_store::{RecordedEvent, Store};
+use mentat_store::RecordedEvent;
 
 use crate::error::{Error, Result};
-
-/// Events read from the database per query, with `--db`.
-const DB_PAGE: i64 = 1_000;
 
 /// `mt audit export`
 #[derive(Debug, clap::Args)]
@@ -41,29 +38,20 @@ pub async fn run(nats: &str, args: Args) -> Result<()> {
 
 async fn from_bus(nats: &str, from: i64, out: &mut impl Write) -> Result<()> {
     super::read::pages_from_bus(nats, from - 1, None, |events| {
-        events.iter().try_for_each(|event| line(out, event))
+        events.iter().try_for_each(|event| line(out, event))?;
+        Ok(true)
     })
     .await
 }
 
 async fn from_db(url: &str, from: i64, out: &mut impl Write) -> Result<()> {
-    let store = Store::open_existing(url)
-        .await
-        .map_err(|e| Error::Runtime(format!("cannot open the log at {url}: {e}")))?;
-    let mut after = from - 1;
-    loop {
-        let page = store
-            .read_all(after, DB_PAGE)
-            .await
-            .map_err(|e| Error::Runtime(format!("cannot read the log: {e}")))?;
-        let Some(last) = page.last() else { break };
-        after = last.position;
+    super::read::pages_from_db(url, from - 1, |page| {
         for event in page {
             line(out, &logged(event))?;
         }
-    }
-    store.close().await;
-    Ok(())
+        Ok(true)
+    })
+    .await
 }
 
 fn line(out: &mut impl Write, event: &LoggedEvent) -> Result<()> {

@@ -10,6 +10,7 @@
 //! - [`why`]: `mt audit why (DEPLOYMENT | POSITION) [--file F]`.
 //! - [`report`]: `mt audit report --since DURATION [--actor A] [--service S]
 //!   [--format md|csv|json] [--file F]`.
+//! - [`replay`]: `mt audit replay [--from N] [--to M] [--file F | --db URL]`.
 //! - `mt audit key`, `mt audit anchor`: here.
 //!
 //! Exports go over the bus, a page at a time, like every other command
@@ -19,6 +20,7 @@
 
 pub mod export;
 mod read;
+pub mod replay;
 pub mod report;
 pub mod state;
 pub mod verify;
@@ -58,6 +60,11 @@ pub enum Cmd {
     /// deployment frequency, change failure rate, time to restore and
     /// median deployment duration.
     Report(report::Args),
+    /// Take every decision of the planner again from the log alone, from
+    /// an empty state, and compare it with the events the log holds: "0
+    /// divergences" (exit 0), or the first (exit 1) with its position,
+    /// what the log holds and what the planner decides now.
+    Replay(replay::Args),
 }
 
 /// `--json`
@@ -78,6 +85,7 @@ pub async fn run(nats: &str, cmd: Cmd) -> Result<()> {
         Cmd::State(args) => state::run(nats, args).await,
         Cmd::Why(args) => why::run(nats, args).await,
         Cmd::Report(args) => report::run(nats, args).await,
+        Cmd::Replay(args) => replay::run(nats, args).await,
     }
 }
 

@@ -59,7 +59,7 @@ pub fn details(event: &Event) -> String {
             listen,
         } => format!("router={router} host={host} listen={listen}"),
         Event::RouterLost { router, reason } => format!("router={router} reason={reason:?}"),
-        Event::PlannerLeaderElected { planner, epoch } => format!("planner={planner} epoch={epoch}"),
+        Event::PlannerLeaderElected { planner, epoch, .. } => format!("planner={planner} epoch={epoch}"),
         Event::LogBreakAccepted {
             position,
             kind,

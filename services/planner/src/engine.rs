@@ -16,6 +16,7 @@ use mentat_domain::audit::{Anchor, AnchorReply, AnchorRequest};
 use mentat_domain::command::{Command, PlannersStatus, RejectKind, Rejection, Reply};
 use mentat_domain::event::{Event, HostHeartbeat, Meta, RouterHeartbeat, ROLLOUTS_STREAM};
 use mentat_domain::planner::{self, Decision, Settings};
+use mentat_domain::replay::{Decided, DecidedBy};
 use mentat_domain::rollout;
 use mentat_domain::security::{self, SignedBy};
 use mentat_domain::Fact;
@@ -99,6 +100,10 @@ pub struct Engine {
     rollout_broken: bool,
     /// Facts dropped since start because their source may not report them.
     refused_facts: u64,
+    /// The position of the input being acted on (a fact, a command's
+    /// decision, a host or router observed, the election at start), the
+    /// cause recorded with each decision it leads to; none for a deadline.
+    cause: Option<i64>,
 }
 
 impl Engine {
@@ -111,9 +116,7 @@ impl Engine {
         audit: Audit,
         checkpoint: Checkpoint,
     ) -> Self {
-        let settings = Settings {
-            drain_timeout_ms: (config.drain_timeout_secs * 1000) as i64,
-        };
+        let settings = config.settings();
         Engine {
             config,
             settings,
@@ -134,7 +137,25 @@ impl Engine {
             last_anchored: None,
             rollout_broken: false,
             refused_facts: 0,
+            cause: None,
         }
+    }
+
+    /// The metadata of a decision taken at `at_ms` by `by`, caused by the
+    /// input being acted on.
+    fn decided(&self, at_ms: i64, by: DecidedBy) -> Option<Decided> {
+        Some(Decided {
+            at_ms,
+            cause: self.cause,
+            events: 0,
+            by,
+        })
+    }
+
+    /// The input just recorded (the last event of the log) causes what
+    /// follows.
+    fn caused_by_head(&mut self) {
+        self.cause = Some(self.log.world.position);
     }
 
     /// Take inputs until `shutdown` fires. Returns an error only for what
@@ -156,7 +177,9 @@ impl Engine {
         let mut announce = tokio::time::interval(roster::EVERY);
         let mut commands = self.durable(streams::COMMANDS, "planner-commands").await?;
         let mut facts = self.durable(streams::FACTS, "planner-facts").await?;
-        // Whatever was in flight when the planner stopped carries on now.
+        // Whatever was in flight when the planner stopped carries on now,
+        // caused by this planner's election.
+        self.caused_by_head();
         let resumed = self.react_all().await;
         self.settle(resumed)?;
         let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -481,8 +504,18 @@ impl Engine {
             causation_id: command.command_id().map(str::to_owned),
             epoch: None,
             signed: signed.cloned(),
+            decided: Some(Decided {
+                at_ms: now,
+                cause: None,
+                events: 0,
+                by: DecidedBy::Command {
+                    command: Box::new(command.clone()),
+                    id: deployment_id.clone(),
+                },
+            }),
         };
         let touched: Vec<String> = appends.iter().map(|a| a.stream.clone()).collect();
+        let count: i64 = appends.iter().map(|a| a.events.len() as i64).sum();
         let batch = appends
             .into_iter()
             .map(|a| {
@@ -496,6 +529,8 @@ impl Engine {
         if let Some(first) = self.log.append_batch(batch, &meta, record, now).await? {
             return Ok(first_reply(&first));
         }
+        // What follows is caused by the decision's first event.
+        self.cause = Some(self.log.world.position - count + 1);
         for service in touched {
             // An operator acted on a broken service: decide about it again.
             self.log.broken.remove(&service);
@@ -553,6 +588,7 @@ impl Engine {
                 .await
             {
                 Ok(None) => {
+                    self.caused_by_head();
                     let reacted = self.react(&stream).await;
                     self.settle(reacted)?;
                     let reacted = self.react_rollout().await;
@@ -665,7 +701,10 @@ impl Engine {
             .append(&stream, events, &Meta::default(), None, now_ms())
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.caused_by_head();
+                Ok(())
+            }
             // Decided on a stale view: the next heartbeat or tick decides again.
             Err(Error::Conflict { .. } | Error::Duplicate { .. }) => self.log.catch_up().await,
             Err(e) => Err(e),
@@ -712,6 +751,7 @@ impl Engine {
         }
         match self.log.catch_up().await {
             Ok(()) => {
+                self.cause = None;
                 let down = self.outage.take().map(|o| o.since.elapsed());
                 tracing::info!(?down, "the log is reachable again; carrying on");
                 self.heartbeats.clear();
@@ -782,6 +822,8 @@ impl Engine {
             // Drains that waited for it may be over.
             self.react_all().await?;
         }
+        // What a deadline decides is caused by the time alone.
+        self.cause = None;
         let now = now_ms();
         let due: Vec<String> = self
             .log
@@ -853,11 +895,31 @@ impl Engine {
     /// Record what the core decides about the cluster as a whole (a hold
     /// on re-placement, its end).
     async fn react_cluster(&mut self) -> Result<()> {
+        let mut batch: Vec<crate::log::StreamEvents> = Vec::new();
         for event in planner::react_cluster(&self.log.world) {
             tracing::warn!(kind = event.type_name(), "decided");
-            self.record_member(event).await?;
+            let Some(stream) = event.stream() else {
+                continue;
+            };
+            match batch.last_mut() {
+                Some((last, events)) if *last == stream => events.push((new_id(), event)),
+                _ => batch.push((stream, vec![(new_id(), event)])),
+            }
         }
-        Ok(())
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        let meta = Meta {
+            decided: self.decided(now, DecidedBy::Cluster),
+            ..Meta::default()
+        };
+        match self.log.append_batch(batch, &meta, None, now).await {
+            Ok(_) => Ok(()),
+            // Decided on a stale view: the next heartbeat or tick decides again.
+            Err(Error::Conflict { .. } | Error::Duplicate { .. }) => self.log.catch_up().await,
+            Err(e) => Err(e),
+        }
     }
 
     async fn react_all(&mut self) -> Result<()> {
@@ -878,11 +940,18 @@ impl Engine {
         if self.rollout_broken {
             return Ok(());
         }
+        let cause = self.cause;
         for _ in 0..MAX_STEPS {
+            self.cause = cause;
             let now = now_ms();
             let world = &self.log.world;
+            let mut ids = Vec::new();
             let decided = catch_unwind(AssertUnwindSafe(|| {
-                rollout::react(world, now, &mut || new_id())
+                rollout::react(world, now, &mut || {
+                    let id = new_id();
+                    ids.push(id.clone());
+                    id
+                })
             }));
             let appends = match decided {
                 Ok(appends) => appends,
@@ -905,9 +974,11 @@ impl Engine {
                 actor: r.actor.clone(),
                 reason: Some(format!("rollout {} of {}", r.id, r.image)),
                 correlation_id: Some(r.id.clone()),
+                decided: self.decided(now, DecidedBy::Rollout { ids }),
                 ..Meta::default()
             };
             let mut touched = Vec::new();
+            let mut count = 0;
             let mut batch = Vec::new();
             for a in appends {
                 for e in &a.events {
@@ -916,13 +987,14 @@ impl Engine {
                 if a.stream != ROLLOUTS_STREAM {
                     touched.push(a.stream.clone());
                 }
+                count += a.events.len() as i64;
                 batch.push((
                     a.stream,
                     a.events.into_iter().map(|e| (new_id(), e)).collect(),
                 ));
             }
             match self.log.append_batch(batch, &meta, None, now).await {
-                Ok(_) => {}
+                Ok(_) => self.cause = Some(self.log.world.position - count + 1),
                 // Decided on a stale view: fold what is there, decide again.
                 Err(Error::Conflict { .. } | Error::Duplicate { .. }) => {
                     self.log.catch_up().await?
@@ -933,6 +1005,7 @@ impl Engine {
                 self.react(&service).await?;
             }
         }
+        self.cause = cause;
         tracing::error!("the rollout kept deciding without converging ({MAX_STEPS} steps)");
         self.rollout_broken = true;
         Ok(())
@@ -972,6 +1045,7 @@ impl Engine {
                     .get(service)
                     .and_then(|s| s.deployment.as_ref())
                     .map(|d| d.id.clone()),
+                decided: self.decided(now, DecidedBy::React),
                 ..Meta::default()
             };
             for e in &events {

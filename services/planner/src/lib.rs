@@ -233,6 +233,15 @@ impl Config {
         })
     }
 
+    /// The settings the core decides with, recorded in the log by every
+    /// leader (`PlannerLeaderElected`) so that a replay decides with them.
+    pub fn settings(&self) -> mentat_domain::planner::Settings {
+        mentat_domain::planner::Settings {
+            drain_timeout_ms: i64::try_from(self.drain_timeout_secs.saturating_mul(1000))
+                .unwrap_or(i64::MAX),
+        }
+    }
+
     /// The leader's lease.
     pub fn lease(&self) -> Duration {
         Duration::from_millis(self.lease_ms)
@@ -298,6 +307,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         planner: config.planner_id(),
         anchor_file: config.anchor_file.clone(),
         verifying: Default::default(),
+        replaying: Default::default(),
         stating: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
         snapshots,
     };
@@ -337,6 +347,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let elected = mentat_domain::Event::PlannerLeaderElected {
         planner: roster.me().to_owned(),
         epoch,
+        settings: Some(config.settings()),
     };
     log.append(
         mentat_domain::event::PLANNERS_STREAM,

@@ -12,6 +12,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use mentat_domain::audit::StatePoint;
 use mentat_domain::event::{Event, EventEnvelope, Meta, SCHEMA_VERSION};
 use mentat_domain::planner::World;
+use mentat_domain::replay::Decided;
 use mentat_store::{CommandRecord, ExpectedVersion, NewEvent, RecordedEvent, Store, StreamAppend};
 use tokio::sync::Notify;
 
@@ -158,18 +159,34 @@ impl Log {
         command: Option<CommandRecord>,
         now_ms: i64,
     ) -> Result<Option<String>> {
-        // Every event carries the epoch it was decided under.
-        let meta = &Meta {
+        // Every event carries the epoch it was decided under; the first
+        // one how the decision was taken, with how many events it has.
+        let total: usize = batch.iter().map(|(_, events)| events.len()).sum();
+        let first = Meta {
             epoch: self.store.epoch(),
+            decided: meta.decided.clone().map(|d| Decided {
+                events: u32::try_from(total).unwrap_or(u32::MAX),
+                ..d
+            }),
             ..meta.clone()
         };
-        let metadata = serde_json::to_string(meta).map_err(|e| Error::fatal("metadata", e))?;
+        let rest = Meta {
+            decided: None,
+            ..first.clone()
+        };
+        let to_json = |m: &Meta| serde_json::to_string(m).map_err(|e| Error::fatal("metadata", e));
+        let metadata = [to_json(&first)?, to_json(&rest)?];
+        let meta_of = |i: usize| if i == 0 { &first } else { &rest };
         let mut appends = Vec::with_capacity(batch.len());
+        let mut i = 0;
         for (stream, events) in &batch {
             let version = self.versions.get(stream).copied().unwrap_or(0);
             let events = events
                 .iter()
-                .map(|(id, event)| new_event(id, event, &metadata, now_ms))
+                .map(|(id, event)| {
+                    i += 1;
+                    new_event(id, event, &metadata[usize::from(i > 1)], now_ms)
+                })
                 .collect::<Result<_>>()?;
             appends.push(StreamAppend {
                 stream: stream.clone(),
@@ -187,9 +204,12 @@ impl Log {
         if let Some(first) = appended.first().and_then(|a| a.duplicate.clone()) {
             return Ok(Some(first));
         }
+        let mut folded = 0;
         for ((stream, events), done) in batch.into_iter().zip(appended) {
             let version = done.stream_version - events.len() as i64;
             for (i, (id, event)) in events.into_iter().enumerate() {
+                let meta = meta_of(folded);
+                folded += 1;
                 let envelope = EventEnvelope {
                     id,
                     position: done.first_position + i as i64,

@@ -102,6 +102,11 @@ pub async fn answer(bus: &Bus, msg: &async_nats::Message, on: Answering<'_>) {
             audit::answer::spawn_state(store, bus.clone(), on.audit.clone(), msg.clone()).await;
             Ok(())
         }
+        "audit_replay" => {
+            let store = on.log.store().clone();
+            audit::answer::spawn_replay(store, bus.clone(), on.audit.clone(), msg.clone()).await;
+            Ok(())
+        }
         "audit_export" => {
             let reply =
                 match codec::decode::<AuditExportQuery>(&msg.payload, encoding, "AuditExportQuery")
@@ -128,7 +133,7 @@ pub async fn answer(bus: &Bus, msg: &async_nats::Message, on: Answering<'_>) {
         other => {
             let reason = format!(
                 "unknown query `{other}`; known queries: status, history, rollout, audit_verify, \
-                 audit_state, audit_export, audit_key"
+                 audit_state, audit_replay, audit_export, audit_key"
             );
             bus.reply(msg, &Reply::rejected(RejectKind::Invalid, reason))
                 .await

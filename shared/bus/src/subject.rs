@@ -21,6 +21,8 @@ pub const QUERY_AUDIT_EXPORT: &str = "mentat.query.audit_export";
 pub const QUERY_AUDIT_KEY: &str = "mentat.query.audit_key";
 /// Request/reply: the status at a past position or time, rebuilt from the log.
 pub const QUERY_AUDIT_STATE: &str = "mentat.query.audit_state";
+/// The planner replays its log's decisions (`mt audit replay`).
+pub const QUERY_AUDIT_REPLAY: &str = "mentat.query.audit_replay";
 /// `mentat.audit.anchor` (request/reply, not stored): the leading planner
 /// signs an anchor now. Only the leader listens.
 pub const AUDIT_ANCHOR: &str = "mentat.audit.anchor";

@@ -306,8 +306,11 @@ pub struct ReleaseHosts {
     pub reason: Option<String>,
 }
 
-/// Any command, tagged by its verb.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Any command, tagged by its verb. On the bus the verb is the subject's
+/// and the body the payload; recorded in a decision's metadata
+/// ([`crate::replay::Decided`]) it is `{"verb": "deploy", "body": {...}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "verb", content = "body", rename_all = "snake_case")]
 pub enum Command {
     /// `mentat.cmd.deploy`
     Deploy(Deploy),

@@ -40,6 +40,11 @@ pub struct Meta {
     /// event (see [`crate::security`]): `actor` is then that operator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signed: Option<crate::security::SignedBy>,
+    /// On the first event of each decision of the planner: when it was
+    /// taken, what caused it and what the core was given, so that
+    /// [`crate::replay`] takes it again from the log alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided: Option<crate::replay::Decided>,
 }
 
 impl Meta {
@@ -127,6 +132,11 @@ pub enum Event {
         planner: String,
         /// Its epoch.
         epoch: i64,
+        /// The settings it decides with (`--drain-timeout-secs`), so that a
+        /// replay of its decisions is given them too. Absent before they
+        /// were recorded: the defaults.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        settings: Option<crate::planner::Settings>,
     },
     /// An operator accepted a break of the log's hash chain, so that the
     /// planner runs on it (`mentat-planner --accept-break`): from the
@@ -820,6 +830,25 @@ impl Event {
                 | Event::WebhookDelivered { .. }
                 | Event::WebhookFailed { .. }
         )
+    }
+
+    /// Whether the planner decided this event, as opposed to recording what
+    /// it was told or observed: facts, hosts and routers joining or going
+    /// silent, leadership and accepted breaks are observations; everything
+    /// else is a decision, which the log holds with its [`Meta::decided`].
+    pub fn is_decision(&self) -> bool {
+        !self.is_fact()
+            && !matches!(
+                self,
+                Event::HostJoined { .. }
+                    | Event::HostSuspected { .. }
+                    | Event::HostSuspicionCleared { .. }
+                    | Event::HostLost { .. }
+                    | Event::RouterJoined { .. }
+                    | Event::RouterLost { .. }
+                    | Event::PlannerLeaderElected { .. }
+                    | Event::LogBreakAccepted { .. }
+            )
     }
 
     /// Who may report this fact, which its subject names: the executor of

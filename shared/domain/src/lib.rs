@@ -16,6 +16,8 @@
 //! - [`security`]: operators' keys and roles, signed commands and who
 //!   may send what.
 //! - [`rollout`]: fleet rollouts in waves over many services.
+//! - [`replay`]: every decision of the planner taken again from the log
+//!   and compared with it (`mt audit replay`).
 //! - [`report`]: who did what, and the delivery figures per service, over a
 //!   window of the log (`mt audit report`).
 //! - [`story`]: which events are one deployment's, and its whole story
@@ -30,6 +32,7 @@ pub mod limits;
 pub mod notify;
 pub mod paging;
 pub mod planner;
+pub mod replay;
 pub mod report;
 pub mod rollout;
 pub mod security;

@@ -412,6 +412,7 @@ mod tests {
             causation_id: Some("c1".into()),
             epoch: None,
             signed: None,
+            decided: None,
         };
         let planner = Meta {
             correlation_id: Some("d2".into()),

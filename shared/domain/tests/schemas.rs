@@ -14,6 +14,7 @@ use mentat_domain::command::{
     Spawn, StatusQuery, StatusReply, Stop, Weight,
 };
 use mentat_domain::event::{Event, EventEnvelope, Fact, HostHeartbeat, RouterHeartbeat};
+use mentat_domain::replay::{AuditReplayQuery, AuditReplayReply, ReplayReport};
 use mentat_domain::rollout::{RolloutControl, RolloutQuery, RolloutReply, RolloutStart};
 use mentat_domain::stats::TrafficStats;
 use schemars::schema_for;
@@ -58,6 +59,12 @@ fn schemas() -> Vec<(&'static str, schemars::Schema)> {
         ("audit.anchor.reply.json", schema_for!(AnchorReply)),
         ("anchor.json", schema_for!(Anchor)),
         ("logged-event.json", schema_for!(LoggedEvent)),
+        ("audit-replay.json", schema_for!(ReplayReport)),
+        ("query.audit_replay.json", schema_for!(AuditReplayQuery)),
+        (
+            "query.audit_replay.reply.json",
+            schema_for!(AuditReplayReply),
+        ),
         ("cmd.rollout_start.json", schema_for!(RolloutStart)),
         ("cmd.rollout_control.json", schema_for!(RolloutControl)),
         ("query.rollout.json", schema_for!(RolloutQuery)),

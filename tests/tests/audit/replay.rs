@@ -11,12 +11,17 @@
 //!   and a rollback with no reason, and records nothing.
 //! - `mt audit why` on a canary reverted by a breach names the breach with
 //!   its numbers, and the actor and reason of the deploy.
+//! - `mt audit replay` with a drain timeout other than the planner's
+//!   reports, by position, the first decision that changes: the one that
+//!   took an old replica out of rotation now stops it at once. (Every
+//!   test's log replays with none when its cluster stops.)
 
 use std::time::{Duration, Instant};
 
 use mentat_bus::{subject, Encoding};
 use mentat_domain::command::{Deploy, Outcome, RejectKind, Reply};
-use mentat_domain::event::{Event, Metric};
+use mentat_domain::event::{Event, EventEnvelope, Metric};
+use mentat_domain::replay::{AuditReplayQuery, AuditReplayReply, Decided, DecidedBy, ReplayReport};
 use mentat_domain::report::Report;
 use mentat_domain::story::{Role, Story};
 use mentat_e2e::{text, web_config, web_config_health, Cluster, Db};
@@ -366,6 +371,147 @@ async fn why_tells_a_reverted_canary_with_its_breach_and_who_started_it() {
     assert!(text(&missing).contains("no deployment `no-such-deployment`"));
 }
 
+async fn a_changed_drain_timeout_is_the_first_divergence(db: Db) {
+    let cluster = Cluster::start(db).await;
+    cluster.apply(&web_config(2, 10));
+    cluster.deploy_first("v1");
+    let v2 = deploy_no_wait(&cluster, "v2").await;
+    cluster
+        .wait_deployment("web", &v2, Duration::from_secs(60))
+        .await;
+    let url = cluster.database_url.clone();
+    let replay =
+        |extra: &[&str]| cluster.mt(&[&["audit", "replay", "--db", &url][..], extra].concat());
+    // As the planner decided (a drain timeout of 5 s): none.
+    let same = replay(&[]);
+    assert!(same.status.success(), "{}", text(&same));
+    assert!(text(&same).contains("0 divergences"), "{}", text(&same));
+
+    // With 0 s: the first decision that took a replica out of rotation.
+    let changed = replay(&["--drain-timeout-secs", "0", "--json"]);
+    assert_eq!(changed.status.code(), Some(1), "{}", text(&changed));
+    let report: ReplayReport = serde_json::from_slice(&changed.stdout).unwrap();
+    let d = report.divergence.expect("a divergence");
+    let store = Store::open_existing(&url).await.unwrap();
+    let logged: Vec<EventEnvelope> = store
+        .read_all(0, 100_000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| EventEnvelope {
+            id: r.id.clone(),
+            position: r.position,
+            stream: r.stream.clone(),
+            version: r.version,
+            schema_version: r.schema_version,
+            recorded_at_ms: r.recorded_at_ms,
+            meta: serde_json::from_str(&r.metadata).unwrap(),
+            event: serde_json::from_str(&r.payload).unwrap(),
+        })
+        .collect();
+    // How each decision was taken is in the log: its cause before it (a
+    // fact, for some), the command of the deploy with its id.
+    let decided: Vec<(&EventEnvelope, &Decided)> = logged
+        .iter()
+        .filter_map(|e| e.meta.decided.as_ref().map(|d| (e, d)))
+        .collect();
+    assert!(decided
+        .iter()
+        .all(|(e, d)| d.cause.is_none_or(|c| c < e.position)));
+    let caused_by_fact = decided
+        .iter()
+        .filter_map(|(_, d)| d.cause)
+        .any(|c| logged.iter().any(|e| e.position == c && e.event.is_fact()));
+    assert!(caused_by_fact, "no decision names a fact as its cause");
+    let deployed = decided.iter().find_map(|(e, d)| match (&d.by, &e.event) {
+        (DecidedBy::Command { command, id }, Event::DeploymentStarted { deployment_id, .. })
+            if command.verb() == "deploy" && d.cause.is_none() =>
+        {
+            Some((id.clone(), deployment_id.clone()))
+        }
+        _ => None,
+    });
+    let (id, started) = deployed.expect("the deploy's decision");
+    assert_eq!(id, started);
+
+    // The first route change that leaves out a replica routed before it.
+    let mut routed: Vec<String> = Vec::new();
+    let (out, dropped) = logged
+        .iter()
+        .find_map(|e| match &e.event {
+            Event::RouteChanged { backends, .. } => {
+                let now: Vec<String> = backends
+                    .iter()
+                    .filter(|b| b.weight > 0)
+                    .map(|b| b.replica.clone())
+                    .collect();
+                let gone = routed.iter().find(|r| !now.contains(r)).cloned();
+                routed = now;
+                gone.map(|replica| (e.position, replica))
+            }
+            _ => None,
+        })
+        .expect("a replica taken out of rotation");
+    let decision = logged
+        .iter()
+        .rev()
+        .find(|e| e.position <= out && e.meta.decided.is_some())
+        .unwrap();
+    let decided = decision.meta.decided.clone().unwrap();
+    assert_eq!(d.decision, decision.position, "{d:#?}");
+    assert_eq!(d.position, decision.position + i64::from(decided.events));
+    assert_eq!(d.decided, Some(decided));
+    assert_eq!(d.logged, None, "{d:#?}");
+    match d.now.clone().map(|p| p.event) {
+        Some(Event::ReplicaStopRequested { replica, .. }) => assert_eq!(replica, dropped),
+        other => panic!("{other:?}"),
+    }
+    // The log stopped it later, once the router had drained it.
+    let stopped = logged.iter().find(
+        |e| matches!(&e.event, Event::ReplicaStopRequested { replica, .. } if *replica == dropped),
+    );
+    assert!(stopped.unwrap().position > d.position);
+    // The planner, replaying its own log, finds the same.
+    let by_planner = cluster.mt(&["audit", "replay", "--drain-timeout-secs", "0", "--json"]);
+    assert_eq!(by_planner.status.code(), Some(1), "{}", text(&by_planner));
+    let report: ReplayReport = serde_json::from_slice(&by_planner.stdout).unwrap();
+    assert_eq!(report.divergence, Some(d.clone()));
+    let same = cluster.mt_ok(&["audit", "replay"]);
+    assert!(same.starts_with("0 divergences"), "{same}");
+    // A query out of bounds is rejected by kind, naming the field.
+    let query = AuditReplayQuery {
+        drain_timeout_ms: Some(-1),
+        ..AuditReplayQuery::default()
+    };
+    let reply: AuditReplayReply = cluster
+        .bus
+        .request(
+            subject::QUERY_AUDIT_REPLAY,
+            &query,
+            Encoding::Json,
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    match reply {
+        AuditReplayReply::Rejected { kind, reason } => {
+            assert_eq!(kind, RejectKind::Invalid);
+            assert!(reason.starts_with("drain_timeout_ms:"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Said plainly, with the position.
+    let plain = replay(&["--drain-timeout-secs", "0"]);
+    assert_eq!(plain.status.code(), Some(1));
+    let said = text(&plain);
+    assert!(
+        said.contains(&format!("1 divergence: position {}", d.position)),
+        "{said}"
+    );
+    assert!(said.contains("ReplicaStopRequested"), "{said}");
+    store.close().await;
+}
+
 macro_rules! on_both_databases {
     ($($case:ident),+ $(,)?) => {
         mod sqlite {
@@ -390,4 +536,5 @@ macro_rules! on_both_databases {
 on_both_databases!(
     past_states_equal_live_status_and_the_report_counts_them,
     a_policy_rejects_by_kind_and_records_nothing,
+    a_changed_drain_timeout_is_the_first_divergence,
 );

@@ -1,8 +1,10 @@
 //! Answers to the audit queries: `mentat.query.audit_verify` (in a task of
 //! its own, one at a time, since it reads the whole log),
 //! `mentat.query.audit_state` (likewise: it folds the log up to a point),
-//! `mentat.query.audit_export` and `mentat.query.audit_key`. Any planner,
-//! leading or standing by, answers them.
+//! `mentat.query.audit_replay` (in a task of its own, one at a time: it
+//! takes every decision of the log again), `mentat.query.audit_export`
+//! and `mentat.query.audit_key`. Any planner, leading or standing by,
+//! answers them.
 
 use std::sync::atomic::Ordering;
 
@@ -17,6 +19,7 @@ use mentat_domain::audit::{
 };
 use mentat_domain::command::{RejectKind, StatusQuery, StatusReply};
 use mentat_domain::paging;
+use mentat_domain::replay::{AuditReplayQuery, AuditReplayReply, Replay};
 use mentat_store::{Chain, RecordedEvent, Store};
 
 use super::{log_break, Audit};
@@ -34,17 +37,34 @@ pub async fn spawn_verify(store: Store, bus: Bus, audit: Audit, msg: async_nats:
         send(&bus, &msg, &reply).await;
         return;
     }
-    if audit.verifying.swap(true, Ordering::SeqCst) {
-        let reply = AuditVerifyReply::Rejected {
-            kind: RejectKind::Unavailable,
-            reason: "this planner is verifying the log already; retry when it is done".into(),
-        };
-        send(&bus, &msg, &reply).await;
+    let busy = AuditVerifyReply::Rejected {
+        kind: RejectKind::Unavailable,
+        reason: "this planner is verifying the log already; retry when it is done".into(),
+    };
+    let flag = audit.verifying.clone();
+    let on = bus.clone();
+    let work = async move { verify(&store, &on, &audit).await };
+    one_at_a_time(bus, msg, &flag, busy, work).await;
+}
+
+/// Answer `msg` with what `work` computes in a task of its own, one run
+/// at a time per `flag`; while a run holds it, answer `busy` at once.
+async fn one_at_a_time<R>(
+    bus: Bus,
+    msg: async_nats::Message,
+    flag: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+    busy: R,
+    work: impl std::future::Future<Output = R> + Send + 'static,
+) where
+    R: serde::Serialize + Send + Sync + 'static,
+{
+    if flag.swap(true, Ordering::SeqCst) {
+        send(&bus, &msg, &busy).await;
         return;
     }
+    let running = Running(flag.clone());
     tokio::spawn(async move {
-        let running = Running(audit.verifying.clone());
-        let reply = verify(&store, &bus, &audit).await;
+        let reply = work.await;
         drop(running);
         send(&bus, &msg, &reply).await;
     });
@@ -261,5 +281,75 @@ fn unavailable_state(e: impl std::fmt::Display) -> AuditStateReply {
     AuditStateReply::Rejected {
         kind: RejectKind::Unavailable,
         reason: format!("cannot read the log: {e}"),
+    }
+}
+
+/// Events read from the log per query while replaying it.
+const REPLAY_PAGE: i64 = 1_000;
+
+/// Replay the log's decisions in a task of its own and answer `msg` from
+/// it; or answer at once that the query is invalid, or that a replay is
+/// already running.
+pub async fn spawn_replay(store: Store, bus: Bus, audit: Audit, msg: async_nats::Message) {
+    let encoding = Encoding::of(msg.headers.as_ref());
+    let config = codec::decode::<AuditReplayQuery>(&msg.payload, encoding, "AuditReplayQuery")
+        .map_err(|e| e.to_string())
+        .and_then(|q| q.config());
+    let config = match config {
+        Ok(config) => config,
+        Err(reason) => {
+            let reply = AuditReplayReply::Rejected {
+                kind: RejectKind::Invalid,
+                reason,
+            };
+            send(&bus, &msg, &reply).await;
+            return;
+        }
+    };
+    let busy = AuditReplayReply::Rejected {
+        kind: RejectKind::Unavailable,
+        reason: "this planner is replaying the log already; retry when it is done".into(),
+    };
+    let work = async move { replay(&store, config).await };
+    one_at_a_time(bus, msg, &audit.replaying, busy, work).await;
+}
+
+/// Every decision of the log taken again ([`Replay`]), reading it a page
+/// at a time: the whole log is never held.
+pub async fn replay(store: &Store, config: mentat_domain::replay::Config) -> AuditReplayReply {
+    let mut replay = Replay::new(config);
+    let mut after = 0;
+    while replay.wants_more() {
+        let page = match store.read_all(after, REPLAY_PAGE).await {
+            Ok(page) => page,
+            Err(e) => {
+                return AuditReplayReply::Rejected {
+                    kind: RejectKind::Unavailable,
+                    reason: format!("cannot read the log: {e}"),
+                }
+            }
+        };
+        let Some(last) = page.last() else { break };
+        after = last.position;
+        for recorded in &page {
+            if !replay.wants_more() {
+                break;
+            }
+            match log::envelope(recorded) {
+                Ok(e) => replay.feed(&e),
+                Err(error) => {
+                    return AuditReplayReply::Rejected {
+                        kind: RejectKind::ServiceBroken,
+                        reason: format!(
+                            "cannot replay past position {}: {error}",
+                            recorded.position
+                        ),
+                    }
+                }
+            }
+        }
+    }
+    AuditReplayReply::Ok {
+        report: replay.finish(),
     }
 }

@@ -39,6 +39,9 @@ pub struct Audit {
     /// Set while a verification runs: one at a time, others are turned
     /// away (each reads the whole log).
     pub verifying: Arc<AtomicBool>,
+    /// Set while a replay of the decisions runs: one at a time, others
+    /// are turned away (each folds the whole log).
+    pub replaying: Arc<AtomicBool>,
     /// One permit: past states are rebuilt one at a time (each folds the
     /// log from its start); the next waits its turn.
     pub stating: Arc<tokio::sync::Semaphore>,

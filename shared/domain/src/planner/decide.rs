@@ -17,7 +17,10 @@ use crate::rollout;
 use crate::spec::{ServiceSpec, Strategy};
 
 /// Settings of the planner that are not part of any service's spec.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Recorded by each leader in its `PlannerLeaderElected`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct Settings {
     /// How long to wait for a router's drained fact before stopping a replica anyway.
     pub drain_timeout_ms: i64,
@@ -447,7 +450,29 @@ const MAX_CHAIN: usize = 64;
 /// that, until nothing follows (so a switch of traffic and the events it
 /// leads to are appended together). Empty when nothing is to be done until
 /// another fact arrives or [`next_deadline`] passes.
+///
+/// The steps are chained on [`World::for_deciding`], a copy without the
+/// history no decision reads; debug builds (every test) check that the
+/// whole world decides the same.
 pub fn react(world: &World, service: &str, now_ms: i64, settings: Settings) -> Vec<Event> {
+    let events = chain(world, service, now_ms, settings, World::for_deciding);
+    debug_assert_eq!(
+        events,
+        chain(world, service, now_ms, settings, World::clone),
+        "deciding on a copy without history changed the decision"
+    );
+    events
+}
+
+/// [`react`]'s chain of steps, each folded into a copy of `world` made by
+/// `copy` before the next is decided.
+fn chain(
+    world: &World,
+    service: &str,
+    now_ms: i64,
+    settings: Settings,
+    copy: fn(&World) -> World,
+) -> Vec<Event> {
     let mut scratch: Option<World> = None;
     let mut events = Vec::new();
     for _ in 0..MAX_CHAIN {
@@ -455,7 +480,7 @@ pub fn react(world: &World, service: &str, now_ms: i64, settings: Settings) -> V
         if step.is_empty() {
             break;
         }
-        let next = scratch.get_or_insert_with(|| world.clone());
+        let next = scratch.get_or_insert_with(|| copy(world));
         for event in &step {
             next.apply(&EventEnvelope {
                 id: String::new(),

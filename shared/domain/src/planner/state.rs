@@ -335,6 +335,50 @@ pub struct World {
 }
 
 impl World {
+    /// A copy to chain decisions on ([`react`](super::react)), less what no
+    /// decision reads and what grows with every deployment: each service's
+    /// `history`, and its `images` before the last two (all
+    /// [`ServiceState::previous_image`] needs). It costs the size of the
+    /// present, not of the whole past: a service with a long history is
+    /// decided about as fast as a new one.
+    pub(crate) fn for_deciding(&self) -> World {
+        let services = self
+            .services
+            .iter()
+            .map(|(name, s)| {
+                let recent = &s.images[s.images.len().saturating_sub(2)..];
+                let state = ServiceState {
+                    spec: s.spec.clone(),
+                    route_version: s.route_version,
+                    image: s.image.clone(),
+                    images: recent.to_vec(),
+                    replicas: s.replicas.clone(),
+                    routes: s.routes.clone(),
+                    weights: s.weights.clone(),
+                    verdicts: s.verdicts.clone(),
+                    route: s.route.clone(),
+                    deployment: s.deployment.clone(),
+                    history: Vec::new(),
+                    replica_seq: s.replica_seq,
+                };
+                (name.clone(), state)
+            })
+            .collect();
+        World {
+            services,
+            hosts: self.hosts.clone(),
+            routers: self.routers.clone(),
+            position: self.position,
+            leader: self.leader.clone(),
+            cluster: self.cluster,
+            security: self.security.clone(),
+            held: self.held.clone(),
+            released_at_ms: self.released_at_ms,
+            rollouts: self.rollouts.clone(),
+            notify: self.notify.clone(),
+        }
+    }
+
     /// Why the fact `event`, reported by `from` (what its subject says, which
     /// only that identity may publish on), is not to be recorded; `None`
     /// when it may be. It must be a fact and name `from` as its source, and
@@ -466,7 +510,7 @@ impl World {
                     r.live = false;
                 }
             }
-            Event::PlannerLeaderElected { planner, epoch } => {
+            Event::PlannerLeaderElected { planner, epoch, .. } => {
                 self.leader = Some((planner.clone(), *epoch));
             }
             // The log's own business: nothing of the world changes.

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 
 use mentat_domain::command::{Apply, Command, Control, Deploy, Outcome, Rejection};
 use mentat_domain::event::{Backend, Event, EventEnvelope, ExitStatus, Meta};
-use mentat_domain::planner::{self, Decision, Settings, World};
+use mentat_domain::planner::{self, Append, Decision, Settings, World};
+use mentat_domain::replay::{Decided, DecidedBy};
 use mentat_domain::spec::{DeploySpec, HealthSpec, RunSpec, ServiceSpec, Strategy, Thresholds};
 
 pub const SETTINGS: Settings = Settings {
@@ -107,7 +108,30 @@ impl Sim {
         sim
     }
 
+    /// Record what the planner was told or observed.
     pub fn record(&mut self, stream: &str, events: Vec<Event>) {
+        self.record_meta(stream, events, None);
+    }
+
+    /// Record one decision, as the planner does: how it was taken on its
+    /// first event, so that `replay` takes it again.
+    pub fn record_decision(&mut self, appends: Vec<Append>, by: DecidedBy) {
+        let events = appends.iter().map(|a| a.events.len() as u32).sum();
+        let mut decided = Some(Decided {
+            at_ms: self.now,
+            cause: Some(self.log.len() as i64),
+            events,
+            by,
+        });
+        for a in appends {
+            for event in a.events {
+                self.record_meta(&a.stream, vec![event], decided.take());
+            }
+        }
+    }
+
+    fn record_meta(&mut self, stream: &str, events: Vec<Event>, decided: Option<Decided>) {
+        let mut decided = decided;
         for event in events {
             let position = self.log.len() as i64 + 1;
             let env = EventEnvelope {
@@ -117,7 +141,10 @@ impl Sim {
                 version: 0,
                 schema_version: 1,
                 recorded_at_ms: self.now,
-                meta: Meta::default(),
+                meta: Meta {
+                    decided: decided.take(),
+                    ..Meta::default()
+                },
                 event,
             };
             self.world.apply(&env);
@@ -145,9 +172,11 @@ impl Sim {
                 deployment_id,
                 ..
             } => {
-                for a in appends {
-                    self.record(&a.stream, a.events);
-                }
+                let by = DecidedBy::Command {
+                    command: Box::new(command.clone()),
+                    id,
+                };
+                self.record_decision(appends, by);
                 Ok(deployment_id)
             }
             Decision::Reject(reason) => Err(reason),
@@ -183,7 +212,8 @@ impl Sim {
             if events.is_empty() {
                 return;
             }
-            self.record("web", events);
+            let stream = "web".to_owned();
+            self.record_decision(vec![Append { stream, events }], DecidedBy::React);
         }
     }
 
