@@ -1,5 +1,5 @@
-//! Answers to `mentat.query.status`, `mentat.query.history` and
-//! `mentat.query.rollout`, read from
+//! Answers to `mentat.query.status`, `mentat.query.history`,
+//! `mentat.query.rollout` and `mentat.query.release`, read from
 //! the world the log folded into (and, for raw events, the log itself),
 //! and the audit queries (`mentat.query.audit_*`, see [`crate::audit`]).
 //! [`status`] answers `mentat.query.audit_state` too, from a world folded
@@ -17,6 +17,7 @@ use mentat_domain::command::{
 use mentat_domain::paging;
 use mentat_domain::planner::state::VerdictKind;
 use mentat_domain::planner::{self, Phase, ServiceState, World};
+use mentat_domain::release::{self, ReleaseQuery, ReleaseReply};
 use mentat_domain::rollout::{self, RolloutQuery, RolloutReply};
 
 use crate::audit::{self, Audit};
@@ -92,6 +93,17 @@ pub async fn answer(bus: &Bus, msg: &async_nats::Message, on: Answering<'_>) {
             };
             bus.reply(msg, &reply).await
         }
+        "release" => {
+            let reply = match codec::decode::<ReleaseQuery>(&msg.payload, encoding, "ReleaseQuery")
+            {
+                Ok(q) => release::view::answer(&on.log.world, &q),
+                Err(e) => ReleaseReply::Rejected {
+                    kind: RejectKind::Invalid,
+                    reason: e.to_string(),
+                },
+            };
+            bus.reply(msg, &reply).await
+        }
         "audit_verify" => {
             let store = on.log.store().clone();
             audit::answer::spawn_verify(store, bus.clone(), on.audit.clone(), msg.clone()).await;
@@ -127,7 +139,7 @@ pub async fn answer(bus: &Bus, msg: &async_nats::Message, on: Answering<'_>) {
         }
         other => {
             let reason = format!(
-                "unknown query `{other}`; known queries: status, history, rollout, audit_verify, \
+                "unknown query `{other}`; known queries: status, history, rollout, release, audit_verify, \
                  audit_state, audit_export, audit_key"
             );
             bus.reply(msg, &Reply::rejected(RejectKind::Invalid, reason))
@@ -450,6 +462,7 @@ mod tests {
 
     fn replica(id: &str, image: &str, phase: Phase) -> Replica {
         Replica {
+            deployment: None,
             id: id.into(),
             image: image.into(),
             host: "vm".into(),
