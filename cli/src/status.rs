@@ -56,14 +56,16 @@ pub async fn run(nats: &str, args: Args) -> Result<()> {
                 if let Some(held) = &held {
                     output::print(format!("\n{}", crate::hosts::held_line(held)));
                 }
-                // What each environment serves, once releases are used.
-                let (releases, environments) =
-                    crate::release::ask(&bus, &Default::default()).await?;
-                if !releases.is_empty() {
-                    output::print(format!(
-                        "\n{}",
-                        crate::release::environments_text(&environments)
-                    ));
+                // What each environment serves, once releases are used (a
+                // planner that does not answer releases shows none).
+                let environments = crate::release::ask(&bus, &Default::default()).await;
+                if let Ok((releases, environments)) = environments {
+                    if !releases.is_empty() {
+                        output::print(format!(
+                            "\n{}",
+                            crate::release::environments_text(&environments)
+                        ));
+                    }
                 }
             }
             Ok(())

@@ -255,6 +255,28 @@ async fn staging_and_production_serve_their_own_release(db: Db) {
         list.contains("superseded") && list.contains("deployed (production)"),
         "{list}"
     );
+    // And mt status and mt history show what each environment serves
+    let status = cluster.mt_ok(&["status"]);
+    let live = |env: &str, tag: &str| {
+        status
+            .lines()
+            .any(|l| l.split_whitespace().take(2).eq([env, tag]))
+    };
+    assert!(
+        live("production", "r3") && live("staging", "r2"),
+        "{status}"
+    );
+    let history = cluster.mt_ok(&["history", "--env", "production"]);
+    let rows: Vec<&str> = history.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{history}");
+    assert!(
+        rows[0].starts_with("r1") && rows[0].contains("promote"),
+        "{history}"
+    );
+    assert!(
+        rows[1].starts_with("r3") && rows[1].contains("hotfix"),
+        "{history}"
+    );
 }
 
 /// The next router heartbeat that lists switch `id`.
@@ -359,7 +381,9 @@ async fn a_promote_of_three_services_switches_once_and_a_rollback_is_warm(db: Db
     let addr = cluster.router_addr();
     let loads: Vec<Load> = names
         .iter()
-        .map(|n| Load::start_rate(addr.clone(), &format!("{n}.localhost"), 167, 4))
+        // One connection each: answers are counted in the order requests
+        // were sent, so the order of versions means something.
+        .map(|n| Load::start_rate(addr.clone(), &format!("{n}.localhost"), 167, 1))
         .collect();
     let promote = ReleasePromote {
         command_id: Some("promote-r2".into()),
@@ -407,7 +431,7 @@ async fn a_promote_of_three_services_switches_once_and_a_rollback_is_warm(db: Db
     // When production is rolled back while r1 is warm
     let production: Vec<&str> = names.to_vec();
     let before = starts(&cluster, &production).await;
-    let web = Load::start_rate(addr.clone(), "web.localhost", 200, 2);
+    let web = Load::start_rate(addr.clone(), "web.localhost", 200, 1);
     let sent = Instant::now();
     cluster.mt_ok(&[
         "release",
@@ -426,6 +450,23 @@ async fn a_promote_of_three_services_switches_once_and_a_rollback_is_warm(db: Db
         }
     }
     eprintln!("rollback: first v1 answer {first_old:?} after the command was sent");
+    if first_old.is_none_or(|t| t > Duration::from_secs(1)) {
+        // A figure, not an assertion: say where the time went.
+        let at = |service: &str, what: &str| {
+            let log = cluster.log_of(service);
+            let lines: Vec<String> = log
+                .lines()
+                .filter(|l| l.contains(what))
+                .map(str::to_owned)
+                .collect();
+            lines.join("\n")
+        };
+        eprintln!(
+            "slow rollback:\n{}\n{}",
+            at("planner", "release_rollback"),
+            at("router", "switch")
+        );
+    }
     let back = wait_env(&cluster, "production", "r1 back", |e| {
         e.live.as_deref() == Some("r1")
     })

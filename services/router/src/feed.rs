@@ -158,6 +158,14 @@ impl Feed {
         let (admitted, newest) = envelope.meta.admit_epoch(newest);
         if !admitted {
             tracing::warn!(event_id = %envelope.id, service, epoch = ?envelope.meta.epoch, newest, "ignoring a route change from an older planner epoch");
+            // Still one of the switch's changes: the others do not wait for it.
+            let ours = |p: &Pending| switch.as_ref().is_some_and(|s| s.id == p.id);
+            if let Some(p) = self.switch.as_mut().filter(|p| ours(p)) {
+                p.received += 1;
+                if p.received >= p.changes {
+                    self.apply_switch();
+                }
+            }
             return;
         }
         self.epochs.insert(service.clone(), newest);

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use mentat_domain::command::{Apply, Command, Deploy, RejectKind, Rejection};
 use mentat_domain::environment::{EnvironmentOverride, EnvironmentSpec, Environments};
-use mentat_domain::event::{Event, EventEnvelope, Meta};
+use mentat_domain::event::{Event, EventEnvelope, Judgement, Meta, Metric};
 use mentat_domain::planner::{self, Decision, World};
 use mentat_domain::release::{
     self, ReleaseCreate, ReleaseDeploy, ReleasePromote, ReleaseRollback, ReleaseState,
@@ -189,6 +189,21 @@ impl Fleet {
         fleet.run(20);
         assert_eq!(fleet.live("staging"), Some("r1".into()));
         assert_eq!(fleet.live("production"), Some("r1".into()));
+        fleet
+    }
+
+    /// [`Fleet::new`], then r2 (web and api on v2) switched in staging,
+    /// r1 warm.
+    fn with_r2_in_staging() -> Fleet {
+        let mut fleet = Fleet::new();
+        fleet
+            .command(&create("r2", &[("web", "v2"), ("api", "v2")]))
+            .expect("r2 created");
+        fleet
+            .command(&deploy_release("r2", "staging", false, None))
+            .expect("r2 to staging");
+        fleet.run(60);
+        assert_eq!(fleet.live("staging"), Some("r2".into()));
         fleet
     }
 
@@ -463,15 +478,7 @@ fn a_protected_environment_takes_only_what_went_through_staging() {
 
 #[test]
 fn a_rollback_while_warm_is_one_switch_and_starts_nothing() {
-    let mut fleet = Fleet::new();
-    fleet
-        .command(&create("r2", &[("web", "v2"), ("api", "v2")]))
-        .expect("r2 created");
-    fleet
-        .command(&deploy_release("r2", "staging", false, None))
-        .expect("r2 to staging");
-    fleet.run(60);
-    assert_eq!(fleet.live("staging"), Some("r2".into()));
+    let mut fleet = Fleet::with_r2_in_staging();
     // When staging is rolled back while r1 is on standby
     let from = fleet.log.len();
     let rollback = Command::ReleaseRollback(ReleaseRollback {
@@ -650,4 +657,81 @@ fn a_planner_restarted_at_any_step_of_a_promote_never_splits_an_environment() {
             "cut at {cut}"
         );
     }
+}
+
+#[test]
+fn a_breach_after_the_switch_reverts_the_whole_release_in_one_switch() {
+    // Given r2 serving in staging, r1 warm
+    let mut fleet = Fleet::with_r2_in_staging();
+    // When web's new version breaches a threshold in staging
+    let from = fleet.log.len();
+    let breach = Event::ThresholdBreached {
+        service: "web@staging".into(),
+        deployment_id: None,
+        version: "v2".into(),
+        judgement: Judgement {
+            metric: Metric::ErrorRate,
+            observed: 5000,
+            threshold: 500,
+            baseline: None,
+            window_secs: 10,
+            requests: 100,
+        },
+    };
+    fleet.transaction(vec![planner::Append {
+        stream: "web@staging".into(),
+        events: vec![breach],
+    }]);
+    fleet.settle();
+    // Then both services went back to r1 in one switch, starting nothing
+    assert_eq!(fleet.started_since(from), 0);
+    assert_eq!(fleet.live("staging"), Some("r1".into()));
+    assert_eq!(fleet.serving("staging"), BTreeSet::from(["v1".into()]));
+    let failed = fleet.log[from..].iter().find_map(|e| match &e.event {
+        Event::ReleaseDeployFailed(f) => Some(f.clone()),
+        _ => None,
+    });
+    let failed = failed.expect("reverted");
+    assert!(failed.reverted && !failed.rolled_back, "{failed:?}");
+    assert_eq!(failed.failures[0].service, "web@staging");
+    let back: Vec<&str> = fleet.log[from..]
+        .iter()
+        .filter(
+            |e| matches!(&e.event, Event::RouteChanged { switch: Some(s), .. } if s.changes == 2),
+        )
+        .map(|e| e.stream.as_str())
+        .collect();
+    assert_eq!(back, ["api@staging", "web@staging"]);
+}
+
+#[test]
+fn a_failed_release_records_the_definitions_it_replaced_again() {
+    // Given staging on r1
+    let mut fleet = Fleet::new();
+    let before = fleet.world.services["web@staging"].spec.clone();
+    // When a release that changes web's environment and whose api never
+    // gets healthy is deployed to staging
+    let with_env = |name: &str| {
+        let mut s = spec(name);
+        s.run.env.insert("FEATURE".into(), "on".into());
+        s
+    };
+    let r2 = Command::ReleaseCreate(ReleaseCreate {
+        services: Some(vec![with_env("web"), with_env("api")]),
+        ..match create("r2", &[("web", "v2"), ("api", "v2-unhealthy")]) {
+            Command::ReleaseCreate(c) => c,
+            _ => unreachable!(),
+        }
+    });
+    fleet.command(&r2).expect("r2 created");
+    fleet
+        .command(&deploy_release("r2", "staging", false, None))
+        .expect("r2 to staging");
+    assert_ne!(fleet.world.services["web@staging"].spec, before);
+    fleet.run(200);
+    // Then it failed, and web is defined as it was
+    assert_eq!(fleet.world.releases.in_flight("staging"), None);
+    assert_eq!(fleet.live("staging"), Some("r1".into()));
+    assert_eq!(fleet.world.services["web@staging"].spec, before);
+    assert_eq!(fleet.serving("staging"), BTreeSet::from(["v1".into()]));
 }

@@ -494,6 +494,7 @@ pub(crate) fn start(
             );
         }
         let mut events = Vec::new();
+        let replaces = state.spec.clone().filter(|s| s != *spec);
         if state.spec.as_ref() != Some(*spec) {
             events.push(Event::ServiceDefined {
                 spec: (*spec).clone(),
@@ -521,6 +522,7 @@ pub(crate) fn start(
             service: spec.name.clone(),
             image,
             deployment_id: member_id,
+            replaces,
         });
     }
     if needs_host && !world.hosts.values().any(|h| h.live) {
@@ -644,6 +646,7 @@ pub fn derive_from_deploy(
             service: spec.name.clone(),
             image: image.to_owned(),
             deployment_id: Some(deployment_id.to_owned()),
+            replaces: None,
         }],
         how: How::Derived,
         forced: false,

@@ -133,6 +133,10 @@ pub struct Member {
     /// change needs no new process (its definition is applied in place).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deployment_id: Option<String>,
+    /// Its definition before, when the release changes it: recorded again
+    /// if the release deployment turns back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<ServiceSpec>,
 }
 
 /// `ReleaseSwitched`, `ReleaseDeployCompleted`.

@@ -84,11 +84,11 @@ fn react_one(world: &World, d: &ReleaseDeployment, now_ms: i64, settings: Settin
             }),
             Standing::Running(dep) => {
                 all_done = false;
-                if let Some(reason) = dep
-                    .reverting
-                    .as_ref()
-                    .or(dep.paused.as_ref().map(|p| &p.reason))
-                {
+                // A member held or turning back on its own fails the
+                // release; a derived release's one member steers itself.
+                let held = dep.paused.as_ref().map(|p| &p.reason);
+                let gone_back = dep.reverting.as_ref().or(held);
+                if let Some(reason) = gone_back.filter(|_| d.started.how != How::Derived) {
                     failures.push(FailedTarget {
                         service: m.service.clone(),
                         reason: reason.clone(),
@@ -204,20 +204,31 @@ fn turn_back(
         TurnBack::RolledBack => format!("release {} rolled back", d.started.tag),
     };
     let mut members = Vec::new();
-    for (m, id) in d.deploying() {
-        let Standing::Running(dep) = standing(world, &m.service, id) else {
-            continue;
-        };
-        if dep.reverting.is_some() {
-            continue;
+    for m in &d.started.members {
+        // The definition the release replaced, recorded again.
+        let mut events: Vec<Event> = m
+            .replaces
+            .iter()
+            .map(|spec| Event::ServiceDefined {
+                spec: spec.clone(),
+                source: Some(format!("release {} turned back", d.started.tag)),
+            })
+            .collect();
+        let running =
+            m.deployment_id
+                .as_deref()
+                .and_then(|id| match standing(world, &m.service, id) {
+                    Standing::Running(dep) if dep.reverting.is_none() => Some(dep),
+                    _ => None,
+                });
+        if let (Some(dep), Some(state)) = (running, world.services.get(&m.service)) {
+            events.extend(rolling::stop_batch(state, dep, "its release turned back"));
+            let choice = policy::turn_back(Cause::Abort, dep.into());
+            events.push(policy::event(choice, dep, why.clone(), now_ms));
         }
-        let Some(state) = world.services.get(&m.service) else {
-            continue;
-        };
-        let mut events = rolling::stop_batch(state, dep, "its release turned back");
-        let choice = policy::turn_back(Cause::Abort, dep.into());
-        events.push(policy::event(choice, dep, why.clone(), now_ms));
-        members.push((m.service.clone(), events));
+        if !events.is_empty() {
+            members.push((m.service.clone(), events));
+        }
     }
     let failed = Event::ReleaseDeployFailed(Failed {
         deployment_id: d.started.deployment_id.clone(),
