@@ -487,6 +487,17 @@ async fn a_promote_of_three_services_switches_once_and_a_rollback_is_warm(db: Db
     );
     let list = cluster.mt_ok(&["release", "list"]);
     assert!(list.contains("rolled back"), "{list}");
+    // (Each member's revert retires r2's replicas before a new release
+    // may deploy it.)
+    for name in names {
+        let member = format!(
+            "{id}.{}",
+            1 + names.iter().position(|n| *n == name).unwrap_or(0)
+        );
+        cluster
+            .wait_deployment(name, &member, Duration::from_secs(60))
+            .await;
+    }
     // When a release whose api never gets healthy goes to production
     // (forced: it never served in staging, whose r2 is still on standby)
     cluster.mt_ok(&[
