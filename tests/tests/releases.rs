@@ -485,6 +485,10 @@ async fn a_promote_of_three_services_switches_once_and_a_rollback_is_warm(db: Db
         (last.tag.as_str(), last.outcome.as_str()),
         ("r2", "rolled_back")
     );
+    assert_eq!(
+        last.reason.as_deref(),
+        Some("rolled back by e2e: e2e rollback")
+    );
     let list = cluster.mt_ok(&["release", "list"]);
     assert!(list.contains("rolled back"), "{list}");
     // (Each member's revert retires r2's replicas before a new release

@@ -14,6 +14,7 @@ use mentat_domain::command::{
     RejectKind, ReplicaStatus, Reply, RouterStatus, ServiceStatus, StatusQuery, StatusReply,
     VersionHealth,
 };
+use mentat_domain::environment::normalise;
 use mentat_domain::paging;
 use mentat_domain::planner::state::VerdictKind;
 use mentat_domain::planner::{self, Phase, ServiceState, World};
@@ -162,6 +163,11 @@ pub fn status(
     query: &StatusQuery,
     unavailable_since_ms: Option<i64>,
 ) -> StatusReply {
+    // `web@production` is `web`.
+    let query = &StatusQuery {
+        service: query.service.as_deref().map(normalise),
+        ..query.clone()
+    };
     if let Some(name) = &query.service {
         if !world.services.contains_key(name) {
             return StatusReply::Rejected {
@@ -401,6 +407,10 @@ fn service_status(world: &World, name: &str, s: &ServiceState) -> ServiceStatus 
 
 /// A page of the deployments of a service, or of its raw events when asked.
 pub async fn history(log: &Log, query: &HistoryQuery) -> HistoryReply {
+    let query = &HistoryQuery {
+        service: normalise(&query.service),
+        ..query.clone()
+    };
     let Some(state) = log.world.services.get(&query.service) else {
         return HistoryReply::Rejected {
             kind: RejectKind::UnknownService,

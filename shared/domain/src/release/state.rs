@@ -262,7 +262,14 @@ impl Releases {
                         (false, true) => "reverted",
                         (false, false) => "failed",
                     };
-                    e.reason = Some(failed.reason.clone());
+                    // A rollback says who asked and why (the event's meta).
+                    e.reason = Some(match (failed.rolled_back, &meta.actor, &meta.reason) {
+                        (true, actor, Some(why)) => format!(
+                            "rolled back by {}: {why}",
+                            actor.as_deref().unwrap_or("an operator")
+                        ),
+                        _ => failed.reason.clone(),
+                    });
                     e.ended_at_ms = Some(failed.at_ms);
                 }
             }
