@@ -7,8 +7,10 @@
 //! carry the switch's id and size, arrive one after the other (they were
 //! appended in one transaction), and are held until the last one is here,
 //! then applied in one swap of the table. While catching up (the last
-//! change of each service, at start or after a re-open) they are applied
-//! as they come: a switch's other changes may have been superseded.
+//! change of each service, at start or after a re-open) a switch may come
+//! without some of its changes (superseded by later ones): what came of it
+//! is applied in one swap when the catch-up ends, or when a change of
+//! another switch or of none comes first.
 //!
 //! Once the table is current, every live change's apply latency is
 //! measured: from the time JetStream stored the event (its `published`
@@ -58,7 +60,8 @@ pub struct Feed {
     applied: Applied,
     /// The changes of a release switch received so far, until it is whole.
     switch: Option<Pending>,
-    /// Reading the changes that existed when the consumer was (re)opened.
+    /// Reading the changes that existed when the consumer was (re)opened:
+    /// a switch may not come whole.
     catching_up: bool,
 }
 
@@ -106,7 +109,11 @@ impl Feed {
         let mut current = Some(current);
         loop {
             if self.backlog == 0 {
-                self.catching_up = false;
+                if self.catching_up {
+                    // A switch some of whose changes were superseded.
+                    self.apply_switch();
+                    self.catching_up = false;
+                }
                 if let Some(tx) = current.take() {
                     let _ = tx.send(());
                     self.live = true;
@@ -184,7 +191,7 @@ impl Feed {
         {
             self.apply_switch();
         }
-        match switch.as_ref().filter(|_| !self.catching_up) {
+        match switch.as_ref() {
             None => self.swap(vec![change], None, apply_us),
             Some(s) => {
                 let pending = self.switch.get_or_insert_with(|| Pending {
