@@ -58,6 +58,7 @@ pub async fn send(
         cluster: config.cluster,
         security: config.security,
         notify: config.notify,
+        environments: config.environments,
         source: Some(file.display().to_string()),
         actor: Some(client::default_actor()),
         reason,

@@ -11,8 +11,12 @@ use crate::send::{self, FollowArgs, Sent, WhoArgs};
 /// `mt deploy`
 #[derive(Debug, clap::Args)]
 pub struct DeployArgs {
-    /// The service to deploy, as applied.
+    /// The service to deploy, as applied (`web`, or `web@staging` in an
+    /// environment other than production).
     pub service: String,
+    /// The environment, for a service named without one [default: production].
+    #[arg(long, value_name = "ENV")]
+    pub env: Option<String>,
     /// The image (version) to roll out.
     #[arg(long, value_name = "REF")]
     pub image: String,
@@ -45,10 +49,11 @@ pub struct RollbackArgs {
 /// `mt deploy SERVICE --image REF [--strategy S]`
 pub async fn deploy(nats: &str, args: DeployArgs) -> Result<()> {
     let command_id = mentat_bus::new_id();
+    let service = in_env(&args.service, args.env.as_deref());
     let cmd = Deploy {
         command_id: Some(command_id.clone()),
         signature: None,
-        service: args.service.clone(),
+        service: service.clone(),
         image: args.image,
         strategy: args.strategy,
         override_rollout: args.override_rollout,
@@ -58,11 +63,19 @@ pub async fn deploy(nats: &str, args: DeployArgs) -> Result<()> {
     let sent = Sent {
         verb: "deploy",
         cmd: &cmd,
-        service: &args.service,
+        service: &service,
         command_id: &command_id,
         goal: Goal::Complete,
     };
     send::send_and_follow(nats, sent, &args.follow).await
+}
+
+/// `service`, in `env` when one is given and the name has none.
+fn in_env(service: &str, env: Option<&str>) -> String {
+    match env {
+        Some(env) if !service.contains('@') => format!("{service}@{env}"),
+        _ => service.to_owned(),
+    }
 }
 
 /// `mt rollback SERVICE`

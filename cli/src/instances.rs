@@ -30,7 +30,7 @@ impl FromStr for InstanceRef {
                 "`{s}` is not SERVICE:INSTANCE: name the service and the instance as `mt ps` lists them, e.g. web:web-4"
             ));
         };
-        if !is_valid_name(service) {
+        if !mentat_domain::environment::is_valid_reference(service) {
             return Err(format!(
                 "`{service}` is not a service name: 1-63 characters of a-z, 0-9 and -, starting with a letter"
             ));

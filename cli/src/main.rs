@@ -28,6 +28,7 @@ mod key;
 mod node;
 mod output;
 mod ps;
+mod release;
 mod rollout;
 mod security;
 mod send;
@@ -121,6 +122,10 @@ enum Cmd {
     /// with pause, resume, cancel and rollback-all.
     #[command(subcommand)]
     Rollout(rollout::Cmd),
+    /// Releases: immutable snapshots of every service, deployed to an
+    /// environment at once, promoted, rolled back.
+    #[command(subcommand)]
+    Release(release::Cmd),
     /// Audit the log: verify its hash chain and anchors, export it, the
     /// planner's key, sign an anchor now.
     #[command(subcommand)]
@@ -209,6 +214,7 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Audit(cmd) => audit::run(nats, cmd).await,
         Cmd::Key(cmd) => key::run(cmd),
         Cmd::Rollout(cmd) => rollout::run(nats, cmd).await,
+        Cmd::Release(cmd) => release::run(nats, cmd).await,
         Cmd::Security(cmd) => security::run(cmd),
     }
 }

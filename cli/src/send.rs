@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use mentat_bus::{subject, Bus};
-use mentat_domain::spec::is_valid_name;
+use mentat_domain::environment::{is_valid_reference, normalise};
 use mentat_domain::Reply;
 use serde::Serialize;
 
@@ -50,13 +50,14 @@ pub struct FollowArgs {
     pub json: bool,
 }
 
-/// A usage error unless `service` is a service name.
+/// A usage error unless `service` is a service name, or one in an
+/// environment (`web@staging`).
 pub fn check_service(service: &str) -> Result<()> {
-    if is_valid_name(service) {
+    if is_valid_reference(service) {
         return Ok(());
     }
     Err(Error::Usage(format!(
-        "`{service}` is not a service name: 1-63 characters of a-z, 0-9 and -, starting with a letter"
+        "`{service}` is not a service name: 1-63 characters of a-z, 0-9 and -, starting with a letter, and @ENVIRONMENT after it if it is not in production"
     )))
 }
 
@@ -115,6 +116,12 @@ pub async fn send_and_follow<C: Serialize>(
     follow: &FollowArgs,
 ) -> Result<()> {
     check_service(sent.service)?;
+    // Its events are those of its stream: `web@production` is `web`.
+    let key = normalise(sent.service);
+    let sent = Sent {
+        service: &key,
+        ..sent
+    };
     let bus = client::connect(nats).await?;
     // Subscribe before sending, so that no event of the deployment is missed.
     let events = match follow.no_wait {

@@ -2,6 +2,8 @@
 
 use mentat_domain::command::{HostState, StatusReply};
 
+use mentat_domain::environment::normalise;
+
 use crate::client;
 use crate::error::{Error, Result};
 use crate::output;
@@ -19,7 +21,8 @@ pub struct Args {
 /// Ask the planner and print its answer.
 pub async fn run(nats: &str, args: Args) -> Result<()> {
     let bus = client::connect(nats).await?;
-    let reply = client::status(&bus, args.service).await?;
+    let service = args.service.as_deref().map(normalise);
+    let reply = client::status(&bus, service).await?;
     if args.json {
         output::print(output::json_pretty(&reply));
     }
@@ -52,6 +55,17 @@ pub async fn run(nats: &str, args: Args) -> Result<()> {
                 }
                 if let Some(held) = &held {
                     output::print(format!("\n{}", crate::hosts::held_line(held)));
+                }
+                // What each environment serves, once releases are used (a
+                // planner that does not answer releases shows none).
+                let environments = crate::release::ask(&bus, &Default::default()).await;
+                if let Ok((releases, environments)) = environments {
+                    if !releases.is_empty() {
+                        output::print(format!(
+                            "\n{}",
+                            crate::release::environments_text(&environments)
+                        ));
+                    }
                 }
             }
             Ok(())

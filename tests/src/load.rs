@@ -132,6 +132,13 @@ pub async fn burst(addr: &str, host: &str, total: usize, connections: usize) -> 
     t
 }
 
+/// A `host` for the functions of this module that sends one more header
+/// line with each request: `X-Environment: staging` picks the router's
+/// staging table.
+pub fn in_environment(host: &str, environment: &str) -> String {
+    format!("{host}\r\nX-Environment: {environment}")
+}
+
 /// One `GET /` for `host`: status and body, or why there was no answer.
 pub async fn get(addr: &str, host: &str) -> Result<(u16, String), String> {
     let stream = TcpStream::connect(addr)

@@ -293,6 +293,7 @@ async fn an_apply_of_many_services_is_recorded_whole_once() {
         cluster: None,
         security: None,
         notify: None,
+        environments: None,
         source: None,
         actor: Some("e2e".into()),
         reason: None,

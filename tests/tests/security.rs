@@ -154,6 +154,7 @@ async fn forged_intents_routes_stats_and_facts_do_no_harm() {
                 weight: 100,
             }],
             route: RouteSpec::default(),
+            switch: None,
         },
     );
     for role in [

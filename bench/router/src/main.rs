@@ -58,6 +58,7 @@ async fn publish(bus: &Bus, service: &str, backends: Vec<Backend>) -> Result<()>
             service: service.to_owned(),
             backends,
             route: Default::default(),
+            switch: None,
         },
     };
     bus.publish_durable(subject::event(service, "RouteChanged"), &id, &envelope)

@@ -228,6 +228,7 @@ async fn measure(url: &str, key: &SigningKey) -> Result<Pair> {
         cluster: None,
         security: Some(security_block(key, false)),
         notify: None,
+        environments: None,
         source: None,
         actor: Some("bench".into()),
         reason: None,

@@ -416,6 +416,7 @@ mod tests {
                 backend("web-5", "v2", 0),
             ],
             route: Default::default(),
+            switch: None,
         };
         assert_eq!(
             progress(&routes, &known).as_deref(),

@@ -14,12 +14,13 @@ use mentat_bus::consumer::{ack, Durable, DurableSpec};
 use mentat_bus::{codec, new_id, now_ms, streams, subject, Bus, Encoding};
 use mentat_domain::audit::{Anchor, AnchorReply, AnchorRequest};
 use mentat_domain::command::{Command, PlannersStatus, RejectKind, Rejection, Reply};
+use mentat_domain::event::RELEASES_STREAM;
 use mentat_domain::event::{Event, HostHeartbeat, Meta, RouterHeartbeat, ROLLOUTS_STREAM};
 use mentat_domain::planner::{self, Decision, Settings};
 use mentat_domain::replay::{Decided, DecidedBy};
-use mentat_domain::rollout;
 use mentat_domain::security::{self, SignedBy};
 use mentat_domain::Fact;
+use mentat_domain::{release, rollout};
 use mentat_runtime::Shutdown;
 use mentat_store::CommandRecord;
 
@@ -98,6 +99,8 @@ pub struct Engine {
     last_anchored: Option<i64>,
     /// Set when deciding for the rollout panicked or never converged.
     rollout_broken: bool,
+    /// A release decision panicked: the releases react no more until a restart.
+    releases_broken: bool,
     /// Facts dropped since start because their source may not report them.
     refused_facts: u64,
     /// The position of the input being acted on (a fact, a command's
@@ -136,6 +139,7 @@ impl Engine {
             next_anchor: Instant::now(),
             last_anchored: None,
             rollout_broken: false,
+            releases_broken: false,
             refused_facts: 0,
             cause: None,
         }
@@ -930,13 +934,59 @@ impl Engine {
         self.react_rollout().await
     }
 
+    /// Take every decision the fleet rollout and the release deployments
+    /// in flight have now.
+    async fn react_rollout(&mut self) -> Result<()> {
+        self.react_fleet_rollout().await?;
+        self.react_releases().await
+    }
+
+    /// Take every decision the release deployments in flight have now
+    /// ([`release::react`]): each one transaction over `_releases` and
+    /// the streams of the members it moves (a switch is one transaction,
+    /// every member's `RouteChanged` in it). Then those services react.
+    /// A decision that panics stops the releases' reactions until the
+    /// planner restarts.
+    async fn react_releases(&mut self) -> Result<()> {
+        if self.releases_broken {
+            return Ok(());
+        }
+        let cause = self.cause;
+        for _ in 0..MAX_STEPS {
+            self.cause = cause;
+            let now = now_ms();
+            let (world, settings) = (&self.log.world, self.settings);
+            let decided = catch_unwind(AssertUnwindSafe(|| release::react(world, now, settings)));
+            let appends = match decided {
+                Ok(appends) if appends.is_empty() => return Ok(()),
+                Ok(appends) => appends,
+                Err(panic) => {
+                    tracing::error!(error = %panic_message(&panic), "deciding for a release panicked; its reactions stop until a restart");
+                    self.releases_broken = true;
+                    return Ok(());
+                }
+            };
+            let correlation_id = appends[0].events.iter().find_map(release_deployment);
+            let meta = Meta {
+                correlation_id,
+                decided: self.decided(now, DecidedBy::Release),
+                ..Meta::default()
+            };
+            self.record_aggregate(appends, &meta, RELEASES_STREAM, now)
+                .await?;
+        }
+        tracing::error!("the releases kept deciding without converging ({MAX_STEPS} steps)");
+        self.releases_broken = true;
+        Ok(())
+    }
+
     /// Take every decision the rollout in flight has now
     /// ([`rollout::react`]): each one transaction over `_rollouts` and the
     /// streams of the targets it deploys, so that a deployment the log
     /// holds is never decided again. Then the services deployed react.
     /// A decision that panics stops the rollout's reactions until the
     /// planner restarts (an operator can still steer it).
-    async fn react_rollout(&mut self) -> Result<()> {
+    async fn react_fleet_rollout(&mut self) -> Result<()> {
         if self.rollout_broken {
             return Ok(());
         }
@@ -977,37 +1027,52 @@ impl Engine {
                 decided: self.decided(now, DecidedBy::Rollout { ids }),
                 ..Meta::default()
             };
-            let mut touched = Vec::new();
-            let mut count = 0;
-            let mut batch = Vec::new();
-            for a in appends {
-                for e in &a.events {
-                    tracing::info!(stream = %a.stream, kind = e.type_name(), rollout = %r.id, "decided");
-                }
-                if a.stream != ROLLOUTS_STREAM {
-                    touched.push(a.stream.clone());
-                }
-                count += a.events.len() as i64;
-                batch.push((
-                    a.stream,
-                    a.events.into_iter().map(|e| (new_id(), e)).collect(),
-                ));
-            }
-            match self.log.append_batch(batch, &meta, None, now).await {
-                Ok(_) => self.cause = Some(self.log.world.position - count + 1),
-                // Decided on a stale view: fold what is there, decide again.
-                Err(Error::Conflict { .. } | Error::Duplicate { .. }) => {
-                    self.log.catch_up().await?
-                }
-                Err(e) => return Err(e),
-            }
-            for service in touched {
-                self.react(&service).await?;
-            }
+            self.record_aggregate(appends, &meta, ROLLOUTS_STREAM, now)
+                .await?;
         }
         self.cause = cause;
         tracing::error!("the rollout kept deciding without converging ({MAX_STEPS} steps)");
         self.rollout_broken = true;
+        Ok(())
+    }
+
+    /// Record one decision of an aggregate (`_rollouts`, `_releases`) in
+    /// one transaction over its stream and the services it moves, then let
+    /// those services react. A stale view is folded and decided again by
+    /// the caller's next step.
+    async fn record_aggregate(
+        &mut self,
+        appends: Vec<planner::Append>,
+        meta: &Meta,
+        aggregate: &str,
+        now: i64,
+    ) -> Result<()> {
+        let mut touched = Vec::new();
+        let mut batch = Vec::new();
+        let mut count = 0;
+        for a in appends {
+            for e in &a.events {
+                tracing::info!(stream = %a.stream, kind = e.type_name(), correlation_id = ?meta.correlation_id, "decided");
+            }
+            if a.stream != aggregate {
+                touched.push(a.stream.clone());
+            }
+            count += a.events.len() as i64;
+            batch.push((
+                a.stream,
+                a.events.into_iter().map(|e| (new_id(), e)).collect(),
+            ));
+        }
+        match self.log.append_batch(batch, meta, None, now).await {
+            // What the services it touched decide next is caused by it.
+            Ok(_) => self.cause = Some(self.log.world.position - count + 1),
+            // Decided on a stale view: fold what is there, decide again.
+            Err(Error::Conflict { .. } | Error::Duplicate { .. }) => self.log.catch_up().await?,
+            Err(e) => return Err(e),
+        }
+        for service in touched {
+            self.react(&service).await?;
+        }
         Ok(())
     }
 
@@ -1070,6 +1135,18 @@ impl Engine {
             ),
         );
         Ok(())
+    }
+}
+
+/// The release deployment a `_releases` event is about.
+fn release_deployment(event: &Event) -> Option<String> {
+    match event {
+        Event::ReleaseDeployStarted(s) => Some(s.deployment_id.clone()),
+        Event::ReleaseSwitched(s) | Event::ReleaseDeployCompleted(s) => {
+            Some(s.deployment_id.clone())
+        }
+        Event::ReleaseDeployFailed(f) => Some(f.deployment_id.clone()),
+        _ => None,
     }
 }
 

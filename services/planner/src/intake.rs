@@ -58,6 +58,18 @@ pub fn decode(subject: &str, payload: &[u8], encoding: Encoding) -> Result<Comma
             .map(Command::RolloutResume),
         "rollout_cancel" => codec::decode::<RolloutControl>(payload, encoding, "RolloutCancel")
             .map(Command::RolloutCancel),
+        "release_create" => {
+            codec::decode(payload, encoding, "ReleaseCreate").map(Command::ReleaseCreate)
+        }
+        "release_deploy" => {
+            codec::decode(payload, encoding, "ReleaseDeploy").map(Command::ReleaseDeploy)
+        }
+        "release_promote" => {
+            codec::decode(payload, encoding, "ReleasePromote").map(Command::ReleasePromote)
+        }
+        "release_rollback" => {
+            codec::decode(payload, encoding, "ReleaseRollback").map(Command::ReleaseRollback)
+        }
         "rollout_rollback_all" => {
             codec::decode::<RolloutControl>(payload, encoding, "RolloutRollbackAll")
                 .map(Command::RolloutRollbackAll)

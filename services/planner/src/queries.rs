@@ -1,5 +1,5 @@
-//! Answers to `mentat.query.status`, `mentat.query.history` and
-//! `mentat.query.rollout`, read from
+//! Answers to `mentat.query.status`, `mentat.query.history`,
+//! `mentat.query.rollout` and `mentat.query.release`, read from
 //! the world the log folded into (and, for raw events, the log itself),
 //! and the audit queries (`mentat.query.audit_*`, see [`crate::audit`]).
 //! [`status`] answers `mentat.query.audit_state` too, from a world folded
@@ -14,9 +14,11 @@ use mentat_domain::command::{
     RejectKind, ReplicaStatus, Reply, RouterStatus, ServiceStatus, StatusQuery, StatusReply,
     VersionHealth,
 };
+use mentat_domain::environment::normalise;
 use mentat_domain::paging;
 use mentat_domain::planner::state::VerdictKind;
 use mentat_domain::planner::{self, Phase, ServiceState, World};
+use mentat_domain::release::{self, ReleaseQuery, ReleaseReply};
 use mentat_domain::rollout::{self, RolloutQuery, RolloutReply};
 
 use crate::audit::{self, Audit};
@@ -92,6 +94,17 @@ pub async fn answer(bus: &Bus, msg: &async_nats::Message, on: Answering<'_>) {
             };
             bus.reply(msg, &reply).await
         }
+        "release" => {
+            let reply = match codec::decode::<ReleaseQuery>(&msg.payload, encoding, "ReleaseQuery")
+            {
+                Ok(q) => release::view::answer(&on.log.world, &q),
+                Err(e) => ReleaseReply::Rejected {
+                    kind: RejectKind::Invalid,
+                    reason: e.to_string(),
+                },
+            };
+            bus.reply(msg, &reply).await
+        }
         "audit_verify" => {
             let store = on.log.store().clone();
             audit::answer::spawn_verify(store, bus.clone(), on.audit.clone(), msg.clone()).await;
@@ -132,7 +145,7 @@ pub async fn answer(bus: &Bus, msg: &async_nats::Message, on: Answering<'_>) {
         }
         other => {
             let reason = format!(
-                "unknown query `{other}`; known queries: status, history, rollout, audit_verify, \
+                "unknown query `{other}`; known queries: status, history, rollout, release, audit_verify, \
                  audit_state, audit_replay, audit_export, audit_key"
             );
             bus.reply(msg, &Reply::rejected(RejectKind::Invalid, reason))
@@ -155,6 +168,11 @@ pub fn status(
     query: &StatusQuery,
     unavailable_since_ms: Option<i64>,
 ) -> StatusReply {
+    // `web@production` is `web`.
+    let query = &StatusQuery {
+        service: query.service.as_deref().map(normalise),
+        ..query.clone()
+    };
     if let Some(name) = &query.service {
         if !world.services.contains_key(name) {
             return StatusReply::Rejected {
@@ -394,6 +412,10 @@ fn service_status(world: &World, name: &str, s: &ServiceState) -> ServiceStatus 
 
 /// A page of the deployments of a service, or of its raw events when asked.
 pub async fn history(log: &Log, query: &HistoryQuery) -> HistoryReply {
+    let query = &HistoryQuery {
+        service: normalise(&query.service),
+        ..query.clone()
+    };
     let Some(state) = log.world.services.get(&query.service) else {
         return HistoryReply::Rejected {
             kind: RejectKind::UnknownService,
@@ -455,6 +477,7 @@ mod tests {
 
     fn replica(id: &str, image: &str, phase: Phase) -> Replica {
         Replica {
+            deployment: None,
             id: id.into(),
             image: image.into(),
             host: "vm".into(),

@@ -41,7 +41,7 @@ pub fn refresh(registry: Arc<Registry>, applied: Applied) -> Refresh {
             e.traffic
                 .export_latency(histogram!(names::REQUEST_DURATION, &labels));
         }
-        for (service, version) in applied.snapshot() {
+        for (service, version) in applied.snapshot().0 {
             gauge!(names::ROUTE_VERSION, "service" => service).set(version as f64);
         }
     })

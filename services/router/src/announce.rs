@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mentat_bus::{subject, Bus};
-use mentat_domain::event::RouterHeartbeat;
+use mentat_domain::event::{RouterHeartbeat, SwitchApplied};
 use tokio_util::sync::CancellationToken;
 
 use crate::Error;
@@ -17,23 +17,47 @@ use crate::Error;
 /// Time between two heartbeats.
 pub const EVERY: Duration = Duration::from_secs(1);
 
-/// Per service, the stream version of the last `RouteChanged` applied;
-/// written by the feed on each change, read once per heartbeat.
+/// How many of the last release switches a heartbeat lists.
+pub const SWITCHES_KEPT: usize = 8;
+
+/// Per service, the stream version of the last `RouteChanged` applied,
+/// and the last release switches applied (each in one swap); written by
+/// the feed on each change, read once per heartbeat.
 #[derive(Debug, Clone, Default)]
-pub struct Applied(Arc<Mutex<BTreeMap<String, i64>>>);
+pub struct Applied(Arc<Mutex<Seen>>);
+
+#[derive(Debug, Default)]
+struct Seen {
+    versions: BTreeMap<String, i64>,
+    switches: std::collections::VecDeque<SwitchApplied>,
+}
 
 impl Applied {
-    /// `service`'s routes are now those of stream version `version`.
-    pub fn set(&self, service: &str, version: i64) {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(service.to_owned(), version);
+    /// Each service's routes are now those of its version; with `switch`,
+    /// they were applied in one swap as that release switch.
+    pub fn set_all(&self, versions: &[(String, i64)], switch: Option<&str>) {
+        let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        for (service, version) in versions {
+            seen.versions.insert(service.clone(), *version);
+        }
+        if let Some(id) = switch {
+            if seen.switches.len() == SWITCHES_KEPT {
+                seen.switches.pop_front();
+            }
+            seen.switches.push_back(SwitchApplied {
+                id: id.to_owned(),
+                services: versions.iter().map(|(s, _)| s.clone()).collect(),
+            });
+        }
     }
 
-    /// The version applied per service.
-    pub fn snapshot(&self) -> BTreeMap<String, i64> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    /// The version applied per service, and the switches applied.
+    pub fn snapshot(&self) -> (BTreeMap<String, i64>, Vec<SwitchApplied>) {
+        let seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        (
+            seen.versions.clone(),
+            seen.switches.iter().cloned().collect(),
+        )
     }
 }
 
@@ -99,11 +123,13 @@ pub async fn publish(bus: Bus, me: Identity, applied: Applied, stop: Cancellatio
             () = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
+        let (versions, switches) = applied.snapshot();
         let beat = RouterHeartbeat {
             router: me.router.clone(),
             host: me.host.clone(),
             listen: me.listen.clone(),
-            applied: applied.snapshot(),
+            applied: versions,
+            switches,
             at_ms: mentat_bus::now_ms(),
         };
         if let Err(e) = bus.publish(subject.clone(), &beat).await {

@@ -255,11 +255,64 @@ impl TableWriter {
     /// the replicas that left rotation: removed ones, and those whose weight
     /// went from positive to 0. They are marked draining once the new table
     /// is published.
+    #[cfg(test)]
     pub fn apply(&mut self, service: &str, backends: &[Backend], route: &RouteSpec) -> Vec<Drain> {
+        self.apply_all(&[(service, backends, route)])
+    }
+
+    /// [`TableWriter::apply`] for several services at once (a release's
+    /// switch): the new table holds every change and is swapped in once, so
+    /// no request sees one service moved and another not.
+    pub fn apply_all(&mut self, changes: &[(&str, &[Backend], &RouteSpec)]) -> Vec<Drain> {
         self.retired.retain(|_, e| e.in_flight() > 0);
         let old_table = self.table.load_full();
-        let old = old_table.service(service);
+        let mut hosts = old_table.hosts.clone();
+        let mut services = old_table.services.clone();
         let mut leaving: Vec<Arc<Endpoint>> = Vec::new();
+        for (service, backends, route) in changes {
+            let routes = self.stage(old_table.service(service), service, backends, &mut leaving);
+            let env = route.environment().to_ascii_lowercase();
+            let host = route.host(service).to_ascii_lowercase();
+            if let Some((old_env, old_host)) = services.get(*service) {
+                let mine = |s: &Arc<ServiceRoutes>| s.service == *service;
+                if let Some(h) = hosts.get_mut(old_env) {
+                    if h.get(old_host).is_some_and(mine) {
+                        h.remove(old_host);
+                    }
+                }
+            }
+            let entry = hosts.entry(env.clone()).or_default();
+            if let Some(other) = entry.get(&host).filter(|s| s.service != *service) {
+                tracing::warn!(service, other = %other.service, environment = %env, host = %host, "two services claim the same host; the latest RouteChanged wins");
+            }
+            let routes = ServiceRoutes::new(service, route.sticky.clone(), routes);
+            entry.insert(host.clone(), Arc::new(routes));
+            services.insert((*service).to_owned(), (env, host));
+        }
+        hosts.retain(|_, h| !h.is_empty());
+        self.table.store(Arc::new(Table { hosts, services }));
+        // Only now do the leaving endpoints refuse new picks: a request that
+        // read the old table and is refused reads this one and finds a
+        // backend in rotation. (Marked before the swap, a switch that takes
+        // every old backend out at once answered 503 in that window.) One
+        // that already counted itself on a leaving endpoint is waited for.
+        leaving
+            .into_iter()
+            .map(|endpoint| Drain {
+                epoch: endpoint.start_draining(),
+                endpoint,
+            })
+            .collect()
+    }
+    /// The routes of `service` for `backends`, reusing the endpoints of its
+    /// `old` routes (or retired ones); those leaving rotation go to `leaving`.
+    fn stage(
+        &mut self,
+        old: Option<&Arc<ServiceRoutes>>,
+        service: &str,
+        backends: &[Backend],
+        leaving: &mut Vec<Arc<Endpoint>>,
+    ) -> Vec<Route> {
         let mut routes: Vec<Route> = Vec::with_capacity(backends.len());
         for b in backends {
             if routes.iter().any(|r| r.endpoint.replica == b.replica) {
@@ -301,39 +354,7 @@ impl TableWriter {
                 gone.endpoint.clone(),
             );
         }
-        let env = route.environment().to_ascii_lowercase();
-        let host = route.host(service).to_ascii_lowercase();
-        let mut hosts = old_table.hosts.clone();
-        let mut services = old_table.services.clone();
-        if let Some((old_env, old_host)) = services.get(service) {
-            let mine = |s: &Arc<ServiceRoutes>| s.service == service;
-            if let Some(h) = hosts.get_mut(old_env) {
-                if h.get(old_host).is_some_and(mine) {
-                    h.remove(old_host);
-                }
-            }
-        }
-        let entry = hosts.entry(env.clone()).or_default();
-        if let Some(other) = entry.get(&host).filter(|s| s.service != service) {
-            tracing::warn!(service, other = %other.service, environment = %env, host = %host, "two services claim the same host; the latest RouteChanged wins");
-        }
-        let routes = ServiceRoutes::new(service, route.sticky.clone(), routes);
-        entry.insert(host.clone(), Arc::new(routes));
-        hosts.retain(|_, h| !h.is_empty());
-        services.insert(service.to_owned(), (env, host));
-        self.table.store(Arc::new(Table { hosts, services }));
-        // Only now do the leaving endpoints refuse new picks: a request that
-        // read the old table and is refused reads this one and finds a
-        // backend in rotation. (Marked before the swap, a switch that takes
-        // every old backend out at once answered 503 in that window.) One
-        // that already counted itself on a leaving endpoint is waited for.
-        leaving
-            .into_iter()
-            .map(|endpoint| Drain {
-                epoch: endpoint.start_draining(),
-                endpoint,
-            })
-            .collect()
+        routes
     }
 }
 

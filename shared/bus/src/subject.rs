@@ -159,6 +159,9 @@ pub fn last_token(subject: &str) -> &str {
 /// `mentat.query.rollout`: the last fleet rollout in detail, or the past ones.
 pub const QUERY_ROLLOUT: &str = "mentat.query.rollout";
 
+/// `mentat.query.release`: the releases and what each environment serves.
+pub const QUERY_RELEASE: &str = "mentat.query.release";
+
 #[cfg(test)]
 mod tests {
     use super::*;

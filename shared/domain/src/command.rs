@@ -106,6 +106,11 @@ pub struct Apply {
     /// services; recorded as `NotifyDefined` when it changes anything).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify: Option<Vec<crate::notify::Webhook>>,
+    /// The config's environments block, when it has one: every service
+    /// runs once in each environment it is listed for (see
+    /// [`crate::environment`]); recorded as `EnvironmentsDefined`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environments: Option<crate::environment::Environments>,
     /// The file they came from, recorded in the log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = MAX_SOURCE_BYTES))]
@@ -346,6 +351,14 @@ pub enum Command {
     RolloutCancel(RolloutControl),
     /// `mentat.cmd.rollout_rollback_all`
     RolloutRollbackAll(RolloutControl),
+    /// `mentat.cmd.release_create`
+    ReleaseCreate(crate::release::ReleaseCreate),
+    /// `mentat.cmd.release_deploy`
+    ReleaseDeploy(crate::release::ReleaseDeploy),
+    /// `mentat.cmd.release_promote`
+    ReleasePromote(crate::release::ReleasePromote),
+    /// `mentat.cmd.release_rollback`
+    ReleaseRollback(crate::release::ReleaseRollback),
 }
 
 /// `(command_id, actor, reason, signature)` of any command struct.
@@ -381,13 +394,17 @@ macro_rules! each {
             | Command::RolloutResume($c)
             | Command::RolloutCancel($c)
             | Command::RolloutRollbackAll($c) => $body,
+            Command::ReleaseCreate($c) => $body,
+            Command::ReleaseDeploy($c) => $body,
+            Command::ReleasePromote($c) => $body,
+            Command::ReleaseRollback($c) => $body,
         }
     };
 }
 
 impl Command {
     /// Verbs understood on `mentat.cmd.<verb>`.
-    pub const VERBS: [&'static str; 17] = [
+    pub const VERBS: [&'static str; 21] = [
         "deploy",
         "rollback",
         "apply",
@@ -405,6 +422,10 @@ impl Command {
         "rollout_resume",
         "rollout_cancel",
         "rollout_rollback_all",
+        "release_create",
+        "release_deploy",
+        "release_promote",
+        "release_rollback",
     ];
 
     /// The services this command is about (every service of an apply).
@@ -428,7 +449,32 @@ impl Command {
             | Command::RolloutResume(_)
             | Command::RolloutCancel(_)
             | Command::RolloutRollbackAll(_) => Vec::new(),
+            // A release's services are its environment's, checked with it.
+            Command::ReleaseCreate(_)
+            | Command::ReleaseDeploy(_)
+            | Command::ReleasePromote(_)
+            | Command::ReleaseRollback(_) => Vec::new(),
         }
+    }
+
+    /// The command with every service it names as its key: `web@production`
+    /// is `web` (see [`crate::environment`]).
+    pub fn normalised(&self) -> Command {
+        let mut c = self.clone();
+        let key = crate::environment::normalise;
+        match &mut c {
+            Command::Deploy(c) => c.service = key(&c.service),
+            Command::Rollback(c) => c.service = key(&c.service),
+            Command::Pause(c) | Command::Resume(c) | Command::Abort(c) | Command::Promote(c) => {
+                c.service = key(&c.service)
+            }
+            Command::Weight(c) => c.service = key(&c.service),
+            Command::Route(c) => c.service = key(&c.service),
+            Command::Spawn(c) => c.service = key(&c.service),
+            Command::Stop(c) => c.service = key(&c.service),
+            _ => {}
+        }
+        c
     }
 
     /// The verb of this command.
@@ -451,6 +497,10 @@ impl Command {
             Command::RolloutResume(_) => "rollout_resume",
             Command::RolloutCancel(_) => "rollout_cancel",
             Command::RolloutRollbackAll(_) => "rollout_rollback_all",
+            Command::ReleaseCreate(_) => "release_create",
+            Command::ReleaseDeploy(_) => "release_deploy",
+            Command::ReleasePromote(_) => "release_promote",
+            Command::ReleaseRollback(_) => "release_rollback",
         }
     }
 
@@ -540,6 +590,15 @@ pub enum RejectKind {
     /// The service is a target of the fleet rollout in flight: deploy it
     /// with `override_rollout`, or steer the rollout.
     RolloutInFlight,
+    /// No environment by that name is declared (`environments:`).
+    UnknownEnvironment,
+    /// No release has that tag.
+    UnknownRelease,
+    /// A release with that tag exists: tags are never reused.
+    TagTaken,
+    /// The environment is protected and the release did not go through
+    /// its `promote_from` (deploy it there first, or `--force` with a reason).
+    NotPromoted,
 }
 
 impl RejectKind {
@@ -564,6 +623,10 @@ impl RejectKind {
             RejectKind::StaleSignature => "stale_signature",
             RejectKind::IllegalState => "illegal_state",
             RejectKind::RolloutInFlight => "rollout_in_flight",
+            RejectKind::UnknownEnvironment => "unknown_environment",
+            RejectKind::UnknownRelease => "unknown_release",
+            RejectKind::TagTaken => "tag_taken",
+            RejectKind::NotPromoted => "not_promoted",
         }
     }
 }

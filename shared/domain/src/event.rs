@@ -472,6 +472,10 @@ pub enum Event {
         /// Host name, environment and sticky sessions of the service.
         #[serde(default)]
         route: RouteSpec,
+        /// Set when this change is one of several a release moves at once:
+        /// a router applies them all in one swap of its table.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        switch: Option<crate::release::RouteSwitch>,
     },
     /// Fact from a router: a replica out of rotation has no request in flight any more.
     ReplicaDrained {
@@ -707,6 +711,31 @@ pub enum Event {
         /// The last error.
         error: String,
     },
+    /// The environments block of a service file was applied (`mt apply`).
+    EnvironmentsDefined {
+        /// Every environment, by name.
+        environments: crate::environment::Environments,
+        /// The file it came from, when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source: Option<String>,
+    },
+    /// A release was created (`mt release create`): an immutable snapshot
+    /// of every service's definition in every environment, and its image.
+    ReleaseCreated(crate::release::Snapshot),
+    /// A release began to be deployed to an environment: the deployments of
+    /// its members (each a `DeploymentStarted` in the member's stream,
+    /// appended in the same transaction).
+    ReleaseDeployStarted(crate::release::DeployStarted),
+    /// Every member's new replicas are healthy: all the environment's
+    /// services moved to the release in one routing change (each member's
+    /// `RouteChanged`, tagged with this switch, in the same transaction).
+    ReleaseSwitched(crate::release::Step),
+    /// Every member of the release deployment completed.
+    ReleaseDeployCompleted(crate::release::Step),
+    /// The release deployment ended without the release serving: a member
+    /// failed before the switch (nothing switched), or the release was
+    /// reverted or rolled back after it (in one switch).
+    ReleaseDeployFailed(crate::release::Failed),
 }
 
 /// A measurement that broke a threshold.
@@ -795,6 +824,12 @@ pub struct Plan {
     pub bake_secs: u64,
     /// Steps advance only on a pass of the traffic thresholds.
     pub thresholds: bool,
+    /// The release deployment this deployment is a member of: its new
+    /// replicas replace every old one (whatever their image) and take
+    /// traffic only when the release switches; a breach is the release's
+    /// to judge.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
 }
 
 impl Default for Plan {
@@ -808,6 +843,7 @@ impl Default for Plan {
             health_timeout_secs: 10,
             bake_secs: 0,
             thresholds: false,
+            release: None,
         }
     }
 }
@@ -931,6 +967,12 @@ impl Event {
             Event::NotifyDefined { .. } => "NotifyDefined",
             Event::WebhookDelivered { .. } => "WebhookDelivered",
             Event::WebhookFailed { .. } => "WebhookFailed",
+            Event::EnvironmentsDefined { .. } => "EnvironmentsDefined",
+            Event::ReleaseCreated(_) => "ReleaseCreated",
+            Event::ReleaseDeployStarted(_) => "ReleaseDeployStarted",
+            Event::ReleaseSwitched(_) => "ReleaseSwitched",
+            Event::ReleaseDeployCompleted(_) => "ReleaseDeployCompleted",
+            Event::ReleaseDeployFailed(_) => "ReleaseDeployFailed",
         }
     }
 
@@ -1057,6 +1099,7 @@ impl Event {
             | Event::HostSuspicionCleared { .. } => HOSTS_STREAM.to_owned(),
             Event::ClusterDefined { .. }
             | Event::SecurityDefined { .. }
+            | Event::EnvironmentsDefined { .. }
             | Event::MassHostLossHeld { .. }
             | Event::MassHostLossReleased { .. } => CLUSTER_STREAM.to_owned(),
             Event::RouterJoined { .. } | Event::RouterLost { .. } => ROUTERS_STREAM.to_owned(),
@@ -1066,12 +1109,20 @@ impl Event {
             // An outcome goes with the event it told: a rollout's or a
             // service's; any other stream is refused.
             Event::WebhookDelivered { stream, .. } | Event::WebhookFailed { stream, .. } => {
-                if stream != ROLLOUTS_STREAM && !crate::spec::is_valid_name(stream) {
+                if stream != ROLLOUTS_STREAM
+                    && stream != RELEASES_STREAM
+                    && !crate::environment::is_valid_reference(stream)
+                {
                     return None;
                 }
                 stream.clone()
             }
             other if other.rollout_id().is_some() => ROLLOUTS_STREAM.to_owned(),
+            Event::ReleaseCreated(_)
+            | Event::ReleaseDeployStarted(_)
+            | Event::ReleaseSwitched(_)
+            | Event::ReleaseDeployCompleted(_)
+            | Event::ReleaseDeployFailed(_) => RELEASES_STREAM.to_owned(),
             other => other.service()?.to_owned(),
         })
     }
@@ -1106,6 +1157,9 @@ pub const AUDIT_STREAM: &str = "_audit";
 /// The stream of fleet rollouts (`Rollout*` events): one rollout in
 /// flight at a time, so one stream orders them all.
 pub const ROLLOUTS_STREAM: &str = "_rollouts";
+/// The stream of releases (`Release*` events): their snapshots and their
+/// deployments to environments.
+pub const RELEASES_STREAM: &str = "_releases";
 /// The stream of the notify block (`NotifyDefined`).
 pub const NOTIFY_STREAM: &str = "_notify";
 
@@ -1172,8 +1226,20 @@ pub struct RouterHeartbeat {
     /// Per service, the stream version of the last `RouteChanged` it applied.
     #[serde(default)]
     pub applied: BTreeMap<String, i64>,
+    /// The last release switches it applied, each in one swap of its table.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub switches: Vec<SwitchApplied>,
     /// Time of the heartbeat (ms since epoch).
     pub at_ms: i64,
+}
+
+/// A release switch a router applied in one swap of its table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SwitchApplied {
+    /// The switch's id (`RouteChanged.switch.id`).
+    pub id: String,
+    /// The services it moved.
+    pub services: Vec<String>,
 }
 
 #[cfg(test)]

@@ -8,6 +8,8 @@
 //! - [`cluster`]: the cluster block (when a silent host is suspect, then lost).
 //! - [`audit`]: verifying, exporting and anchoring the log over the bus.
 //! - [`command`]: commands, queries and their replies.
+//! - [`environment`]: the `environments:` block; a service run once per
+//!   environment, addressed `web@staging`.
 //! - [`limits`]: the bound of every number and string a command carries.
 //! - [`event`]: every event of the log, and the envelopes that carry them.
 //! - [`notify`]: the webhooks the notifier tells of transitions.
@@ -18,6 +20,8 @@
 //! - [`rollout`]: fleet rollouts in waves over many services.
 //! - [`replay`]: every decision of the planner taken again from the log
 //!   and compared with it (`mt audit replay`).
+//! - [`release`]: immutable releases deployed to environments, atomically
+//!   across services.
 //! - [`report`]: who did what, and the delivery figures per service, over a
 //!   window of the log (`mt audit report`).
 //! - [`story`]: which events are one deployment's, and its whole story
@@ -27,11 +31,13 @@
 pub mod audit;
 pub mod cluster;
 pub mod command;
+pub mod environment;
 pub mod event;
 pub mod limits;
 pub mod notify;
 pub mod paging;
 pub mod planner;
+pub mod release;
 pub mod replay;
 pub mod report;
 pub mod rollout;

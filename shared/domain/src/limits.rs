@@ -47,6 +47,9 @@ pub const MAX_SERVICES_PER_APPLY: usize = 100;
 /// Longest name: services, environments, host names, spawned instance ids
 /// (a DNS label).
 pub const MAX_NAME_BYTES: usize = 63;
+/// Longest service reference a command names: a name, `@` and an
+/// environment name (`web@staging`).
+pub const MAX_SERVICE_REF_BYTES: usize = 2 * MAX_NAME_BYTES + 1;
 /// Longest instance id a command names (a replica id is its service's
 /// name, `-` and a number).
 pub const MAX_INSTANCE_BYTES: usize = 128;
@@ -107,8 +110,16 @@ pub fn check_router_heartbeat(beat: &crate::event::RouterHeartbeat) -> Result<()
             return Err(name);
         }
     }
+    let long = |s: &String| s.len() > MAX_INSTANCE_BYTES;
+    if beat.switches.len() > 16
+        || beat.switches.iter().any(|s| {
+            long(&s.id) || s.services.len() > MAX_SERVICES_PER_APPLY || s.services.iter().any(long)
+        })
+    {
+        return Err("switches");
+    }
     if beat.applied.len() > MAX_ROUTER_SERVICES
-        || beat.applied.keys().any(|k| k.len() > MAX_NAME_BYTES)
+        || beat.applied.keys().any(|k| k.len() > MAX_SERVICE_REF_BYTES)
     {
         return Err("applied");
     }
@@ -205,10 +216,10 @@ pub fn check_command(command: &Command) -> Result<(), Rejection> {
     ];
     match command {
         Command::Deploy(c) => {
-            fields.push(("service", Some(&c.service), MAX_NAME_BYTES));
+            fields.push(("service", Some(&c.service), MAX_SERVICE_REF_BYTES));
             fields.push(("image", Some(&c.image), MAX_IMAGE_BYTES));
         }
-        Command::Rollback(c) => fields.push(("service", Some(&c.service), MAX_NAME_BYTES)),
+        Command::Rollback(c) => fields.push(("service", Some(&c.service), MAX_SERVICE_REF_BYTES)),
         Command::Apply(c) => {
             if c.services.len() > MAX_SERVICES_PER_APPLY {
                 return Err(invalid(
@@ -222,7 +233,7 @@ pub fn check_command(command: &Command) -> Result<(), Rejection> {
             fields.push(("source", c.source.as_deref(), MAX_SOURCE_BYTES));
         }
         Command::Pause(c) | Command::Resume(c) | Command::Abort(c) | Command::Promote(c) => {
-            fields.push(("service", Some(&c.service), MAX_NAME_BYTES));
+            fields.push(("service", Some(&c.service), MAX_SERVICE_REF_BYTES));
         }
         Command::Weight(c) => {
             if c.weight > MAX_WEIGHT {
@@ -231,21 +242,21 @@ pub fn check_command(command: &Command) -> Result<(), Rejection> {
                     format!("{} is over {MAX_WEIGHT}", c.weight),
                 ));
             }
-            fields.push(("service", Some(&c.service), MAX_NAME_BYTES));
+            fields.push(("service", Some(&c.service), MAX_SERVICE_REF_BYTES));
             fields.push(("instance", Some(&c.instance), MAX_INSTANCE_BYTES));
         }
         Command::Route(c) => {
-            fields.push(("service", Some(&c.service), MAX_NAME_BYTES));
+            fields.push(("service", Some(&c.service), MAX_SERVICE_REF_BYTES));
             fields.push(("from", Some(&c.from), MAX_IMAGE_BYTES));
             fields.push(("to", Some(&c.to), MAX_IMAGE_BYTES));
         }
         Command::Spawn(c) => {
-            fields.push(("service", Some(&c.service), MAX_NAME_BYTES));
+            fields.push(("service", Some(&c.service), MAX_SERVICE_REF_BYTES));
             fields.push(("id", Some(&c.id), MAX_NAME_BYTES));
             fields.push(("image", c.image.as_deref(), MAX_IMAGE_BYTES));
         }
         Command::Stop(c) => {
-            fields.push(("service", Some(&c.service), MAX_NAME_BYTES));
+            fields.push(("service", Some(&c.service), MAX_SERVICE_REF_BYTES));
             fields.push(("instance", Some(&c.instance), MAX_INSTANCE_BYTES));
         }
         Command::ReleaseHosts(_) => {}
@@ -282,6 +293,40 @@ pub fn check_command(command: &Command) -> Result<(), Rejection> {
         | Command::RolloutResume(_)
         | Command::RolloutCancel(_)
         | Command::RolloutRollbackAll(_) => {}
+        Command::ReleaseCreate(c) => {
+            use crate::release::{MAX_DESCRIPTION_BYTES, MAX_TAG_BYTES};
+            let services = c.services.as_ref().map_or(0, Vec::len);
+            if services > MAX_SERVICES_PER_APPLY || c.images.len() > MAX_SERVICES_PER_APPLY {
+                return Err(invalid(
+                    "services",
+                    format!("at most {MAX_SERVICES_PER_APPLY} services and images in a release"),
+                ));
+            }
+            fields.push(("tag", Some(&c.tag), MAX_TAG_BYTES));
+            fields.push((
+                "description",
+                c.description.as_deref(),
+                MAX_DESCRIPTION_BYTES,
+            ));
+            fields.push(("deploy_to", c.deploy_to.as_deref(), MAX_NAME_BYTES));
+            for (service, image) in &c.images {
+                fields.push(("images", Some(service), MAX_NAME_BYTES));
+                fields.push(("images", Some(image), MAX_IMAGE_BYTES));
+            }
+        }
+        Command::ReleaseDeploy(c) => {
+            fields.push(("tag", Some(&c.tag), crate::release::MAX_TAG_BYTES));
+            fields.push(("environment", Some(&c.environment), MAX_NAME_BYTES));
+        }
+        Command::ReleasePromote(c) => {
+            fields.push(("tag", Some(&c.tag), crate::release::MAX_TAG_BYTES));
+            fields.push(("from", Some(&c.from), MAX_NAME_BYTES));
+            fields.push(("to", Some(&c.to), MAX_NAME_BYTES));
+        }
+        Command::ReleaseRollback(c) => {
+            fields.push(("environment", Some(&c.environment), MAX_NAME_BYTES));
+            fields.push(("to", c.to.as_deref(), crate::release::MAX_TAG_BYTES));
+        }
     }
     for (field, value, max) in fields {
         if let Some(problem) = value.and_then(|v| too_long(v, max)) {
@@ -423,6 +468,7 @@ mod tests {
                     cluster: None,
                     security: None,
                     notify: None,
+                    environments: None,
                     source: Some(long.clone()),
                     actor: None,
                     reason: None,

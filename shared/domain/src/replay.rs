@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use crate::command::{Command, RejectKind};
 use crate::event::{Event, EventEnvelope, CLUSTER_STREAM};
 use crate::planner::{self, Append, Decision, Settings, World};
-use crate::rollout;
+use crate::{release, rollout};
 
 /// How one decision was taken: recorded on its first event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -83,16 +83,20 @@ pub enum DecidedBy {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         ids: Vec<String>,
     },
+    /// [`release::react`]: a release deployment's step (its members'
+    /// deployments, the switch, a turn back).
+    Release,
 }
 
 impl DecidedBy {
-    /// How a person names it: `deploy`, `react`, `cluster`, `rollout`.
+    /// How a person names it: `deploy`, `react`, `cluster`, `rollout`, `release`.
     pub fn name(&self) -> &'static str {
         match self {
             DecidedBy::Command { command, .. } => command.verb(),
             DecidedBy::React => "react",
             DecidedBy::Cluster => "cluster",
             DecidedBy::Rollout { .. } => "rollout",
+            DecidedBy::Release => "release",
         }
     }
 }
@@ -466,6 +470,7 @@ fn decide(
             let mut ids = ids.iter();
             rollout::react(world, at, &mut || ids.next().cloned().unwrap_or_default())
         }
+        DecidedBy::Release => release::react(world, at, settings),
     };
     Ok(appends
         .into_iter()

@@ -68,12 +68,14 @@ pub const SIGNED_TEXT_VERSION: &str = "mentat-command-v1";
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Deployments: `deploy`, `rollback`, `pause`, `resume`, `abort`,
-    /// `promote`; and steering a fleet rollout: `rollout_pause`,
-    /// `rollout_resume`, `rollout_cancel`.
+    /// `promote`; steering a fleet rollout: `rollout_pause`,
+    /// `rollout_resume`, `rollout_cancel`; and releases: `release_deploy`,
+    /// `release_promote`, `release_rollback`.
     Deployer,
     /// A deployer's commands, and `apply` (services and the cluster block,
     /// not `security:`), `weight`, `spawn`, `release_hosts`, and the fleet
-    /// rollouts' `rollout_start` and `rollout_rollback_all`.
+    /// rollouts' `rollout_start` and `rollout_rollback_all`, and
+    /// `release_create`.
     Operator,
     /// Everything: also `stop`, `route` and changing the `security:` block.
     Admin,
@@ -84,8 +86,10 @@ impl Role {
     pub fn least_for(verb: &str) -> Role {
         match verb {
             "deploy" | "rollback" | "pause" | "resume" | "abort" | "promote" | "rollout_pause"
-            | "rollout_resume" | "rollout_cancel" => Role::Deployer,
+            | "rollout_resume" | "rollout_cancel" | "release_deploy" | "release_promote"
+            | "release_rollback" => Role::Deployer,
             "apply"
+            | "release_create"
             | "weight"
             | "spawn"
             | "release_hosts"

@@ -48,6 +48,12 @@ pub struct ServiceSpec {
     /// definitions from before it read and hash the same.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// The environments the service runs in, each with its overrides
+    /// (see [`crate::environment`]); empty: every declared environment.
+    /// Absent from definitions that set none, so definitions from before
+    /// it read and hash the same.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub environments: BTreeMap<String, crate::environment::EnvironmentOverride>,
 }
 
 /// The `audit` block of a service: what its commands must say about who
@@ -137,10 +143,11 @@ impl RouteSpec {
         }
     }
 
-    /// The host name under the router's domain, the service name when none is set.
+    /// The host name under the router's domain, the service name (without
+    /// its `@environment`) when none is set.
     pub fn host<'a>(&'a self, service: &'a str) -> &'a str {
         if self.host.is_empty() {
-            service
+            crate::environment::split(service).0
         } else {
             &self.host
         }
@@ -515,7 +522,7 @@ impl ServiceSpec {
     /// included (see [`crate::limits`]); empty when the spec is valid.
     pub fn validate(&self) -> Vec<FieldError> {
         let mut out: Problems = Vec::new();
-        if !is_valid_name(&self.name) {
+        if !self.name_fits_environment() {
             out.push((
                 String::new(),
                 format!("service name `{}` {NAME_RULE}", shown(&self.name)),
@@ -548,6 +555,20 @@ impl ServiceSpec {
 /// True when `text` can be a label key or value: 1 to
 /// [`MAX_LABEL_BYTES`] characters of `a-z`, `A-Z`, `0-9`, `-`, `_` and
 /// `.`, starting with a letter or a digit.
+impl ServiceSpec {
+    /// The name is valid: a plain name, or (one environment's definition of
+    /// a service, see [`crate::environment::expand`]) a name, `@` and the
+    /// environment of its route.
+    fn name_fits_environment(&self) -> bool {
+        match self.name.split_once('@') {
+            None => is_valid_name(&self.name),
+            Some((service, env)) => {
+                is_valid_name(service) && is_valid_name(env) && env == self.route.environment()
+            }
+        }
+    }
+}
+
 pub fn is_valid_label(text: &str) -> bool {
     let mut chars = text.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
@@ -789,10 +810,10 @@ impl RouteSpec {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn spec() -> ServiceSpec {
+    pub(crate) fn spec() -> ServiceSpec {
         ServiceSpec {
             name: "web".into(),
             replicas: 3,
@@ -806,6 +827,7 @@ mod tests {
             route: RouteSpec::default(),
             audit: AuditSpec::default(),
             labels: BTreeMap::new(),
+            environments: BTreeMap::new(),
         }
     }
 

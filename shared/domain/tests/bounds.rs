@@ -25,6 +25,7 @@ fn apply(services: Vec<ServiceSpec>) -> Command {
         cluster: None,
         security: None,
         notify: None,
+        environments: None,
         source: None,
         actor: None,
         reason: None,

@@ -276,6 +276,7 @@ fn apply_cluster(sim: &mut Sim, suspect: u64, lost: u64) -> Result<Option<String
         }),
         security: None,
         notify: None,
+        environments: None,
         source: None,
         actor: None,
         reason: None,

@@ -20,6 +20,7 @@ fn apply(spec: ServiceSpec, actor: Option<&str>) -> Command {
         cluster: None,
         security: None,
         notify: None,
+        environments: None,
     })
 }
 

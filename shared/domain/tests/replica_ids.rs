@@ -33,6 +33,7 @@ fn define_rec(sim: &mut Sim) {
         cluster: None,
         security: None,
         notify: None,
+        environments: None,
         source: None,
         actor: None,
         reason: None,

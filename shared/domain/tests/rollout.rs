@@ -50,6 +50,7 @@ fn spec(name: &str, labels: &[(&str, &str)]) -> ServiceSpec {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect(),
+        environments: Default::default(),
     }
 }
 
@@ -82,6 +83,7 @@ impl Fleet {
                 cluster: None,
                 security: None,
                 notify: None,
+                environments: None,
                 source: None,
                 actor: None,
                 reason: None,

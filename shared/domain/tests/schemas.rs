@@ -14,6 +14,9 @@ use mentat_domain::command::{
     Spawn, StatusQuery, StatusReply, Stop, Weight,
 };
 use mentat_domain::event::{Event, EventEnvelope, Fact, HostHeartbeat, RouterHeartbeat};
+use mentat_domain::release::{
+    ReleaseCreate, ReleaseDeploy, ReleasePromote, ReleaseQuery, ReleaseReply, ReleaseRollback,
+};
 use mentat_domain::replay::{AuditReplayQuery, AuditReplayReply, ReplayReport};
 use mentat_domain::rollout::{RolloutControl, RolloutQuery, RolloutReply, RolloutStart};
 use mentat_domain::stats::TrafficStats;
@@ -69,6 +72,12 @@ fn schemas() -> Vec<(&'static str, schemars::Schema)> {
         ("cmd.rollout_control.json", schema_for!(RolloutControl)),
         ("query.rollout.json", schema_for!(RolloutQuery)),
         ("query.rollout.reply.json", schema_for!(RolloutReply)),
+        ("cmd.release_create.json", schema_for!(ReleaseCreate)),
+        ("cmd.release_deploy.json", schema_for!(ReleaseDeploy)),
+        ("cmd.release_promote.json", schema_for!(ReleasePromote)),
+        ("cmd.release_rollback.json", schema_for!(ReleaseRollback)),
+        ("query.release.json", schema_for!(ReleaseQuery)),
+        ("query.release.reply.json", schema_for!(ReleaseReply)),
     ]
 }
 

@@ -49,6 +49,7 @@ use std::fmt;
 use std::path::Path;
 
 use mentat_domain::cluster::ClusterSpec;
+use mentat_domain::environment::EnvironmentOverride;
 use mentat_domain::notify::Webhook;
 use mentat_domain::security::SecuritySpec;
 use mentat_domain::spec::{
@@ -58,8 +59,15 @@ use serde::de::DeserializeOwned;
 use serde_yaml::{Mapping, Value};
 
 /// Fields of one service entry, in the order they are documented.
-const SERVICE_FIELDS: [&str; 7] = [
-    "replicas", "run", "health", "deploy", "route", "audit", "labels",
+const SERVICE_FIELDS: [&str; 8] = [
+    "replicas",
+    "run",
+    "health",
+    "deploy",
+    "route",
+    "audit",
+    "labels",
+    "environments",
 ];
 
 /// One problem in a config file.
@@ -148,6 +156,9 @@ pub struct ServiceFile {
     pub security: Option<SecuritySpec>,
     /// The `notify:` block (webhooks), when the file has one.
     pub notify: Option<Vec<Webhook>>,
+    /// The `environments:` block, when the file has one (see
+    /// [`mentat_domain::environment`]).
+    pub environments: Option<mentat_domain::environment::Environments>,
 }
 
 /// Read and validate a service file's services. Errors name the file as
@@ -189,18 +200,64 @@ pub fn parse_file(text: &str, file: &str) -> Result<ServiceFile, ConfigError> {
     let cluster = checker.block(&root, "cluster", ClusterSpec::validate);
     let security = checker.block(&root, "security", SecuritySpec::validate);
     let notify = checker.notify(&root);
+    let environments = checker.block(&root, "environments", |envs| {
+        field_errors(mentat_domain::environment::validate(envs))
+    });
+    if checker.problems.is_empty() {
+        // Each environment's definition of each service is checked too.
+        let expanded = mentat_domain::environment::expand(&services, environments.as_ref());
+        // The first problem of each, under the environment's overrides
+        // (`services.web.environments.staging.replicas`): the others follow
+        // from it (a `max_unavailable` over the replicas).
+        let problems = match expanded {
+            Ok(all) => all
+                .iter()
+                .filter_map(|s| s.validate().into_iter().next())
+                .collect(),
+            Err(problems) => field_errors(problems),
+        };
+        for e in problems {
+            let path = match e.path.split_once('@') {
+                Some((service, rest)) => match rest.split_once('.') {
+                    Some((env, field)) => format!("{service}.environments.{env}.{field}"),
+                    None => e.path.clone(),
+                },
+                None => e.path.clone(),
+            };
+            let path: Vec<&str> = path.split('.').collect();
+            checker.report(&path, e.message);
+        }
+    }
     if checker.problems.is_empty() {
         Ok(ServiceFile {
             services,
             cluster,
             security,
             notify,
+            environments,
         })
     } else {
         let mut problems = checker.problems;
         problems.sort_by_key(|p| p.line.unwrap_or(0));
         Err(invalid(problems))
     }
+}
+
+/// `path: message` lines as field errors.
+fn field_errors(lines: Vec<String>) -> Vec<FieldError> {
+    lines
+        .into_iter()
+        .map(|line| match line.split_once(": ") {
+            Some((path, message)) => FieldError {
+                path: path.to_owned(),
+                message: message.to_owned(),
+            },
+            None => FieldError {
+                path: String::new(),
+                message: line,
+            },
+        })
+        .collect()
 }
 
 fn syntax_problem(e: &serde_yaml::Error) -> Problem {
@@ -248,12 +305,12 @@ impl Checker<'_> {
         for key in map.keys() {
             if !matches!(
                 key.as_str(),
-                Some("services" | "cluster" | "security" | "notify")
+                Some("services" | "cluster" | "security" | "notify" | "environments")
             ) {
                 let key = key_text(key);
                 self.report(
                     &[&key],
-                    format!("unknown field `{key}`, expected `services`, `cluster`, `security` or `notify`"),
+                    format!("unknown field `{key}`, expected `services`, `cluster`, `security`, `notify` or `environments`"),
                 );
             }
         }
@@ -360,7 +417,7 @@ impl Checker<'_> {
                 let message = if key == "name" {
                     "the service name is the key of its entry; remove `name`".to_owned()
                 } else {
-                    format!("unknown field `{key}`, expected one of replicas, run, health, deploy, route, audit, labels")
+                    format!("unknown field `{key}`, expected one of replicas, run, health, deploy, route, audit, labels, environments")
                 };
                 self.report(&["services", name, &key], message);
             }
@@ -374,6 +431,8 @@ impl Checker<'_> {
         let route = self.section::<RouteSpec>(map, &base, "route", None);
         let audit = self.section::<AuditSpec>(map, &base, "audit", None);
         let labels = self.section::<BTreeMap<String, String>>(map, &base, "labels", None);
+        let environments =
+            self.section::<BTreeMap<String, EnvironmentOverride>>(map, &base, "environments", None);
         let spec = ServiceSpec {
             name: name.to_owned(),
             replicas: replicas?,
@@ -383,6 +442,7 @@ impl Checker<'_> {
             route: route?,
             audit: audit?,
             labels: labels?,
+            environments: environments?,
         };
         self.validate(&spec, map, before);
         (self.problems.len() == before).then_some(spec)

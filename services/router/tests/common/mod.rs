@@ -317,6 +317,7 @@ pub async fn publish_route(
             service: service.to_owned(),
             backends,
             route,
+            switch: None,
         },
     };
     bus.publish_durable(subject::event(service, "RouteChanged"), &id, &envelope)

@@ -13,8 +13,8 @@ use crate::planner::routes::route_change;
 use crate::planner::state::{Phase, ServiceState, World};
 use crate::planner::steady::{reconcile, serving, stop_drained, stop_retired};
 use crate::planner::{canary, control, deployment, hosts, traffic};
-use crate::rollout;
 use crate::spec::{ServiceSpec, Strategy};
+use crate::{environment, release, rollout};
 
 /// Settings of the planner that are not part of any service's spec.
 /// Recorded by each leader in its `PlannerLeaderElected`.
@@ -68,6 +68,7 @@ pub(crate) fn reject(kind: RejectKind, reason: impl Into<String>) -> Decision {
 /// this command will have; `now_ms` is the time the command is handled.
 /// A command out of the bounds of [`crate::limits`] is rejected first.
 pub fn handle(world: &World, command: &Command, deployment_id: &str, now_ms: i64) -> Decision {
+    let command = &command.normalised();
     if let Err(rejection) = check_command(command) {
         return Decision::Reject(rejection);
     }
@@ -92,6 +93,10 @@ pub fn handle(world: &World, command: &Command, deployment_id: &str, now_ms: i64
         | Command::RolloutResume(c)
         | Command::RolloutCancel(c)
         | Command::RolloutRollbackAll(c) => rollout::control(world, command.verb(), c, now_ms),
+        Command::ReleaseCreate(c) => release::create(world, c, deployment_id, now_ms),
+        Command::ReleaseDeploy(c) => release::deploy(world, c, deployment_id, now_ms),
+        Command::ReleasePromote(c) => release::promote(world, c, deployment_id, now_ms),
+        Command::ReleaseRollback(c) => release::rollback(world, c, deployment_id, now_ms),
     }
 }
 
@@ -129,6 +134,25 @@ fn handle_apply(world: &World, apply: &Apply) -> Decision {
         if !seen.insert(spec.name.as_str()) {
             errors.push(format!("services.{}: defined twice", shown(&spec.name)));
         }
+        if spec.name.contains('@') {
+            errors.push(format!(
+                "services.{}: a service name has no `@`; list its environments under `environments:`",
+                shown(&spec.name)
+            ));
+        }
+    }
+    if let Some(envs) = &apply.environments {
+        errors.extend(environment::validate(envs));
+    }
+    let declared = apply.environments.as_ref().or(world.environments.as_ref());
+    let services = match environment::expand(&apply.services, declared) {
+        Ok(services) => services,
+        Err(problems) => {
+            errors.extend(problems);
+            Vec::new()
+        }
+    };
+    for spec in &services {
         errors.extend(spec.validate().iter().map(ToString::to_string));
     }
     if let Some(cluster) = &apply.cluster {
@@ -154,8 +178,7 @@ fn handle_apply(world: &World, apply: &Apply) -> Decision {
             ),
         );
     }
-    let changed: Vec<&ServiceSpec> = apply
-        .services
+    let changed: Vec<&ServiceSpec> = services
         .iter()
         .filter(|spec| world.services.get(&spec.name).and_then(|s| s.spec.as_ref()) != Some(spec))
         .collect();
@@ -191,6 +214,17 @@ fn handle_apply(world: &World, apply: &Apply) -> Decision {
             source: apply.source.clone(),
         });
         names.push("the security settings");
+    }
+    if let Some(environments) = apply
+        .environments
+        .as_ref()
+        .filter(|e| world.environments.as_ref() != Some(*e))
+    {
+        settings.push(Event::EnvironmentsDefined {
+            environments: environments.clone(),
+            source: apply.source.clone(),
+        });
+        names.push("the environments");
     }
     if !settings.is_empty() {
         appends.push(Append {
@@ -319,6 +353,12 @@ fn handle_deploy(world: &World, deploy: &Deploy, deployment_id: &str, now_ms: i6
             ),
         );
     }
+    // Recorded as a release derived from the environment's live one.
+    let derived =
+        match release::derive_from_deploy(world, spec, &deploy.image, deployment_id, now_ms) {
+            Ok(derived) => derived,
+            Err(rejection) => return Decision::Reject(rejection),
+        };
     let decision = start_deployment(
         state,
         spec,
@@ -328,6 +368,24 @@ fn handle_deploy(world: &World, deploy: &Deploy, deployment_id: &str, now_ms: i6
         deployment_id,
         now_ms,
     );
+    let decision = match (decision, derived) {
+        (
+            Decision::Accept {
+                mut appends,
+                deployment_id,
+                message,
+            },
+            Some((derived, tag)),
+        ) => {
+            appends.push(derived);
+            Decision::Accept {
+                appends,
+                deployment_id,
+                message: format!("{message}; recorded as release {tag}"),
+            }
+        }
+        (decision, _) => decision,
+    };
     match (decision, overridden) {
         (
             Decision::Accept {
@@ -398,6 +456,39 @@ pub(crate) fn start_deployment(
     deployment_id: &str,
     now_ms: i64,
 ) -> Decision {
+    let event = deployment_started(
+        state,
+        spec,
+        image,
+        strategy,
+        rollback,
+        deployment_id,
+        now_ms,
+    );
+    Decision::Accept {
+        appends: vec![Append {
+            stream: spec.name.clone(),
+            events: vec![event],
+        }],
+        deployment_id: Some(deployment_id.to_owned()),
+        message: format!(
+            "{} of {} to {image} started ({strategy})",
+            if rollback { "rollback" } else { "deployment" },
+            spec.name
+        ),
+    }
+}
+
+/// The `DeploymentStarted` of `spec`'s service to `image`.
+pub(crate) fn deployment_started(
+    state: &ServiceState,
+    spec: &ServiceSpec,
+    image: &str,
+    strategy: Strategy,
+    rollback: bool,
+    deployment_id: &str,
+    now_ms: i64,
+) -> Event {
     let d = &spec.deploy;
     let steps = d.canary_steps();
     let top = steps
@@ -414,8 +505,9 @@ pub(crate) fn start_deployment(
         health_timeout_secs: d.health_timeout_secs,
         bake_secs: spec.health.bake_secs,
         thresholds: spec.health.thresholds.enabled,
+        release: None,
     };
-    let event = Event::DeploymentStarted {
+    Event::DeploymentStarted {
         deployment_id: deployment_id.to_owned(),
         service: spec.name.clone(),
         image: image.to_owned(),
@@ -427,18 +519,6 @@ pub(crate) fn start_deployment(
         rollback,
         at_ms: now_ms,
         plan,
-    };
-    Decision::Accept {
-        appends: vec![Append {
-            stream: spec.name.clone(),
-            events: vec![event],
-        }],
-        deployment_id: Some(deployment_id.to_owned()),
-        message: format!(
-            "{} of {} to {image} started ({strategy})",
-            if rollback { "rollback" } else { "deployment" },
-            spec.name
-        ),
     }
 }
 /// Most decisions [`react`] chains before it stops; a decision that keeps

@@ -87,7 +87,8 @@ pub(crate) fn timed_wait_until(d: &Deployment) -> Option<i64> {
 /// A threshold breach of the version `d` rolls out, recorded since it
 /// started (or was last resumed), while it is not reverting.
 fn breach(state: &ServiceState, d: &Deployment) -> Option<Judgement> {
-    if d.reverting.is_some() {
+    // A member of a release: the release judges, and turns every member back.
+    if d.reverting.is_some() || d.plan.release.is_some() {
         return None;
     }
     let v = state.verdicts.get(&d.image)?;

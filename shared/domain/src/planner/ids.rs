@@ -10,9 +10,16 @@
 use crate::planner::state::{ServiceState, World};
 use crate::spec::ServiceSpec;
 
-/// The digits `n` of an id `<service>-<n>`.
+/// What a service's declared replicas' ids begin with: its name, and in
+/// an environment other than the default one `-` and the environment
+/// (`web-staging`), so that an id stays a DNS label.
+pub(crate) fn prefix(service: &str) -> String {
+    service.replace('@', "-")
+}
+
+/// The digits `n` of an id `<prefix>-<n>`.
 fn digits<'i>(service: &str, id: &'i str) -> Option<&'i str> {
-    let n = id.strip_prefix(service)?.strip_prefix('-')?;
+    let n = id.strip_prefix(&prefix(service))?.strip_prefix('-')?;
     (!n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())).then_some(n)
 }
 
@@ -55,7 +62,7 @@ pub(crate) fn next_replica_ids(
     let mut n = state.replica_seq;
     while ids.len() < count {
         n = n.saturating_add(1);
-        let id = format!("{}-{n}", spec.name);
+        let id = format!("{}-{n}", prefix(&spec.name));
         if holder(world, &id).is_none() {
             ids.push(id);
         }
@@ -78,6 +85,8 @@ mod tests {
         assert_eq!(number_of("web-2", "web-2-7"), Some(7));
         assert_eq!(number_of("web", "web-2-7"), None);
         assert_eq!(number_of("web", "web-99999999999999999999"), None);
+        assert_eq!(number_of("web@staging", "web-staging-4"), Some(4));
+        assert_eq!(number_of("web@staging", "web-4"), None);
         assert_eq!(
             digits("web", "web-99999999999999999999"),
             Some("99999999999999999999")

@@ -24,7 +24,7 @@ pub mod deployment;
 pub mod hosts;
 mod ids;
 pub mod policy;
-mod rolling;
+pub(crate) mod rolling;
 pub mod routes;
 pub mod state;
 mod steady;

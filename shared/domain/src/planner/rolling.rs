@@ -45,10 +45,12 @@ pub(crate) fn next_batch(
             at_ms: now_ms,
         }];
     };
-    let mut old: Vec<&Replica> = serving(state).filter(|r| r.image != target).collect();
+    let mut old: Vec<&Replica> = serving(state)
+        .filter(|r| !is_target(d, r, target))
+        .collect();
     // Retire replicas that serve no traffic first.
     old.sort_by_key(|r| (state.is_routed(&r.id), r.id.clone()));
-    let current = serving(state).filter(|r| r.image == target).count() as u32;
+    let current = serving(state).filter(|r| is_target(d, r, target)).count() as u32;
     let need_new = d.replicas.saturating_sub(current);
     if need_new == 0 && old.is_empty() {
         return bake_then_finish(d, now_ms);
@@ -60,6 +62,17 @@ pub(crate) fn next_batch(
     let retire = if need_new == 0 { old.len() } else { k };
     let replace: Vec<String> = old.iter().take(retire).map(|r| r.id.clone()).collect();
     start_batch(world, state, spec, d, target, count, replace, now_ms)
+}
+
+/// True when replica `r` runs what `d` converges to (`target`): its image;
+/// for a member of a release, which may change more than the image,
+/// being started by `d` (or, while reverting, not being started by it).
+fn is_target(d: &Deployment, r: &Replica, target: &str) -> bool {
+    if d.plan.release.is_none() {
+        return r.image == target;
+    }
+    let ours = r.deployment.as_deref() == Some(d.id.as_str());
+    r.image == target && ours == d.reverting.is_none()
 }
 
 /// Start a batch of `count` replicas of `image` that replaces `replace`.

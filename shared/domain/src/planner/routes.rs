@@ -34,6 +34,7 @@ pub(crate) fn route_change(
         service: spec.name.clone(),
         backends,
         route: spec.route.clone(),
+        switch: None,
     })
 }
 
@@ -47,7 +48,10 @@ fn desired(state: &ServiceState) -> Vec<Backend> {
             .get(id)
             .is_some_and(|r| r.phase == Phase::Healthy)
     };
-    let switching = !held && batch.is_some_and(|b| !b.switched && b.start.iter().all(healthy));
+    // A member of a release moves only when the release switches.
+    let gated = d.is_some_and(|d| d.plan.release.is_some() && !d.released && d.reverting.is_none());
+    let switching =
+        !held && !gated && batch.is_some_and(|b| !b.switched && b.start.iter().all(healthy));
     let moved = batch.is_some_and(|b| b.switched || switching);
     let standby = d.is_some_and(on_standby);
     let eligible = |r: &&Replica| {

@@ -87,6 +87,8 @@ pub struct Replica {
     pub retiring: bool,
     /// The replica that took its place when its host was lost.
     pub replaced_by: Option<String>,
+    /// The deployment that started it.
+    pub deployment: Option<String>,
 }
 
 /// The batch of a deployment in progress.
@@ -149,6 +151,9 @@ pub struct Deployment {
     /// When it was last resumed (ms since epoch); a breach recorded until
     /// then was seen by whoever resumed it.
     pub resumed_at_ms: Option<i64>,
+    /// A member of a release deployment (`plan.release`): the release
+    /// switched, so its new replicas may take traffic.
+    pub released: bool,
 }
 
 /// The health-watcher's verdict on a version's traffic, and since when.
@@ -332,6 +337,10 @@ pub struct World {
     pub rollouts: crate::rollout::Rollouts,
     /// The webhooks of the notify block last applied.
     pub notify: Vec<crate::notify::Webhook>,
+    /// The environments block last applied, if any.
+    pub environments: Option<crate::environment::Environments>,
+    /// Releases and what each environment serves (stream `_releases`).
+    pub releases: crate::release::Releases,
 }
 
 impl World {
@@ -376,6 +385,8 @@ impl World {
             released_at_ms: self.released_at_ms,
             rollouts: self.rollouts.clone(),
             notify: self.notify.clone(),
+            environments: self.environments.clone(),
+            releases: self.releases.clone(),
         }
     }
 
@@ -446,6 +457,29 @@ impl World {
             .iter()
             .filter(|(_, r)| r.live)
             .map(|(id, _)| id.as_str())
+    }
+
+    /// The members of release deployment `id` in `environment` may take
+    /// traffic: the release switched.
+    fn release_switched(&mut self, environment: &str, id: &str) {
+        let Some(d) = self.releases.in_flight(environment) else {
+            return;
+        };
+        let members: Vec<(String, String)> = d
+            .deploying()
+            .filter(|_| d.started.deployment_id == id)
+            .map(|(m, dep)| (m.service.clone(), dep.to_owned()))
+            .collect();
+        for (service, dep) in members {
+            let deployment = self
+                .services
+                .get_mut(&service)
+                .and_then(|s| s.deployment.as_mut())
+                .filter(|d| d.id == dep);
+            if let Some(d) = deployment {
+                d.released = true;
+            }
+        }
     }
 
     /// Fold one recorded event into the state.
@@ -519,6 +553,15 @@ impl World {
                 self.services.entry(spec.name.clone()).or_default().spec = Some(spec.clone());
             }
             Event::NotifyDefined { webhooks, .. } => self.notify = webhooks.clone(),
+            Event::EnvironmentsDefined { environments, .. } => {
+                self.environments = Some(environments.clone());
+            }
+            event if crate::release::Releases::owns(event) => {
+                self.releases.apply(event, at, &envelope.meta);
+                if let Event::ReleaseSwitched(step) = event {
+                    self.release_switched(&step.environment, &step.deployment_id);
+                }
+            }
             Event::WebhookDelivered { rollout_id, .. }
             | Event::WebhookFailed { rollout_id, .. } => {
                 if let Some(id) = rollout_id {
@@ -574,6 +617,7 @@ fn apply_service(s: &mut ServiceState, event: &Event, at: i64, meta: &crate::Met
                 started_at_ms: at,
                 bake_until_ms: None,
                 resumed_at_ms: None,
+                released: false,
             });
             s.history.push(DeploymentRecord {
                 deployment_id: deployment_id.clone(),
@@ -625,6 +669,7 @@ fn apply_service(s: &mut ServiceState, event: &Event, at: i64, meta: &crate::Met
             image,
             health,
             spawned,
+            deployment_id,
             ..
         } => {
             if !spawned {
@@ -649,6 +694,7 @@ fn apply_service(s: &mut ServiceState, event: &Event, at: i64, meta: &crate::Met
                     started_at_ms: None,
                     retiring: false,
                     replaced_by: None,
+                    deployment: deployment_id.clone(),
                 },
             );
         }
@@ -925,7 +971,13 @@ fn apply_service(s: &mut ServiceState, event: &Event, at: i64, meta: &crate::Met
         | Event::RolloutTargetOverridden { .. }
         | Event::NotifyDefined { .. }
         | Event::WebhookDelivered { .. }
-        | Event::WebhookFailed { .. } => {}
+        | Event::WebhookFailed { .. }
+        | Event::EnvironmentsDefined { .. }
+        | Event::ReleaseCreated(_)
+        | Event::ReleaseDeployStarted(_)
+        | Event::ReleaseSwitched(_)
+        | Event::ReleaseDeployCompleted(_)
+        | Event::ReleaseDeployFailed(_) => {}
     }
 }
 

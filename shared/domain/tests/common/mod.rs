@@ -88,6 +88,7 @@ impl Sim {
             route: Default::default(),
             audit: Default::default(),
             labels: Default::default(),
+            environments: Default::default(),
         };
         let spec = ServiceSpec {
             health: health.unwrap_or(spec.health),
@@ -100,6 +101,7 @@ impl Sim {
             cluster: None,
             security: None,
             notify: None,
+            environments: None,
             source: None,
             actor: None,
             reason: None,

@@ -329,3 +329,46 @@ fn a_notify_block_is_read_and_checked() {
         None
     );
 }
+
+const ENVIRONMENTS: &str = "\
+environments:
+  staging: {}
+  production: { protected: true, promote_from: staging, min_soak_secs: 60 }
+services:
+  web:
+    replicas: 3
+    run:
+      command: [\"mentat-demo-app\"]
+    environments:
+      staging: { replicas: 1, run: { env: { LOG: debug } } }
+      production: {}
+";
+
+#[test]
+fn an_environments_block_and_per_environment_overrides_parse() {
+    let file = parse_file(ENVIRONMENTS, "mentat.yaml").expect("valid");
+    let envs = file.environments.expect("the block");
+    assert!(envs["production"].protected);
+    assert_eq!(envs["production"].promote_from.as_deref(), Some("staging"));
+    let web = &file.services[0];
+    assert_eq!(web.environments["staging"].replicas, Some(1));
+}
+
+#[test]
+fn an_unknown_environment_or_a_bad_override_is_named_with_its_line() {
+    let unknown = ENVIRONMENTS.replace("      production: {}", "      qa: {}");
+    let e = one_error(&unknown);
+    assert!(
+        e.contains("services.web.environments.qa") && e.contains("unknown environment `qa`"),
+        "{e}"
+    );
+    let zero = ENVIRONMENTS.replace("replicas: 1,", "replicas: 0,");
+    let e = one_error(&zero);
+    assert!(
+        e.contains(":10: services.web.environments.staging.replicas"),
+        "{e}"
+    );
+    let bad = ENVIRONMENTS.replace("promote_from: staging", "promote_from: qa");
+    let e = one_error(&bad);
+    assert!(e.contains("environments.production.promote_from"), "{e}");
+}
