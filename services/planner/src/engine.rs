@@ -566,6 +566,7 @@ impl Engine {
         };
         if let Some(why) = refuse_fact(&self.log.world, subject, &stream, &fact) {
             self.refused_facts += 1;
+            metrics::counter!(crate::metrics::FACTS_REFUSED_TOTAL).increment(1);
             tracing::warn!(
                 %subject,
                 fact_id = %fact.id,

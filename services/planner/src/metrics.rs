@@ -12,6 +12,9 @@ pub const APPEND_DURATION: &str = "mentat_planner_append_seconds";
 /// Commands answered, by verb and result: `accepted` or the rejection's
 /// kind (counter, labels `verb`, `result`).
 pub const COMMANDS_TOTAL: &str = "mentat_planner_commands_total";
+/// Facts dropped because their source may not report them: a host about
+/// another's replica, a router under another's id (counter).
+pub const FACTS_REFUSED_TOTAL: &str = "mentat_planner_facts_refused_total";
 /// Position of the newest event in the log (gauge).
 pub const LOG_POSITION: &str = "mentat_planner_log_position";
 
@@ -29,6 +32,10 @@ pub fn describe() {
     describe_counter!(
         COMMANDS_TOTAL,
         "Commands answered, by verb and result (accepted or the rejection's kind)."
+    );
+    describe_counter!(
+        FACTS_REFUSED_TOTAL,
+        "Facts dropped because their source may not report them."
     );
     describe_gauge!(LOG_POSITION, "Position of the newest event in the log.");
 }
