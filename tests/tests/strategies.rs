@@ -341,15 +341,17 @@ async fn weight_route_spawn_stop_and_direct_addressing(db: Db) {
             },
         )
         .await;
-    // Weight 0: no weighted traffic, yet reachable directly.
-    assert_eq!(
-        get(&addr, "a.web.localhost").await,
-        Ok((200, "va".to_owned()))
-    );
-    assert_eq!(
-        get(&addr, "b.web.localhost").await,
-        Ok((200, "vb".to_owned()))
-    );
+    // Weight 0: no weighted traffic, yet reachable directly, once the
+    // router has applied the change the planner's status already shows.
+    for (host, image) in [("a.web.localhost", "va"), ("b.web.localhost", "vb")] {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut answer = get(&addr, host).await;
+        while answer != Ok((200, image.to_owned())) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            answer = get(&addr, host).await;
+        }
+        assert_eq!(answer, Ok((200, image.to_owned())), "{host}");
+    }
     let sample = burst(&addr, HOST, 500, 2).await;
     assert_eq!(
         sample.per_version.keys().collect::<Vec<_>>(),
