@@ -149,7 +149,7 @@ impl Store {
         let mut pages = Pages {
             store: self.clone(),
             size,
-            next: None,
+            reads: Default::default(),
         };
         pages.read_after(after_position);
         pages
@@ -240,19 +240,31 @@ impl Store {
 }
 
 /// The log page by page, from [`Store::pages`]. Dropping it stops the
-/// read in flight.
+/// reads in flight.
+///
+/// [`AHEAD`] pages are read at once: positions have no gaps, so the page
+/// after one of `size` events ending at `p` starts after `p`, and the read
+/// of each can start before the one before it ends (on PostgreSQL each
+/// read is a server process of its own). A page that is short or does not
+/// end where it should (the end of the log, or a gap an auditor will
+/// report) drops the reads made on that guess and goes on from its last
+/// position.
 #[derive(Debug)]
 pub struct Pages {
     store: Store,
     size: i64,
-    next: Option<JoinHandle<Result<Vec<RecordedEvent>>>>,
+    /// The reads in flight, oldest first, each with the position it reads after.
+    reads: std::collections::VecDeque<(i64, JoinHandle<Result<Vec<RecordedEvent>>>)>,
 }
+
+/// Pages read at once by [`Pages`].
+pub const AHEAD: usize = 2;
 
 impl Pages {
     /// The next page: empty once the log has no more (then always empty).
     /// Events appended meanwhile are in it, as with [`Store::read_all`].
     pub async fn next(&mut self) -> Result<Vec<RecordedEvent>> {
-        let Some(read) = self.next.take() else {
+        let Some((after, read)) = self.reads.pop_front() else {
             return Ok(Vec::new());
         };
         let page = read.await.map_err(|e| {
@@ -260,25 +272,41 @@ impl Pages {
                 "reading a page of the log: {e}"
             )))
         })??;
-        if let Some(last) = page.last() {
-            self.read_after(last.position);
+        let Some(last) = page.last().map(|e| e.position) else {
+            self.stop();
+            return Ok(page);
+        };
+        let as_guessed = page.len() as i64 == self.size && last == after + self.size;
+        if !as_guessed {
+            self.stop();
         }
+        self.read_after(last);
         Ok(page)
     }
 
+    /// Keep [`AHEAD`] reads in flight, the first after `after` (unless it
+    /// already is).
     fn read_after(&mut self, after: i64) {
-        let (store, size) = (self.store.clone(), self.size);
-        self.next = Some(tokio::spawn(
-            async move { store.read_all(after, size).await },
-        ));
+        let mut from = self.reads.back().map_or(after, |(a, _)| a + self.size);
+        while self.reads.len() < AHEAD {
+            let (store, size) = (self.store.clone(), self.size);
+            let read = tokio::spawn(async move { store.read_all(from, size).await });
+            self.reads.push_back((from, read));
+            from += self.size;
+        }
+    }
+
+    /// Drop every read in flight.
+    fn stop(&mut self) {
+        for (_, read) in self.reads.drain(..) {
+            read.abort();
+        }
     }
 }
 
 impl Drop for Pages {
     fn drop(&mut self) {
-        if let Some(read) = &self.next {
-            read.abort();
-        }
+        self.stop();
     }
 }
 
