@@ -320,7 +320,7 @@ async fn up_with_tls_serves_nats_to_those_with_its_ca_only() {
     let dir = tempfile::tempdir().expect("tempdir");
     let nats_url = format!("nats://127.0.0.1:{}", free_port());
     let http = format!("127.0.0.1:{}", free_port());
-    let admin = format!("127.0.0.1:{}", free_port());
+    let admin = format!("127.0.0.1:{}", free_ports(5));
     let (mut up, out, err) = Up::start(up(&nats_url, dir.path(), &http, &admin).arg("--tls"));
     let mut said = Vec::new();
     wait_for(
@@ -433,7 +433,7 @@ fn up_refuses_a_nats_server_older_than_2_10_and_starts_no_service() {
     let data = dir.path().join("data");
     let nats_url = format!("nats://127.0.0.1:{}", free_port());
 
-    let admin = format!("127.0.0.1:{}", free_port());
+    let admin = format!("127.0.0.1:{}", free_ports(5));
     let out = up(
         &nats_url,
         &data,
@@ -465,4 +465,26 @@ fn up_refuses_a_nats_server_older_than_2_10_and_starts_no_service() {
             log.display()
         );
     }
+}
+
+#[test]
+fn up_refuses_an_admin_address_whose_next_ports_are_taken() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = free_ports(5);
+    // Something else listens where the health-watcher's metrics would.
+    let _taken = std::net::TcpListener::bind(("127.0.0.1", base + 2)).expect("bind");
+    let out = up(
+        &format!("nats://127.0.0.1:{}", free_port()),
+        dir.path(),
+        &format!("127.0.0.1:{}", free_port()),
+        &format!("127.0.0.1:{base}"),
+    )
+    .output()
+    .expect("run mt up");
+    assert!(!out.status.success(), "{}", text(&out));
+    let said = text(&out);
+    assert!(
+        said.contains("health-watcher") && said.contains(&format!("127.0.0.1:{}", base + 2)),
+        "names the service and the address: {said}"
+    );
 }

@@ -606,6 +606,7 @@ fn service_specs(
             })
         });
     let specs = specs.collect::<Result<Vec<_>>>()?;
+    admin_ports_free(plan.admin, &ADMIN_OFFSETS)?;
     say(&format!(
         "metrics: {}",
         metrics_addresses(
@@ -647,6 +648,23 @@ pub const ADMIN_OFFSETS: [&str; 5] = [
     "executor",
     "notifier",
 ];
+
+/// Each of `services`' admin addresses can be listened on now: a service
+/// that cannot bind its own would not start, so say which before anything
+/// starts.
+fn admin_ports_free(router: std::net::SocketAddr, services: &[&str]) -> Result<()> {
+    for service in services {
+        let addr = admin_of(router, service)?;
+        if let Err(e) = std::net::TcpListener::bind(addr) {
+            return Err(Error::Usage(format!(
+                "--admin {router}: the {service}'s metrics would listen on {addr}, which is \
+                 taken ({e}); give --admin an address whose next {} ports are free",
+                services.len() - 1
+            )));
+        }
+    }
+    Ok(())
+}
 
 /// `router http://…/metrics, planner …` for the services named.
 fn metrics_addresses(router: std::net::SocketAddr, services: &[&str]) -> Result<String> {
